@@ -1,0 +1,147 @@
+/**
+ * The reference interpreter: runs a module's graph op by op on typed arrays
+ * through each {@linkcode OpDef}'s `interpret` kernel. It says what a graph
+ * computes; passes are checked against it before and after.
+ * @module
+ */
+import type { Graph, Op, Value } from "./graph.ts";
+import type { Module } from "./module.ts";
+import type { OpRegistry } from "./op_def.ts";
+import { builtinOps } from "./ops/builtin.ts";
+import type { Tensor } from "./tensor.ts";
+import { type Dim, elementTypeToString, isTensorType } from "./types.ts";
+
+/** Options of {@linkcode interpret} and {@linkcode Interpreter}. */
+export interface InterpretOptions {
+  /** Op definitions (default: the built-ins). */
+  registry?: OpRegistry;
+}
+
+/**
+ * A prepared run of one module: kernels resolved and value lifetimes computed
+ * once, so repeated runs (evaluation over many batches) pay only for the math.
+ */
+export class Interpreter {
+  readonly #module: Module;
+  readonly #steps: { op: Op; run: NonNullable<ReturnType<OpRegistry["get"]>>["interpret"] & {}; opset: number }[];
+  /** For each step, the values whose last use it is (freed after it runs). */
+  readonly #release: Value[][];
+
+  /**
+   * Prepare `module` for running.
+   *
+   * @throws {Error} Naming the first op that has no reference kernel.
+   */
+  constructor(module: Module, options: InterpretOptions = {}) {
+    const registry = options.registry ?? builtinOps;
+    this.#module = module;
+    const graph = module.graph;
+    this.#steps = graph.ops.map((op) => {
+      const run = registry.get(op)?.interpret;
+      if (run === undefined) {
+        throw new Error(`op "${op.name}" (${op.qualifiedType}) has no reference implementation in the interpreter`);
+      }
+      return { op, run, opset: module.opset(op.domain) };
+    });
+    const lastUse = new Map<Value, number>();
+    graph.ops.forEach((op, i) => {
+      for (const v of op.operands) if (v !== null && v.producer !== null) lastUse.set(v, i);
+    });
+    this.#release = graph.ops.map(() => []);
+    for (const [v, i] of lastUse) if (!graph.outputs.includes(v)) this.#release[i].push(v);
+  }
+
+  /**
+   * Run the graph on named inputs.
+   *
+   * @throws {Error} For a missing or mistyped input (naming it), or an op that fails (naming the op).
+   */
+  run(inputs: Readonly<Record<string, Tensor>>): Record<string, Tensor> {
+    const graph: Graph = this.#module.graph;
+    const env = new Map<Value, Tensor>();
+    const symbols = new Map<string, number>();
+    for (const v of graph.inputs) {
+      const t = inputs[v.name] ?? v.constant;
+      if (t === undefined || t === null) throw new Error(`missing input "${v.name}"`);
+      checkInput(v, t, symbols);
+      env.set(v, t);
+    }
+    for (const v of graph.constants) env.set(v, v.constant!);
+    this.#steps.forEach(({ op, run, opset }, i) => {
+      const args = op.operands.map((v) => {
+        if (v === null) return null;
+        const t = env.get(v);
+        if (t === undefined) throw new Error(`op "${op.name}" (${op.type}): operand "${v.name}" has no value`);
+        return t;
+      });
+      let out: Tensor[];
+      try {
+        out = run(op, args, { opset });
+      } catch (e) {
+        const msg = e instanceof Error ? e.message : String(e);
+        throw new Error(msg.startsWith(`op "${op.name}"`) ? msg : `op "${op.name}" (${op.type}): ${msg}`);
+      }
+      op.results.forEach((r, k) => {
+        if (out[k] !== undefined) env.set(r, out[k]);
+      });
+      for (const v of this.#release[i]) env.delete(v);
+    });
+    const result: Record<string, Tensor> = {};
+    for (const v of graph.outputs) {
+      const t = env.get(v);
+      if (t === undefined) throw new Error(`graph output "${v.name}" was not computed`);
+      result[v.name] = t;
+    }
+    return result;
+  }
+}
+
+function checkInput(v: Value, t: Tensor, symbols: Map<string, number>): void {
+  if (!isTensorType(v.type)) return;
+  const elem = elementTypeToString(v.type.elem);
+  if (elem !== t.dtype) throw new Error(`input "${v.name}" must be ${elem}, found ${t.dtype}`);
+  const shape: readonly Dim[] | null = v.type.shape;
+  if (shape === null) return;
+  const bad = (): Error =>
+    new Error(`input "${v.name}" must have shape [${shape.join(",")}], found [${t.shape.join(",")}]`);
+  if (shape.length !== t.shape.length) throw bad();
+  shape.forEach((d, i) => {
+    if (typeof d === "number") {
+      if (d !== t.shape[i]) throw bad();
+    } else if (d !== "?") {
+      const bound = symbols.get(d);
+      if (bound === undefined) symbols.set(d, t.shape[i]);
+      else if (bound !== t.shape[i]) throw bad();
+    }
+  });
+}
+
+/**
+ * Run `module` on named inputs with the reference interpreter.
+ *
+ * @param module The module to run.
+ * @param inputs Tensors by graph input name.
+ * @returns Tensors by graph output name.
+ *
+ * @example Run a one-op graph
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "./graph.ts";
+ * import { Module } from "./module.ts";
+ * import { interpret } from "./interpreter.ts";
+ * import { float32Tensor } from "./tensor.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: [3] }));
+ * const relu = g.addOp(new Op({ name: "r", type: "Relu", operands: [x], results: [new Value("y")] }));
+ * g.outputs.push(relu.result);
+ * const { y } = interpret(new Module(g), { x: float32Tensor([3], [-1, 0, 2]) });
+ * assert.deepEqual([...y.data], [0, 0, 2]);
+ * ```
+ */
+export function interpret(
+  module: Module,
+  inputs: Readonly<Record<string, Tensor>>,
+  options: InterpretOptions = {},
+): Record<string, Tensor> {
+  return new Interpreter(module, options).run(inputs);
+}
