@@ -1,0 +1,131 @@
+/**
+ * The reference interpreter against the ONNX project's backend test data:
+ * every test case whose ops all have kernels is run and compared with the
+ * expected outputs; cases using the CNN ops the interpreter must cover are
+ * required to pass (except the listed, explained ones).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { interpret } from "../ir/interpreter.ts";
+import { builtinOps } from "../ir/ops/builtin.ts";
+import { importOnnx } from "../ir/onnx/import.ts";
+import { backendDataAvailable, listBackendCases, loadDataSets } from "./onnx_backend.ts";
+import { compareTensors } from "./tensor_compare.ts";
+import type { Module } from "../ir/module.ts";
+import type { Op } from "../ir/graph.ts";
+
+/** The op set the interpreter must cover (issue: reference interpreter). */
+const REQUIRED_OPS = new Set([
+  "Conv",
+  "BatchNormalization",
+  "Relu",
+  "LeakyRelu",
+  "Clip",
+  "Sigmoid",
+  "Tanh",
+  "HardSigmoid",
+  "HardSwish",
+  "MaxPool",
+  "AveragePool",
+  "GlobalAveragePool",
+  "GlobalMaxPool",
+  "Gemm",
+  "MatMul",
+  "Add",
+  "Sub",
+  "Mul",
+  "Div",
+  "Concat",
+  "Split",
+  "Slice",
+  "Flatten",
+  "Reshape",
+  "Transpose",
+  "Squeeze",
+  "Unsqueeze",
+  "Softmax",
+  "Identity",
+  "Dropout",
+  "Constant",
+  "Shape",
+  "Gather",
+  "Cast",
+]); // deno-fmt-ignore
+
+/**
+ * Cases of required ops that cannot pass, with the reason. Each is a
+ * deliberate limit of the interpreter, not a numeric disagreement.
+ */
+const KNOWN_FAILURES: Record<string, string> = {};
+
+/** An op the interpreter can run: it has a kernel and no subgraph (If/Loop/Scan are carried, not run). */
+function runnable(op: Op): boolean {
+  return builtinOps.get(op)?.interpret !== undefined &&
+    ![...op.attributes.values()].some((a) => a.kind === "graph" || a.kind === "graphs");
+}
+
+function opsOf(module: Module): Set<string> {
+  return new Set(module.graph.ops.map((op) => op.qualifiedType));
+}
+
+Deno.test({
+  name: "interpret() matches the ONNX backend test data for every case its kernels cover",
+  ignore: !backendDataAvailable(),
+  fn() {
+    let covered = 0;
+    let passed = 0;
+    let required = 0;
+    let requiredPassed = 0;
+    const failures: string[] = [];
+    const perOp = new Map<string, { cases: number; passed: number }>();
+    for (const c of listBackendCases()) {
+      let module: Module;
+      try {
+        module = importOnnx(Deno.readFileSync(join(c.dir, "model.onnx")), { baseDir: c.dir });
+      } catch {
+        continue; // Import is judged by the round-trip test.
+      }
+      if (!module.graph.ops.every(runnable)) continue;
+      const ops = opsOf(module);
+      const isRequired = [...ops].some((t) => REQUIRED_OPS.has(t));
+      covered++;
+      if (isRequired) required++;
+      let error: string | null = null;
+      try {
+        for (const set of loadDataSets(c.dir)) {
+          const feeds = Object.fromEntries(
+            module.graph.inputs.filter((v) => v.constant === null).map((v, i) => [v.name, set.inputs[i]]),
+          );
+          const out = interpret(module, feeds);
+          module.graph.outputs.forEach((v, i) => {
+            if (error !== null || set.outputs[i] === undefined) return;
+            const diff = compareTensors(out[v.name], set.outputs[i]);
+            if (diff !== null) error = `output "${v.name}": ${diff}`;
+          });
+          if (error !== null) break;
+        }
+      } catch (e) {
+        error = e instanceof Error ? e.message : String(e);
+      }
+      for (const t of ops) {
+        if (!REQUIRED_OPS.has(t)) continue;
+        const s = perOp.get(t) ?? { cases: 0, passed: 0 };
+        s.cases++;
+        if (error === null) s.passed++;
+        perOp.set(t, s);
+      }
+      if (error === null) {
+        passed++;
+        if (isRequired) requiredPassed++;
+      } else if (isRequired && !(c.name in KNOWN_FAILURES)) {
+        failures.push(`${c.suite}/${c.name}: ${error}`);
+      }
+    }
+    console.log(
+      `interpreter: ${passed}/${covered} runnable backend cases pass; ${requiredPassed}/${required} with the required CNN ops`,
+    );
+    console.log([...perOp].sort().map(([t, s]) => `${t} ${s.passed}/${s.cases}`).join(", "));
+    assert.deepEqual(failures, [], `failing backend cases:\n${failures.join("\n")}`);
+    for (const t of REQUIRED_OPS) assert.ok(perOp.has(t), `no backend case exercises ${t}`);
+  },
+});

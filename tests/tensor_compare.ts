@@ -1,0 +1,43 @@
+/**
+ * Tensor comparison for tests: the ONNX backend test's rule (|a - b| <= atol +
+ * rtol * |b|, NaN equals NaN, exact for integers, booleans and strings).
+ * @module
+ */
+import { type Tensor, toFloat64 } from "../ir/tensor.ts";
+
+/** Tolerances of {@linkcode compareTensors}. */
+export interface Tolerance {
+  /** Relative tolerance. */
+  rtol: number;
+  /** Absolute tolerance. */
+  atol: number;
+}
+
+/** Default tolerance: ONNX backend test's rtol with a float32-friendly atol. */
+export const BACKEND_TOLERANCE: Tolerance = { rtol: 1e-3, atol: 1e-5 };
+
+/** Null when `actual` matches `expected`, else a one-line description of the first difference. */
+export function compareTensors(actual: Tensor, expected: Tensor, tol: Tolerance = BACKEND_TOLERANCE): string | null {
+  if (actual.dtype !== expected.dtype) return `dtype ${actual.dtype}, expected ${expected.dtype}`;
+  if (actual.shape.join(",") !== expected.shape.join(",")) {
+    return `shape [${actual.shape}], expected [${expected.shape}]`;
+  }
+  if (Array.isArray(expected.data) || !["f32", "f64", "f16", "bf16"].includes(expected.dtype)) {
+    const a = actual.data as ArrayLike<unknown>;
+    const e = expected.data as ArrayLike<unknown>;
+    for (let i = 0; i < e.length; i++) {
+      if (a[i] !== e[i]) return `element ${i} is ${a[i]}, expected ${e[i]}`;
+    }
+    return null;
+  }
+  const a = toFloat64(actual);
+  const e = toFloat64(expected);
+  for (let i = 0; i < e.length; i++) {
+    if (Number.isNaN(e[i]) && Number.isNaN(a[i])) continue;
+    if (a[i] === e[i]) continue;
+    if (!(Math.abs(a[i] - e[i]) <= tol.atol + tol.rtol * Math.abs(e[i]))) {
+      return `element ${i} is ${a[i]}, expected ${e[i]}`;
+    }
+  }
+  return null;
+}
