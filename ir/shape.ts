@@ -124,7 +124,7 @@ function contextOf(
 }
 
 function canFold(op: Op, ctx: InferContext): boolean {
-  if (op.attributes.has("value") && op.type === "Constant") return true;
+  if (op.type === "Constant" && op.operands.length === 0) return true;
   let elements = 0;
   for (let i = 0; i < op.operands.length; i++) {
     if (op.operands[i] === null) continue;

@@ -180,7 +180,8 @@ export function dataFromBytes(dtype: DType, bytes: Uint8Array): Exclude<TensorDa
   if (bytes.byteLength % width !== 0) {
     throw new RangeError(`${bytes.byteLength} bytes is not a whole number of ${dtype} elements`);
   }
-  const aligned = bytes.byteOffset % width === 0 ? bytes : bytes.slice();
+  // new Uint8Array(bytes) copies even for a Node Buffer, whose slice() is a view.
+  const aligned = bytes.byteOffset % width === 0 ? bytes : new Uint8Array(bytes);
   const { buffer, byteOffset, byteLength } = aligned;
   const n = byteLength / width;
   switch (dtype) {
