@@ -19,18 +19,65 @@ export function normalizeAxis(op: Op, axis: number, rank: number): number {
   return a;
 }
 
-/** Product of two dimensions; symbolic when either is (`"N*3136"`). */
+/** Product of two dimensions; symbolic when either is, numeric factors collected (`"N*3136"`). */
 export function dimMul(a: Dim, b: Dim): Dim {
-  if (typeof a === "number" && typeof b === "number") return a * b;
-  if (a === 1) return b;
-  if (b === 1) return a;
-  if (a === "?" || b === "?") return "?";
-  return `${a}*${b}`;
+  return dimProduct([a, b]);
 }
 
-/** Product of dimensions (1 for none). */
+/** A dimension as a numeric coefficient times symbols. */
+interface DimFactors {
+  coef: number;
+  syms: string[];
+}
+
+/** Factors of a dimension (`"N*64"` → 64·N); null for `"?"`. */
+function factorsOf(d: Dim): DimFactors | null {
+  if (typeof d === "number") return { coef: d, syms: [] };
+  const f: DimFactors = { coef: 1, syms: [] };
+  for (const part of d.split("*")) {
+    if (part === "?" || part === "") return null;
+    if (/^\d+$/.test(part)) f.coef *= Number(part);
+    else f.syms.push(part);
+  }
+  return f;
+}
+
+function factorsToDim(f: DimFactors): Dim {
+  if (f.syms.length === 0) return f.coef;
+  return f.coef === 1 ? f.syms.join("*") : `${f.syms.join("*")}*${f.coef}`;
+}
+
+/** Product of dimensions with numeric factors collected: `[N,64,7,7]` → `"N*3136"`. */
 export function dimProduct(dims: readonly Dim[]): Dim {
-  return dims.reduce<Dim>((p, d) => dimMul(p, d), 1);
+  const f: DimFactors = { coef: 1, syms: [] };
+  for (const d of dims) {
+    const g = factorsOf(d);
+    if (g === null) return "?";
+    f.coef *= g.coef;
+    f.syms.push(...g.syms);
+  }
+  return f.coef === 0 ? 0 : factorsToDim(f);
+}
+
+/**
+ * `product(total) / product(known)`, cancelling symbols: `[N,64,7,7] / [N]` is 3136.
+ * Returns `"?"` when symbols do not cancel, and throws when the static sizes cannot divide.
+ */
+export function dimQuotient(op: Op, total: readonly Dim[], known: readonly Dim[], what: () => string): Dim {
+  const num = factorsOf(dimProduct(total));
+  const den = factorsOf(dimProduct(known));
+  if (num === null || den === null) return "?";
+  for (const s of den.syms) {
+    const i = num.syms.indexOf(s);
+    if (i < 0) return "?";
+    num.syms.splice(i, 1);
+  }
+  if (den.coef === 0) throw opError(op, `cannot infer the -1 dimension of ${what()}: other dimensions have size 0`);
+  if (num.coef % den.coef !== 0) {
+    if (num.syms.length > 0) return "?";
+    throw opError(op, `cannot reshape ${what()}: ${num.coef} elements do not divide into ${den.coef}`);
+  }
+  return factorsToDim({ coef: num.coef / den.coef, syms: num.syms });
 }
 
 /**

@@ -20,7 +20,16 @@ import {
   toFloat64,
 } from "../tensor.ts";
 import { type Dim, type DType, dtypeFromOnnx, type ElementType, type TensorType } from "../types.ts";
-import { broadcastShapes, intValues, isStatic, normalizeAxis, opError, stridesOf } from "./common.ts";
+import {
+  broadcastShapes,
+  dimProduct,
+  dimQuotient,
+  intValues,
+  isStatic,
+  normalizeAxis,
+  opError,
+  stridesOf,
+} from "./common.ts";
 
 // ---------------------------------------------------------------------------
 // Storage: element slots, run copies and the strided-copy kernel.
@@ -174,61 +183,6 @@ function fillSlots(data: TensorData, value: unknown): void {
 
 // ---------------------------------------------------------------------------
 // Symbolic dimensions: a product of a numeric coefficient and named factors.
-
-interface DimFactors {
-  coef: number;
-  syms: string[];
-}
-
-/** Factors of a dimension (`"N*64"` → 64·N); null for `"?"`. */
-function factorsOf(d: Dim): DimFactors | null {
-  if (typeof d === "number") return { coef: d, syms: [] };
-  const f: DimFactors = { coef: 1, syms: [] };
-  for (const part of d.split("*")) {
-    if (part === "?" || part === "") return null;
-    if (/^\d+$/.test(part)) f.coef *= Number(part);
-    else f.syms.push(part);
-  }
-  return f;
-}
-
-function factorsToDim(f: DimFactors): Dim {
-  if (f.syms.length === 0) return f.coef;
-  return f.coef === 1 ? f.syms.join("*") : `${f.syms.join("*")}*${f.coef}`;
-}
-
-/** Product of dimensions with numeric factors collected: `[N,64,7,7]` → `"N*3136"`. */
-function dimProductOf(dims: readonly Dim[]): Dim {
-  const f: DimFactors = { coef: 1, syms: [] };
-  for (const d of dims) {
-    const g = factorsOf(d);
-    if (g === null) return "?";
-    f.coef *= g.coef;
-    f.syms.push(...g.syms);
-  }
-  return f.coef === 0 ? 0 : factorsToDim(f);
-}
-
-/**
- * `product(total) / product(known)`, cancelling symbols: `[N,64,7,7] / [N]` is 3136.
- * Returns `"?"` when symbols do not cancel, and throws when the static sizes cannot divide.
- */
-function dimQuotient(op: Op, total: readonly Dim[], known: readonly Dim[], what: () => string): Dim {
-  const num = factorsOf(dimProductOf(total));
-  const den = factorsOf(dimProductOf(known));
-  if (num === null || den === null) return "?";
-  for (const s of den.syms) {
-    const i = num.syms.indexOf(s);
-    if (i < 0) return "?";
-    num.syms.splice(i, 1);
-  }
-  if (den.coef === 0) throw opError(op, `cannot infer the -1 dimension of ${what()}: other dimensions have size 0`);
-  if (num.coef % den.coef !== 0) {
-    if (num.syms.length > 0) return "?";
-    throw opError(op, `cannot reshape ${what()}: ${num.coef} elements do not divide into ${den.coef}`);
-  }
-  return factorsToDim({ coef: num.coef / den.coef, syms: num.syms });
-}
 
 function shapeText(shape: readonly Dim[]): string {
   return `[${shape.join(",")}]`;
@@ -436,7 +390,7 @@ const size: OpDef = {
   infer: () => [result("i64", [])],
   shapeValue(_op, ctx) {
     const s = typeAt(ctx, 0)?.shape ?? null;
-    return s === null ? null : [dimProductOf(s)];
+    return s === null ? null : [dimProduct(s)];
   },
   interpret: (
     _op,
@@ -669,7 +623,7 @@ const flatten: OpDef = {
     if (t === null) return [null];
     if (t.shape === null) return [result(t.elem, ["?", "?"])];
     const a = flattenAxis(op, t.shape.length);
-    return [result(t.elem, [dimProductOf(t.shape.slice(0, a)), dimProductOf(t.shape.slice(a))])];
+    return [result(t.elem, [dimProduct(t.shape.slice(0, a)), dimProduct(t.shape.slice(a))])];
   },
   interpret(op, inputs) {
     const x = inputs[0]!;
@@ -825,7 +779,7 @@ const depthToSpace: OpDef = {
 /** A dimension times a static factor (symbolic dims stay symbolic: `H*2`). */
 function mulDim(d: Dim, b: number): Dim {
   if (typeof d === "number") return d * b;
-  return b === 1 ? d : dimProductOf([d, b]);
+  return b === 1 ? d : dimProduct([d, b]);
 }
 
 const spaceToDepth: OpDef = {
