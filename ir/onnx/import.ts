@@ -1,0 +1,453 @@
+/**
+ * ONNX `ModelProto` bytes to an IR {@linkcode Module}. Names, attributes, types
+ * and metadata are kept so that `exportOnnx(importOnnx(bytes))` writes the same
+ * model back; weights stay views over the input bytes. Subgraph (If/Loop/Scan)
+ * ops use values of enclosing graphs directly, as MLIR regions do.
+ *
+ * Limitations: see `proto.ts` (ONNX 1.10.2 schema). `denotation`s, attribute
+ * doc strings and `value_info` entries naming no value of their graph are dropped.
+ * @module
+ */
+import { dirname } from "node:path";
+import type { Attribute } from "../attributes.ts";
+import { Graph, Op, Value } from "../graph.ts";
+import { Module } from "../module.ts";
+import type { Tensor } from "../tensor.ts";
+import { dtypeFromOnnx, tensorType, type Type, typeToString } from "../types.ts";
+import {
+  has,
+  type IAttributeProto,
+  type IDimension,
+  type IGraphProto,
+  type INodeProto,
+  int64ToNumber,
+  type ISparseTensorProto,
+  type ITensorProto,
+  type ITypeProto,
+  type ModelProto,
+  onnx,
+  utf8,
+} from "./proto.ts";
+import { folderReader, readFileBytes, tensorFromProto, type TensorProtoOptions } from "./tensor_proto.ts";
+
+/** Options of {@linkcode importOnnx}. */
+export interface ImportOptions {
+  /** Folder of the model file, for tensors stored as external data. */
+  baseDir?: string;
+  /** Reads a whole external data file; by default files whose real path leaves `baseDir` are refused. Each file is read once per import. */
+  readFile?: (path: string) => Uint8Array;
+}
+
+const PREFIX = "Cannot import ONNX model: ";
+
+/** An import failure; its message already carries {@linkcode PREFIX}. */
+class ImportError extends Error {
+  constructor(message: string) {
+    super(PREFIX + message);
+  }
+}
+
+const AttrType = onnx.AttributeProto.AttributeType;
+
+/** ONNX name of an attribute type code (`FLOAT`, `INTS`, ...). */
+function attrTypeName(code: number): string {
+  return (AttrType as unknown as Record<number, string>)[code] ?? `type ${code}`;
+}
+
+/** ONNX models from IR version 1/2 may leave `AttributeProto.type` unset; infer it from the field that is set. */
+function inferAttrType(a: IAttributeProto): number {
+  if (a.floats?.length) return AttrType.FLOATS;
+  if (a.ints?.length) return AttrType.INTS;
+  if (a.strings?.length) return AttrType.STRINGS;
+  if (a.tensors?.length) return AttrType.TENSORS;
+  if (a.graphs?.length) return AttrType.GRAPHS;
+  if (has(a, "f")) return AttrType.FLOAT;
+  if (has(a, "i")) return AttrType.INT;
+  if (has(a, "s")) return AttrType.STRING;
+  if (has(a, "t")) return AttrType.TENSOR;
+  if (has(a, "g")) return AttrType.GRAPH;
+  return AttrType.UNDEFINED;
+}
+
+function dtypeName(code: number): string {
+  try {
+    return dtypeFromOnnx(code);
+  } catch {
+    return `dtype${code}`;
+  }
+}
+
+/** Short text of a `TypeProto` the IR does not model. */
+function describeType(tp: ITypeProto | null | undefined): string {
+  if (!tp) return "?";
+  if (has(tp, "tensorType")) {
+    const t = importType(tp);
+    return t === null ? "tensor<?>" : typeToString(t);
+  }
+  if (has(tp, "sequenceType")) return `seq<${describeType(tp.sequenceType!.elemType)}>`;
+  if (has(tp, "mapType")) {
+    return `map<${dtypeName(tp.mapType!.keyType ?? 0)},${describeType(tp.mapType!.valueType)}>`;
+  }
+  if (has(tp, "optionalType")) return `optional<${describeType(tp.optionalType!.elemType)}>`;
+  if (has(tp, "sparseTensorType")) {
+    const st = tp.sparseTensorType!;
+    const dims = has(st, "shape") ? (st.shape!.dim ?? []).map(dimFromProto).join(",") : "*";
+    return `sparse<${dtypeName(st.elemType ?? 0)}[${dims}]>`;
+  }
+  return "?";
+}
+
+function dimFromProto(d: IDimension): number | string {
+  if (has(d, "dimValue")) return int64ToNumber(d.dimValue);
+  if (has(d, "dimParam")) return d.dimParam!;
+  return "?";
+}
+
+/**
+ * An ONNX `TypeProto` as an IR type: tensors become {@linkcode TensorType}s, other
+ * kinds an opaque type keeping the proto; null when no type is given.
+ * The result is a `TensorType` for `tensor_type`.
+ */
+export function importType(tp: ITypeProto | null | undefined): Type | null {
+  if (!tp) return null;
+  if (has(tp, "tensorType")) {
+    const tt = tp.tensorType!;
+    const code = tt.elemType ?? 0;
+    let elem;
+    try {
+      elem = dtypeFromOnnx(code);
+    } catch {
+      return { kind: "opaque", description: `tensor<${dtypeName(code)}>`, proto: tp };
+    }
+    const shape = has(tt, "shape") ? (tt.shape!.dim ?? []).map(dimFromProto) : null;
+    return tensorType(elem, shape);
+  }
+  if (has(tp, "sequenceType") || has(tp, "mapType") || has(tp, "optionalType") || has(tp, "sparseTensorType")) {
+    return { kind: "opaque", description: describeType(tp), proto: tp };
+  }
+  return null;
+}
+
+/** Lexical scope of value names: a graph's own values, then its enclosing graphs'. */
+interface Scope {
+  readonly values: Map<string, Value>;
+  readonly parent: Scope | null;
+}
+
+function lookup(scope: Scope | null, name: string): Value | undefined {
+  for (let s = scope; s !== null; s = s.parent) {
+    const v = s.values.get(name);
+    if (v !== undefined) return v;
+  }
+  return undefined;
+}
+
+/** A sparse initializer as a dense tensor (the IR has no sparse constants; the proto is kept for export). */
+function densifySparse(sparse: ISparseTensorProto, options: TensorProtoOptions): Tensor {
+  const values = tensorFromProto(sparse.values ?? {}, options);
+  const indices = tensorFromProto(sparse.indices ?? { dataType: 7 }, options);
+  if (Array.isArray(values.data)) throw new Error("string sparse tensors are not supported");
+  const dims = (sparse.dims ?? []).map(int64ToNumber);
+  const width = values.data.BYTES_PER_ELEMENT;
+  const out = new Uint8Array(dims.reduce((a, b) => a * b, 1) * width);
+  const src = new Uint8Array(values.data.buffer, values.data.byteOffset, values.data.byteLength);
+  const idx = indices.data as BigInt64Array;
+  const rank = dims.length;
+  for (let k = 0; k < values.data.length; k++) {
+    // onnx.proto SparseTensorProto: indices are [NNZ] linearized, or [NNZ, rank] coordinates.
+    let flat = 0;
+    if (indices.shape.length === 1) flat = Number(idx[k]);
+    else for (let r = 0; r < rank; r++) flat = flat * dims[r] + Number(idx[k * rank + r]);
+    out.set(src.subarray(k * width, (k + 1) * width), flat * width);
+  }
+  return tensorFromProto({ dataType: sparse.values?.dataType, dims, rawData: out });
+}
+
+class Importer {
+  /** Every value name in the model, so generated names collide with none. */
+  readonly #valueNames = new Set<string>();
+  /** Every node name in the model. */
+  readonly #opNames = new Set<string>();
+  readonly #tensorOptions: TensorProtoOptions;
+
+  constructor(model: ModelProto, options: ImportOptions) {
+    const cache = new Map<string, Uint8Array>();
+    const read = options.readFile ?? (options.baseDir === undefined ? readFileBytes : folderReader(options.baseDir));
+    // Without a folder or a reader there is nothing to read from; tensorFromProto then says so.
+    const readable = options.baseDir !== undefined || options.readFile !== undefined;
+    this.#tensorOptions = {
+      baseDir: options.baseDir,
+      readFile: readable
+        ? (path) => {
+          let bytes = cache.get(path);
+          if (bytes === undefined) cache.set(path, bytes = read(path));
+          return bytes;
+        }
+        : undefined,
+    };
+    this.#collectNames(model.graph!);
+  }
+
+  #collectNames(g: IGraphProto): void {
+    for (const vi of g.input ?? []) this.#valueNames.add(vi.name ?? "");
+    for (const t of g.initializer ?? []) this.#valueNames.add(t.name ?? "");
+    for (const n of g.node ?? []) {
+      this.#opNames.add(n.name ?? "");
+      for (const name of n.output ?? []) this.#valueNames.add(name);
+      for (const a of n.attribute ?? []) {
+        if (a.g) this.#collectNames(a.g);
+        for (const sub of a.graphs ?? []) this.#collectNames(sub);
+      }
+    }
+  }
+
+  #fresh(names: Set<string>, base: string): string {
+    let name = base;
+    for (let i = 1; names.has(name); i++) name = `${base}.${i}`;
+    names.add(name);
+    return name;
+  }
+
+  /** Decode a tensor; `where` prefixes errors about tensors that are not initializers (which name themselves). */
+  tensor(proto: ITensorProto, where?: string): Tensor {
+    try {
+      return tensorFromProto(proto, this.#tensorOptions);
+    } catch (e) {
+      throw new ImportError(where === undefined ? (e as Error).message : `${where}: ${(e as Error).message}`);
+    }
+  }
+
+  importGraph(proto: IGraphProto, parentScope: Scope | null, parentOp: Op | null): Graph {
+    const graph = new Graph(proto.name ?? "");
+    graph.parentOp = parentOp;
+    graph.docString = proto.docString ?? "";
+    const scope: Scope = { values: new Map(), parent: parentScope };
+    const where = parentOp === null ? `graph "${graph.name}"` : `subgraph "${graph.name}" of ${opLabel(parentOp)}`;
+    const define = (v: Value, what: string): void => {
+      if (scope.values.has(v.name)) throw new ImportError(`${what} defines value "${v.name}" twice in ${where}`);
+      scope.values.set(v.name, v);
+    };
+
+    const initializers = new Map<string, ITensorProto>();
+    for (const t of proto.initializer ?? []) {
+      const name = t.name ?? "";
+      if (initializers.has(name)) throw new ImportError(`initializer "${name}" is defined twice in ${where}`);
+      initializers.set(name, t);
+    }
+    // IR < 4 lists every initializer among the inputs; such an input is modelled as an input whose
+    // `constant` holds its default value (ONNX IR spec, "Graphs": initializers as input defaults).
+    for (const vi of proto.input ?? []) {
+      const v = new Value(vi.name ?? "", importType(vi.type));
+      v.docString = vi.docString ?? "";
+      const init = initializers.get(v.name);
+      if (init !== undefined) v.constant = this.tensor(init);
+      define(v, `graph input "${v.name}"`);
+      graph.addInput(v);
+    }
+    for (const [name, t] of initializers) {
+      if (scope.values.has(name)) continue;
+      const data = this.tensor(t);
+      define(graph.addConstant(name, data, tensorType(data.dtype, data.shape)), `initializer "${name}"`);
+    }
+    if (proto.sparseInitializer?.length) {
+      graph.extra.sparseInitializers = proto.sparseInitializer;
+      for (const s of proto.sparseInitializer) {
+        const name = s.values?.name ?? "";
+        let data: Tensor;
+        try {
+          data = densifySparse(s, this.#tensorOptions);
+        } catch (e) {
+          throw new ImportError(`sparse initializer "${name}": ${(e as Error).message.replace(PREFIX, "")}`);
+        }
+        define(graph.addConstant(name, data, tensorType(data.dtype, data.shape)), `sparse initializer "${name}"`);
+      }
+    }
+    if (proto.quantizationAnnotation?.length) graph.extra.quantizationAnnotation = proto.quantizationAnnotation;
+
+    const nodes = proto.node ?? [];
+    for (let i = 0; i < nodes.length; i++) this.#importNode(nodes[i], nodes, graph, scope, define);
+
+    for (const vi of proto.output ?? []) {
+      const name = vi.name ?? "";
+      const v = lookup(scope, name);
+      if (v === undefined) throw new ImportError(`output "${name}" of ${where} is not defined`);
+      const type = importType(vi.type);
+      if (type !== null && (v.graph === graph || v.type === null)) v.type = type;
+      if (vi.docString) v.docString = vi.docString;
+      graph.outputs.push(v);
+    }
+    for (const vi of proto.valueInfo ?? []) {
+      const v = scope.values.get(vi.name ?? "");
+      if (v === undefined) continue;
+      if (v.type === null) v.type = importType(vi.type);
+      if (vi.docString && v.docString === "") v.docString = vi.docString;
+    }
+    return graph;
+  }
+
+  #importNode(
+    node: INodeProto,
+    nodes: readonly INodeProto[],
+    graph: Graph,
+    scope: Scope,
+    define: (v: Value, what: string) => void,
+  ): void {
+    const type = node.opType ?? "";
+    let name = node.name ?? "";
+    const generated = name === "";
+    if (generated) name = this.#fresh(this.#opNames, `${type}_${graph.ops.length}`);
+    const label = `node "${name}" (${type})`;
+    const operands = (node.input ?? []).map((input) => {
+      if (input === "") return null; // an omitted optional input (ONNX IR spec, "Optional Inputs and Outputs")
+      const v = lookup(scope, input);
+      if (v !== undefined) return v;
+      const later = nodes.some((n) => n.output?.includes(input));
+      throw new ImportError(
+        later
+          ? `${label} uses value "${input}" before it is defined`
+          : `${label} uses value "${input}", which is not defined`,
+      );
+    });
+    const omitted: number[] = [];
+    const results = (node.output ?? []).map((output, k) => {
+      if (output !== "") return new Value(output);
+      omitted.push(k);
+      return new Value(this.#fresh(this.#valueNames, `${name}.unused${k}`));
+    });
+    const op = new Op({ name, type, domain: node.domain ?? "", operands, results });
+    if (generated) op.extra.generatedName = name;
+    if (omitted.length > 0) op.extra.omittedResults = omitted;
+    op.docString = node.docString ?? "";
+    graph.addOp(op);
+    for (const a of node.attribute ?? []) op.attributes.set(a.name ?? "", this.#attribute(a, op, scope, label));
+    // Results become visible only after the attributes: a subgraph cannot see its own op's results.
+    for (const r of results) define(r, label);
+  }
+
+  #attribute(a: IAttributeProto, op: Op, scope: Scope, label: string): Attribute {
+    const where = `${label} attribute "${a.name}"`;
+    let type = a.type ?? AttrType.UNDEFINED;
+    if (a.refAttrName) return { kind: "ref", value: a.refAttrName, refKind: attrTypeName(type) };
+    if (type === AttrType.UNDEFINED) type = inferAttrType(a);
+    switch (type) {
+      case AttrType.FLOAT:
+        return { kind: "float", value: a.f ?? 0 };
+      case AttrType.INT:
+        return { kind: "int", value: int64ToNumber(a.i) };
+      case AttrType.STRING:
+        return { kind: "string", value: utf8(a.s) };
+      case AttrType.TENSOR:
+        return { kind: "tensor", value: this.tensor(a.t ?? {}, where) };
+      case AttrType.GRAPH:
+        return { kind: "graph", value: this.importGraph(a.g ?? {}, scope, op) };
+      case AttrType.SPARSE_TENSOR:
+        return { kind: "opaque", value: a.sparseTensor, refKind: "SPARSE_TENSOR" };
+      case AttrType.TYPE_PROTO:
+        return { kind: "type", value: importTypeOrOpaque(a.tp) };
+      case AttrType.FLOATS:
+        return { kind: "floats", value: [...(a.floats ?? [])] };
+      case AttrType.INTS:
+        return { kind: "ints", value: (a.ints ?? []).map(int64ToNumber) };
+      case AttrType.STRINGS:
+        return { kind: "strings", value: (a.strings ?? []).map(utf8) };
+      case AttrType.TENSORS:
+        return { kind: "tensors", value: (a.tensors ?? []).map((t) => this.tensor(t, where)) };
+      case AttrType.GRAPHS:
+        return { kind: "graphs", value: (a.graphs ?? []).map((g) => this.importGraph(g, scope, op)) };
+      case AttrType.SPARSE_TENSORS:
+        return { kind: "opaque", value: a.sparseTensors ?? [], refKind: "SPARSE_TENSORS" };
+      case AttrType.TYPE_PROTOS:
+        return { kind: "types", value: (a.typeProtos ?? []).map(importTypeOrOpaque) };
+      default:
+        throw new ImportError(`${where} has unknown attribute type ${type}`);
+    }
+  }
+}
+
+function importTypeOrOpaque(tp: ITypeProto | null | undefined): Type {
+  return importType(tp) ?? { kind: "opaque", description: "?", proto: tp ?? {} };
+}
+
+function opLabel(op: Op): string {
+  return `node "${op.name}" (${op.type})`;
+}
+
+/**
+ * Decode ONNX model bytes into a module.
+ *
+ * Initializers become typed-array views over `bytes` where alignment allows, so
+ * keep `bytes` unmodified while the module lives.
+ *
+ * @param bytes Contents of a `.onnx` file.
+ * @param options Folder for external data.
+ * @returns The module.
+ * @throws {Error} One line starting `Cannot import ONNX model:` for bytes that are not
+ *   an ONNX model, a model without a graph, a value used before its definition or
+ *   defined twice, or external data outside the model folder.
+ *
+ * @example Import a model built with the protobuf classes
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import onnxProto from "onnx-proto";
+ * import { importOnnx } from "./import.ts";
+ * const { onnx } = onnxProto;
+ * const bytes = onnx.ModelProto.encode({
+ *   irVersion: 8,
+ *   opsetImport: [{ domain: "", version: 13 }],
+ *   graph: {
+ *     name: "g",
+ *     input: [{ name: "x", type: { tensorType: { elemType: 1, shape: { dim: [{ dimValue: 4 }] } } } }],
+ *     output: [{ name: "y" }],
+ *     node: [{ opType: "Relu", input: ["x"], output: ["y"] }],
+ *   },
+ * }).finish();
+ * const m = importOnnx(bytes);
+ * assert.equal(m.graph.ops[0].type, "Relu");
+ * assert.equal(m.graph.outputs[0].producer, m.graph.ops[0]);
+ * ```
+ */
+export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Module {
+  let model: ModelProto;
+  try {
+    model = onnx.ModelProto.decode(bytes);
+  } catch (e) {
+    throw new ImportError(`not an ONNX model, or the file is corrupt or truncated (${(e as Error).message})`);
+  }
+  if (!has(model, "graph")) throw new ImportError("the model has no graph (is this an ONNX file?)");
+  try {
+    const importer = new Importer(model, options);
+    const graph = importer.importGraph(model.graph!, null, null);
+    const opsets: [string, number][] = (model.opsetImport ?? []).map((o) => [
+      o.domain === "ai.onnx" ? "" : o.domain ?? "",
+      int64ToNumber(o.version),
+    ]);
+    const module = new Module(graph, opsets, int64ToNumber(model.irVersion));
+    module.producerName = model.producerName ?? "";
+    module.producerVersion = model.producerVersion ?? "";
+    module.domain = model.domain ?? "";
+    module.modelVersion = int64ToNumber(model.modelVersion);
+    module.docString = model.docString ?? "";
+    for (const entry of model.metadataProps ?? []) module.metadata.set(entry.key ?? "", entry.value ?? "");
+    if (model.functions?.length) module.extra.functions = model.functions;
+    if (model.trainingInfo?.length) module.extra.trainingInfo = model.trainingInfo;
+    return module;
+  } catch (e) {
+    if (e instanceof ImportError) throw e;
+    throw new ImportError((e as Error).message);
+  }
+}
+
+/**
+ * Read and import a `.onnx` file; external data is looked up beside it.
+ *
+ * @throws {Error} `Cannot import ONNX model: cannot read "path": ...` when the file cannot be read.
+ */
+export function importOnnxFile(path: string): Module {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileBytes(path);
+  } catch (e) {
+    throw new ImportError(`cannot read "${path}": ${(e as Error).message}`);
+  }
+  return importOnnx(bytes, { baseDir: dirname(path) });
+}

@@ -1,0 +1,260 @@
+/**
+ * ONNX `TensorProto` to IR {@linkcode Tensor} and back. `raw_data` becomes a
+ * typed-array view over the protobuf bytes (no copy when aligned), typed fields
+ * are decoded per the rules in `onnx.proto`, external data is read relative to
+ * the model folder and may not leave it.
+ * @module
+ */
+import { posix, win32 } from "node:path";
+import { allocData, dataFromBytes, shapeSize, storageLength, type Tensor, tensorBytes } from "../tensor.ts";
+import { type DType, dtypeFromOnnx, ONNX_DTYPE_CODES } from "../types.ts";
+import {
+  int64ToBigInt,
+  int64ToNumber,
+  type ITensorProto,
+  onnx,
+  type TensorProto,
+  uint64ToBigInt,
+  utf8,
+  utf8Bytes,
+} from "./proto.ts";
+
+/** Where and how to find a tensor's external data file. */
+export interface TensorProtoOptions {
+  /** Folder of the model file; external `location`s are relative to it and may not leave it. */
+  baseDir?: string;
+  /** Reads a whole file (the resolved path); defaults to {@linkcode folderReader}`(baseDir)`. Importers pass a caching reader. */
+  readFile?: (path: string) => Uint8Array;
+}
+
+/**
+ * Read a whole file into one fresh buffer: reading into a preallocated array is 2-4x faster
+ * than `Deno.readFileSync` on large models (no growing buffer, no second copy).
+ */
+export function readFileBytes(path: string): Uint8Array {
+  const file = Deno.openSync(path);
+  try {
+    const size = file.statSync().size;
+    const bytes = new Uint8Array(size);
+    let offset = 0;
+    while (offset < size) {
+      const n = file.readSync(bytes.subarray(offset));
+      if (n === null) break;
+      offset += n;
+    }
+    return offset === size ? bytes : bytes.subarray(0, offset);
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * A reader for external data files that also refuses files whose real path (symbolic
+ * links resolved) lies outside `baseDir`: the lexical check in {@linkcode resolveExternalPath}
+ * cannot see a link inside the folder pointing elsewhere.
+ */
+export function folderReader(baseDir: string): (path: string) => Uint8Array {
+  let root: string | null = null;
+  return (path) => {
+    root ??= Deno.realPathSync(baseDir);
+    const real = Deno.realPathSync(path);
+    if (real !== root && !real.startsWith(root.endsWith("/") ? root : `${root}/`)) {
+      throw new Error(`it resolves to "${real}", outside the model folder`);
+    }
+    return readFileBytes(real);
+  };
+}
+
+/** ONNX `TensorProto.DataLocation.EXTERNAL`. */
+const EXTERNAL = 1;
+
+function tensorLabel(proto: ITensorProto): string {
+  return proto.name ? `tensor "${proto.name}"` : "unnamed tensor";
+}
+
+/**
+ * Resolve an external-data `location` against `baseDir`, refusing absolute paths
+ * and paths that climb out of the folder (ONNX external data must sit beside the model).
+ */
+export function resolveExternalPath(tensorName: string, location: string, baseDir: string | undefined): string {
+  const label = tensorName ? `tensor "${tensorName}"` : "unnamed tensor";
+  if (location === "") throw new Error(`${label}: external data has no location`);
+  const slashed = location.replaceAll("\\", "/");
+  if (posix.isAbsolute(slashed) || win32.isAbsolute(location)) {
+    throw new Error(
+      `${label}: external data location "${location}" is an absolute path; it must be relative to the model folder`,
+    );
+  }
+  const normal = posix.normalize(slashed);
+  if (normal === ".." || normal.startsWith("../")) {
+    throw new Error(`${label}: external data location "${location}" points outside the model folder`);
+  }
+  return baseDir === undefined ? normal : posix.join(baseDir.replaceAll("\\", "/"), normal);
+}
+
+function externalBytes(proto: ITensorProto, options: TensorProtoOptions): Uint8Array {
+  const name = proto.name ?? "";
+  let location = "";
+  let offset = 0;
+  let length = -1;
+  for (const entry of proto.externalData ?? []) {
+    if (entry.key === "location") location = entry.value ?? "";
+    else if (entry.key === "offset") offset = Number(entry.value);
+    else if (entry.key === "length") length = Number(entry.value);
+  }
+  const path = resolveExternalPath(name, location, options.baseDir);
+  if (options.baseDir === undefined && options.readFile === undefined) {
+    throw new Error(`${tensorLabel(proto)}: external data "${location}" needs the model folder (baseDir)`);
+  }
+  if (!Number.isSafeInteger(offset) || offset < 0 || (length !== -1 && (!Number.isSafeInteger(length) || length < 0))) {
+    throw new Error(`${tensorLabel(proto)}: bad external data offset/length in "${location}"`);
+  }
+  let file: Uint8Array;
+  try {
+    file = (options.readFile ?? folderReader(options.baseDir!))(path);
+  } catch (e) {
+    throw new Error(`${tensorLabel(proto)}: cannot read external data "${path}": ${(e as Error).message}`);
+  }
+  const end = length === -1 ? file.byteLength : offset + length;
+  if (end > file.byteLength) {
+    throw new Error(
+      `${tensorLabel(proto)}: external data "${location}" has ${file.byteLength} bytes, needs ${offset}+${
+        end - offset
+      }`,
+    );
+  }
+  return file.subarray(offset, end);
+}
+
+/** Typed storage from the `*_data` field ONNX uses for `dtype` (see the comments on `TensorProto` in onnx.proto). */
+function typedFieldData(proto: ITensorProto, dtype: DType): Tensor["data"] {
+  switch (dtype) {
+    case "f32":
+    case "c64":
+      return Float32Array.from(proto.floatData ?? []);
+    case "f64":
+    case "c128":
+      return Float64Array.from(proto.doubleData ?? []);
+    case "i64":
+      return BigInt64Array.from(proto.int64Data ?? [], int64ToBigInt);
+    case "u64":
+      return BigUint64Array.from(proto.uint64Data ?? [], uint64ToBigInt);
+    case "u32":
+      // onnx.proto: "For uint64 and uint32 values" uint64_data is used.
+      return Uint32Array.from(proto.uint64Data ?? [], int64ToNumber);
+    case "string":
+      return (proto.stringData ?? []).map(utf8);
+    default: {
+      // onnx.proto: int32_data holds INT32, INT16, INT8, UINT16, UINT8, BOOL, FLOAT16 and BFLOAT16 (as bit
+      // patterns), and the 8-bit floats; packed 4-bit types keep one byte (two values) per entry.
+      const src = proto.int32Data ?? [];
+      const out = allocData(dtype, src.length) as Exclude<Tensor["data"], string[] | BigInt64Array | BigUint64Array>;
+      if (out.length !== src.length) {
+        // allocData halves the length for packed 4-bit types; storage here is one byte per entry.
+        const bytes = new Uint8Array(src.length);
+        for (let i = 0; i < src.length; i++) bytes[i] = src[i];
+        return bytes;
+      }
+      for (let i = 0; i < src.length; i++) out[i] = src[i];
+      return out;
+    }
+  }
+}
+
+/**
+ * Decode an ONNX `TensorProto` into a tensor.
+ *
+ * `raw_data` (and external data) become typed-array views over the given bytes
+ * when their offset is aligned for the element size, copies otherwise.
+ *
+ * @param proto A decoded `TensorProto` (or plain object with its fields).
+ * @param options Folder and file reader for external data.
+ * @returns The tensor.
+ * @throws {Error} Naming the tensor: unknown dtype, wrong element count, segments,
+ *   or an external location that is absolute or leaves `baseDir`.
+ *
+ * @example Decode a float tensor
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensorFromProto } from "./tensor_proto.ts";
+ * const t = tensorFromProto({ name: "w", dims: [2], dataType: 1, floatData: [1.5, -2] });
+ * assert.deepEqual([...t.data], [1.5, -2]);
+ * ```
+ */
+export function tensorFromProto(proto: ITensorProto, options: TensorProtoOptions = {}): Tensor {
+  let dtype: DType;
+  try {
+    dtype = dtypeFromOnnx(proto.dataType ?? 0);
+  } catch {
+    throw new Error(`${tensorLabel(proto)}: unknown ONNX data type ${proto.dataType ?? 0}`);
+  }
+  if (proto.segment !== null && proto.segment !== undefined && Object.hasOwn(proto, "segment")) {
+    throw new Error(`${tensorLabel(proto)}: segmented tensors are not supported`);
+  }
+  const shape = (proto.dims ?? []).map(int64ToNumber);
+  if (shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+    throw new Error(`${tensorLabel(proto)}: bad dimensions [${shape.join(",")}]`);
+  }
+  const count = shapeSize(shape);
+  let data: Tensor["data"];
+  const external = proto.dataLocation === EXTERNAL;
+  if (external || (proto.rawData !== null && proto.rawData !== undefined && Object.hasOwn(proto, "rawData"))) {
+    if (dtype === "string") throw new Error(`${tensorLabel(proto)}: string tensors cannot use raw_data`);
+    const bytes = external ? externalBytes(proto, options) : proto.rawData!;
+    try {
+      data = dataFromBytes(dtype, bytes);
+    } catch (e) {
+      throw new Error(`${tensorLabel(proto)}: ${(e as Error).message}`);
+    }
+  } else {
+    data = typedFieldData(proto, dtype);
+  }
+  const expected = storageLength(dtype, count);
+  if (data.length !== expected) {
+    throw new Error(
+      `${tensorLabel(proto)}: shape [${shape.join(",")}] (${dtype}) needs ${expected} elements, found ${data.length}`,
+    );
+  }
+  return { dtype, shape, data };
+}
+
+/**
+ * Encode a tensor as an ONNX `TensorProto` with little-endian `raw_data`
+ * (a view over the tensor's storage, not a copy); strings use `string_data`.
+ *
+ * @example Round trip
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { tensorFromProto, tensorToProto } from "./tensor_proto.ts";
+ * const t = { dtype: "i64" as const, shape: [2], data: new BigInt64Array([3n, -4n]) };
+ * assert.deepEqual([...tensorFromProto(tensorToProto("k", t)).data], [3n, -4n]);
+ * ```
+ */
+export function tensorToProto(name: string, t: Tensor): TensorProto {
+  const proto = new onnx.TensorProto();
+  if (name !== "") proto.name = name;
+  proto.dataType = ONNX_DTYPE_CODES[t.dtype];
+  proto.dims = [...t.shape];
+  if (Array.isArray(t.data)) proto.stringData = t.data.map(utf8Bytes);
+  else proto.rawData = tensorBytes(t);
+  return proto;
+}
+
+/**
+ * Read a serialized `TensorProto` (the backend tests' `input_0.pb` files).
+ *
+ * @throws {Error} `Cannot read TensorProto: ...` for bytes that are not one.
+ */
+export function readTensorProto(bytes: Uint8Array, options: TensorProtoOptions = {}): Tensor {
+  let proto: TensorProto;
+  try {
+    proto = onnx.TensorProto.decode(bytes);
+  } catch (e) {
+    throw new Error(`Cannot read TensorProto: corrupt or truncated protobuf (${(e as Error).message})`);
+  }
+  try {
+    return tensorFromProto(proto, options);
+  } catch (e) {
+    throw new Error(`Cannot read TensorProto: ${(e as Error).message}`);
+  }
+}
