@@ -1,0 +1,52 @@
+/**
+ * The target interface: turns a compiled module into named artifacts (file
+ * name to bytes). Targets do no I/O; writing files is the caller's job.
+ * @module
+ */
+import type { Module } from "../ir/module.ts";
+import type { OptionSchema, OptionValues } from "../passes/options.ts";
+import type { Severity } from "../passes/pass.ts";
+
+/** What a target gets besides its module and options. */
+export interface TargetContext {
+  /** Base name for artifacts, from the input model's file name (`vgg_sparse`). */
+  readonly modelName: string;
+  /** Report a diagnostic. */
+  emit(severity: Severity, message: string): void;
+}
+
+/** Artifacts by file name (relative, `/`-separated). */
+export type Artifacts = Map<string, Uint8Array>;
+
+/** A named emitter of deployable artifacts. */
+export interface Target<S extends OptionSchema = OptionSchema> {
+  /** Name used with `--target`. */
+  readonly name: string;
+  /** One line for `--list-targets`. */
+  readonly summary: string;
+  /** Option declarations by camelCase key. */
+  readonly options: S;
+  /** Produce the artifacts of `module`. */
+  emit(module: Module, options: OptionValues<S>, ctx: TargetContext): Artifacts | Promise<Artifacts>;
+}
+
+/**
+ * Declare a target, keeping its option types (an identity function).
+ *
+ * @example A target that emits the op count
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { defineTarget } from "./target.ts";
+ * const opCount = defineTarget({
+ *   name: "op-count",
+ *   summary: "Write the op count as text",
+ *   options: {},
+ *   emit: (module, _options, ctx) =>
+ *     new Map([[`${ctx.modelName}.txt`, new TextEncoder().encode(String(module.graph.ops.length))]]),
+ * });
+ * assert.equal(opCount.name, "op-count");
+ * ```
+ */
+export function defineTarget<S extends OptionSchema>(target: Target<S>): Target<S> {
+  return target;
+}
