@@ -1,0 +1,405 @@
+import assert from "node:assert/strict";
+import { Registry } from "../driver/registry.ts";
+import { definePass, type Pass } from "./pass.ts";
+import { closestName, parsePipeline, PipelineError, type PipelineStep, printPipeline } from "./pipeline.ts";
+
+const noop = (): boolean => false;
+
+const prune = definePass({
+  name: "prune",
+  summary: "test pass with a half-open range",
+  options: {
+    ratio: { kind: "number", default: 0.5, min: 0, max: 1, exclusiveMax: true, doc: "Fraction removed" },
+    minChannels: { kind: "int", default: 4, min: 1, doc: "Channels kept at least" },
+  },
+  run: noop,
+});
+
+const svd = definePass({
+  name: "svd",
+  summary: "test pass with an open lower bound",
+  options: {
+    energy: { kind: "number", default: 0.9, min: 0, max: 1, exclusiveMin: true, doc: "Energy kept" },
+    skip: { kind: "list", default: ["fc3"], doc: "Ops left alone" },
+  },
+  run: noop,
+});
+
+/** A pass with one option of every kind. */
+const bfp = definePass({
+  name: "bfp",
+  summary: "test pass with every option kind",
+  options: {
+    mantissa: { kind: "int", default: 8, min: 2, max: 23, doc: "Mantissa bits" },
+    scale: { kind: "number", default: 1, doc: "Unbounded number" },
+    mode: { kind: "enum", values: ["tensor", "channel", "block-16"], default: "block-16", doc: "Block shape" },
+    prefix: { kind: "string", default: "", doc: "Free text" },
+    dataAware: { kind: "bool", default: false, doc: "Use calibration data" },
+    skip: { kind: "list", default: [], doc: "Ops left alone" },
+  },
+  run: noop,
+});
+
+const dce = definePass({ name: "dce", summary: "test pass without options", options: {}, run: noop });
+
+const passes: readonly Pass[] = [prune, svd, bfp, dce];
+
+function testRegistry(): Registry {
+  const registry = new Registry();
+  for (const p of passes) registry.addPass(p);
+  return registry;
+}
+
+/** The error `parsePipeline(text)` throws, checked to be a PipelineError. */
+function errorOf(text: string): PipelineError {
+  try {
+    parsePipeline(text, testRegistry());
+  } catch (e) {
+    assert.ok(e instanceof PipelineError, `expected a PipelineError, got ${e}`);
+    return e;
+  }
+  assert.fail(`"${text}" parsed without error`);
+}
+
+Deno.test("parsePipeline() accepts the empty pipeline", () => {
+  assert.deepEqual(parsePipeline("", testRegistry()), []);
+  assert.deepEqual(parsePipeline("  \t\n", testRegistry()), []);
+});
+
+Deno.test("parsePipeline() fills every option with its default", () => {
+  const steps = parsePipeline("prune,dce,bfp", testRegistry());
+  assert.deepEqual(steps, [
+    { pass: prune, options: { ratio: 0.5, minChannels: 4 } },
+    { pass: dce, options: {} },
+    {
+      pass: bfp,
+      options: { mantissa: 8, scale: 1, mode: "block-16", prefix: "", dataAware: false, skip: [] },
+    },
+  ]);
+});
+
+Deno.test("parsePipeline() reads options separated by commas or spaces, with whitespace around elements", () => {
+  const registry = testRegistry();
+  const expected = [{ pass: prune, options: { ratio: 0.6, minChannels: 8 } }, { pass: dce, options: {} }];
+  assert.deepEqual(parsePipeline("prune{ratio=0.6,min-channels=8},dce", registry), expected);
+  assert.deepEqual(parsePipeline("prune{ratio=0.6 min-channels=8},dce", registry), expected);
+  assert.deepEqual(parsePipeline(" prune { ratio=0.6 ,  min-channels=8 } , dce ", registry), expected);
+  assert.deepEqual(parsePipeline("prune{min-channels=8\tratio=0.6}\n,dce", registry), expected);
+});
+
+Deno.test("parsePipeline() converts every option kind", () => {
+  const [step] = parsePipeline(
+    'bfp{mantissa=6,scale=-1.5e-3,mode=channel,prefix="a, b=\\"c\\"",data-aware=true,skip=[conv1,"x y", fc3]}',
+    testRegistry(),
+  );
+  assert.deepEqual(step.options, {
+    mantissa: 6,
+    scale: -0.0015,
+    mode: "channel",
+    prefix: 'a, b="c"',
+    dataAware: true,
+    skip: ["conv1", "x y", "fc3"],
+  });
+});
+
+Deno.test("parsePipeline() takes a single word, [] or an empty string for a list", () => {
+  const skipOf = (text: string): unknown => parsePipeline(text, testRegistry())[0].options.skip;
+  assert.deepEqual(skipOf("bfp{skip=conv1}"), ["conv1"]);
+  assert.deepEqual(skipOf("svd{skip=[]}"), []);
+  assert.deepEqual(skipOf('svd{skip=""}'), []);
+  assert.deepEqual(skipOf('svd{skip=[""]}'), [""]);
+  assert.deepEqual(parsePipeline("prune{}", testRegistry())[0].options, { ratio: 0.5, minChannels: 4 });
+});
+
+Deno.test("parsePipeline() accepts quoted numbers and words", () => {
+  const [step] = parsePipeline('prune{ratio="0.25",min-channels="2"}', testRegistry());
+  assert.deepEqual(step.options, { ratio: 0.25, minChannels: 2 });
+});
+
+/** [pipeline, message, 1-based column] for every error path. */
+const errorCases: readonly [string, string, number][] = [
+  // Unknown passes.
+  ["prun", 'Cannot parse pipeline: unknown pass "prun" (did you mean "prune"?)', 1],
+  ["prune,Prune", 'Cannot parse pipeline: unknown pass "Prune" (did you mean "prune"?)', 7],
+  ["dce,fold_bn", 'Cannot parse pipeline: unknown pass "fold_bn"; passes are: bfp, dce, prune, svd', 5],
+  ["dce, xyzzy{a=1}", 'Cannot parse pipeline: unknown pass "xyzzy"; passes are: bfp, dce, prune, svd', 6],
+  // Options that do not exist or are given twice.
+  [
+    "prune{ratoi=0.6}",
+    'Cannot configure pass "prune": unknown option "ratoi" (did you mean "ratio"?); options are: ratio, min-channels',
+    7,
+  ],
+  [
+    "prune{minChannels=3}",
+    'Cannot configure pass "prune": unknown option "minChannels" (did you mean "min-channels"?); ' +
+    "options are: ratio, min-channels",
+    7,
+  ],
+  [
+    "svd{zzz=1}",
+    'Cannot configure pass "svd": unknown option "zzz"; options are: energy, skip',
+    5,
+  ],
+  ["dce{x=1}", 'Cannot configure pass "dce": unknown option "x"; it takes no options', 5],
+  ["prune{ratio=0.5 ratio=0.6}", 'Cannot configure pass "prune": option "ratio" is given twice', 17],
+  // Values out of range or of the wrong kind.
+  ["prune{ratio=1.5}", 'Cannot configure pass "prune": option "ratio" must be a number in [0, 1), found "1.5"', 13],
+  ["prune{ratio=1}", 'Cannot configure pass "prune": option "ratio" must be a number in [0, 1), found "1"', 13],
+  ["svd{energy=0}", 'Cannot configure pass "svd": option "energy" must be a number in (0, 1], found "0"', 12],
+  [
+    "prune{min-channels=0}",
+    'Cannot configure pass "prune": option "min-channels" must be an integer in [1, inf), found "0"',
+    20,
+  ],
+  [
+    "bfp{mantissa=8.5}",
+    'Cannot configure pass "bfp": option "mantissa" must be an integer in [2, 23], found "8.5"',
+    14,
+  ],
+  [
+    "bfp{mantissa=[8,9]}",
+    'Cannot configure pass "bfp": option "mantissa" must be an integer in [2, 23], found [8,9]',
+    14,
+  ],
+  ["bfp{scale=abc}", 'Cannot configure pass "bfp": option "scale" must be a number, found "abc"', 11],
+  [
+    "bfp{mode=row}",
+    'Cannot configure pass "bfp": option "mode" must be one of tensor, channel, block-16, found "row"',
+    10,
+  ],
+  ["bfp{data-aware=yes}", 'Cannot configure pass "bfp": option "data-aware" must be true or false, found "yes"', 16],
+  // Syntax.
+  ["prune{ratio=0.6", 'Cannot parse pipeline: unbalanced "{": the options of "prune" are not closed', 6],
+  ["prune{ratio=0.6 ", 'Cannot parse pipeline: unbalanced "{": the options of "prune" are not closed', 6],
+  ["prune{", 'Cannot parse pipeline: unbalanced "{": the options of "prune" are not closed', 6],
+  ["prune}", 'Cannot parse pipeline: unbalanced "}"', 6],
+  ["prune{ratio=0.6}}", 'Cannot parse pipeline: unbalanced "}"', 17],
+  ["prune{ratio=0.6]", 'Cannot parse pipeline: unbalanced "]"', 16],
+  ["bfp{skip=a]}", 'Cannot parse pipeline: unbalanced "]"', 11],
+  ["prune{ratio=]}", 'Cannot parse pipeline: unbalanced "]"', 13],
+  ["bfp{skip=[a,b}", 'Cannot parse pipeline: unbalanced "[": the list of option "skip" is not closed', 10],
+  ["bfp{skip=[a", 'Cannot parse pipeline: unbalanced "[": the list of option "skip" is not closed', 10],
+  ["bfp{skip=[[a]]}", 'Cannot parse pipeline: lists cannot be nested (option "skip" of "bfp")', 11],
+  ["bfp{skip=[a b]}", 'Cannot parse pipeline: expected "," or "]" in the list of option "skip", found "b"', 13],
+  ["bfp{skip=[a,,b]}", 'Cannot parse pipeline: empty element in the list of option "skip"', 13],
+  ["bfp{skip=[a,]}", 'Cannot parse pipeline: trailing comma in the list of option "skip"', 12],
+  ['bfp{prefix="ab}', "Cannot parse pipeline: unterminated string", 12],
+  ['bfp{skip=[a,"b]}', "Cannot parse pipeline: unterminated string", 13],
+  ["prune,,svd", "Cannot parse pipeline: empty element (two commas)", 7],
+  [",prune", "Cannot parse pipeline: empty element before the first comma", 1],
+  ["prune,", "Cannot parse pipeline: trailing comma", 6],
+  ["prune, ", "Cannot parse pipeline: trailing comma", 6],
+  ["prune{ratio=0.6,}", 'Cannot parse pipeline: trailing comma in the options of "prune"', 16],
+  ["prune{ratio=0.6,,min-channels=2}", 'Cannot parse pipeline: empty option in the options of "prune"', 17],
+  ["prune{ratio}", 'Cannot parse pipeline: expected "=" after option "ratio", found "}"', 12],
+  ["prune{ratio 0.6}", 'Cannot parse pipeline: expected "=" after option "ratio", found " "', 12],
+  ["prune{ratio", 'Cannot parse pipeline: expected "=" after option "ratio", found the end of the pipeline', 12],
+  ["prune{ratio=}", 'Cannot parse pipeline: missing value for option "ratio" of "prune"', 13],
+  ["prune{ratio=,min-channels=2}", 'Cannot parse pipeline: missing value for option "ratio" of "prune"', 13],
+  [
+    "prune{ratio=0.6=1}",
+    'Cannot parse pipeline: expected "," or "}" after the value of option "ratio", found "="',
+    16,
+  ],
+  [
+    'prune{ratio="0.6"x}',
+    'Cannot parse pipeline: expected "," or "}" after the value of option "ratio", found "x"',
+    18,
+  ],
+  ["prune{=1}", 'Cannot parse pipeline: expected an option of "prune", found "="', 7],
+  ["prune svd", 'Cannot parse pipeline: expected "," after pass "prune", found "s"', 7],
+  ["prune.svd", 'Cannot parse pipeline: expected "," after pass "prune", found "."', 6],
+  ["{ratio=1}", 'Cannot parse pipeline: expected a pass name before "{"', 1],
+  ["dce,}", 'Cannot parse pipeline: unbalanced "}"', 5],
+  ["dce,.", 'Cannot parse pipeline: expected a pass name, found "."', 5],
+];
+
+for (const [text, message, column] of errorCases) {
+  Deno.test(`parsePipeline() rejects ${JSON.stringify(text)} at column ${column}`, () => {
+    const e = errorOf(text);
+    assert.equal(e.message, message);
+    assert.equal(e.column, column);
+    assert.equal(e.pipeline, text);
+    assert.equal(e.caret, `${text.replace(/\s/g, " ")}\n${" ".repeat(column - 1)}^`);
+  });
+}
+
+Deno.test("PipelineError.caret shows the pipeline and a caret under the offending column", () => {
+  const e = errorOf("prune{ratio=0.6},svd{energy=2}");
+  assert.equal(e.name, "PipelineError");
+  assert.equal(e.caret, ["prune{ratio=0.6},svd{energy=2}", "                            ^"].join("\n"));
+  // Tabs and newlines print as spaces so the caret stays under its column.
+  assert.equal(errorOf("dce,\n\tprun").caret, "dce,  prun\n      ^");
+});
+
+Deno.test("PipelineError messages are one line", () => {
+  for (const [text] of errorCases) assert.ok(!errorOf(text).message.includes("\n"), text);
+});
+
+Deno.test("parsePipeline() reports an unknown pass in an empty registry", () => {
+  assert.throws(() => parsePipeline("dce", new Registry()), {
+    name: "PipelineError",
+    message: 'Cannot parse pipeline: unknown pass "dce"; no passes are registered',
+  });
+});
+
+Deno.test("closestName() suggests near misses only", () => {
+  const names = ["canonicalize", "dce", "fold-bn", "prune", "svd"];
+  assert.equal(closestName("prun", names), "prune");
+  assert.equal(closestName("purne", names), "prune"); // a transposition is one edit
+  assert.equal(closestName("fold_bn", names), "fold-bn");
+  assert.equal(closestName("FOLD-BN", names), "fold-bn");
+  assert.equal(closestName("canonicalise", names), "canonicalize");
+  assert.equal(closestName("dc", names), "dce");
+  assert.equal(closestName("bfp", names), undefined);
+  assert.equal(closestName("quantize", names), undefined);
+  assert.equal(closestName("x", []), undefined);
+});
+
+Deno.test("printPipeline() prints every option in schema order and quotes only when needed", () => {
+  const registry = testRegistry();
+  assert.equal(printPipeline([]), "");
+  assert.equal(
+    printPipeline(parsePipeline("dce,bfp{skip=[b,a] data-aware=true},prune{min-channels=2}", registry)),
+    'dce,bfp{mantissa=8,scale=1,mode=block-16,prefix="",data-aware=true,skip=[b,a]},prune{ratio=0.5,min-channels=2}',
+  );
+  assert.equal(
+    printPipeline([{ pass: svd, options: { energy: 1e-7, skip: ["a,b", 'q"', "c\\d", "x y", "{", "=", ""] } }]),
+    'svd{energy=1e-7,skip=["a,b","q\\"",c\\d,"x y","{","=",""]}',
+  );
+  assert.equal(printPipeline([{ pass: bfp, options: { scale: -0, prefix: "[x]" } }]).includes("scale=-0,"), true);
+  // Missing options print their defaults.
+  assert.equal(printPipeline([{ pass: prune, options: {} }]), "prune{ratio=0.5,min-channels=4}");
+});
+
+/** Mulberry32: a small seeded generator so failures reproduce. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Text with every character that needs quoting or escaping, and some that do not. */
+function randomText(random: () => number): string {
+  const alphabet = [
+    "a",
+    "z",
+    "0",
+    "9",
+    "-",
+    "_",
+    ".",
+    "/",
+    ":",
+    " ",
+    ",",
+    "{",
+    "}",
+    "[",
+    "]",
+    '"',
+    "\\",
+    "=",
+    "\t",
+    "é",
+  ];
+  const length = Math.floor(random() * 6);
+  let s = "";
+  for (let i = 0; i < length; i++) s += alphabet[Math.floor(random() * alphabet.length)];
+  return s;
+}
+
+function randomNumber(random: () => number, min: number, max: number, exclusiveMin: boolean, exclusiveMax: boolean) {
+  for (;;) {
+    const pick = random();
+    const x = pick < 0.1
+      ? min
+      : pick < 0.2
+      ? max
+      : pick < 0.3
+      ? Math.round(min + random() * (max - min))
+      : min + random() * (max - min);
+    if ((exclusiveMin && x === min) || (exclusiveMax && x === max)) continue;
+    return x;
+  }
+}
+
+function randomStep(random: () => number): PipelineStep {
+  const pass = passes[Math.floor(random() * passes.length)];
+  const options: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(pass.options)) {
+    if (random() < 0.25) {
+      options[key] = spec.default;
+      continue;
+    }
+    switch (spec.kind) {
+      case "number": {
+        const scale = [1, 1e-9, 1e25][Math.floor(random() * 3)];
+        options[key] = spec.min === undefined
+          ? (random() - 0.5) * scale
+          : randomNumber(random, spec.min, spec.max ?? spec.min + scale, !!spec.exclusiveMin, !!spec.exclusiveMax);
+        break;
+      }
+      case "int":
+        options[key] = Math.round(randomNumber(random, spec.min ?? -1000, spec.max ?? 1000, false, false));
+        break;
+      case "bool":
+        options[key] = random() < 0.5;
+        break;
+      case "enum":
+        options[key] = spec.values[Math.floor(random() * spec.values.length)];
+        break;
+      case "string":
+        options[key] = randomText(random);
+        break;
+      case "list":
+        options[key] = Array.from({ length: Math.floor(random() * 4) }, () => randomText(random));
+        break;
+    }
+  }
+  return { pass, options };
+}
+
+Deno.test("parsePipeline(printPipeline(p)) equals p for random pipelines (seeded)", () => {
+  const registry = testRegistry();
+  const random = rng(20240607);
+  for (let i = 0; i < 2000; i++) {
+    const steps = Array.from({ length: Math.floor(random() * 5) }, () => randomStep(random));
+    const text = printPipeline(steps);
+    assert.deepEqual(parsePipeline(text, registry), steps, text);
+    assert.equal(printPipeline(parsePipeline(text, registry)), text);
+  }
+});
+
+/** A non-canonical spelling of `step`: spaces, space separators, quoted words, options left at their default omitted. */
+function respell(step: PipelineStep, random: () => number): string {
+  const space = (): string => [" ", "", "\t", "\n  "][Math.floor(random() * 4)];
+  const parts: string[] = [];
+  const entries = Object.entries(step.pass.options).sort(() => random() - 0.5);
+  for (const [key, spec] of entries) {
+    const value = step.options[key];
+    if (JSON.stringify(value) === JSON.stringify(spec.default) && random() < 0.5) continue;
+    let text = printPipeline([{ pass: { ...step.pass, options: { [key]: spec } }, options: { [key]: value } }]);
+    text = text.slice(text.indexOf("{") + 1, -1);
+    if (spec.kind !== "list" && random() < 0.3 && !/["\\]/.test(text)) text = text.replace("=", '="') + '"';
+    parts.push(text);
+  }
+  const separated = parts.map((p, i) => (i === 0 ? p : (random() < 0.5 ? `,${space()}` : " ") + p)).join("");
+  const braces = parts.length === 0 && random() < 0.5 ? "" : `${space()}{${space()}${separated}${space()}}`;
+  return `${space()}${step.pass.name}${braces}${space()}`;
+}
+
+Deno.test("parsePipeline() reads non-canonical spellings as their canonical steps (seeded)", () => {
+  const registry = testRegistry();
+  const random = rng(7);
+  for (let i = 0; i < 1000; i++) {
+    const steps = Array.from({ length: 1 + Math.floor(random() * 4) }, () => randomStep(random));
+    const text = steps.map((s) => respell(s, random)).join(",");
+    assert.deepEqual(parsePipeline(text, registry), steps, text);
+  }
+});
