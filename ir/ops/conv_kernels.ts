@@ -1,0 +1,691 @@
+/**
+ * Convolution and pooling kernels of the interpreter on NC(D)HW float arrays:
+ * convolution by im2col + {@linkcode gemm} (a direct loop for depthwise),
+ * transposed convolution by GEMM + col2im, max and average pooling. 2-D has
+ * fast paths; other ranks go through a general N-D path.
+ * @module
+ */
+import { type FloatArray, gemm } from "./gemm_kernel.ts";
+
+/** Where a sliding window visits along each spatial axis (ONNX Conv/Pool attributes, pads resolved). */
+export interface WindowGeometry {
+  /** Spatial input sizes (`[H, W]` for 2-D). */
+  inShape: readonly number[];
+  /** Spatial output sizes. */
+  outShape: readonly number[];
+  /** Window (kernel) sizes. */
+  kernel: readonly number[];
+  /** Step between windows. */
+  strides: readonly number[];
+  /** Step between window taps. */
+  dilations: readonly number[];
+  /** Implicit padding before each axis (the window of output 0 starts at `-padsBegin`). */
+  padsBegin: readonly number[];
+}
+
+/** Operands and sizes of {@linkcode convolve}. */
+export interface ConvArgs extends WindowGeometry {
+  /** Input, `[batch, inChannels, ...inShape]`. */
+  x: FloatArray;
+  /** Weights, `[outChannels, inChannels / group, ...kernel]` (OIHW). */
+  w: FloatArray;
+  /** Per-output-channel bias, or null. */
+  bias: FloatArray | null;
+  /** Output, `[batch, outChannels, ...outShape]`; fully overwritten. */
+  y: FloatArray;
+  /** Batch size. */
+  batch: number;
+  /** Input channels. */
+  inChannels: number;
+  /** Output channels. */
+  outChannels: number;
+  /** Channel groups (`inChannels` for depthwise). */
+  group: number;
+}
+
+/** Elements of the im2col / col2im scratch matrix per GEMM call; larger images are processed in column chunks. */
+const COL_BUDGET = 1 << 18;
+
+let colF32 = new Float32Array(0);
+let colF64 = new Float64Array(0);
+let rowAcc = new Float64Array(0);
+const taps3x3 = new Float64Array(9);
+
+/** Scratch of at least `n` elements of the same storage type as `like`, reused across calls. */
+function scratchLike(like: FloatArray, n: number): FloatArray {
+  if (like instanceof Float32Array) {
+    if (colF32.length < n) colF32 = new Float32Array(n);
+    return colF32;
+  }
+  if (colF64.length < n) colF64 = new Float64Array(n);
+  return colF64;
+}
+
+function product(dims: readonly number[]): number {
+  let p = 1;
+  for (const d of dims) p *= d;
+  return p;
+}
+
+/** A 1-D geometry as 2-D with a unit height, so 1-D shares the 2-D fast paths. */
+function as2d(g: WindowGeometry): WindowGeometry {
+  if (g.inShape.length !== 1) return g;
+  return {
+    inShape: [1, g.inShape[0]],
+    outShape: [1, g.outShape[0]],
+    kernel: [1, g.kernel[0]],
+    strides: [1, g.strides[0]],
+    dilations: [1, g.dilations[0]],
+    padsBegin: [0, g.padsBegin[0]],
+  };
+}
+
+/**
+ * ONNX Conv on float storage: `y[n, oc] = bias[oc] + sum over the group's input
+ * channels and kernel taps of w * x` (zero padding). Depthwise 2-D convolution
+ * (one input channel per group) runs a direct loop; everything else is im2col
+ * followed by one GEMM per image, group and column chunk.
+ *
+ * @param args Operands, sizes and window geometry.
+ *
+ * @example A 1x1 input channel, 2x2 kernel of ones over a 3x3 image
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { convolve } from "./conv_kernels.ts";
+ * const y = new Float32Array(4);
+ * convolve({
+ *   x: new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, 9]), w: new Float32Array([1, 1, 1, 1]), bias: null, y,
+ *   batch: 1, inChannels: 1, outChannels: 1, group: 1,
+ *   inShape: [3, 3], outShape: [2, 2], kernel: [2, 2], strides: [1, 1], dilations: [1, 1], padsBegin: [0, 0],
+ * });
+ * assert.deepEqual([...y], [12, 16, 24, 28]);
+ * ```
+ */
+export function convolve(args: ConvArgs): void {
+  const geom = as2d(args);
+  const { x, w, y, batch, inChannels, outChannels, group } = args;
+  const spatialIn = product(geom.inShape);
+  const spatialOut = product(geom.outShape);
+  const kernelSize = product(geom.kernel);
+  const cinG = inChannels / group;
+  const coutG = outChannels / group;
+  const kg = cinG * kernelSize;
+  if (geom.inShape.length === 2 && cinG === 1 && group > 1) {
+    depthwise2d(args, geom);
+  } else {
+    const pointwise = kernelSize === 1 && geom.strides.every((s) => s === 1) && geom.padsBegin.every((p) => p === 0);
+    const chunk = Math.max(1, Math.min(spatialOut, Math.floor(COL_BUDGET / Math.max(1, kg))));
+    const col = pointwise ? x : scratchLike(x, kg * chunk);
+    for (let n = 0; n < batch; n++) {
+      for (let g = 0; g < group; g++) {
+        const xOff = (n * inChannels + g * cinG) * spatialIn;
+        const yOff = (n * outChannels + g * coutG) * spatialOut;
+        for (let p0 = 0; p0 < spatialOut; p0 += chunk) {
+          const len = Math.min(chunk, spatialOut - p0);
+          if (pointwise) {
+            gemm({
+              m: coutG,
+              n: len,
+              k: kg,
+              a: w,
+              aOffset: g * coutG * kg,
+              b: x,
+              bOffset: xOff + p0,
+              ldb: spatialIn,
+              c: y,
+              cOffset: yOff + p0,
+              ldc: spatialOut,
+            });
+            continue;
+          }
+          if (geom.inShape.length === 2) im2col2d(x, xOff, cinG, geom, p0, len, col);
+          else im2colNd(x, xOff, cinG, geom, p0, len, col);
+          gemm({
+            m: coutG,
+            n: len,
+            k: kg,
+            a: w,
+            aOffset: g * coutG * kg,
+            b: col,
+            c: y,
+            cOffset: yOff + p0,
+            ldc: spatialOut,
+          });
+        }
+      }
+      // Per image, while its output is still in cache.
+      if (args.bias !== null) addChannelBias(y, args.bias, n * outChannels * spatialOut, outChannels, spatialOut);
+    }
+  }
+}
+
+/** `y[c, i] += bias[c]` over `channels` planes of `plane` elements from `yOff`. */
+function addChannelBias(y: FloatArray, bias: FloatArray, yOff: number, channels: number, plane: number): void {
+  for (let c = 0; c < channels; c++) {
+    const b = bias[c];
+    if (b === 0) continue;
+    const off = yOff + c * plane;
+    for (let i = 0; i < plane; i++) y[off + i] += b;
+  }
+}
+
+/** First output index `o` in `[0, outLen]` whose tap `o * stride + offset` is not before the input start. */
+function firstInside(offset: number, stride: number, outLen: number): number {
+  return offset >= 0 ? 0 : Math.min(outLen, Math.ceil(-offset / stride));
+}
+
+/** One past the last output index `o < outLen` whose tap `o * stride + offset` lies in `[0, inLen)`; at least `lo`. */
+function endInside(offset: number, stride: number, inLen: number, outLen: number, lo: number): number {
+  const end = offset > inLen - 1 ? 0 : Math.min(outLen, Math.floor((inLen - 1 - offset) / stride) + 1);
+  return Math.max(lo, end);
+}
+
+/**
+ * Columns `p0..p0+len` of the im2col matrix of one image and group: row
+ * `(c * KH + ky) * KW + kx`, column = output position, value = the input tap (0 in padding).
+ */
+function im2col2d(
+  x: FloatArray,
+  xOff: number,
+  channels: number,
+  g: WindowGeometry,
+  p0: number,
+  len: number,
+  col: FloatArray,
+): void {
+  const [H, W] = g.inShape;
+  const Wo = g.outShape[1];
+  const [KH, KW] = g.kernel;
+  const [sh, sw] = g.strides;
+  const [dh, dw] = g.dilations;
+  const [ph, pw] = g.padsBegin;
+  let dst = 0;
+  for (let c = 0; c < channels; c++) {
+    const plane = xOff + c * H * W;
+    for (let ky = 0; ky < KH; ky++) {
+      for (let kx = 0; kx < KW; kx++) {
+        let oh = Math.floor(p0 / Wo);
+        let ow = p0 - oh * Wo;
+        let left = len;
+        while (left > 0) {
+          const seg = Math.min(Wo - ow, left);
+          const ih = oh * sh - ph + ky * dh;
+          if (ih < 0 || ih >= H) {
+            col.fill(0, dst, dst + seg);
+          } else {
+            // Taps of this row segment: iw = (ow + t) * sw + base.
+            const base = ow * sw - pw + kx * dw;
+            const lo = firstInside(base, sw, seg);
+            const hi = endInside(base, sw, W, seg, lo);
+            const src = plane + ih * W + base;
+            for (let t = 0; t < lo; t++) col[dst + t] = 0;
+            if (sw === 1) { for (let t = lo; t < hi; t++) col[dst + t] = x[src + t]; }
+            else for (let t = lo; t < hi; t++) col[dst + t] = x[src + t * sw];
+            for (let t = hi; t < seg; t++) col[dst + t] = 0;
+          }
+          dst += seg;
+          left -= seg;
+          oh++;
+          ow = 0;
+        }
+      }
+    }
+  }
+}
+
+/** Decompose flat index `i` over `shape` into `out` (row-major). */
+function unflatten(i: number, shape: readonly number[], out: number[]): void {
+  for (let d = shape.length - 1; d >= 0; d--) {
+    out[d] = i % shape[d];
+    i = Math.floor(i / shape[d]);
+  }
+}
+
+/** Offset of the input tap of output position `pos` and kernel tap `tap`, or -1 in padding. */
+function tapOffset(g: WindowGeometry, pos: readonly number[], tap: readonly number[]): number {
+  let off = 0;
+  for (let d = 0; d < pos.length; d++) {
+    const i = pos[d] * g.strides[d] - g.padsBegin[d] + tap[d] * g.dilations[d];
+    if (i < 0 || i >= g.inShape[d]) return -1;
+    off = off * g.inShape[d] + i;
+  }
+  return off;
+}
+
+/** {@linkcode im2col2d} for any spatial rank (slower: per-element index arithmetic). */
+function im2colNd(
+  x: FloatArray,
+  xOff: number,
+  channels: number,
+  g: WindowGeometry,
+  p0: number,
+  len: number,
+  col: FloatArray,
+): void {
+  const rank = g.inShape.length;
+  const kernelSize = product(g.kernel);
+  const spatialIn = product(g.inShape);
+  const tap = new Array<number>(rank).fill(0);
+  const pos = new Array<number>(rank).fill(0);
+  let dst = 0;
+  for (let c = 0; c < channels; c++) {
+    for (let k = 0; k < kernelSize; k++) {
+      unflatten(k, g.kernel, tap);
+      for (let p = p0; p < p0 + len; p++) {
+        unflatten(p, g.outShape, pos);
+        const off = tapOffset(g, pos, tap);
+        col[dst++] = off < 0 ? 0 : x[xOff + c * spatialIn + off];
+      }
+    }
+  }
+}
+
+/**
+ * Depthwise 2-D convolution: output channel `oc` reads input channel
+ * `floor(oc / multiplier)` only. Each output row accumulates whole input rows
+ * per tap in float64; 3x3 kernels instead keep the nine taps in registers for
+ * rows and columns whose window lies inside the input.
+ */
+function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
+  const { x, w, y, batch, inChannels, outChannels } = args;
+  const [H, W] = g.inShape;
+  const [Ho, Wo] = g.outShape;
+  const [KH, KW] = g.kernel;
+  const [sh, sw] = g.strides;
+  const [dh, dw] = g.dilations;
+  const [ph, pw] = g.padsBegin;
+  const multiplier = outChannels / inChannels;
+  if (rowAcc.length < Wo) rowAcc = new Float64Array(Wo);
+  const acc = rowAcc;
+  // Output columns [lo[kx], hi[kx]) have tap kx inside the input.
+  const lo = new Int32Array(KW);
+  const hi = new Int32Array(KW);
+  for (let kx = 0; kx < KW; kx++) {
+    lo[kx] = firstInside(kx * dw - pw, sw, Wo);
+    hi[kx] = endInside(kx * dw - pw, sw, W, Wo, lo[kx]);
+  }
+  const is3x3 = KH === 3 && KW === 3;
+  const colLo = is3x3 ? lo[0] : 0;
+  const colHi = is3x3 ? Math.max(colLo, hi[2]) : 0;
+  for (let n = 0; n < batch; n++) {
+    for (let oc = 0; oc < outChannels; oc++) {
+      const xPlane = (n * inChannels + Math.floor(oc / multiplier)) * H * W;
+      const yPlane = (n * outChannels + oc) * Ho * Wo;
+      const wOff = oc * KH * KW;
+      const b = args.bias === null ? 0 : args.bias[oc];
+      if (is3x3) { for (let i = 0; i < 9; i++) taps3x3[i] = w[wOff + i]; }
+      const [w0, w1, w2, w3, w4, w5, w6, w7, w8] = taps3x3;
+      for (let oh = 0; oh < Ho; oh++) {
+        const ih0 = oh * sh - ph;
+        const row = yPlane + oh * Wo;
+        // The generic path covers all columns, or only the border columns of a 3x3 row done below.
+        const fast = is3x3 && ih0 >= 0 && ih0 + 2 * dh < H;
+        acc.fill(0, 0, Wo);
+        for (let ky = 0; ky < KH; ky++) {
+          const ih = ih0 + ky * dh;
+          if (ih < 0 || ih >= H) continue;
+          for (let kx = 0; kx < KW; kx++) {
+            const wv = w[wOff + ky * KW + kx];
+            const src = xPlane + ih * W + kx * dw - pw;
+            const end = fast ? Math.min(hi[kx], colLo) : hi[kx];
+            for (let ow = lo[kx]; ow < end; ow++) acc[ow] += wv * x[src + ow * sw];
+            if (fast) { for (let ow = Math.max(lo[kx], colHi); ow < hi[kx]; ow++) acc[ow] += wv * x[src + ow * sw]; }
+          }
+        }
+        if (!fast) {
+          for (let ow = 0; ow < Wo; ow++) y[row + ow] = acc[ow] + b;
+          continue;
+        }
+        for (let ow = 0; ow < colLo; ow++) y[row + ow] = acc[ow] + b;
+        for (let ow = colHi; ow < Wo; ow++) y[row + ow] = acc[ow] + b;
+        const r0 = xPlane + ih0 * W - pw, r1 = r0 + dh * W, r2 = r1 + dh * W;
+        for (let ow = colLo; ow < colHi; ow++) {
+          const c0 = ow * sw, c1 = c0 + dw, c2 = c1 + dw;
+          y[row + ow] = b + w0 * x[r0 + c0] + w1 * x[r0 + c1] + w2 * x[r0 + c2] +
+            w3 * x[r1 + c0] + w4 * x[r1 + c1] + w5 * x[r1 + c2] +
+            w6 * x[r2 + c0] + w7 * x[r2 + c1] + w8 * x[r2 + c2];
+        }
+      }
+    }
+  }
+}
+
+/** Operands and sizes of {@linkcode convolveTranspose}; geometry is seen from the output (`outShape` is the larger). */
+export interface ConvTransposeArgs extends WindowGeometry {
+  /** Input, `[batch, inChannels, ...inShape]`. */
+  x: FloatArray;
+  /** Weights, `[inChannels, outChannels / group, ...kernel]` (IOHW). */
+  w: FloatArray;
+  /** Per-output-channel bias, or null. */
+  bias: FloatArray | null;
+  /** Output, `[batch, outChannels, ...outShape]`; fully overwritten. */
+  y: FloatArray;
+  /** Batch size. */
+  batch: number;
+  /** Input channels. */
+  inChannels: number;
+  /** Output channels. */
+  outChannels: number;
+  /** Channel groups. */
+  group: number;
+}
+
+/**
+ * ONNX ConvTranspose on float storage: every input element scatters
+ * `x * w[ic, oc, tap]` to output position `in * stride - padBegin + tap * dilation`
+ * (the adjoint of Conv). Computed as `col = W^T X` by GEMM, then col2im.
+ *
+ * @param args Operands, sizes and geometry (`padsBegin` already resolved from output_shape/auto_pad).
+ *
+ * @example Stride-2 upsampling of one pixel with a 2x2 kernel
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { convolveTranspose } from "./conv_kernels.ts";
+ * const y = new Float32Array(4);
+ * convolveTranspose({
+ *   x: new Float32Array([2]), w: new Float32Array([1, 2, 3, 4]), bias: null, y,
+ *   batch: 1, inChannels: 1, outChannels: 1, group: 1,
+ *   inShape: [1, 1], outShape: [2, 2], kernel: [2, 2], strides: [2, 2], dilations: [1, 1], padsBegin: [0, 0],
+ * });
+ * assert.deepEqual([...y], [2, 4, 6, 8]);
+ * ```
+ */
+export function convolveTranspose(args: ConvTransposeArgs): void {
+  const { x, w, y, batch, inChannels, outChannels, group } = args;
+  const spatialIn = product(args.inShape);
+  const spatialOut = product(args.outShape);
+  const kernelSize = product(args.kernel);
+  const cinG = inChannels / group;
+  const coutG = outChannels / group;
+  const rows = coutG * kernelSize;
+  const chunk = Math.max(1, Math.min(spatialIn, Math.floor(COL_BUDGET / Math.max(1, rows))));
+  const col = scratchLike(x, rows * chunk);
+  y.fill(0);
+  for (let n = 0; n < batch; n++) {
+    for (let g = 0; g < group; g++) {
+      const xOff = (n * inChannels + g * cinG) * spatialIn;
+      const yOff = (n * outChannels + g * coutG) * spatialOut;
+      for (let p0 = 0; p0 < spatialIn; p0 += chunk) {
+        const len = Math.min(chunk, spatialIn - p0);
+        // col[(oc, tap), p] = sum over ic of W[ic, oc, tap] * X[ic, p]: W_g is stored cinG x rows.
+        gemm({
+          m: rows,
+          n: len,
+          k: cinG,
+          a: w,
+          aOffset: g * cinG * rows,
+          lda: rows,
+          transA: true,
+          b: x,
+          bOffset: xOff + p0,
+          ldb: spatialIn,
+          c: col,
+        });
+        col2im(col, coutG, args, p0, len, y, yOff);
+      }
+    }
+  }
+  if (args.bias !== null) {
+    for (let n = 0; n < batch; n++) addChannelBias(y, args.bias, n * outChannels * spatialOut, outChannels, spatialOut);
+  }
+}
+
+/** Scatter-add columns `p0..p0+len` (input positions) of `col` into the output planes at `yOff`. */
+function col2im(
+  col: FloatArray,
+  channels: number,
+  g: WindowGeometry,
+  p0: number,
+  len: number,
+  y: FloatArray,
+  yOff: number,
+): void {
+  const rank = g.inShape.length;
+  const kernelSize = product(g.kernel);
+  const spatialOut = product(g.outShape);
+  const tap = new Array<number>(rank).fill(0);
+  const pos = new Array<number>(rank).fill(0);
+  let src = 0;
+  for (let c = 0; c < channels; c++) {
+    const plane = yOff + c * spatialOut;
+    for (let k = 0; k < kernelSize; k++) {
+      unflatten(k, g.kernel, tap);
+      for (let p = p0; p < p0 + len; p++, src++) {
+        unflatten(p, g.inShape, pos);
+        let off = 0;
+        for (let d = 0; d < rank; d++) {
+          const o = pos[d] * g.strides[d] - g.padsBegin[d] + tap[d] * g.dilations[d];
+          if (o < 0 || o >= g.outShape[d]) {
+            off = -1;
+            break;
+          }
+          off = off * g.outShape[d] + o;
+        }
+        if (off >= 0) y[plane + off] += col[src];
+      }
+    }
+  }
+}
+
+/** Numeric element storage the pooling kernels read (no 64-bit integers). */
+export type NumberArray = FloatArray | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array;
+
+/** Operands and sizes of {@linkcode maxPool} and {@linkcode averagePool}. */
+export interface PoolArgs extends WindowGeometry {
+  /** Input, `[planes, ...inShape]` (planes = batch x channels). */
+  x: NumberArray;
+  /** Output, `[planes, ...outShape]`; fully overwritten. */
+  y: NumberArray;
+  /** Batch x channels. */
+  planes: number;
+}
+
+/** Options of {@linkcode maxPool}. */
+export interface MaxPoolOptions {
+  /** When given, receives the flat input index of each maximum (ONNX MaxPool `Indices`). */
+  indices?: BigInt64Array;
+  /** ONNX `storage_order`: 0 row-major indices, 1 column-major (spatial axes reversed). */
+  storageOrder?: number;
+}
+
+/**
+ * ONNX MaxPool: the largest input tap of each window; padding never wins (it
+ * is -infinity). With `indices`, also the flat index of the (first) maximum
+ * over `[planes, ...inShape]`, as ONNX defines `Indices`.
+ *
+ * @param args Operands, sizes and geometry.
+ * @param options Indices output and its storage order.
+ *
+ * @example 2x2 max pooling with stride 2
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { maxPool } from "./conv_kernels.ts";
+ * const y = new Float32Array(1);
+ * maxPool({
+ *   x: new Float32Array([1, 5, 3, 2]), y, planes: 1,
+ *   inShape: [2, 2], outShape: [1, 1], kernel: [2, 2], strides: [2, 2], dilations: [1, 1], padsBegin: [0, 0],
+ * });
+ * assert.deepEqual([...y], [5]);
+ * ```
+ */
+export function maxPool(args: PoolArgs, options: MaxPoolOptions = {}): void {
+  const g = as2d(args);
+  const { x, y, planes } = args;
+  const indices = options.indices ?? null;
+  const columnMajor = (options.storageOrder ?? 0) === 1;
+  const spatialIn = product(g.inShape);
+  const spatialOut = product(g.outShape);
+  if (g.inShape.length === 2) {
+    const [H, W] = g.inShape;
+    const [Ho, Wo] = g.outShape;
+    const [KH, KW] = g.kernel;
+    const [sh, sw] = g.strides;
+    const [dh, dw] = g.dilations;
+    const [ph, pw] = g.padsBegin;
+    for (let c = 0; c < planes; c++) {
+      const xPlane = c * spatialIn;
+      const yPlane = c * spatialOut;
+      for (let oh = 0; oh < Ho; oh++) {
+        const h0 = oh * sh - ph;
+        for (let ow = 0; ow < Wo; ow++) {
+          const w0 = ow * sw - pw;
+          let best = -Infinity;
+          let arg = -1;
+          for (let ky = 0; ky < KH; ky++) {
+            const ih = h0 + ky * dh;
+            if (ih < 0 || ih >= H) continue;
+            for (let kx = 0; kx < KW; kx++) {
+              const iw = w0 + kx * dw;
+              if (iw < 0 || iw >= W) continue;
+              const v = x[xPlane + ih * W + iw];
+              if (v > best || arg < 0) {
+                best = v;
+                arg = columnMajor ? iw * H + ih : ih * W + iw;
+              }
+            }
+          }
+          y[yPlane + oh * Wo + ow] = best;
+          if (indices !== null) indices[yPlane + oh * Wo + ow] = BigInt(xPlane + arg);
+        }
+      }
+    }
+    return;
+  }
+  const rank = g.inShape.length;
+  const kernelSize = product(g.kernel);
+  const tap = new Array<number>(rank).fill(0);
+  const pos = new Array<number>(rank).fill(0);
+  for (let c = 0; c < planes; c++) {
+    for (let p = 0; p < spatialOut; p++) {
+      unflatten(p, g.outShape, pos);
+      let best = -Infinity;
+      let arg = -1;
+      for (let k = 0; k < kernelSize; k++) {
+        unflatten(k, g.kernel, tap);
+        const off = tapOffset(g, pos, tap);
+        if (off < 0) continue;
+        const v = x[c * spatialIn + off];
+        if (v > best || arg < 0) {
+          best = v;
+          arg = columnMajor ? columnMajorIndex(g, pos, tap) : off;
+        }
+      }
+      y[c * spatialOut + p] = best;
+      if (indices !== null) indices[c * spatialOut + p] = BigInt(c * spatialIn + arg);
+    }
+  }
+}
+
+/** Flat index of a tap with the spatial axes in reversed (column-major) order. */
+function columnMajorIndex(g: WindowGeometry, pos: readonly number[], tap: readonly number[]): number {
+  let off = 0;
+  for (let d = pos.length - 1; d >= 0; d--) {
+    off = off * g.inShape[d] + pos[d] * g.strides[d] - g.padsBegin[d] + tap[d] * g.dilations[d];
+  }
+  return off;
+}
+
+/** Options of {@linkcode averagePool}. */
+export interface AveragePoolOptions {
+  /** ONNX `count_include_pad`: divide by the taps inside the padded input, not only the real ones. */
+  countIncludePad?: boolean;
+  /** ONNX end pads, needed for `countIncludePad` (a window's overhang past them never counts). */
+  padsEnd?: readonly number[];
+}
+
+/**
+ * ONNX AveragePool: the mean of each window's taps inside the input, or with
+ * `countIncludePad` inside the padded input (`[-padBegin, in + padEnd)`; taps a
+ * ceil-mode window has beyond that never count, as in onnxruntime).
+ *
+ * @param args Operands, sizes and geometry.
+ * @param options Padding count mode.
+ *
+ * @example 2x2 average pooling
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { averagePool } from "./conv_kernels.ts";
+ * const y = new Float32Array(1);
+ * averagePool({
+ *   x: new Float32Array([1, 5, 3, 3]), y, planes: 1,
+ *   inShape: [2, 2], outShape: [1, 1], kernel: [2, 2], strides: [2, 2], dilations: [1, 1], padsBegin: [0, 0],
+ * });
+ * assert.deepEqual([...y], [3]);
+ * ```
+ */
+export function averagePool(args: PoolArgs, options: AveragePoolOptions = {}): void {
+  const g = as2d(args);
+  const { x, y, planes } = args;
+  const rank = g.inShape.length;
+  const includePad = options.countIncludePad ?? false;
+  const padsEnd = options.padsEnd === undefined
+    ? new Array<number>(rank).fill(0)
+    : rank === args.inShape.length
+    ? options.padsEnd
+    : [0, options.padsEnd[0]];
+  // Per axis and output index: the first and last+1 kernel taps that count (separable), and which taps read input.
+  const counted: Int32Array[] = [];
+  for (let d = 0; d < rank; d++) {
+    const t = new Int32Array(g.outShape[d]);
+    for (let o = 0; o < g.outShape[d]; o++) {
+      let n = 0;
+      for (let k = 0; k < g.kernel[d]; k++) {
+        const i = o * g.strides[d] - g.padsBegin[d] + k * g.dilations[d];
+        const lo = includePad ? -g.padsBegin[d] : 0;
+        const hi = includePad ? g.inShape[d] + padsEnd[d] : g.inShape[d];
+        if (i >= lo && i < hi) n++;
+      }
+      t[o] = n;
+    }
+    counted.push(t);
+  }
+  const spatialIn = product(g.inShape);
+  const spatialOut = product(g.outShape);
+  if (rank === 2) {
+    const [H, W] = g.inShape;
+    const [Ho, Wo] = g.outShape;
+    const [KH, KW] = g.kernel;
+    const [sh, sw] = g.strides;
+    const [dh, dw] = g.dilations;
+    const [ph, pw] = g.padsBegin;
+    const [countH, countW] = counted;
+    for (let c = 0; c < planes; c++) {
+      const xPlane = c * spatialIn;
+      const yPlane = c * spatialOut;
+      for (let oh = 0; oh < Ho; oh++) {
+        const h0 = oh * sh - ph;
+        for (let ow = 0; ow < Wo; ow++) {
+          const w0 = ow * sw - pw;
+          let sum = 0;
+          for (let ky = 0; ky < KH; ky++) {
+            const ih = h0 + ky * dh;
+            if (ih < 0 || ih >= H) continue;
+            for (let kx = 0; kx < KW; kx++) {
+              const iw = w0 + kx * dw;
+              if (iw >= 0 && iw < W) sum += x[xPlane + ih * W + iw];
+            }
+          }
+          y[yPlane + oh * Wo + ow] = sum / (countH[oh] * countW[ow]);
+        }
+      }
+    }
+    return;
+  }
+  const kernelSize = product(g.kernel);
+  const tap = new Array<number>(rank).fill(0);
+  const pos = new Array<number>(rank).fill(0);
+  for (let c = 0; c < planes; c++) {
+    for (let p = 0; p < spatialOut; p++) {
+      unflatten(p, g.outShape, pos);
+      let sum = 0;
+      for (let k = 0; k < kernelSize; k++) {
+        unflatten(k, g.kernel, tap);
+        const off = tapOffset(g, pos, tap);
+        if (off >= 0) sum += x[c * spatialIn + off];
+      }
+      let count = 1;
+      for (let d = 0; d < rank; d++) count *= counted[d][pos[d]];
+      y[c * spatialOut + p] = sum / count;
+    }
+  }
+}

@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { float32GemmKernel, gemm } from "./gemm_kernel.ts";
+
+/** Deterministic pseudo-random numbers in [-1, 1) (mulberry32). */
+function random(seed: number): () => number {
+  let s = seed;
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2147483648 - 1;
+  };
+}
+
+interface Case {
+  m: number;
+  n: number;
+  k: number;
+  transA: boolean;
+  transB: boolean;
+  alpha: number;
+  beta: number;
+}
+
+/** Run one GEMM on padded, offset storage and return the largest error relative to a float64 reference. */
+function check(c: Case, make: (n: number) => Float32Array | Float64Array, rnd: () => number, f64acc = false): number {
+  const { m, n, k, transA, transB, alpha, beta } = c;
+  const lda = (transA ? m : k) + 3;
+  const ldb = (transB ? k : n) + 1;
+  const ldc = n + 2;
+  const fill = (len: number) => {
+    const x = make(len);
+    for (let i = 0; i < len; i++) x[i] = rnd();
+    return x;
+  };
+  const a = fill(5 + lda * (transA ? k : m));
+  const b = fill(7 + ldb * (transB ? n : k));
+  const out = fill(2 + ldc * m + 4);
+  const expected = Float64Array.from(out);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) {
+        s += a[5 + (transA ? p * lda + i : i * lda + p)] * b[7 + (transB ? j * ldb + p : p * ldb + j)];
+      }
+      const at = 2 + i * ldc + j;
+      expected[at] = alpha * s + (beta === 0 ? 0 : beta * out[at]);
+    }
+  }
+  gemm({
+    m,
+    n,
+    k,
+    a,
+    aOffset: 5,
+    lda,
+    transA,
+    b,
+    bOffset: 7,
+    ldb,
+    transB,
+    c: out,
+    cOffset: 2,
+    ldc,
+    alpha,
+    beta,
+    float64Accumulation: f64acc,
+  });
+  let err = 0;
+  for (let i = 0; i < out.length; i++) {
+    err = Math.max(err, Math.abs(out[i] - expected[i]) / (1 + Math.abs(expected[i])));
+  }
+  return err;
+}
+
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [3, 5, 7],
+  [4, 8, 16],
+  [5, 9, 300], // k over one 256 slice
+  [17, 13, 2],
+  [130, 6, 20], // m over one 128 row block
+  [2, 2100, 3], // n over one 2048 column block
+];
+
+Deno.test("gemm() matches a float64 reference for float32 operands (SIMD kernel)", () => {
+  const rnd = random(1);
+  for (const [m, n, k] of SHAPES) {
+    for (const [transA, transB] of [[false, false], [true, false], [false, true], [true, true]]) {
+      const err = check({ m, n, k, transA, transB, alpha: 0.5, beta: -2 }, (len) => new Float32Array(len), rnd);
+      assert.ok(err < 1e-5, `m=${m} n=${n} k=${k} transA=${transA} transB=${transB}: error ${err}`);
+    }
+  }
+});
+
+Deno.test("gemm() matches a float64 reference for float64 operands to float64 precision", () => {
+  const rnd = random(2);
+  for (const [m, n, k] of SHAPES) {
+    for (const [transA, transB] of [[false, false], [true, true]]) {
+      const err = check({ m, n, k, transA, transB, alpha: 1, beta: 1 }, (len) => new Float64Array(len), rnd);
+      assert.ok(err < 1e-12, `m=${m} n=${n} k=${k}: error ${err}`);
+    }
+  }
+});
+
+Deno.test("gemm() accumulates float32 operands in float64 on request", () => {
+  const rnd = random(3);
+  const err = check(
+    { m: 9, n: 11, k: 700, transA: false, transB: true, alpha: 1, beta: 0 },
+    (len) => new Float32Array(len),
+    rnd,
+    true,
+  );
+  assert.ok(err < 1e-6, `error ${err}`);
+  // 1 + 1000 terms of 1e-8: each term is below half a float32 ulp of 1, so float32 accumulation loses those
+  // added to the running 1 (the 255 others of its 256-long slice).
+  const k = 1001;
+  const a = new Float32Array(k).fill(1);
+  const b = new Float32Array(k).fill(1e-8);
+  b[0] = 1;
+  const c = new Float32Array(1);
+  gemm({ m: 1, n: 1, k, a, b, c });
+  const exact = 1 + 1000 * Math.fround(1e-8);
+  assert.ok(Math.abs(c[0] - exact) > 2e-6, `float32 accumulation gave ${c[0]}`);
+  gemm({ m: 1, n: 1, k, a, b, c, float64Accumulation: true });
+  assert.ok(Math.abs(c[0] - exact) < 3e-7, `float64 accumulation gave ${c[0]}`);
+});
+
+Deno.test("gemm() with beta 0 overwrites C, NaN included, and k = 0 only scales C", () => {
+  const c = new Float32Array([NaN, NaN, NaN, NaN]);
+  gemm({ m: 2, n: 2, k: 1, a: new Float32Array([1, 2]), b: new Float32Array([3, 4]), c });
+  assert.deepEqual([...c], [3, 4, 6, 8]);
+  gemm({ m: 2, n: 2, k: 0, a: new Float32Array(0), b: new Float32Array(0), c, beta: 0.5 });
+  assert.deepEqual([...c], [1.5, 2, 3, 4]);
+  gemm({ m: 2, n: 2, k: 0, a: new Float32Array(0), b: new Float32Array(0), c });
+  assert.deepEqual([...c], [0, 0, 0, 0]);
+});
+
+Deno.test("gemm() leaves C outside the addressed block untouched", () => {
+  const c = new Float64Array(12).fill(7);
+  // 2x2 block at offset 1 with row stride 5 in a 12-element buffer.
+  gemm({ m: 2, n: 2, k: 1, a: new Float64Array([1, 1]), b: new Float64Array([1, 1]), c, cOffset: 1, ldc: 5 });
+  assert.deepEqual([...c], [7, 1, 1, 7, 7, 7, 1, 1, 7, 7, 7, 7]);
+});
+
+Deno.test("float32GemmKernel() uses WebAssembly SIMD in Deno", () => {
+  assert.equal(float32GemmKernel(), "wasm-simd");
+});
