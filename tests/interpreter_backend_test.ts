@@ -12,7 +12,9 @@ import { importOnnx } from "../ir/onnx/import.ts";
 import { backendDataAvailable, listBackendCases, loadDataSets } from "./onnx_backend.ts";
 import { compareTensors } from "./tensor_compare.ts";
 import type { Module } from "../ir/module.ts";
-import type { Op } from "../ir/graph.ts";
+import type { Op, Value } from "../ir/graph.ts";
+import type { Tensor } from "../ir/tensor.ts";
+import { isTensorType } from "../ir/types.ts";
 
 /** The op set the interpreter must cover (issue: reference interpreter). */
 const REQUIRED_OPS = new Set([
@@ -56,7 +58,30 @@ const REQUIRED_OPS = new Set([
  * Cases of required ops that cannot pass, with the reason. Each is a
  * deliberate limit of the interpreter, not a numeric disagreement.
  */
-const KNOWN_FAILURES: Record<string, string> = {};
+const KNOWN_FAILURES: Record<string, string> = {
+  test_batchnorm_epsilon_training_mode: "training-mode BatchNormalization (batch statistics) is out of scope",
+  test_batchnorm_example_training_mode: "training-mode BatchNormalization (batch statistics) is out of scope",
+  test_training_dropout: "training-mode Dropout is random",
+  test_training_dropout_default: "training-mode Dropout is random",
+  test_training_dropout_default_mask: "training-mode Dropout is random",
+  test_training_dropout_mask: "training-mode Dropout is random",
+  test_identity_opt: "the input is an optional, not a tensor",
+  test_identity_sequence: "the input is a sequence, not a tensor",
+  // ONNX 1.12's reference truncates float32 to bfloat16; the spec (and onnxruntime) round to nearest even.
+  test_cast_FLOAT_to_BFLOAT16: "ONNX 1.12 expected data truncates instead of rounding to nearest even",
+  test_castlike_FLOAT_to_BFLOAT16: "ONNX 1.12 expected data truncates instead of rounding to nearest even",
+  test_castlike_FLOAT_to_BFLOAT16_expanded: "ONNX 1.12 expected data truncates instead of rounding to nearest even",
+  test_castlike_BFLOAT16_to_FLOAT_expanded: 'the model declares "like" as [3,4] but its test data holds [1]',
+};
+
+/**
+ * ONNX 1.12 stores bfloat16 test tensors with data type UINT16 (the same bits);
+ * read them as the bf16 the model declares.
+ */
+function asDeclared(t: Tensor, type: Value["type"]): Tensor {
+  if (t.dtype === "u16" && isTensorType(type) && type.elem === "bf16") return { ...t, dtype: "bf16" };
+  return t;
+}
 
 /** An op the interpreter can run: it has a kernel and no subgraph (If/Loop/Scan are carried, not run). */
 function runnable(op: Op): boolean {
@@ -94,12 +119,15 @@ Deno.test({
       try {
         for (const set of loadDataSets(c.dir)) {
           const feeds = Object.fromEntries(
-            module.graph.inputs.filter((v) => v.constant === null).map((v, i) => [v.name, set.inputs[i]]),
+            module.graph.inputs.filter((v) => v.constant === null).map((
+              v,
+              i,
+            ) => [v.name, asDeclared(set.inputs[i], v.type)]),
           );
           const out = interpret(module, feeds);
           module.graph.outputs.forEach((v, i) => {
             if (error !== null || set.outputs[i] === undefined) return;
-            const diff = compareTensors(out[v.name], set.outputs[i]);
+            const diff = compareTensors(out[v.name], asDeclared(set.outputs[i], v.type));
             if (diff !== null) error = `output "${v.name}": ${diff}`;
           });
           if (error !== null) break;
