@@ -1,0 +1,350 @@
+/**
+ * The library entry point for build scripts: `compile(bytes, { passes, target })`
+ * imports an ONNX model, runs a pass pipeline, emits the target's artifacts and
+ * reports what changed. Bytes in, bytes and a JSON report out: no file is read
+ * or written (unless `importOptions` points at external data).
+ * @module
+ */
+import { costOf } from "../ir/cost.ts";
+import type { Module } from "../ir/module.ts";
+import { importOnnx, type ImportOptions } from "../ir/onnx/import.ts";
+import { inferShapes } from "../ir/shape.ts";
+import type { Tensor } from "../ir/tensor.ts";
+import { verifyModule } from "../ir/verifier.ts";
+import { builtinPasses } from "../passes/builtin.ts";
+import { type Instrumentation, runPipeline } from "../passes/manager.ts";
+import { kebabCase, type OptionSchema } from "../passes/options.ts";
+import type { Severity } from "../passes/pass.ts";
+import { closestName, parsePipeline, PipelineError, type PipelineStep, printPipeline } from "../passes/pipeline.ts";
+import { builtinTargets } from "../targets/builtin.ts";
+import type { Artifacts, Target } from "../targets/target.ts";
+import type { EvaluationResult } from "./evaluate.ts";
+import { type Plugin, Registry } from "./registry.ts";
+import { buildReport, type CompileReport, type TargetDiagnostic } from "./report.ts";
+
+/** A labelled data set to measure top-1 accuracy on, before and after the pipeline. */
+export interface EvaluationData {
+  /** Samples, first axis the batch (e.g. f32 `[N,1,28,28]`). */
+  inputs: Tensor;
+  /** Class indices, i64 or i32 `[N]`. */
+  labels: Tensor;
+  /** Samples per interpreter run (default: the evaluator's). */
+  batchSize?: number;
+}
+
+/** Options of {@linkcode compile}. */
+export interface CompileOptions {
+  /** Pass pipeline, e.g. `fold-bn,canonicalize,dce` (default `""`: no passes). */
+  passes?: string;
+  /**
+   * Target name, optionally with options in the pipeline's brace syntax
+   * (`onnx{external-data=true,threshold=4096}`); default `onnx`.
+   */
+  target?: string;
+  /** Base name of the artifacts (`<modelName>.onnx`); a plain file name, default `model`. */
+  modelName?: string;
+  /** Plugins added to a fresh {@linkcode defaultRegistry} (not together with `registry`). */
+  plugins?: readonly Plugin[];
+  /** Registry of passes, targets and ops to use instead of {@linkcode defaultRegistry}. */
+  registry?: Registry;
+  /** Calibration inputs for data-aware passes: by graph input name, or one tensor for the first graph input. */
+  calibration?: Readonly<Record<string, Tensor>> | Tensor;
+  /** Measure top-1 accuracy (reference interpreter) before and after the pipeline; recorded in `report.accuracy`. */
+  evaluation?: EvaluationData;
+  /** Infer shapes and verify after every pass (default true); when false the IR is verified once, at the end. */
+  verifyEach?: boolean;
+  /** Dump the IR before these passes (by name) or all of them, through `onIr`. */
+  printIrBefore?: readonly string[] | "all";
+  /** Dump the IR after these passes (by name) or all of them, through `onIr`. */
+  printIrAfter?: readonly string[] | "all";
+  /** Dump the IR after every pass that reported a change. */
+  printIrAfterChange?: boolean;
+  /** Dump the IR after a pass that failed. */
+  printIrAfterFailure?: boolean;
+  /** Receives IR dumps (default: written to stderr). */
+  onIr?: (header: string, ir: string) => void;
+  /** Receives the passes' log lines (default: dropped). */
+  onLog?: (pass: string, message: string) => void;
+  /** Hooks called around every pass. */
+  instrument?: Instrumentation;
+  /** How to import the model; `baseDir` lets the importer read external data files beside it. */
+  importOptions?: ImportOptions;
+}
+
+/** What {@linkcode compile} produces. */
+export interface CompileResult {
+  /** Artifacts by file name (relative, `/`-separated); writing them is the caller's job. */
+  artifacts: Artifacts;
+  /** The report (plain JSON). */
+  report: CompileReport;
+  /** The compiled module, for inspection (`printModule`, `interpret`). */
+  module: Module;
+}
+
+/**
+ * A fresh registry holding the built-in passes and targets and a copy of the
+ * built-in op definitions; adding plugins to it changes no other registry.
+ *
+ * @example List the built-in targets
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { defaultRegistry } from "./compile.ts";
+ * assert.ok(defaultRegistry().targets().some((t) => t.name === "onnx"));
+ * ```
+ */
+export function defaultRegistry(): Registry {
+  const registry = new Registry();
+  for (const pass of builtinPasses) registry.addPass(pass);
+  for (const target of builtinTargets) registry.addTarget(target);
+  return registry;
+}
+
+/**
+ * Compile an ONNX model: import it, infer shapes and verify it, run the pass
+ * pipeline, emit the target's artifacts and report cost before and after.
+ * Touches no file: bytes in, artifacts (bytes by file name) and a plain-JSON
+ * report out, byte-identical from run to run. The pipeline and target are
+ * checked before the model is decoded, so a typo fails fast.
+ *
+ * @param model The ONNX model's bytes.
+ * @param options Pipeline, target, plugins and debugging hooks.
+ * @returns Artifacts, report and the compiled module.
+ * @throws {PipelineError} For a bad pipeline or target option (one-line message; `.caret` shows where).
+ * @throws {Error} One line, for an unknown target (`unknown target "x" (did you mean "onnx"?)`), a corrupt
+ *   model (`Cannot import ONNX model: ...`), an invalid model (naming the op), a failing pass
+ *   (`pass "x" failed: ...`, a `PassError`), or a failing target (`target "onnx" failed: ...`).
+ *
+ * @example Fold BatchNormalization and emit ONNX
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "../ir/graph.ts";
+ * import { Module } from "../ir/module.ts";
+ * import { exportOnnx } from "../ir/onnx/export.ts";
+ * import { compile } from "./compile.ts";
+ * const g = new Graph("tiny");
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: [1, 4] }));
+ * const id = g.addOp(new Op({ name: "id", type: "Identity", operands: [x], results: [new Value("t")] }));
+ * g.outputs.push(g.addOp(new Op({ name: "relu", type: "Relu", operands: [id.result], results: [new Value("y")] })).result);
+ *
+ * const { artifacts, report } = await compile(exportOnnx(new Module(g)), { passes: "canonicalize,dce", modelName: "tiny" });
+ * assert.deepEqual([...artifacts.keys()], ["tiny.onnx"]);
+ * assert.deepEqual(report.passes.map((p) => p.name), ["canonicalize", "dce"]);
+ * assert.equal(report.totals.after.params, 0);
+ * ```
+ */
+export async function compile(model: Uint8Array, options: CompileOptions = {}): Promise<CompileResult> {
+  const started = performance.now();
+  const registry = resolveRegistry(options);
+  const modelName = options.modelName ?? "model";
+  if (modelName === "" || modelName === "." || modelName === ".." || /[/\\]/.test(modelName)) {
+    throw new Error(`modelName must be a plain file name without folders, found ${JSON.stringify(modelName)}`);
+  }
+  const steps = parsePipeline(options.passes ?? "", registry);
+  const { target, targetOptions } = parseTarget(options.target ?? "onnx", registry);
+
+  const module = importOnnx(model, options.importOptions);
+  inferShapes(module, { registry: registry.ops });
+  verifyModule(module, { registry: registry.ops });
+  const imported = performance.now();
+  const before = costOf(module, { registry: registry.ops });
+  const opsetsBefore = opsetRecord(module);
+  const calibration = resolveCalibration(module, options.calibration);
+  const evaluator = options.evaluation === undefined ? null : await import("./evaluate.ts");
+  const evaluateModule = (): EvaluationResult | undefined => {
+    const data = options.evaluation;
+    if (evaluator === null || data === undefined) return undefined;
+    return evaluator.evaluate(module, data.inputs, data.labels, { registry: registry.ops, batchSize: data.batchSize });
+  };
+  const accuracyBefore = evaluateModule();
+
+  const passesStart = performance.now();
+  const records = await runPipeline(module, steps, {
+    registry,
+    calibration,
+    verifyEach: options.verifyEach,
+    printIrBefore: options.printIrBefore,
+    printIrAfter: options.printIrAfter,
+    printIrAfterChange: options.printIrAfterChange,
+    printIrAfterFailure: options.printIrAfterFailure,
+    onIr: options.onIr,
+    onLog: options.onLog,
+    instrument: options.instrument,
+  });
+  if (steps.length > 0) {
+    // Costs need the result types; with verifyEach on, runPipeline has just done both.
+    inferShapes(module, { registry: registry.ops });
+    if (options.verifyEach === false) verifyAfterPipeline(module, registry);
+  }
+  const passesMs = performance.now() - passesStart;
+  const after = costOf(module, { registry: registry.ops });
+  const accuracyAfter = evaluateModule();
+
+  const emitStart = performance.now();
+  const { artifacts, diagnostics } = await emitArtifacts(target, targetOptions, module, modelName);
+  const emitMs = performance.now() - emitStart;
+
+  const report = await buildReport({
+    model: {
+      name: modelName,
+      producer: `${module.producerName} ${module.producerVersion}`.trim(),
+      opsets: opsetsBefore,
+    },
+    pipeline: printPipeline(steps),
+    target: {
+      name: target.name,
+      options: Object.fromEntries(Object.entries(targetOptions).map(([k, v]) => [kebabCase(k), v])),
+      diagnostics,
+    },
+    passes: records,
+    before,
+    after,
+    artifacts,
+    timings: { importMs: imported - started, passesMs, emitMs, totalMs: performance.now() - started },
+    accuracy: accuracyBefore === undefined || accuracyAfter === undefined
+      ? undefined
+      : { before: accuracyBefore, after: accuracyAfter },
+  });
+  return { artifacts, report, module };
+}
+
+function resolveRegistry(options: CompileOptions): Registry {
+  if (options.registry !== undefined) {
+    if (options.plugins !== undefined && options.plugins.length > 0) {
+      throw new TypeError("compile(): give plugins or registry, not both (add the plugins with registry.addPlugin)");
+    }
+    return options.registry;
+  }
+  const registry = defaultRegistry();
+  for (const plugin of options.plugins ?? []) registry.addPlugin(plugin);
+  return registry;
+}
+
+/**
+ * `name` or `name{options}`: the target and its resolved options. The options
+ * use the pipeline grammar, so they are parsed by the pipeline parser over a
+ * one-element registry whose only "pass" carries the target's option schema,
+ * and its messages are reworded for a target.
+ */
+function parseTarget(text: string, registry: Registry): { target: Target; targetOptions: Record<string, unknown> } {
+  const name = /^\s*([^\s{,]*)/.exec(text)![1];
+  const target = registry.target(name);
+  if (target === undefined) {
+    const known = registry.targets().map((t) => t.name);
+    const guess = closestName(name, known);
+    throw new Error(
+      guess !== undefined
+        ? `unknown target "${name}" (did you mean "${guess}"?)`
+        : `unknown target "${name}"; ${
+          known.length === 0 ? "no targets are registered" : `targets are: ${known.join(", ")}`
+        }`,
+    );
+  }
+  const schema: OptionSchema = target.options;
+  if (text.trim() === name) return { target, targetOptions: defaultOptionsOf(schema) };
+  const comma = topLevelComma(text);
+  if (comma >= 0) throw new PipelineError("Cannot parse target: expected one target, found a list", text, comma + 1);
+  const single = new Registry(registry.ops);
+  try {
+    single.addPass({ name, summary: target.summary, options: schema, run: () => false });
+  } catch {
+    throw new PipelineError(`Cannot configure target "${name}": its name cannot take options in braces`, text, 1);
+  }
+  let steps: PipelineStep[];
+  try {
+    steps = parsePipeline(text, single);
+  } catch (e) {
+    if (!(e instanceof PipelineError)) throw e;
+    const message = e.message
+      .replace(/^Cannot parse pipeline: /, "Cannot parse target: ")
+      .replace(/^Cannot configure pass /, "Cannot configure target ")
+      .replace(/\bpass\b/g, "target");
+    throw new PipelineError(message, text, e.column);
+  }
+  return { target, targetOptions: steps[0].options };
+}
+
+/** Index of the first comma outside braces, brackets and quotes, or -1. */
+function topLevelComma(text: string): number {
+  let depth = 0;
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === "\\") i++;
+      else if (c === '"') quoted = false;
+    } else if (c === '"') quoted = true;
+    else if (c === "{" || c === "[") depth++;
+    else if (c === "}" || c === "]") depth--;
+    else if (c === "," && depth <= 0) return i;
+  }
+  return -1;
+}
+
+function defaultOptionsOf(schema: OptionSchema): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(schema).map(([k, spec]) => [k, spec.default]));
+}
+
+/** Opset per domain, the default domain spelled `ai.onnx`, sorted by domain. */
+function opsetRecord(module: Module): Record<string, number> {
+  const entries = [...module.opsets].map(([d, v]): [string, number] => [d === "" ? "ai.onnx" : d, v]);
+  return Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+function resolveCalibration(
+  module: Module,
+  calibration: CompileOptions["calibration"],
+): Readonly<Record<string, Tensor>> | null {
+  if (calibration === undefined) return null;
+  const feeds = module.graph.inputs.filter((v) => v.constant === null).map((v) => v.name);
+  if (isTensor(calibration)) {
+    if (feeds.length === 0) throw new Error("calibration: the model has no graph input to feed");
+    return { [feeds[0]]: calibration };
+  }
+  for (const name of Object.keys(calibration)) {
+    if (!feeds.includes(name)) {
+      throw new Error(`calibration: "${name}" is not a graph input; inputs are: ${feeds.join(", ") || "(none)"}`);
+    }
+  }
+  return calibration;
+}
+
+function isTensor(x: unknown): x is Tensor {
+  return typeof x === "object" && x !== null && "dtype" in x && "shape" in x && "data" in x;
+}
+
+function verifyAfterPipeline(module: Module, registry: Registry): void {
+  try {
+    verifyModule(module, { registry: registry.ops });
+  } catch (e) {
+    throw new Error(`the IR is invalid after the pipeline: ${(e as Error).message}`);
+  }
+}
+
+async function emitArtifacts(
+  target: Target,
+  options: Record<string, unknown>,
+  module: Module,
+  modelName: string,
+): Promise<{ artifacts: Artifacts; diagnostics: TargetDiagnostic[] }> {
+  const errors: string[] = [];
+  const diagnostics: TargetDiagnostic[] = [];
+  let artifacts: Artifacts;
+  try {
+    artifacts = await target.emit(module, options as never, {
+      modelName,
+      emit(severity: Severity, message: string) {
+        if (severity === "error") errors.push(message);
+        else diagnostics.push({ severity, message });
+      },
+    });
+  } catch (e) {
+    throw new Error(`target "${target.name}" failed: ${String((e as Error).message ?? e).split("\n")[0]}`, {
+      cause: e,
+    });
+  }
+  if (errors.length > 0) {
+    const more = errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length > 2 ? "s" : ""})` : "";
+    throw new Error(`target "${target.name}" failed: ${errors[0]}${more}`);
+  }
+  return { artifacts, diagnostics };
+}
