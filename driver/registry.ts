@@ -4,8 +4,7 @@
  * same way; a name defined twice is an error naming both sources.
  * @module
  */
-import type { OpDef } from "../ir/op_def.ts";
-import { OpRegistry } from "../ir/op_def.ts";
+import type { OpDef, OpRegistry } from "../ir/op_def.ts";
 import { builtinOps } from "../ir/ops/builtin.ts";
 import type { OptionSchema } from "../passes/options.ts";
 import type { Pass } from "../passes/pass.ts";
@@ -67,7 +66,9 @@ export class Registry {
    */
   addPlugin(plugin: Plugin, source = `plugin "${plugin.name}"`): void {
     if (plugin.apiVersion !== PLUGIN_API_VERSION) {
-      throw new Error(`${source} targets plugin API ${plugin.apiVersion}; this compiler implements ${PLUGIN_API_VERSION}`);
+      throw new Error(
+        `${source} targets plugin API ${plugin.apiVersion}; this compiler implements ${PLUGIN_API_VERSION}`,
+      );
     }
     const count = (plugin.passes?.length ?? 0) + (plugin.targets?.length ?? 0) + (plugin.ops?.length ?? 0);
     if (count === 0) throw new Error(`${source} contributes no passes, targets or ops`);

@@ -106,6 +106,16 @@ export interface StageTimings {
   readonly totalMs: number;
 }
 
+/** Top-1 accuracy before and after a compilation. */
+export interface AccuracyReport {
+  /** Fraction of samples classified correctly before the pipeline. */
+  readonly before: number;
+  /** Fraction of samples classified correctly after the pipeline. */
+  readonly after: number;
+  /** Number of labelled samples. */
+  readonly samples: number;
+}
+
 /** The report of one compilation (plain JSON). */
 export interface CompileReport {
   /** {@linkcode REPORT_VERSION}. */
@@ -126,8 +136,11 @@ export interface CompileReport {
   readonly artifacts: readonly ArtifactInfo[];
   /** Wall times of the stages (with `passes[].ms` and `passes[].analyses`, the only non-deterministic fields). */
   readonly timings: StageTimings;
-  /** Top-1 accuracy through the reference interpreter, when the compilation was given a labelled data set. */
-  readonly accuracy?: { readonly before: EvaluationResult; readonly after: EvaluationResult };
+  /**
+   * Top-1 accuracy (fractions in [0, 1]) through the reference interpreter, before and after the
+   * pipeline, on `samples` labelled inputs; present when the compilation was given a labelled data set.
+   */
+  readonly accuracy?: AccuracyReport;
 }
 
 /** What {@linkcode buildReport} assembles. */
@@ -203,7 +216,8 @@ export async function buildReport(parts: ReportParts): Promise<CompileReport> {
     timings: { ...parts.timings },
   };
   if (parts.accuracy === undefined) return report;
-  return { ...report, accuracy: { before: { ...parts.accuracy.before }, after: { ...parts.accuracy.after } } };
+  const { before, after } = parts.accuracy;
+  return { ...report, accuracy: { before: before.accuracy, after: after.accuracy, samples: before.total } };
 }
 
 /**

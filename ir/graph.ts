@@ -295,6 +295,13 @@ export class Graph {
     value.graph = null;
   }
 
+  /** @internal Give `value` (of this graph) the free name `name`; called by the rewriter's `renameValue`. */
+  _rename(value: Value, name: string): void {
+    this.#names.delete(value.name);
+    value.name = name;
+    if (name !== "") this.#names.add(name);
+  }
+
   /** True when `name` is taken by a value of this graph. */
   hasName(name: string): boolean {
     return this.#names.has(name);
@@ -312,17 +319,18 @@ export class Graph {
     return this.parentOp?.graph ?? null;
   }
 
+  /** True when `name` is taken in this graph or an enclosing one. */
+  hasNameInScope(name: string): boolean {
+    return this.#names.has(name) || (this.parentGraph?.hasNameInScope(name) ?? false);
+  }
+
   /**
    * A fresh value name derived from `base` (`base`, `base.1`, `base.2`, ...),
    * unique across this graph and its enclosing graphs.
    */
   freshName(base: string): string {
-    const taken = (n: string): boolean => {
-      for (let g: Graph | null = this; g !== null; g = g.parentGraph) if (g.#names.has(n)) return true;
-      return false;
-    };
-    if (!taken(base)) return base;
-    for (let i = 1;; i++) if (!taken(`${base}.${i}`)) return `${base}.${i}`;
+    if (!this.hasNameInScope(base)) return base;
+    for (let i = 1;; i++) if (!this.hasNameInScope(`${base}.${i}`)) return `${base}.${i}`;
   }
 
   #adopt(value: Value): void {

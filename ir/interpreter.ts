@@ -6,7 +6,7 @@
  */
 import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
-import type { OpRegistry } from "./op_def.ts";
+import type { OpDef, OpRegistry } from "./op_def.ts";
 import { builtinOps } from "./ops/builtin.ts";
 import type { Tensor } from "./tensor.ts";
 import { type Dim, elementTypeToString, isTensorType } from "./types.ts";
@@ -17,13 +17,16 @@ export interface InterpretOptions {
   registry?: OpRegistry;
 }
 
+/** A reference kernel, as an {@linkcode OpDef} declares it. */
+type Kernel = NonNullable<OpDef["interpret"]>;
+
 /**
  * A prepared run of one module: kernels resolved and value lifetimes computed
  * once, so repeated runs (evaluation over many batches) pay only for the math.
  */
 export class Interpreter {
   readonly #module: Module;
-  readonly #steps: { op: Op; run: NonNullable<ReturnType<OpRegistry["get"]>>["interpret"] & {}; opset: number }[];
+  readonly #steps: { op: Op; run: Kernel; opset: number }[];
   /** For each step, the values whose last use it is (freed after it runs). */
   readonly #release: Value[][];
 

@@ -22,7 +22,7 @@ function chain(): { g: Graph; x: Value; a: Op; b: Op } {
 }
 
 Deno.test("Op records one use per operand slot", () => {
-  const { a, b } = chain();
+  const { a } = chain();
   assert.deepEqual(a.result.uses.map((u) => [u.op.name, u.index]), [["b", 0], ["b", 1]]);
   assert.deepEqual(a.result.users.map((o) => o.name), ["b"]);
 });

@@ -7,7 +7,7 @@
  */
 import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
-import { type InferContext, OpRegistry } from "./op_def.ts";
+import type { InferContext, OpRegistry } from "./op_def.ts";
 import { builtinOps } from "./ops/builtin.ts";
 import { opError } from "./ops/common.ts";
 import type { Tensor } from "./tensor.ts";

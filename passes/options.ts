@@ -121,8 +121,12 @@ export function describeRange(spec: OptionSpec): string {
     case "number":
     case "int": {
       if (spec.min === undefined && spec.max === undefined) return spec.kind === "int" ? "an integer" : "a number";
-      const lo = spec.min === undefined ? "(-inf" : `${spec.kind === "number" && spec.exclusiveMin ? "(" : "["}${spec.min}`;
-      const hi = spec.max === undefined ? "inf)" : `${spec.max}${spec.kind === "number" && spec.exclusiveMax ? ")" : "]"}`;
+      const lo = spec.min === undefined
+        ? "(-inf"
+        : `${spec.kind === "number" && spec.exclusiveMin ? "(" : "["}${spec.min}`;
+      const hi = spec.max === undefined
+        ? "inf)"
+        : `${spec.max}${spec.kind === "number" && spec.exclusiveMax ? ")" : "]"}`;
       return `${spec.kind === "int" ? "an integer" : "a number"} in ${lo}, ${hi}`;
     }
     case "bool":
@@ -143,7 +147,9 @@ export function describeRange(spec: OptionSpec): string {
  */
 export function parseOptionValue(spec: OptionSpec, raw: RawOptionValue): { value: unknown } | { error: string } {
   const bad = (): { error: string } => ({
-    error: `must be ${describeRange(spec)}, found ${typeof raw === "string" ? JSON.stringify(raw) : `[${raw.join(",")}]`}`,
+    error: `must be ${describeRange(spec)}, found ${
+      typeof raw === "string" ? JSON.stringify(raw) : `[${raw.join(",")}]`
+    }`,
   });
   if (spec.kind === "list") return { value: typeof raw === "string" ? (raw === "" ? [] : [raw]) : [...raw] };
   if (typeof raw !== "string") return bad();

@@ -1,0 +1,335 @@
+/**
+ * The command line of the compiler: argument parsing, printing and writing
+ * files. All compiler logic is in the library (`compile()` in driver/compile.ts).
+ *
+ *   deno run -P compile.ts [MODEL.onnx] --passes PIPELINE --target NAME [--out DIR] [--report FILE.json]
+ *
+ * @module
+ */
+import { basename, extname, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { readNpyFile } from "./data/npy.ts";
+import { compile, type CompileOptions, type CompileResult, defaultRegistry } from "./driver/compile.ts";
+import type { Plugin, Registry } from "./driver/registry.ts";
+import type { LayerRow } from "./driver/report.ts";
+import { describeRange, kebabCase, type OptionSchema } from "./passes/options.ts";
+import { PipelineError } from "./passes/pipeline.ts";
+import type { Tensor } from "./ir/tensor.ts";
+
+const DEFAULT_MODEL = new URL("./examples/models/vgg_sparse.onnx", import.meta.url).pathname;
+
+const USAGE = `Usage: deno run -P compile.ts [MODEL.onnx] [options]
+
+Compiles a trained CNN: imports the ONNX model, runs a pass pipeline on the IR
+and writes the target's artifacts. With no MODEL, compiles the bundled
+examples/models/${basename(DEFAULT_MODEL)}.
+
+Options:
+  --passes PIPELINE        passes to run, e.g. "fold-bn,canonicalize,dce" (default: none)
+  --target NAME            target, optionally with options: onnx{external-data=true} (default: onnx)
+  --out DIR                folder for the artifacts (default: ./out)
+  --report FILE.json       write the report (costs before/after, per-pass stats and times)
+  --plugin FILE.ts         load a plugin module exporting \`plugin\` (repeatable)
+  --calib FILE.npy         calibration inputs for data-aware passes
+  --eval X.npy,Y.npy       measure top-1 accuracy before and after on inputs X and labels Y
+  --print-ir-before NAME   print the IR before pass NAME, or "all" (repeatable)
+  --print-ir-after NAME    print the IR after pass NAME, or "all" (repeatable)
+  --print-ir-after-change  print the IR after every pass that changed it
+  --no-verify-each         verify the IR once at the end instead of after every pass
+  --timing                 print the time of each pass, slowest first
+  --dump-pipeline          print the canonical pipeline (every option) and exit
+  --list-passes            list the passes and their options
+  --list-targets           list the targets and their options
+  -q, --quiet              print nothing but errors
+  -h, --help               show this help`;
+
+/** A user-facing failure: printed as one line (plus a caret for pipelines), exit status 1. */
+class CliError extends Error {}
+
+interface Args {
+  model: string;
+  passes: string;
+  target: string;
+  out: string;
+  report?: string;
+  plugins: string[];
+  calib?: string;
+  eval?: string;
+  printIrBefore: string[];
+  printIrAfter: string[];
+  printIrAfterChange: boolean;
+  verifyEach: boolean;
+  timing: boolean;
+  dumpPipeline: boolean;
+  listPasses: boolean;
+  listTargets: boolean;
+  quiet: boolean;
+  help: boolean;
+}
+
+function parseCommandLine(argv: string[]): Args {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        passes: { type: "string", default: "" },
+        target: { type: "string", default: "onnx" },
+        out: { type: "string", default: "out" },
+        report: { type: "string" },
+        plugin: { type: "string", multiple: true, default: [] },
+        calib: { type: "string" },
+        eval: { type: "string" },
+        "print-ir-before": { type: "string", multiple: true, default: [] },
+        "print-ir-after": { type: "string", multiple: true, default: [] },
+        "print-ir-after-change": { type: "boolean", default: false },
+        "no-verify-each": { type: "boolean", default: false },
+        timing: { type: "boolean", default: false },
+        "dump-pipeline": { type: "boolean", default: false },
+        "list-passes": { type: "boolean", default: false },
+        "list-targets": { type: "boolean", default: false },
+        quiet: { type: "boolean", short: "q", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (e) {
+    throw new CliError((e as Error).message.split("\n")[0]);
+  }
+  const { values: v, positionals } = parsed;
+  if (positionals.length > 1) {
+    throw new CliError(`expected at most one model, found ${positionals.length}: ${positionals.join(" ")}`);
+  }
+  return {
+    model: positionals[0] ?? DEFAULT_MODEL,
+    passes: v.passes!,
+    target: v.target!,
+    out: v.out!,
+    report: v.report,
+    plugins: v.plugin!,
+    calib: v.calib,
+    eval: v.eval,
+    printIrBefore: v["print-ir-before"]!,
+    printIrAfter: v["print-ir-after"]!,
+    printIrAfterChange: v["print-ir-after-change"]!,
+    verifyEach: !v["no-verify-each"],
+    timing: v.timing!,
+    dumpPipeline: v["dump-pipeline"]!,
+    listPasses: v["list-passes"]!,
+    listTargets: v["list-targets"]!,
+    quiet: v.quiet!,
+    help: v.help!,
+  };
+}
+
+/** Import a plugin module and take its `plugin` (or default) export. */
+async function loadPlugin(path: string): Promise<Plugin> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(pathToFileURL(resolve(path)).href);
+  } catch (e) {
+    throw new CliError(`cannot load plugin "${path}": ${String((e as Error).message ?? e).split("\n")[0]}`);
+  }
+  const plugin = (mod.plugin ?? mod.default) as Plugin | undefined;
+  if (typeof plugin !== "object" || plugin === null || typeof plugin.name !== "string") {
+    throw new CliError(`plugin "${path}" exports no plugin (expected \`export const plugin: Plugin = {...}\`)`);
+  }
+  return plugin;
+}
+
+function readTensorFile(path: string, what: string): Tensor {
+  try {
+    return readNpyFile(path);
+  } catch (e) {
+    throw new CliError(`${what}: ${(e as Error).message}`);
+  }
+}
+
+function optionLines(schema: OptionSchema): string[] {
+  return Object.entries(schema).map(([key, spec]) =>
+    `      ${kebabCase(key)}=${JSON.stringify(spec.default)}  ${spec.doc} (${describeRange(spec)})`
+  );
+}
+
+function listing(registry: Registry, kind: "passes" | "targets"): string {
+  const items = kind === "passes" ? registry.passes() : registry.targets();
+  return items.flatMap((p) => [`  ${p.name.padEnd(14)} ${p.summary}`, ...optionLines(p.options)]).join("\n");
+}
+
+async function main(argv: string[]): Promise<void> {
+  const args = parseCommandLine(argv);
+  if (args.help) {
+    console.log(USAGE);
+    return;
+  }
+  const plugins: Plugin[] = [];
+  for (const path of args.plugins) plugins.push(await loadPlugin(path));
+  const registry = defaultRegistry();
+  for (const [i, plugin] of plugins.entries()) {
+    try {
+      registry.addPlugin(plugin, `plugin "${plugin.name}" (${args.plugins[i]})`);
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
+  }
+  if (args.listPasses || args.listTargets) {
+    if (args.listPasses) console.log(`Passes:\n${listing(registry, "passes")}`);
+    if (args.listTargets) console.log(`Targets:\n${listing(registry, "targets")}`);
+    return;
+  }
+
+  const modelName = basename(args.model, extname(args.model));
+  let modelBytes: Uint8Array;
+  try {
+    modelBytes = await Deno.readFile(args.model);
+  } catch (e) {
+    throw new CliError(`cannot read model "${args.model}": ${(e as Error).message}`);
+  }
+  const options: CompileOptions = {
+    passes: args.passes,
+    target: args.target,
+    modelName,
+    registry,
+    verifyEach: args.verifyEach,
+    printIrBefore: args.printIrBefore.includes("all") ? "all" : args.printIrBefore,
+    printIrAfter: args.printIrAfter.includes("all") ? "all" : args.printIrAfter,
+    printIrAfterChange: args.printIrAfterChange,
+    onIr: (header, ir) => console.log(`${header}\n${ir}`),
+    importOptions: { baseDir: resolve(args.model, "..") },
+    instrument: progress(args.quiet),
+  };
+  if (args.calib !== undefined) options.calibration = readTensorFile(args.calib, "--calib");
+  if (args.eval !== undefined) {
+    const files = args.eval.split(",");
+    if (files.length !== 2) throw new CliError(`--eval takes X.npy,Y.npy (inputs and labels), found "${args.eval}"`);
+    options.evaluation = { inputs: readTensorFile(files[0], "--eval"), labels: readTensorFile(files[1], "--eval") };
+  }
+  if (args.dumpPipeline) {
+    const { report } = await compile(modelBytes, { ...options, instrument: undefined });
+    console.log(report.pipeline);
+    return;
+  }
+
+  const result = await compile(modelBytes, options);
+  const written = writeOutputs(args, result);
+  if (!args.quiet) {
+    console.log(summary(modelName, result));
+    if (args.timing) console.log(timing(result));
+    for (const path of written) console.log(`wrote ${path}`);
+  }
+}
+
+/** Pass-by-pass progress on stderr, only when stderr is a terminal. */
+function progress(quiet: boolean): CompileOptions["instrument"] {
+  if (quiet || !Deno.stderr.isTerminal()) return undefined;
+  const encoder = new TextEncoder();
+  return {
+    beforePass(step) {
+      Deno.stderr.writeSync(encoder.encode(`\r\x1b[K  running ${step.pass.name}...`));
+    },
+    afterPass() {
+      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+    },
+    afterPassFailed() {
+      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+    },
+  };
+}
+
+/**
+ * Write every artifact (and the report) through a temporary file and a rename,
+ * only after the whole compilation succeeded, never over the input model.
+ */
+function writeOutputs(args: Args, result: CompileResult): string[] {
+  const targets: [string, Uint8Array][] = [...result.artifacts].map(([name, bytes]) => [join(args.out, name), bytes]);
+  if (args.report !== undefined) {
+    targets.push([args.report, new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n")]);
+  }
+  const input = resolve(args.model);
+  for (const [path] of targets) {
+    if (resolve(path) === input) throw new CliError(`refusing to overwrite the input model "${args.model}"`);
+  }
+  const staged: [string, string][] = [];
+  try {
+    for (const [path, bytes] of targets) {
+      Deno.mkdirSync(resolve(path, ".."), { recursive: true });
+      const tmp = `${path}.${Deno.pid}.tmp`;
+      staged.push([tmp, path]);
+      Deno.writeFileSync(tmp, bytes);
+    }
+    for (const [tmp, path] of staged) Deno.renameSync(tmp, path);
+  } catch (e) {
+    for (const [tmp] of staged) {
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* already renamed or never written */ }
+    }
+    throw new CliError(`cannot write output: ${(e as Error).message}`);
+  }
+  return targets.map(([path]) => path);
+}
+
+const fmt = (n: number): string => n.toLocaleString("en-US");
+
+function ratio(before: number, after: number): string {
+  if (before === after) return "";
+  return after === 0 ? "" : `${(before / after).toFixed(2)}x smaller`;
+}
+
+function summary(name: string, { report }: CompileResult): string {
+  const rows = report.layers.map((l: LayerRow) => [
+    l.name,
+    l.type,
+    l.before ? fmt(l.before.params) : "-",
+    l.after ? fmt(l.after.params) : "-",
+    l.before ? fmt(l.before.macs) : "-",
+    l.after ? fmt(l.after.macs) : "-",
+  ]);
+  const header = ["layer", "op", "params", "after", "MACs", "after"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]): string =>
+    "  " + r.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  const { before: b, after: a } = report.totals;
+  const lines = [
+    `${name}: ${report.pipeline === "" ? "no passes" : report.pipeline} -> ${report.target.name}`,
+    line(header),
+    ...rows.map(line),
+    `  params       ${fmt(b.params)} -> ${fmt(a.params)}  ${ratio(b.params, a.params)}`,
+    `  MACs         ${fmt(b.macs)} -> ${fmt(a.macs)}  ${ratio(b.macs, a.macs)}`,
+    `  weight bytes ${fmt(b.weightBytes)} -> ${fmt(a.weightBytes)}  ${ratio(b.weightBytes, a.weightBytes)}`,
+  ];
+  if (report.accuracy) {
+    lines.push(`  accuracy     ${pct(report.accuracy.before)} -> ${pct(report.accuracy.after)}`);
+  }
+  for (const p of report.passes) lines.push(`  pass ${p.name.padEnd(14)} ${p.ms.toFixed(1)} ms`);
+  return lines.join("\n");
+}
+
+function pct(x: number): string {
+  return `${(100 * x).toFixed(2)}%`;
+}
+
+function timing({ report }: CompileResult): string {
+  const rows = [...report.passes].sort((x, y) => y.ms - x.ms).map((p) =>
+    `  ${p.ms.toFixed(2).padStart(10)} ms  ${p.name}`
+  );
+  const t = report.timings;
+  return [
+    "Timing (slowest first):",
+    ...rows,
+    `  import ${t.importMs.toFixed(1)} ms, passes ${t.passesMs.toFixed(1)} ms, emit ${t.emitMs.toFixed(1)} ms, ` +
+    `total ${t.totalMs.toFixed(1)} ms`,
+  ].join("\n");
+}
+
+if (import.meta.main) {
+  try {
+    await main(Deno.args);
+  } catch (e) {
+    const message = e instanceof Error ? e.message.split("\n")[0] : String(e);
+    console.error(`compile: error: ${message}`);
+    if (e instanceof PipelineError) console.error(e.caret);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * cnnc: a model-compression compiler for CNNs. Import a trained network from
+ * ONNX into an MLIR-like graph IR, run composable passes over it, and emit
+ * deployable artifacts; or use the IR directly: inspect, rewrite, run and
+ * export it. This module is the public API; it only re-exports.
+ *
+ * @example Compile a model in a build script (no file system needed)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { compile, exportOnnx, Graph, Module, Op, Value } from "./mod.ts";
+ *
+ * // y = Relu(Identity(x)), built in memory and serialised as ONNX.
+ * const g = new Graph("tiny");
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 4] }));
+ * const id = g.addOp(new Op({ name: "id", type: "Identity", operands: [x], results: [new Value("t")] }));
+ * g.outputs.push(g.addOp(new Op({ name: "relu", type: "Relu", operands: [id.result], results: [new Value("y")] })).result);
+ *
+ * const { artifacts, report } = await compile(exportOnnx(new Module(g)), {
+ *   passes: "canonicalize,dce",
+ *   target: "onnx",
+ *   modelName: "tiny",
+ * });
+ * assert.deepEqual([...artifacts.keys()], ["tiny.onnx"]);
+ * assert.deepEqual(report.passes.map((p) => p.name), ["canonicalize", "dce"]);
+ * ```
+ *
+ * @example Import, check, run and export a model
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { costOf, exportOnnx, Graph, importOnnx, inferShapes, interpret, Module, Op, Value, verifyModule } from "./mod.ts";
+ *
+ * const g = new Graph("tiny");
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 4] }));
+ * g.outputs.push(g.addOp(new Op({ name: "relu", type: "Relu", operands: [x], results: [new Value("y")] })).result);
+ *
+ * const module = importOnnx(exportOnnx(new Module(g)));
+ * inferShapes(module);
+ * verifyModule(module);
+ * assert.equal(costOf(module).totals.params, 0);
+ * const { y } = interpret(module, { x: { dtype: "f32", shape: [1, 4], data: new Float32Array([-1, 2, -3, 4]) } });
+ * assert.deepEqual([...y.data], [0, 2, 0, 4]);
+ * ```
+ *
+ * @module
+ */
+
+export type { Attribute, AttributeKind } from "./ir/attributes.ts";
+export { attr } from "./ir/attributes.ts";
+export type { CostOptions, CostReport, CostTotals, LayerCost } from "./ir/cost.ts";
+export { costOf } from "./ir/cost.ts";
+export { Graph, Op, type Use, Value } from "./ir/graph.ts";
+export type { InterpretOptions } from "./ir/interpreter.ts";
+export { interpret, Interpreter } from "./ir/interpreter.ts";
+export { Module } from "./ir/module.ts";
+export type { InferContext, KernelContext, OpDef } from "./ir/op_def.ts";
+export { OpRegistry } from "./ir/op_def.ts";
+export { builtinOps } from "./ir/ops/builtin.ts";
+export type { ExportOptions, ExternalDataOptions } from "./ir/onnx/export.ts";
+export { exportOnnx, exportOnnxFiles } from "./ir/onnx/export.ts";
+export type { ImportOptions } from "./ir/onnx/import.ts";
+export { importOnnx } from "./ir/onnx/import.ts";
+export type { TensorProtoOptions } from "./ir/onnx/tensor_proto.ts";
+export { readTensorProto } from "./ir/onnx/tensor_proto.ts";
+export type { ParseOptions } from "./ir/parser.ts";
+export { collectTensors, parseGraph, parseModule } from "./ir/parser.ts";
+export type { PrintOptions } from "./ir/printer.ts";
+export { printGraph, printModule } from "./ir/printer.ts";
+export {
+  addConstant,
+  cloneGraph,
+  cloneModule,
+  cloneOp,
+  eraseOp,
+  eraseValue,
+  insertAfter,
+  insertBefore,
+  replaceAllUsesWith,
+} from "./ir/rewriter.ts";
+export type { FoldedConstants, InferShapesOptions } from "./ir/shape.ts";
+export { inferShapes } from "./ir/shape.ts";
+export type { Tensor, TensorData } from "./ir/tensor.ts";
+export { tensor, zeros } from "./ir/tensor.ts";
+export type { BfpType, Dim, DType, ElementType, FixedType, OpaqueType, TensorType, Type } from "./ir/types.ts";
+export { tensorType, typeToString } from "./ir/types.ts";
+export type { VerifyDiagnostic, VerifyOptions } from "./ir/verifier.ts";
+export { verifyModule, verifyModuleDiagnostics } from "./ir/verifier.ts";
+
+// Compiling: passes, targets, plugins, the compile() entry point and its report.
+export type { CompileOptions, CompileResult, EvaluationData } from "./driver/compile.ts";
+export { compile, defaultRegistry } from "./driver/compile.ts";
+export type {
+  AccuracyReport,
+  ArtifactInfo,
+  CompileReport,
+  LayerRow,
+  LayerSide,
+  ModelInfo,
+  PassReport,
+  StageTimings,
+  TargetDiagnostic,
+  TargetInfo,
+} from "./driver/report.ts";
+export { REPORT_VERSION } from "./driver/report.ts";
+export type { Plugin } from "./driver/registry.ts";
+export { PLUGIN_API_VERSION, Registry } from "./driver/registry.ts";
+export type {
+  BoolOption,
+  EnumOption,
+  IntOption,
+  ListOption,
+  NumberOption,
+  OptionSchema,
+  OptionSpec,
+  OptionValue,
+  OptionValues,
+  StringOption,
+} from "./passes/options.ts";
+export type { Analysis, Diagnostic, Pass, PassContext, Severity, StatValue } from "./passes/pass.ts";
+export { definePass } from "./passes/pass.ts";
+export type { PipelineStep } from "./passes/pipeline.ts";
+export { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
+export type { AnalysisTiming, Instrumentation, PassRecord, RunPipelineOptions } from "./passes/manager.ts";
+export { PassError, runPipeline } from "./passes/manager.ts";
+export { builtinPasses } from "./passes/builtin.ts";
+export { canonicalizeOptions, canonicalizePass } from "./passes/canonicalize.ts";
+export { dceOptions, dcePass } from "./passes/dce.ts";
+export { foldBnOptions, foldBnPass } from "./passes/fold_bn.ts";
+export type { Artifacts, Target, TargetContext } from "./targets/target.ts";
+export { defineTarget } from "./targets/target.ts";
+export { builtinTargets } from "./targets/builtin.ts";
+export { onnxTarget, onnxTargetOptions } from "./targets/onnx/onnx_target.ts";
+
+// Data: .npy files and accuracy.
+export { readNpy, writeNpy } from "./data/npy.ts";
+export type { EvaluateOptions, EvaluationResult } from "./driver/evaluate.ts";
+export { evaluate, evaluateOnnx } from "./driver/evaluate.ts";

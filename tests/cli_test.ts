@@ -1,0 +1,197 @@
+/**
+ * The command line end to end: pipelines, targets, plugins, reports and
+ * listings; output byte-identical from run to run; and every bad input gets
+ * one error line (plus the pipeline and a caret for pipeline errors), a
+ * non-zero exit and no partial output.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import onnxProto from "onnx-proto";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const MODELS = join(ROOT, "examples/models");
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(...args: string[]): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-P", "--quiet", join(ROOT, "compile.ts"), ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  // Deno warns that permissions in the config file are experimental; that line is Deno's, not ours.
+  const stderr = text(out.stderr).split("\n").filter((l) => l !== "" && !/experimental feature/.test(l)).join("\n");
+  return { code: out.code, stdout: text(out.stdout), stderr };
+}
+
+function assertError(run: Run, pattern: RegExp, lines = 1): void {
+  assert.notEqual(run.code, 0, "non-zero exit");
+  assert.equal(run.stderr.split("\n").length, lines, `${lines} error line(s), got:\n${run.stderr}`);
+  assert.match(run.stderr, /^compile: error: /);
+  assert.match(run.stderr, pattern);
+  assert.doesNotMatch(run.stderr, /^\s+at /m, "no stack trace");
+}
+
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  } catch {
+    return [];
+  }
+}
+
+Deno.test("compile.ts compiles the bundled model with no arguments but --out", async () => {
+  await withTempDir(async (dir) => {
+    const run = await cli("--out", dir);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /vgg_sparse: no passes -> onnx/);
+    assert.match(run.stdout, /params +[\d,]+ -> [\d,]+/);
+    assert.deepEqual(listDir(dir), ["vgg_sparse.onnx"]);
+  });
+});
+
+Deno.test("compile.ts runs a pipeline, writes the report, and is byte-identical across runs", async () => {
+  await withTempDir(async (dir) => {
+    const model = join(MODELS, "vgg_dense.onnx");
+    const args = (o: string) => [model, "--passes", "fold-bn,canonicalize,dce", "--out", join(dir, o)];
+    const a = await cli(...args("a"), "--report", join(dir, "a.json"), "--timing");
+    assert.equal(a.code, 0, a.stderr);
+    assert.match(a.stdout, /pass fold-bn/);
+    assert.match(a.stdout, /Timing \(slowest first\):/);
+    const b = await cli(...args("b"));
+    assert.equal(b.code, 0, b.stderr);
+    const bytesA = await Deno.readFile(join(dir, "a", "vgg_dense.onnx"));
+    assert.deepEqual(bytesA, await Deno.readFile(join(dir, "b", "vgg_dense.onnx")));
+    assert.deepEqual(listDir(join(dir, "a")), ["vgg_dense.onnx"], "no temporary files left");
+    const report = JSON.parse(await Deno.readTextFile(join(dir, "a.json")));
+    assert.deepEqual(report.passes.map((p: { name: string }) => p.name), ["fold-bn", "canonicalize", "dce"]);
+    assert.ok(report.passes.every((p: { ms: number; stats: object }) => p.ms >= 0 && typeof p.stats === "object"));
+    assert.ok(report.totals.after.params < report.totals.before.params, "folding BN removes parameters");
+    assert.equal(report.totals.after.macs, report.totals.before.macs);
+    const { onnx } = onnxProto;
+    const ops = onnx.ModelProto.decode(bytesA).graph!.node!.map((n) => n.opType);
+    assert.ok(!ops.includes("BatchNormalization"), "BatchNormalization folded away");
+  });
+});
+
+Deno.test("compile.ts prints the IR after a named pass and the canonical pipeline", async () => {
+  await withTempDir(async (dir) => {
+    const model = join(MODELS, "vgg_dense.onnx");
+    const ir = await cli(model, "--passes", "fold-bn,dce", "--print-ir-after", "fold-bn", "--out", dir, "-q");
+    assert.equal(ir.code, 0, ir.stderr);
+    assert.match(ir.stdout, /^\/\/ ----- IR after fold-bn -----$/m);
+    assert.match(ir.stdout, /= Conv\(/);
+    assert.doesNotMatch(ir.stdout, /IR after dce/);
+    const dump = await cli(model, "--passes", "fold-bn", "--dump-pipeline");
+    assert.equal(dump.code, 0, dump.stderr);
+    assert.equal(dump.stdout.trim(), "fold-bn");
+  });
+});
+
+Deno.test("compile.ts lists passes and targets with their options", async () => {
+  const run = await cli("--list-passes", "--list-targets");
+  assert.equal(run.code, 0, run.stderr);
+  for (const name of ["fold-bn", "dce", "canonicalize", "onnx"]) {
+    assert.match(run.stdout, new RegExp(`^  ${name} `, "m"));
+  }
+  assert.match(run.stdout, /external-data=false/);
+});
+
+Deno.test("compile.ts loads a plugin and runs its pass", async () => {
+  await withTempDir(async (dir) => {
+    const plugin = join(ROOT, "examples/custom_pass.ts");
+    const list = await cli("--plugin", plugin, "--list-passes");
+    assert.match(list.stdout, /^ {2}clip-to-relu /m);
+    const run = await cli(
+      join(MODELS, "vgg_dense.onnx"),
+      "--plugin",
+      plugin,
+      "--passes",
+      "clip-to-relu{min-tolerance=0}",
+      "--out",
+      dir,
+      "--report",
+      join(dir, "r.json"),
+    );
+    assert.equal(run.code, 0, run.stderr);
+    const report = JSON.parse(await Deno.readTextFile(join(dir, "r.json")));
+    assert.equal(report.passes[0].name, "clip-to-relu");
+  });
+});
+
+Deno.test("compile.ts reports pipeline errors with the pipeline and a caret", async () => {
+  const run = await cli("--passes", "fold-bn,dec");
+  assertError(run, /unknown pass "dec" \(did you mean "dce"\?\)/, 3);
+  const [, pipeline, caret] = run.stderr.split("\n");
+  assert.equal(caret.indexOf("^") - pipeline.indexOf("fold-bn"), "fold-bn,".length, "caret under the bad pass");
+  assertError(await cli("--passes", "fold-bn{"), /Cannot parse pipeline/, 3);
+});
+
+Deno.test("compile.ts rejects bad input in one line and writes nothing", async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, "o");
+    assertError(await cli("/nonexistent/model.onnx", "--out", out), /cannot read model "\/nonexistent\/model.onnx"/);
+    const junk = join(dir, "junk.onnx");
+    await Deno.writeFile(junk, new TextEncoder().encode("\x89PNG\r\n\x1a\n not a model at all"));
+    assertError(await cli(junk, "--out", out), /Cannot import ONNX model/);
+    const model = await Deno.readFile(join(MODELS, "vgg_dense.onnx"));
+    const truncated = join(dir, "truncated.onnx");
+    await Deno.writeFile(truncated, model.subarray(0, model.length >> 1));
+    assertError(await cli(truncated, "--out", out), /Cannot import ONNX model/);
+    assertError(await cli("--target", "onx", "--out", out), /unknown target "onx" \(did you mean "onnx"\?\)/);
+    assertError(await cli("--frobnicate"), /Unknown option '--frobnicate'/);
+    assertError(await cli("--plugin", join(dir, "missing.ts")), /cannot load plugin/);
+    const empty = join(dir, "empty_plugin.ts");
+    await Deno.writeTextFile(empty, "export const plugin = { name: 'empty', apiVersion: 1 };\n");
+    assertError(await cli("--plugin", empty), /contributes no passes, targets or ops/);
+    const none = join(dir, "no_plugin.ts");
+    await Deno.writeTextFile(none, "export const x = 1;\n");
+    assertError(await cli("--plugin", none), /exports no plugin/);
+    assert.deepEqual(listDir(out), [], "no partial output");
+  });
+});
+
+Deno.test("compile.ts refuses to overwrite its input", async () => {
+  await withTempDir(async (dir) => {
+    const model = join(dir, "m.onnx");
+    await Deno.copyFile(join(MODELS, "vgg_dense.onnx"), model);
+    const before = await Deno.readFile(model);
+    assertError(await cli(model, "--out", dir), /refusing to overwrite the input model/);
+    assert.deepEqual(await Deno.readFile(model), before);
+  });
+});
+
+Deno.test("compile.ts reports an unwritable output folder in one line", async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, "file");
+    await Deno.writeTextFile(file, "");
+    assertError(await cli("--out", join(file, "sub")), /cannot write output/);
+  });
+});
+
+Deno.test("compile.ts names the op when declared shapes are inconsistent", async () => {
+  await withTempDir(async (dir) => {
+    const { onnx } = onnxProto;
+    const model = onnx.ModelProto.decode(await Deno.readFile(join(MODELS, "vgg_dense.onnx")));
+    // Declare the logits 11 wide where the classifier gives 10.
+    model.graph!.output![0].type!.tensorType!.shape!.dim![1] = { dimValue: 11 };
+    const bad = join(dir, "bad.onnx");
+    await Deno.writeFile(bad, onnx.ModelProto.encode(model).finish());
+    assertError(await cli(bad, "--out", join(dir, "o")), /op "[^"]+" \(Gemm\)/);
+  });
+});
