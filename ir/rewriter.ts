@@ -65,6 +65,36 @@ export function eraseValue(value: Value): void {
   value.graph?._removeValue(value);
 }
 
+/**
+ * Rename `value` to `name`, which must be free in its graph and the enclosing
+ * graphs (for example after erasing the op that held it): how a rewrite keeps
+ * a graph output's name when it bypasses the op that produced it.
+ *
+ * @throws {Error} When the name is taken or the value belongs to no graph.
+ *
+ * @example Rename a value, then fail to take a used name
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Value } from "./graph.ts";
+ * import { renameValue } from "./rewriter.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x"));
+ * g.addInput(new Value("y"));
+ * renameValue(x, "input");
+ * assert.ok(g.hasName("input") && !g.hasName("x"));
+ * assert.throws(() => renameValue(x, "y"), { message: 'cannot rename value "input" to "y": the name is taken' });
+ * ```
+ */
+export function renameValue(value: Value, name: string): void {
+  const g = value.graph;
+  if (g === null) throw new Error(`cannot rename value "${value.name}": it belongs to no graph`);
+  if (name === value.name) return;
+  if (g.freshName(name) !== name) {
+    throw new Error(`cannot rename value "${value.name}" to "${name}": the name is taken`);
+  }
+  g._rename(value, name);
+}
+
 /** Insert `op` right before `anchor` in the anchor's graph. */
 export function insertBefore(anchor: Op, op: Op): Op {
   const g = graphOf(anchor);

@@ -1,0 +1,303 @@
+/**
+ * Top-1 accuracy of a classifier on a labelled data set, through the reference
+ * interpreter (for a module) or through onnxruntime-node (for an ONNX artifact),
+ * batched along the first axis. This is how compression is judged.
+ * @module
+ */
+import type * as Ort from "onnxruntime-node";
+import { Interpreter } from "../ir/interpreter.ts";
+import type { Module } from "../ir/module.ts";
+import type { OpRegistry } from "../ir/op_def.ts";
+import { shapeSize, type Tensor, type TensorData, toFloat64 } from "../ir/tensor.ts";
+import { type Dim, type DType, elementTypeToString, isTensorType } from "../ir/types.ts";
+
+/** Options of {@linkcode evaluate} and {@linkcode evaluateOnnx}. */
+export interface EvaluateOptions {
+  /** Images per run (default 100); a model with a fixed batch dimension uses that instead. */
+  batchSize?: number;
+  /** Op definitions for the interpreter (default: the built-ins); ignored by {@linkcode evaluateOnnx}. */
+  registry?: OpRegistry;
+}
+
+/** Top-1 accuracy over a data set. */
+export interface EvaluationResult {
+  /** `correct / total`, a fraction in [0, 1]. */
+  accuracy: number;
+  /** Samples whose highest-scoring class is the label. */
+  correct: number;
+  /** Samples evaluated. */
+  total: number;
+}
+
+/** The input a data set is fed to: its name, element type and shape (first axis = batch). */
+interface ModelInput {
+  name: string;
+  dtype: string;
+  shape: readonly Dim[] | null;
+}
+
+/**
+ * Top-1 accuracy of `module` on `inputs` (first axis: samples) against `labels`,
+ * through the reference interpreter. The interpreter is prepared once and run
+ * per batch on zero-copy slices of `inputs`; the model's first graph input (that
+ * has no default) gets the batch, and the predicted class is the argmax over the
+ * last axis of the first graph output (ties: the lowest index, as `numpy.argmax`).
+ *
+ * @param module A classifier.
+ * @param inputs Samples, e.g. f32 `[N,1,28,28]`.
+ * @param labels Class indices, i64 or i32 `[N]`.
+ * @throws {Error} One line starting `Cannot evaluate: ` when the counts of
+ *   inputs and labels differ, the inputs do not match the model input's dtype or
+ *   shape (naming it), the labels are not integers, or the output has no class axis.
+ *
+ * @example Accuracy of a one-op "classifier"
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "../ir/graph.ts";
+ * import { Module } from "../ir/module.ts";
+ * import { evaluate } from "./evaluate.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 3] }));
+ * g.outputs.push(g.addOp(new Op({ name: "relu", type: "Relu", operands: [x], results: [new Value("y")] })).result);
+ * const inputs = { dtype: "f32" as const, shape: [2, 3], data: new Float32Array([0, 5, 1, 9, 0, 0]) };
+ * const labels = { dtype: "i64" as const, shape: [2], data: new BigInt64Array([1n, 2n]) };
+ * assert.deepEqual(evaluate(new Module(g), inputs, labels), { accuracy: 0.5, correct: 1, total: 2 });
+ * ```
+ */
+export function evaluate(
+  module: Module,
+  inputs: Tensor,
+  labels: Tensor,
+  options: EvaluateOptions = {},
+): EvaluationResult {
+  const graph = module.graph;
+  const feeds = graph.inputs.filter((v) => v.constant === null);
+  if (feeds.length === 0) throw new Error("Cannot evaluate: the model has no graph input to feed");
+  if (feeds.length > 1) {
+    throw new Error(
+      `Cannot evaluate: the model has ${feeds.length} inputs without defaults (${
+        feeds.map((v) => `"${v.name}"`).join(", ")
+      }); only one can take the data set`,
+    );
+  }
+  if (graph.outputs.length === 0) throw new Error("Cannot evaluate: the model has no graph output");
+  const input = feeds[0];
+  const type = isTensorType(input.type) ? input.type : null;
+  const target: ModelInput = {
+    name: input.name,
+    dtype: type === null ? inputs.dtype : elementTypeToString(type.elem),
+    shape: type?.shape ?? null,
+  };
+  const interpreter = new Interpreter(module, { registry: options.registry });
+  const outputName = graph.outputs[0].name;
+  const counts = tally(target, inputs, labels, options.batchSize);
+  for (const batch of counts.batches()) counts.score(interpreter.run({ [input.name]: batch.batch })[outputName], batch);
+  return counts.result();
+}
+
+/** Element types onnxruntime-node feeds, by our dtype. */
+const ORT_TYPES: Partial<Record<DType, Ort.Tensor.Type>> = {
+  f32: "float32",
+  f64: "float64",
+  f16: "float16",
+  i8: "int8",
+  i16: "int16",
+  i32: "int32",
+  i64: "int64",
+  u8: "uint8",
+  u16: "uint16",
+  u32: "uint32",
+  u64: "uint64",
+  bool: "bool",
+};
+
+/**
+ * Top-1 accuracy of an ONNX model through onnxruntime-node, batched and scored
+ * exactly as {@linkcode evaluate} does (the independent reference for it). The
+ * session is released when done, also on error.
+ *
+ * @param modelBytes A serialised ONNX model.
+ * @param inputs Samples, e.g. f32 `[N,1,28,28]`.
+ * @param labels Class indices, i64 or i32 `[N]`.
+ * @throws {Error} As {@linkcode evaluate}; onnxruntime's own errors pass through.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { exportOnnx } from "../ir/onnx/export.ts";
+ * import { Graph, Op, Value } from "../ir/graph.ts";
+ * import { Module } from "../ir/module.ts";
+ * import { evaluateOnnx } from "./evaluate.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 3] }));
+ * const y = g.addOp(new Op({ name: "relu", type: "Relu", operands: [x], results: [new Value("y")] })).result;
+ * y.type = { elem: "f32", shape: ["N", 3] };
+ * g.outputs.push(y);
+ * const inputs = { dtype: "f32" as const, shape: [2, 3], data: new Float32Array([0, 5, 1, 9, 0, 0]) };
+ * const labels = { dtype: "i32" as const, shape: [2], data: new Int32Array([1, 0]) };
+ * const result = await evaluateOnnx(exportOnnx(new Module(g)), inputs, labels);
+ * assert.equal(result.accuracy, 1);
+ * ```
+ */
+export async function evaluateOnnx(
+  modelBytes: Uint8Array,
+  inputs: Tensor,
+  labels: Tensor,
+  options: EvaluateOptions = {},
+): Promise<EvaluationResult> {
+  // Loaded on first use so that importing the library does not load onnxruntime's native addon.
+  const ort = await import("onnxruntime-node");
+  const session = await ort.InferenceSession.create(modelBytes);
+  try {
+    const meta = session.inputMetadata;
+    if (meta.length !== 1) {
+      throw new Error(
+        `Cannot evaluate: the model has ${meta.length} inputs (${
+          session.inputNames.map((n) => `"${n}"`).join(", ")
+        }); only one can take the data set`,
+      );
+    }
+    const first = meta[0];
+    const target: ModelInput = first.isTensor
+      ? {
+        name: first.name,
+        dtype: dtypeOfOrt(first.type) ?? first.type,
+        shape: first.shape.length === 0 ? null : first.shape.map((d) => (typeof d === "number" && d < 0 ? "?" : d)),
+      }
+      : { name: first.name, dtype: inputs.dtype, shape: null };
+    const counts = tally(target, inputs, labels, options.batchSize);
+    const ortType = ORT_TYPES[inputs.dtype];
+    if (ortType === undefined) throw new Error(`Cannot evaluate: onnxruntime cannot take ${inputs.dtype} inputs`);
+    const outputName = session.outputNames[0];
+    for (const batch of counts.batches()) {
+      // deno-lint-ignore no-explicit-any
+      const fed = new ort.Tensor(ortType, batch.batch.data as any, [...batch.batch.shape]);
+      const out = (await session.run({ [target.name]: fed }))[outputName];
+      const dtype = dtypeOfOrt(out.type);
+      if (dtype === undefined || Array.isArray(out.data)) {
+        throw new Error(`Cannot evaluate: output "${outputName}" is ${out.type}, not numeric scores`);
+      }
+      counts.score({ dtype, shape: [...out.dims], data: out.data as TensorData }, batch);
+    }
+    return counts.result();
+  } finally {
+    await session.release();
+  }
+}
+
+function dtypeOfOrt(type: string): DType | undefined {
+  return (Object.keys(ORT_TYPES) as DType[]).find((d) => ORT_TYPES[d] === type);
+}
+
+/** One batch: the slice fed to the model and which samples it holds. */
+interface Batch {
+  /** Samples `first .. first + count - 1`, zero-padded to the model's fixed batch size if it has one. */
+  batch: Tensor;
+  /** Index of the batch's first sample. */
+  first: number;
+  /** Real samples in the batch. */
+  count: number;
+}
+
+/** Batches of a checked data set and the top-1 tally over them. */
+interface Tally {
+  /** The batches in order. */
+  batches(): Generator<Batch>;
+  /** Count the hits of one batch from the model's first output. */
+  score(out: Tensor, batch: Batch): void;
+  /** The result so far. */
+  result(): EvaluationResult;
+}
+
+/**
+ * Check the data set against the model input, and slice batches along the
+ * first axis (views, no copy; the last batch is zero-padded only when the model's
+ * batch dimension is fixed) for {@linkcode evaluate} and {@linkcode evaluateOnnx}.
+ */
+function tally(target: ModelInput, inputs: Tensor, labels: Tensor, batchSizeOption: number | undefined): Tally {
+  if (inputs.shape.length === 0) throw new Error("Cannot evaluate: inputs are a scalar, expected [N, ...] samples");
+  const labelOf = labelReader(labels);
+  const total = inputs.shape[0];
+  if (labels.shape[0] !== total) throw new Error(`Cannot evaluate: ${total} inputs but ${labels.shape[0]} labels`);
+  if (total === 0) throw new Error("Cannot evaluate: the data set is empty");
+  checkInput(target, inputs);
+  const fixedBatch = target.shape !== null && typeof target.shape[0] === "number" ? target.shape[0] : null;
+  const batchSize = fixedBatch ?? batchSizeOption ?? 100;
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new Error(`Cannot evaluate: batch size must be a positive integer, found ${batchSize}`);
+  }
+  const sampleSize = shapeSize(inputs.shape.slice(1));
+  const data = inputs.data as Exclude<TensorData, string[]>;
+  let correct = 0;
+  return {
+    *batches(): Generator<Batch> {
+      for (let first = 0; first < total; first += batchSize) {
+        const count = Math.min(batchSize, total - first);
+        let slice = data.subarray(first * sampleSize, (first + count) * sampleSize);
+        const rows = fixedBatch ?? count;
+        if (rows > count) {
+          const padded = new (slice.constructor as new (n: number) => typeof slice)(rows * sampleSize);
+          (padded as Float32Array).set(slice as Float32Array);
+          slice = padded;
+        }
+        yield { batch: { dtype: inputs.dtype, shape: [rows, ...inputs.shape.slice(1)], data: slice }, first, count };
+      }
+    },
+    score(out: Tensor, { first, count }: Batch): void {
+      const classes = out.shape[out.shape.length - 1] ?? 0;
+      const rows = classes === 0 ? 0 : shapeSize(out.shape) / classes;
+      if (out.shape.length === 0 || rows < count) {
+        throw new Error(
+          `Cannot evaluate: the first output has shape [${out.shape.join(",")}], expected [${count}, classes]`,
+        );
+      }
+      const scores = out.data instanceof Float32Array || out.data instanceof Float64Array ? out.data : toFloat64(out);
+      for (let r = 0; r < count; r++) {
+        // argmax with ties to the lowest index, as numpy.argmax and torch.argmax on CPU
+        let best = 0;
+        let bestScore = scores[r * classes];
+        for (let c = 1; c < classes; c++) {
+          const s = scores[r * classes + c];
+          if (s > bestScore) {
+            bestScore = s;
+            best = c;
+          }
+        }
+        if (best === labelOf(first + r)) correct++;
+      }
+    },
+    result: (): EvaluationResult => ({ accuracy: correct / total, correct, total }),
+  };
+}
+
+/** Class index of sample `i`, from i64 or i32 labels of shape `[N]`. */
+function labelReader(labels: Tensor): (i: number) => number {
+  if (labels.shape.length !== 1) {
+    throw new Error(`Cannot evaluate: labels must have shape [N], found [${labels.shape.join(",")}]`);
+  }
+  if (labels.dtype === "i64") {
+    const d = labels.data as BigInt64Array;
+    return (i) => Number(d[i]);
+  }
+  if (labels.dtype === "i32") {
+    const d = labels.data as Int32Array;
+    return (i) => d[i];
+  }
+  throw new Error(`Cannot evaluate: labels must be i64 or i32, found ${labels.dtype}`);
+}
+
+/** Inputs must match the model input's element type and every static dimension but the batch. */
+function checkInput(target: ModelInput, inputs: Tensor): void {
+  if (target.dtype !== inputs.dtype) {
+    throw new Error(`Cannot evaluate: input "${target.name}" must be ${target.dtype}, found ${inputs.dtype}`);
+  }
+  const shape = target.shape;
+  if (shape === null) return;
+  const matches = shape.length === inputs.shape.length &&
+    shape.every((d, i) => i === 0 || typeof d !== "number" || d === inputs.shape[i]);
+  if (!matches) {
+    throw new Error(
+      `Cannot evaluate: input "${target.name}" must have shape [${shape.join(",")}], found [${inputs.shape.join(",")}]`,
+    );
+  }
+}
