@@ -1,0 +1,12 @@
+/**
+ * The passes that ship with the compiler, in the order `--list-passes` shows them.
+ * @module
+ */
+import { canonicalizePass } from "./canonicalize.ts";
+import { dcePass } from "./dce.ts";
+import { foldBnPass } from "./fold_bn.ts";
+import type { OptionSchema } from "./options.ts";
+import type { Pass } from "./pass.ts";
+
+/** Every built-in pass. */
+export const builtinPasses: readonly Pass<OptionSchema>[] = [foldBnPass, canonicalizePass, dcePass];
