@@ -195,3 +195,31 @@ Deno.test("compile.ts names the op when declared shapes are inconsistent", async
     assertError(await cli(bad, "--out", join(dir, "o")), /op "[^"]+" \(Gemm\)/);
   });
 });
+
+Deno.test("compile.ts measures accuracy before and after with --eval and accepts --calib", async () => {
+  await withTempDir(async (dir) => {
+    const x = join(MODELS, "mnist_test_x.npy");
+    const y = join(MODELS, "mnist_test_y.npy");
+    const run = await cli(
+      join(MODELS, "mlp.onnx"),
+      "--passes",
+      "canonicalize,dce",
+      "--eval",
+      `${x},${y}`,
+      "--calib",
+      join(MODELS, "mnist_calib_x.npy"),
+      "--out",
+      dir,
+      "--report",
+      join(dir, "r.json"),
+    );
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /accuracy +\d+\.\d\d% -> \d+\.\d\d%/);
+    const { accuracy } = JSON.parse(await Deno.readTextFile(join(dir, "r.json")));
+    assert.equal(accuracy.samples, 2000);
+    assert.ok(accuracy.before > 0.9 && accuracy.before <= 1, `accuracy ${accuracy.before} is a fraction`);
+    assert.equal(accuracy.after, accuracy.before, "semantics-preserving passes keep accuracy");
+    assertError(await cli("--eval", x), /--eval takes X.npy,Y.npy/);
+    assertError(await cli("--eval", `${x},${join(dir, "missing.npy")}`), /--eval: .*missing.npy/);
+  });
+});
