@@ -74,6 +74,7 @@ export {
   eraseValue,
   insertAfter,
   insertBefore,
+  renameValue,
   replaceAllUsesWith,
 } from "./ir/rewriter.ts";
 export type { FoldedConstants, InferShapesOptions } from "./ir/shape.ts";
@@ -123,7 +124,8 @@ export type { AnalysisTiming, Instrumentation, PassRecord, RunPipelineOptions } 
 export { PassError, runPipeline } from "./passes/manager.ts";
 export { builtinPasses } from "./passes/builtin.ts";
 export { canonicalizeOptions, canonicalizePass } from "./passes/canonicalize.ts";
-export { dceOptions, dcePass } from "./passes/dce.ts";
+export type { DeadCodeCounts } from "./passes/dce.ts";
+export { dceOptions, dcePass, eliminateDeadCode } from "./passes/dce.ts";
 export { foldBnOptions, foldBnPass } from "./passes/fold_bn.ts";
 export type { Artifacts, Target, TargetContext } from "./targets/target.ts";
 export { defineTarget } from "./targets/target.ts";

@@ -183,10 +183,15 @@ Deno.test({
         `  ${name}: ${o.opsBefore} -> ${o.opsAfter} ops, bn-folded ${o.stats["bn-folded"]}, ` +
           `not folded ${JSON.stringify(o.stats["bn-not-folded-reasons"])}`,
       );
-      if (name.startsWith("vgg")) {
-        // VGG is Conv -> BN -> ReLU throughout: every BN folds.
+      if (name.startsWith("vgg") || name.startsWith("mobilenet")) {
+        // Conv -> BN -> ReLU throughout (MobileNet's depthwise convs too): every BN folds.
         assert.equal(o.bnAfter, 0, `${name}: BatchNormalization left after fold-bn`);
         assert.ok(o.opsAfter < o.opsBefore, `${name}: op count did not drop`);
+      }
+      if (name.startsWith("resnet_preact")) {
+        // Pre-activation blocks put BN before the conv: those stay; a BN right after a conv folds.
+        const reasons = o.stats["bn-not-folded-reasons"] as Record<string, number>;
+        assert.ok(reasons["input-not-conv-gemm-matmul"] > 0 && (o.stats["bn-folded"] as number) > 0, name);
       }
     }
   },
