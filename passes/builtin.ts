@@ -7,6 +7,7 @@ import { dcePass } from "./dce.ts";
 import { foldBnPass } from "./fold_bn.ts";
 import type { OptionSchema } from "./options.ts";
 import type { Pass } from "./pass.ts";
+import { prunePass } from "./prune.ts";
 
 /** Every built-in pass. */
-export const builtinPasses: readonly Pass<OptionSchema>[] = [foldBnPass, canonicalizePass, dcePass];
+export const builtinPasses: readonly Pass<OptionSchema>[] = [foldBnPass, canonicalizePass, dcePass, prunePass];
