@@ -127,6 +127,17 @@ export { canonicalizeOptions, canonicalizePass } from "./passes/canonicalize.ts"
 export type { DeadCodeCounts } from "./passes/dce.ts";
 export { dceOptions, dcePass, eliminateDeadCode } from "./passes/dce.ts";
 export { foldBnOptions, foldBnPass } from "./passes/fold_bn.ts";
+export type { PruneOptionValues } from "./passes/prune.ts";
+export { pruneOptions, prunePass, takeChannels } from "./passes/prune.ts";
+export type {
+  ChannelBarrier,
+  ChannelConsumer,
+  ChannelGroup,
+  ChannelGroupsResult,
+  ChannelMember,
+  ChannelProducer,
+} from "./passes/analysis/channel_groups.ts";
+export { channelGroups, channelGroupsAnalysis, channelSlice } from "./passes/analysis/channel_groups.ts";
 export type { Artifacts, Target, TargetContext } from "./targets/target.ts";
 export { defineTarget } from "./targets/target.ts";
 export { builtinTargets } from "./targets/builtin.ts";
