@@ -337,7 +337,7 @@ export function toFloat64(t: Tensor): Float64Array {
 /**
  * A tensor of `dtype` from float64 numbers, converting as ONNX `Cast` does
  * (round to nearest even for f16/bf16/f32, truncation toward zero for integers,
- * non-zero is true for bool).
+ * wrapping modulo 2^bits, NaN and infinities to 0; non-zero is true for bool).
  */
 export function fromFloat64(dtype: DType, shape: readonly number[], values: ArrayLike<number>): Tensor {
   const n = values.length;
@@ -350,25 +350,31 @@ export function fromFloat64(dtype: DType, shape: readonly number[], values: Arra
       for (let i = 0; i < n; i++) (out as Uint16Array)[i] = floatToBfloat16(values[i]);
       break;
     case "i64":
-      for (let i = 0; i < n; i++) (out as BigInt64Array)[i] = BigInt(Math.trunc(values[i]));
+      for (let i = 0; i < n; i++) {
+        const v = values[i];
+        (out as BigInt64Array)[i] = Number.isFinite(v) ? BigInt.asIntN(64, BigInt(Math.trunc(v))) : 0n;
+      }
       break;
     case "u64":
-      for (let i = 0; i < n; i++) (out as BigUint64Array)[i] = BigInt.asUintN(64, BigInt(Math.trunc(values[i])));
+      for (let i = 0; i < n; i++) {
+        const v = values[i];
+        (out as BigUint64Array)[i] = Number.isFinite(v) ? BigInt.asUintN(64, BigInt(Math.trunc(v))) : 0n;
+      }
       break;
     case "bool":
       for (let i = 0; i < n; i++) (out as Uint8Array)[i] = values[i] !== 0 ? 1 : 0;
       break;
     case "f32":
     case "f64":
-      (out as Float32Array).set(values);
-      break;
     case "i8":
     case "i16":
     case "i32":
     case "u8":
     case "u16":
     case "u32":
-      for (let i = 0; i < n; i++) (out as Int32Array)[i] = Math.trunc(values[i]);
+      // Typed-array stores round floats to nearest even and truncate integers toward zero,
+      // wrapping modulo 2^bits (NaN and +-Inf become 0).
+      (out as Float32Array).set(values);
       break;
     default:
       throw new TypeError(`cannot write numbers as ${dtype} elements`);

@@ -483,35 +483,7 @@ function castTensor(op: Op, t: Tensor, to: DType): Tensor {
     return { dtype: to, shape: t.shape, data: out };
   }
   const values = t.dtype === "string" ? Float64Array.from(t.data as string[], parseNumber) : toFloat64(t);
-  switch (to) {
-    case "i64":
-      for (let i = 0; i < n; i++) {
-        const v = values[i];
-        (out as BigInt64Array)[i] = Number.isFinite(v) ? BigInt.asIntN(64, BigInt(Math.trunc(v))) : 0n;
-      }
-      break;
-    case "u64":
-      for (let i = 0; i < n; i++) {
-        const v = values[i];
-        (out as BigUint64Array)[i] = Number.isFinite(v) ? BigInt.asUintN(64, BigInt(Math.trunc(v))) : 0n;
-      }
-      break;
-    case "bool":
-      for (let i = 0; i < n; i++) (out as Uint8Array)[i] = values[i] !== 0 ? 1 : 0;
-      break;
-    case "i8":
-    case "i16":
-    case "i32":
-    case "u8":
-    case "u16":
-    case "u32":
-      // Typed-array stores truncate toward zero and wrap modulo 2^bits (NaN, ±Inf → 0).
-      (out as Int32Array).set(values);
-      break;
-    default:
-      return fromFloat64(to, t.shape, values);
-  }
-  return { dtype: to, shape: t.shape, data: out };
+  return fromFloat64(to, t.shape, values);
 }
 
 function castShapeValue(ctx: InferContext, to: DType | ElementType | undefined): Dim[] | null {
