@@ -147,3 +147,4 @@ export { onnxTarget, onnxTargetOptions } from "./targets/onnx/onnx_target.ts";
 export { readNpy, writeNpy } from "./data/npy.ts";
 export type { EvaluateOptions, EvaluationResult } from "./driver/evaluate.ts";
 export { evaluate, evaluateOnnx } from "./driver/evaluate.ts";
+export { runOnnxruntime } from "./driver/onnxruntime.ts";

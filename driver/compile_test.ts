@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import * as ort from "onnxruntime-node";
+import { runOnnxruntime } from "./onnxruntime.ts";
 import { attr } from "../ir/attributes.ts";
 import { costOf } from "../ir/cost.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
@@ -97,22 +97,6 @@ function smallCnnBytes(): Uint8Array {
 }
 
 const SMALL_CNN = smallCnnBytes();
-
-async function runOrt(bytes: Uint8Array, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
-  const session = await ort.InferenceSession.create(bytes, { logSeverityLevel: 3 });
-  try {
-    const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [k, t] of Object.entries(feeds)) {
-      ortFeeds[k] = new ort.Tensor("float32", t.data as Float32Array, [...t.shape]);
-    }
-    const out = await session.run(ortFeeds);
-    return Object.fromEntries(
-      Object.entries(out).map(([k, t]) => [k, tensor("f32", [...t.dims], t.data as Float32Array)]),
-    );
-  } finally {
-    await session.release();
-  }
-}
 
 /** Random feeds for every graph input, symbolic dimensions set to 2. */
 function feedsFor(bytes: Uint8Array): Record<string, Tensor> {
@@ -272,7 +256,7 @@ for (const file of trainedModels.length > 0 ? trainedModels : ["(in-memory small
       const expected = interpret(importOnnx(bytes), feeds);
       const { artifacts, report } = await compile(bytes, { passes, modelName: "m" });
       const emitted = artifacts.get("m.onnx")!;
-      const reference = await runOrt(emitted, feeds);
+      const reference = await runOnnxruntime(emitted, feeds);
       const ours = interpret(importOnnx(emitted), feeds);
       for (const [name, t] of Object.entries(expected)) {
         assert.equal(

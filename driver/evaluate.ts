@@ -4,12 +4,12 @@
  * batched along the first axis. This is how compression is judged.
  * @module
  */
-import type * as Ort from "onnxruntime-node";
 import { Interpreter } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
 import type { OpRegistry } from "../ir/op_def.ts";
 import { shapeSize, type Tensor, type TensorData, toFloat64 } from "../ir/tensor.ts";
-import { type Dim, type DType, elementTypeToString, isTensorType } from "../ir/types.ts";
+import { dtypeOfOrt, fromOrtTensor, loadOnnxruntime, ORT_TYPES, toOrtTensor } from "./onnxruntime.ts";
+import { type Dim, elementTypeToString, isTensorType } from "../ir/types.ts";
 
 /** Options of {@linkcode evaluate} and {@linkcode evaluateOnnx}. */
 export interface EvaluateOptions {
@@ -95,22 +95,6 @@ export function evaluate(
   return counts.result();
 }
 
-/** Element types onnxruntime-node feeds, by our dtype. */
-const ORT_TYPES: Partial<Record<DType, Ort.Tensor.Type>> = {
-  f32: "float32",
-  f64: "float64",
-  f16: "float16",
-  i8: "int8",
-  i16: "int16",
-  i32: "int32",
-  i64: "int64",
-  u8: "uint8",
-  u16: "uint16",
-  u32: "uint32",
-  u64: "uint64",
-  bool: "bool",
-};
-
 /**
  * Top-1 accuracy of an ONNX model through onnxruntime-node, batched and scored
  * exactly as {@linkcode evaluate} does (the independent reference for it). The
@@ -146,7 +130,7 @@ export async function evaluateOnnx(
   options: EvaluateOptions = {},
 ): Promise<EvaluationResult> {
   // Loaded on first use so that importing the library does not load onnxruntime's native addon.
-  const ort = await import("onnxruntime-node");
+  const ort = await loadOnnxruntime();
   const session = await ort.InferenceSession.create(modelBytes);
   try {
     const meta = session.inputMetadata;
@@ -166,27 +150,21 @@ export async function evaluateOnnx(
       }
       : { name: first.name, dtype: inputs.dtype, shape: null };
     const counts = tally(target, inputs, labels, options.batchSize);
-    const ortType = ORT_TYPES[inputs.dtype];
-    if (ortType === undefined) throw new Error(`Cannot evaluate: onnxruntime cannot take ${inputs.dtype} inputs`);
+    if (ORT_TYPES[inputs.dtype] === undefined) {
+      throw new Error(`Cannot evaluate: onnxruntime cannot take ${inputs.dtype} inputs`);
+    }
     const outputName = session.outputNames[0];
     for (const batch of counts.batches()) {
-      // deno-lint-ignore no-explicit-any
-      const fed = new ort.Tensor(ortType, batch.batch.data as any, [...batch.batch.shape]);
-      const out = (await session.run({ [target.name]: fed }))[outputName];
-      const dtype = dtypeOfOrt(out.type);
-      if (dtype === undefined || Array.isArray(out.data)) {
+      const out = (await session.run({ [target.name]: toOrtTensor(ort, batch.batch) }))[outputName];
+      if (dtypeOfOrt(out.type) === undefined || Array.isArray(out.data)) {
         throw new Error(`Cannot evaluate: output "${outputName}" is ${out.type}, not numeric scores`);
       }
-      counts.score({ dtype, shape: [...out.dims], data: out.data as TensorData }, batch);
+      counts.score(fromOrtTensor(out), batch);
     }
     return counts.result();
   } finally {
     await session.release();
   }
-}
-
-function dtypeOfOrt(type: string): DType | undefined {
-  return (Object.keys(ORT_TYPES) as DType[]).find((d) => ORT_TYPES[d] === type);
 }
 
 /** One batch: the slice fed to the model and which samples it holds. */

@@ -1,9 +1,10 @@
 /**
- * Tensor comparison for tests: the ONNX backend test's rule (|a - b| <= atol +
- * rtol * |b|, NaN equals NaN, exact for integers, booleans and strings).
+ * Tensor helpers for tests: comparison by the ONNX backend test's rule (|a - b| <=
+ * atol + rtol * |b|, NaN equals NaN, exact for integers, booleans and strings) and
+ * seeded inputs.
  * @module
  */
-import { type Tensor, toFloat64 } from "../ir/tensor.ts";
+import { type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
 
 /** Tolerances of {@linkcode compareTensors}. */
 export interface Tolerance {
@@ -40,4 +41,16 @@ export function compareTensors(actual: Tensor, expected: Tensor, tol: Tolerance 
     }
   }
   return null;
+}
+
+/** Deterministic inputs in [0, 1) from a small LCG (tests must not depend on Math.random). */
+export function randomInput(shape: readonly number[], seed: number): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    data[i] = s / 2 ** 32;
+  }
+  return tensor("f32", shape, data);
 }

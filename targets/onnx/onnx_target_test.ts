@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import * as ort from "onnxruntime-node";
 import { compile } from "../../driver/compile.ts";
+import { runOnnxruntime } from "../../driver/onnxruntime.ts";
 import { attr } from "../../ir/attributes.ts";
 import { Graph, Op, Value } from "../../ir/graph.ts";
 import { interpret } from "../../ir/interpreter.ts";
@@ -16,10 +16,10 @@ import { Module } from "../../ir/module.ts";
 import { importOnnx } from "../../ir/onnx/import.ts";
 import { printModule } from "../../ir/printer.ts";
 import { inferShapes } from "../../ir/shape.ts";
-import { float32Tensor, type Tensor, tensor } from "../../ir/tensor.ts";
-import { type DType, isTensorType } from "../../ir/types.ts";
+import { float32Tensor, type Tensor } from "../../ir/tensor.ts";
+import { isTensorType } from "../../ir/types.ts";
 import { BACKEND_DATA_DIR, backendDataAvailable, loadDataSets } from "../../tests/onnx_backend.ts";
-import { compareTensors } from "../../tests/tensor_compare.ts";
+import { compareTensors, randomInput } from "../../tests/tensor_compare.ts";
 import type { Artifacts, TargetContext } from "../target.ts";
 import { onnxTarget } from "./onnx_target.ts";
 
@@ -84,56 +84,6 @@ async function checkModel(artifacts: Artifacts, modelFile: string): Promise<stri
   }
 }
 
-const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
-  f32: "float32",
-  f64: "float64",
-  i32: "int32",
-  i64: "int64",
-  u8: "uint8",
-  i8: "int8",
-  bool: "bool",
-};
-
-/** Run a model (bytes, or a file path for models with external data) in onnxruntime-node. */
-async function runOrt(model: Uint8Array | string, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
-  // Severity 3 (errors only): onnxruntime warns about every opset-6 backend model, which is not news here.
-  const options: ort.InferenceSession.SessionOptions = { logSeverityLevel: 3 };
-  const session = typeof model === "string"
-    ? await ort.InferenceSession.create(model, options)
-    : await ort.InferenceSession.create(model, options);
-  try {
-    const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) {
-      const type = ORT_TYPES[t.dtype as DType];
-      if (type === undefined) throw new Error(`test harness: no onnxruntime type for ${t.dtype}`);
-      ortFeeds[name] = new ort.Tensor(type, t.data as Float32Array, [...t.shape]);
-    }
-    const out = await session.run(ortFeeds);
-    const ours = Object.entries(ORT_TYPES) as [DType, string][];
-    return Object.fromEntries(
-      Object.entries(out).map(([name, t]) => {
-        const dtype = ours.find(([, o]) => o === t.type)?.[0];
-        if (dtype === undefined) throw new Error(`test harness: onnxruntime output type ${t.type}`);
-        return [name, tensor(dtype, [...t.dims], t.data as Float32Array)];
-      }),
-    );
-  } finally {
-    await session.release();
-  }
-}
-
-/** Deterministic inputs in [0, 1) from a small LCG (tests must not depend on Math.random). */
-function randomInput(shape: number[], seed: number): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s / 2 ** 32;
-  }
-  return tensor("f32", shape, data);
-}
-
 interface ModelCase {
   label: string;
   bytes: Uint8Array;
@@ -180,7 +130,7 @@ for (const { label, bytes, feeds } of modelCases()) {
         if (verdict !== "OK") console.warn(`${label}: ${verdict}`);
       }
       const ours = interpret(importOnnx(emitted), feeds);
-      const reference = await runOrt(emitted, feeds);
+      const reference = await runOnnxruntime(emitted, feeds);
       assert.deepEqual(Object.keys(reference).sort(), Object.keys(expected).sort());
       for (const [name, t] of Object.entries(reference)) {
         assert.equal(compareTensors(t, expected[name], { rtol: 1e-4, atol: 1e-4 }), null, `onnxruntime output ${name}`);
@@ -274,7 +224,7 @@ Deno.test("onnxTarget output runs in onnxruntime with external data beside it", 
   const dir = await Deno.makeTempDir();
   try {
     for (const [name, bytes] of artifacts) await Deno.writeFile(join(dir, name), bytes);
-    const got = await runOrt(join(dir, "cnn.onnx"), feeds);
+    const got = await runOnnxruntime(join(dir, "cnn.onnx"), feeds);
     assert.equal(compareTensors(got.y, expected.y, { rtol: 1e-4, atol: 1e-4 }), null);
   } finally {
     await Deno.remove(dir, { recursive: true });
