@@ -143,6 +143,33 @@ export { defineTarget } from "./targets/target.ts";
 export { builtinTargets } from "./targets/builtin.ts";
 export { onnxTarget, onnxTargetOptions } from "./targets/onnx/onnx_target.ts";
 
+// Block floating point: the exact numerics every BFP target reproduces.
+export type {
+  BfpAccumulatorOptions,
+  BfpBlocking,
+  BfpDotResult,
+  BfpExponentRule,
+  BfpFormat,
+  BfpLayerShape,
+  BfpPartitionCost,
+  BfpRng,
+  BfpRounding,
+  BfpScheme,
+  BfpTensor,
+} from "./ir/bfp.ts";
+export {
+  alignToExponent,
+  BFP_ROUNDINGS,
+  bfpDot,
+  bfpFormat,
+  bfpFormatOf,
+  convLayerShape,
+  dequantizeBfp,
+  partitionCost,
+  quantizeBfp,
+  schemeBlocking,
+} from "./ir/bfp.ts";
+
 // Data: .npy files and accuracy.
 export { readNpy, writeNpy } from "./data/npy.ts";
 export type { EvaluateOptions, EvaluationResult } from "./driver/evaluate.ts";
