@@ -127,6 +127,9 @@ export { canonicalizeOptions, canonicalizePass } from "./passes/canonicalize.ts"
 export type { DeadCodeCounts } from "./passes/dce.ts";
 export { dceOptions, dcePass, eliminateDeadCode } from "./passes/dce.ts";
 export { foldBnOptions, foldBnPass } from "./passes/fold_bn.ts";
+export { factorizeOp, RANK_UNSET, svdOptions, svdPass } from "./passes/svd.ts";
+export type { FloatArray, RandomizedSvdOptions, Svd } from "./passes/linalg.ts";
+export { exactSvd, randomizedSvd, truncatedSvd } from "./passes/linalg.ts";
 export type { PruneOptionValues } from "./passes/prune.ts";
 export { pruneOptions, prunePass, takeChannels } from "./passes/prune.ts";
 export type {

@@ -8,6 +8,7 @@ import { foldBnPass } from "./fold_bn.ts";
 import type { OptionSchema } from "./options.ts";
 import type { Pass } from "./pass.ts";
 import { prunePass } from "./prune.ts";
+import { svdPass } from "./svd.ts";
 
 /** Every built-in pass. */
-export const builtinPasses: readonly Pass<OptionSchema>[] = [foldBnPass, canonicalizePass, dcePass, prunePass];
+export const builtinPasses: readonly Pass<OptionSchema>[] = [foldBnPass, canonicalizePass, dcePass, svdPass, prunePass];

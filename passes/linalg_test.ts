@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import {
+  cholesky,
+  exactSvd,
+  gaussianSource,
+  orthonormalize,
+  randomizedSvd,
+  solveLowerRight,
+  type Svd,
+  truncatedSvd,
+} from "./linalg.ts";
+
+function randomMatrix(m: number, n: number, seed: number): Float64Array {
+  const r = gaussianSource(seed);
+  return Float64Array.from({ length: m * n }, r);
+}
+
+/** `max |A - U S Vt|` and the largest deviation of `U^T U` and `V^T V` from the identity. */
+function check(a: ArrayLike<number>, svd: Svd): { recon: number; orth: number } {
+  const { m, n, k, u, s, vt } = svd;
+  let recon = 0;
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let v = 0;
+      for (let p = 0; p < k; p++) v += u[i * k + p] * s[p] * vt[p * n + j];
+      recon = Math.max(recon, Math.abs(v - a[i * n + j]));
+    }
+  }
+  let orth = 0;
+  for (let p = 0; p < k; p++) {
+    for (let q = 0; q < k; q++) {
+      let du = 0;
+      let dv = 0;
+      for (let i = 0; i < m; i++) du += u[i * k + p] * u[i * k + q];
+      for (let j = 0; j < n; j++) dv += vt[p * n + j] * vt[q * n + j];
+      const id = p === q ? 1 : 0;
+      orth = Math.max(orth, Math.abs(du - id), Math.abs(dv - id));
+    }
+  }
+  return { recon, orth };
+}
+
+Deno.test("exactSvd() reconstructs tall and wide matrices with orthonormal factors and sorted values", () => {
+  for (const [m, n] of [[9, 5], [5, 9], [6, 6]]) {
+    const a = randomMatrix(m, n, m * 10 + n);
+    const svd = exactSvd(a, m, n);
+    assert.equal(svd.k, Math.min(m, n));
+    const { recon, orth } = check(a, svd);
+    assert.ok(recon < 1e-12 && orth < 1e-12, `${m}x${n}: ${recon} ${orth}`);
+    for (let i = 1; i < svd.k; i++) assert.ok(svd.s[i - 1] >= svd.s[i]);
+  }
+});
+
+/** `m x n` matrix of rank `r` with singular values 2^-i (i < r). */
+function lowRank(m: number, n: number, r: number, seed: number): { a: Float64Array; s: number[] } {
+  const qu = orthonormalize(randomMatrix(m, r, seed), m, r).q;
+  const qv = orthonormalize(randomMatrix(n, r, seed + 1), n, r).q;
+  const s = Array.from({ length: r }, (_, i) => 2 ** -i);
+  const a = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let v = 0;
+      for (let p = 0; p < r; p++) v += qu[i * r + p] * s[p] * qv[j * r + p];
+      a[i * n + j] = v;
+    }
+  }
+  return { a, s };
+}
+
+Deno.test("randomizedSvd() recovers the spectrum and factors of a low-rank matrix (float64 and float32)", () => {
+  const { a, s } = lowRank(300, 200, 8, 5);
+  const svd = randomizedSvd(a, 300, 200, 8);
+  assert.equal(svd.k, 8);
+  s.forEach((v, i) => assert.ok(Math.abs(svd.s[i] - v) < 1e-10, `s${i}: ${svd.s[i]} vs ${v}`));
+  const { recon, orth } = check(a, svd);
+  assert.ok(recon < 1e-10 && orth < 1e-10, `${recon} ${orth}`);
+  const svd32 = randomizedSvd(Float32Array.from(a), 300, 200, 8);
+  s.forEach((v, i) => assert.ok(Math.abs(svd32.s[i] - v) < 1e-5, `f32 s${i}: ${svd32.s[i]} vs ${v}`));
+});
+
+Deno.test("randomizedSvd() on a full-rank matrix is close to the optimal truncation and reproducible", () => {
+  const m = 200;
+  const n = 150;
+  // Decaying spectrum: A = X diag(0.9^j) Y.
+  const x = randomMatrix(m, n, 9);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) x[i * n + j] *= 0.9 ** j;
+  const y = randomMatrix(n, n, 10);
+  const a = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let p = 0; p < n; p++) {
+      const xv = x[i * n + p];
+      for (let j = 0; j < n; j++) a[i * n + j] += xv * y[p * n + j];
+    }
+  }
+  const exact = exactSvd(a, m, n);
+  const k = 10;
+  const approx = randomizedSvd(a, m, n, k);
+  const tail = (s: Float64Array, from: number): number => s.slice(from).reduce((t, v) => t + v * v, 0);
+  const optimal = Math.sqrt(tail(exact.s, k));
+  let err = 0;
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let v = 0;
+      for (let p = 0; p < k; p++) v += approx.u[i * k + p] * approx.s[p] * approx.vt[p * n + j];
+      err += (a[i * n + j] - v) ** 2;
+    }
+  }
+  assert.ok(Math.sqrt(err) < 1.01 * optimal, `${Math.sqrt(err)} vs optimal ${optimal}`);
+  assert.deepEqual(randomizedSvd(a, m, n, k).s, approx.s);
+  assert.deepEqual(truncatedSvd(Float64Array.from(a), m, n, k).s, exact.s.slice(0, k));
+});
+
+Deno.test("orthonormalize() gives Q R = Y and continues the basis past dependent columns", () => {
+  const m = 7;
+  const y = randomMatrix(m, 3, 3);
+  for (let i = 0; i < m; i++) y[i * 3 + 2] = 2 * y[i * 3] - y[i * 3 + 1]; // third column dependent
+  const { q, r } = orthonormalize(y, m, 3);
+  for (let p = 0; p < 3; p++) {
+    for (let s = 0; s < 3; s++) {
+      let d = 0;
+      for (let i = 0; i < m; i++) d += q[i * 3 + p] * q[i * 3 + s];
+      assert.ok(Math.abs(d - (p === s ? 1 : 0)) < 1e-12);
+    }
+  }
+  assert.equal(r[2 * 3 + 2], 0);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < 3; j++) {
+      let v = 0;
+      for (let p = 0; p <= j; p++) v += q[i * 3 + p] * r[p * 3 + j];
+      assert.ok(Math.abs(v - y[i * 3 + j]) < 1e-12);
+    }
+  }
+});
+
+Deno.test("cholesky() factors an SPD matrix, solveLowerRight() undoes it, and a non-SPD matrix is refused", () => {
+  const n = 5;
+  const b = randomMatrix(n, n, 4);
+  const c = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) for (let p = 0; p < n; p++) c[i * n + j] += b[i * n + p] * b[j * n + p];
+    c[i * n + i] += 0.1;
+  }
+  const l = cholesky(c, n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let v = 0;
+      for (let p = 0; p < n; p++) v += l[i * n + p] * l[j * n + p];
+      assert.ok(Math.abs(v - c[i * n + j]) < 1e-12);
+    }
+  }
+  // X L = B  with B = Z L: X must be Z.
+  const z = randomMatrix(2, n, 6);
+  const zl = new Float64Array(2 * n);
+  for (let r = 0; r < 2; r++) {
+    for (let j = 0; j < n; j++) for (let p = 0; p < n; p++) zl[r * n + j] += z[r * n + p] * l[p * n + j];
+  }
+  const x = solveLowerRight(zl, 2, l, n);
+  x.forEach((v, i) => assert.ok(Math.abs(v - z[i]) < 1e-12));
+  assert.throws(() => cholesky(new Float64Array([1, 2, 2, 1]), 2), {
+    message: "matrix is not positive definite (pivot 1 is -3)",
+  });
+});

@@ -1,0 +1,372 @@
+import assert from "node:assert/strict";
+import { defaultRegistry } from "../driver/compile.ts";
+import type { Attribute } from "../ir/attributes.ts";
+import { Graph, Op, Value } from "../ir/graph.ts";
+import { interpret } from "../ir/interpreter.ts";
+import { Module } from "../ir/module.ts";
+import { builtinOps } from "../ir/ops/builtin.ts";
+import { inferShapes } from "../ir/shape.ts";
+import { float32Tensor, type Tensor } from "../ir/tensor.ts";
+import type { Dim } from "../ir/types.ts";
+import { verifyModule } from "../ir/verifier.ts";
+import { runPipeline } from "./manager.ts";
+import { defaultOptions, type OptionValues } from "./options.ts";
+import type { Diagnostic, PassContext, StatValue } from "./pass.ts";
+import { parsePipeline } from "./pipeline.ts";
+import { factorizeOp, svdOptions, svdPass } from "./svd.ts";
+
+function random(seed: number): () => number {
+  let s = seed;
+  return () => {
+    s = (s * 16807) % 2147483647;
+    return s / 2147483647 - 0.5;
+  };
+}
+
+function randomTensor(shape: number[], seed: number): Tensor {
+  const r = random(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  return float32Tensor(shape, Float32Array.from({ length: n }, r));
+}
+
+type Attrs = [string, Attribute][];
+const ints = (value: number[]): Attribute => ({ kind: "ints", value });
+const int = (value: number): Attribute => ({ kind: "int", value });
+
+/** One-layer module `y = op(x, w[, b])`, shapes inferred. */
+function oneLayer(type: string, xShape: Dim[], weight: Tensor, bias: Tensor | null, attributes: Attrs): Module {
+  const g = new Graph();
+  const x = g.addInput(new Value("x", { elem: "f32", shape: xShape }));
+  const w = g.addConstant("fc.weight", weight, { elem: "f32", shape: [...weight.shape] });
+  const operands = [x, w];
+  if (bias !== null) operands.push(g.addConstant("fc.bias", bias, { elem: "f32", shape: [...bias.shape] }));
+  const op = g.addOp(new Op({ name: "fc", type, operands, results: [new Value("y")], attributes }));
+  g.outputs.push(op.result);
+  const m = new Module(g);
+  inferShapes(m);
+  return m;
+}
+
+function relativeError(a: Tensor, b: Tensor): number {
+  assert.deepEqual(a.shape, b.shape);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.data.length; i++) {
+    num += (Number(a.data[i]) - Number(b.data[i])) ** 2;
+    den += Number(a.data[i]) ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+/** Factor the only layer at full rank and compare outputs before and after. */
+function checkFullRank(m: Module, x: Tensor, mode: "channel" | "spatial" = "channel"): void {
+  const before = interpret(m, { x }).y;
+  const op = m.graph.ops[0];
+  const rank = Math.min(...fullRankDims(m, mode));
+  const weightError = factorizeOp(m, op, rank, mode);
+  inferShapes(m);
+  verifyModule(m);
+  assert.equal(m.graph.ops.length, 2);
+  const after = interpret(m, { x }).y;
+  assert.ok(weightError < 1e-6, `weight error ${weightError}`);
+  const err = relativeError(before, after);
+  assert.ok(err < 1e-4, `output error ${err}`);
+}
+
+function fullRankDims(m: Module, mode: string): number[] {
+  const op = m.graph.ops[0];
+  const w = op.operand(1)!.constant!.shape;
+  if (op.type !== "Conv") return [...w];
+  return mode === "channel" ? [w[0], w[1] * w[2] * w[3]] : [w[1] * w[2], w[0] * w[3]];
+}
+
+Deno.test("factorizeOp() at full rank reproduces Gemm with transB=1, alpha, beta and bias", () => {
+  const m = oneLayer("Gemm", ["N", 12], randomTensor([7, 12], 1), randomTensor([7], 2), [
+    ["transB", int(1)],
+    ["alpha", { kind: "float", value: 0.5 }],
+    ["beta", { kind: "float", value: 2 }],
+  ]);
+  checkFullRank(m, randomTensor([5, 12], 3));
+});
+
+Deno.test("factorizeOp() gives the first Gemm a zero C before opset 11, where C is required", () => {
+  const m = oneLayer("Gemm", ["N", 6], randomTensor([6, 4], 16), randomTensor([4], 17), []);
+  m.opsets.set("", 9);
+  checkFullRank(m, randomTensor([3, 6], 18));
+  assert.deepEqual(m.graph.ops[0].operands.map((v) => v?.name), ["x", "fc.svd.v", "fc.svd.zero"]);
+  assert.deepEqual(m.graph.ops[0].operand(2)!.constant!.shape, [4]);
+});
+
+Deno.test("factorizeOp() at full rank reproduces Gemm with transB=0 and transA=1", () => {
+  const m = oneLayer("Gemm", [12, "N"], randomTensor([12, 9], 4), randomTensor([9], 5), [["transA", int(1)]]);
+  checkFullRank(m, randomTensor([12, 4], 6));
+});
+
+Deno.test("factorizeOp() at full rank reproduces MatMul by a constant weight (batched input)", () => {
+  const m = oneLayer("MatMul", [2, "N", 10], randomTensor([10, 6], 7), null, []);
+  checkFullRank(m, randomTensor([2, 3, 10], 8));
+});
+
+const convAttrs = (strides: number[], pads: number[], dilations: number[], k: number[]): Attrs => [
+  ["kernel_shape", ints(k)],
+  ["strides", ints(strides)],
+  ["pads", ints(pads)],
+  ["dilations", ints(dilations)],
+];
+
+Deno.test("factorizeOp() at full rank reproduces Conv in channel mode with strides, pads and dilations", () => {
+  const m = oneLayer(
+    "Conv",
+    ["N", 3, 11, 10],
+    randomTensor([5, 3, 3, 2], 9),
+    randomTensor([5], 10),
+    convAttrs([2, 1], [1, 0, 2, 1], [2, 1], [3, 2]),
+  );
+  checkFullRank(m, randomTensor([2, 3, 11, 10], 11), "channel");
+});
+
+Deno.test("factorizeOp() at full rank reproduces Conv in spatial mode with strides, pads and dilations", () => {
+  const m = oneLayer(
+    "Conv",
+    ["N", 3, 11, 10],
+    randomTensor([5, 3, 3, 2], 12),
+    randomTensor([5], 13),
+    convAttrs([2, 3], [1, 2, 0, 1], [2, 2], [3, 2]),
+  );
+  checkFullRank(m, randomTensor([2, 3, 11, 10], 14), "spatial");
+  const [first, second] = m.graph.ops;
+  assert.deepEqual(first.ints("kernel_shape"), [3, 1]);
+  assert.deepEqual(first.ints("strides"), [2, 1]);
+  assert.deepEqual(first.ints("pads"), [1, 0, 0, 0]);
+  assert.deepEqual(second.ints("kernel_shape"), [1, 2]);
+  assert.deepEqual(second.ints("strides"), [1, 3]);
+  assert.deepEqual(second.ints("pads"), [0, 2, 0, 1]);
+  assert.deepEqual(second.ints("dilations"), [1, 2]);
+});
+
+Deno.test("factorizeOp() rejects a grouped conv, naming it", () => {
+  const m = oneLayer("Conv", ["N", 4, 5, 5], randomTensor([4, 2, 3, 3], 15), null, [
+    ["group", int(2)],
+    ["kernel_shape", ints([3, 3])],
+  ]);
+  assert.throws(() => factorizeOp(m, m.graph.ops[0], 2), {
+    message: 'op "fc" (Conv): not a decomposable FC or groups=1 Conv with a constant weight',
+  });
+});
+
+/** A `m x n` weight (transB layout) with singular values `s` (left/right vectors: permuted identities). */
+function spectrumWeight(m: number, n: number, s: number[]): Tensor {
+  const data = new Float32Array(m * n);
+  s.forEach((v, i) => (data[i * n + ((i * 3) % n)] = v));
+  return float32Tensor([m, n], data);
+}
+
+interface Run {
+  changed: boolean;
+  stats: Record<string, StatValue>;
+  diagnostics: { severity: string; message: string }[];
+  logs: string[];
+}
+
+function runSvd(
+  m: Module,
+  options: Partial<OptionValues<typeof svdOptions>>,
+  calibration: Record<string, Tensor> | null = null,
+): Run {
+  const run: Run = { changed: false, stats: {}, diagnostics: [], logs: [] };
+  const ctx: PassContext = {
+    ops: builtinOps,
+    calibration,
+    stat: (k, v) => (run.stats[k] = v),
+    emit: (severity, message) => run.diagnostics.push({ severity, message }),
+    log: (message) => run.logs.push(message),
+    analysis: () => {
+      throw new Error("unused");
+    },
+  };
+  run.changed = svdPass.run(m, { ...defaultOptions(svdOptions), keepLast: false, ...options }, ctx) as boolean;
+  return run;
+}
+
+function rankOf(run: Run, name = "fc"): number | undefined {
+  const layers = run.stats.layers as Record<string, Record<string, number>>;
+  return layers[name]?.rank;
+}
+
+const spectrum = [10, 8, 6, 4, 2, 1, 0.5, 0.25];
+const energyOf = (k: number): number => spectrum.slice(0, k).reduce((a, v) => a + v * v, 0);
+const gemm16 = (): Module => oneLayer("Gemm", ["N", 16], spectrumWeight(16, 16, spectrum), null, [["transB", int(1)]]);
+
+Deno.test("svd energy=e keeps the fewest singular values holding e of the squared spectrum", () => {
+  const total = energyOf(8);
+  for (const energy of [0.5, 0.9, 0.99, 0.999]) {
+    const expected = [1, 2, 3, 4, 5, 6, 7, 8].find((k) => energyOf(k) >= energy * total)!;
+    const run = runSvd(gemm16(), { energy });
+    assert.equal(rankOf(run), expected, `energy ${energy}`);
+  }
+});
+
+Deno.test("svd rank=N keeps N values and reports params, MACs and the weight error", () => {
+  const run = runSvd(gemm16(), { rank: 3 });
+  const layer = (run.stats.layers as Record<string, Record<string, StatValue>>).fc;
+  assert.equal(layer.rank, 3);
+  assert.equal(layer["params-before"], 256);
+  assert.equal(layer["params-after"], 3 * 32);
+  assert.equal(layer["macs-after"], 3 * 32);
+  const expected = Math.sqrt((energyOf(8) - energyOf(3)) / energyOf(8));
+  assert.ok(Math.abs((layer["weight-error"] as number) - expected) < 1e-6);
+  assert.deepEqual((layer.spectrum as number[]).slice(0, 3).map((x) => Math.round(x)), [10, 8, 6]);
+  assert.equal(run.stats["params-after"], 96);
+});
+
+Deno.test("svd speedup=s picks the largest rank with MACs at most 1/s of the layer", () => {
+  // 16x16: rank k costs 32k; speedup 2 → k ≤ 4; speedup 3 → k ≤ 2 (85.3 / 32).
+  assert.equal(rankOf(runSvd(gemm16(), { speedup: 2 })), 4);
+  assert.equal(rankOf(runSvd(gemm16(), { speedup: 3 })), 2);
+});
+
+Deno.test("svd leaves a layer alone when the rank is not cheaper (k >= m n / (m + n))", () => {
+  // 16x16: breakeven 8; rank 8 costs 256 = m n.
+  const run = runSvd(gemm16(), { rank: 8 });
+  assert.equal(run.changed, false);
+  assert.equal(run.stats["layers-decomposed"], 0);
+  assert.ok(run.logs.some((l) => l.includes("rank 8 is not cheaper than the layer (at most 7)")));
+  assert.equal(rankOf(runSvd(gemm16(), { rank: 7 })), 7);
+});
+
+/** Two FC layers, `a` (16x16, fast-decaying spectrum) and `b` (16x16, flat spectrum). */
+function twoLayers(): Module {
+  const g = new Graph();
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 16] }));
+  const wa = spectrumWeight(16, 16, [10, 1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.01]);
+  const wb = spectrumWeight(16, 16, [1, 1, 1, 1, 1, 1, 1, 1]);
+  const a = g.addConstant("a.weight", wa, { elem: "f32", shape: [16, 16] });
+  const b = g.addConstant("b.weight", wb, { elem: "f32", shape: [16, 16] });
+  const opA = g.addOp(
+    new Op({ name: "a", type: "Gemm", operands: [x, a], results: [new Value("ya")], attributes: [["transB", int(1)]] }),
+  );
+  const opB = g.addOp(
+    new Op({
+      name: "b",
+      type: "Gemm",
+      operands: [opA.result, b],
+      results: [new Value("y")],
+      attributes: [["transB", int(1)]],
+    }),
+  );
+  g.outputs.push(opB.result);
+  const m = new Module(g);
+  inferShapes(m);
+  return m;
+}
+
+Deno.test("svd budget=b cuts the layer with the least energy per parameter first", () => {
+  // Original 512 params; budget 0.5 → at most 256. Layer a loses almost nothing at rank 1 (32 params),
+  // so the greedy rule takes a down to 1 before it touches b (b stays whole: 32 + 256 = 288 > 256 → b to 7 = 224).
+  const run = runSvd(twoLayers(), { budget: 0.5 });
+  assert.equal(rankOf(run, "a"), 1);
+  assert.equal(rankOf(run, "b"), 7);
+  assert.ok((run.stats["params-after"] as number) <= 256);
+  const macs = runSvd(twoLayers(), { budget: 0.5, budgetMetric: "macs" });
+  assert.equal(rankOf(macs, "a"), 1);
+});
+
+Deno.test("svd skip=[names] and keep-last leave layers alone", () => {
+  const skipped = runSvd(twoLayers(), { energy: 0.9, skip: ["a", "nope"] });
+  assert.equal(rankOf(skipped, "a"), undefined);
+  assert.ok(skipped.diagnostics.some((d) => d.severity === "warning" && d.message === 'skip names no op: "nope"'));
+  const kept = runSvd(twoLayers(), { energy: 0.9, keepLast: true });
+  assert.equal(rankOf(kept, "a"), 1);
+  assert.equal(rankOf(kept, "b"), undefined);
+  assert.ok(kept.logs.includes('keeping the last layer "b" (keep-last=true)'));
+});
+
+Deno.test("svd reports a layer with NaN or Inf weights by name and leaves it alone", () => {
+  const w = spectrumWeight(16, 16, spectrum);
+  (w.data as Float32Array)[5] = NaN;
+  const m = oneLayer("Gemm", ["N", 16], w, null, [["transB", int(1)]]);
+  const run = runSvd(m, { rank: 2 });
+  assert.equal(run.changed, false);
+  assert.deepEqual(run.diagnostics, [{
+    severity: "warning",
+    message: 'op "fc" (Gemm): weights hold NaN or Inf; layer left alone',
+  }]);
+});
+
+Deno.test("svd refuses two rank rules at once", () => {
+  const run = runSvd(gemm16(), { rank: 2, speedup: 2 });
+  assert.equal(run.changed, false);
+  assert.equal(
+    run.diagnostics[0].message,
+    "give at most one of rank, speedup and budget (energy is used when none is given)",
+  );
+});
+
+Deno.test("svd options reject bad energy, rank and mode with the valid range", () => {
+  const registry = defaultRegistry();
+  const bad: [string, string][] = [
+    ["svd{energy=0}", "must be a number in (0, 1]"],
+    ["svd{energy=1.5}", "must be a number in (0, 1]"],
+    ["svd{rank=0}", "must be an integer in [1, inf)"],
+    ["svd{rank=2.5}", "must be an integer in [1, inf)"],
+    ["svd{rank=-3}", "must be an integer in [1, inf)"],
+    ["svd{mode=diagonal}", "must be one of channel, spatial"],
+  ];
+  for (const [text, message] of bad) {
+    assert.throws(() => parsePipeline(text, registry), (e: Error) => {
+      assert.ok(e.message.includes(message), `${text}: ${e.message}`);
+      return true;
+    });
+  }
+});
+
+Deno.test("svd data-aware=true lowers the output error on calibration data below the weight SVD's", () => {
+  // Inputs with very unequal feature scales: the weight SVD keeps directions the data never excites.
+  const n = 16;
+  const w = randomTensor([12, n], 21);
+  const r = random(22);
+  const rows = 200;
+  const x = new Float32Array(rows * n);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < n; j++) x[i * n + j] = r() * (j < 4 ? 10 : 0.1);
+  const calibration = { x: float32Tensor([rows, n], x) };
+  const plain = runSvd(oneLayer("Gemm", ["N", n], w, null, [["transB", int(1)]]), { rank: 4 }, calibration);
+  const aware = runSvd(
+    oneLayer("Gemm", ["N", n], w, null, [["transB", int(1)]]),
+    { rank: 4, dataAware: true },
+    calibration,
+  );
+  const stat = (run: Run): Record<string, number> => (run.stats.layers as Record<string, Record<string, number>>).fc;
+  assert.ok(
+    stat(aware)["output-error"] < 0.5 * stat(plain)["output-error"],
+    JSON.stringify([stat(aware), stat(plain)]),
+  );
+  assert.ok(stat(aware)["weight-error"] > stat(plain)["weight-error"]);
+  assert.equal(stat(aware)["data-aware"] as unknown, true);
+});
+
+Deno.test("svd data-aware conv (channel mode) lowers output error and the pipeline result verifies", async () => {
+  const m = () =>
+    oneLayer("Conv", ["N", 4, 8, 8], randomTensor([8, 4, 3, 3], 31), randomTensor([8], 32), [
+      ["kernel_shape", ints([3, 3])],
+      ["pads", ints([1, 1, 1, 1])],
+    ]);
+  const r = random(33);
+  const x = new Float32Array(16 * 4 * 64);
+  for (let i = 0; i < x.length; i++) x[i] = r() * (Math.floor(i / 64) % 4 === 0 ? 10 : 0.1);
+  const calibration = { x: float32Tensor([16, 4, 8, 8], x) };
+  const plain = runSvd(m(), { rank: 3 }, calibration);
+  const aware = runSvd(m(), { rank: 3, dataAware: true }, calibration);
+  const stat = (run: Run): Record<string, number> => (run.stats.layers as Record<string, Record<string, number>>).fc;
+  assert.ok(stat(aware)["output-error"] < stat(plain)["output-error"]);
+  // Through the pass manager: shapes inferred and verified after the pass.
+  const module = m();
+  const registry = defaultRegistry();
+  const records = await runPipeline(module, parsePipeline("svd{rank=3,keep-last=false,mode=spatial}", registry), {
+    registry,
+    calibration,
+  });
+  assert.equal(records[0].changed, true);
+  assert.deepEqual(module.graph.ops.map((op) => op.name), ["fc.svd", "fc"]);
+  const diagnostics: Diagnostic[] = records[0].diagnostics;
+  assert.deepEqual(diagnostics, []);
+});
