@@ -27,6 +27,7 @@ import { tensorFromProto, tensorToProto } from "../ir/onnx/tensor_proto.ts";
 import { type Tensor, tensorBytes, tensorHash, toFloat64 } from "../ir/tensor.ts";
 import type { DType } from "../ir/types.ts";
 import { tensorType } from "../ir/types.ts";
+import { ORT_TYPES } from "../driver/onnxruntime.ts";
 import {
   BACKEND_SKIP_MESSAGE,
   type BackendCase,
@@ -235,22 +236,6 @@ Deno.test({
 
 // ---------------------------------------------------------------------------
 // onnxruntime on originals and re-exports.
-
-const ORT_TYPES: Partial<Record<DType, ort.Tensor.Type>> = {
-  f32: "float32",
-  f64: "float64",
-  f16: "float16",
-  i8: "int8",
-  i16: "int16",
-  i32: "int32",
-  i64: "int64",
-  u8: "uint8",
-  u16: "uint16",
-  u32: "uint32",
-  u64: "uint64",
-  bool: "bool",
-  string: "string",
-};
 
 // onnxruntime-node 1.30's native binding cannot read a Float16Array (Deno has one: "not enough space:
 // expected 24, got 0"), so let onnxruntime-common's one-time typed-array check pick Uint16Array for float16.
