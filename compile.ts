@@ -14,7 +14,7 @@ import { compile, type CompileOptions, type CompileResult, defaultRegistry } fro
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
 import { describeRange, kebabCase, type OptionSchema } from "./passes/options.ts";
-import { PipelineError } from "./passes/pipeline.ts";
+import { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
 import type { Tensor } from "./ir/tensor.ts";
 
 const DEFAULT_MODEL = new URL("./examples/models/vgg_sparse.onnx", import.meta.url).pathname;
@@ -179,6 +179,11 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
 
+  if (args.dumpPipeline) {
+    console.log(printPipeline(parsePipeline(args.passes, registry)));
+    return;
+  }
+
   const modelName = basename(args.model, extname(args.model));
   let modelBytes: Uint8Array;
   try {
@@ -204,11 +209,6 @@ async function main(argv: string[]): Promise<void> {
     const files = args.eval.split(",");
     if (files.length !== 2) throw new CliError(`--eval takes X.npy,Y.npy (inputs and labels), found "${args.eval}"`);
     options.evaluation = { inputs: readTensorFile(files[0], "--eval"), labels: readTensorFile(files[1], "--eval") };
-  }
-  if (args.dumpPipeline) {
-    const { report } = await compile(modelBytes, { ...options, instrument: undefined });
-    console.log(report.pipeline);
-    return;
   }
 
   const result = await compile(modelBytes, options);
