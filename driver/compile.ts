@@ -12,7 +12,7 @@ import { inferShapes } from "../ir/shape.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import { verifyModule } from "../ir/verifier.ts";
 import { builtinPasses } from "../passes/builtin.ts";
-import { type Instrumentation, runPipeline } from "../passes/manager.ts";
+import { runPipeline, type RunPipelineOptions } from "../passes/manager.ts";
 import { kebabCase, type OptionSchema } from "../passes/options.ts";
 import type { Severity } from "../passes/pass.ts";
 import { closestName, parsePipeline, PipelineError, type PipelineStep, printPipeline } from "../passes/pipeline.ts";
@@ -32,8 +32,13 @@ export interface EvaluationData {
   batchSize?: number;
 }
 
-/** Options of {@linkcode compile}. */
-export interface CompileOptions {
+/**
+ * Options of {@linkcode compile}. The debugging options (`verifyEach`,
+ * `printIrBefore`/`After`, `onIr`, `onLog`, `instrument`, ...) are the pass
+ * manager's and are passed through; with `verifyEach: false` the IR is
+ * verified once, at the end.
+ */
+export interface CompileOptions extends Omit<RunPipelineOptions, "registry" | "calibration"> {
   /** Pass pipeline, e.g. `fold-bn,canonicalize,dce` (default `""`: no passes). */
   passes?: string;
   /**
@@ -51,22 +56,6 @@ export interface CompileOptions {
   calibration?: Readonly<Record<string, Tensor>> | Tensor;
   /** Measure top-1 accuracy (reference interpreter) before and after the pipeline; recorded in `report.accuracy`. */
   evaluation?: EvaluationData;
-  /** Infer shapes and verify after every pass (default true); when false the IR is verified once, at the end. */
-  verifyEach?: boolean;
-  /** Dump the IR before these passes (by name) or all of them, through `onIr`. */
-  printIrBefore?: readonly string[] | "all";
-  /** Dump the IR after these passes (by name) or all of them, through `onIr`. */
-  printIrAfter?: readonly string[] | "all";
-  /** Dump the IR after every pass that reported a change. */
-  printIrAfterChange?: boolean;
-  /** Dump the IR after a pass that failed. */
-  printIrAfterFailure?: boolean;
-  /** Receives IR dumps (default: written to stderr). */
-  onIr?: (header: string, ir: string) => void;
-  /** Receives the passes' log lines (default: dropped). */
-  onLog?: (pass: string, message: string) => void;
-  /** Hooks called around every pass. */
-  instrument?: Instrumentation;
   /** How to import the model; `baseDir` lets the importer read external data files beside it. */
   importOptions?: ImportOptions;
 }

@@ -27,7 +27,7 @@ export interface WindowGeometry {
 export interface ConvArgs extends WindowGeometry {
   /** Input, `[batch, inChannels, ...inShape]`. */
   x: FloatArray;
-  /** Weights, `[outChannels, inChannels / group, ...kernel]` (OIHW). */
+  /** Weights, `[outChannels, inChannels / group, ...kernel]` (OIHW; IOHW for {@linkcode convolveTranspose}). */
   w: FloatArray;
   /** Per-output-channel bias, or null. */
   bias: FloatArray | null;
@@ -39,7 +39,7 @@ export interface ConvArgs extends WindowGeometry {
   inChannels: number;
   /** Output channels. */
   outChannels: number;
-  /** Channel groups (`inChannels` for depthwise). */
+  /** Channel groups (`inChannels` for depthwise convolution). */
   group: number;
 }
 
@@ -350,25 +350,12 @@ function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
   }
 }
 
-/** Operands and sizes of {@linkcode convolveTranspose}; geometry is seen from the output (`outShape` is the larger). */
-export interface ConvTransposeArgs extends WindowGeometry {
-  /** Input, `[batch, inChannels, ...inShape]`. */
-  x: FloatArray;
-  /** Weights, `[inChannels, outChannels / group, ...kernel]` (IOHW). */
-  w: FloatArray;
-  /** Per-output-channel bias, or null. */
-  bias: FloatArray | null;
-  /** Output, `[batch, outChannels, ...outShape]`; fully overwritten. */
-  y: FloatArray;
-  /** Batch size. */
-  batch: number;
-  /** Input channels. */
-  inChannels: number;
-  /** Output channels. */
-  outChannels: number;
-  /** Channel groups. */
-  group: number;
-}
+/**
+ * Operands and sizes of {@linkcode convolveTranspose}: those of a convolution,
+ * with weights `[inChannels, outChannels / group, ...kernel]` (IOHW) and the
+ * geometry seen from the output (`outShape` is the larger).
+ */
+export type ConvTransposeArgs = ConvArgs;
 
 /**
  * ONNX ConvTranspose on float storage: every input element scatters

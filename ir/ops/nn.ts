@@ -262,14 +262,19 @@ function convShape(op: Op, x: readonly Dim[], w: readonly Dim[], bias: readonly 
   return { out: [x[0], cout, ...window.out], attrs, window };
 }
 
-function inferConv(op: Op, ctx: InferContext): (TensorType | null)[] {
-  const x = operandType(ctx, 0);
-  const w = operandType(ctx, 1);
-  const b = operandType(ctx, 2);
-  checkSameElem(op, x, w, "W");
-  if (x === null) return [null];
-  if (x.shape === null || w === null || w.shape === null) return [{ elem: x.elem, shape: null }];
-  return [{ elem: x.elem, shape: convShape(op, x.shape, w.shape, b?.shape ?? null).out }];
+/** Shape inference of Conv and ConvTranspose: the element type of X, the shape from `shapeOf`. */
+function inferConvLike(
+  shapeOf: (op: Op, x: readonly Dim[], w: readonly Dim[], b: readonly Dim[] | null) => { out: Dim[] },
+): (op: Op, ctx: InferContext) => (TensorType | null)[] {
+  return (op, ctx) => {
+    const x = operandType(ctx, 0);
+    const w = operandType(ctx, 1);
+    const b = operandType(ctx, 2);
+    checkSameElem(op, x, w, "W");
+    if (x === null) return [null];
+    if (x.shape === null || w === null || w.shape === null) return [{ elem: x.elem, shape: null }];
+    return [{ elem: x.elem, shape: shapeOf(op, x.shape, w.shape, b?.shape ?? null).out }];
+  };
 }
 
 function interpretConv(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
@@ -400,16 +405,6 @@ function convTransposeShape(
     ? { inShape: inDims, outShape: out, kernel, strides: a.strides, dilations: a.dilations, padsBegin }
     : null;
   return { out: [x[0], cout, ...out], geometry };
-}
-
-function inferConvTranspose(op: Op, ctx: InferContext): (TensorType | null)[] {
-  const x = operandType(ctx, 0);
-  const w = operandType(ctx, 1);
-  const b = operandType(ctx, 2);
-  checkSameElem(op, x, w, "W");
-  if (x === null) return [null];
-  if (x.shape === null || w === null || w.shape === null) return [{ elem: x.elem, shape: null }];
-  return [{ elem: x.elem, shape: convTransposeShape(op, x.shape, w.shape, b?.shape ?? null).out }];
 }
 
 function interpretConvTranspose(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
@@ -950,8 +945,13 @@ function macsMatMul(op: Op, operands: readonly (TensorType | null)[]): number {
  * ```
  */
 export const nnOps: OpDef[] = [
-  { type: "Conv", infer: inferConv, interpret: interpretConv, macs: macsConv },
-  { type: "ConvTranspose", infer: inferConvTranspose, interpret: interpretConvTranspose, macs: macsConvTranspose },
+  { type: "Conv", infer: inferConvLike(convShape), interpret: interpretConv, macs: macsConv },
+  {
+    type: "ConvTranspose",
+    infer: inferConvLike(convTransposeShape),
+    interpret: interpretConvTranspose,
+    macs: macsConvTranspose,
+  },
   { type: "MaxPool", infer: inferMaxPool, interpret: interpretMaxPool },
   { type: "AveragePool", infer: inferAveragePool, interpret: interpretAveragePool },
   { type: "GlobalAveragePool", infer: inferGlobalPool, interpret: (op, inputs) => globalPool(op, inputs, "average") },
