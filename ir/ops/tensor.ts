@@ -22,6 +22,7 @@ import {
 import { type Dim, type DType, dtypeFromOnnx, type ElementType, type TensorType } from "../types.ts";
 import {
   broadcastShapes,
+  dimMul,
   dimProduct,
   dimQuotient,
   intValues,
@@ -732,7 +733,7 @@ const depthToSpace: OpDef = {
     rank4(op, t.shape);
     const b = blockSize(op);
     const [n, c, h, w] = t.shape;
-    return [result(t.elem, [n, dimDiv(op, c, b * b, "channels"), mulDim(h, b), mulDim(w, b)])];
+    return [result(t.elem, [n, dimDiv(op, c, b * b, "channels"), dimMul(h, b), dimMul(w, b)])];
   },
   interpret(op, inputs) {
     const x = inputs[0]!;
@@ -748,12 +749,6 @@ const depthToSpace: OpDef = {
   },
 };
 
-/** A dimension times a static factor (symbolic dims stay symbolic: `H*2`). */
-function mulDim(d: Dim, b: number): Dim {
-  if (typeof d === "number") return d * b;
-  return b === 1 ? d : dimProduct([d, b]);
-}
-
 const spaceToDepth: OpDef = {
   type: "SpaceToDepth",
   infer(op, ctx) {
@@ -763,7 +758,7 @@ const spaceToDepth: OpDef = {
     rank4(op, t.shape);
     const b = blockSize(op);
     const [n, c, h, w] = t.shape;
-    return [result(t.elem, [n, mulDim(c, b * b), dimDiv(op, h, b, "height"), dimDiv(op, w, b, "width")])];
+    return [result(t.elem, [n, dimMul(c, b * b), dimDiv(op, h, b, "height"), dimDiv(op, w, b, "width")])];
   },
   interpret(op, inputs) {
     const x = inputs[0]!;
@@ -1385,7 +1380,7 @@ const tile: OpDef = {
     const repeats = intsAt(ctx, 1);
     if (repeats === null) return [result(t.elem, t.shape.map((d) => (d === 0 ? 0 : "?")))];
     const r = tileRepeats(op, t.shape.length, repeats);
-    return [result(t.elem, t.shape.map((d, i) => mulDim(d, r[i])))];
+    return [result(t.elem, t.shape.map((d, i) => dimMul(d, r[i])))];
   },
   interpret(op, inputs) {
     const x = inputs[0]!;
