@@ -35,9 +35,22 @@
  *   splitmix32 stream; one draw per element in memory order).
  * - Dequantize: `m · 2^(e-(L-2))`, exact in float32 for L <= 16, E <= 8.
  * - Integer dot product of a weight block (`ew`) and an input block (`ex`):
- *   `S = Σ m_w,k · m_x,k` in index order in a two's-complement accumulator of
- *   `A` bits that saturates after each addition to `[-2^(A-1), 2^(A-1)-1]`;
- *   the result is `S · 2^(ew + ex - 2(L-2))`. Exact: products need `2L-1` bits.
+ *   `S = Σ m_w,k · m_x,k`, summed exactly (guard bits), then saturated once to
+ *   the two's-complement range of an `A`-bit accumulator `[-2^(A-1), 2^(A-1)-1]`;
+ *   the result is `S · 2^(ew + ex - 2(L-2))`. Products need `2L-1` bits.
+ *   Saturating once (not after every addition) makes the result independent of
+ *   the summation order, so every target may use its own loop order.
+ * - Layer accumulation (a lowered Conv/Gemm output `y` over a reduction of
+ *   length `K` split into block products `S_j`, each exact with unit
+ *   `2^u_j`, `u_j = ew_j + ex_j - 2(L-2)`): the accumulator's unit is
+ *   `u_acc = max_j u_j - g` with `g = max(0, A - 1 - bitLength(K · maxM²))`
+ *   guard bits ({@linkcode accumulatorGuardBits}), so the worst-case sum fits.
+ *   Each `S_j · 2^(u_j - u_acc)` is exact when `u_j >= u_acc` and otherwise
+ *   rounded with the format's rounding; the bias is aligned to `u_acc` with
+ *   {@linkcode alignToExponent}; the terms are summed exactly and saturated
+ *   once to `A` bits; `y = float32(acc · 2^u_acc)` (nearest-even: the output
+ *   conversion). Taps in the zero padding count as all-zero blocks (`e = -bias`).
+ *   With one block per weight row and per input sample every term is exact.
  * - Bias alignment to an accumulator exponent `eacc`:
  *   `b_int = round(b · 2^-eacc)` with the format's rounding mode, saturated to
  *   the accumulator width (for an integer bias `b_m · 2^eb` the same formula is
@@ -534,7 +547,7 @@ export interface BfpDotResult {
   readonly sum: number;
   /** `ew + ex - 2(L-2)`. */
   readonly exponent: number;
-  /** Additions whose exact result left the accumulator's range and were saturated. */
+  /** 1 when the exact sum left the accumulator's range and was saturated, else 0. */
   readonly saturations: number;
 }
 
@@ -545,10 +558,31 @@ function accumulatorBits(options: BfpAccumulatorOptions | undefined): number {
 }
 
 /**
+ * Guard bits of a layer's accumulator: `g = max(0, A - 1 - bitLength(K · maxM²))`,
+ * the left shift that still lets the worst-case sum of `K` products fit in
+ * `A - 1` magnitude bits. Block products are aligned to `max_j u_j - g`, so
+ * blocks with smaller exponents keep `g` more bits before rounding (module header).
+ *
+ * @example e5m8 with a 32-bit accumulator over K = 576 (3x3x64)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { accumulatorGuardBits, bfpFormat } from "./bfp.ts";
+ * assert.equal(accumulatorGuardBits(bfpFormat(), 576, 32), 7); // 576 · 127² < 2^24
+ * assert.equal(accumulatorGuardBits(bfpFormat(), 576, 16), 0); // may saturate
+ * ```
+ */
+export function accumulatorGuardBits(format: BfpFormat, reduction: number, accumulatorBits: number): number {
+  checkInteger("accumulatorBits", accumulatorBits, 8, 53);
+  const maxM = maxMantissa(format);
+  const worst = Math.max(1, reduction) * maxM * maxM;
+  return Math.max(0, accumulatorBits - 1 - (floorLog2(worst) + 1));
+}
+
+/**
  * Bit-exact integer dot product of block `wBlock` of `w` and block `xBlock` of
- * `x`: `S = Σ m_w,k · m_x,k` in index order, saturating after every addition
- * to the accumulator's range, with exponent `ew + ex - 2(L-2)`. Products are
- * exact (at most 2L-1 bits) and so is the float64 accumulator (at most 53 bits).
+ * `x`: `S = Σ m_w,k · m_x,k` summed exactly, then saturated once to the
+ * accumulator's range, with exponent `ew + ex - 2(L-2)`. Products are exact (at
+ * most 2L-1 bits) and so is the float64 sum (blocks are far shorter than 2^22).
  *
  * @throws {RangeError} When the formats' mantissa widths or the block lengths differ.
  * @example
@@ -581,13 +615,11 @@ export function bfpDot(
   const exponent = w.exponents[wBlock] + x.exponents[xBlock] - 2 * (L - 2);
   const wm = w.mantissas, xm = x.mantissas, n = wr.count;
   const hi = 2 ** (bits - 1) - 1, lo = -(2 ** (bits - 1));
-  let s = 0, saturations = 0;
-  for (let k = 0; k < n; k++) {
-    s += wm[wr.start + k] * xm[xr.start + k]; // |s| < 2^53 + 2^30: exact
-    if (s > hi) (s = hi), saturations++;
-    else if (s < lo) (s = lo), saturations++;
-  }
-  return { sum: s, exponent, saturations };
+  let s = 0;
+  for (let k = 0; k < n; k++) s += wm[wr.start + k] * xm[xr.start + k]; // |s| <= n · 2^30 < 2^53: exact
+  if (s > hi) return { sum: hi, exponent, saturations: 1 };
+  if (s < lo) return { sum: lo, exponent, saturations: 1 };
+  return { sum: s, exponent, saturations: 0 };
 }
 
 /**

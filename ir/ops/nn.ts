@@ -90,7 +90,7 @@ function checkSameElem(op: Op, a: TensorType | null, b: TensorType | null, what:
 // Window attributes (Conv, ConvTranspose, pools)
 
 /** Sliding-window attributes after defaults, for `rank` spatial axes. */
-interface WindowAttrs {
+export interface WindowAttrs {
   kernel: number[];
   strides: number[];
   dilations: number[];
@@ -137,7 +137,7 @@ function windowAttrs(op: Op, kernel: readonly number[]): WindowAttrs {
 }
 
 /** Spatial output sizes and resolved pads; unknown (`"?"`) where an input size is symbolic. */
-interface WindowShape {
+export interface WindowShape {
   out: Dim[];
   padsBegin: number[];
   padsEnd: number[];
@@ -187,7 +187,8 @@ function windowShape(op: Op, inDims: readonly Dim[], a: WindowAttrs): WindowShap
   return { out, padsBegin, padsEnd };
 }
 
-function geometryOf(inShape: readonly number[], shape: WindowShape, a: WindowAttrs): WindowGeometry {
+/** The kernel geometry of a window op once the input's spatial sizes are known. */
+export function geometryOf(inShape: readonly number[], shape: WindowShape, a: WindowAttrs): WindowGeometry {
   return {
     inShape,
     outShape: shape.out as number[],
@@ -226,14 +227,15 @@ function convKernel(op: Op, w: readonly Dim[], rank: number): number[] | null {
   return isStatic(fromW) ? [...fromW] : null;
 }
 
-interface ConvShape {
+/** A Conv's result shape with its window attributes and resolved pads (null when the kernel is unknown). */
+export interface ConvShape {
   out: Dim[];
   attrs: WindowAttrs | null;
   window: WindowShape | null;
 }
 
 /** Check a Conv's operands and compute its result shape. */
-function convShape(op: Op, x: readonly Dim[], w: readonly Dim[], bias: readonly Dim[] | null): ConvShape {
+export function convShape(op: Op, x: readonly Dim[], w: readonly Dim[], bias: readonly Dim[] | null): ConvShape {
   checkSpatialInput(op, x);
   if (w.length !== x.length) {
     throw opError(op, `W must have the rank of X (${x.length}), found ${shapeText(w)} for X ${shapeText(x)}`);

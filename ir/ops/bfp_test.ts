@@ -1,0 +1,349 @@
+import assert from "node:assert/strict";
+import { attr } from "../attributes.ts";
+import {
+  accumulatorGuardBits,
+  alignToExponent,
+  type BfpFormat,
+  bfpFormat,
+  exponentRange,
+  quantizeBfp,
+  roundScaled,
+  splitmix32,
+} from "../bfp.ts";
+import { Graph, Op, Value } from "../graph.ts";
+import { interpret } from "../interpreter.ts";
+import { Module } from "../module.ts";
+import { inferShapes } from "../shape.ts";
+import { float32Tensor, tensor } from "../tensor.ts";
+import { verifyModuleDiagnostics } from "../verifier.ts";
+import { activationExponentShape, bfpLayer, quantizeActivations } from "./bfp.ts";
+
+function gaussian(n: number, seed: number, sigma = 1): Float32Array {
+  const rng = splitmix32(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = (rng.next() + 1) / 4294967297, v = rng.next() / 4294967296;
+    out[i] = sigma * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  return out;
+}
+
+interface Case {
+  n: number;
+  c: number;
+  o: number;
+  group: number;
+  h: number;
+  w: number;
+  k: number;
+  stride: number;
+  pad: number;
+  dilation: number;
+}
+
+/**
+ * The layer rule of ir/bfp.ts written out naively, output by output, block by
+ * block (no GEMM, no tap tables, no chunking): the independent reference.
+ */
+function naiveLayer(
+  cs: Case,
+  x: { mantissas: Int8Array | Int16Array; exponents: Int8Array },
+  w: { mantissas: Int8Array | Int16Array; exponents: Int8Array },
+  bias: Float32Array,
+  format: BfpFormat,
+  block: number,
+  accBits: number,
+): Float64Array {
+  const { n, c, o, group, h, w: wd, k, stride, pad, dilation } = cs;
+  const L = format.mantissaBits, eMin = exponentRange(format).min;
+  const cg = c / group, og = o / group;
+  const ho = Math.floor((h + 2 * pad - dilation * (k - 1) - 1) / stride) + 1;
+  const wo = Math.floor((wd + 2 * pad - dilation * (k - 1) - 1) / stride) + 1;
+  const nb = block === 0 ? 1 : Math.ceil(cg / block);
+  const guard = accumulatorGuardBits(format, cg * k * k, accBits);
+  const hi = 2 ** (accBits - 1) - 1;
+  const y = new Float64Array(n * o * ho * wo);
+  for (let ni = 0; ni < n; ni++) {
+    for (let oc = 0; oc < o; oc++) {
+      const gi = Math.floor(oc / og);
+      for (let oy = 0; oy < ho; oy++) {
+        for (let ox = 0; ox < wo; ox++) {
+          // Blocks: (j, tap) for mx, one for per-channel. Each: exact sum and unit.
+          const terms: { s: number; u: number }[] = [];
+          for (let j = 0; j < nb; j++) {
+            for (let t = 0; t < (block === 0 ? 1 : k * k); t++) {
+              let s = 0, xExp = block === 0 ? x.exponents[ni] : eMin;
+              const ty = block === 0 ? 0 : Math.floor(t / k), tx = block === 0 ? 0 : t % k;
+              if (block > 0) {
+                const iy = oy * stride + ty * dilation - pad, ix = ox * stride + tx * dilation - pad;
+                if (iy >= 0 && iy < h && ix >= 0 && ix < wd) {
+                  xExp = x.exponents[((ni * group * nb + gi * nb + j) * h + iy) * wd + ix];
+                }
+              }
+              const wExp = block === 0 ? w.exponents[oc] : w.exponents[(oc * nb + j) * k * k + t];
+              const cFrom = block === 0 ? 0 : j * block, cTo = block === 0 ? cg : Math.min(cg, (j + 1) * block);
+              for (let ci = cFrom; ci < cTo; ci++) {
+                for (let t2 = 0; t2 < k * k; t2++) {
+                  if (block > 0 && t2 !== t) continue;
+                  const ky = Math.floor(t2 / k), kx = t2 % k;
+                  const iy = oy * stride + ky * dilation - pad, ix = ox * stride + kx * dilation - pad;
+                  if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
+                  s += w.mantissas[((oc * cg + ci) * k + ky) * k + kx] *
+                    x.mantissas[((ni * c + gi * cg + ci) * h + iy) * wd + ix];
+                }
+              }
+              terms.push({ s, u: wExp + xExp - 2 * (L - 2) });
+            }
+          }
+          const uAcc = Math.max(...terms.map((t) => t.u)) - guard;
+          let acc = 0;
+          for (const { s, u } of terms) {
+            const v = s * 2 ** (u - uAcc);
+            acc += u >= uAcc ? v : roundScaled(v, format.rounding);
+          }
+          acc += alignToExponent(bias[oc], 0, uAcc, format, { accumulatorBits: accBits }).value;
+          acc = Math.min(hi, Math.max(-hi - 1, acc));
+          y[((ni * o + oc) * ho + oy) * wo + ox] = acc * 2 ** uAcc;
+        }
+      }
+    }
+  }
+  return y;
+}
+
+function weightsOf(cs: Case, wv: Float32Array, format: BfpFormat, block: number) {
+  const cg = cs.c / cs.group, taps = cs.k * cs.k;
+  if (block === 0) {
+    const q = quantizeBfp(wv, format, { length: cg * taps, block: 0 }, "w");
+    return { mantissas: q.mantissas, exponents: Int8Array.from(q.exponents) };
+  }
+  // Blocks of channels at each tap: quantize [O, taps, Cg] rows, then back to OIHW.
+  const t = new Float32Array(wv.length);
+  for (let oc = 0; oc < cs.o; oc++) {
+    for (let ci = 0; ci < cg; ci++) {
+      for (let tp = 0; tp < taps; tp++) t[(oc * taps + tp) * cg + ci] = wv[(oc * cg + ci) * taps + tp];
+    }
+  }
+  const q = quantizeBfp(t, format, { length: cg, block }, "w");
+  const mantissas = new Int8Array(wv.length);
+  for (let oc = 0; oc < cs.o; oc++) {
+    for (let ci = 0; ci < cg; ci++) {
+      for (let tp = 0; tp < taps; tp++) mantissas[(oc * cg + ci) * taps + tp] = q.mantissas[(oc * taps + tp) * cg + ci];
+    }
+  }
+  const nb = q.blocksPerRow;
+  const exponents = new Int8Array(cs.o * nb * taps);
+  for (let oc = 0; oc < cs.o; oc++) {
+    for (let tp = 0; tp < taps; tp++) {
+      for (let j = 0; j < nb; j++) exponents[(oc * nb + j) * taps + tp] = q.exponents[(oc * taps + tp) * nb + j];
+    }
+  }
+  return { mantissas, exponents };
+}
+
+const CASES: Case[] = [
+  { n: 2, c: 5, o: 4, group: 1, h: 6, w: 7, k: 3, stride: 1, pad: 1, dilation: 1 },
+  { n: 1, c: 6, o: 6, group: 3, h: 7, w: 5, k: 3, stride: 2, pad: 2, dilation: 2 },
+  { n: 2, c: 4, o: 4, group: 4, h: 5, w: 5, k: 3, stride: 1, pad: 1, dilation: 1 }, // depthwise
+  { n: 1, c: 40, o: 3, group: 1, h: 4, w: 4, k: 1, stride: 1, pad: 0, dilation: 1 },
+];
+
+Deno.test("bfpLayer() equals the naive block-by-block rule for per-channel and channel blocks, every rounding", () => {
+  let checked = 0;
+  for (const [ci, cs] of CASES.entries()) {
+    const xv = gaussian(cs.n * cs.c * cs.h * cs.w, 10 + ci, 2);
+    for (let i = 0; i < xv.length; i += 7) xv[i] = 0; // zeros, and whole zero blocks in narrow layers
+    const wv = gaussian(cs.o * (cs.c / cs.group) * cs.k * cs.k, 20 + ci, 0.1);
+    const bias = gaussian(cs.o, 30 + ci, 0.5);
+    for (const block of [0, 2, 32]) {
+      for (const rounding of ["nearest-even", "toward-zero", "toward-positive", "toward-negative"] as const) {
+        for (const [L, accBits] of [[8, 32], [6, 14], [12, 40]]) {
+          const format = bfpFormat({ mantissaBits: L, rounding });
+          const x = quantizeActivations(xv, [cs.n, cs.c, cs.h, cs.w], format, { block, group: cs.group }, "x");
+          const w = weightsOf(cs, wv, format, block);
+          const r = bfpLayer({
+            xm: x.mantissas,
+            xe: x.exponents,
+            wm: w.mantissas,
+            we: w.exponents,
+            bias,
+            batch: cs.n,
+            inChannels: cs.c,
+            outChannels: cs.o,
+            group: cs.group,
+            geometry: {
+              inShape: [cs.h, cs.w],
+              outShape: [
+                Math.floor((cs.h + 2 * cs.pad - cs.dilation * (cs.k - 1) - 1) / cs.stride) + 1,
+                Math.floor((cs.w + 2 * cs.pad - cs.dilation * (cs.k - 1) - 1) / cs.stride) + 1,
+              ],
+              kernel: [cs.k, cs.k],
+              strides: [cs.stride, cs.stride],
+              dilations: [cs.dilation, cs.dilation],
+              padsBegin: [cs.pad, cs.pad],
+            },
+            format,
+            block,
+            accumulatorBits: accBits,
+          });
+          const ref = naiveLayer(cs, x, w, bias, format, block, accBits);
+          assert.deepEqual([...r.y], [...ref], `case ${ci} block ${block} ${rounding} L=${L} A=${accBits}`);
+          checked++;
+        }
+      }
+    }
+  }
+  assert.equal(checked, CASES.length * 3 * 4 * 3);
+});
+
+Deno.test("bfpLayer() with one block per row and sample is the exact dot product of the dequantized operands", () => {
+  // A wide accumulator: no saturation, and with per-channel blocks every term is exact.
+  const cs: Case = { n: 2, c: 8, o: 5, group: 1, h: 5, w: 5, k: 3, stride: 1, pad: 1, dilation: 1 };
+  const format = bfpFormat();
+  const x = quantizeActivations(gaussian(2 * 8 * 25, 1), [2, 8, 5, 5], format, { block: 0 }, "x");
+  const w = weightsOf(cs, gaussian(5 * 8 * 9, 2, 0.2), format, 0);
+  const bias = new Float32Array(5); // zero bias: no bias rounding either
+  const r = bfpLayer({
+    xm: x.mantissas,
+    xe: x.exponents,
+    wm: w.mantissas,
+    we: w.exponents,
+    bias,
+    batch: 2,
+    inChannels: 8,
+    outChannels: 5,
+    group: 1,
+    geometry: {
+      inShape: [5, 5],
+      outShape: [5, 5],
+      kernel: [3, 3],
+      strides: [1, 1],
+      dilations: [1, 1],
+      padsBegin: [1, 1],
+    },
+    format,
+    block: 0,
+    accumulatorBits: 53,
+  });
+  assert.equal(r.saturations, 0);
+  // Float64 conv of the dequantized values: every product and partial sum is exact here (few bits).
+  const ref = naiveLayer(cs, x, w, bias, format, 0, 53);
+  for (let i = 0; i < ref.length; i++) {
+    const ni = Math.floor(i / (5 * 25)), oc = Math.floor(i / 25) % 5, p = i % 25, oy = Math.floor(p / 5), ox = p % 5;
+    let s = 0;
+    for (let ci = 0; ci < 8; ci++) {
+      for (let ky = 0; ky < 3; ky++) {
+        for (let kx = 0; kx < 3; kx++) {
+          const iy = oy + ky - 1, ix = ox + kx - 1;
+          if (iy < 0 || iy >= 5 || ix < 0 || ix >= 5) continue;
+          s += w.mantissas[((oc * 8 + ci) * 3 + ky) * 3 + kx] * 2 ** (w.exponents[oc] - 6) *
+            x.mantissas[((ni * 8 + ci) * 5 + iy) * 5 + ix] * 2 ** (x.exponents[ni] - 6);
+        }
+      }
+    }
+    assert.equal(r.y[i], s);
+  }
+});
+
+Deno.test("bfpLayer() saturates a narrow accumulator once per output and counts it", () => {
+  // K = 64 products of 127·127 (all positive) need 21 bits; a 16-bit accumulator saturates every output.
+  const format = bfpFormat();
+  const ones = new Int8Array(64).fill(127);
+  const r = bfpLayer({
+    xm: ones,
+    xe: new Int8Array([0]),
+    wm: ones,
+    we: new Int8Array([0]),
+    bias: null,
+    batch: 1,
+    inChannels: 64,
+    outChannels: 1,
+    group: 1,
+    geometry: { inShape: [], outShape: [], kernel: [], strides: [], dilations: [], padsBegin: [] },
+    format,
+    block: 0,
+    accumulatorBits: 16,
+  });
+  assert.equal(r.saturations, 1);
+  assert.deepEqual([...r.y], [32767 * 2 ** -12]);
+});
+
+Deno.test("ai.bfp Quantize -> Conv runs in the interpreter, verifies, and tracks the float conv", () => {
+  const g = new Graph("g");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 4, 6, 6] }));
+  const format = bfpFormat();
+  const cs: Case = { n: 1, c: 4, o: 3, group: 1, h: 6, w: 6, k: 3, stride: 1, pad: 1, dilation: 1 };
+  const wv = gaussian(3 * 4 * 9, 5, 0.2);
+  const wq = weightsOf(cs, wv, format, 2);
+  const bfp = { kind: "bfp", mantissa: 8, exponent: 5, block: 2 } as const;
+  const wm = g.addConstant("wm", tensor("i8", [3, 4, 3, 3], wq.mantissas), { elem: bfp, shape: [3, 4, 3, 3] });
+  const we = g.addConstant("we", tensor("i8", [3, 2, 3, 3], wq.exponents), { elem: "i8", shape: [3, 2, 3, 3] });
+  const b = g.addConstant("b", float32Tensor([3], [0.1, -0.2, 0.3]), { elem: "f32", shape: [3] });
+  const q = g.addOp(
+    new Op({
+      name: "q",
+      type: "Quantize",
+      domain: "ai.bfp",
+      operands: [x],
+      results: [new Value("xm"), new Value("xe")],
+      attributes: [["block", attr.int(2)]],
+    }),
+  );
+  const conv = g.addOp(
+    new Op({
+      name: "conv",
+      type: "Conv",
+      domain: "ai.bfp",
+      operands: [q.results[0], q.results[1], wm, we, b],
+      results: [new Value("y")],
+      attributes: [["pads", attr.ints([1, 1, 1, 1])]],
+    }),
+  );
+  g.outputs.push(conv.result);
+  const m = new Module(g, [["", 13], ["ai.bfp", 1]]);
+  inferShapes(m);
+  assert.deepEqual(verifyModuleDiagnostics(m), []);
+  assert.deepEqual(q.results[1].type, { elem: "i8", shape: ["N", 2, 6, 6] });
+  assert.deepEqual(conv.result.type, { elem: "f32", shape: ["N", 3, 6, 6] });
+  const xv = gaussian(2 * 4 * 36, 6);
+  const y = interpret(m, { x: float32Tensor([2, 4, 6, 6], xv) }).y;
+  // Against the float conv of the unquantized operands: e5m8 with blocks of 2 keeps ~40 dB.
+  const ref = new Float64Array(2 * 3 * 36);
+  for (let ni = 0; ni < 2; ni++) {
+    for (let oc = 0; oc < 3; oc++) {
+      for (let p = 0; p < 36; p++) {
+        let s = [0.1, -0.2, 0.3][oc];
+        for (let ci = 0; ci < 4; ci++) {
+          for (let t = 0; t < 9; t++) {
+            const iy = Math.floor(p / 6) + Math.floor(t / 3) - 1, ix = (p % 6) + (t % 3) - 1;
+            if (iy >= 0 && iy < 6 && ix >= 0 && ix < 6) {
+              s += wv[(oc * 4 + ci) * 9 + t] * xv[((ni * 4 + ci) * 6 + iy) * 6 + ix];
+            }
+          }
+        }
+        ref[(ni * 3 + oc) * 36 + p] = s;
+      }
+    }
+  }
+  let signal = 0, noise = 0;
+  for (let i = 0; i < ref.length; i++) (signal += ref[i] ** 2), (noise += (ref[i] - (y.data[i] as number)) ** 2);
+  const sqnr = 10 * Math.log10(signal / noise);
+  assert.ok(sqnr > 35 && sqnr < 60, `SQNR ${sqnr.toFixed(1)} dB`);
+});
+
+Deno.test("quantizeActivations() blocks channels within groups at each position", () => {
+  const format = bfpFormat();
+  // [1, 4, 1, 2] with 2 groups of 2 channels, blocks of 1 (every element its own exponent) and of 2.
+  const x = new Float32Array([1, 2, 4, 8, 0.5, 0.25, 3, 6]);
+  const per = quantizeActivations(x, [1, 4, 1, 2], format, { block: 1, group: 2 }, "x");
+  assert.deepEqual([...per.exponents], [0, 1, 2, 3, -1, -2, 1, 2]);
+  assert.deepEqual(activationExponentShape([1, 4, 1, 2], { block: 1, group: 2 }), [1, 4, 1, 2]);
+  const pairs = quantizeActivations(x, [1, 4, 1, 2], format, { block: 2, group: 2 }, "x");
+  // Group 0 holds channels 0-1: positions (1, 4) -> e 2, (2, 8) -> e 3; group 1: (0.5, 3) -> 1, (0.25, 6) -> 2.
+  assert.deepEqual([...pairs.exponents], [2, 3, 1, 2]);
+  assert.throws(() => quantizeActivations(x, [1, 4, 1, 2], format, { block: 2, group: 3 }, "x"), {
+    message: '4 channels of "x" are not divisible into 3 groups',
+  });
+  const bad = new Float32Array([1, NaN]);
+  assert.throws(() => quantizeActivations(bad, [1, 2], format, { block: 0 }, "act"), /tensor "act": element 1 is NaN/);
+});
