@@ -42,9 +42,15 @@
  *   the summation order, so every target may use its own loop order.
  * - Layer accumulation (a lowered Conv/Gemm output `y` over a reduction of
  *   length `K` split into block products `S_j`, each exact with unit
- *   `2^u_j`, `u_j = ew_j + ex_j - 2(L-2)`): the accumulator's unit is
- *   `u_acc = max_j u_j - g` with `g = max(0, A - 1 - bitLength(K · maxM²))`
- *   guard bits ({@linkcode accumulatorGuardBits}), so the worst-case sum fits.
+ *   `2^u_j`, `u_j = ew_j + ex_j - 2(L-2)`, and a float bias `b`): with
+ *   `W = bitLength(K · maxM²)` (the worst-case product sum's width) the bias
+ *   gets the unit `u_b = floorLog2(|b|) + 1 - W` (none for `b = 0`), and the
+ *   accumulator's unit is `u_acc = max(max_j u_j, u_b) - g` with
+ *   `g = max(0, A - 2 - W)` guard bits ({@linkcode accumulatorGuardBits}): the
+ *   products and the bias each fit in `A - 2` magnitude bits, so their sum
+ *   cannot overflow (it saturates only when `A < W + 2`). A bias far larger
+ *   than the products (a dead channel's BN shift) thus costs precision, not
+ *   saturation.
  *   Each `S_j · 2^(u_j - u_acc)` is exact when `u_j >= u_acc` and otherwise
  *   rounded with the format's rounding; the bias is aligned to `u_acc` with
  *   {@linkcode alignToExponent}; the terms are summed exactly and saturated
@@ -558,24 +564,29 @@ function accumulatorBits(options: BfpAccumulatorOptions | undefined): number {
 }
 
 /**
- * Guard bits of a layer's accumulator: `g = max(0, A - 1 - bitLength(K · maxM²))`,
- * the left shift that still lets the worst-case sum of `K` products fit in
- * `A - 1` magnitude bits. Block products are aligned to `max_j u_j - g`, so
- * blocks with smaller exponents keep `g` more bits before rounding (module header).
+ * Guard bits of a layer's accumulator: `g = max(0, A - 2 - bitLength(K · maxM²))`,
+ * the left shift that still lets the worst-case sum of `K` products, and a bias
+ * of the same width, fit in `A - 1` magnitude bits. Block products are aligned
+ * to `u_acc = max(max_j u_j, u_b) - g`, so blocks with smaller exponents keep
+ * `g` more bits before rounding (module header).
  *
  * @example e5m8 with a 32-bit accumulator over K = 576 (3x3x64)
  * ```ts
  * import assert from "node:assert/strict";
  * import { accumulatorGuardBits, bfpFormat } from "./bfp.ts";
- * assert.equal(accumulatorGuardBits(bfpFormat(), 576, 32), 7); // 576 · 127² < 2^24
+ * assert.equal(accumulatorGuardBits(bfpFormat(), 576, 32), 6); // 576 · 127² < 2^24: W = 24
  * assert.equal(accumulatorGuardBits(bfpFormat(), 576, 16), 0); // may saturate
  * ```
  */
 export function accumulatorGuardBits(format: BfpFormat, reduction: number, accumulatorBits: number): number {
   checkInteger("accumulatorBits", accumulatorBits, 8, 53);
+  return Math.max(0, accumulatorBits - 2 - productBits(format, reduction));
+}
+
+/** `W = bitLength(K · maxM²)`: the width of the worst-case sum of `K` mantissa products. */
+export function productBits(format: BfpFormat, reduction: number): number {
   const maxM = maxMantissa(format);
-  const worst = Math.max(1, reduction) * maxM * maxM;
-  return Math.max(0, accumulatorBits - 1 - (floorLog2(worst) + 1));
+  return floorLog2(Math.max(1, reduction) * maxM * maxM) + 1;
 }
 
 /**

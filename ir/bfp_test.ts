@@ -405,7 +405,12 @@ Deno.test("bfpDot() sums exactly and saturates a narrow accumulator once, whatev
   const all = quantizeBfp(new Float64Array(8).fill(127 / 64), f, { length: 8, block: 0 }, "a");
   assert.deepEqual(bfpDot(all, 0, x, 0, { accumulatorBits: 16 }), { sum: 32767, exponent: -12, saturations: 1 });
   assert.deepEqual(bfpDot(w, 0, x, 0), { sum: 2 * 16129, exponent: -12, saturations: 0 }); // exact in 32 bits
-  const cancel = quantizeBfp(new Float64Array([1, 1, -1, -1].map((v) => v * 127 / 64)), f, { length: 4, block: 0 }, "c");
+  const cancel = quantizeBfp(
+    new Float64Array([1, 1, -1, -1].map((v) => v * 127 / 64)),
+    f,
+    { length: 4, block: 0 },
+    "c",
+  );
   const ones = quantizeBfp(new Float64Array(4).fill(127 / 64), f, { length: 4, block: 0 }, "o");
   assert.deepEqual(bfpDot(cancel, 0, ones, 0, { accumulatorBits: 8 }), { sum: 0, exponent: -12, saturations: 0 });
   const negative = quantizeBfp(new Float64Array(8).fill(-127 / 64), f, { length: 8, block: 0 }, "n");

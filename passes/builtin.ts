@@ -2,6 +2,7 @@
  * The passes that ship with the compiler, in the order `--list-passes` shows them.
  * @module
  */
+import { bfpPass } from "./bfp.ts";
 import { canonicalizePass } from "./canonicalize.ts";
 import { dcePass } from "./dce.ts";
 import { foldBnPass } from "./fold_bn.ts";
@@ -11,4 +12,11 @@ import { prunePass } from "./prune.ts";
 import { svdPass } from "./svd.ts";
 
 /** Every built-in pass. */
-export const builtinPasses: readonly Pass<OptionSchema>[] = [foldBnPass, canonicalizePass, dcePass, svdPass, prunePass];
+export const builtinPasses: readonly Pass<OptionSchema>[] = [
+  foldBnPass,
+  canonicalizePass,
+  dcePass,
+  svdPass,
+  prunePass,
+  bfpPass,
+];

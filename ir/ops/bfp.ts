@@ -30,11 +30,12 @@ import {
   alignToExponent,
   type BfpFormat,
   bfpFormat,
-  type BfpRng,
   type BfpRounding,
   exponentRange,
+  floorLog2,
   maxMantissa,
   pow2,
+  productBits,
   quantizeBfp,
   roundScaled,
   splitmix32,
@@ -201,6 +202,85 @@ function interpretQuantize(op: Op, inputs: readonly (Tensor | null)[]): Tensor[]
   ];
 }
 
+/**
+ * Quantize float weights offline: `[O, Cg, ...kernel]` (or `[O, K]`) with one
+ * block per output channel (`block = 0`, exponents `[O]`) or blocks of `block`
+ * input channels at each tap (exponents `[O, ceil(Cg/block), ...kernel]`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bfpFormat } from "../bfp.ts";
+ * import { quantizeWeights } from "./bfp.ts";
+ * const q = quantizeWeights(new Float32Array([1, 2, 0.5, 0.25]), [2, 2], bfpFormat(), 1);
+ * assert.deepEqual(q.exponentShape, [2, 2]);
+ * assert.deepEqual([...q.exponents], [0, 1, -1, -2]);
+ * ```
+ */
+export function quantizeWeights(
+  w: Float32Array,
+  shape: readonly number[],
+  format: BfpFormat,
+  block: number,
+  name = "W",
+): { mantissas: Int8Array | Int16Array; exponents: Int8Array; exponentShape: number[]; saturated: number } {
+  const o = shape[0], cg = shape[1], kernel = shape.slice(2), taps = shapeSize(kernel);
+  if (block === 0) {
+    const q = quantizeBfp(w, format, { length: cg * taps, block: 0 }, name);
+    return {
+      mantissas: q.mantissas,
+      exponents: Int8Array.from(q.exponents),
+      exponentShape: [o],
+      saturated: q.saturated,
+    };
+  }
+  // As activations: the output channels play the batch, the taps the spatial positions.
+  const q = quantizeActivations(w, shape, format, { block }, name);
+  return {
+    mantissas: q.mantissas,
+    exponents: q.exponents,
+    exponentShape: activationExponentShape(shape, { block }) as number[],
+    saturated: 0,
+  };
+}
+
+/** Float values of BFP weights from {@linkcode quantizeWeights}' layout. */
+export function dequantizeWeights(
+  mantissas: Int8Array | Int16Array,
+  exponents: Int8Array,
+  shape: readonly number[],
+  format: BfpFormat,
+  block: number,
+): Float32Array {
+  return dequantizeActivations({ mantissas, exponents }, shape, format, { block });
+}
+
+/** Float values of a BFP activation from {@linkcode quantizeActivations}' layout. */
+export function dequantizeActivations(
+  q: { mantissas: Int8Array | Int16Array; exponents: Int8Array },
+  shape: readonly number[],
+  format: BfpFormat,
+  blocking: ActivationBlocking,
+): Float32Array {
+  const n = shape[0], c = shape[1] ?? 1, spatial = shapeSize(shape.slice(2));
+  const out = new Float32Array(q.mantissas.length);
+  const L = format.mantissaBits;
+  if (blocking.block === 0) {
+    const per = n === 0 ? 0 : out.length / n;
+    for (let i = 0; i < out.length; i++) out[i] = q.mantissas[i] * pow2(q.exponents[Math.floor(i / per)] - (L - 2));
+    return out;
+  }
+  const group = blocking.group ?? 1, cg = c / group, nb = Math.ceil(cg / blocking.block);
+  for (let i = 0; i < n; i++) {
+    for (let ch = 0; ch < c; ch++) {
+      const g = Math.floor(ch / cg), j = Math.floor((ch % cg) / blocking.block);
+      const eBase = (i * group * nb + g * nb + j) * spatial, base = (i * c + ch) * spatial;
+      for (let s = 0; s < spatial; s++) out[base + s] = q.mantissas[base + s] * pow2(q.exponents[eBase + s] - (L - 2));
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // The layer kernel
 
@@ -347,11 +427,16 @@ export function bfpLayer(args: BfpLayerArgs): BfpLayerResult {
   const useF32 = exactRows >= 16;
   const rowsPerGemm = useF32 ? Math.min(maxRows, exactRows) : maxRows;
   const exUnit = new Int32Array(positions);
+  const width = productBits(format, k);
+  const biasUnit = Int32Array.from({ length: o }, (_, oc) => {
+    const b = bias === null ? 0 : bias[oc];
+    return b === 0 || !Number.isFinite(b) ? -0x7fffffff : floorLog2(Math.abs(b)) + 1 - width;
+  });
   for (let n = 0; n < batch; n++) {
     for (let gi = 0; gi < group; gi++) {
       acc.fill(0);
-      // Pass 1: the largest block unit of each output.
-      unitMax.fill(-0x7fffffff);
+      // Pass 1: the largest block unit of each output, starting from its bias's unit.
+      for (let oi = 0; oi < og; oi++) unitMax.fill(biasUnit[gi * og + oi], oi * positions, (oi + 1) * positions);
       for (let ch = 0; ch < chunks; ch++) {
         const j = block === 0 ? 0 : Math.floor(ch / taps), t = block === 0 ? 0 : ch % taps;
         inputUnits(exUnit, n, gi, j, t);
@@ -517,28 +602,54 @@ function inferBfpConv(op: Op, ctx: InferContext): (TensorType | null)[] {
   return [{ elem: "f32", shape: convShape(op, xm.shape, wm.shape, b?.shape ?? null).out }];
 }
 
-function interpretBfpConv(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
+/**
+ * Run a lowered `ai.bfp.Conv` or `ai.bfp.Gemm` on operand tensors and return
+ * the exact accumulator values (before the conversion to float32) with the
+ * saturation count: what the interpreter runs, and what error analysis reads.
+ *
+ * @throws {Error} Naming the op when operands are missing or inconsistent.
+ */
+export function bfpLayerOf(op: Op, inputs: readonly (Tensor | null)[]): BfpLayerResult & { shape: number[] } {
   const [xm, xe, wm, we] = inputs;
   const b = inputs[4] ?? null;
   if (!xm || !xe || !wm || !we) throw opError(op, "needs XM, XE, WM and WE");
   const { format, block } = layerFormat(op, opType(op, 0), opType(op, 2));
-  const { out, attrs, window } = convShape(op, xm.shape, wm.shape, b?.shape ?? null);
-  const r = bfpLayer({
+  const common = {
     xm: xm.data as Int8Array,
     xe: xe.data as Int8Array,
     wm: wm.data as Int8Array,
     we: we.data as Int8Array,
     bias: b === null ? null : (b.data as Float32Array),
+    format,
+    block,
+    accumulatorBits: accumulatorAttr(op),
+  };
+  if (op.type === "Gemm") {
+    const [n, k] = xm.shape, o = wm.shape[0];
+    if (xm.shape.length !== 2 || wm.shape[1] !== k) {
+      throw opError(op, `XM [${xm.shape}] and WM [${wm.shape}] do not make a matrix product`);
+    }
+    const r = bfpLayer({ ...common, batch: n, inChannels: k, outChannels: o, group: 1, geometry: NO_WINDOW });
+    return { ...r, shape: [n, o] };
+  }
+  const { out, attrs, window } = convShape(op, xm.shape, wm.shape, b?.shape ?? null);
+  const r = bfpLayer({
+    ...common,
     batch: xm.shape[0],
     inChannels: xm.shape[1],
     outChannels: wm.shape[0],
     group: op.int("group", 1),
     geometry: geometryOf(xm.shape.slice(2), window!, attrs!),
-    format,
-    block,
-    accumulatorBits: accumulatorAttr(op),
   });
-  return [tensor("f32", out as number[], Float32Array.from(r.y))];
+  return { ...r, shape: out as number[] };
+}
+
+/** A Gemm's "window": no spatial axes. */
+const NO_WINDOW: WindowGeometry = { inShape: [], outShape: [], kernel: [], strides: [], dilations: [], padsBegin: [] };
+
+function interpretBfpLayer(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
+  const r = bfpLayerOf(op, inputs);
+  return [tensor("f32", r.shape, Float32Array.from(r.y))];
 }
 
 function inferBfpGemm(op: Op, ctx: InferContext): (TensorType | null)[] {
@@ -557,31 +668,6 @@ function inferBfpGemm(op: Op, ctx: InferContext): (TensorType | null)[] {
     throw opError(op, `B must have shape [${wm.shape[0]}], found [${b.shape.join(",")}]`);
   }
   return [{ elem: "f32", shape: [xm.shape[0], wm.shape[0]] }];
-}
-
-function interpretBfpGemm(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
-  const [xm, xe, wm, we] = inputs;
-  const b = inputs[4] ?? null;
-  if (!xm || !xe || !wm || !we) throw opError(op, "needs XM, XE, WM and WE");
-  const { format, block } = layerFormat(op, opType(op, 0), opType(op, 2));
-  const [n, k] = xm.shape, o = wm.shape[0];
-  if (wm.shape[1] !== k) throw opError(op, `XM has ${k} columns but WM rows have ${wm.shape[1]}`);
-  const r = bfpLayer({
-    xm: xm.data as Int8Array,
-    xe: xe.data as Int8Array,
-    wm: wm.data as Int8Array,
-    we: we.data as Int8Array,
-    bias: b === null ? null : (b.data as Float32Array),
-    batch: n,
-    inChannels: k,
-    outChannels: o,
-    group: 1,
-    geometry: { inShape: [], outShape: [], kernel: [], strides: [], dilations: [], padsBegin: [] },
-    format,
-    block,
-    accumulatorBits: accumulatorAttr(op),
-  });
-  return [tensor("f32", [n, o], Float32Array.from(r.y))];
 }
 
 function opType(op: Op, i: number): TensorType | null {
@@ -623,6 +709,6 @@ function macsBfp(_op: Op, operands: readonly (TensorType | null)[], results: rea
  */
 export const bfpOps: OpDef[] = [
   { type: "Quantize", domain: BFP_DOMAIN, infer: inferQuantize, interpret: interpretQuantize },
-  { type: "Conv", domain: BFP_DOMAIN, infer: inferBfpConv, interpret: interpretBfpConv, macs: macsBfp },
-  { type: "Gemm", domain: BFP_DOMAIN, infer: inferBfpGemm, interpret: interpretBfpGemm, macs: macsBfp },
+  { type: "Conv", domain: BFP_DOMAIN, infer: inferBfpConv, interpret: interpretBfpLayer, macs: macsBfp },
+  { type: "Gemm", domain: BFP_DOMAIN, infer: inferBfpGemm, interpret: interpretBfpLayer, macs: macsBfp },
 ];

@@ -6,6 +6,7 @@ import {
   type BfpFormat,
   bfpFormat,
   exponentRange,
+  maxMantissa,
   quantizeBfp,
   roundScaled,
   splitmix32,
@@ -95,7 +96,9 @@ function naiveLayer(
               terms.push({ s, u: wExp + xExp - 2 * (L - 2) });
             }
           }
-          const uAcc = Math.max(...terms.map((t) => t.u)) - guard;
+          const width = Math.floor(Math.log2(cg * k * k * maxMantissa(format) ** 2)) + 1;
+          const biasUnit = bias[oc] === 0 ? -Infinity : Math.floor(Math.log2(Math.abs(bias[oc]))) + 1 - width;
+          const uAcc = Math.max(biasUnit, ...terms.map((t) => t.u)) - guard;
           let acc = 0;
           for (const { s, u } of terms) {
             const v = s * 2 ** (u - uAcc);

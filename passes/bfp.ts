@@ -1,0 +1,426 @@
+/**
+ * `bfp`: lower Conv, Gemm and MatMul layers to block floating point. Weights
+ * become BFP constants offline (mantissas typed `bfp<...>` + `i8` exponents),
+ * each lowered layer's input gets an `ai.bfp.Quantize` that computes its
+ * exponents at run time, and the layer becomes `ai.bfp.Conv`/`ai.bfp.Gemm`,
+ * whose bit-exact integer kernel (`ir/ops/bfp.ts`) is the golden model.
+ *
+ * Outputs return to float32: the ops between two lowered layers (ReLU,
+ * pooling, BatchNormalization, Add, Concat, ...) are float ops, and the next
+ * layer's `Quantize` re-blocks its input exactly as re-blocking the output
+ * would (leading-one detect on the block maximum, rounding shift, clamp), so
+ * an output kept in BFP would only move that step, not remove it.
+ * @module
+ */
+import { attr, type Attribute } from "../ir/attributes.ts";
+import { type BfpFormat, bfpFormat, type BfpRounding, exponentRange } from "../ir/bfp.ts";
+import { type Graph, Op, Value } from "../ir/graph.ts";
+import { Interpreter } from "../ir/interpreter.ts";
+import type { Module } from "../ir/module.ts";
+import {
+  BFP_DOMAIN,
+  bfpLayerOf,
+  bfpStorage,
+  dequantizeActivations,
+  dequantizeWeights,
+  quantizeActivations,
+  quantizeWeights,
+} from "../ir/ops/bfp.ts";
+import { eraseValue, insertBefore } from "../ir/rewriter.ts";
+import { shapeSize, type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
+import { isTensorType, type TensorType } from "../ir/types.ts";
+import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
+
+/** Options of `bfp`. */
+export const bfpOptions = {
+  mantissa: { kind: "int", default: 8, min: 2, max: 16, doc: "Mantissa bits, sign included" },
+  exponent: { kind: "int", default: 5, min: 2, max: 8, doc: "Shared exponent bits (bias 2^(E-1)-1)" },
+  rounding: {
+    kind: "enum",
+    values: ["nearest-even", "toward-zero", "toward-positive", "toward-negative", "stochastic"],
+    default: "nearest-even",
+    doc: "Rounding of every right shift (quantization, bias alignment, accumulator alignment)",
+  },
+  exponentRule: {
+    kind: "enum",
+    values: ["floor", "never-clamp"],
+    default: "floor",
+    doc: "floor(log2 max) (MX; the block maximum may be clamped) or one higher when it would be",
+  },
+  seed: { kind: "int", default: 0, min: 0, doc: "Seed of stochastic rounding" },
+  scheme: {
+    kind: "enum",
+    values: ["per-channel", "mx"],
+    default: "per-channel",
+    doc: "per-channel: a block per weight row and per input sample; mx: blocks of `block` input channels",
+  },
+  block: { kind: "int", default: 32, min: 1, doc: "Channels per block with scheme=mx" },
+  accumulator: { kind: "int", default: 32, min: 8, max: 53, doc: "Accumulator bits (saturating)" },
+  ops: { kind: "list", default: ["Conv", "Gemm", "MatMul"], doc: "Op types to lower" },
+  skip: { kind: "list", default: [], doc: "Op names left in float" },
+  keepLast: { kind: "bool", default: false, doc: "Leave the last lowered-able layer (the classifier) in float" },
+} as const;
+
+/** A layer the pass can lower: its float weights as rows `[O, ...]` and the op's geometry. */
+interface Candidate {
+  readonly op: Op;
+  readonly kind: "conv" | "gemm";
+  readonly x: Value;
+  /** Weights `[O, Cg, ...kernel]` (Conv) or `[O, K]` (Gemm/MatMul, transposes and alpha applied). */
+  readonly weight: Float32Array;
+  readonly weightShape: number[];
+  /** Bias `[O]` (beta applied), or null. */
+  readonly bias: Float32Array | null;
+  readonly group: number;
+}
+
+const SUPPORTED = new Set(["Conv", "Gemm", "MatMul"]);
+
+/**
+ * Lower the chosen layers to BFP (module header). With calibration inputs
+ * the report gets, per layer, the SQNR of the four stages of the error model
+ * (input conversion, weight conversion, multiply-accumulate, output
+ * conversion), the predicted output SQNR from the first two, and the SQNR of
+ * the layer's output inside the fully lowered model.
+ *
+ * @example Lower a Gemm
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "../ir/graph.ts";
+ * import { Module } from "../ir/module.ts";
+ * import { builtinOps } from "../ir/ops/builtin.ts";
+ * import { float32Tensor } from "../ir/tensor.ts";
+ * import { defaultOptions } from "./options.ts";
+ * import { bfpOptions, bfpPass } from "./bfp.ts";
+ * const g = new Graph("g");
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 4] }));
+ * const w = g.addConstant("w", float32Tensor([2, 4], [1, 2, 3, 4, 5, 6, 7, 8]), { elem: "f32", shape: [2, 4] });
+ * g.outputs.push(g.addOp(new Op({ name: "fc", type: "Gemm", operands: [x, w], results: [new Value("y")],
+ *   attributes: [["transB", { kind: "int", value: 1 }]] })).result);
+ * const ctx = { ops: builtinOps, calibration: null, stat: () => {}, emit: () => {}, log: () => {},
+ *   analysis: () => { throw new Error("unused"); } };
+ * assert.equal(bfpPass.run(new Module(g), defaultOptions(bfpOptions), ctx), true);
+ * assert.deepEqual(g.ops.map((op) => op.qualifiedType), ["ai.bfp.Quantize", "ai.bfp.Gemm"]);
+ * ```
+ */
+export const bfpPass: Pass<typeof bfpOptions> = definePass({
+  name: "bfp",
+  summary: "Lower Conv/Gemm/MatMul to block floating point (bit-exact integer golden model)",
+  options: bfpOptions,
+  run(module, options, ctx): boolean {
+    const graph = module.graph;
+    const format = bfpFormat({
+      mantissaBits: options.mantissa,
+      exponentBits: options.exponent,
+      rounding: options.rounding as BfpRounding,
+      exponentRule: options.exponentRule as BfpFormat["exponentRule"],
+      seed: options.seed,
+    });
+    const block = options.scheme === "mx" ? options.block : 0;
+    for (const t of options.ops) {
+      if (!SUPPORTED.has(t)) {
+        ctx.emit("warning", `ops names "${t}", which bfp cannot lower (it lowers Conv, Gemm, MatMul)`);
+      }
+    }
+    const skip = new Set(options.skip);
+    for (const name of skip) {
+      if (!graph.ops.some((op) => op.name === name)) ctx.emit("warning", `skip names no op: "${name}"`);
+    }
+    const wanted = new Set(options.ops);
+    let layers = graph.ops.filter((op) => wanted.has(op.type) && op.domain === "")
+      .map((op) => candidateOf(op, ctx))
+      .filter((c): c is Candidate => c !== null);
+    if (options.keepLast && layers.length > 0) {
+      const last = layers[layers.length - 1].op;
+      ctx.log(`keeping the last layer "${last.name}" in float (keep-last=true)`);
+      layers = layers.filter((l) => l.op !== last);
+    }
+    layers = layers.filter((l) => !skip.has(l.op.name));
+    if (layers.length === 0) return false;
+
+    const floatActivations = ctx.calibration === null ? null : probe(module, layers, ctx.calibration, ctx);
+    const perLayer: Record<string, StatValue> = {};
+    const quantizers = new Map<string, Op>();
+    let exponentBits = 0;
+    for (const layer of layers) {
+      const stats = lower(graph, layer, format, block, options.accumulator, quantizers);
+      exponentBits += stats["weight-exponent-bits"] as number;
+      perLayer[layer.op.name] = stats;
+      if (floatActivations !== null) {
+        const analysis = analyze(layer, floatActivations, ctx);
+        if (analysis !== null) Object.assign(stats, analysis);
+      }
+    }
+    module.opsets.set(BFP_DOMAIN, 1);
+    if (ctx.calibration !== null) inModelSqnr(module, layers, floatActivations, ctx.calibration, perLayer, ctx);
+    ctx.stat("layers-lowered", layers.length);
+    ctx.stat("format", `e${format.exponentBits}m${format.mantissaBits} ${format.rounding}`);
+    ctx.stat("scheme", block === 0 ? "per-channel" : `mx, blocks of ${block}`);
+    ctx.stat("weight-exponent-bits", exponentBits);
+    ctx.stat("layers", perLayer);
+    return true;
+  },
+});
+
+/** A Conv/Gemm/MatMul with constant float32 weights and a float32 input of known channels, else null (logged). */
+function candidateOf(op: Op, ctx: PassContext): Candidate | null {
+  const x = op.operand(0), w = op.operand(1);
+  const skip = (why: string): null => {
+    ctx.log(`op "${op.name}" (${op.type}) stays in float: ${why}`);
+    return null;
+  };
+  if (x === null || w === null) return skip("missing operands");
+  if (!isTensorType(x.type) || x.type.elem !== "f32" || x.type.shape === null) {
+    return skip("input is not f32 of known rank");
+  }
+  if (w.constant === null || w.constant.dtype !== "f32") return skip("weights are not a float32 constant");
+  const wt = w.constant;
+  const data = toFloat64(wt);
+  if (!data.every(Number.isFinite)) {
+    ctx.emit("warning", `op "${op.name}" (${op.type}): weights hold NaN or Inf; layer left in float`, op);
+    return null;
+  }
+  const biasOf = (v: Value | null, scale: number, o: number): Float32Array | null | undefined => {
+    if (v === null) return null;
+    if (v.constant === null || v.constant.dtype !== "f32" || shapeSize(v.constant.shape) !== o) return undefined;
+    return Float32Array.from(toFloat64(v.constant), (b) => b * scale);
+  };
+  if (op.type === "Conv") {
+    if (x.type.shape.length < 3 || typeof x.type.shape[1] !== "number") return skip("input channels unknown");
+    const bias = biasOf(op.operand(2), 1, wt.shape[0]);
+    if (bias === undefined) return skip("bias is not a float32 constant");
+    return {
+      op,
+      kind: "conv",
+      x,
+      weight: Float32Array.from(data),
+      weightShape: [...wt.shape],
+      bias,
+      group: op.int("group", 1),
+    };
+  }
+  if (x.type.shape.length !== 2 || wt.shape.length !== 2) return skip("only 2-D inputs and weights are lowered");
+  if (op.type === "Gemm" && op.int("transA", 0) !== 0) return skip("transA=1");
+  const transB = op.type === "Gemm" && op.int("transB", 0) === 1;
+  const alpha = op.type === "Gemm" ? op.float("alpha", 1) : 1;
+  const [o, k] = transB ? wt.shape : [wt.shape[1], wt.shape[0]];
+  const weight = new Float32Array(o * k);
+  for (let i = 0; i < o; i++) {
+    for (let j = 0; j < k; j++) weight[i * k + j] = alpha * data[transB ? i * k + j : j * o + i];
+  }
+  const bias = op.type === "Gemm" ? biasOf(op.operand(2), op.float("beta", 1), o) : null;
+  if (bias === undefined) return skip("C is not a float32 constant with one value per output");
+  return { op, kind: "gemm", x, weight, weightShape: [o, k], bias, group: 1 };
+}
+
+/** The layer's statistics (always) and, with calibration, its error analysis. */
+type LayerStats = Record<string, StatValue>;
+
+function lower(
+  graph: Graph,
+  layer: Candidate,
+  format: BfpFormat,
+  block: number,
+  accumulator: number,
+  quantizers: Map<string, Op>,
+): LayerStats {
+  const { op, x } = layer;
+  const name = op.name || op.result.name;
+  const q = quantizeWeights(layer.weight, layer.weightShape, format, block);
+  const elem = { kind: "bfp", mantissa: format.mantissaBits, exponent: format.exponentBits, block } as const;
+  const wm = graph.addConstant(
+    graph.freshName(`${name}.wm`),
+    tensor(bfpStorage(format.mantissaBits), layer.weightShape, q.mantissas),
+    { elem, shape: layer.weightShape },
+  );
+  const we = graph.addConstant(graph.freshName(`${name}.we`), tensor("i8", q.exponentShape, q.exponents), {
+    elem: "i8",
+    shape: q.exponentShape,
+  });
+  const o = layer.weightShape[0];
+  const bias = layer.bias === null
+    ? null
+    : op.operand(2)?.constant?.dtype === "f32" && op.operand(2)!.constant!.shape.length === 1 &&
+        layer.kind === "conv"
+    ? op.operand(2)
+    : graph.addConstant(graph.freshName(`${name}.bias`), tensor("f32", [o], layer.bias), {
+      elem: "f32",
+      shape: [o],
+    });
+  // One Quantize per (input, blocking): layers reading the same tensor the same way share it.
+  const group = block === 0 ? 1 : layer.group;
+  const key = `${x.name}|${block}|${group}`;
+  let quantize = quantizers.get(key);
+  if (quantize === undefined) {
+    const xType = x.type as TensorType;
+    quantize = new Op({
+      name: graph.freshName(`${x.name}.bfp`),
+      type: "Quantize",
+      domain: BFP_DOMAIN,
+      operands: [x],
+      results: [
+        new Value(graph.freshName(`${x.name}.xm`), { elem, shape: xType.shape }),
+        new Value(graph.freshName(`${x.name}.xe`), null),
+      ],
+      attributes: [
+        ["mantissa", attr.int(format.mantissaBits)],
+        ["exponent", attr.int(format.exponentBits)],
+        ["block", attr.int(block)],
+        ["group", attr.int(group)],
+        ["rounding", attr.string(format.rounding)],
+        ["exponent_rule", attr.string(format.exponentRule)],
+        ...(format.rounding === "stochastic" ? [["seed", attr.int(format.seed)] as [string, Attribute]] : []),
+      ],
+    });
+    insertBefore(op, quantize);
+    quantizers.set(key, quantize);
+  }
+  // The op becomes its lowered form in place: its result (and name) stay, so every use and graph output holds.
+  const old = op.operands.filter((v): v is Value => v !== null);
+  op.dropOperands();
+  for (const v of [quantize.results[0], quantize.results[1], wm, we, bias]) op.addOperand(v ?? null);
+  if (bias === null) op.truncateOperands(4);
+  const keep = layer.kind === "conv" ? ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"] : [];
+  for (const k of [...op.attributes.keys()]) if (!keep.includes(k)) op.attributes.delete(k);
+  op.type = layer.kind === "conv" ? "Conv" : "Gemm";
+  op.domain = BFP_DOMAIN;
+  op.attributes.set("accumulator", attr.int(accumulator));
+  op.attributes.set("rounding", attr.string(format.rounding));
+  if (format.rounding === "stochastic") op.attributes.set("seed", attr.int(format.seed));
+  for (const v of old) if (v.graph !== null && v.isDead && v.constant !== null) eraseValue(v);
+  const { bias: exponentBias } = exponentRange(format);
+  return {
+    kind: layer.kind,
+    "weight-blocks": q.exponents.length,
+    "weight-exponent-bits": q.exponents.length * format.exponentBits,
+    "weight-mantissa-bits": q.mantissas.length * format.mantissaBits,
+    "weight-saturated": q.saturated,
+    "exponent-bias": exponentBias,
+  };
+}
+
+/** Float activations at every candidate's input and output on the calibration data (before lowering). */
+function probe(
+  module: Module,
+  layers: readonly Candidate[],
+  calibration: Readonly<Record<string, Tensor>>,
+  ctx: PassContext,
+): Map<Value, Tensor> | null {
+  const values = layers.flatMap((l) => [l.x, l.op.result]);
+  try {
+    return runWithProbes(module, values, calibration, ctx);
+  } catch (e) {
+    ctx.emit("warning", `calibration run failed (${e instanceof Error ? e.message : e}); no error analysis`);
+    return null;
+  }
+}
+
+function runWithProbes(
+  module: Module,
+  values: readonly Value[],
+  calibration: Readonly<Record<string, Tensor>>,
+  ctx: PassContext,
+): Map<Value, Tensor> {
+  const graph = module.graph;
+  const saved = [...graph.outputs];
+  try {
+    for (const v of values) if (!graph.outputs.includes(v)) graph.outputs.push(v);
+    const out = new Interpreter(module, { registry: ctx.ops }).run(calibration);
+    return new Map(values.map((v) => [v, out[v.name]]));
+  } finally {
+    graph.outputs.length = 0;
+    graph.outputs.push(...saved);
+  }
+}
+
+/** 10·log10(signal / noise) in dB (Infinity when exact). */
+function sqnr(reference: ArrayLike<number>, approx: ArrayLike<number>): number {
+  let signal = 0, noise = 0;
+  for (let i = 0; i < reference.length; i++) {
+    signal += reference[i] * reference[i];
+    const d = reference[i] - approx[i];
+    noise += d * d;
+  }
+  return noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
+}
+
+function db(v: number): StatValue {
+  return Number.isFinite(v) ? Math.round(v * 100) / 100 : "inf";
+}
+
+/** The four-stage error analysis of one lowered layer on its float calibration input (module header). */
+function analyze(layer: Candidate, activations: Map<Value, Tensor>, ctx: PassContext): LayerStats | null {
+  const x = activations.get(layer.x), yRef = activations.get(layer.op.result);
+  if (x === undefined || yRef === undefined || x.dtype !== "f32") return null;
+  const op = layer.op;
+  const xm = op.operand(0)!, wm = op.operand(2)!, we = op.operand(3)!;
+  const elem = (wm.type as TensorType).elem;
+  if (typeof elem !== "object" || elem.kind !== "bfp") return null;
+  const quantize = xm.producer!;
+  const format = bfpFormat({
+    mantissaBits: elem.mantissa,
+    exponentBits: elem.exponent,
+    rounding: quantize.string("rounding", "nearest-even") as BfpRounding,
+    exponentRule: quantize.string("exponent_rule", "floor") as BfpFormat["exponentRule"],
+    seed: quantize.int("seed", 0),
+  });
+  const blocking = { block: quantize.int("block", 0), group: quantize.int("group", 1) };
+  try {
+    const xq = quantizeActivations(x.data as Float32Array, x.shape, format, blocking, layer.x.name);
+    const xDeq = dequantizeActivations(xq, x.shape, format, blocking);
+    const wDeq = dequantizeWeights(
+      wm.constant!.data as Int8Array,
+      we.constant!.data as Int8Array,
+      layer.weightShape,
+      format,
+      elem.block,
+    );
+    const inputs = [
+      tensor(bfpStorage(format.mantissaBits), x.shape, xq.mantissas),
+      tensor("i8", [xq.exponents.length], xq.exponents),
+      wm.constant!,
+      we.constant!,
+      op.operand(4)?.constant ?? null,
+    ];
+    const r = bfpLayerOf(op, inputs);
+    const ref = toFloat64(yRef);
+    const sIn = sqnr(x.data as Float32Array, xDeq), sW = sqnr(layer.weight, wDeq);
+    const predicted = -10 * Math.log10(10 ** (-sIn / 10) + 10 ** (-sW / 10));
+    return {
+      "sqnr-input-db": db(sIn),
+      "sqnr-weight-db": db(sW),
+      "sqnr-mac-db": db(sqnr(ref, r.y)),
+      "sqnr-output-db": db(sqnr(ref, Float32Array.from(r.y))),
+      "sqnr-predicted-db": db(predicted),
+      "saturations": r.saturations,
+      "input-blocks-per-sample": xq.exponents.length / Math.max(1, x.shape[0]),
+    };
+  } catch (e) {
+    ctx.log(`op "${op.name}": no error analysis (${e instanceof Error ? e.message : e})`);
+    return null;
+  }
+}
+
+/** SQNR of every lowered layer's output inside the lowered model, against the float model (errors accumulate). */
+function inModelSqnr(
+  module: Module,
+  layers: readonly Candidate[],
+  floatActivations: Map<Value, Tensor> | null,
+  calibration: Readonly<Record<string, Tensor>>,
+  perLayer: Record<string, StatValue>,
+  ctx: PassContext,
+): void {
+  if (floatActivations === null) return;
+  let lowered: Map<Value, Tensor>;
+  try {
+    lowered = runWithProbes(module, layers.map((l) => l.op.result), calibration, ctx);
+  } catch (e) {
+    ctx.emit("warning", `lowered calibration run failed (${e instanceof Error ? e.message : e})`);
+    return;
+  }
+  for (const l of layers) {
+    const a = floatActivations.get(l.op.result), b = lowered.get(l.op.result);
+    if (a === undefined || b === undefined) continue;
+    (perLayer[l.op.name] as Record<string, StatValue>)["sqnr-in-model-db"] = db(sqnr(toFloat64(a), toFloat64(b)));
+  }
+}
