@@ -13,7 +13,7 @@
  * @module
  */
 import { attr, type Attribute } from "../ir/attributes.ts";
-import { type BfpFormat, bfpFormat, type BfpRounding, exponentRange } from "../ir/bfp.ts";
+import { type BfpFormat, bfpFormat, type BfpRounding, exponentRange, productBits } from "../ir/bfp.ts";
 import { type Graph, Op, Value } from "../ir/graph.ts";
 import { Interpreter } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
@@ -143,7 +143,7 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
     const quantizers = new Map<string, Op>();
     let exponentBits = 0;
     for (const layer of layers) {
-      const stats = lower(graph, layer, format, block, options.accumulator, quantizers);
+      const stats = lower(graph, layer, format, block, options.accumulator, quantizers, ctx);
       exponentBits += stats["weight-exponent-bits"] as number;
       perLayer[layer.op.name] = stats;
       if (floatActivations !== null) {
@@ -223,9 +223,20 @@ function lower(
   block: number,
   accumulator: number,
   quantizers: Map<string, Op>,
+  ctx: PassContext,
 ): LayerStats {
   const { op, x } = layer;
   const name = op.name || op.result.name;
+  const reduction = shapeSize(layer.weightShape.slice(1));
+  const needed = productBits(format, reduction) + 2;
+  if (needed > accumulator) {
+    ctx.emit(
+      "warning",
+      `op "${op.name}" (${op.type}): a ${accumulator}-bit accumulator may saturate: ${reduction} products of ` +
+        `${format.mantissaBits}-bit mantissas need ${needed} bits`,
+      op,
+    );
+  }
   const q = quantizeWeights(layer.weight, layer.weightShape, format, block);
   const elem = { kind: "bfp", mantissa: format.mantissaBits, exponent: format.exponentBits, block } as const;
   const wm = graph.addConstant(

@@ -1,0 +1,226 @@
+import assert from "node:assert/strict";
+import { defaultRegistry } from "../driver/compile.ts";
+import type { Attribute } from "../ir/attributes.ts";
+import { Graph, Op, Value } from "../ir/graph.ts";
+import { interpret } from "../ir/interpreter.ts";
+import { Module } from "../ir/module.ts";
+import { builtinOps } from "../ir/ops/builtin.ts";
+import { inferShapes } from "../ir/shape.ts";
+import { float32Tensor, type Tensor } from "../ir/tensor.ts";
+import { bfpOptions, bfpPass } from "./bfp.ts";
+import { runPipeline } from "./manager.ts";
+import { defaultOptions, type OptionValues } from "./options.ts";
+import type { Diagnostic, PassContext, StatValue } from "./pass.ts";
+import { parsePipeline } from "./pipeline.ts";
+
+function random(seed: number): () => number {
+  let s = seed;
+  return () => {
+    s = (s * 16807) % 2147483647;
+    return s / 2147483647 - 0.5;
+  };
+}
+
+function randomTensor(shape: number[], seed: number, scale = 1): Tensor {
+  const r = random(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  return float32Tensor(shape, Float32Array.from({ length: n }, () => scale * r()));
+}
+
+const int = (value: number): Attribute => ({ kind: "int", value });
+const ints = (value: number[]): Attribute => ({ kind: "ints", value });
+const float = (value: number): Attribute => ({ kind: "float", value });
+
+/** x[N,4,6,6] -> conv1 (3x3 pad 1) -> relu -> conv2 (1x1, also reading x? no) -> flatten -> fc (Gemm transB=0, alpha, beta) -> out(MatMul). */
+function network(): Module {
+  const g = new Graph("net");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 4, 6, 6] }));
+  const c = (name: string, t: Tensor): Value => g.addConstant(name, t, { elem: "f32", shape: [...t.shape] });
+  const add = (name: string, type: string, operands: Value[], attributes: [string, Attribute][] = []): Value =>
+    g.addOp(new Op({ name, type, operands, results: [new Value(name)], attributes })).result;
+  const conv1 = add("conv1", "Conv", [x, c("w1", randomTensor([6, 4, 3, 3], 1, 0.5)), c("b1", randomTensor([6], 2))], [
+    ["pads", ints([1, 1, 1, 1])],
+  ]);
+  // A second conv on the same input with the same blocking shares the first one's Quantize.
+  const side = add("side", "Conv", [x, c("w2", randomTensor([6, 4, 1, 1], 3))]);
+  const sum = add("sum", "Add", [add("relu", "Relu", [conv1]), side]);
+  const flat = add("flat", "Flatten", [sum]);
+  const fc = add("fc", "Gemm", [flat, c("wf", randomTensor([216, 10], 4, 0.1)), c("bf", randomTensor([10], 5))], [
+    ["alpha", float(1.5)],
+    ["beta", float(0.5)],
+  ]);
+  const out = add("out", "MatMul", [fc, c("wo", randomTensor([10, 3], 6))]);
+  g.outputs.push(out);
+  const m = new Module(g);
+  inferShapes(m);
+  return m;
+}
+
+function context(calibration: Record<string, Tensor> | null = null) {
+  const stats: Record<string, StatValue> = {};
+  const diagnostics: Diagnostic[] = [];
+  const logs: string[] = [];
+  const ctx: PassContext = {
+    ops: builtinOps,
+    calibration,
+    stat: (k, v) => (stats[k] = v),
+    emit: (severity, message) => diagnostics.push({ severity, message, op: null } as unknown as Diagnostic),
+    log: (m) => logs.push(m),
+    analysis: () => {
+      throw new Error("no analyses here");
+    },
+  };
+  return { ctx, stats, diagnostics, logs };
+}
+
+function options(over: Partial<OptionValues<typeof bfpOptions>> = {}): OptionValues<typeof bfpOptions> {
+  return { ...defaultOptions(bfpOptions), ...over };
+}
+
+function sqnr(ref: Tensor, got: Tensor): number {
+  let s = 0, n = 0;
+  for (let i = 0; i < ref.data.length; i++) {
+    s += Number(ref.data[i]) ** 2;
+    n += (Number(ref.data[i]) - Number(got.data[i])) ** 2;
+  }
+  return 10 * Math.log10(s / n);
+}
+
+const INPUT = { x: randomTensor([3, 4, 6, 6], 9, 4) };
+
+Deno.test("bfp lowers Conv, Gemm and MatMul, shares one Quantize per input, and tracks the float model", async () => {
+  const reference = interpret(network(), INPUT).out;
+  const m = network();
+  const registry = defaultRegistry();
+  await runPipeline(m, parsePipeline("bfp", registry), { registry }); // verify-each checks the lowered IR
+  assert.deepEqual(m.graph.ops.map((op) => op.qualifiedType), [
+    "ai.bfp.Quantize",
+    "ai.bfp.Conv",
+    "ai.bfp.Conv",
+    "Relu",
+    "Add",
+    "Flatten",
+    "ai.bfp.Quantize",
+    "ai.bfp.Gemm",
+    "ai.bfp.Quantize",
+    "ai.bfp.Gemm",
+  ]);
+  assert.equal(m.opsets.get("ai.bfp"), 1);
+  // Float weights are gone; BFP constants carry the format in their type.
+  const names = m.graph.constants.map((v) => v.name);
+  for (const gone of ["w1", "w2", "wf", "wo", "bf"]) assert.ok(!names.includes(gone), `${gone} still there`);
+  assert.deepEqual(m.graph.constants.find((v) => v.name === "conv1.wm")?.type, {
+    elem: { kind: "bfp", mantissa: 8, exponent: 5, block: 0 },
+    shape: [6, 4, 3, 3],
+  });
+  const lowered = interpret(m, INPUT).out;
+  const db = sqnr(reference, lowered);
+  assert.ok(db > 30 && db < 60, `e5m8 output SQNR ${db.toFixed(1)} dB`);
+  // 16-bit mantissas (and an accumulator wide enough for them): alpha/beta folding, transposes and biases are right.
+  const wide = network();
+  await runPipeline(wide, parsePipeline("bfp{mantissa=16,exponent=8,accumulator=53}", registry), { registry });
+  const wideDb = sqnr(reference, interpret(wide, INPUT).out);
+  assert.ok(wideDb > 80, `e8m16 output SQNR ${wideDb.toFixed(1)} dB`);
+});
+
+Deno.test("bfp with scheme=mx blocks channels (groups respected) and gains SQNR over per-channel at low precision", () => {
+  const reference = interpret(network(), INPUT).out;
+  const perChannel = network(), mx = network();
+  bfpPass.run(perChannel, options({ mantissa: 4 }), context().ctx);
+  bfpPass.run(mx, options({ mantissa: 4, scheme: "mx", block: 2 }), context().ctx);
+  inferShapes(mx);
+  const conv = mx.graph.ops.find((op) => op.name === "conv1")!;
+  assert.deepEqual(conv.operand(1)!.type, { elem: "i8", shape: ["N", 2, 6, 6] });
+  assert.deepEqual(conv.operand(3)!.constant!.shape, [6, 2, 3, 3]);
+  const a = sqnr(reference, interpret(perChannel, INPUT).out), b = sqnr(reference, interpret(mx, INPUT).out);
+  assert.ok(b > a + 3, `mx ${b.toFixed(1)} dB vs per-channel ${a.toFixed(1)} dB`);
+});
+
+Deno.test("bfp honours ops, skip and keep-last, and warns about names it cannot use", () => {
+  const m = network();
+  const { ctx, diagnostics, logs } = context();
+  bfpPass.run(m, options({ ops: ["Conv", "Gemm", "Relu"], skip: ["side", "nothere"], keepLast: true }), ctx);
+  const types = Object.fromEntries(m.graph.ops.map((op) => [op.name, op.qualifiedType]));
+  assert.equal(types.conv1, "ai.bfp.Conv");
+  assert.equal(types.side, "Conv");
+  assert.equal(types.fc, "Gemm"); // the last Conv/Gemm of the graph: keep-last
+  assert.equal(types.out, "MatMul"); // not in ops
+  assert.deepEqual(diagnostics.map((d) => d.message), [
+    'ops names "Relu", which bfp cannot lower (it lowers Conv, Gemm, MatMul)',
+    'skip names no op: "nothere"',
+  ]);
+  assert.ok(logs.includes('keeping the last layer "fc" in float (keep-last=true)'));
+});
+
+Deno.test("bfp leaves layers with NaN weights or non-constant weights in float, naming them", () => {
+  const m = network();
+  (m.graph.constants.find((v) => v.name === "w2")!.constant!.data as Float32Array)[3] = NaN;
+  const { ctx, diagnostics } = context();
+  assert.equal(bfpPass.run(m, options(), ctx), true);
+  assert.equal(m.graph.ops.find((op) => op.name === "side")!.qualifiedType, "Conv");
+  assert.deepEqual(diagnostics.map((d) => d.message), [
+    'op "side" (Conv): weights hold NaN or Inf; layer left in float',
+  ]);
+  const none = new Graph("g");
+  const x = none.addInput(new Value("x", { elem: "f32", shape: [2, 3] }));
+  const w = none.addInput(new Value("w", { elem: "f32", shape: [3, 3] }));
+  none.outputs.push(
+    none.addOp(new Op({ name: "mm", type: "MatMul", operands: [x, w], results: [new Value("y")] })).result,
+  );
+  const logs = context();
+  assert.equal(bfpPass.run(new Module(none), options(), logs.ctx), false);
+  assert.deepEqual(logs.logs, ['op "mm" (MatMul) stays in float: weights are not a float32 constant']);
+});
+
+Deno.test("bfp with calibration data reports the four-stage SQNR per layer, consistent with the mantissa width", () => {
+  const calibration = { x: randomTensor([8, 4, 6, 6], 21, 4) };
+  const result: Record<number, Record<string, Record<string, StatValue>>> = {};
+  for (const mantissa of [6, 10]) {
+    const { ctx, stats } = context(calibration);
+    bfpPass.run(network(), options({ mantissa }), ctx);
+    result[mantissa] = stats.layers as Record<string, Record<string, StatValue>>;
+    assert.equal(stats["layers-lowered"], 4);
+    assert.equal(stats.format, `e5m${mantissa} nearest-even`);
+  }
+  for (const layer of ["conv1", "side", "fc", "out"]) {
+    const lo = result[6][layer], hi = result[10][layer];
+    for (const key of ["sqnr-input-db", "sqnr-weight-db", "sqnr-mac-db", "sqnr-output-db", "sqnr-in-model-db"]) {
+      assert.equal(typeof lo[key], "number", `${layer} ${key}`);
+      // Four more bits: about 24 dB more (6.02 dB per bit), with slack for small tensors.
+      const gain = (hi[key] as number) - (lo[key] as number);
+      assert.ok(gain > 15 && gain < 32, `${layer} ${key}: +${gain.toFixed(1)} dB`);
+    }
+    // The model of independent input and weight noise predicts the layer's output SQNR within a few dB.
+    const predicted = lo["sqnr-predicted-db"] as number, measured = lo["sqnr-mac-db"] as number;
+    assert.ok(Math.abs(predicted - measured) < 8, `${layer}: predicted ${predicted} vs measured ${measured}`);
+    assert.equal(lo.saturations, 0);
+  }
+  // Errors accumulate through the model: the last layer's in-model SQNR is below its isolated one.
+  assert.ok((result[6].out["sqnr-in-model-db"] as number) < (result[6].out["sqnr-mac-db"] as number));
+});
+
+Deno.test("bfp warns, per layer, when the accumulator is too narrow for the worst-case sum", () => {
+  const { ctx, diagnostics } = context();
+  bfpPass.run(network(), options({ mantissa: 16 }), ctx);
+  assert.deepEqual(diagnostics.map((d) => d.message), [
+    'op "conv1" (Conv): a 32-bit accumulator may saturate: 36 products of 16-bit mantissas need 38 bits',
+    'op "side" (Conv): a 32-bit accumulator may saturate: 4 products of 16-bit mantissas need 34 bits',
+    'op "fc" (Gemm): a 32-bit accumulator may saturate: 216 products of 16-bit mantissas need 40 bits',
+    'op "out" (MatMul): a 32-bit accumulator may saturate: 10 products of 16-bit mantissas need 36 bits',
+  ]);
+});
+
+Deno.test("bfp rejects option values outside their ranges with the option named", () => {
+  const registry = defaultRegistry();
+  assert.throws(() => parsePipeline("bfp{mantissa=1}", registry), /option "mantissa" must be an integer in \[2, 16\]/);
+  assert.throws(() => parsePipeline("bfp{exponent=9}", registry), /option "exponent" must be an integer in \[2, 8\]/);
+  assert.throws(() => parsePipeline("bfp{rounding=up}", registry), /option "rounding" must be one of/);
+  assert.throws(
+    () => parsePipeline("bfp{accumulator=64}", registry),
+    /option "accumulator" must be an integer in \[8, 53\]/,
+  );
+  assert.throws(
+    () => parsePipeline("bfp{scheme=mx,block=0}", registry),
+    /option "block" must be an integer in \[1, inf\)/,
+  );
+});
