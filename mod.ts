@@ -161,6 +161,7 @@ export type {
   BfpTensor,
 } from "./ir/bfp.ts";
 export {
+  accumulatorGuardBits,
   alignToExponent,
   BFP_ROUNDINGS,
   bfpDot,
@@ -169,9 +170,23 @@ export {
   convLayerShape,
   dequantizeBfp,
   partitionCost,
+  productBits,
   quantizeBfp,
   schemeBlocking,
 } from "./ir/bfp.ts";
+export type { ActivationBlocking, BfpLayerArgs, BfpLayerResult } from "./ir/ops/bfp.ts";
+export type { WindowGeometry } from "./ir/ops/conv_kernels.ts";
+export {
+  BFP_DOMAIN,
+  bfpLayer,
+  bfpLayerOf,
+  bfpOps,
+  dequantizeActivations,
+  dequantizeWeights,
+  quantizeActivations,
+  quantizeWeights,
+} from "./ir/ops/bfp.ts";
+export { bfpOptions, bfpPass } from "./passes/bfp.ts";
 
 // Data: .npy files and accuracy.
 export { readNpy, writeNpy } from "./data/npy.ts";

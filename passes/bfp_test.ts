@@ -27,7 +27,6 @@ function randomTensor(shape: number[], seed: number, scale = 1): Tensor {
   return float32Tensor(shape, Float32Array.from({ length: n }, () => scale * r()));
 }
 
-const int = (value: number): Attribute => ({ kind: "int", value });
 const ints = (value: number[]): Attribute => ({ kind: "ints", value });
 const float = (value: number): Attribute => ({ kind: "float", value });
 
