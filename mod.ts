@@ -187,6 +187,7 @@ export {
   quantizeWeights,
 } from "./ir/ops/bfp.ts";
 export { bfpOptions, bfpPass } from "./passes/bfp.ts";
+export { containsBfpOps, legalizeBfp } from "./targets/onnx/bfp_onnx.ts";
 
 // Data: .npy files and accuracy.
 export { readNpy, writeNpy } from "./data/npy.ts";

@@ -3,10 +3,13 @@
  * (`<model>.onnx`), optionally with large weights in a side file
  * (`<model>.onnx.data`, ONNX external data). Opset imports are written as the
  * module holds them: the input's, raised only by passes that introduce newer ops.
+ * A BFP-lowered module (ops of domain `ai.bfp`) is first legalized to standard
+ * ONNX at opset 21 (`bfp_onnx.ts`).
  * @module
  */
 import { exportOnnxFiles } from "../../ir/onnx/export.ts";
 import { type Artifacts, defineTarget, type Target } from "../target.ts";
+import { containsBfpOps, legalizeBfp } from "./bfp_onnx.ts";
 
 /** Options of the `onnx` target. */
 export const onnxTargetOptions = {
@@ -49,8 +52,9 @@ export const onnxTarget: Target<typeof onnxTargetOptions> = defineTarget({
   name: "onnx",
   summary: "ONNX model (<model>.onnx, large weights optionally in <model>.onnx.data)",
   options: onnxTargetOptions,
-  emit(module, { externalData, threshold }, ctx): Artifacts {
+  emit(input, { externalData, threshold }, ctx): Artifacts {
     const modelName = `${ctx.modelName}.onnx`;
+    const module = containsBfpOps(input) ? legalizeBfp(input) : input;
     if (!externalData) return exportOnnxFiles(module, { modelName });
     const location = `${modelName}.data`;
     const files = exportOnnxFiles(module, { modelName, externalData: { location, threshold } });
