@@ -24,6 +24,8 @@ import {
   dequantizeActivations,
   dequantizeWeights,
   quantizeActivations,
+  quantizeBlocking,
+  quantizeFormat,
   quantizeWeights,
 } from "../ir/ops/bfp.ts";
 import { eraseValue, insertBefore } from "../ir/rewriter.ts";
@@ -249,15 +251,12 @@ function lower(
     shape: q.exponentShape,
   });
   const o = layer.weightShape[0];
-  const bias = layer.bias === null
-    ? null
-    : op.operand(2)?.constant?.dtype === "f32" && op.operand(2)!.constant!.shape.length === 1 &&
-        layer.kind === "conv"
-    ? op.operand(2)
-    : graph.addConstant(graph.freshName(`${name}.bias`), tensor("f32", [o], layer.bias), {
-      elem: "f32",
-      shape: [o],
-    });
+  // A Conv's bias is used as it is; a Gemm's gets beta folded in (candidateOf), so it is a new constant.
+  const bias = layer.bias === null ? null : layer.kind === "conv" ? op.operand(2) : graph.addConstant(
+    graph.freshName(`${name}.bias`),
+    tensor("f32", [o], layer.bias),
+    { elem: "f32", shape: [o] },
+  );
   // One Quantize per (input, blocking): layers reading the same tensor the same way share it.
   const group = block === 0 ? 1 : layer.group;
   const key = `${x.name}|${block}|${group}`;
@@ -368,14 +367,8 @@ function analyze(layer: Candidate, activations: Map<Value, Tensor>, ctx: PassCon
   const elem = (wm.type as TensorType).elem;
   if (typeof elem !== "object" || elem.kind !== "bfp") return null;
   const quantize = xm.producer!;
-  const format = bfpFormat({
-    mantissaBits: elem.mantissa,
-    exponentBits: elem.exponent,
-    rounding: quantize.string("rounding", "nearest-even") as BfpRounding,
-    exponentRule: quantize.string("exponent_rule", "floor") as BfpFormat["exponentRule"],
-    seed: quantize.int("seed", 0),
-  });
-  const blocking = { block: quantize.int("block", 0), group: quantize.int("group", 1) };
+  const format = quantizeFormat(quantize);
+  const blocking = quantizeBlocking(quantize);
   try {
     const xq = quantizeActivations(x.data as Float32Array, x.shape, format, blocking, layer.x.name);
     const xDeq = dequantizeActivations(xq, x.shape, format, blocking);

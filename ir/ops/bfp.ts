@@ -106,12 +106,12 @@ export function quantizeActivations(
   format: BfpFormat,
   blocking: ActivationBlocking,
   name: string,
-): { mantissas: Int8Array | Int16Array; exponents: Int8Array } {
+): { mantissas: Int8Array | Int16Array; exponents: Int8Array; saturated: number } {
   const n = shape[0], c = shape[1] ?? 1;
   const spatial = shapeSize(shape.slice(2));
   if (blocking.block === 0) {
     const q = quantizeBfp(x, format, { length: n === 0 ? 0 : x.length / n, block: 0 }, name);
-    return { mantissas: q.mantissas, exponents: Int8Array.from(q.exponents) };
+    return { mantissas: q.mantissas, exponents: Int8Array.from(q.exponents), saturated: q.saturated };
   }
   const group = blocking.group ?? 1;
   if (c % group !== 0) throw new Error(`${c} channels of "${name}" are not divisible into ${group} groups`);
@@ -145,7 +145,7 @@ export function quantizeActivations(
       }
     }
   }
-  return { mantissas, exponents };
+  return { mantissas, exponents, saturated: q.saturated };
 }
 
 /** The format a `Quantize` op's attributes describe. */
@@ -163,7 +163,8 @@ export function quantizeFormat(op: Op): BfpFormat {
   }
 }
 
-function quantizeBlocking(op: Op): ActivationBlocking {
+/** The activation blocking a `Quantize` op's attributes describe (checked). */
+export function quantizeBlocking(op: Op): ActivationBlocking {
   const block = op.int("block", 0), group = op.int("group", 1);
   if (!Number.isInteger(block) || block < 0) throw opError(op, `block must be a non-negative integer, found ${block}`);
   if (!Number.isInteger(group) || group < 1) throw opError(op, `group must be a positive integer, found ${group}`);
@@ -240,7 +241,7 @@ export function quantizeWeights(
     mantissas: q.mantissas,
     exponents: q.exponents,
     exponentShape: activationExponentShape(shape, { block }) as number[],
-    saturated: 0,
+    saturated: q.saturated,
   };
 }
 
@@ -427,6 +428,24 @@ export function bfpLayer(args: BfpLayerArgs): BfpLayerResult {
   const useF32 = exactRows >= 16;
   const rowsPerGemm = useF32 ? Math.min(maxRows, exactRows) : maxRows;
   const exUnit = new Int32Array(positions);
+  const products = new Float64Array(og * positions);
+  // The weight rows of every (group, chunk) as a GEMM operand, gathered once for the whole batch.
+  const weightChunks: FloatArray[] = [];
+  for (let gi = 0; gi < group; gi++) {
+    for (let ch = 0; ch < chunks; ch++) {
+      const j = block === 0 ? 0 : Math.floor(ch / taps), t = block === 0 ? 0 : ch % taps;
+      const c0 = j * chunkChannels, c1 = Math.min(cg, c0 + chunkChannels);
+      const rows = (c1 - c0) * chunkTaps;
+      const chunk = useF32 ? new Float32Array(og * rows) : new Float64Array(og * rows);
+      let r = 0;
+      for (let ci = c0; ci < c1; ci++) {
+        for (let tt = block === 0 ? 0 : t; tt < (block === 0 ? taps : t + 1); tt++, r++) {
+          for (let oi = 0; oi < og; oi++) chunk[oi * rows + r] = wm[((gi * og + oi) * cg + ci) * taps + tt];
+        }
+      }
+      weightChunks.push(chunk);
+    }
+  }
   const width = productBits(format, k);
   const biasUnit = Int32Array.from({ length: o }, (_, oc) => {
     const b = bias === null ? 0 : bias[oc];
@@ -454,7 +473,7 @@ export function bfpLayer(args: BfpLayerArgs): BfpLayerResult {
         const j = block === 0 ? 0 : Math.floor(ch / taps), t = block === 0 ? 0 : ch % taps;
         const c0 = j * chunkChannels, c1 = Math.min(cg, c0 + chunkChannels);
         const rows = (c1 - c0) * chunkTaps;
-        const s = blockProducts(n, gi, c0, c1, t, rows);
+        const s = blockProducts(n, gi, c0, c1, t, rows, weightChunks[gi * chunks + ch]);
         inputUnits(exUnit, n, gi, j, t);
         for (let oi = 0; oi < og; oi++) {
           const ew = weightExponent(gi * og + oi, j, t);
@@ -516,9 +535,16 @@ export function bfpLayer(args: BfpLayerArgs): BfpLayerResult {
    * `S[oi, p] = Σ_rows wm · xm` over channels c0..c1 of group gi (all taps when
    * block = 0, tap t otherwise), exact, as `[og, positions]`.
    */
-  function blockProducts(n: number, gi: number, c0: number, c1: number, t: number, rows: number): FloatArray {
+  function blockProducts(
+    n: number,
+    gi: number,
+    c0: number,
+    c1: number,
+    t: number,
+    rows: number,
+    wChunk: FloatArray,
+  ): FloatArray {
     const cols = useF32 ? f32Scratch(rows * positions) : f64Scratch(rows * positions);
-    const wChunk = useF32 ? new Float32Array(og * rows) : new Float64Array(og * rows);
     const xBase = (n * c + gi * cg) * inSize;
     let r = 0;
     for (let ci = c0; ci < c1; ci++) {
@@ -529,14 +555,14 @@ export function bfpLayer(args: BfpLayerArgs): BfpLayerResult {
           const at = table[tt * positions + p];
           cols[dst + p] = at < 0 ? 0 : xm[src + at];
         }
-        for (let oi = 0; oi < og; oi++) wChunk[oi * rows + r] = wm[((gi * og + oi) * cg + ci) * taps + tt];
       }
     }
-    const out = new Float64Array(og * positions);
+    const out = products;
     if (!useF32) {
       gemm({ m: og, n: positions, k: rows, a: wChunk, b: cols, c: out });
       return out;
     }
+    out.fill(0);
     if (sumScratch.length < og * positions) sumScratch = new Float32Array(og * positions);
     for (let r0 = 0; r0 < rows; r0 += rowsPerGemm) {
       const len = Math.min(rowsPerGemm, rows - r0);

@@ -9,15 +9,23 @@
  * @module
  */
 import { attr, type Attribute } from "../../ir/attributes.ts";
-import { type BfpExponentRule, type BfpFormat, bfpFormat, type BfpRounding, exponentRange } from "../../ir/bfp.ts";
+import { type BfpFormat, bfpFormat, exponentRange } from "../../ir/bfp.ts";
 import { type Graph, Op, Value } from "../../ir/graph.ts";
 import type { Module } from "../../ir/module.ts";
 import type onnxProto from "onnx-proto";
 import { type IAttributeProto, type INodeProto, onnx } from "../../ir/onnx/proto.ts";
 import { tensorToProto } from "../../ir/onnx/tensor_proto.ts";
-import { BFP_DOMAIN } from "../../ir/ops/bfp.ts";
+import { BFP_DOMAIN, bfpElement, quantizeBlocking, quantizeFormat } from "../../ir/ops/bfp.ts";
 import { opError } from "../../ir/ops/common.ts";
-import { addConstant, cloneModule, eraseOp, eraseValue, insertBefore, renameValue } from "../../ir/rewriter.ts";
+import {
+  addConstant,
+  cloneModule,
+  eraseOp,
+  eraseValue,
+  insertBefore,
+  renameValue,
+  subgraphsOf,
+} from "../../ir/rewriter.ts";
 import { int64Tensor, type Tensor, tensor } from "../../ir/tensor.ts";
 import { type BfpType, isTensorType, ONNX_DTYPE_CODES } from "../../ir/types.ts";
 
@@ -58,7 +66,7 @@ export function containsBfpOps(module: Module): boolean {
   const visit = (graph: Graph): boolean =>
     graph.ops.some((op) =>
       (op.domain === BFP_DOMAIN && !functions.has(op.type)) ||
-      [...op.attributes.values()].some((a) => subgraphs(a).some(visit))
+      [...op.attributes.values()].some((a) => subgraphsOf(a).some(visit))
     );
   return visit(module.graph);
 }
@@ -101,7 +109,7 @@ class Legalizer {
 
   lowerGraph(graph: Graph): void {
     for (const op of [...graph.ops]) {
-      for (const a of op.attributes.values()) for (const g of subgraphs(a)) this.lowerGraph(g);
+      for (const a of op.attributes.values()) for (const g of subgraphsOf(a)) this.lowerGraph(g);
     }
     const fakeQuant = new Map<Value, Value>();
     const dequantized = new Map<Value, { we: Value; w: Value }>();
@@ -292,39 +300,20 @@ class Legalizer {
   }
 }
 
-function subgraphs(a: Attribute): readonly Graph[] {
-  return a.kind === "graph" ? [a.value] : a.kind === "graphs" ? a.value : [];
-}
-
 function bfpElementOf(v: Value): BfpType | null {
-  const type = v.type;
-  return isTensorType(type) && typeof type.elem === "object" && type.elem.kind === "bfp" ? type.elem : null;
+  return isTensorType(v.type) ? bfpElement(v.type) : null;
 }
 
 function quantizeSpec(op: Op): QuantizeSpec {
-  const rounding = op.string("rounding", "nearest-even") as BfpRounding;
-  if (rounding === "stochastic") {
+  if (op.string("rounding", "nearest-even") === "stochastic") {
     throw opError(
       op,
       "stochastic rounding cannot be expressed in ONNX (no standard op draws the seeded splitmix32 stream); " +
         "choose a deterministic rounding mode for ONNX export",
     );
   }
-  let format: BfpFormat;
-  try {
-    format = bfpFormat({
-      mantissaBits: op.int("mantissa", 8),
-      exponentBits: op.int("exponent", 5),
-      rounding,
-      exponentRule: op.string("exponent_rule", "floor") as BfpExponentRule,
-    });
-  } catch (e) {
-    throw opError(op, (e as Error).message);
-  }
-  const block = op.int("block", 0), group = op.int("group", 1);
-  if (!Number.isInteger(block) || block < 0) throw opError(op, `block must be a non-negative integer, found ${block}`);
-  if (!Number.isInteger(group) || group < 1) throw opError(op, `group must be a positive integer, found ${group}`);
-  return { format, block, group: block === 0 ? 1 : group };
+  const { block, group } = quantizeBlocking(op);
+  return { format: quantizeFormat(op), block, group: block === 0 ? 1 : group! };
 }
 
 /** Throw when a Quantize result is still used (or returned) after the lowered layers stopped using it. */
@@ -760,7 +749,7 @@ function softmaxAxis(op: Op, graph: Graph): void {
  */
 function upgradeGraph(graph: Graph, from: number, skip: ReadonlySet<Op>): void {
   for (const op of [...graph.ops]) {
-    for (const a of op.attributes.values()) for (const g of subgraphs(a)) upgradeGraph(g, from, skip);
+    for (const a of op.attributes.values()) for (const g of subgraphsOf(a)) upgradeGraph(g, from, skip);
     if ((op.domain !== "" && op.domain !== "ai.onnx") || skip.has(op)) continue;
     const deprecated = DEPRECATED[op.type];
     if (deprecated !== undefined) {
