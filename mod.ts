@@ -146,48 +146,47 @@ export { defineTarget } from "./targets/target.ts";
 export { builtinTargets } from "./targets/builtin.ts";
 export { onnxTarget, onnxTargetOptions } from "./targets/onnx/onnx_target.ts";
 
-// Block floating point: the exact numerics every BFP target reproduces.
-export type {
-  BfpAccumulatorOptions,
-  BfpBlocking,
-  BfpDotResult,
-  BfpExponentRule,
-  BfpFormat,
-  BfpLayerShape,
-  BfpPartitionCost,
-  BfpRng,
-  BfpRounding,
-  BfpScheme,
-  BfpTensor,
-} from "./ir/bfp.ts";
+// Block floating point and fixed point: the numbers, the layer plans every target reads, the golden kernel.
+export type { BfpExponentRule, BfpFormat, BfpRng, BfpRounding } from "./ir/bfp/format.ts";
 export {
-  accumulatorGuardBits,
-  alignToExponent,
+  ACCUMULATOR_BITS,
   BFP_ROUNDINGS,
-  bfpDot,
   bfpFormat,
-  bfpFormatOf,
-  convLayerShape,
-  dequantizeBfp,
-  partitionCost,
-  productBits,
-  quantizeBfp,
-  schemeBlocking,
-} from "./ir/bfp.ts";
-export type { ActivationBlocking, BfpLayerArgs, BfpLayerResult } from "./ir/ops/bfp.ts";
-export type { WindowGeometry } from "./ir/ops/conv_kernels.ts";
+  bfpStorage,
+  exponentRange,
+  maxMantissa,
+  roundScaled,
+  splitmix32,
+} from "./ir/bfp/format.ts";
+export type { ActivationBlocking, BfpBlocking, BfpTensor } from "./ir/bfp/quantize.ts";
 export {
-  BFP_DOMAIN,
-  bfpLayer,
-  bfpLayerOf,
-  bfpOps,
+  activationExponentShape,
   dequantizeActivations,
+  dequantizeBfp,
   dequantizeWeights,
   quantizeActivations,
+  quantizeBfp,
   quantizeWeights,
-} from "./ir/ops/bfp.ts";
+  staticExponentFor,
+  weightExponentShape,
+} from "./ir/bfp/quantize.ts";
+export type { BfpAccumulatorPlan, BfpBiasPlan, BfpLayerPlan, BfpQuantizePlan, BfpWeightPlan } from "./ir/bfp/plan.ts";
+export {
+  BFP_DOMAIN,
+  bfpLayerGeometry,
+  bfpLayerPlan,
+  bfpLayerResultType,
+  bfpQuantizePlan,
+  NO_BIAS_UNIT,
+} from "./ir/bfp/plan.ts";
+export type { BfpActivation, BfpLayerResult } from "./ir/bfp/kernel.ts";
+export { bfpLayer } from "./ir/bfp/kernel.ts";
+export { bfpOps, runBfpQuantize } from "./ir/bfp/ops.ts";
+export type { WindowGeometry } from "./ir/ops/conv_kernels.ts";
 export { bfpOptions, bfpPass } from "./passes/bfp.ts";
-export { containsBfpOps, legalizeBfp } from "./targets/onnx/bfp_onnx.ts";
+export { FIXED_EXPONENT_BITS, fixedOptions, fixedPass } from "./passes/fixed.ts";
+export type { OpsetUpgrade } from "./ir/onnx/opset_upgrade.ts";
+export { MAX_UPGRADE_OPSET, upgradeOpset } from "./ir/onnx/opset_upgrade.ts";
 
 // Data: .npy files and accuracy.
 export { readNpy, writeNpy } from "./data/npy.ts";

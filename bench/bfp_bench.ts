@@ -1,5 +1,5 @@
 /**
- * BFP quantization throughput: `quantizeBfp` (ir/bfp.ts, e5m8, nearest-even)
+ * BFP quantization throughput: `quantizeBfp` (ir/bfp/quantize.ts, e5m8, nearest-even)
  * on 100 MB of float32 weights (5426 rows of 4608 = VGG-16's 512x512x3x3 row
  * length), per-channel rows and MX blocks of 32, next to a vectorized numpy
  * implementation of the same formula in the same run (bench/bfp_numpy.py,
@@ -10,7 +10,8 @@
  */
 import { join } from "node:path";
 import { readNpyFile, writeNpy } from "../data/npy.ts";
-import { type BfpBlocking, bfpFormat, quantizeBfp, splitmix32 } from "../ir/bfp.ts";
+import { bfpFormat, splitmix32 } from "../ir/bfp/format.ts";
+import { type BfpBlocking, quantizeBfp } from "../ir/bfp/quantize.ts";
 
 const PYTHON = "/usr/bin/python3";
 const DIR = join(Deno.env.get("TMPDIR") ?? "/tmp", "cnnc_bfp_bench");

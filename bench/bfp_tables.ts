@@ -51,7 +51,7 @@ import { runOnnxruntime } from "../driver/onnxruntime.ts";
 import { Registry } from "../driver/registry.ts";
 import type { CompileReport } from "../driver/report.ts";
 import { Interpreter } from "../ir/interpreter.ts";
-import { BFP_DOMAIN } from "../ir/ops/bfp.ts";
+import { BFP_DOMAIN } from "../ir/bfp/plan.ts";
 import { shapeSize, type Tensor } from "../ir/tensor.ts";
 import { builtinPasses } from "../passes/builtin.ts";
 import type { StatValue } from "../passes/pass.ts";

@@ -3,7 +3,7 @@
  * become BFP constants offline (mantissas typed `bfp<...>` + `i8` exponents),
  * each lowered layer's input gets an `ai.bfp.Quantize` that computes its
  * exponents at run time, and the layer becomes `ai.bfp.Conv`/`ai.bfp.Gemm`,
- * whose bit-exact integer kernel (`ir/ops/bfp.ts`) is the golden model.
+ * whose bit-exact integer kernel (`ir/bfp/kernel.ts`) is the golden model.
  *
  * Outputs return to float32: the ops between two lowered layers (ReLU,
  * pooling, BatchNormalization, Add, Concat, ...) are float ops, and the next
@@ -13,24 +13,24 @@
  * @module
  */
 import { attr, type Attribute } from "../ir/attributes.ts";
-import { type BfpFormat, bfpFormat, type BfpRounding, exponentRange, productBits } from "../ir/bfp.ts";
-import { type Graph, Op, Value } from "../ir/graph.ts";
-import { Interpreter } from "../ir/interpreter.ts";
-import type { Module } from "../ir/module.ts";
 import {
-  BFP_DOMAIN,
-  bfpLayerOf,
+  ACCUMULATOR_BITS,
+  BFP_ROUNDINGS,
+  type BfpExponentRule,
+  type BfpFormat,
+  bfpFormat,
   bfpStorage,
-  dequantizeActivations,
-  dequantizeWeights,
-  quantizeActivations,
-  quantizeBlocking,
-  quantizeFormat,
-  quantizeWeights,
-} from "../ir/ops/bfp.ts";
+  exponentRange,
+  productBits,
+} from "../ir/bfp/format.ts";
+import { BFP_DOMAIN, bfpElementType, bfpLayerPlan } from "../ir/bfp/plan.ts";
+import { quantizeWeights } from "../ir/bfp/quantize.ts";
+import { type Graph, Op, Value } from "../ir/graph.ts";
+import type { Module } from "../ir/module.ts";
 import { eraseValue, insertBefore } from "../ir/rewriter.ts";
 import { shapeSize, type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
 import { isTensorType, type TensorType } from "../ir/types.ts";
+import { db, layerErrorStats, runWithProbes, sqnr } from "./analysis/bfp_error.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
 /** Options of `bfp`. */
@@ -39,7 +39,7 @@ export const bfpOptions = {
   exponent: { kind: "int", default: 5, min: 2, max: 8, doc: "Shared exponent bits (bias 2^(E-1)-1)" },
   rounding: {
     kind: "enum",
-    values: ["nearest-even", "toward-zero", "toward-positive", "toward-negative", "stochastic"],
+    values: BFP_ROUNDINGS,
     default: "nearest-even",
     doc: "Rounding of every right shift (quantization, bias alignment, accumulator alignment)",
   },
@@ -57,26 +57,37 @@ export const bfpOptions = {
     doc: "per-channel: a block per weight row and per input sample; mx: blocks of `block` input channels",
   },
   block: { kind: "int", default: 32, min: 1, doc: "Channels per block with scheme=mx" },
-  accumulator: { kind: "int", default: 32, min: 8, max: 53, doc: "Accumulator bits (saturating)" },
+  accumulator: {
+    kind: "int",
+    default: 32,
+    min: ACCUMULATOR_BITS.min,
+    max: ACCUMULATOR_BITS.max,
+    doc: "Accumulator bits (saturating)",
+  },
   ops: { kind: "list", default: ["Conv", "Gemm", "MatMul"], doc: "Op types to lower" },
   skip: { kind: "list", default: [], doc: "Op names left in float" },
   keepLast: { kind: "bool", default: false, doc: "Leave the last lowered-able layer (the classifier) in float" },
 } as const;
 
-/** A layer the pass can lower: its float weights as rows `[O, ...]` and the op's geometry. */
-interface Candidate {
+/** A layer a lowering pass can lower: its float weights as rows `[O, ...]` and the op's geometry. */
+export interface Candidate {
+  /** The float layer. */
   readonly op: Op;
+  /** What it becomes. */
   readonly kind: "conv" | "gemm";
+  /** Its input. */
   readonly x: Value;
   /** Weights `[O, Cg, ...kernel]` (Conv) or `[O, K]` (Gemm/MatMul, transposes and alpha applied). */
   readonly weight: Float32Array;
+  /** The shape of {@linkcode weight}. */
   readonly weightShape: number[];
   /** Bias `[O]` (beta applied), or null. */
   readonly bias: Float32Array | null;
+  /** Channel groups. */
   readonly group: number;
 }
 
-const SUPPORTED = new Set(["Conv", "Gemm", "MatMul"]);
+const SUPPORTED: readonly string[] = bfpOptions.ops.default;
 
 /**
  * Lower the chosen layers to BFP (module header). With calibration inputs
@@ -110,59 +121,116 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
   summary: "Lower Conv/Gemm/MatMul to block floating point (bit-exact integer golden model)",
   options: bfpOptions,
   run(module, options, ctx): boolean {
-    const graph = module.graph;
     const format = bfpFormat({
       mantissaBits: options.mantissa,
       exponentBits: options.exponent,
-      rounding: options.rounding as BfpRounding,
-      exponentRule: options.exponentRule as BfpFormat["exponentRule"],
+      rounding: options.rounding,
+      exponentRule: options.exponentRule as BfpExponentRule,
       seed: options.seed,
     });
     const block = options.scheme === "mx" ? options.block : 0;
-    for (const t of options.ops) {
-      if (!SUPPORTED.has(t)) {
-        ctx.emit("warning", `ops names "${t}", which bfp cannot lower (it lowers Conv, Gemm, MatMul)`);
-      }
-    }
-    const skip = new Set(options.skip);
-    for (const name of skip) {
-      if (!graph.ops.some((op) => op.name === name)) ctx.emit("warning", `skip names no op: "${name}"`);
-    }
-    const wanted = new Set(options.ops);
-    let layers = graph.ops.filter((op) => wanted.has(op.type) && op.domain === "")
-      .map((op) => candidateOf(op, ctx))
-      .filter((c): c is Candidate => c !== null);
-    if (options.keepLast && layers.length > 0) {
-      const last = layers[layers.length - 1].op;
-      ctx.log(`keeping the last layer "${last.name}" in float (keep-last=true)`);
-      layers = layers.filter((l) => l.op !== last);
-    }
-    layers = layers.filter((l) => !skip.has(l.op.name));
+    const layers = chooseLayers(module.graph, options, "bfp", ctx);
     if (layers.length === 0) return false;
-
     const floatActivations = ctx.calibration === null ? null : probe(module, layers, ctx.calibration, ctx);
-    const perLayer: Record<string, StatValue> = {};
-    const quantizers = new Map<string, Op>();
-    let exponentBits = 0;
-    for (const layer of layers) {
-      const stats = lower(graph, layer, format, block, options.accumulator, quantizers, ctx);
-      exponentBits += stats["weight-exponent-bits"] as number;
-      perLayer[layer.op.name] = stats;
-      if (floatActivations !== null) {
-        const analysis = analyze(layer, floatActivations, ctx);
-        if (analysis !== null) Object.assign(stats, analysis);
-      }
-    }
-    module.opsets.set(BFP_DOMAIN, 1);
-    if (ctx.calibration !== null) inModelSqnr(module, layers, floatActivations, ctx.calibration, perLayer, ctx);
+    const lowered = lowerLayers(
+      module,
+      layers,
+      { format, block, accumulator: options.accumulator },
+      floatActivations,
+      ctx,
+    );
     ctx.stat("layers-lowered", layers.length);
     ctx.stat("format", `e${format.exponentBits}m${format.mantissaBits} ${format.rounding}`);
     ctx.stat("scheme", block === 0 ? "per-channel" : `mx, blocks of ${block}`);
-    ctx.stat("weight-exponent-bits", exponentBits);
-    ctx.stat("layers", perLayer);
+    ctx.stat("weight-exponent-bits", lowered.weightExponentBits);
+    ctx.stat("layers", lowered.layers);
     return true;
   },
 });
+
+/** The options `bfp` and `fixed` share: which layers to lower. */
+export interface LayerChoice {
+  /** Op types to lower. */
+  readonly ops: readonly string[];
+  /** Op names left in float. */
+  readonly skip: readonly string[];
+  /** Leave the last lowerable layer in float. */
+  readonly keepLast: boolean;
+}
+
+/**
+ * The layers a lowering pass lowers: ops of the chosen types with constant
+ * float32 weights, less the skipped ones (and the last with `keepLast`); warns
+ * about option values that name nothing.
+ */
+export function chooseLayers(graph: Graph, options: LayerChoice, pass: string, ctx: PassContext): Candidate[] {
+  for (const t of options.ops) {
+    if (!SUPPORTED.includes(t)) {
+      ctx.emit("warning", `ops names "${t}", which ${pass} cannot lower (it lowers Conv, Gemm, MatMul)`);
+    }
+  }
+  const skip = new Set(options.skip);
+  for (const name of skip) {
+    if (!graph.ops.some((op) => op.name === name)) ctx.emit("warning", `skip names no op: "${name}"`);
+  }
+  const wanted = new Set(options.ops);
+  let layers = graph.ops.filter((op) => wanted.has(op.type) && op.domain === "")
+    .map((op) => candidateOf(op, ctx))
+    .filter((c): c is Candidate => c !== null);
+  if (options.keepLast && layers.length > 0) {
+    const last = layers[layers.length - 1].op;
+    ctx.log(`keeping the last layer "${last.name}" in float (keep-last=true)`);
+    layers = layers.filter((l) => l.op !== last);
+  }
+  return layers.filter((l) => !skip.has(l.op.name));
+}
+
+/** How {@linkcode lowerLayers} formats a model. */
+export interface LoweringSpec {
+  /** The number format of every lowered layer. */
+  readonly format: BfpFormat;
+  /** Input channels per block (activations and weights); 0 = one block per weight row and per input sample. */
+  readonly block: number;
+  /** Accumulator bits. */
+  readonly accumulator: number;
+  /**
+   * Fixed point: the compile-time exponent of each lowered layer's input tensor (every layer's input must have
+   * one); absent for BFP, whose exponents are computed at run time.
+   */
+  readonly staticExponents?: ReadonlyMap<Value, number>;
+  /** Fixed point: one exponent for a whole weight tensor instead of one per output channel. */
+  readonly perTensorWeights?: boolean;
+}
+
+/**
+ * Lower `layers` to `ai.bfp` ops as `spec` says; returns the statistics per
+ * layer (with the four-stage error analysis and the in-model SQNR when
+ * `floatActivations` are given) and the weight exponent bits in total.
+ */
+export function lowerLayers(
+  module: Module,
+  layers: readonly Candidate[],
+  spec: LoweringSpec,
+  floatActivations: Map<Value, Tensor> | null,
+  ctx: PassContext,
+): { layers: Record<string, StatValue>; weightExponentBits: number } {
+  const graph = module.graph;
+  const perLayer: Record<string, StatValue> = {};
+  const quantizers = new Map<string, Op>();
+  let exponentBits = 0;
+  for (const layer of layers) {
+    const stats = lower(graph, layer, spec, quantizers, ctx);
+    exponentBits += stats["weight-exponent-bits"] as number;
+    perLayer[layer.op.name] = stats;
+    if (floatActivations !== null) {
+      const analysis = analyze(layer, floatActivations, ctx);
+      if (analysis !== null) Object.assign(stats, analysis);
+    }
+  }
+  module.opsets.set(BFP_DOMAIN, 1);
+  if (ctx.calibration !== null) inModelSqnr(module, layers, floatActivations, ctx.calibration, perLayer, ctx);
+  return { layers: perLayer, weightExponentBits: exponentBits };
+}
 
 /** A Conv/Gemm/MatMul with constant float32 weights and a float32 input of known channels, else null (logged). */
 function candidateOf(op: Op, ctx: PassContext): Candidate | null {
@@ -221,12 +289,11 @@ type LayerStats = Record<string, StatValue>;
 function lower(
   graph: Graph,
   layer: Candidate,
-  format: BfpFormat,
-  block: number,
-  accumulator: number,
+  spec: LoweringSpec,
   quantizers: Map<string, Op>,
   ctx: PassContext,
 ): LayerStats {
+  const { format, block, accumulator } = spec;
   const { op, x } = layer;
   const name = op.name || op.result.name;
   const reduction = shapeSize(layer.weightShape.slice(1));
@@ -239,8 +306,8 @@ function lower(
       op,
     );
   }
-  const q = quantizeWeights(layer.weight, layer.weightShape, format, block);
-  const elem = { kind: "bfp", mantissa: format.mantissaBits, exponent: format.exponentBits, block } as const;
+  const q = quantizeWeights(layer.weight, layer.weightShape, format, block, "W", spec.perTensorWeights === true);
+  const elem = bfpElementType(format, block);
   const wm = graph.addConstant(
     graph.freshName(`${name}.wm`),
     tensor(bfpStorage(format.mantissaBits), layer.weightShape, q.mantissas),
@@ -260,6 +327,10 @@ function lower(
   // One Quantize per (input, blocking): layers reading the same tensor the same way share it.
   const group = block === 0 ? 1 : layer.group;
   const key = `${x.name}|${block}|${group}`;
+  const staticExponent = spec.staticExponents?.get(x);
+  if (spec.staticExponents !== undefined && staticExponent === undefined) {
+    throw new Error(`internal: no static exponent for the input "${x.name}" of op "${op.name}"`);
+  }
   let quantize = quantizers.get(key);
   if (quantize === undefined) {
     const xType = x.type as TensorType;
@@ -280,6 +351,7 @@ function lower(
         ["rounding", attr.string(format.rounding)],
         ["exponent_rule", attr.string(format.exponentRule)],
         ...(format.rounding === "stochastic" ? [["seed", attr.int(format.seed)] as [string, Attribute]] : []),
+        ...(staticExponent === undefined ? [] : [["static_exponent", attr.int(staticExponent)] as [string, Attribute]]),
       ],
     });
     insertBefore(op, quantize);
@@ -306,11 +378,15 @@ function lower(
     "weight-mantissa-bits": q.mantissas.length * format.mantissaBits,
     "weight-saturated": q.saturated,
     "exponent-bias": exponentBias,
+    ...(staticExponent === undefined ? {} : {
+      "input-exponent": staticExponent,
+      "input-frac-bits": format.mantissaBits - 2 - staticExponent,
+    }),
   };
 }
 
 /** Float activations at every candidate's input and output on the calibration data (before lowering). */
-function probe(
+export function probe(
   module: Module,
   layers: readonly Candidate[],
   calibration: Readonly<Record<string, Tensor>>,
@@ -318,89 +394,21 @@ function probe(
 ): Map<Value, Tensor> | null {
   const values = layers.flatMap((l) => [l.x, l.op.result]);
   try {
-    return runWithProbes(module, values, calibration, ctx);
+    return runWithProbes(module, values, calibration, ctx.ops);
   } catch (e) {
     ctx.emit("warning", `calibration run failed (${e instanceof Error ? e.message : e}); no error analysis`);
     return null;
   }
 }
 
-function runWithProbes(
-  module: Module,
-  values: readonly Value[],
-  calibration: Readonly<Record<string, Tensor>>,
-  ctx: PassContext,
-): Map<Value, Tensor> {
-  const graph = module.graph;
-  const saved = [...graph.outputs];
-  try {
-    for (const v of values) if (!graph.outputs.includes(v)) graph.outputs.push(v);
-    const out = new Interpreter(module, { registry: ctx.ops }).run(calibration);
-    return new Map(values.map((v) => [v, out[v.name]]));
-  } finally {
-    graph.outputs.length = 0;
-    graph.outputs.push(...saved);
-  }
-}
-
-/** 10·log10(signal / noise) in dB (Infinity when exact). */
-function sqnr(reference: ArrayLike<number>, approx: ArrayLike<number>): number {
-  let signal = 0, noise = 0;
-  for (let i = 0; i < reference.length; i++) {
-    signal += reference[i] * reference[i];
-    const d = reference[i] - approx[i];
-    noise += d * d;
-  }
-  return noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
-}
-
-function db(v: number): StatValue {
-  return Number.isFinite(v) ? Math.round(v * 100) / 100 : "inf";
-}
-
-/** The four-stage error analysis of one lowered layer on its float calibration input (module header). */
+/** The four-stage error analysis of one lowered layer on its float calibration input (`analysis/bfp_error.ts`). */
 function analyze(layer: Candidate, activations: Map<Value, Tensor>, ctx: PassContext): LayerStats | null {
   const x = activations.get(layer.x), yRef = activations.get(layer.op.result);
   if (x === undefined || yRef === undefined || x.dtype !== "f32") return null;
-  const op = layer.op;
-  const xm = op.operand(0)!, wm = op.operand(2)!, we = op.operand(3)!;
-  const elem = (wm.type as TensorType).elem;
-  if (typeof elem !== "object" || elem.kind !== "bfp") return null;
-  const quantize = xm.producer!;
-  const format = quantizeFormat(quantize);
-  const blocking = quantizeBlocking(quantize);
   try {
-    const xq = quantizeActivations(x.data as Float32Array, x.shape, format, blocking, layer.x.name);
-    const xDeq = dequantizeActivations(xq, x.shape, format, blocking);
-    const wDeq = dequantizeWeights(
-      wm.constant!.data as Int8Array,
-      we.constant!.data as Int8Array,
-      layer.weightShape,
-      format,
-      elem.block,
-    );
-    const inputs = [
-      tensor(bfpStorage(format.mantissaBits), x.shape, xq.mantissas),
-      tensor("i8", [xq.exponents.length], xq.exponents),
-      wm.constant!,
-      we.constant!,
-      op.operand(4)?.constant ?? null,
-    ];
-    const r = bfpLayerOf(op, inputs);
-    const ref = toFloat64(yRef);
-    const sIn = sqnr(x.data as Float32Array, xDeq), sW = sqnr(layer.weight, wDeq);
-    const predicted = -10 * Math.log10(10 ** (-sIn / 10) + 10 ** (-sW / 10));
-    return {
-      "sqnr-input-db": db(sIn),
-      "sqnr-weight-db": db(sW),
-      "sqnr-mac-db": db(sqnr(ref, r.y)),
-      "sqnr-output-db": db(sqnr(ref, Float32Array.from(r.y))),
-      "sqnr-predicted-db": db(predicted),
-      "saturations": r.saturations,
-      "input-blocks-per-sample": xq.exponents.length / Math.max(1, x.shape[0]),
-    };
+    return layerErrorStats(bfpLayerPlan(layer.op), x, yRef, layer.weight);
   } catch (e) {
-    ctx.log(`op "${op.name}": no error analysis (${e instanceof Error ? e.message : e})`);
+    ctx.log(`op "${layer.op.name}": no error analysis (${e instanceof Error ? e.message : e})`);
     return null;
   }
 }
@@ -417,7 +425,7 @@ function inModelSqnr(
   if (floatActivations === null) return;
   let lowered: Map<Value, Tensor>;
   try {
-    lowered = runWithProbes(module, layers.map((l) => l.op.result), calibration, ctx);
+    lowered = runWithProbes(module, layers.map((l) => l.op.result), calibration, ctx.ops);
   } catch (e) {
     ctx.emit("warning", `lowered calibration run failed (${e instanceof Error ? e.message : e})`);
     return;

@@ -8,6 +8,7 @@ import { builtinOps } from "../ir/ops/builtin.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import { bfpOptions, bfpPass } from "./bfp.ts";
+import { fixedOptions, fixedPass } from "./fixed.ts";
 import { runPipeline } from "./manager.ts";
 import { defaultOptions, type OptionValues } from "./options.ts";
 import type { Diagnostic, PassContext, StatValue } from "./pass.ts";
@@ -221,5 +222,77 @@ Deno.test("bfp rejects option values outside their ranges with the option named"
   assert.throws(
     () => parsePipeline("bfp{scheme=mx,block=0}", registry),
     /option "block" must be an integer in \[1, inf\)/,
+  );
+});
+
+function fixedOptionsWith(over: Partial<OptionValues<typeof fixedOptions>> = {}): OptionValues<typeof fixedOptions> {
+  return { ...defaultOptions(fixedOptions), ...over };
+}
+
+/** floor(log2 |x|max) + 1 written plainly: the exponent whose 16-bit step never clamps the calibration maximum. */
+function calibratedExponent(t: Tensor): number {
+  const amax = Math.max(...Array.from(t.data as Float32Array, Math.abs));
+  const e = Math.floor(Math.log2(amax));
+  return amax / 2 ** (e - 14) > 32767 ? e + 1 : e;
+}
+
+Deno.test("fixed takes each activation's exponent from the calibration maximum, with headroom, and tracks float", async () => {
+  const calibration = { x: randomTensor([8, 4, 6, 6], 21, 4) };
+  const { ctx, stats } = context(calibration);
+  const m = network();
+  assert.equal(fixedPass.run(m, fixedOptionsWith(), ctx), true);
+  inferShapes(m);
+  const quantizers = m.graph.ops.filter((op) => op.type === "Quantize");
+  assert.equal(quantizers.length, 3);
+  assert.equal(quantizers[0].int("static_exponent"), calibratedExponent(calibration.x));
+  assert.equal(stats.format, "fixed16 nearest-even");
+  const layers = stats.layers as Record<string, Record<string, StatValue>>;
+  assert.equal(layers.conv1["input-exponent"], calibratedExponent(calibration.x));
+  assert.equal(layers.conv1["input-frac-bits"], 14 - calibratedExponent(calibration.x));
+  assert.equal(layers.conv1["input-saturated"], 0); // the calibration maximum fits by construction
+  assert.ok((layers.out["sqnr-in-model-db"] as number) > 60, `in-model ${layers.out["sqnr-in-model-db"]} dB`);
+  // Headroom adds integer bits; the verifier accepts the module.
+  const roomy = network();
+  fixedPass.run(roomy, fixedOptionsWith({ headroom: 2 }), context(calibration).ctx);
+  assert.equal(roomy.graph.ops[0].int("static_exponent"), calibratedExponent(calibration.x) + 2);
+  const registry = defaultRegistry();
+  await runPipeline(network(), parsePipeline("fixed{bits=8}", registry), { registry, calibration });
+  // 16-bit fixed point is far closer to float than 8-bit BFP on the same data; 8-bit fixed is below 8-bit BFP.
+  const reference = interpret(network(), INPUT).out;
+  const run = (pass: typeof bfpPass | typeof fixedPass, opts: unknown): number => {
+    const mm = network();
+    (pass.run as (m: Module, o: unknown, c: PassContext) => boolean)(mm, opts, context(calibration).ctx);
+    return sqnr(reference, interpret(mm, INPUT).out);
+  };
+  const fixed16 = run(fixedPass, fixedOptionsWith()), bfp8 = run(bfpPass, options());
+  const fixed8 = run(fixedPass, fixedOptionsWith({ bits: 8, accumulator: 32 }));
+  assert.ok(fixed16 > bfp8 + 20, `fixed16 ${fixed16.toFixed(1)} dB vs bfp8 ${bfp8.toFixed(1)} dB`);
+  assert.ok(fixed8 < bfp8 + 3 && fixed8 > 20, `fixed8 ${fixed8.toFixed(1)} dB vs bfp8 ${bfp8.toFixed(1)} dB`);
+});
+
+Deno.test("fixed saturates inputs larger than the calibration's and gives per-tensor weights one exponent", () => {
+  const calibration = { x: randomTensor([8, 4, 6, 6], 21, 1) };
+  const m = network();
+  fixedPass.run(m, fixedOptionsWith({ weights: "per-tensor" }), context(calibration).ctx);
+  for (const op of m.graph.ops.filter((o) => o.domain === "ai.bfp" && o.type !== "Quantize")) {
+    const exps = op.operand(3)!.constant!.data as Int8Array;
+    assert.ok(exps.every((e) => e === exps[0]), `${op.name}: ${exps}`);
+  }
+  // Inputs 8x the calibration range: the first Quantize clamps the largest to +-32767 steps.
+  inferShapes(m);
+  const q = m.graph.ops[0];
+  m.graph.outputs.push(q.results[0]);
+  const out = interpret(m, { x: randomTensor([3, 4, 6, 6], 9, 8) });
+  const mantissas = out[q.results[0].name].data as Int16Array;
+  assert.ok(mantissas.includes(32767) && mantissas.includes(-32767), "saturated to +-maxM");
+});
+
+Deno.test("fixed needs calibration data and says so", () => {
+  assert.throws(
+    () => fixedPass.run(network(), fixedOptionsWith(), context().ctx),
+    {
+      message:
+        "fixed needs calibration data to choose each activation's exponent (--calib, or calibration in compile())",
+    },
   );
 });

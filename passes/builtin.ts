@@ -5,6 +5,7 @@
 import { bfpPass } from "./bfp.ts";
 import { canonicalizePass } from "./canonicalize.ts";
 import { dcePass } from "./dce.ts";
+import { fixedPass } from "./fixed.ts";
 import { foldBnPass } from "./fold_bn.ts";
 import type { OptionSchema } from "./options.ts";
 import type { Pass } from "./pass.ts";
@@ -19,4 +20,5 @@ export const builtinPasses: readonly Pass<OptionSchema>[] = [
   svdPass,
   prunePass,
   bfpPass,
+  fixedPass,
 ];

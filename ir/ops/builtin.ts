@@ -3,7 +3,7 @@
  * @module
  */
 import { OpRegistry } from "../op_def.ts";
-import { bfpOps } from "./bfp.ts";
+import { bfpOps } from "../bfp/ops.ts";
 import { elementwiseOps } from "./elementwise.ts";
 import { nnOps } from "./nn.ts";
 import { tensorOps } from "./tensor.ts";

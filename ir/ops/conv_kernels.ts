@@ -233,8 +233,8 @@ function im2col2d(
   }
 }
 
-/** Decompose flat index `i` over `shape` into `out` (row-major). */
-function unflatten(i: number, shape: readonly number[], out: number[]): void {
+/** Row-major index `i` as coordinates of `shape`, written into `out`. */
+export function unflatten(i: number, shape: readonly number[], out: number[]): void {
   for (let d = shape.length - 1; d >= 0; d--) {
     out[d] = i % shape[d];
     i = Math.floor(i / shape[d]);

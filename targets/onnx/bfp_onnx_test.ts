@@ -1,20 +1,14 @@
 /**
  * BFP legalization for ONNX, checked by onnxruntime-node against independent
- * references: `quantizeBfp`/`dequantizeBfp` of `ir/bfp.ts` per block for the
+ * references: `quantizeBfp`/`dequantizeBfp` of `ir/bfp/quantize.ts` per block for the
  * fake-quantized activations (bit for bit), and the interpreter's float Conv/Gemm
  * of the dequantized operands for the layer outputs.
  */
 import assert from "node:assert/strict";
 import { runOnnxruntime } from "../../driver/onnxruntime.ts";
 import { attr, type Attribute } from "../../ir/attributes.ts";
-import {
-  type BfpExponentRule,
-  type BfpFormat,
-  bfpFormat,
-  type BfpRounding,
-  dequantizeBfp,
-  quantizeBfp,
-} from "../../ir/bfp.ts";
+import { type BfpExponentRule, type BfpFormat, bfpFormat, type BfpRounding } from "../../ir/bfp/format.ts";
+import { dequantizeBfp, quantizeBfp } from "../../ir/bfp/quantize.ts";
 import { Graph, Op, Value } from "../../ir/graph.ts";
 import { interpret } from "../../ir/interpreter.ts";
 import { Module } from "../../ir/module.ts";
@@ -179,7 +173,11 @@ class BfpBuilder {
         domain: "ai.bfp",
         operands: b === null ? [xm, xe, wm, we] : [xm, xe, wm, we, b],
         results: [new Value(name, { elem: "f32", shape: yShape })],
-        attributes: [...convAttributes, ["accumulator", attr.int(32)], ["rounding", attr.string("nearest-even")]],
+        attributes: [
+          ...convAttributes,
+          ["accumulator", attr.int(32)],
+          ["rounding", attr.string(f.rounding ?? "nearest-even")],
+        ],
       }),
     );
     this.layers.set(name, {
@@ -307,6 +305,38 @@ Deno.test("legalizeBfp() fake-quantizes bit for bit in every rounding mode and e
   assert.equal(functions.length, cases.length);
   assert.equal(functions[0].name, "Quantize_m8_e5_b0_g1_nearest_even_floor");
   assert.equal(functions[3].name, "Quantize_m8_e5_b0_g1_toward_zero_never_clamp");
+});
+
+Deno.test("legalizeBfp() fixed point: QuantizeLinear/DequantizeLinear for nearest-even, a function otherwise, bit exact", async () => {
+  const rows = SPECIAL_ROWS.length;
+  const x = tensor("f32", [rows, 8], Float32Array.from(SPECIAL_ROWS.flat()));
+  const b = new BfpBuilder();
+  const xv = b.input("x", ["N", 8]);
+  const cases: { name: string; f: Fmt; e: number }[] = [];
+  for (const mantissa of [3, 8, 12, 16]) {
+    for (const rounding of ROUNDINGS) {
+      for (const e of [-10, 0, 3, 17]) {
+        const name = `q${cases.length}`;
+        const f: Fmt = { mantissa, exponent: 8, block: 0, rounding };
+        const [xm] = b.quantize(name, xv, f);
+        xm.producer!.attributes.set("static_exponent", attr.int(e));
+        cases.push({ name, f, e });
+      }
+    }
+  }
+  const module = b.module([]);
+  const out = await runWithFakeQuant(module, { x }, cases.map((c) => `${c.name}.xm`));
+  for (const { name, f, e } of cases) {
+    const ref = dequantizeBfp(quantizeBfp(x.data as Float32Array, formatOf(f), { length: 8, block: 0 }, "x", e));
+    assertSameBits(out[`${name}.xm`], ref, `${name} ${JSON.stringify(f)} e=${e}`);
+  }
+  const legal = legalizeBfp(module);
+  const types = legal.graph.ops.map((op) => op.type);
+  assert.equal(types.filter((t) => t === "QuantizeLinear").length, 4 * 4); // nearest-even: 4 widths x 4 exponents
+  assert.ok(types.includes("Quantize_m8_e8_b0_g1_toward_zero_floor_s3"));
+  assert.ok(types.includes("Quantize_m8_e8_b0_g1_toward_zero_floor_sm10"));
+  const blocking = JSON.parse(legal.metadata.get("bfp.blocking")!);
+  assert.equal(blocking.x.static_exponent, 17); // the last Quantize of x wins the record
 });
 
 Deno.test("legalizeBfp() computes exact exponents at and just below every power of two", async () => {

@@ -1,23 +1,17 @@
 import assert from "node:assert/strict";
+import { bfpDot, blockRange, convLayerShape, partitionCost, schemeBlocking } from "../../tests/bfp_oracle.ts";
 import {
   alignToExponent,
-  bfpDot,
   type BfpExponentRule,
   type BfpFormat,
   bfpFormat,
   type BfpRounding,
-  type BfpTensor,
-  blockRange,
-  convLayerShape,
-  dequantizeBfp,
   exponentRange,
   floorLog2,
-  partitionCost,
-  quantizeBfp,
   roundScaled,
-  schemeBlocking,
   splitmix32,
-} from "./bfp.ts";
+} from "./format.ts";
+import { type BfpTensor, dequantizeBfp, quantizeBfp } from "./quantize.ts";
 
 const DETERMINISTIC: BfpRounding[] = ["nearest-even", "toward-zero", "toward-positive", "toward-negative"];
 
@@ -401,9 +395,9 @@ Deno.test("bfpDot() sums exactly and saturates a narrow accumulator once, whatev
   const x = quantizeBfp(new Float64Array(8).fill(127 / 64), f, { length: 8, block: 0 }, "x");
   // Partial sums reach 3 · 16129 = 48387, past 16 bits, but only the total (32258) is checked: no saturation,
   // where an adder saturating after every addition would end at 16638.
-  assert.deepEqual(bfpDot(w, 0, x, 0, { accumulatorBits: 16 }), { sum: 32258, exponent: -12, saturations: 0 });
+  assert.deepEqual(bfpDot(w, 0, x, 0, 16), { sum: 32258, exponent: -12, saturations: 0 });
   const all = quantizeBfp(new Float64Array(8).fill(127 / 64), f, { length: 8, block: 0 }, "a");
-  assert.deepEqual(bfpDot(all, 0, x, 0, { accumulatorBits: 16 }), { sum: 32767, exponent: -12, saturations: 1 });
+  assert.deepEqual(bfpDot(all, 0, x, 0, 16), { sum: 32767, exponent: -12, saturations: 1 });
   assert.deepEqual(bfpDot(w, 0, x, 0), { sum: 2 * 16129, exponent: -12, saturations: 0 }); // exact in 32 bits
   const cancel = quantizeBfp(
     new Float64Array([1, 1, -1, -1].map((v) => v * 127 / 64)),
@@ -412,10 +406,10 @@ Deno.test("bfpDot() sums exactly and saturates a narrow accumulator once, whatev
     "c",
   );
   const ones = quantizeBfp(new Float64Array(4).fill(127 / 64), f, { length: 4, block: 0 }, "o");
-  assert.deepEqual(bfpDot(cancel, 0, ones, 0, { accumulatorBits: 8 }), { sum: 0, exponent: -12, saturations: 0 });
+  assert.deepEqual(bfpDot(cancel, 0, ones, 0, 8), { sum: 0, exponent: -12, saturations: 0 });
   const negative = quantizeBfp(new Float64Array(8).fill(-127 / 64), f, { length: 8, block: 0 }, "n");
-  assert.deepEqual(bfpDot(negative, 0, x, 0, { accumulatorBits: 16 }).sum, -32768);
-  assert.throws(() => bfpDot(w, 0, x, 0, { accumulatorBits: 54 }), {
+  assert.deepEqual(bfpDot(negative, 0, x, 0, 16).sum, -32768);
+  assert.throws(() => bfpDot(w, 0, x, 0, 54), {
     message: "BFP accumulatorBits must be an integer in [8, 53], found 54",
   });
   const short = quantizeBfp(new Float64Array(4), f, { length: 4, block: 0 }, "s");
@@ -437,8 +431,8 @@ Deno.test("alignToExponent() shifts biases to the accumulator exponent with the 
   assert.deepEqual(DETERMINISTIC.map((r) => alignToExponent(5, -3, -1, mode(r)).value), [1, 1, 2, 1]);
   assert.deepEqual(alignToExponent(3, 2, 0, bfpFormat()), { value: 12, saturated: false });
   // Saturation at the accumulator width.
-  assert.deepEqual(alignToExponent(1e6, 0, 0, bfpFormat(), { accumulatorBits: 16 }), { value: 32767, saturated: true });
-  assert.deepEqual(alignToExponent(-40000, 0, 0, bfpFormat(), { accumulatorBits: 16 }), {
+  assert.deepEqual(alignToExponent(1e6, 0, 0, bfpFormat(), 16), { value: 32767, saturated: true });
+  assert.deepEqual(alignToExponent(-40000, 0, 0, bfpFormat(), 16), {
     value: -32768,
     saturated: true,
   });

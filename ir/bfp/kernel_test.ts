@@ -1,23 +1,25 @@
 import assert from "node:assert/strict";
 import { attr } from "../attributes.ts";
-import {
-  accumulatorGuardBits,
-  alignToExponent,
-  type BfpFormat,
-  bfpFormat,
-  exponentRange,
-  maxMantissa,
-  quantizeBfp,
-  roundScaled,
-  splitmix32,
-} from "../bfp.ts";
 import { Graph, Op, Value } from "../graph.ts";
 import { interpret } from "../interpreter.ts";
 import { Module } from "../module.ts";
 import { inferShapes } from "../shape.ts";
 import { float32Tensor, tensor } from "../tensor.ts";
 import { verifyModuleDiagnostics } from "../verifier.ts";
-import { activationExponentShape, bfpLayer, quantizeActivations } from "./bfp.ts";
+import {
+  accumulatorGuardBits,
+  alignToExponent,
+  type BfpFormat,
+  bfpFormat,
+  bfpStorage,
+  exponentRange,
+  maxMantissa,
+  roundScaled,
+  splitmix32,
+} from "./format.ts";
+import { bfpLayer } from "./kernel.ts";
+import { type BfpLayerPlan, bfpLayerPlan } from "./plan.ts";
+import { activationExponentShape, quantizeActivations, quantizeBfp } from "./quantize.ts";
 
 function gaussian(n: number, seed: number, sigma = 1): Float32Array {
   const rng = splitmix32(seed);
@@ -43,7 +45,7 @@ interface Case {
 }
 
 /**
- * The layer rule of ir/bfp.ts written out naively, output by output, block by
+ * The layer rule of ir/bfp/format.ts written out naively, output by output, block by
  * block (no GEMM, no tap tables, no chunking): the independent reference.
  */
 function naiveLayer(
@@ -104,7 +106,7 @@ function naiveLayer(
             const v = s * 2 ** (u - uAcc);
             acc += u >= uAcc ? v : roundScaled(v, format.rounding);
           }
-          acc += alignToExponent(bias[oc], 0, uAcc, format, { accumulatorBits: accBits }).value;
+          acc += alignToExponent(bias[oc], 0, uAcc, format, accBits).value;
           acc = Math.min(hi, Math.max(-hi - 1, acc));
           y[((ni * o + oc) * ho + oy) * wo + ox] = acc * 2 ** uAcc;
         }
@@ -144,6 +146,72 @@ function weightsOf(cs: Case, wv: Float32Array, format: BfpFormat, block: number)
   return { mantissas, exponents };
 }
 
+/**
+ * The plan of a Conv of `cs` over the given BFP weights: a graph holding an
+ * `ai.bfp.Quantize` and an `ai.bfp.Conv` with constant operands, read back by
+ * `bfpLayerPlan` (as the interpreter does).
+ */
+function convPlan(
+  cs: Case,
+  w: { mantissas: Int8Array | Int16Array; exponents: Int8Array },
+  bias: Float32Array | null,
+  format: BfpFormat,
+  block: number,
+  accBits: number,
+  staticExponent?: number,
+): BfpLayerPlan {
+  const g = new Graph("g");
+  const elem = { kind: "bfp", mantissa: format.mantissaBits, exponent: format.exponentBits, block } as const;
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [cs.n, cs.c, cs.h, cs.w] }));
+  const wShape = [cs.o, cs.c / cs.group, cs.k, cs.k];
+  const eShape = block === 0 ? [cs.o] : [cs.o, Math.ceil(cs.c / cs.group / block), cs.k, cs.k];
+  const wm = g.addConstant("wm", tensor(bfpStorage(format.mantissaBits), wShape, w.mantissas), { elem, shape: wShape });
+  const we = g.addConstant("we", tensor("i8", eShape, w.exponents), { elem: "i8", shape: eShape });
+  const b = bias === null ? null : g.addConstant("b", tensor("f32", [cs.o], bias), { elem: "f32", shape: [cs.o] });
+  const policy: [string, ReturnType<typeof attr.int>][] = [
+    ["rounding", attr.string(format.rounding)],
+    ...(format.seed !== 0 ? [["seed", attr.int(format.seed)] as [string, ReturnType<typeof attr.int>]] : []),
+  ];
+  const q = g.addOp(
+    new Op({
+      name: "q",
+      type: "Quantize",
+      domain: "ai.bfp",
+      operands: [x],
+      results: [new Value("xm", { elem, shape: [cs.n, cs.c, cs.h, cs.w] }), new Value("xe")],
+      attributes: [
+        ["mantissa", attr.int(format.mantissaBits)],
+        ["exponent", attr.int(format.exponentBits)],
+        ["block", attr.int(block)],
+        ["group", attr.int(block === 0 ? 1 : cs.group)],
+        ...policy,
+        ...(staticExponent === undefined
+          ? []
+          : [["static_exponent", attr.int(staticExponent)] as [string, ReturnType<typeof attr.int>]]),
+      ],
+    }),
+  );
+  const conv = g.addOp(
+    new Op({
+      name: "conv",
+      type: "Conv",
+      domain: "ai.bfp",
+      operands: [q.results[0], q.results[1], wm, we, b],
+      results: [new Value("y")],
+      attributes: [
+        ["group", attr.int(cs.group)],
+        ["pads", attr.ints([cs.pad, cs.pad, cs.pad, cs.pad])],
+        ["strides", attr.ints([cs.stride, cs.stride])],
+        ["dilations", attr.ints([cs.dilation, cs.dilation])],
+        ["accumulator", attr.int(accBits)],
+        ...policy,
+      ],
+    }),
+  );
+  if (b === null) conv.truncateOperands(4);
+  return bfpLayerPlan(conv);
+}
+
 const CASES: Case[] = [
   { n: 2, c: 5, o: 4, group: 1, h: 6, w: 7, k: 3, stride: 1, pad: 1, dilation: 1 },
   { n: 1, c: 6, o: 6, group: 3, h: 7, w: 5, k: 3, stride: 2, pad: 2, dilation: 2 },
@@ -164,31 +232,8 @@ Deno.test("bfpLayer() equals the naive block-by-block rule for per-channel and c
           const format = bfpFormat({ mantissaBits: L, rounding });
           const x = quantizeActivations(xv, [cs.n, cs.c, cs.h, cs.w], format, { block, group: cs.group }, "x");
           const w = weightsOf(cs, wv, format, block);
-          const r = bfpLayer({
-            xm: x.mantissas,
-            xe: x.exponents,
-            wm: w.mantissas,
-            we: w.exponents,
-            bias,
-            batch: cs.n,
-            inChannels: cs.c,
-            outChannels: cs.o,
-            group: cs.group,
-            geometry: {
-              inShape: [cs.h, cs.w],
-              outShape: [
-                Math.floor((cs.h + 2 * cs.pad - cs.dilation * (cs.k - 1) - 1) / cs.stride) + 1,
-                Math.floor((cs.w + 2 * cs.pad - cs.dilation * (cs.k - 1) - 1) / cs.stride) + 1,
-              ],
-              kernel: [cs.k, cs.k],
-              strides: [cs.stride, cs.stride],
-              dilations: [cs.dilation, cs.dilation],
-              padsBegin: [cs.pad, cs.pad],
-            },
-            format,
-            block,
-            accumulatorBits: accBits,
-          });
+          const plan = convPlan(cs, w, bias, format, block, accBits);
+          const r = bfpLayer(plan, { ...x, shape: [cs.n, cs.c, cs.h, cs.w] });
           const ref = naiveLayer(cs, x, w, bias, format, block, accBits);
           assert.deepEqual([...r.y], [...ref], `case ${ci} block ${block} ${rounding} L=${L} A=${accBits}`);
           checked++;
@@ -206,28 +251,7 @@ Deno.test("bfpLayer() with one block per row and sample is the exact dot product
   const x = quantizeActivations(gaussian(2 * 8 * 25, 1), [2, 8, 5, 5], format, { block: 0 }, "x");
   const w = weightsOf(cs, gaussian(5 * 8 * 9, 2, 0.2), format, 0);
   const bias = new Float32Array(5); // zero bias: no bias rounding either
-  const r = bfpLayer({
-    xm: x.mantissas,
-    xe: x.exponents,
-    wm: w.mantissas,
-    we: w.exponents,
-    bias,
-    batch: 2,
-    inChannels: 8,
-    outChannels: 5,
-    group: 1,
-    geometry: {
-      inShape: [5, 5],
-      outShape: [5, 5],
-      kernel: [3, 3],
-      strides: [1, 1],
-      dilations: [1, 1],
-      padsBegin: [1, 1],
-    },
-    format,
-    block: 0,
-    accumulatorBits: 53,
-  });
+  const r = bfpLayer(convPlan(cs, w, bias, format, 0, 53), { ...x, shape: [2, 8, 5, 5] });
   assert.equal(r.saturations, 0);
   // Float64 conv of the dequantized values: every product and partial sum is exact here (few bits).
   const ref = naiveLayer(cs, x, w, bias, format, 0, 53);
@@ -252,21 +276,9 @@ Deno.test("bfpLayer() saturates a narrow accumulator once per output and counts 
   // K = 64 products of 127·127 (all positive) need 21 bits; a 16-bit accumulator saturates every output.
   const format = bfpFormat();
   const ones = new Int8Array(64).fill(127);
-  const r = bfpLayer({
-    xm: ones,
-    xe: new Int8Array([0]),
-    wm: ones,
-    we: new Int8Array([0]),
-    bias: null,
-    batch: 1,
-    inChannels: 64,
-    outChannels: 1,
-    group: 1,
-    geometry: { inShape: [], outShape: [], kernel: [], strides: [], dilations: [], padsBegin: [] },
-    format,
-    block: 0,
-    accumulatorBits: 16,
-  });
+  const cs: Case = { n: 1, c: 64, o: 1, group: 1, h: 1, w: 1, k: 1, stride: 1, pad: 0, dilation: 1 };
+  const plan = convPlan(cs, { mantissas: ones, exponents: new Int8Array([0]) }, null, format, 0, 16);
+  const r = bfpLayer(plan, { mantissas: ones, exponents: new Int8Array([0]), shape: [1, 64, 1, 1] });
   assert.equal(r.saturations, 1);
   assert.deepEqual([...r.y], [32767 * 2 ** -12]);
 });
@@ -349,4 +361,84 @@ Deno.test("quantizeActivations() blocks channels within groups at each position"
   });
   const bad = new Float32Array([1, NaN]);
   assert.throws(() => quantizeActivations(bad, [1, 2], format, { block: 0 }, "act"), /tensor "act": element 1 is NaN/);
+});
+
+/** Fixed point written from the definition: one compile-time exponent, round, clamp (no BFP code). */
+function naiveFixed(x: Float32Array, e: number, L: number, rounding: string): Int16Array {
+  const step = 2 ** (e - (L - 2)), maxM = 2 ** (L - 1) - 1;
+  return Int16Array.from(x, (v) => {
+    const s = v / step;
+    const r = rounding === "toward-zero"
+      ? Math.trunc(s)
+      : rounding === "toward-positive"
+      ? Math.ceil(s)
+      : rounding === "toward-negative"
+      ? Math.floor(s)
+      : s - Math.floor(s) === 0.5
+      ? (Math.floor(s) % 2 === 0 ? Math.floor(s) : Math.floor(s) + 1)
+      : Math.round(s);
+    return Math.max(-maxM, Math.min(maxM, r));
+  });
+}
+
+Deno.test("fixed point (static exponents) equals the naive rule on the BFP kernel's configurations, saturating", () => {
+  let checked = 0, saturatedSomewhere = false;
+  for (const [ci, cs] of CASES.entries()) {
+    const xv = gaussian(cs.n * cs.c * cs.h * cs.w, 10 + ci, 2);
+    const wv = gaussian(cs.o * (cs.c / cs.group) * cs.k * cs.k, 20 + ci, 0.1);
+    const bias = gaussian(cs.o, 30 + ci, 0.5);
+    for (const rounding of ["nearest-even", "toward-zero", "toward-positive", "toward-negative"] as const) {
+      for (const [L, accBits] of [[8, 32], [16, 48], [12, 40]]) {
+        const format = bfpFormat({ mantissaBits: L, exponentBits: 8, rounding });
+        const amax = xv.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        // The calibrated exponent, and one bit short of it: the largest inputs then saturate.
+        for (const e of [Math.floor(Math.log2(amax)) + 1, Math.floor(Math.log2(amax)) - 1]) {
+          const x = quantizeActivations(xv, [cs.n, cs.c, cs.h, cs.w], format, { block: 0 }, "x", e);
+          const expected = naiveFixed(xv, e, L, rounding);
+          assert.deepEqual([...x.mantissas], [...expected], `case ${ci} ${rounding} L=${L} e=${e}: mantissas`);
+          assert.deepEqual([...x.exponents], new Array(cs.n).fill(e));
+          if (x.saturated > 0) saturatedSomewhere = true;
+          const w = weightsOf(cs, wv, format, 0);
+          const plan = convPlan(cs, w, bias, format, 0, accBits, e);
+          assert.equal(plan.input.staticExponent, e);
+          const r = bfpLayer(plan, { ...x, shape: [cs.n, cs.c, cs.h, cs.w] });
+          const ref = naiveLayer(cs, x, w, bias, format, 0, accBits);
+          assert.deepEqual([...r.y], [...ref], `case ${ci} ${rounding} L=${L} A=${accBits} e=${e}`);
+          checked++;
+        }
+      }
+    }
+  }
+  assert.equal(checked, CASES.length * 4 * 3 * 2);
+  assert.ok(saturatedSomewhere, "the short exponent saturates the largest inputs");
+});
+
+Deno.test("ai.bfp Quantize with static_exponent runs in the interpreter and the verifier names bad values", () => {
+  const g = new Graph("g");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [2, 3] }));
+  const q = g.addOp(
+    new Op({
+      name: "q",
+      type: "Quantize",
+      domain: "ai.bfp",
+      operands: [x],
+      results: [new Value("xm"), new Value("xe")],
+      attributes: [["mantissa", attr.int(8)], ["exponent", attr.int(8)], ["static_exponent", attr.int(0)]],
+    }),
+  );
+  g.outputs.push(...q.results);
+  const m = new Module(g, [["", 13], ["ai.bfp", 1]]);
+  inferShapes(m);
+  assert.deepEqual(verifyModuleDiagnostics(m), []);
+  // Step 2^-6: 0.5 -> 32, 3 saturates to 127 (1.98), -0.01 -> -1 (nearest-even of -0.64).
+  const out = interpret(m, { x: float32Tensor([2, 3], [0.5, 3, -0.01, 0, 1, -2]) });
+  assert.deepEqual([...out.xm.data], [32, 127, -1, 0, 64, -127]);
+  assert.deepEqual([...out.xe.data], [0, 0]);
+  q.attributes.set("static_exponent", attr.int(200));
+  assert.deepEqual(verifyModuleDiagnostics(m).map((d) => d.message), [
+    'op "q" (Quantize): static_exponent must be an integer in [-127, 127] (exponent 8 bits), found 200',
+  ]);
+  q.attributes.set("static_exponent", attr.int(1));
+  q.attributes.set("block", attr.int(4));
+  assert.match(verifyModuleDiagnostics(m)[0].message, /static_exponent \(fixed point\) needs block 0, found block 4/);
 });

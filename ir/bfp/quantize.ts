@@ -1,0 +1,470 @@
+/**
+ * BFP tensors: quantize and dequantize blocks (formulas in `format.ts`), and
+ * the layouts of the two kinds of tensor a lowered layer reads: activations
+ * `[N, C, ...spatial]` blocked per sample or along channels, and weights
+ * `[O, Cg, ...kernel]` (or `[O, K]`) blocked per output channel or along
+ * input channels at each tap.
+ * @module
+ */
+import {
+  type BfpFormat,
+  exponentRange,
+  floorLog2,
+  mantissaArray,
+  maxMantissa,
+  POW2,
+  pow2,
+  POW2_OFFSET,
+  RNE_MAGIC,
+  roundScaled,
+  splitmix32,
+} from "./format.ts";
+import { shapeSize } from "../tensor.ts";
+import type { Dim } from "../types.ts";
+
+const f32Scratch = new Float32Array(1);
+const f32Bits = new Int32Array(f32Scratch.buffer);
+
+// Blocks and quantization.
+
+/**
+ * How a flat array is cut into blocks: it is a row-major matrix of rows of
+ * `length` elements (the reduction axis innermost and contiguous); each row is
+ * cut into blocks of `block` consecutive elements, `0` meaning one block per
+ * row. The last block of a row is shorter when `block` does not divide
+ * `length` (MX zero-pads it, which changes neither exponent nor mantissas).
+ */
+export interface BfpBlocking {
+  /** Elements per row (the reduction axis). */
+  readonly length: number;
+  /** Elements per block along the row; 0 = the whole row. */
+  readonly block: number;
+}
+
+/** A quantized tensor: exponents per block and mantissas per element, with what happened. */
+export interface BfpTensor {
+  /** The format it was quantized with. */
+  readonly format: BfpFormat;
+  /** Rows of `length` elements. */
+  readonly rows: number;
+  /** Elements per row. */
+  readonly length: number;
+  /** Elements per full block (`length` when blocking is per row). */
+  readonly block: number;
+  /** Blocks per row: `ceil(length / block)`. */
+  readonly blocksPerRow: number;
+  /** Unbiased shared exponents in `[-bias, bias]`, `[rows, blocksPerRow]` row-major (biased code = e + bias). */
+  readonly exponents: Int16Array;
+  /** Mantissas in `[-maxM, maxM]`, same order as the input; Int8Array when L <= 8, else Int16Array. */
+  readonly mantissas: Int8Array | Int16Array;
+  /** Elements whose rounded mantissa exceeded `maxM` and were clamped (floor-rule clamps and overflow). */
+  readonly saturated: number;
+  /** Blocks whose exponent exceeded the field's maximum and was saturated to it. */
+  readonly overflowBlocks: number;
+  /** Nonzero blocks whose exponent was below the field's minimum and was raised to it (mantissas flush). */
+  readonly underflowBlocks: number;
+}
+
+/**
+ * Quantize values to BFP blocks (formulas in the module header).
+ *
+ * @param values The tensor, flat, row-major; rows of `blocking.length` elements.
+ * @param format From {@linkcode bfpFormat}.
+ * @param blocking How rows are cut into blocks.
+ * @param name The tensor's name, quoted in errors.
+ * @param staticExponent Fixed point: every block takes this exponent instead
+ *   of one computed from its maximum (elements past `maxM` saturate, counted;
+ *   a block whose maximum would need a larger exponent counts as overflowed).
+ * @throws {RangeError} When the length is not a multiple of the row length or the blocking is invalid.
+ * @throws {Error} `BFP quantization of tensor "name": element i is NaN` (or `Infinity`).
+ * @example Per-row blocks of an 8-bit mantissa
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bfpFormat } from "./format.ts";
+ * import { dequantizeBfp, quantizeBfp } from "./quantize.ts";
+ * const q = quantizeBfp(new Float32Array([1, -0.5, 0.25, 3]), bfpFormat(), { length: 4, block: 0 }, "w");
+ * assert.deepEqual([...q.exponents], [1]); // floor(log2 3)
+ * assert.deepEqual([...q.mantissas], [32, -16, 8, 96]); // step 2^(1-6)
+ * assert.deepEqual([...dequantizeBfp(q)], [1, -0.5, 0.25, 3]);
+ * ```
+ */
+export function quantizeBfp(
+  values: Float32Array | Float64Array,
+  format: BfpFormat,
+  blocking: BfpBlocking,
+  name: string,
+  staticExponent?: number,
+): BfpTensor {
+  const { length } = blocking;
+  checkBlocking(blocking, values.length, name);
+  const block = blocking.block === 0 ? length : Math.min(blocking.block, length);
+  const rows = length === 0 ? 0 : values.length / length;
+  const blocksPerRow = length === 0 ? 0 : Math.ceil(length / block);
+  const exponents = new Int16Array(rows * blocksPerRow);
+  const mantissas = mantissaArray(format, values.length);
+  const L = format.mantissaBits;
+  const maxM = maxMantissa(format);
+  const { min: eMin, max: eMax } = exponentRange(format);
+  const neverClamp = format.exponentRule === "never-clamp";
+  const fastNearestEven = format.rounding === "nearest-even";
+  const rng = format.rounding === "stochastic" ? splitmix32(format.seed) : undefined;
+  const bits = values instanceof Float32Array
+    ? new Int32Array(values.buffer, values.byteOffset, values.length)
+    : undefined;
+  let saturated = 0, overflowBlocks = 0, underflowBlocks = 0;
+  for (let row = 0, b = 0; row < rows; row++) {
+    const rowStart = row * length;
+    for (let j = 0; j < blocksPerRow; j++, b++) {
+      const start = rowStart + j * block;
+      const end = Math.min(start + block, rowStart + length);
+      let amax = 0, floorLog2Max = 0;
+      if (bits !== undefined) {
+        // float32: the magnitude's bit pattern orders like the magnitude; >= 0x7f800000 is Inf or NaN.
+        let maxBits = 0;
+        for (let i = start; i < end; i++) {
+          const a = bits[i] & 0x7fffffff;
+          if (a > maxBits) maxBits = a;
+        }
+        if (maxBits >= 0x7f800000) amax = Infinity;
+        else if (maxBits !== 0) {
+          // floor(log2) from the exponent field; a subnormal's from its leading one (2^-149 · bits).
+          floorLog2Max = maxBits >= 0x800000 ? (maxBits >>> 23) - 127 : 31 - Math.clz32(maxBits) - 149;
+          f32Bits[0] = maxBits;
+          amax = f32Scratch[0];
+        }
+      } else {
+        for (let i = start; i < end; i++) {
+          const a = Math.abs(values[i]);
+          if (a > amax) amax = a;
+          else if (a !== a) throw nonFinite(name, i, values[i]);
+        }
+        if (amax !== 0 && amax !== Infinity) floorLog2Max = floorLog2(amax);
+      }
+      if (amax === Infinity) {
+        const i = indexOfNonFinite(values, start, end);
+        throw nonFinite(name, i, values[i]);
+      }
+      let e = eMin;
+      let overflow = false;
+      if (staticExponent !== undefined) {
+        e = staticExponent;
+        // The fast rounding below needs |x·scale| < 2^(L-1); past that the block saturates anyway.
+        overflow = amax !== 0 && floorLog2Max > e;
+        if (overflow) overflowBlocks++;
+      } else if (amax !== 0) {
+        e = floorLog2Max;
+        // Outside [eMin - 1, eMax] the range clamp below decides anyway (and pow2's argument stays in range).
+        if (neverClamp && e >= eMin - 1 && e <= eMax && amax * pow2(L - 2 - e) > maxM) e++;
+        if (e < eMin) {
+          e = eMin;
+          underflowBlocks++;
+        } else if (e > eMax) {
+          e = eMax;
+          overflow = true;
+          overflowBlocks++;
+        }
+      }
+      exponents[b] = e;
+      const scale = POW2[POW2_OFFSET + L - 2 - e]; // exact: e - (L-2) in [-141, 127]
+      if (fastNearestEven && !overflow) {
+        // |x·scale| < 2^(L-1) here (e >= floor(log2 amax)), so the magic-number rounding applies.
+        for (let i = start; i < end; i++) {
+          let m = (values[i] * scale + RNE_MAGIC) - RNE_MAGIC;
+          if (m > maxM) (m = maxM), saturated++;
+          else if (m < -maxM) (m = -maxM), saturated++;
+          mantissas[i] = m;
+        }
+      } else {
+        for (let i = start; i < end; i++) {
+          let m = roundScaled(values[i] * scale, format.rounding, rng);
+          if (m > maxM) (m = maxM), saturated++;
+          else if (m < -maxM) (m = -maxM), saturated++;
+          mantissas[i] = m;
+        }
+      }
+    }
+  }
+  return {
+    format,
+    rows,
+    length,
+    block,
+    blocksPerRow,
+    exponents,
+    mantissas,
+    saturated,
+    overflowBlocks,
+    underflowBlocks,
+  };
+}
+
+function checkBlocking(blocking: BfpBlocking, total: number, name: string): void {
+  const { length, block } = blocking;
+  if (!Number.isInteger(length) || length < 0 || !Number.isInteger(block) || block < 0) {
+    throw new RangeError(
+      `BFP blocking of tensor "${name}": length and block must be non-negative integers, found length ${length}, block ${block}`,
+    );
+  }
+  if (length === 0 ? total !== 0 : total % length !== 0) {
+    throw new RangeError(`BFP blocking of tensor "${name}": ${total} elements are not whole rows of ${length}`);
+  }
+}
+
+function nonFinite(name: string, index: number, value: number): Error {
+  return new Error(
+    `BFP quantization of tensor "${name}": element ${index} is ${value} (only finite values have a BFP form)`,
+  );
+}
+
+function indexOfNonFinite(values: Float32Array | Float64Array, start: number, end: number): number {
+  for (let i = start; i < end; i++) if (!Number.isFinite(values[i])) return i;
+  return start;
+}
+
+/**
+ * Dequantize: `m · 2^(e-(L-2))` per element, exact in float32.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bfpFormat } from "./format.ts";
+ * import { dequantizeBfp, quantizeBfp } from "./quantize.ts";
+ * const q = quantizeBfp(new Float64Array([0.1, 0.2]), bfpFormat({ mantissaBits: 4 }), { length: 2, block: 0 }, "x");
+ * assert.deepEqual([...dequantizeBfp(q)], [0.09375, 0.1875]); // steps of 2^(-3-2)
+ * ```
+ */
+export function dequantizeBfp(q: BfpTensor): Float32Array {
+  const out = new Float32Array(q.mantissas.length);
+  const L = q.format.mantissaBits;
+  for (let row = 0, b = 0; row < q.rows; row++) {
+    const rowStart = row * q.length;
+    for (let j = 0; j < q.blocksPerRow; j++, b++) {
+      const start = rowStart + j * q.block;
+      const end = Math.min(start + q.block, rowStart + q.length);
+      const step = pow2(q.exponents[b] - (L - 2));
+      for (let i = start; i < end; i++) out[i] = q.mantissas[i] * step;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Activations and weights.
+
+/** How an activation tensor `[N, C, ...spatial]` is cut into blocks. */
+export interface ActivationBlocking {
+  /** Channels per block along axis 1; 0 = one block per sample. */
+  readonly block: number;
+  /** Channel groups (blocks never straddle a group); default 1. */
+  readonly group?: number;
+}
+
+/** Shape of the exponents of an activation of `shape` under `blocking`. */
+export function activationExponentShape<D extends Dim>(shape: readonly D[], blocking: ActivationBlocking): Dim[] {
+  if (blocking.block === 0) return [shape[0]];
+  const group = blocking.group ?? 1;
+  const c = shape[1];
+  const perGroup = typeof c === "number" ? Math.ceil(c / group / blocking.block) : "?";
+  return [shape[0], typeof perGroup === "number" ? group * perGroup : "?", ...shape.slice(2)];
+}
+
+/**
+ * Quantize an activation `[N, C, ...spatial]` to BFP (the `Quantize` op's
+ * kernel): {@linkcode quantizeBfp} per block. For `block > 0` the blocks
+ * run along the channel axis, so the tensor is quantized in `[N, spatial,
+ * group, Cg]` order (the stochastic stream is drawn in that order).
+ *
+ * @param staticExponent Fixed point (one block per sample only): the compile-time exponent of every sample.
+ * @throws {Error} For NaN/Inf elements (naming `name`) or channels not divisible by `group`.
+ * @example One block per sample
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bfpFormat } from "./format.ts";
+ * import { quantizeActivations } from "./quantize.ts";
+ * const q = quantizeActivations(new Float32Array([1, 3, 0.5, 0.25]), [2, 2], bfpFormat(), { block: 0 }, "x");
+ * assert.deepEqual([...q.exponents], [1, -1]);
+ * assert.deepEqual([...q.mantissas], [32, 96, 64, 32]);
+ * ```
+ */
+export function quantizeActivations(
+  x: Float32Array | Float64Array,
+  shape: readonly number[],
+  format: BfpFormat,
+  blocking: ActivationBlocking,
+  name: string,
+  staticExponent?: number,
+): { mantissas: Int8Array | Int16Array; exponents: Int8Array; saturated: number } {
+  const n = shape[0], c = shape[1] ?? 1;
+  const spatial = shapeSize(shape.slice(2));
+  if (blocking.block === 0) {
+    const q = quantizeBfp(x, format, { length: n === 0 ? 0 : x.length / n, block: 0 }, name, staticExponent);
+    return { mantissas: q.mantissas, exponents: Int8Array.from(q.exponents), saturated: q.saturated };
+  }
+  if (staticExponent !== undefined) throw new Error(`a static exponent needs one block per sample ("${name}")`);
+  const group = blocking.group ?? 1;
+  if (c % group !== 0) throw new Error(`${c} channels of "${name}" are not divisible into ${group} groups`);
+  const cg = c / group;
+  // [N, C, S] -> [N, S, C] so that each group's channels are contiguous rows of Cg.
+  const t = x instanceof Float32Array ? new Float32Array(x.length) : new Float64Array(x.length);
+  for (let i = 0; i < n; i++) {
+    const base = i * c * spatial;
+    for (let ch = 0; ch < c; ch++) {
+      const src = base + ch * spatial;
+      for (let s = 0; s < spatial; s++) t[base + s * c + ch] = x[src + s];
+    }
+  }
+  const q = quantizeBfp(t, format, { length: cg, block: blocking.block }, name);
+  const mantissas = format.mantissaBits <= 8 ? new Int8Array(x.length) : new Int16Array(x.length);
+  for (let i = 0; i < n; i++) {
+    const base = i * c * spatial;
+    for (let ch = 0; ch < c; ch++) {
+      const dst = base + ch * spatial;
+      for (let s = 0; s < spatial; s++) mantissas[dst + s] = q.mantissas[base + s * c + ch];
+    }
+  }
+  // Exponents [N, S, G, nb] -> [N, G·nb, S].
+  const nb = q.blocksPerRow, blocksPerPosition = group * nb;
+  const exponents = new Int8Array(n * blocksPerPosition * spatial);
+  for (let i = 0; i < n; i++) {
+    for (let s = 0; s < spatial; s++) {
+      const src = (i * spatial + s) * blocksPerPosition;
+      for (let j = 0; j < blocksPerPosition; j++) {
+        exponents[(i * blocksPerPosition + j) * spatial + s] = q.exponents[src + j];
+      }
+    }
+  }
+  return { mantissas, exponents, saturated: q.saturated };
+}
+
+/**
+ * Quantize float weights offline: `[O, Cg, ...kernel]` (or `[O, K]`) with one
+ * block per output channel (`block = 0`, exponents `[O]`) or blocks of `block`
+ * input channels at each tap (exponents `[O, ceil(Cg/block), ...kernel]`).
+ * With `perTensor` (fixed point, `block = 0` only) every output channel gets
+ * the exponent of the whole tensor's maximum (still stored per channel).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bfpFormat } from "./format.ts";
+ * import { quantizeWeights } from "./quantize.ts";
+ * const q = quantizeWeights(new Float32Array([1, 2, 0.5, 0.25]), [2, 2], bfpFormat(), 1);
+ * assert.deepEqual(q.exponentShape, [2, 2]);
+ * assert.deepEqual([...q.exponents], [0, 1, -1, -2]);
+ * const t = quantizeWeights(new Float32Array([1, 2, 0.5, 0.25]), [2, 2], bfpFormat(), 0, "W", true);
+ * assert.deepEqual([...t.exponents], [1, 1]);
+ * ```
+ */
+export function quantizeWeights(
+  w: Float32Array,
+  shape: readonly number[],
+  format: BfpFormat,
+  block: number,
+  name = "W",
+  perTensor = false,
+): { mantissas: Int8Array | Int16Array; exponents: Int8Array; exponentShape: number[]; saturated: number } {
+  const cg = shape[1], taps = shapeSize(shape.slice(2));
+  if (perTensor && block !== 0) throw new Error(`per-tensor weights "${name}" need block 0, found block ${block}`);
+  if (block === 0) {
+    const tensorExponent = perTensor
+      ? quantizeBfp(w, format, { length: w.length, block: 0 }, name).exponents[0]
+      : undefined;
+    const q = quantizeBfp(w, format, { length: cg * taps, block: 0 }, name, tensorExponent);
+    return {
+      mantissas: q.mantissas,
+      exponents: Int8Array.from(q.exponents),
+      exponentShape: weightExponentShape(shape, 0),
+      saturated: q.saturated,
+    };
+  }
+  // As activations: the output channels play the batch, the taps the spatial positions.
+  const q = quantizeActivations(w, shape, format, { block }, name);
+  return {
+    mantissas: q.mantissas,
+    exponents: q.exponents,
+    exponentShape: weightExponentShape(shape, block),
+    saturated: q.saturated,
+  };
+}
+
+/** Float values of BFP weights from {@linkcode quantizeWeights}' layout. */
+export function dequantizeWeights(
+  mantissas: Int8Array | Int16Array,
+  exponents: Int8Array,
+  shape: readonly number[],
+  format: BfpFormat,
+  block: number,
+): Float32Array {
+  return dequantizeActivations({ mantissas, exponents }, shape, format, { block });
+}
+
+/** Float values of a BFP activation from {@linkcode quantizeActivations}' layout. */
+export function dequantizeActivations(
+  q: { mantissas: Int8Array | Int16Array; exponents: Int8Array },
+  shape: readonly number[],
+  format: BfpFormat,
+  blocking: ActivationBlocking,
+): Float32Array {
+  const n = shape[0], c = shape[1] ?? 1, spatial = shapeSize(shape.slice(2));
+  const out = new Float32Array(q.mantissas.length);
+  const L = format.mantissaBits;
+  if (blocking.block === 0) {
+    const per = n === 0 ? 0 : out.length / n;
+    for (let i = 0; i < out.length; i++) out[i] = q.mantissas[i] * pow2(q.exponents[Math.floor(i / per)] - (L - 2));
+    return out;
+  }
+  const group = blocking.group ?? 1, cg = c / group, nb = Math.ceil(cg / blocking.block);
+  for (let i = 0; i < n; i++) {
+    for (let ch = 0; ch < c; ch++) {
+      const g = Math.floor(ch / cg), j = Math.floor((ch % cg) / blocking.block);
+      const eBase = (i * group * nb + g * nb + j) * spatial, base = (i * c + ch) * spatial;
+      for (let s = 0; s < spatial; s++) out[base + s] = q.mantissas[base + s] * pow2(q.exponents[eBase + s] - (L - 2));
+    }
+  }
+  return out;
+}
+
+/**
+ * Shape of the exponents of weights `[O, Cg, ...kernel]` (or `[O, K]`) with
+ * `block` input channels per block: `[O]` for one block per output channel,
+ * else `[O, ceil(Cg/block), ...kernel]`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { weightExponentShape } from "./quantize.ts";
+ * assert.deepEqual(weightExponentShape([64, 30, 3, 3], 0), [64]);
+ * assert.deepEqual(weightExponentShape([64, 30, 3, 3], 16), [64, 2, 3, 3]);
+ * ```
+ */
+export function weightExponentShape(shape: readonly number[], block: number): number[] {
+  return block === 0 ? [shape[0]] : [shape[0], Math.ceil(shape[1] / block), ...shape.slice(2)];
+}
+
+/**
+ * The static (fixed-point) exponent for a tensor whose largest magnitude is
+ * `amax`: the smallest `e` whose scaled maximum `amax · 2^-(e-(L-2))` is at
+ * most `maxM` before rounding (`floor(log2 amax)`, one more when it is not:
+ * the never-clamp rule, so no rounding mode clamps it),
+ * plus `headroom` integer bits for inputs larger than the calibration's,
+ * clamped to the exponent range. An all-zero tensor gets the minimum.
+ *
+ * @example 16-bit fixed point for values up to 5.3: e = 3, so the step is 2^(3-14) (Q4.11)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bfpFormat } from "./format.ts";
+ * import { staticExponentFor } from "./quantize.ts";
+ * const f = bfpFormat({ mantissaBits: 16, exponentBits: 8 });
+ * assert.equal(staticExponentFor(5.3, f), 2);
+ * assert.equal(staticExponentFor(7.9999, f), 3); // 7.9999 · 2^12 > 32767
+ * assert.equal(staticExponentFor(5.3, f, 2), 4);
+ * ```
+ */
+export function staticExponentFor(amax: number, format: BfpFormat, headroom = 0): number {
+  const { min, max } = exponentRange(format);
+  if (!(amax > 0)) return min;
+  if (!Number.isFinite(amax)) throw new Error(`a static exponent needs a finite maximum, found ${amax}`);
+  let e = floorLog2(amax);
+  if (e >= min - 1 && e <= max && amax * pow2(format.mantissaBits - 2 - e) > maxMantissa(format)) e++;
+  return Math.min(max, Math.max(min, e + headroom));
+}
