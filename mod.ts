@@ -44,23 +44,19 @@
  * @module
  */
 
+// ---- IR: modules, graphs, ops and values, types, tensors, attributes, op definitions, rewrites, kernels ----
 export type { Attribute, AttributeKind } from "./ir/attributes.ts";
 export { attr } from "./ir/attributes.ts";
 export type { CostOptions, CostReport, CostTotals, LayerCost } from "./ir/cost.ts";
 export { costOf } from "./ir/cost.ts";
 export { Graph, Op, type Use, Value } from "./ir/graph.ts";
-export type { InterpretOptions } from "./ir/interpreter.ts";
-export { interpret, Interpreter } from "./ir/interpreter.ts";
 export { Module } from "./ir/module.ts";
 export type { InferContext, KernelContext, OpDef } from "./ir/op_def.ts";
 export { OpRegistry } from "./ir/op_def.ts";
 export { builtinOps } from "./ir/ops/builtin.ts";
-export type { ExportOptions, ExternalDataOptions } from "./ir/onnx/export.ts";
-export { exportOnnx, exportOnnxFiles } from "./ir/onnx/export.ts";
-export type { ImportOptions } from "./ir/onnx/import.ts";
-export { importOnnx } from "./ir/onnx/import.ts";
-export type { TensorProtoOptions } from "./ir/onnx/tensor_proto.ts";
-export { readTensorProto } from "./ir/onnx/tensor_proto.ts";
+export { intValues, opError } from "./ir/ops/common.ts";
+export type { GemmArgs } from "./ir/ops/gemm_kernel.ts";
+export { gemm } from "./ir/ops/gemm_kernel.ts";
 export type { ParseOptions } from "./ir/parser.ts";
 export { collectTensors, parseGraph, parseModule } from "./ir/parser.ts";
 export type { PrintOptions } from "./ir/printer.ts";
@@ -77,33 +73,29 @@ export {
   renameValue,
   replaceAllUsesWith,
 } from "./ir/rewriter.ts";
+export { subgraphsOf } from "./ir/rewriter.ts";
 export type { FoldedConstants, InferShapesOptions } from "./ir/shape.ts";
 export { inferShapes } from "./ir/shape.ts";
 export type { Tensor, TensorData } from "./ir/tensor.ts";
-export { tensor, zeros } from "./ir/tensor.ts";
+export { float32Tensor, fromFloat64, int64Tensor, shapeSize, tensor, toFloat64, zeros } from "./ir/tensor.ts";
 export type { BfpType, Dim, DType, ElementType, FixedType, OpaqueType, TensorType, Type } from "./ir/types.ts";
-export { tensorType, typeToString } from "./ir/types.ts";
+export { elementTypeToString, isTensorType, tensorType, typeToString } from "./ir/types.ts";
 export type { VerifyDiagnostic, VerifyOptions } from "./ir/verifier.ts";
 export { verifyModule, verifyModuleDiagnostics } from "./ir/verifier.ts";
 
-// Compiling: passes, targets, plugins, the compile() entry point and its report.
-export type { CompileOptions, CompileResult, EvaluationData } from "./driver/compile.ts";
-export { compile, defaultRegistry } from "./driver/compile.ts";
-export type {
-  AccuracyReport,
-  ArtifactInfo,
-  CompileReport,
-  LayerRow,
-  LayerSide,
-  ModelInfo,
-  PassReport,
-  StageTimings,
-  TargetDiagnostic,
-  TargetInfo,
-} from "./driver/report.ts";
-export { REPORT_VERSION } from "./driver/report.ts";
-export type { Plugin } from "./driver/registry.ts";
-export { PLUGIN_API_VERSION, Registry } from "./driver/registry.ts";
+// ---- Interpreter: reference semantics of every op ----
+export type { InterpretOptions } from "./ir/interpreter.ts";
+export { interpret, Interpreter } from "./ir/interpreter.ts";
+
+// ---- ONNX I/O ----
+export type { ExportOptions, ExternalDataOptions } from "./ir/onnx/export.ts";
+export { exportOnnx, exportOnnxFiles } from "./ir/onnx/export.ts";
+export type { ImportOptions } from "./ir/onnx/import.ts";
+export { importOnnx } from "./ir/onnx/import.ts";
+export type { TensorProtoOptions } from "./ir/onnx/tensor_proto.ts";
+export { readTensorProto } from "./ir/onnx/tensor_proto.ts";
+
+// ---- Passes: the pass interface, options, pipelines, the pass manager, the built-in passes and analyses ----
 export type {
   BoolOption,
   EnumOption,
@@ -118,6 +110,8 @@ export type {
 } from "./passes/options.ts";
 export type { Analysis, Diagnostic, Pass, PassContext, Severity, StatValue } from "./passes/pass.ts";
 export { definePass } from "./passes/pass.ts";
+export type { TestPassContext, TestPassContextOptions } from "./passes/testing.ts";
+export { testPassContext } from "./passes/testing.ts";
 export type { PipelineStep } from "./passes/pipeline.ts";
 export { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
 export type { AnalysisTiming, Instrumentation, PassRecord, RunPipelineOptions } from "./passes/manager.ts";
@@ -130,8 +124,7 @@ export { foldBnOptions, foldBnPass } from "./passes/fold_bn.ts";
 export { factorizeOp, RANK_UNSET, svdOptions, svdPass } from "./passes/svd.ts";
 export type { FloatArray, RandomizedSvdOptions, Svd } from "./passes/linalg.ts";
 export { exactSvd, randomizedSvd, truncatedSvd } from "./passes/linalg.ts";
-export type { PruneOptionValues } from "./passes/prune.ts";
-export { pruneOptions, prunePass, takeChannels } from "./passes/prune.ts";
+export { pruneOptions, prunePass } from "./passes/prune.ts";
 export type {
   ChannelBarrier,
   ChannelConsumer,
@@ -140,7 +133,9 @@ export type {
   ChannelMember,
   ChannelProducer,
 } from "./passes/analysis/channel_groups.ts";
-export { channelGroups, channelGroupsAnalysis, channelSlice } from "./passes/analysis/channel_groups.ts";
+export { channelGroups, channelGroupsAnalysis } from "./passes/analysis/channel_groups.ts";
+
+// ---- Targets ----
 export type { Artifacts, Target, TargetContext } from "./targets/target.ts";
 export { defineTarget } from "./targets/target.ts";
 export { builtinTargets } from "./targets/builtin.ts";
@@ -188,8 +183,25 @@ export { FIXED_EXPONENT_BITS, fixedOptions, fixedPass } from "./passes/fixed.ts"
 export type { OpsetUpgrade } from "./ir/onnx/opset_upgrade.ts";
 export { MAX_UPGRADE_OPSET, upgradeOpset } from "./ir/onnx/opset_upgrade.ts";
 
-// Data: .npy files and accuracy.
-export { readNpy, writeNpy } from "./data/npy.ts";
+// ---- Driver: compile(), its report, the registry and plugins, evaluation and .npy data ----
+export type { CompileOptions, CompileResult, EvaluationData } from "./driver/compile.ts";
+export { compile, defaultRegistry } from "./driver/compile.ts";
+export type {
+  AccuracyReport,
+  ArtifactInfo,
+  CompileReport,
+  LayerRow,
+  LayerSide,
+  ModelInfo,
+  PassReport,
+  StageTimings,
+  TargetDiagnostic,
+  TargetInfo,
+} from "./driver/report.ts";
+export { REPORT_VERSION } from "./driver/report.ts";
+export type { Plugin } from "./driver/registry.ts";
+export { PLUGIN_API_VERSION, Registry } from "./driver/registry.ts";
 export type { EvaluateOptions, EvaluationResult } from "./driver/evaluate.ts";
 export { evaluate, evaluateOnnx } from "./driver/evaluate.ts";
 export { runOnnxruntime } from "./driver/onnxruntime.ts";
+export { readNpy, writeNpy } from "./data/npy.ts";

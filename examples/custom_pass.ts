@@ -5,13 +5,20 @@
  * or hand {@linkcode plugin} to `compile()`.
  * @module
  */
-import type { Plugin } from "../driver/registry.ts";
-import { PLUGIN_API_VERSION } from "../driver/registry.ts";
-import type { Op, Value } from "../ir/graph.ts";
-import type { Module } from "../ir/module.ts";
-import { type Tensor, toFloat64 } from "../ir/tensor.ts";
-import { elementTypeToString, isTensorType } from "../ir/types.ts";
-import { definePass, type Pass } from "../passes/pass.ts";
+// In another project: import { ... } from "jsr:@cnnc/compiler";
+import {
+  definePass,
+  elementTypeToString,
+  isTensorType,
+  type Module,
+  type Op,
+  type Pass,
+  type Plugin,
+  PLUGIN_API_VERSION,
+  type Tensor,
+  toFloat64,
+  type Value,
+} from "../mod.ts";
 
 /** Options of `clip-to-relu`. */
 export const clipToReluOptions = {
@@ -98,11 +105,7 @@ function clipBounds(op: Op, opset: number): { lower: number | undefined; upper: 
  * @example Rewrite a ReLU spelled as a Clip, through compile()
  * ```ts
  * import assert from "node:assert/strict";
- * import { compile } from "../driver/compile.ts";
- * import { attr } from "../ir/attributes.ts";
- * import { Graph, Op, Value } from "../ir/graph.ts";
- * import { Module } from "../ir/module.ts";
- * import { exportOnnx, importOnnx } from "../ir/onnx/mod.ts";
+ * import { attr, compile, exportOnnx, Graph, importOnnx, Module, Op, Value } from "../mod.ts";
  * import { plugin } from "./custom_pass.ts";
  *
  * // y = Clip(x, min=0) in the Clip-6 attribute form (opset 10).

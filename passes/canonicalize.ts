@@ -82,8 +82,8 @@ interface Walk {
  * ```ts
  * import assert from "node:assert/strict";
  * import { parseModule } from "../ir/parser.ts";
- * import { builtinOps } from "../ir/ops/builtin.ts";
  * import { canonicalizePass } from "./canonicalize.ts";
+ * import { testPassContext } from "./testing.ts";
  * const m = parseModule(`module opsets {"": 13} ir_version 7 {
  * graph @g(%x: f32[2,3]) -> (%z) {
  *   %y = Identity(%x) : f32[2,3]
@@ -92,10 +92,7 @@ interface Walk {
  *   return %z
  * }
  * }`);
- * const ctx = {
- *   ops: builtinOps, calibration: null, stat: () => {}, emit: () => {}, log: () => {},
- *   analysis: () => { throw new Error("unused"); },
- * };
+ * const ctx = testPassContext();
  * assert.equal(canonicalizePass.run(m, { foldLimit: 1024 }, ctx), true);
  * assert.deepEqual(m.graph.ops.map((op) => op.type), ["Reshape"]);
  * assert.deepEqual(m.graph.constants.map((c) => c.name), ["s"]);

@@ -77,8 +77,8 @@ interface ChannelAffine {
  * ```ts
  * import assert from "node:assert/strict";
  * import { parseModule } from "../ir/parser.ts";
- * import { builtinOps } from "../ir/ops/builtin.ts";
  * import { foldBnPass } from "./fold_bn.ts";
+ * import { testPassContext } from "./testing.ts";
  * const m = parseModule(`module opsets {"": 13} ir_version 7 {
  * graph @g(%x: f32[1,1,2,2]) -> (%y) {
  *   %w = const f32[1,1,1,1] dense<2.0>
@@ -91,15 +91,11 @@ interface ChannelAffine {
  *   return %y
  * }
  * }`);
- * const stats: Record<string, unknown> = {};
- * const ctx = {
- *   ops: builtinOps, calibration: null, stat: (k: string, v: unknown) => (stats[k] = v),
- *   emit: () => {}, log: () => {}, analysis: () => { throw new Error("unused"); },
- * };
+ * const ctx = testPassContext();
  * assert.equal(foldBnPass.run(m, {}, ctx), true);
  * assert.deepEqual(m.graph.ops.map((op) => op.type), ["Conv"]);
  * assert.equal(m.graph.outputs[0].name, "y");
- * assert.equal(stats["bn-folded"], 1);
+ * assert.equal(ctx.stats["bn-folded"], 1);
  * ```
  */
 export const foldBnPass: Pass<typeof foldBnOptions> = definePass({

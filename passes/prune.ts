@@ -116,10 +116,9 @@ export interface PruneOptionValues {
  * ```ts
  * import assert from "node:assert/strict";
  * import { parseModule } from "../ir/parser.ts";
- * import { builtinOps } from "../ir/ops/builtin.ts";
  * import { defaultOptions } from "./options.ts";
- * import type { Analysis } from "./pass.ts";
  * import { prunePass } from "./prune.ts";
+ * import { testPassContext } from "./testing.ts";
  * const m = parseModule(`module opsets {"": 13} ir_version 7 {
  * graph @g(%x: f32[1,1,2,2]) -> (%y) {
  *   %w1 = const f32[2,1,1,1] dense<1.0>
@@ -133,15 +132,11 @@ export interface PruneOptionValues {
  *   return %y
  * }
  * }`);
- * const stats: Record<string, unknown> = {};
- * const ctx = {
- *   ops: builtinOps, calibration: null, stat: (k: string, v: unknown) => (stats[k] = v),
- *   emit: () => {}, log: () => {}, analysis: <T>(a: Analysis<T>): T => a.compute(m),
- * };
+ * const ctx = testPassContext({ module: m });
  * const options = { ...defaultOptions(prunePass.options), ratio: 0.5 };
  * assert.equal(await prunePass.run(m, options, ctx), true);
  * assert.deepEqual(m.graph.ops.find((op) => op.name === "c1")!.operand(1)!.type, { elem: "f32", shape: [1, 1, 1, 1] });
- * assert.equal(stats["channels-after"], 1);
+ * assert.equal(ctx.stats["channels-after"], 1);
  * ```
  */
 export const prunePass: Pass<typeof pruneOptions> = definePass({

@@ -133,9 +133,9 @@ interface Spectral {
  * ```ts
  * import assert from "node:assert/strict";
  * import { parseModule } from "../ir/parser.ts";
- * import { builtinOps } from "../ir/ops/builtin.ts";
  * import { defaultOptions } from "./options.ts";
  * import { svdOptions, svdPass } from "./svd.ts";
+ * import { testPassContext } from "./testing.ts";
  * const m = parseModule(`module opsets {"": 13} ir_version 7 {
  * graph @g(%x: f32[N,4]) -> (%y) {
  *   %w = const f32[4,4] dense<[1.0, 2.0, 3.0, 4.0, 2.0, 4.0, 6.0, 8.0, 3.0, 6.0, 9.0, 12.0, 4.0, 8.0, 12.0, 16.0]>
@@ -143,10 +143,7 @@ interface Spectral {
  *   return %y
  * }
  * }`);
- * const ctx = {
- *   ops: builtinOps, calibration: null, stat: () => {}, emit: () => {}, log: () => {},
- *   analysis: () => { throw new Error("unused"); },
- * };
+ * const ctx = testPassContext();
  * assert.equal(svdPass.run(m, { ...defaultOptions(svdOptions), keepLast: false }, ctx), true);
  * assert.deepEqual(m.graph.ops.map((op) => op.type), ["Gemm", "Gemm"]);
  * ```

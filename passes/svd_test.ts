@@ -4,16 +4,16 @@ import type { Attribute } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
 import { Module } from "../ir/module.ts";
-import { builtinOps } from "../ir/ops/builtin.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import type { Dim } from "../ir/types.ts";
 import { verifyModule } from "../ir/verifier.ts";
 import { runPipeline } from "./manager.ts";
 import { defaultOptions, type OptionValues } from "./options.ts";
-import type { Diagnostic, PassContext, StatValue } from "./pass.ts";
+import type { Diagnostic, StatValue } from "./pass.ts";
 import { parsePipeline } from "./pipeline.ts";
 import { factorizeOp, svdOptions, svdPass } from "./svd.ts";
+import { testPassContext } from "./testing.ts";
 
 function random(seed: number): () => number {
   let s = seed;
@@ -164,7 +164,7 @@ function spectrumWeight(m: number, n: number, s: number[]): Tensor {
 interface Run {
   changed: boolean;
   stats: Record<string, StatValue>;
-  diagnostics: { severity: string; message: string }[];
+  diagnostics: Diagnostic[];
   logs: string[];
 }
 
@@ -173,19 +173,9 @@ function runSvd(
   options: Partial<OptionValues<typeof svdOptions>>,
   calibration: Record<string, Tensor> | null = null,
 ): Run {
-  const run: Run = { changed: false, stats: {}, diagnostics: [], logs: [] };
-  const ctx: PassContext = {
-    ops: builtinOps,
-    calibration,
-    stat: (k, v) => (run.stats[k] = v),
-    emit: (severity, message) => run.diagnostics.push({ severity, message }),
-    log: (message) => run.logs.push(message),
-    analysis: () => {
-      throw new Error("unused");
-    },
-  };
-  run.changed = svdPass.run(m, { ...defaultOptions(svdOptions), keepLast: false, ...options }, ctx) as boolean;
-  return run;
+  const ctx = testPassContext({ module: m, calibration, pass: "svd" });
+  const changed = svdPass.run(m, { ...defaultOptions(svdOptions), keepLast: false, ...options }, ctx) as boolean;
+  return { changed, stats: ctx.stats, diagnostics: ctx.diagnostics, logs: ctx.logs };
 }
 
 function rankOf(run: Run, name = "fc"): number | undefined {
@@ -290,6 +280,8 @@ Deno.test("svd reports a layer with NaN or Inf weights by name and leaves it alo
   assert.deepEqual(run.diagnostics, [{
     severity: "warning",
     message: 'op "fc" (Gemm): weights hold NaN or Inf; layer left alone',
+    op: "fc",
+    pass: "svd",
   }]);
 });
 

@@ -1,0 +1,280 @@
+/**
+ * The public API is the list of names `mod.ts` exports, kept here so that a
+ * change to it is deliberate (onnx-ir's public API test, after PyTorch's
+ * `test_public_bindings`). A name added to or removed from `mod.ts` fails this
+ * test until the lists below say the same; review such a change as an API change.
+ * @module
+ */
+import assert from "node:assert/strict";
+import * as mod from "../mod.ts";
+
+const MOD_PATH = new URL("../mod.ts", import.meta.url);
+
+/** Names `mod.ts` exports as values (functions, classes, constants), sorted. */
+const EXPECTED_VALUES: readonly string[] = [
+  "BFP_DOMAIN",
+  "BFP_ROUNDINGS",
+  "Graph",
+  "Interpreter",
+  "Module",
+  "Op",
+  "OpRegistry",
+  "PLUGIN_API_VERSION",
+  "PassError",
+  "PipelineError",
+  "RANK_UNSET",
+  "REPORT_VERSION",
+  "Registry",
+  "Value",
+  "accumulatorGuardBits",
+  "addConstant",
+  "alignToExponent",
+  "attr",
+  "bfpDot",
+  "bfpFormat",
+  "bfpFormatOf",
+  "bfpLayer",
+  "bfpLayerOf",
+  "bfpOps",
+  "bfpOptions",
+  "bfpPass",
+  "builtinOps",
+  "builtinPasses",
+  "builtinTargets",
+  "canonicalizeOptions",
+  "canonicalizePass",
+  "channelGroups",
+  "channelGroupsAnalysis",
+  "cloneGraph",
+  "cloneModule",
+  "cloneOp",
+  "collectTensors",
+  "compile",
+  "containsBfpOps",
+  "convLayerShape",
+  "costOf",
+  "dceOptions",
+  "dcePass",
+  "defaultRegistry",
+  "definePass",
+  "defineTarget",
+  "dequantizeActivations",
+  "dequantizeBfp",
+  "dequantizeWeights",
+  "elementTypeToString",
+  "eliminateDeadCode",
+  "eraseOp",
+  "eraseValue",
+  "evaluate",
+  "evaluateOnnx",
+  "exactSvd",
+  "exportOnnx",
+  "exportOnnxFiles",
+  "factorizeOp",
+  "float32Tensor",
+  "foldBnOptions",
+  "foldBnPass",
+  "fromFloat64",
+  "gemm",
+  "importOnnx",
+  "inferShapes",
+  "insertAfter",
+  "insertBefore",
+  "int64Tensor",
+  "intValues",
+  "interpret",
+  "isTensorType",
+  "legalizeBfp",
+  "onnxTarget",
+  "onnxTargetOptions",
+  "opError",
+  "parseGraph",
+  "parseModule",
+  "parsePipeline",
+  "partitionCost",
+  "printGraph",
+  "printModule",
+  "printPipeline",
+  "productBits",
+  "pruneOptions",
+  "prunePass",
+  "quantizeActivations",
+  "quantizeBfp",
+  "quantizeWeights",
+  "randomizedSvd",
+  "readNpy",
+  "readTensorProto",
+  "renameValue",
+  "replaceAllUsesWith",
+  "runOnnxruntime",
+  "runPipeline",
+  "schemeBlocking",
+  "shapeSize",
+  "subgraphsOf",
+  "svdOptions",
+  "svdPass",
+  "tensor",
+  "tensorType",
+  "testPassContext",
+  "toFloat64",
+  "truncatedSvd",
+  "typeToString",
+  "verifyModule",
+  "verifyModuleDiagnostics",
+  "writeNpy",
+  "zeros",
+];
+
+/** Names `mod.ts` exports as types only (interfaces and type aliases), sorted. */
+const EXPECTED_TYPES: readonly string[] = [
+  "AccuracyReport",
+  "ActivationBlocking",
+  "Analysis",
+  "AnalysisTiming",
+  "ArtifactInfo",
+  "Artifacts",
+  "Attribute",
+  "AttributeKind",
+  "BfpAccumulatorOptions",
+  "BfpBlocking",
+  "BfpDotResult",
+  "BfpExponentRule",
+  "BfpFormat",
+  "BfpLayerArgs",
+  "BfpLayerResult",
+  "BfpLayerShape",
+  "BfpPartitionCost",
+  "BfpRng",
+  "BfpRounding",
+  "BfpScheme",
+  "BfpTensor",
+  "BfpType",
+  "BoolOption",
+  "ChannelBarrier",
+  "ChannelConsumer",
+  "ChannelGroup",
+  "ChannelGroupsResult",
+  "ChannelMember",
+  "ChannelProducer",
+  "CompileOptions",
+  "CompileReport",
+  "CompileResult",
+  "CostOptions",
+  "CostReport",
+  "CostTotals",
+  "DType",
+  "DeadCodeCounts",
+  "Diagnostic",
+  "Dim",
+  "ElementType",
+  "EnumOption",
+  "EvaluateOptions",
+  "EvaluationData",
+  "EvaluationResult",
+  "ExportOptions",
+  "ExternalDataOptions",
+  "FixedType",
+  "FloatArray",
+  "FoldedConstants",
+  "GemmArgs",
+  "ImportOptions",
+  "InferContext",
+  "InferShapesOptions",
+  "Instrumentation",
+  "IntOption",
+  "InterpretOptions",
+  "KernelContext",
+  "LayerCost",
+  "LayerRow",
+  "LayerSide",
+  "ListOption",
+  "ModelInfo",
+  "NumberOption",
+  "OpDef",
+  "OpaqueType",
+  "OptionSchema",
+  "OptionSpec",
+  "OptionValue",
+  "OptionValues",
+  "ParseOptions",
+  "Pass",
+  "PassContext",
+  "PassRecord",
+  "PassReport",
+  "PipelineStep",
+  "Plugin",
+  "PrintOptions",
+  "RandomizedSvdOptions",
+  "RunPipelineOptions",
+  "Severity",
+  "StageTimings",
+  "StatValue",
+  "StringOption",
+  "Svd",
+  "Target",
+  "TargetContext",
+  "TargetDiagnostic",
+  "TargetInfo",
+  "Tensor",
+  "TensorData",
+  "TensorProtoOptions",
+  "TensorType",
+  "TestPassContext",
+  "TestPassContextOptions",
+  "Type",
+  "Use",
+  "VerifyDiagnostic",
+  "VerifyOptions",
+  "WindowGeometry",
+];
+
+/** The names of `export { ... } from` and `export type { ... } from` statements, split into values and types. */
+function declaredExports(source: string): { values: string[]; types: string[] } {
+  const values: string[] = [];
+  const types: string[] = [];
+  for (const [, typeOnly, list] of source.matchAll(/^export (type )?\{([^}]*)\} from "[^"]+";$/gm)) {
+    for (const item of list.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+      const isType = typeOnly !== undefined || item.startsWith("type ");
+      const name = item.replace(/^type /, "").split(/ as /).pop()!;
+      (isType ? types : values).push(name);
+    }
+  }
+  return { values: values.sort(), types: types.sort() };
+}
+
+/** The lines of `source` outside comments that are not part of an `export ... from` statement. */
+function nonReexportLines(source: string): string[] {
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+  const statements = code.replace(/^export (type )?\{[^}]*\} from "[^"]+";$/gm, "");
+  return statements.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+}
+
+/** What changed between an expected and an actual list, for the failure message. */
+function difference(expected: readonly string[], actual: readonly string[]): string {
+  const added = actual.filter((n) => !expected.includes(n));
+  const removed = expected.filter((n) => !actual.includes(n));
+  return `added: [${added.join(", ")}], removed: [${removed.join(", ")}] ` +
+    "(if deliberate, update the expected list in tests/public_api_test.ts)";
+}
+
+Deno.test("mod.ts only re-exports", () => {
+  assert.deepEqual(nonReexportLines(Deno.readTextFileSync(MOD_PATH)), []);
+});
+
+Deno.test("mod.ts exports exactly the expected values", () => {
+  const actual = Object.keys(mod).sort();
+  assert.deepEqual(actual, EXPECTED_VALUES, difference(EXPECTED_VALUES, actual));
+  // The statements of mod.ts name the same values, so the type list below is read the same way.
+  assert.deepEqual(declaredExports(Deno.readTextFileSync(MOD_PATH)).values, actual);
+});
+
+Deno.test("mod.ts exports exactly the expected types", () => {
+  const actual = declaredExports(Deno.readTextFileSync(MOD_PATH)).types;
+  assert.deepEqual(actual, EXPECTED_TYPES, difference(EXPECTED_TYPES, actual));
+});
+
+Deno.test("the expected lists are sorted and disjoint", () => {
+  assert.deepEqual(EXPECTED_VALUES, [...EXPECTED_VALUES].sort());
+  assert.deepEqual(EXPECTED_TYPES, [...EXPECTED_TYPES].sort());
+  assert.deepEqual(EXPECTED_VALUES.filter((n) => EXPECTED_TYPES.includes(n)), []);
+});
