@@ -116,8 +116,8 @@ export type {
   OptionValues,
   StringOption,
 } from "./passes/options.ts";
-export type { Analysis, Diagnostic, Pass, PassContext, Severity, StatValue } from "./passes/pass.ts";
-export { definePass } from "./passes/pass.ts";
+export type { Analysis, Diagnostic, Pass, PassContext, PassLookup, Severity, StatValue } from "./passes/pass.ts";
+export { definePass, passLookup } from "./passes/pass.ts";
 export type { PipelineStep } from "./passes/pipeline.ts";
 export { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
 export type { AnalysisTiming, Instrumentation, PassRecord, RunPipelineOptions } from "./passes/manager.ts";

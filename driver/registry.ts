@@ -7,7 +7,7 @@
 import type { OpDef, OpRegistry } from "../ir/op_def.ts";
 import { builtinOps } from "../ir/ops/builtin.ts";
 import type { OptionSchema } from "../passes/options.ts";
-import type { Pass } from "../passes/pass.ts";
+import type { Pass, PassLookup } from "../passes/pass.ts";
 import type { Target } from "../targets/target.ts";
 
 /** The plugin API version this compiler implements. */
@@ -30,8 +30,8 @@ export interface Plugin {
   readonly ops?: readonly OpDef[];
 }
 
-/** Passes, targets and ops by name, each remembering where it came from. */
-export class Registry {
+/** Passes, targets and ops by name, each remembering where it came from; the passes layer reads it as a `PassLookup`. */
+export class Registry implements PassLookup {
   readonly #passes = new Map<string, { pass: Pass<OptionSchema>; source: string }>();
   readonly #targets = new Map<string, { target: Target<OptionSchema>; source: string }>();
   /** Op definitions in effect. */

@@ -1,6 +1,6 @@
 /**
  * Textual pass pipelines (`prune{ratio=0.6,min-channels=4},svd{energy=0.95},bfp`):
- * parsed against a registry into steps whose options are checked and completed
+ * parsed against a {@linkcode PassLookup} into steps whose options are checked and completed
  * with defaults, and printed back in one canonical form. Errors are one line
  * plus the pipeline with a caret under the offending column.
  *
@@ -19,9 +19,8 @@
  * Inside quotes a backslash takes the next character literally (`"a\"b"`).
  * @module
  */
-import type { Registry } from "../driver/registry.ts";
 import { defaultOptions, kebabCase, type OptionSpec, parseOptionValue, type RawOptionValue } from "./options.ts";
-import type { Pass } from "./pass.ts";
+import type { Pass, PassLookup } from "./pass.ts";
 
 /** One pass of a pipeline with its resolved options. */
 export interface PipelineStep {
@@ -54,10 +53,10 @@ export class PipelineError extends Error {
 }
 
 /**
- * Parse a pipeline and resolve every pass and option against `registry`.
+ * Parse a pipeline and resolve every pass and option against `lookup`.
  *
  * @param text The pipeline; empty (or blank) means no passes.
- * @param registry Where pass names are looked up.
+ * @param lookup Where pass names are looked up (a `Registry`, or {@linkcode passLookup}).
  * @returns One step per element, options complete.
  * @throws {PipelineError} For bad syntax (`Cannot parse pipeline: ...`), an unknown pass
  *   (with the closest known name), or an unknown, repeated or out-of-range option
@@ -66,11 +65,9 @@ export class PipelineError extends Error {
  * @example Parse and print a pipeline
  * ```ts
  * import assert from "node:assert/strict";
- * import { Registry } from "../driver/registry.ts";
- * import { definePass } from "./pass.ts";
+ * import { definePass, passLookup } from "./pass.ts";
  * import { parsePipeline, PipelineError, printPipeline } from "./pipeline.ts";
- * const registry = new Registry();
- * registry.addPass(definePass({
+ * const registry = passLookup([definePass({
  *   name: "prune",
  *   summary: "Remove channels",
  *   options: {
@@ -78,7 +75,7 @@ export class PipelineError extends Error {
  *     minChannels: { kind: "int", default: 4, min: 1, doc: "Channels kept at least" },
  *   },
  *   run: () => false,
- * }));
+ * })]);
  * const steps = parsePipeline("prune{ratio=0.6}", registry);
  * assert.deepEqual(steps[0].options, { ratio: 0.6, minChannels: 4 });
  * assert.equal(printPipeline(steps), "prune{ratio=0.6,min-channels=4}");
@@ -90,8 +87,8 @@ export class PipelineError extends Error {
  * });
  * ```
  */
-export function parsePipeline(text: string, registry: Registry): PipelineStep[] {
-  return new PipelineParser(text, registry).pipeline();
+export function parsePipeline(text: string, lookup: PassLookup): PipelineStep[] {
+  return new PipelineParser(text, lookup).pipeline();
 }
 
 /**
@@ -206,12 +203,12 @@ function printText(text: string): string {
 /** A recursive-descent parser over the pipeline text; `pos` is a 0-based index. */
 class PipelineParser {
   readonly #text: string;
-  readonly #registry: Registry;
+  readonly #lookup: PassLookup;
   #pos = 0;
 
-  constructor(text: string, registry: Registry) {
+  constructor(text: string, lookup: PassLookup) {
     this.#text = text;
-    this.#registry = registry;
+    this.#lookup = lookup;
   }
 
   pipeline(): PipelineStep[] {
@@ -244,7 +241,7 @@ class PipelineParser {
       if (c === "}" || c === "]") this.#syntax(start, `unbalanced "${c}"`);
       this.#syntax(start, `expected a pass name, found ${this.#found()}`);
     }
-    const pass = this.#registry.pass(name);
+    const pass = this.#lookup.pass(name);
     if (pass === undefined) this.#syntax(start, this.#unknownPass(name));
     const afterName = this.#pos;
     this.#skipSpace();
@@ -256,7 +253,7 @@ class PipelineParser {
   }
 
   #unknownPass(name: string): string {
-    const known = this.#registry.passes().map((p) => p.name);
+    const known = this.#lookup.passes().map((p) => p.name);
     const guess = closestName(name, known);
     if (guess !== undefined) return `unknown pass "${name}" (did you mean "${guess}"?)`;
     return `unknown pass "${name}"; ${

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { Registry } from "../driver/registry.ts";
-import { definePass, type Pass } from "./pass.ts";
+import { definePass, type Pass, type PassLookup, passLookup } from "./pass.ts";
 import { closestName, parsePipeline, PipelineError, type PipelineStep, printPipeline } from "./pipeline.ts";
 
 const noop = (): boolean => false;
@@ -44,10 +43,8 @@ const dce = definePass({ name: "dce", summary: "test pass without options", opti
 
 const passes: readonly Pass[] = [prune, svd, bfp, dce];
 
-function testRegistry(): Registry {
-  const registry = new Registry();
-  for (const p of passes) registry.addPass(p);
-  return registry;
+function testRegistry(): PassLookup {
+  return passLookup(passes);
 }
 
 /** The error `parsePipeline(text)` throws, checked to be a PipelineError. */
@@ -237,7 +234,7 @@ Deno.test("PipelineError messages are one line", () => {
 });
 
 Deno.test("parsePipeline() reports an unknown pass in an empty registry", () => {
-  assert.throws(() => parsePipeline("dce", new Registry()), {
+  assert.throws(() => parsePipeline("dce", passLookup([])), {
     name: "PipelineError",
     message: 'Cannot parse pipeline: unknown pass "dce"; no passes are registered',
   });

@@ -1,15 +1,16 @@
 import assert from "node:assert/strict";
-import { defaultRegistry } from "../driver/compile.ts";
 import type { Module } from "../ir/module.ts";
 import { interpret } from "../ir/interpreter.ts";
 import { parseModule } from "../ir/parser.ts";
 import { cloneModule } from "../ir/rewriter.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
+import { builtinPasses } from "./builtin.ts";
 import { type PassRecord, runPipeline } from "./manager.ts";
+import { passLookup } from "./pass.ts";
 import { parsePipeline } from "./pipeline.ts";
 import { takeChannels } from "./prune.ts";
 
-const registry = defaultRegistry();
+const registry = passLookup(builtinPasses);
 
 function parse(input: string, body: string, outputs = "%y"): Module {
   return parseModule(`module opsets {"": 13} ir_version 7 {

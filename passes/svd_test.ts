@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { defaultRegistry } from "../driver/compile.ts";
 import type { Attribute } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
@@ -11,7 +10,8 @@ import type { Dim } from "../ir/types.ts";
 import { verifyModule } from "../ir/verifier.ts";
 import { runPipeline } from "./manager.ts";
 import { defaultOptions, type OptionValues } from "./options.ts";
-import type { Diagnostic, PassContext, StatValue } from "./pass.ts";
+import { builtinPasses } from "./builtin.ts";
+import { type Diagnostic, type PassContext, passLookup, type StatValue } from "./pass.ts";
 import { parsePipeline } from "./pipeline.ts";
 import { factorizeOp, svdOptions, svdPass } from "./svd.ts";
 
@@ -303,7 +303,7 @@ Deno.test("svd refuses two rank rules at once", () => {
 });
 
 Deno.test("svd options reject bad energy, rank and mode with the valid range", () => {
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   const bad: [string, string][] = [
     ["svd{energy=0}", "must be a number in (0, 1]"],
     ["svd{energy=1.5}", "must be a number in (0, 1]"],
@@ -360,7 +360,7 @@ Deno.test("svd data-aware conv (channel mode) lowers output error and the pipeli
   assert.ok(stat(aware)["output-error"] < stat(plain)["output-error"]);
   // Through the pass manager: shapes inferred and verified after the pass.
   const module = m();
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   const records = await runPipeline(module, parsePipeline("svd{rank=3,keep-last=false,mode=spatial}", registry), {
     registry,
     calibration,
