@@ -118,8 +118,8 @@ export type {
 } from "./passes/options.ts";
 export type { Analysis, Diagnostic, Pass, PassContext, PassLookup, Severity, StatValue } from "./passes/pass.ts";
 export { definePass, passLookup } from "./passes/pass.ts";
-export type { PipelineStep } from "./passes/pipeline.ts";
-export { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
+export type { Configurable, ElementKind, ParsedElement, PipelineStep } from "./passes/pipeline.ts";
+export { parseElement, parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
 export type { AnalysisTiming, Instrumentation, PassRecord, RunPipelineOptions } from "./passes/manager.ts";
 export { PassError, runPipeline } from "./passes/manager.ts";
 export { builtinPasses } from "./passes/builtin.ts";

@@ -12,7 +12,6 @@ import { printModule } from "../ir/printer.ts";
 import { inferShapes } from "../ir/shape.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import { verifyModule } from "../ir/verifier.ts";
-import type { OptionSchema, OptionValues } from "./options.ts";
 import type { Analysis, Diagnostic, PassContext, PassLookup, StatValue } from "./pass.ts";
 import { closestName, type PipelineStep, printPipeline } from "./pipeline.ts";
 
@@ -195,8 +194,7 @@ export async function runPipeline(
     const start = performance.now();
     let changed: unknown;
     try {
-      // parsePipeline checked every value against the schema.
-      changed = await step.pass.run(module, step.options as OptionValues<OptionSchema>, ctx);
+      changed = await step.pass.run(module, step.options, ctx);
     } catch (e) {
       throw fail(`pass "${name}" failed: ${firstLine(e)}`, e);
     }

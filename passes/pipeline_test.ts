@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
+import type { OptionSpec, OptionValue } from "./options.ts";
 import { definePass, type Pass, type PassLookup, passLookup } from "./pass.ts";
-import { closestName, parsePipeline, PipelineError, type PipelineStep, printPipeline } from "./pipeline.ts";
+import {
+  closestName,
+  parseElement,
+  parsePipeline,
+  PipelineError,
+  type PipelineStep,
+  printPipeline,
+} from "./pipeline.ts";
 
 const noop = (): boolean => false;
 
@@ -328,7 +336,7 @@ function randomNumber(random: () => number, min: number, max: number, exclusiveM
 
 function randomStep(random: () => number): PipelineStep {
   const pass = passes[Math.floor(random() * passes.length)];
-  const options: Record<string, unknown> = {};
+  const options: Record<string, OptionValue<OptionSpec>> = {};
   for (const [key, spec] of Object.entries(pass.options)) {
     if (random() < 0.25) {
       options[key] = spec.default;
@@ -399,4 +407,80 @@ Deno.test("parsePipeline() reads non-canonical spellings as their canonical step
     const text = steps.map((s) => respell(s, random)).join(",");
     assert.deepEqual(parsePipeline(text, registry), steps, text);
   }
+});
+
+/** A target-like item: parseElement needs only a name and an option schema. */
+const onnx = {
+  name: "onnx",
+  options: {
+    externalData: { kind: "bool", default: false, doc: "Weights in a side file" },
+    threshold: { kind: "int", default: 1024, min: 1, doc: "Bytes from which a tensor goes to the side file" },
+  },
+} as const;
+
+Deno.test("parseElement() reads one target with its options, typed by its schema", () => {
+  const { item, options } = parseElement(" onnx { external-data=true threshold=64 } ", [onnx], "target");
+  assert.equal(item, onnx);
+  assert.deepEqual(options, { externalData: true, threshold: 64 });
+  const threshold: number = options.threshold;
+  assert.equal(threshold, 64);
+  assert.deepEqual(parseElement("onnx", [onnx], "target").options, { externalData: false, threshold: 1024 });
+});
+
+Deno.test("parseElement() of a pass reads the element as parsePipeline does", () => {
+  const text = "prune{ratio=0.6}";
+  const { item, options } = parseElement(text, passes, "pass");
+  assert.deepEqual([{ pass: item, options }], parsePipeline(text, testRegistry()));
+});
+
+/** [target text, message, 1-based column]: the messages name a target as a target. */
+const targetErrorCases: readonly [string, string, number][] = [
+  ["onx", 'Cannot parse target: unknown target "onx" (did you mean "onnx"?)', 1],
+  ["ONNX{threshold=1}", 'Cannot parse target: unknown target "ONNX" (did you mean "onnx"?)', 1],
+  ["tflite", 'Cannot parse target: unknown target "tflite"; targets are: onnx', 1],
+  ["", "Cannot parse target: expected a target name, found the end of the target; targets are: onnx", 1],
+  ["  ", "Cannot parse target: expected a target name, found the end of the target; targets are: onnx", 3],
+  ["{threshold=1}", 'Cannot parse target: expected a target name before "{"', 1],
+  ["onnx,c", "Cannot parse target: expected one target, found a list", 5],
+  ["onnx{threshold=1},c", "Cannot parse target: expected one target, found a list", 18],
+  ["onnx c", 'Cannot parse target: expected the end of the target after target "onnx", found "c"', 6],
+  ["onnx}", 'Cannot parse target: unbalanced "}"', 5],
+  ["onnx{threshold=1", 'Cannot parse target: unbalanced "{": the options of "onnx" are not closed', 5],
+  ["onnx{threshold", 'Cannot parse target: expected "=" after option "threshold", found the end of the target', 15],
+  [
+    "onnx{threshold=0}",
+    'Cannot configure target "onnx": option "threshold" must be an integer in [1, inf), found "0"',
+    16,
+  ],
+  // User text is quoted as written: the word "pass" in it stays.
+  [
+    "onnx{external-data=pass}",
+    'Cannot configure target "onnx": option "external-data" must be true or false, found "pass"',
+    20,
+  ],
+  [
+    "onnx{thresold=1}",
+    'Cannot configure target "onnx": unknown option "thresold" (did you mean "threshold"?); ' +
+    "options are: external-data, threshold",
+    6,
+  ],
+];
+
+for (const [text, message, column] of targetErrorCases) {
+  Deno.test(`parseElement() rejects the target ${JSON.stringify(text)} at column ${column}`, () => {
+    assert.throws(() => parseElement(text, [onnx], "target"), (e: unknown) => {
+      assert.ok(e instanceof PipelineError, `expected a PipelineError, got ${e}`);
+      assert.equal(e.message, message);
+      assert.equal(e.column, column);
+      assert.equal(e.pipeline, text);
+      return true;
+    });
+  });
+}
+
+Deno.test("parseElement() reports an unknown target when none are registered", () => {
+  assert.throws(() => parseElement("onnx", [], "target"), {
+    name: "PipelineError",
+    message: 'Cannot parse target: unknown target "onnx"; no targets are registered',
+  });
 });
