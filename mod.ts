@@ -110,6 +110,7 @@ export type {
   IntOption,
   ListOption,
   NumberOption,
+  OptionDefault,
   OptionSchema,
   OptionSpec,
   OptionValue,
@@ -127,7 +128,7 @@ export { canonicalizeOptions, canonicalizePass } from "./passes/canonicalize.ts"
 export type { DeadCodeCounts } from "./passes/dce.ts";
 export { dceOptions, dcePass, eliminateDeadCode } from "./passes/dce.ts";
 export { foldBnOptions, foldBnPass } from "./passes/fold_bn.ts";
-export { factorizeOp, RANK_UNSET, svdOptions, svdPass } from "./passes/svd.ts";
+export { factorizeOp, svdOptions, svdPass } from "./passes/svd.ts";
 export type { FloatArray, RandomizedSvdOptions, Svd } from "./passes/linalg.ts";
 export { exactSvd, randomizedSvd, truncatedSvd } from "./passes/linalg.ts";
 export type { PruneOptionValues } from "./passes/prune.ts";

@@ -36,7 +36,10 @@ import type { Pass, PassLookup } from "./pass.ts";
 export interface PipelineStep {
   /** The pass. */
   readonly pass: Pass;
-  /** Option values by camelCase key: every key of the pass's schema, checked, defaults filled in. */
+  /**
+   * Option values by camelCase key: every key of the pass's schema, checked,
+   * defaults filled in (`undefined` for an optional option not given).
+   */
   readonly options: OptionValues<OptionSchema>;
 }
 
@@ -52,7 +55,7 @@ export interface Configurable {
 export interface ParsedElement<T extends Configurable> {
   /** The pass or target the name refers to. */
   readonly item: T;
-  /** Every option of its schema, checked, defaults filled in. */
+  /** Every option of its schema, checked, defaults filled in (`undefined` for an optional option not given). */
   readonly options: OptionValues<T["options"]>;
 }
 
@@ -102,12 +105,14 @@ export class PipelineError extends Error {
  *   options: {
  *     ratio: { kind: "number", default: 0.5, min: 0, max: 1, exclusiveMax: true, doc: "Fraction removed" },
  *     minChannels: { kind: "int", default: 4, min: 1, doc: "Channels kept at least" },
+ *     threshold: { kind: "number", optional: true, min: 0, doc: "Absolute cut; overrides ratio" },
  *   },
  *   run: () => false,
  * })]);
  * const steps = parsePipeline("prune{ratio=0.6}", lookup);
- * assert.deepEqual(steps[0].options, { ratio: 0.6, minChannels: 4 });
+ * assert.deepEqual(steps[0].options, { ratio: 0.6, minChannels: 4, threshold: undefined });
  * assert.equal(printPipeline(steps), "prune{ratio=0.6,min-channels=4}");
+ * assert.equal(printPipeline(parsePipeline("prune{threshold=0.1}", lookup)), "prune{ratio=0.5,min-channels=4,threshold=0.1}");
  * assert.throws(() => parsePipeline("prun", lookup), (e: unknown) => {
  *   assert.ok(e instanceof PipelineError);
  *   assert.equal(e.message, 'Cannot parse pipeline: unknown pass "prun" (did you mean "prune"?)');
@@ -164,7 +169,8 @@ export function parseElement<T extends Configurable>(
 /**
  * Print steps as the canonical pipeline: every option in schema order with its
  * value, lists as `[a,b]`, text quoted only when it must be. `parsePipeline` of
- * the result gives the same steps. An option missing from a step prints its default.
+ * the result gives the same steps. An option missing from a step prints its
+ * default; an optional option without a value is left out.
  *
  * @example Print a step
  * ```ts
@@ -176,11 +182,13 @@ export function parseElement<T extends Configurable>(
  *   summary: "Block floating point",
  *   options: {
  *     mantissa: { kind: "int", default: 8, doc: "Mantissa bits" },
+ *     seed: { kind: "int", optional: true, doc: "Stochastic rounding seed" },
  *     skip: { kind: "list", default: [], doc: "Ops left alone" },
  *   },
  *   run: () => false,
  * });
  * assert.equal(printPipeline([{ pass: bfp, options: { mantissa: 6, skip: ["fc3", "a b"] } }]), 'bfp{mantissa=6,skip=[fc3,"a b"]}');
+ * assert.equal(printPipeline([{ pass: bfp, options: { seed: 3 } }]), "bfp{mantissa=8,seed=3,skip=[]}");
  * ```
  */
 export function printPipeline(steps: readonly PipelineStep[]): string {
@@ -241,13 +249,12 @@ const DELIMITER = /[\s,{}[\]"=]/;
 const BARE = /^[^\s,{}[\]"=]+$/;
 
 function printStep(step: PipelineStep): string {
-  const keys = Object.keys(step.pass.options);
-  if (keys.length === 0) return step.pass.name;
-  const options = keys.map((key) => {
-    const spec = step.pass.options[key];
-    return `${kebabCase(key)}=${printValue(spec, step.options[key] ?? spec.default)}`;
-  });
-  return `${step.pass.name}{${options.join(",")}}`;
+  const options: string[] = [];
+  for (const [key, spec] of Object.entries(step.pass.options)) {
+    const value = step.options[key] ?? spec.default;
+    if (value !== undefined) options.push(`${kebabCase(key)}=${printValue(spec, value)}`);
+  }
+  return options.length === 0 ? step.pass.name : `${step.pass.name}{${options.join(",")}}`;
 }
 
 function printValue(spec: OptionSpec, value: unknown): string {

@@ -24,10 +24,12 @@ const prune = definePass({
 
 const svd = definePass({
   name: "svd",
-  summary: "test pass with an open lower bound",
+  summary: "test pass with an open lower bound and optional options",
   options: {
     energy: { kind: "number", default: 0.9, min: 0, max: 1, exclusiveMin: true, doc: "Energy kept" },
     skip: { kind: "list", default: ["fc3"], doc: "Ops left alone" },
+    rank: { kind: "int", optional: true, min: 1, doc: "Fixed rank; overrides energy" },
+    mode: { kind: "enum", values: ["channel", "spatial"], optional: true, doc: "Factorization" },
   },
   run: noop,
 });
@@ -142,7 +144,7 @@ const errorCases: readonly [string, string, number][] = [
   ],
   [
     "svd{zzz=1}",
-    'Cannot configure pass "svd": unknown option "zzz"; options are: energy, skip',
+    'Cannot configure pass "svd": unknown option "zzz"; options are: energy, skip, rank, mode',
     5,
   ],
   ["dce{x=1}", 'Cannot configure pass "dce": unknown option "x"; it takes no options', 5],
@@ -388,6 +390,7 @@ function respell(step: PipelineStep, random: () => number): string {
   const entries = Object.entries(step.pass.options).sort(() => random() - 0.5);
   for (const [key, spec] of entries) {
     const value = step.options[key];
+    if (value === undefined) continue;
     if (JSON.stringify(value) === JSON.stringify(spec.default) && random() < 0.5) continue;
     let text = printPipeline([{ pass: { ...step.pass, options: { [key]: spec } }, options: { [key]: value } }]);
     text = text.slice(text.indexOf("{") + 1, -1);
@@ -409,22 +412,51 @@ Deno.test("parsePipeline() reads non-canonical spellings as their canonical step
   }
 });
 
+Deno.test("an optional option has no value unless given, and the canonical pipeline leaves it out", () => {
+  const registry = testRegistry();
+  const [plain] = parsePipeline("svd", registry);
+  assert.deepEqual(plain.options, { energy: 0.9, skip: ["fc3"], rank: undefined, mode: undefined });
+  assert.equal(printPipeline([plain]), "svd{energy=0.9,skip=[fc3]}");
+  const [ranked] = parsePipeline("svd{mode=spatial rank=3}", registry);
+  assert.deepEqual(ranked.options, { energy: 0.9, skip: ["fc3"], rank: 3, mode: "spatial" });
+  assert.equal(printPipeline([ranked]), "svd{energy=0.9,skip=[fc3],rank=3,mode=spatial}");
+  assert.deepEqual(parsePipeline(printPipeline([ranked]), registry), [ranked]);
+  assert.throws(() => parsePipeline("svd{rank=0}", registry), {
+    message: 'Cannot configure pass "svd": option "rank" must be an integer in [1, inf), found "0"',
+  });
+  // A pass whose options are all optional and unset prints as its bare name.
+  const tag = definePass({
+    name: "tag",
+    summary: "only optional options",
+    options: { label: { kind: "string", optional: true, doc: "Label" } },
+    run: noop,
+  });
+  assert.equal(printPipeline([{ pass: tag, options: {} }]), "tag");
+  assert.equal(printPipeline([{ pass: tag, options: { label: "" } }]), 'tag{label=""}');
+});
+
 /** A target-like item: parseElement needs only a name and an option schema. */
 const onnx = {
   name: "onnx",
   options: {
     externalData: { kind: "bool", default: false, doc: "Weights in a side file" },
     threshold: { kind: "int", default: 1024, min: 1, doc: "Bytes from which a tensor goes to the side file" },
+    location: { kind: "string", optional: true, doc: "Side file name" },
   },
 } as const;
 
 Deno.test("parseElement() reads one target with its options, typed by its schema", () => {
   const { item, options } = parseElement(" onnx { external-data=true threshold=64 } ", [onnx], "target");
   assert.equal(item, onnx);
-  assert.deepEqual(options, { externalData: true, threshold: 64 });
+  assert.deepEqual(options, { externalData: true, threshold: 64, location: undefined });
   const threshold: number = options.threshold;
-  assert.equal(threshold, 64);
-  assert.deepEqual(parseElement("onnx", [onnx], "target").options, { externalData: false, threshold: 1024 });
+  const location: string | undefined = options.location;
+  assert.equal(threshold + (location ?? "").length, 64);
+  assert.deepEqual(parseElement("onnx", [onnx], "target").options, {
+    externalData: false,
+    threshold: 1024,
+    location: undefined,
+  });
 });
 
 Deno.test("parseElement() of a pass reads the element as parsePipeline does", () => {
@@ -461,7 +493,7 @@ const targetErrorCases: readonly [string, string, number][] = [
   [
     "onnx{thresold=1}",
     'Cannot configure target "onnx": unknown option "thresold" (did you mean "threshold"?); ' +
-    "options are: external-data, threshold",
+    "options are: external-data, threshold, location",
     6,
   ],
 ];

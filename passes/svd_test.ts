@@ -12,7 +12,7 @@ import { runPipeline } from "./manager.ts";
 import { defaultOptions, type OptionValues } from "./options.ts";
 import { builtinPasses } from "./builtin.ts";
 import { type Diagnostic, type PassContext, passLookup, type StatValue } from "./pass.ts";
-import { parsePipeline } from "./pipeline.ts";
+import { parsePipeline, printPipeline } from "./pipeline.ts";
 import { factorizeOp, svdOptions, svdPass } from "./svd.ts";
 
 function random(seed: number): () => number {
@@ -300,6 +300,25 @@ Deno.test("svd refuses two rank rules at once", () => {
     run.diagnostics[0].message,
     "give at most one of rank, speedup and budget (energy is used when none is given)",
   );
+});
+
+Deno.test("svd rank, speedup and budget are optional: unset by default and left out of the canonical pipeline", () => {
+  const registry = passLookup(builtinPasses);
+  const [step] = parsePipeline("svd", registry);
+  assert.equal(step.options.rank, undefined);
+  assert.equal(step.options.speedup, undefined);
+  assert.equal(step.options.budget, undefined);
+  assert.equal(
+    printPipeline([step]),
+    "svd{energy=0.9,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false}",
+  );
+  assert.equal(
+    printPipeline(parsePipeline("svd{budget=1}", registry)),
+    "svd{energy=0.9,budget=1,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false}",
+  );
+  // speedup=1 and budget=1 are values like any other now, not "off".
+  assert.equal(runSvd(gemm16(), { budget: 1 }).changed, false);
+  assert.match(runSvd(gemm16(), { rank: 2, speedup: 1 }).diagnostics[0].message, /^give at most one of rank/);
 });
 
 Deno.test("svd options reject bad energy, rank and mode with the valid range", () => {

@@ -110,6 +110,9 @@ Deno.test("compile.ts lists passes and targets with their options", async () => 
     assert.match(run.stdout, new RegExp(`^  ${name} `, "m"));
   }
   assert.match(run.stdout, /external-data=false/);
+  // An optional option has no default to show.
+  assert.match(run.stdout, /^ {6}rank \(optional\) {2}Keep N singular values/m);
+  assert.match(run.stdout, /^ {6}energy=0\.9 {2}/m);
 });
 
 Deno.test("compile.ts loads a plugin and runs its pass", async () => {
