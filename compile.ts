@@ -146,10 +146,12 @@ function readTensorFile(path: string, what: string): Tensor {
   }
 }
 
+/** `key=default  doc (range)`, or `key (optional)  doc (range)` for an option without a default. */
 function optionLines(schema: OptionSchema): string[] {
-  return Object.entries(schema).map(([key, spec]) =>
-    `      ${kebabCase(key)}=${JSON.stringify(spec.default)}  ${spec.doc} (${describeRange(spec)})`
-  );
+  return Object.entries(schema).map(([key, spec]) => {
+    const value = spec.optional ? " (optional)" : `=${JSON.stringify(spec.default)}`;
+    return `      ${kebabCase(key)}${value}  ${spec.doc} (${describeRange(spec)})`;
+  });
 }
 
 function listing(registry: Registry, kind: "passes" | "targets"): string {

@@ -102,18 +102,19 @@ export type {
   IntOption,
   ListOption,
   NumberOption,
+  OptionDefault,
   OptionSchema,
   OptionSpec,
   OptionValue,
   OptionValues,
   StringOption,
 } from "./passes/options.ts";
-export type { Analysis, Diagnostic, Pass, PassContext, Severity, StatValue } from "./passes/pass.ts";
-export { definePass } from "./passes/pass.ts";
+export type { Analysis, Diagnostic, Pass, PassContext, PassLookup, Severity, StatValue } from "./passes/pass.ts";
+export { definePass, passLookup } from "./passes/pass.ts";
 export type { TestPassContext, TestPassContextOptions } from "./passes/testing.ts";
 export { testPassContext } from "./passes/testing.ts";
-export type { PipelineStep } from "./passes/pipeline.ts";
-export { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
+export type { Configurable, ElementKind, ParsedElement, PipelineStep } from "./passes/pipeline.ts";
+export { parseElement, parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
 export type { AnalysisTiming, Instrumentation, PassRecord, RunPipelineOptions } from "./passes/manager.ts";
 export { PassError, runPipeline } from "./passes/manager.ts";
 export { builtinPasses } from "./passes/builtin.ts";
@@ -121,7 +122,7 @@ export { canonicalizeOptions, canonicalizePass } from "./passes/canonicalize.ts"
 export type { DeadCodeCounts } from "./passes/dce.ts";
 export { dceOptions, dcePass, eliminateDeadCode } from "./passes/dce.ts";
 export { foldBnOptions, foldBnPass } from "./passes/fold_bn.ts";
-export { factorizeOp, RANK_UNSET, svdOptions, svdPass } from "./passes/svd.ts";
+export { svdOptions, svdPass } from "./passes/svd.ts";
 export type { FloatArray, RandomizedSvdOptions, Svd } from "./passes/linalg.ts";
 export { exactSvd, randomizedSvd, truncatedSvd } from "./passes/linalg.ts";
 export { pruneOptions, prunePass } from "./passes/prune.ts";

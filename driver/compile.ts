@@ -13,9 +13,9 @@ import type { Tensor } from "../ir/tensor.ts";
 import { verifyModule } from "../ir/verifier.ts";
 import { builtinPasses } from "../passes/builtin.ts";
 import { runPipeline, type RunPipelineOptions } from "../passes/manager.ts";
-import { kebabCase, type OptionSchema } from "../passes/options.ts";
+import { kebabCase, type OptionSchema, type OptionValues } from "../passes/options.ts";
 import type { Severity } from "../passes/pass.ts";
-import { closestName, parsePipeline, PipelineError, type PipelineStep, printPipeline } from "../passes/pipeline.ts";
+import { parseElement, parsePipeline, printPipeline } from "../passes/pipeline.ts";
 import { builtinTargets } from "../targets/builtin.ts";
 import type { Artifacts, Target } from "../targets/target.ts";
 import type { EvaluationResult } from "./evaluate.ts";
@@ -98,10 +98,12 @@ export function defaultRegistry(): Registry {
  * @param model The ONNX model's bytes.
  * @param options Pipeline, target, plugins and debugging hooks.
  * @returns Artifacts, report and the compiled module.
- * @throws {PipelineError} For a bad pipeline or target option (one-line message; `.caret` shows where).
- * @throws {Error} One line, for an unknown target (`unknown target "x" (did you mean "onnx"?)`), a corrupt
- *   model (`Cannot import ONNX model: ...`), an invalid model (naming the op), a failing pass
- *   (`pass "x" failed: ...`, a `PassError`), or a failing target (`target "onnx" failed: ...`).
+ * @throws {PipelineError} For a bad pipeline or target: bad syntax, an unknown name
+ *   (`Cannot parse target: unknown target "x" (did you mean "onnx"?)`) or a bad option
+ *   (one-line message; `.caret` shows where).
+ * @throws {Error} One line, for a corrupt model (`Cannot import ONNX model: ...`), an invalid
+ *   model (naming the op), a failing pass (`pass "x" failed: ...`, a `PassError`), or a
+ *   failing target (`target "onnx" failed: ...`).
  *
  * @example Fold BatchNormalization and emit ONNX
  * ```ts
@@ -129,7 +131,7 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
     throw new Error(`modelName must be a plain file name without folders, found ${JSON.stringify(modelName)}`);
   }
   const steps = parsePipeline(options.passes ?? "", registry);
-  const { target, targetOptions } = parseTarget(options.target ?? "onnx", registry);
+  const { item: target, options: targetOptions } = parseElement(options.target ?? "onnx", registry.targets(), "target");
 
   const module = importOnnx(model, options.importOptions);
   inferShapes(module, { registry: registry.ops });
@@ -181,7 +183,9 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
     pipeline: printPipeline(steps),
     target: {
       name: target.name,
-      options: Object.fromEntries(Object.entries(targetOptions).map(([k, v]) => [kebabCase(k), v])),
+      options: Object.fromEntries(
+        Object.entries(targetOptions).filter(([, v]) => v !== undefined).map(([k, v]) => [kebabCase(k), v]),
+      ),
       diagnostics,
     },
     passes: records,
@@ -206,71 +210,6 @@ function resolveRegistry(options: CompileOptions): Registry {
   const registry = defaultRegistry();
   for (const plugin of options.plugins ?? []) registry.addPlugin(plugin);
   return registry;
-}
-
-/**
- * `name` or `name{options}`: the target and its resolved options. The options
- * use the pipeline grammar, so they are parsed by the pipeline parser over a
- * one-element registry whose only "pass" carries the target's option schema,
- * and its messages are reworded for a target.
- */
-function parseTarget(text: string, registry: Registry): { target: Target; targetOptions: Record<string, unknown> } {
-  const name = /^\s*([^\s{,]*)/.exec(text)![1];
-  const target = registry.target(name);
-  if (target === undefined) {
-    const known = registry.targets().map((t) => t.name);
-    const guess = closestName(name, known);
-    throw new Error(
-      guess !== undefined
-        ? `unknown target "${name}" (did you mean "${guess}"?)`
-        : `unknown target "${name}"; ${
-          known.length === 0 ? "no targets are registered" : `targets are: ${known.join(", ")}`
-        }`,
-    );
-  }
-  const schema: OptionSchema = target.options;
-  if (text.trim() === name) return { target, targetOptions: defaultOptionsOf(schema) };
-  const comma = topLevelComma(text);
-  if (comma >= 0) throw new PipelineError("Cannot parse target: expected one target, found a list", text, comma + 1);
-  const single = new Registry(registry.ops);
-  try {
-    single.addPass({ name, summary: target.summary, options: schema, run: () => false });
-  } catch {
-    throw new PipelineError(`Cannot configure target "${name}": its name cannot take options in braces`, text, 1);
-  }
-  let steps: PipelineStep[];
-  try {
-    steps = parsePipeline(text, single);
-  } catch (e) {
-    if (!(e instanceof PipelineError)) throw e;
-    const message = e.message
-      .replace(/^Cannot parse pipeline: /, "Cannot parse target: ")
-      .replace(/^Cannot configure pass /, "Cannot configure target ")
-      .replace(/\bpass\b/g, "target");
-    throw new PipelineError(message, text, e.column);
-  }
-  return { target, targetOptions: steps[0].options };
-}
-
-/** Index of the first comma outside braces, brackets and quotes, or -1. */
-function topLevelComma(text: string): number {
-  let depth = 0;
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quoted) {
-      if (c === "\\") i++;
-      else if (c === '"') quoted = false;
-    } else if (c === '"') quoted = true;
-    else if (c === "{" || c === "[") depth++;
-    else if (c === "}" || c === "]") depth--;
-    else if (c === "," && depth <= 0) return i;
-  }
-  return -1;
-}
-
-function defaultOptionsOf(schema: OptionSchema): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(schema).map(([k, spec]) => [k, spec.default]));
 }
 
 /** Opset per domain, the default domain spelled `ai.onnx`, sorted by domain. */
@@ -311,7 +250,7 @@ function verifyAfterPipeline(module: Module, registry: Registry): void {
 
 async function emitArtifacts(
   target: Target,
-  options: Record<string, unknown>,
+  options: OptionValues<OptionSchema>,
   module: Module,
   modelName: string,
 ): Promise<{ artifacts: Artifacts; diagnostics: TargetDiagnostic[] }> {
@@ -319,7 +258,7 @@ async function emitArtifacts(
   const diagnostics: TargetDiagnostic[] = [];
   let artifacts: Artifacts;
   try {
-    artifacts = await target.emit(module, options as never, {
+    artifacts = await target.emit(module, options, {
       modelName,
       emit(severity: Severity, message: string) {
         if (severity === "error") errors.push(message);

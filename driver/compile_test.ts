@@ -299,10 +299,18 @@ Deno.test("compile() rejects a bad pipeline with a PipelineError before decoding
   );
 });
 
-Deno.test("compile() rejects an unknown target, suggesting the closest name", async () => {
-  await assertRejects({ target: "onx" }, 'unknown target "onx" (did you mean "onnx"?)');
-  await assertRejects({ target: "tflite" }, 'unknown target "tflite"; targets are: onnx');
-  await assertRejects({ target: "" }, 'unknown target ""; targets are: onnx');
+Deno.test("compile() rejects an unknown target with a PipelineError, suggesting the closest name", async () => {
+  const error = await assertRejects(
+    { target: "onx{threshold=1}" },
+    'Cannot parse target: unknown target "onx" (did you mean "onnx"?)',
+  );
+  assert.ok(error instanceof PipelineError);
+  assert.equal(error.caret, "onx{threshold=1}\n^");
+  await assertRejects({ target: "tflite" }, 'Cannot parse target: unknown target "tflite"; targets are: onnx');
+  await assertRejects(
+    { target: "" },
+    "Cannot parse target: expected a target name, found the end of the target; targets are: onnx",
+  );
 });
 
 Deno.test("compile() rejects bad target options with a PipelineError naming the target", async () => {

@@ -7,7 +7,7 @@
 import type { OpDef, OpRegistry } from "../ir/op_def.ts";
 import { builtinOps } from "../ir/ops/builtin.ts";
 import type { OptionSchema } from "../passes/options.ts";
-import type { Pass } from "../passes/pass.ts";
+import type { Pass, PassLookup } from "../passes/pass.ts";
 import type { Target } from "../targets/target.ts";
 
 /** The plugin API version this compiler implements. */
@@ -30,8 +30,8 @@ export interface Plugin {
   readonly ops?: readonly OpDef[];
 }
 
-/** Passes, targets and ops by name, each remembering where it came from. */
-export class Registry {
+/** Passes, targets and ops by name, each remembering where it came from; the passes layer reads it as a `PassLookup`. */
+export class Registry implements PassLookup {
   readonly #passes = new Map<string, { pass: Pass<OptionSchema>; source: string }>();
   readonly #targets = new Map<string, { target: Target<OptionSchema>; source: string }>();
   /** Op definitions in effect. */
@@ -46,9 +46,7 @@ export class Registry {
   addPass(pass: Pass<OptionSchema>, source = "built-in"): void {
     const prior = this.#passes.get(pass.name);
     if (prior) throw new Error(`pass "${pass.name}" is defined twice: by ${prior.source} and by ${source}`);
-    if (!/^[a-z][a-z0-9-]*$/.test(pass.name)) {
-      throw new Error(`pass name "${pass.name}" (from ${source}) must be kebab-case: [a-z][a-z0-9-]*`);
-    }
+    checkName("pass", pass.name, source);
     this.#passes.set(pass.name, { pass, source });
   }
 
@@ -56,6 +54,7 @@ export class Registry {
   addTarget(target: Target<OptionSchema>, source = "built-in"): void {
     const prior = this.#targets.get(target.name);
     if (prior) throw new Error(`target "${target.name}" is defined twice: by ${prior.source} and by ${source}`);
+    checkName("target", target.name, source);
     this.#targets.set(target.name, { target, source });
   }
 
@@ -95,5 +94,12 @@ export class Registry {
   /** Every target, sorted by name. */
   targets(): Target<OptionSchema>[] {
     return [...this.#targets.values()].map((e) => e.target).sort((a, b) => a.name.localeCompare(b.name));
+  }
+}
+
+/** Pass and target names are words of the pipeline grammar. */
+function checkName(what: "pass" | "target", name: string, source: string): void {
+  if (!/^[a-z][a-z0-9-]*$/.test(name)) {
+    throw new Error(`${what} name "${name}" (from ${source}) must be kebab-case: [a-z][a-z0-9-]*`);
   }
 }

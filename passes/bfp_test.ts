@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { defaultRegistry } from "../driver/compile.ts";
 import type { Attribute } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
@@ -8,10 +7,11 @@ import { builtinOps } from "../ir/ops/builtin.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import { bfpOptions, bfpPass } from "./bfp.ts";
+import { builtinPasses } from "./builtin.ts";
 import { fixedOptions, fixedPass } from "./fixed.ts";
 import { runPipeline } from "./manager.ts";
 import { defaultOptions, type OptionValues } from "./options.ts";
-import type { Diagnostic, PassContext, StatValue } from "./pass.ts";
+import { type Diagnostic, type PassContext, passLookup, type StatValue } from "./pass.ts";
 import { parsePipeline } from "./pipeline.ts";
 
 function random(seed: number): () => number {
@@ -91,7 +91,7 @@ const INPUT = { x: randomTensor([3, 4, 6, 6], 9, 4) };
 Deno.test("bfp lowers Conv, Gemm and MatMul, shares one Quantize per input, and tracks the float model", async () => {
   const reference = interpret(network(), INPUT).out;
   const m = network();
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   await runPipeline(m, parsePipeline("bfp", registry), { registry }); // verify-each checks the lowered IR
   assert.deepEqual(m.graph.ops.map((op) => op.qualifiedType), [
     "ai.bfp.Quantize",
@@ -211,7 +211,7 @@ Deno.test("bfp warns, per layer, when the accumulator is too narrow for the wors
 });
 
 Deno.test("bfp rejects option values outside their ranges with the option named", () => {
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   assert.throws(() => parsePipeline("bfp{mantissa=1}", registry), /option "mantissa" must be an integer in \[2, 16\]/);
   assert.throws(() => parsePipeline("bfp{exponent=9}", registry), /option "exponent" must be an integer in \[2, 8\]/);
   assert.throws(() => parsePipeline("bfp{rounding=up}", registry), /option "rounding" must be one of/);
@@ -255,7 +255,7 @@ Deno.test("fixed takes each activation's exponent from the calibration maximum, 
   const roomy = network();
   fixedPass.run(roomy, fixedOptionsWith({ headroom: 2 }), context(calibration).ctx);
   assert.equal(roomy.graph.ops[0].int("static_exponent"), calibratedExponent(calibration.x) + 2);
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   await runPipeline(network(), parsePipeline("fixed{bits=8}", registry), { registry, calibration });
   // 16-bit fixed point is far closer to float than 8-bit BFP on the same data; 8-bit fixed is below 8-bit BFP.
   const reference = interpret(network(), INPUT).out;

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { Registry } from "../driver/registry.ts";
 import type { Attribute } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
@@ -9,7 +8,7 @@ import { float32Tensor, int64Tensor, type Tensor, tensor } from "../ir/tensor.ts
 import type { Dim } from "../ir/types.ts";
 import { builtinPasses } from "./builtin.ts";
 import { runPipeline } from "./manager.ts";
-import type { StatValue } from "./pass.ts";
+import { passLookup, type StatValue } from "./pass.ts";
 import { parsePipeline } from "./pipeline.ts";
 
 function addOp(
@@ -34,8 +33,7 @@ function ramp(shape: number[]): Tensor {
 }
 
 async function canonicalize(module: Module, pipeline = "canonicalize"): Promise<Record<string, StatValue>> {
-  const registry = new Registry();
-  for (const p of builtinPasses) registry.addPass(p);
+  const registry = passLookup(builtinPasses);
   const [record] = await runPipeline(module, parsePipeline(pipeline, registry), { registry });
   return record.stats;
 }

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { Registry } from "../driver/registry.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
 import { Module } from "../ir/module.ts";
@@ -9,11 +8,11 @@ import { float32Tensor } from "../ir/tensor.ts";
 import { builtinPasses } from "./builtin.ts";
 import { runPipeline } from "./manager.ts";
 import type { PassRecord } from "./manager.ts";
+import { passLookup } from "./pass.ts";
 import { parsePipeline } from "./pipeline.ts";
 
 async function runDce(module: Module): Promise<PassRecord> {
-  const registry = new Registry();
-  for (const p of builtinPasses) registry.addPass(p);
+  const registry = passLookup(builtinPasses);
   const [record] = await runPipeline(module, parsePipeline("dce", registry), { registry });
   return record;
 }

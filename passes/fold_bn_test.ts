@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { Registry } from "../driver/registry.ts";
 import type { Attribute } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
@@ -8,7 +7,7 @@ import { cloneModule } from "../ir/rewriter.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import { builtinPasses } from "./builtin.ts";
 import { runPipeline } from "./manager.ts";
-import type { StatValue } from "./pass.ts";
+import { passLookup, type StatValue } from "./pass.ts";
 import { parsePipeline } from "./pipeline.ts";
 
 /** Deterministic uniform numbers in [lo, hi) (mulberry32). */
@@ -59,8 +58,7 @@ function batchNorm(g: Graph, name: string, x: Value, channels: number, attribute
 }
 
 async function run(module: Module, pipeline: string): Promise<Record<string, StatValue>> {
-  const registry = new Registry();
-  for (const p of builtinPasses) registry.addPass(p);
+  const registry = passLookup(builtinPasses);
   const records = await runPipeline(module, parsePipeline(pipeline, registry), { registry });
   return records[0].stats;
 }
@@ -226,8 +224,7 @@ Deno.test("fold-bn does not fold a BatchNormalization that precedes a Conv", asy
   ]);
   g.outputs.push(conv.result);
   const messages: string[] = [];
-  const registry = new Registry();
-  for (const p of builtinPasses) registry.addPass(p);
+  const registry = passLookup(builtinPasses);
   const [record] = await runPipeline(new Module(g), parsePipeline("fold-bn", registry), {
     registry,
     onLog: (_pass, message) => messages.push(message),

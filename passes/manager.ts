@@ -5,15 +5,14 @@
  * live here, never in passes.
  * @module
  */
-import type { Registry } from "../driver/registry.ts";
 import type { Module } from "../ir/module.ts";
+import type { OpRegistry } from "../ir/op_def.ts";
 import { opError } from "../ir/ops/common.ts";
 import { printModule } from "../ir/printer.ts";
 import { inferShapes } from "../ir/shape.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import { verifyModule } from "../ir/verifier.ts";
-import type { OptionSchema, OptionValues } from "./options.ts";
-import type { Analysis, Diagnostic, PassContext, StatValue } from "./pass.ts";
+import type { Analysis, Diagnostic, PassContext, PassLookup, StatValue } from "./pass.ts";
 import { closestName, type PipelineStep, printPipeline } from "./pipeline.ts";
 
 /** Wall time of one analysis computed while a pass ran (cache hits are not listed). */
@@ -54,8 +53,8 @@ export interface Instrumentation {
 
 /** Options of {@linkcode runPipeline}. */
 export interface RunPipelineOptions {
-  /** Registry whose op definitions the passes and the verifier use. */
-  registry: Registry;
+  /** Passes and op definitions (a `Registry`, or `passLookup`); the passes and the verifier use its ops. */
+  registry: PassLookup;
   /** Calibration inputs by graph input name, handed to passes. */
   calibration?: Readonly<Record<string, Tensor>> | null;
   /** Infer shapes and verify the module before the first pass and after each pass (default true). */
@@ -100,7 +99,7 @@ export class PassError extends Error {
  *
  * @param module The module, changed by the passes.
  * @param steps Parsed pipeline steps.
- * @param options Registry, verification, IR dumps, hooks.
+ * @param options Lookup, verification, IR dumps, hooks.
  * @returns One record per pass, in order.
  * @throws {PassError} When a pass throws, emits an error diagnostic or breaks the IR
  *   (`pass "fold-bn" broke the IR: op "conv1" (Conv): ...`).
@@ -110,13 +109,11 @@ export class PassError extends Error {
  * @example Run a pass that records a statistic
  * ```ts
  * import assert from "node:assert/strict";
- * import { Registry } from "../driver/registry.ts";
  * import { Module } from "../ir/module.ts";
  * import { runPipeline } from "./manager.ts";
- * import { definePass } from "./pass.ts";
+ * import { definePass, passLookup } from "./pass.ts";
  * import { parsePipeline } from "./pipeline.ts";
- * const registry = new Registry();
- * registry.addPass(definePass({
+ * const registry = passLookup([definePass({
  *   name: "count-ops",
  *   summary: "Record the number of ops",
  *   options: {},
@@ -124,7 +121,7 @@ export class PassError extends Error {
  *     ctx.stat("ops", module.graph.ops.length);
  *     return false;
  *   },
- * }));
+ * })]);
  * const records = await runPipeline(new Module(), parsePipeline("count-ops", registry), { registry });
  * assert.equal(records[0].pipeline, "count-ops");
  * assert.deepEqual(records[0].stats, { ops: 0 });
@@ -146,7 +143,7 @@ export async function runPipeline(
   const dump = (header: string): void => onIr(header, printModule(module));
 
   if (verifyEach && steps.length > 0) {
-    const problem = checkIr(module, registry);
+    const problem = checkIr(module, ops);
     if (problem !== null) throw new Error(`the IR is invalid before the first pass: ${problem}`);
   }
 
@@ -197,8 +194,7 @@ export async function runPipeline(
     const start = performance.now();
     let changed: unknown;
     try {
-      // parsePipeline checked every value against the schema.
-      changed = await step.pass.run(module, step.options as OptionValues<OptionSchema>, ctx);
+      changed = await step.pass.run(module, step.options, ctx);
     } catch (e) {
       throw fail(`pass "${name}" failed: ${firstLine(e)}`, e);
     }
@@ -212,7 +208,7 @@ export async function runPipeline(
     }
     if (changed) analysisCache.clear();
     if (verifyEach) {
-      const problem = checkIr(module, registry);
+      const problem = checkIr(module, ops);
       if (problem !== null) throw fail(`pass "${name}" broke the IR: ${problem}`);
     }
 
@@ -237,15 +233,15 @@ export async function runPipeline(
  * then the verifier; the first problem, or null. A structural problem is
  * reported before an inference error it may have caused.
  */
-function checkIr(module: Module, registry: Registry): string | null {
+function checkIr(module: Module, ops: OpRegistry): string | null {
   let inferError: unknown = null;
   try {
-    inferShapes(module, { registry: registry.ops });
+    inferShapes(module, { registry: ops });
   } catch (e) {
     inferError = e;
   }
   try {
-    verifyModule(module, { registry: registry.ops });
+    verifyModule(module, { registry: ops });
   } catch (e) {
     return firstLine(e);
   }

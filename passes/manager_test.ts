@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { Registry } from "../driver/registry.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { Module } from "../ir/module.ts";
 import { printModule } from "../ir/printer.ts";
@@ -7,7 +6,7 @@ import { eraseOp, replaceAllUsesWith } from "../ir/rewriter.ts";
 import { float32Tensor } from "../ir/tensor.ts";
 import { tensorType } from "../ir/types.ts";
 import { PassError, type PassRecord, runPipeline, type RunPipelineOptions } from "./manager.ts";
-import { type Analysis, definePass, type Pass } from "./pass.ts";
+import { type Analysis, definePass, type Pass, type PassLookup, passLookup } from "./pass.ts";
 import { parsePipeline, type PipelineStep } from "./pipeline.ts";
 
 /** `graph @main(%x: f32[1,4]) -> (%z)` with `%y = Relu(%x)`, `%z = Neg(%y)`. */
@@ -143,10 +142,8 @@ const testPasses: readonly Pass[] = [
   }),
 ];
 
-function testRegistry(): Registry {
-  const registry = new Registry();
-  for (const p of testPasses) registry.addPass(p);
-  return registry;
+function testRegistry(): PassLookup {
+  return passLookup(testPasses);
 }
 
 async function run(

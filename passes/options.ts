@@ -5,12 +5,29 @@
  * @module
  */
 
+/**
+ * How an option gets its value when a pipeline does not give it: from `default`,
+ * or, with `optional: true`, not at all (the value is `undefined` and the
+ * canonical pipeline leaves the option out).
+ */
+export type OptionDefault<T> =
+  | {
+    /** Value when the option is not given. */
+    readonly default: T;
+    /** Not optional. */
+    readonly optional?: false;
+  }
+  | {
+    /** The option has no value unless given. */
+    readonly optional: true;
+    /** Optional options have no default. */
+    readonly default?: undefined;
+  };
+
 /** A number option (`ratio=0.6`). */
-export interface NumberOption {
+export type NumberOption = OptionDefault<number> & {
   /** Discriminant. */
   readonly kind: "number";
-  /** Value when the option is not given. */
-  readonly default: number;
   /** Smallest allowed value. */
   readonly min?: number;
   /** Largest allowed value. */
@@ -21,63 +38,53 @@ export interface NumberOption {
   readonly exclusiveMax?: boolean;
   /** One line for `--list-passes`. */
   readonly doc: string;
-}
+};
 
 /** An integer option (`mantissa=8`). */
-export interface IntOption {
+export type IntOption = OptionDefault<number> & {
   /** Discriminant. */
   readonly kind: "int";
-  /** Value when the option is not given. */
-  readonly default: number;
   /** Smallest allowed value. */
   readonly min?: number;
   /** Largest allowed value. */
   readonly max?: number;
   /** One line for `--list-passes`. */
   readonly doc: string;
-}
+};
 
 /** A boolean option (`data-aware=true`). */
-export interface BoolOption {
+export type BoolOption = OptionDefault<boolean> & {
   /** Discriminant. */
   readonly kind: "bool";
-  /** Value when the option is not given. */
-  readonly default: boolean;
   /** One line for `--list-passes`. */
   readonly doc: string;
-}
+};
 
 /** One of a fixed set of words (`mode=channel`). */
-export interface EnumOption {
+export type EnumOption = OptionDefault<string> & {
   /** Discriminant. */
   readonly kind: "enum";
   /** Allowed words. */
   readonly values: readonly string[];
-  /** Value when the option is not given. */
-  readonly default: string;
   /** One line for `--list-passes`. */
   readonly doc: string;
-}
+};
 
 /** Free text (`prefix=fc`). */
-export interface StringOption {
+export type StringOption = OptionDefault<string> & {
   /** Discriminant. */
   readonly kind: "string";
-  /** Value when the option is not given. */
-  readonly default: string;
   /** One line for `--list-passes`. */
   readonly doc: string;
-}
+};
 
 /** A list of words (`skip=[fc3,conv1]`). */
-export interface ListOption {
+export type ListOption = OptionDefault<readonly string[]> & {
   /** Discriminant. */
   readonly kind: "list";
-  /** Value when the option is not given. */
-  readonly default: readonly string[];
   /** One line for `--list-passes`. */
   readonly doc: string;
-}
+};
 
 /** The declaration of one option. */
 export type OptionSpec = NumberOption | IntOption | BoolOption | EnumOption | StringOption | ListOption;
@@ -85,12 +92,14 @@ export type OptionSpec = NumberOption | IntOption | BoolOption | EnumOption | St
 /** Options by camelCase key. */
 export type OptionSchema = Readonly<Record<string, OptionSpec>>;
 
-/** The value type of one option declaration. */
-export type OptionValue<O extends OptionSpec> = O extends NumberOption | IntOption ? number
-  : O extends BoolOption ? boolean
-  : O extends ListOption ? readonly string[]
-  : O extends EnumOption ? O["values"][number]
-  : string;
+/** The value type of one option declaration; `undefined` is a value of an optional option. */
+export type OptionValue<O extends OptionSpec> =
+  | (O extends NumberOption | IntOption ? number
+    : O extends BoolOption ? boolean
+    : O extends ListOption ? readonly string[]
+    : O extends EnumOption ? O["values"][number]
+    : string)
+  | (O extends { readonly optional: true } ? undefined : never);
 
 /** Resolved option values of a schema. */
 export type OptionValues<S extends OptionSchema> = { readonly [K in keyof S]: OptionValue<S[K]> };
@@ -108,10 +117,23 @@ export function camelCase(key: string): string {
   return key.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 
-/** Default values of every option of a schema. */
+/**
+ * Default values of every option of a schema; an optional option is present with the value `undefined`.
+ *
+ * @example Defaults of a schema with an optional option
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { defaultOptions } from "./options.ts";
+ * const options = defaultOptions({
+ *   energy: { kind: "number", default: 0.9, doc: "Energy kept" },
+ *   rank: { kind: "int", optional: true, min: 1, doc: "Fixed rank" },
+ * });
+ * assert.deepEqual(options, { energy: 0.9, rank: undefined });
+ * ```
+ */
 export function defaultOptions<S extends OptionSchema>(schema: S): OptionValues<S> {
   const out: Record<string, unknown> = {};
-  for (const [k, spec] of Object.entries(schema)) out[k] = spec.default;
+  for (const [k, spec] of Object.entries(schema)) out[k] = spec.optional ? undefined : spec.default;
   return out as OptionValues<S>;
 }
 

@@ -7,6 +7,7 @@
 import type { Op } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
 import type { OpRegistry } from "../ir/op_def.ts";
+import { builtinOps } from "../ir/ops/builtin.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import type { OptionSchema, OptionValues } from "./options.ts";
 
@@ -88,4 +89,45 @@ export interface Pass<S extends OptionSchema = OptionSchema> {
  */
 export function definePass<S extends OptionSchema>(pass: Pass<S>): Pass<S> {
   return pass;
+}
+
+/**
+ * Where the passes layer looks passes and op definitions up: what
+ * `parsePipeline` and `runPipeline` need from a registry. The driver's
+ * `Registry` implements it; {@linkcode passLookup} makes one from a list.
+ */
+export interface PassLookup {
+  /** The pass called `name`, if any. */
+  pass(name: string): Pass | undefined;
+  /** Every pass, for "did you mean" and the list in an unknown-pass message. */
+  passes(): readonly Pass[];
+  /** Op definitions the passes and the verifier use. */
+  readonly ops: OpRegistry;
+}
+
+/**
+ * A {@linkcode PassLookup} over a fixed list of passes.
+ *
+ * @param passes The passes, looked up by name.
+ * @param ops Op definitions (default: a copy of the built-in ones).
+ * @throws {Error} When two passes share a name.
+ *
+ * @example Look a pass up
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { definePass, passLookup } from "./pass.ts";
+ * const dce = definePass({ name: "dce", summary: "Remove dead ops", options: {}, run: () => false });
+ * const lookup = passLookup([dce]);
+ * assert.equal(lookup.pass("dce"), dce);
+ * assert.equal(lookup.pass("cse"), undefined);
+ * ```
+ */
+export function passLookup(passes: readonly Pass[], ops: OpRegistry = builtinOps.clone()): PassLookup {
+  const byName = new Map<string, Pass>();
+  for (const p of passes) {
+    if (byName.has(p.name)) throw new Error(`pass "${p.name}" is given twice`);
+    byName.set(p.name, p);
+  }
+  const sorted = [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+  return { pass: (name) => byName.get(name), passes: () => sorted, ops };
 }

@@ -1,8 +1,10 @@
 /**
  * Textual pass pipelines (`prune{ratio=0.6,min-channels=4},svd{energy=0.95},bfp`):
- * parsed against a registry into steps whose options are checked and completed
- * with defaults, and printed back in one canonical form. Errors are one line
- * plus the pipeline with a caret under the offending column.
+ * parsed against a {@linkcode PassLookup} into steps whose options are checked
+ * and completed with defaults, and printed back in one canonical form. One
+ * element, `name{key=value,...}`, is also how a target and its options are
+ * written ({@linkcode parseElement}). Errors are one line plus the text with a
+ * caret under the offending column.
  *
  * Grammar (options may be separated by commas or spaces, so list values need brackets):
  *
@@ -19,17 +21,46 @@
  * Inside quotes a backslash takes the next character literally (`"a\"b"`).
  * @module
  */
-import type { Registry } from "../driver/registry.ts";
-import { defaultOptions, kebabCase, type OptionSpec, parseOptionValue, type RawOptionValue } from "./options.ts";
-import type { Pass } from "./pass.ts";
+import {
+  defaultOptions,
+  kebabCase,
+  type OptionSchema,
+  type OptionSpec,
+  type OptionValues,
+  parseOptionValue,
+  type RawOptionValue,
+} from "./options.ts";
+import type { Pass, PassLookup } from "./pass.ts";
 
 /** One pass of a pipeline with its resolved options. */
 export interface PipelineStep {
   /** The pass. */
   readonly pass: Pass;
-  /** Option values by camelCase key: every key of the pass's schema, checked, defaults filled in. */
-  readonly options: Record<string, unknown>;
+  /**
+   * Option values by camelCase key: every key of the pass's schema, checked,
+   * defaults filled in (`undefined` for an optional option not given).
+   */
+  readonly options: OptionValues<OptionSchema>;
 }
+
+/** What an element names: a pass or a target, each a name with an option schema. */
+export interface Configurable {
+  /** Name written in the text (`prune`, `onnx`). */
+  readonly name: string;
+  /** Option declarations by camelCase key. */
+  readonly options: OptionSchema;
+}
+
+/** One parsed `name{key=value,...}`: what it names and its resolved options. */
+export interface ParsedElement<T extends Configurable> {
+  /** The pass or target the name refers to. */
+  readonly item: T;
+  /** Every option of its schema, checked, defaults filled in (`undefined` for an optional option not given). */
+  readonly options: OptionValues<T["options"]>;
+}
+
+/** What an element names, as its error messages say it. */
+export type ElementKind = "pass" | "target";
 
 /**
  * A pipeline that does not parse or configure. `message` is one line; `caret`
@@ -54,10 +85,10 @@ export class PipelineError extends Error {
 }
 
 /**
- * Parse a pipeline and resolve every pass and option against `registry`.
+ * Parse a pipeline and resolve every pass and option against `lookup`.
  *
  * @param text The pipeline; empty (or blank) means no passes.
- * @param registry Where pass names are looked up.
+ * @param lookup Where pass names are looked up (a `Registry`, or {@linkcode passLookup}).
  * @returns One step per element, options complete.
  * @throws {PipelineError} For bad syntax (`Cannot parse pipeline: ...`), an unknown pass
  *   (with the closest known name), or an unknown, repeated or out-of-range option
@@ -66,23 +97,23 @@ export class PipelineError extends Error {
  * @example Parse and print a pipeline
  * ```ts
  * import assert from "node:assert/strict";
- * import { Registry } from "../driver/registry.ts";
- * import { definePass } from "./pass.ts";
+ * import { definePass, passLookup } from "./pass.ts";
  * import { parsePipeline, PipelineError, printPipeline } from "./pipeline.ts";
- * const registry = new Registry();
- * registry.addPass(definePass({
+ * const lookup = passLookup([definePass({
  *   name: "prune",
  *   summary: "Remove channels",
  *   options: {
  *     ratio: { kind: "number", default: 0.5, min: 0, max: 1, exclusiveMax: true, doc: "Fraction removed" },
  *     minChannels: { kind: "int", default: 4, min: 1, doc: "Channels kept at least" },
+ *     threshold: { kind: "number", optional: true, min: 0, doc: "Absolute cut; overrides ratio" },
  *   },
  *   run: () => false,
- * }));
- * const steps = parsePipeline("prune{ratio=0.6}", registry);
- * assert.deepEqual(steps[0].options, { ratio: 0.6, minChannels: 4 });
+ * })]);
+ * const steps = parsePipeline("prune{ratio=0.6}", lookup);
+ * assert.deepEqual(steps[0].options, { ratio: 0.6, minChannels: 4, threshold: undefined });
  * assert.equal(printPipeline(steps), "prune{ratio=0.6,min-channels=4}");
- * assert.throws(() => parsePipeline("prun", registry), (e: unknown) => {
+ * assert.equal(printPipeline(parsePipeline("prune{threshold=0.1}", lookup)), "prune{ratio=0.5,min-channels=4,threshold=0.1}");
+ * assert.throws(() => parsePipeline("prun", lookup), (e: unknown) => {
  *   assert.ok(e instanceof PipelineError);
  *   assert.equal(e.message, 'Cannot parse pipeline: unknown pass "prun" (did you mean "prune"?)');
  *   assert.equal(e.caret, "prun\n^");
@@ -90,14 +121,56 @@ export class PipelineError extends Error {
  * });
  * ```
  */
-export function parsePipeline(text: string, registry: Registry): PipelineStep[] {
-  return new PipelineParser(text, registry).pipeline();
+export function parsePipeline(text: string, lookup: PassLookup): PipelineStep[] {
+  const parser = new ElementParser(text, "pass", (name) => lookup.pass(name), () => lookup.passes().map((p) => p.name));
+  return parser.pipeline().map(({ item, options }) => ({ pass: item, options }));
+}
+
+/**
+ * Parse one element, `name` or `name{key=value,...}` in the pipeline grammar,
+ * against `candidates`: how `--target onnx{external-data=true}` is read. Blank
+ * text around the element is allowed; anything else after it is an error.
+ *
+ * @param text The element.
+ * @param candidates What the name may refer to.
+ * @param what `"pass"` or `"target"`: the word the error messages use.
+ * @returns The item named and its options, checked, defaults filled in.
+ * @throws {PipelineError} For bad syntax or a list (`Cannot parse target: ...`), an unknown
+ *   name (with the closest known one), or an unknown, repeated or out-of-range option
+ *   (`Cannot configure target "onnx": ...`).
+ *
+ * @example Parse a target with options
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseElement, PipelineError } from "./pipeline.ts";
+ * const onnx = {
+ *   name: "onnx",
+ *   options: { externalData: { kind: "bool", default: false, doc: "Weights in a side file" } },
+ * } as const;
+ * const { item, options } = parseElement("onnx{external-data=true}", [onnx], "target");
+ * assert.equal(item, onnx);
+ * assert.deepEqual(options, { externalData: true });
+ * assert.throws(() => parseElement("onx", [onnx], "target"), (e: unknown) => {
+ *   assert.ok(e instanceof PipelineError);
+ *   assert.equal(e.message, 'Cannot parse target: unknown target "onx" (did you mean "onnx"?)');
+ *   return true;
+ * });
+ * ```
+ */
+export function parseElement<T extends Configurable>(
+  text: string,
+  candidates: readonly T[],
+  what: ElementKind,
+): ParsedElement<T> {
+  const byName = new Map(candidates.map((c) => [c.name, c]));
+  return new ElementParser(text, what, (name) => byName.get(name), () => candidates.map((c) => c.name)).single();
 }
 
 /**
  * Print steps as the canonical pipeline: every option in schema order with its
  * value, lists as `[a,b]`, text quoted only when it must be. `parsePipeline` of
- * the result gives the same steps. An option missing from a step prints its default.
+ * the result gives the same steps. An option missing from a step prints its
+ * default; an optional option without a value is left out.
  *
  * @example Print a step
  * ```ts
@@ -109,11 +182,13 @@ export function parsePipeline(text: string, registry: Registry): PipelineStep[] 
  *   summary: "Block floating point",
  *   options: {
  *     mantissa: { kind: "int", default: 8, doc: "Mantissa bits" },
+ *     seed: { kind: "int", optional: true, doc: "Stochastic rounding seed" },
  *     skip: { kind: "list", default: [], doc: "Ops left alone" },
  *   },
  *   run: () => false,
  * });
  * assert.equal(printPipeline([{ pass: bfp, options: { mantissa: 6, skip: ["fc3", "a b"] } }]), 'bfp{mantissa=6,skip=[fc3,"a b"]}');
+ * assert.equal(printPipeline([{ pass: bfp, options: { seed: 3 } }]), "bfp{mantissa=8,seed=3,skip=[]}");
  * ```
  */
 export function printPipeline(steps: readonly PipelineStep[]): string {
@@ -174,13 +249,12 @@ const DELIMITER = /[\s,{}[\]"=]/;
 const BARE = /^[^\s,{}[\]"=]+$/;
 
 function printStep(step: PipelineStep): string {
-  const keys = Object.keys(step.pass.options);
-  if (keys.length === 0) return step.pass.name;
-  const options = keys.map((key) => {
-    const spec = step.pass.options[key];
-    return `${kebabCase(key)}=${printValue(spec, step.options[key] ?? spec.default)}`;
-  });
-  return `${step.pass.name}{${options.join(",")}}`;
+  const options: string[] = [];
+  for (const [key, spec] of Object.entries(step.pass.options)) {
+    const value = step.options[key] ?? spec.default;
+    if (value !== undefined) options.push(`${kebabCase(key)}=${printValue(spec, value)}`);
+  }
+  return options.length === 0 ? step.pass.name : `${step.pass.name}{${options.join(",")}}`;
 }
 
 function printValue(spec: OptionSpec, value: unknown): string {
@@ -203,30 +277,41 @@ function printText(text: string): string {
   return BARE.test(text) ? text : `"${text.replace(/["\\]/g, "\\$&")}"`;
 }
 
-/** A recursive-descent parser over the pipeline text; `pos` is a 0-based index. */
-class PipelineParser {
+/** The words error messages use for each kind of element: the text's name and the plural. */
+const WORDS: Readonly<Record<ElementKind, { readonly text: string; readonly plural: string }>> = {
+  pass: { text: "pipeline", plural: "passes" },
+  target: { text: "target", plural: "targets" },
+};
+
+/** A recursive-descent parser over a pipeline or a single element; `pos` is a 0-based index. */
+class ElementParser<T extends Configurable> {
   readonly #text: string;
-  readonly #registry: Registry;
+  readonly #what: ElementKind;
+  readonly #find: (name: string) => T | undefined;
+  readonly #known: () => readonly string[];
   #pos = 0;
 
-  constructor(text: string, registry: Registry) {
+  constructor(text: string, what: ElementKind, find: (name: string) => T | undefined, known: () => readonly string[]) {
     this.#text = text;
-    this.#registry = registry;
+    this.#what = what;
+    this.#find = find;
+    this.#known = known;
   }
 
-  pipeline(): PipelineStep[] {
-    const steps: PipelineStep[] = [];
+  /** `element ("," element)*`, or nothing. */
+  pipeline(): ParsedElement<T>[] {
+    const elements: ParsedElement<T>[] = [];
     this.#skipSpace();
-    if (this.#atEnd()) return steps;
+    if (this.#atEnd()) return elements;
     for (;;) {
-      steps.push(this.#element(steps.length === 0));
+      elements.push(this.#element(elements.length === 0));
       this.#skipSpace();
-      if (this.#atEnd()) return steps;
+      if (this.#atEnd()) return elements;
       const c = this.#peek();
       if (c === "}" || c === "]") this.#syntax(this.#pos, `unbalanced "${c}"`);
       if (c !== ",") {
-        const previous = steps[steps.length - 1].pass.name;
-        this.#syntax(this.#pos, `expected "," after pass "${previous}", found ${this.#found()}`);
+        const previous = elements[elements.length - 1].item.name;
+        this.#syntax(this.#pos, `expected "," after ${this.#what} "${previous}", found ${this.#found()}`);
       }
       const comma = this.#pos++;
       this.#skipSpace();
@@ -234,48 +319,73 @@ class PipelineParser {
     }
   }
 
-  #element(first: boolean): PipelineStep {
+  /** Exactly one element, blank text around it allowed. */
+  single(): ParsedElement<T> {
+    this.#skipSpace();
+    const element = this.#element(true);
+    this.#skipSpace();
+    if (this.#atEnd()) return element;
+    const c = this.#peek();
+    if (c === ",") this.#syntax(this.#pos, `expected one ${this.#what}, found a list`);
+    if (c === "}" || c === "]") this.#syntax(this.#pos, `unbalanced "${c}"`);
+    return this.#syntax(
+      this.#pos,
+      `expected the end of the ${
+        WORDS[this.#what].text
+      } after ${this.#what} "${element.item.name}", found ${this.#found()}`,
+    );
+  }
+
+  #element(first: boolean): ParsedElement<T> {
     const start = this.#pos;
     const name = this.#word();
+    const what = this.#what;
     if (name === "") {
       const c = this.#peek();
       if (c === ",") this.#syntax(start, first ? "empty element before the first comma" : "empty element (two commas)");
-      if (c === "{") this.#syntax(start, 'expected a pass name before "{"');
+      if (c === "{") this.#syntax(start, `expected a ${what} name before "{"`);
       if (c === "}" || c === "]") this.#syntax(start, `unbalanced "${c}"`);
-      this.#syntax(start, `expected a pass name, found ${this.#found()}`);
+      const list = this.#atEnd() ? `; ${this.#knownList()}` : "";
+      this.#syntax(start, `expected a ${what} name, found ${this.#found()}${list}`);
     }
-    const pass = this.#registry.pass(name);
-    if (pass === undefined) this.#syntax(start, this.#unknownPass(name));
+    const item = this.#find(name);
+    if (item === undefined) this.#syntax(start, this.#unknownName(name));
     const afterName = this.#pos;
     this.#skipSpace();
     if (this.#peek() !== "{") {
       this.#pos = afterName;
-      return { pass, options: { ...defaultOptions(pass.options) } };
+      return { item, options: defaultOptions(item.options) };
     }
-    return { pass, options: this.#options(pass) };
+    return { item, options: this.#options(item) };
   }
 
-  #unknownPass(name: string): string {
-    const known = this.#registry.passes().map((p) => p.name);
-    const guess = closestName(name, known);
-    if (guess !== undefined) return `unknown pass "${name}" (did you mean "${guess}"?)`;
-    return `unknown pass "${name}"; ${
-      known.length === 0 ? "no passes are registered" : `passes are: ${known.join(", ")}`
-    }`;
+  #unknownName(name: string): string {
+    const guess = closestName(name, this.#known());
+    if (guess !== undefined) return `unknown ${this.#what} "${name}" (did you mean "${guess}"?)`;
+    return `unknown ${this.#what} "${name}"; ${this.#knownList()}`;
+  }
+
+  /** `passes are: a, b` (or `no passes are registered`). */
+  #knownList(): string {
+    const known = this.#known();
+    const plural = WORDS[this.#what].plural;
+    return known.length === 0 ? `no ${plural} are registered` : `${plural} are: ${known.join(", ")}`;
   }
 
   /** `{ key=value ... }` at `#pos`; returns the complete option record. */
-  #options(pass: Pass): Record<string, unknown> {
+  #options(item: T): OptionValues<T["options"]> {
     const open = this.#pos++;
-    const schema = pass.options;
+    const schema = item.options;
     const byKebab = new Map(Object.keys(schema).map((k) => [kebabCase(k), k]));
-    const options: Record<string, unknown> = { ...defaultOptions(schema) };
+    // Every value below is checked against its spec by parseOptionValue.
+    const options = { ...defaultOptions(schema) } as Record<string, unknown>;
+    const done = (): OptionValues<T["options"]> => options as OptionValues<T["options"]>;
     const given = new Set<string>();
-    const unclosed = (): never => this.#syntax(open, `unbalanced "{": the options of "${pass.name}" are not closed`);
+    const unclosed = (): never => this.#syntax(open, `unbalanced "{": the options of "${item.name}" are not closed`);
     this.#skipSpace();
     if (this.#peek() === "}") {
       this.#pos++;
-      return options;
+      return done();
     }
     for (;;) {
       const keyStart = this.#pos;
@@ -283,30 +393,30 @@ class PipelineParser {
       if (key === "") {
         if (this.#atEnd()) unclosed();
         const c = this.#peek();
-        if (c === ",") this.#syntax(keyStart, `empty option in the options of "${pass.name}"`);
-        this.#syntax(keyStart, `expected an option of "${pass.name}", found ${this.#found()}`);
+        if (c === ",") this.#syntax(keyStart, `empty option in the options of "${item.name}"`);
+        this.#syntax(keyStart, `expected an option of "${item.name}", found ${this.#found()}`);
       }
       const camelKey = byKebab.get(key);
-      if (camelKey === undefined) this.#configure(pass, keyStart, this.#unknownOption(key, [...byKebab.keys()]));
-      if (given.has(camelKey)) this.#configure(pass, keyStart, `option "${key}" is given twice`);
+      if (camelKey === undefined) this.#configure(item, keyStart, this.#unknownOption(key, [...byKebab.keys()]));
+      if (given.has(camelKey)) this.#configure(item, keyStart, `option "${key}" is given twice`);
       given.add(camelKey);
       if (this.#peek() !== "=") this.#syntax(this.#pos, `expected "=" after option "${key}", found ${this.#found()}`);
       this.#pos++;
       const valueStart = this.#pos;
-      const raw = this.#value(pass, key);
+      const raw = this.#value(item, key);
       const parsed = parseOptionValue(schema[camelKey], raw);
-      if ("error" in parsed) this.#configure(pass, valueStart, `option "${key}" ${parsed.error}`);
+      if ("error" in parsed) this.#configure(item, valueStart, `option "${key}" ${parsed.error}`);
       options[camelKey] = parsed.value;
       const spaced = this.#skipSpace();
       const c = this.#peek();
       if (c === "}") {
         this.#pos++;
-        return options;
+        return done();
       }
       if (c === ",") {
         const comma = this.#pos++;
         this.#skipSpace();
-        if (this.#peek() === "}") this.#syntax(comma, `trailing comma in the options of "${pass.name}"`);
+        if (this.#peek() === "}") this.#syntax(comma, `trailing comma in the options of "${item.name}"`);
         continue;
       }
       if (this.#atEnd()) unclosed();
@@ -325,20 +435,20 @@ class PipelineParser {
   }
 
   /** A bare word, quoted text or bracketed list. */
-  #value(pass: Pass, key: string): RawOptionValue {
+  #value(item: T, key: string): RawOptionValue {
     const c = this.#peek();
-    if (c === "[") return this.#list(pass, key);
+    if (c === "[") return this.#list(item, key);
     if (c === '"') return this.#quoted();
     const start = this.#pos;
     const bare = this.#bare();
     if (bare === "") {
       if (c === "]") this.#syntax(start, 'unbalanced "]"');
-      this.#syntax(start, `missing value for option "${key}" of "${pass.name}"`);
+      this.#syntax(start, `missing value for option "${key}" of "${item.name}"`);
     }
     return bare;
   }
 
-  #list(pass: Pass, key: string): string[] {
+  #list(item: T, key: string): string[] {
     const open = this.#pos++;
     const items: string[] = [];
     const unclosed = (): never => this.#syntax(open, `unbalanced "[": the list of option "${key}" is not closed`);
@@ -350,14 +460,14 @@ class PipelineParser {
     for (;;) {
       const start = this.#pos;
       const c = this.#peek();
-      if (c === "[") this.#syntax(start, `lists cannot be nested (option "${key}" of "${pass.name}")`);
-      const item = c === '"' ? this.#quoted() : this.#bare();
-      if (c !== '"' && item === "") {
+      if (c === "[") this.#syntax(start, `lists cannot be nested (option "${key}" of "${item.name}")`);
+      const element = c === '"' ? this.#quoted() : this.#bare();
+      if (c !== '"' && element === "") {
         if (this.#atEnd() || c === "}") unclosed();
         if (c === ",") this.#syntax(start, `empty element in the list of option "${key}"`);
         this.#syntax(start, `expected a list element, found ${this.#found()}`);
       }
-      items.push(item);
+      items.push(element);
       this.#skipSpace();
       const next = this.#peek();
       if (next === "]") {
@@ -415,14 +525,14 @@ class PipelineParser {
   }
 
   #found(): string {
-    return this.#atEnd() ? "the end of the pipeline" : JSON.stringify(this.#peek());
+    return this.#atEnd() ? `the end of the ${WORDS[this.#what].text}` : JSON.stringify(this.#peek());
   }
 
   #syntax(index: number, message: string): never {
-    throw new PipelineError(`Cannot parse pipeline: ${message}`, this.#text, index + 1);
+    throw new PipelineError(`Cannot parse ${WORDS[this.#what].text}: ${message}`, this.#text, index + 1);
   }
 
-  #configure(pass: Pass, index: number, message: string): never {
-    throw new PipelineError(`Cannot configure pass "${pass.name}": ${message}`, this.#text, index + 1);
+  #configure(item: T, index: number, message: string): never {
+    throw new PipelineError(`Cannot configure ${this.#what} "${item.name}": ${message}`, this.#text, index + 1);
   }
 }

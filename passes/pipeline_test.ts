@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
-import { Registry } from "../driver/registry.ts";
-import { definePass, type Pass } from "./pass.ts";
-import { closestName, parsePipeline, PipelineError, type PipelineStep, printPipeline } from "./pipeline.ts";
+import type { OptionSpec, OptionValue } from "./options.ts";
+import { definePass, type Pass, type PassLookup, passLookup } from "./pass.ts";
+import {
+  closestName,
+  parseElement,
+  parsePipeline,
+  PipelineError,
+  type PipelineStep,
+  printPipeline,
+} from "./pipeline.ts";
 
 const noop = (): boolean => false;
 
@@ -17,10 +24,12 @@ const prune = definePass({
 
 const svd = definePass({
   name: "svd",
-  summary: "test pass with an open lower bound",
+  summary: "test pass with an open lower bound and optional options",
   options: {
     energy: { kind: "number", default: 0.9, min: 0, max: 1, exclusiveMin: true, doc: "Energy kept" },
     skip: { kind: "list", default: ["fc3"], doc: "Ops left alone" },
+    rank: { kind: "int", optional: true, min: 1, doc: "Fixed rank; overrides energy" },
+    mode: { kind: "enum", values: ["channel", "spatial"], optional: true, doc: "Factorization" },
   },
   run: noop,
 });
@@ -44,10 +53,8 @@ const dce = definePass({ name: "dce", summary: "test pass without options", opti
 
 const passes: readonly Pass[] = [prune, svd, bfp, dce];
 
-function testRegistry(): Registry {
-  const registry = new Registry();
-  for (const p of passes) registry.addPass(p);
-  return registry;
+function testRegistry(): PassLookup {
+  return passLookup(passes);
 }
 
 /** The error `parsePipeline(text)` throws, checked to be a PipelineError. */
@@ -137,7 +144,7 @@ const errorCases: readonly [string, string, number][] = [
   ],
   [
     "svd{zzz=1}",
-    'Cannot configure pass "svd": unknown option "zzz"; options are: energy, skip',
+    'Cannot configure pass "svd": unknown option "zzz"; options are: energy, skip, rank, mode',
     5,
   ],
   ["dce{x=1}", 'Cannot configure pass "dce": unknown option "x"; it takes no options', 5],
@@ -237,7 +244,7 @@ Deno.test("PipelineError messages are one line", () => {
 });
 
 Deno.test("parsePipeline() reports an unknown pass in an empty registry", () => {
-  assert.throws(() => parsePipeline("dce", new Registry()), {
+  assert.throws(() => parsePipeline("dce", passLookup([])), {
     name: "PipelineError",
     message: 'Cannot parse pipeline: unknown pass "dce"; no passes are registered',
   });
@@ -331,7 +338,7 @@ function randomNumber(random: () => number, min: number, max: number, exclusiveM
 
 function randomStep(random: () => number): PipelineStep {
   const pass = passes[Math.floor(random() * passes.length)];
-  const options: Record<string, unknown> = {};
+  const options: Record<string, OptionValue<OptionSpec>> = {};
   for (const [key, spec] of Object.entries(pass.options)) {
     if (random() < 0.25) {
       options[key] = spec.default;
@@ -383,6 +390,7 @@ function respell(step: PipelineStep, random: () => number): string {
   const entries = Object.entries(step.pass.options).sort(() => random() - 0.5);
   for (const [key, spec] of entries) {
     const value = step.options[key];
+    if (value === undefined) continue;
     if (JSON.stringify(value) === JSON.stringify(spec.default) && random() < 0.5) continue;
     let text = printPipeline([{ pass: { ...step.pass, options: { [key]: spec } }, options: { [key]: value } }]);
     text = text.slice(text.indexOf("{") + 1, -1);
@@ -402,4 +410,109 @@ Deno.test("parsePipeline() reads non-canonical spellings as their canonical step
     const text = steps.map((s) => respell(s, random)).join(",");
     assert.deepEqual(parsePipeline(text, registry), steps, text);
   }
+});
+
+Deno.test("an optional option has no value unless given, and the canonical pipeline leaves it out", () => {
+  const registry = testRegistry();
+  const [plain] = parsePipeline("svd", registry);
+  assert.deepEqual(plain.options, { energy: 0.9, skip: ["fc3"], rank: undefined, mode: undefined });
+  assert.equal(printPipeline([plain]), "svd{energy=0.9,skip=[fc3]}");
+  const [ranked] = parsePipeline("svd{mode=spatial rank=3}", registry);
+  assert.deepEqual(ranked.options, { energy: 0.9, skip: ["fc3"], rank: 3, mode: "spatial" });
+  assert.equal(printPipeline([ranked]), "svd{energy=0.9,skip=[fc3],rank=3,mode=spatial}");
+  assert.deepEqual(parsePipeline(printPipeline([ranked]), registry), [ranked]);
+  assert.throws(() => parsePipeline("svd{rank=0}", registry), {
+    message: 'Cannot configure pass "svd": option "rank" must be an integer in [1, inf), found "0"',
+  });
+  // A pass whose options are all optional and unset prints as its bare name.
+  const tag = definePass({
+    name: "tag",
+    summary: "only optional options",
+    options: { label: { kind: "string", optional: true, doc: "Label" } },
+    run: noop,
+  });
+  assert.equal(printPipeline([{ pass: tag, options: {} }]), "tag");
+  assert.equal(printPipeline([{ pass: tag, options: { label: "" } }]), 'tag{label=""}');
+});
+
+/** A target-like item: parseElement needs only a name and an option schema. */
+const onnx = {
+  name: "onnx",
+  options: {
+    externalData: { kind: "bool", default: false, doc: "Weights in a side file" },
+    threshold: { kind: "int", default: 1024, min: 1, doc: "Bytes from which a tensor goes to the side file" },
+    location: { kind: "string", optional: true, doc: "Side file name" },
+  },
+} as const;
+
+Deno.test("parseElement() reads one target with its options, typed by its schema", () => {
+  const { item, options } = parseElement(" onnx { external-data=true threshold=64 } ", [onnx], "target");
+  assert.equal(item, onnx);
+  assert.deepEqual(options, { externalData: true, threshold: 64, location: undefined });
+  const threshold: number = options.threshold;
+  const location: string | undefined = options.location;
+  assert.equal(threshold + (location ?? "").length, 64);
+  assert.deepEqual(parseElement("onnx", [onnx], "target").options, {
+    externalData: false,
+    threshold: 1024,
+    location: undefined,
+  });
+});
+
+Deno.test("parseElement() of a pass reads the element as parsePipeline does", () => {
+  const text = "prune{ratio=0.6}";
+  const { item, options } = parseElement(text, passes, "pass");
+  assert.deepEqual([{ pass: item, options }], parsePipeline(text, testRegistry()));
+});
+
+/** [target text, message, 1-based column]: the messages name a target as a target. */
+const targetErrorCases: readonly [string, string, number][] = [
+  ["onx", 'Cannot parse target: unknown target "onx" (did you mean "onnx"?)', 1],
+  ["ONNX{threshold=1}", 'Cannot parse target: unknown target "ONNX" (did you mean "onnx"?)', 1],
+  ["tflite", 'Cannot parse target: unknown target "tflite"; targets are: onnx', 1],
+  ["", "Cannot parse target: expected a target name, found the end of the target; targets are: onnx", 1],
+  ["  ", "Cannot parse target: expected a target name, found the end of the target; targets are: onnx", 3],
+  ["{threshold=1}", 'Cannot parse target: expected a target name before "{"', 1],
+  ["onnx,c", "Cannot parse target: expected one target, found a list", 5],
+  ["onnx{threshold=1},c", "Cannot parse target: expected one target, found a list", 18],
+  ["onnx c", 'Cannot parse target: expected the end of the target after target "onnx", found "c"', 6],
+  ["onnx}", 'Cannot parse target: unbalanced "}"', 5],
+  ["onnx{threshold=1", 'Cannot parse target: unbalanced "{": the options of "onnx" are not closed', 5],
+  ["onnx{threshold", 'Cannot parse target: expected "=" after option "threshold", found the end of the target', 15],
+  [
+    "onnx{threshold=0}",
+    'Cannot configure target "onnx": option "threshold" must be an integer in [1, inf), found "0"',
+    16,
+  ],
+  // User text is quoted as written: the word "pass" in it stays.
+  [
+    "onnx{external-data=pass}",
+    'Cannot configure target "onnx": option "external-data" must be true or false, found "pass"',
+    20,
+  ],
+  [
+    "onnx{thresold=1}",
+    'Cannot configure target "onnx": unknown option "thresold" (did you mean "threshold"?); ' +
+    "options are: external-data, threshold, location",
+    6,
+  ],
+];
+
+for (const [text, message, column] of targetErrorCases) {
+  Deno.test(`parseElement() rejects the target ${JSON.stringify(text)} at column ${column}`, () => {
+    assert.throws(() => parseElement(text, [onnx], "target"), (e: unknown) => {
+      assert.ok(e instanceof PipelineError, `expected a PipelineError, got ${e}`);
+      assert.equal(e.message, message);
+      assert.equal(e.column, column);
+      assert.equal(e.pipeline, text);
+      return true;
+    });
+  });
+}
+
+Deno.test("parseElement() reports an unknown target when none are registered", () => {
+  assert.throws(() => parseElement("onnx", [], "target"), {
+    name: "PipelineError",
+    message: 'Cannot parse target: unknown target "onnx"; no targets are registered',
+  });
 });

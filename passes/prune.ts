@@ -15,6 +15,7 @@ import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, int64Tensor, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type ChannelGroup, channelGroups, channelGroupsAnalysis, channelSlice } from "./analysis/channel_groups.ts";
 import { isTensorType } from "../ir/types.ts";
+import type { OptionValues } from "./options.ts";
 import { definePass, type Pass, type PassContext } from "./pass.ts";
 
 /** Options of `prune`. */
@@ -25,13 +26,14 @@ export const pruneOptions = {
     min: 0,
     max: 1,
     exclusiveMax: true,
-    doc: "Fraction of scored channels to prune (global |gamma| percentile); ignored when threshold > 0",
+    doc: "Fraction of scored channels to prune (global |gamma| percentile); ignored when threshold is given",
   },
   threshold: {
     kind: "number",
-    default: 0,
+    optional: true,
     min: 0,
-    doc: "Absolute |gamma| cut: prune channels scoring below it (0: use ratio)",
+    exclusiveMin: true,
+    doc: "Absolute |gamma| cut: prune channels scoring below it; overrides ratio",
   },
   minChannels: {
     kind: "number",
@@ -65,22 +67,7 @@ export const pruneOptions = {
 } as const;
 
 /** Values of {@linkcode pruneOptions}. */
-export interface PruneOptionValues {
-  /** See {@linkcode pruneOptions}. */
-  readonly ratio: number;
-  /** See {@linkcode pruneOptions}. */
-  readonly threshold: number;
-  /** See {@linkcode pruneOptions}. */
-  readonly minChannels: number;
-  /** See {@linkcode pruneOptions}. */
-  readonly score: string;
-  /** See {@linkcode pruneOptions}. */
-  readonly scope: string;
-  /** See {@linkcode pruneOptions}. */
-  readonly compensate: boolean;
-  /** See {@linkcode pruneOptions}. */
-  readonly recalibrateBn: boolean;
-}
+export type PruneOptionValues = OptionValues<typeof pruneOptions>;
 
 /**
  * `prune`: BN-scale channel pruning (network slimming), dependency-aware.
@@ -97,7 +84,7 @@ export interface PruneOptionValues {
  * 2. A channel's score is |gamma| of the BNs on it, combined by `score`.
  *    One global threshold: the `ratio` percentile of all scores (keep iff
  *    score >= sorted[floor(ratio*N)], the reference implementation's rule), or
- *    `threshold` when > 0. Every group keeps `min-channels` (its best ones).
+ *    `threshold` when given. Every group keeps `min-channels` (its best ones).
  * 3. Pruned channels disappear from producers (Conv filters, Gemm rows,
  *    Gather indices), BN entries, per-channel constants, depthwise convs
  *    (`group` updated), Split sizes / Slice bounds, and consumers' input
@@ -184,7 +171,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     plans.push({ group: g, scores: scoreGroup(g, options.score), kept: [] });
   }
   const all = plans.flatMap((p) => [...p.scores].filter((s) => Number.isFinite(s))).sort((a, b) => a - b);
-  const threshold = options.threshold > 0
+  const threshold = options.threshold !== undefined
     ? options.threshold
     : all.length === 0
     ? Infinity
@@ -287,7 +274,7 @@ function removeSelection(gather: Op): void {
 }
 
 /** Per-channel score: |gamma| of the group's BNs, combined; NaN where no BN covers a channel. */
-function scoreGroup(g: ChannelGroup, how: string): Float64Array {
+function scoreGroup(g: ChannelGroup, how: PruneOptionValues["score"]): Float64Array {
   const scores = new Float64Array(g.size).fill(NaN);
   const counts = new Uint32Array(g.size);
   for (const b of g.bns) {

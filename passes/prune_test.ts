@@ -1,15 +1,16 @@
 import assert from "node:assert/strict";
-import { defaultRegistry } from "../driver/compile.ts";
 import type { Module } from "../ir/module.ts";
 import { interpret } from "../ir/interpreter.ts";
 import { parseModule } from "../ir/parser.ts";
 import { cloneModule } from "../ir/rewriter.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
+import { builtinPasses } from "./builtin.ts";
 import { type PassRecord, runPipeline } from "./manager.ts";
-import { parsePipeline } from "./pipeline.ts";
+import { passLookup } from "./pass.ts";
+import { parsePipeline, printPipeline } from "./pipeline.ts";
 import { takeChannels } from "./prune.ts";
 
-const registry = defaultRegistry();
+const registry = passLookup(builtinPasses);
 
 function parse(input: string, body: string, outputs = "%y"): Module {
   return parseModule(`module opsets {"": 13} ir_version 7 {
@@ -293,6 +294,19 @@ Deno.test("prune rejects options out of range with the valid range", () => {
     message: 'Cannot configure pass "prune": option "min-channels" must be a number in (0, inf), found "0"',
   });
   assert.throws(() => parsePipeline("prune{score=median}", registry), /option "score" must be one of/);
+  assert.throws(() => parsePipeline("prune{threshold=0}", registry), {
+    message: 'Cannot configure pass "prune": option "threshold" must be a number in (0, inf), found "0"',
+  });
+});
+
+Deno.test("prune threshold is optional: unset by default and left out of the canonical pipeline", () => {
+  const [step] = parsePipeline("prune", registry);
+  assert.equal(step.options.threshold, undefined);
+  assert.equal(
+    printPipeline([step]),
+    "prune{ratio=0.5,min-channels=1,score=max,scope=conv,compensate=true,recalibrate-bn=false}",
+  );
+  assert.equal(printPipeline(parsePipeline("prune{threshold=0.25}", registry)).includes(",threshold=0.25,"), true);
 });
 
 Deno.test("prune recalibrate-bn re-estimates BN statistics on calibration data, and warns without it", async () => {

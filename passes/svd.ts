@@ -15,16 +15,13 @@ import { type Dim, isTensorType, type TensorType } from "../ir/types.ts";
 import { cholesky, exactSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
-/** `rank` when not given: no fixed rank (the other options choose). */
-export const RANK_UNSET = 2147483647;
-
 /** Options of `svd`. */
 export const svdOptions = {
   rank: {
     kind: "int",
-    default: RANK_UNSET,
+    optional: true,
     min: 1,
-    doc: "Keep N singular values per layer (capped at full rank; 2147483647: not set); overrides energy",
+    doc: "Keep N singular values per layer (capped at full rank); overrides energy",
   },
   energy: {
     kind: "number",
@@ -36,17 +33,17 @@ export const svdOptions = {
   },
   speedup: {
     kind: "number",
-    default: 1,
+    optional: true,
     min: 1,
-    doc: "Per-layer MACs reduction factor (1: off); overrides energy",
+    doc: "Per-layer MACs reduction factor; overrides energy",
   },
   budget: {
     kind: "number",
-    default: 1,
+    optional: true,
     min: 0,
     max: 1,
     exclusiveMin: true,
-    doc: "Global fraction of the decomposable layers' params (or MACs) to keep (1: off); overrides energy",
+    doc: "Global fraction of the decomposable layers' params (or MACs) to keep; overrides energy",
   },
   budgetMetric: { kind: "enum", values: ["params", "macs"], default: "params", doc: "What `budget` counts" },
   mode: {
@@ -154,7 +151,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
   options: svdOptions,
   run(module, options, ctx): boolean {
     const graph = module.graph;
-    const selectors = [options.rank !== RANK_UNSET, options.speedup !== 1, options.budget !== 1].filter((x) => x);
+    const selectors = [options.rank, options.speedup, options.budget].filter((x) => x !== undefined);
     if (selectors.length > 1) {
       ctx.emit("error", "give at most one of rank, speedup and budget (energy is used when none is given)");
       return false;
@@ -186,8 +183,8 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
 
     // Ranks each selection rule wants before the SVD (rank, speedup): only that many triplets are computed.
     const fixedRank = (l: Layer): number | null => {
-      if (options.rank !== RANK_UNSET) return Math.min(options.rank, Math.min(l.rows, l.cols));
-      if (options.speedup !== 1) return Math.max(1, Math.floor(l.macs / options.speedup / l.macsPerRank));
+      if (options.rank !== undefined) return Math.min(options.rank, Math.min(l.rows, l.cols));
+      if (options.speedup !== undefined) return Math.max(1, Math.floor(l.macs / options.speedup / l.macsPerRank));
       return null;
     };
     const spectra: Spectral[] = [];
@@ -207,7 +204,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
     }
 
     const ranks = new Map<Spectral, number>();
-    if (options.budget !== 1) {
+    if (options.budget !== undefined) {
       for (const [sp, k] of budgetRanks(spectra, options.budget, options.budgetMetric)) ranks.set(sp, k);
     } else {
       for (const sp of spectra) ranks.set(sp, fixedRank(sp.layer) ?? energyRank(sp, options.energy));
@@ -394,7 +391,7 @@ function spectralOf(
   whitenWith: Float64Array | null,
   covariance: Float64Array | null,
   energyTarget: number,
-  budget: number,
+  budget: number | undefined,
 ): Spectral {
   const { rows, cols } = layer;
   let matrix = layer.matrix;
@@ -421,7 +418,7 @@ function spectralOf(
     svd = fixed === null ? exact : truncate(exact, fixed);
   } else if (fixed !== null) {
     svd = randomizedSvd(Float32Array.from(matrix), rows, cols, fixed);
-  } else if (budget !== 1) {
+  } else if (budget !== undefined) {
     svd = randomizedSvd(Float32Array.from(matrix), rows, cols, Math.min(layer.maxUsefulRank, 512));
   } else {
     // Energy on a large layer: double the sketch rank until the target is captured or the layer is not worth it.

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { defaultRegistry } from "../driver/compile.ts";
 import type { Attribute } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
@@ -10,8 +9,9 @@ import type { Dim } from "../ir/types.ts";
 import { verifyModule } from "../ir/verifier.ts";
 import { runPipeline } from "./manager.ts";
 import { defaultOptions, type OptionValues } from "./options.ts";
-import type { Diagnostic, StatValue } from "./pass.ts";
-import { parsePipeline } from "./pipeline.ts";
+import { builtinPasses } from "./builtin.ts";
+import { type Diagnostic, passLookup, type StatValue } from "./pass.ts";
+import { parsePipeline, printPipeline } from "./pipeline.ts";
 import { factorizeOp, svdOptions, svdPass } from "./svd.ts";
 import { testPassContext } from "./testing.ts";
 
@@ -294,8 +294,27 @@ Deno.test("svd refuses two rank rules at once", () => {
   );
 });
 
+Deno.test("svd rank, speedup and budget are optional: unset by default and left out of the canonical pipeline", () => {
+  const registry = passLookup(builtinPasses);
+  const [step] = parsePipeline("svd", registry);
+  assert.equal(step.options.rank, undefined);
+  assert.equal(step.options.speedup, undefined);
+  assert.equal(step.options.budget, undefined);
+  assert.equal(
+    printPipeline([step]),
+    "svd{energy=0.9,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false}",
+  );
+  assert.equal(
+    printPipeline(parsePipeline("svd{budget=1}", registry)),
+    "svd{energy=0.9,budget=1,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false}",
+  );
+  // speedup=1 and budget=1 are values like any other now, not "off".
+  assert.equal(runSvd(gemm16(), { budget: 1 }).changed, false);
+  assert.match(runSvd(gemm16(), { rank: 2, speedup: 1 }).diagnostics[0].message, /^give at most one of rank/);
+});
+
 Deno.test("svd options reject bad energy, rank and mode with the valid range", () => {
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   const bad: [string, string][] = [
     ["svd{energy=0}", "must be a number in (0, 1]"],
     ["svd{energy=1.5}", "must be a number in (0, 1]"],
@@ -352,7 +371,7 @@ Deno.test("svd data-aware conv (channel mode) lowers output error and the pipeli
   assert.ok(stat(aware)["output-error"] < stat(plain)["output-error"]);
   // Through the pass manager: shapes inferred and verified after the pass.
   const module = m();
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   const records = await runPipeline(module, parsePipeline("svd{rank=3,keep-last=false,mode=spatial}", registry), {
     registry,
     calibration,

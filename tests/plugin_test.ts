@@ -17,6 +17,7 @@ import { importOnnx } from "../ir/onnx/import.ts";
 import { float32Tensor, type Tensor, tensor } from "../ir/tensor.ts";
 import { definePass } from "../passes/pass.ts";
 import { PipelineError } from "../passes/pipeline.ts";
+import { defineTarget } from "../targets/target.ts";
 import { clipToReluPass, plugin } from "../examples/custom_pass.ts";
 import { compareTensors } from "./tensor_compare.ts";
 
@@ -220,4 +221,12 @@ Deno.test("compile() rejects a plugin pass whose name clashes, naming both sourc
   await assert.rejects(compile(OPSET13, { plugins: [plugin, copy] }), {
     message: 'pass "clip-to-relu" is defined twice: by plugin "clip-to-relu" and by plugin "copy"',
   });
+});
+
+Deno.test("compile() rejects a plugin target whose name is not a pipeline word", async () => {
+  const target = defineTarget({ name: "c.mcu", summary: "Bad name", options: {}, emit: () => new Map() });
+  await assert.rejects(
+    compile(OPSET13, { plugins: [{ name: "mine", apiVersion: PLUGIN_API_VERSION, targets: [target] }] }),
+    { message: 'target name "c.mcu" (from plugin "mine") must be kebab-case: [a-z][a-z0-9-]*' },
+  );
 });
