@@ -278,8 +278,13 @@ function insertSelection(graph: Graph, bn: Op): Op {
   const c = dims(x)[1];
   const idx = addConstant(graph, `${bn.name}.select`, int64Tensor([...Array(c).keys()]));
   const out = new Value(graph.freshName(`${x.name}.select`), x.type);
-  const gather = new Op({ name: out.name, type: "Gather", operands: [x, idx], results: [out] });
-  gather.attributes.set("axis", attr.int(1));
+  const gather = new Op({
+    name: out.name,
+    type: "Gather",
+    operands: [x, idx],
+    results: [out],
+    attributes: [["axis", attr.int(1)]],
+  });
   insertBefore(bn, gather);
   bn.setOperand(0, out);
   return gather;
