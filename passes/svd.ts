@@ -759,10 +759,13 @@ function rewrite(l: Layer, p: Float64Array, q: Float64Array, k: number, opset: n
     op.setOperand(1, h);
     op.attributes.delete("auto_pad");
     op.attributes.delete("group");
-    op.attributes.set("kernel_shape", attr.ints([1, kw]));
-    op.attributes.set("strides", attr.ints([1, sw]));
-    op.attributes.set("pads", attr.ints([0, pl, 0, pr]));
-    op.attributes.set("dilations", attr.ints([1, dw]));
+    const second: [string, number[]][] = [
+      ["kernel_shape", [1, kw]],
+      ["strides", [1, sw]],
+      ["pads", [0, pl, 0, pr]],
+      ["dilations", [1, dw]],
+    ];
+    for (const [name, value] of second) op.attributes.set(name, attr.ints(value));
   }
   eraseConstantIfUnused(l.weight);
 }
