@@ -49,7 +49,7 @@ export type { Attribute, AttributeKind } from "./ir/attributes.ts";
 export { attr } from "./ir/attributes.ts";
 export type { CostOptions, CostReport, CostTotals, LayerCost } from "./ir/cost.ts";
 export { costOf } from "./ir/cost.ts";
-export { Graph, Op, type Use, Value } from "./ir/graph.ts";
+export { Graph, isConstant, isDefaultDomain, Op, type Use, Value } from "./ir/graph.ts";
 export { Module } from "./ir/module.ts";
 export type { InferContext, KernelContext, OpDef } from "./ir/op_def.ts";
 export { OpRegistry } from "./ir/op_def.ts";
@@ -66,20 +66,24 @@ export {
   cloneGraph,
   cloneModule,
   cloneOp,
+  eraseConstantIfUnused,
   eraseOp,
   eraseValue,
   insertAfter,
   insertBefore,
   renameValue,
   replaceAllUsesWith,
+  replaceConstant,
+  replaceOp,
 } from "./ir/rewriter.ts";
+export type { ReplaceOpOptions } from "./ir/rewriter.ts";
 export { subgraphsOf } from "./ir/rewriter.ts";
 export type { FoldedConstants, InferShapesOptions } from "./ir/shape.ts";
 export { inferShapes } from "./ir/shape.ts";
 export type { Tensor, TensorData } from "./ir/tensor.ts";
 export { float32Tensor, fromFloat64, int64Tensor, shapeSize, tensor, toFloat64, zeros } from "./ir/tensor.ts";
 export type { BfpType, Dim, DType, ElementType, FixedType, OpaqueType, TensorType, Type } from "./ir/types.ts";
-export { elementTypeToString, isTensorType, tensorType, typeToString } from "./ir/types.ts";
+export { elementTypeToString, FLOAT_DTYPES, isTensorType, tensorType, typeToString } from "./ir/types.ts";
 export type { VerifyDiagnostic, VerifyOptions } from "./ir/verifier.ts";
 export { verifyModule, verifyModuleDiagnostics } from "./ir/verifier.ts";
 

@@ -6,6 +6,7 @@
  * The models are written once to `$TMPDIR/cnnc_onnx_io_bench/`.
  */
 import { join } from "node:path";
+import { attr } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { Module } from "../ir/module.ts";
 import { exportOnnx, saveOnnx } from "../ir/onnx/export.ts";
@@ -43,10 +44,7 @@ function syntheticModel(megabytes: number): Module {
         type: "Conv",
         operands: [x, w, b],
         results: [new Value(`conv${i}.out`, tensorType("f32", [1, CHANNELS, 8, 8]))],
-        attributes: [["kernel_shape", { kind: "ints", value: [3, 3] }], ["pads", {
-          kind: "ints",
-          value: [1, 1, 1, 1],
-        }]],
+        attributes: [["kernel_shape", attr.ints([3, 3])], ["pads", attr.ints([1, 1, 1, 1])]],
       }),
     );
     const relu = g.addOp(
@@ -66,7 +64,7 @@ function syntheticModel(megabytes: number): Module {
       type: "Gemm",
       operands: [flat.result, fc],
       results: [new Value("logits", tensorType("f32", [1, 10]))],
-      attributes: [["transB", { kind: "int", value: 1 }]],
+      attributes: [["transB", attr.int(1)]],
     }),
   );
   g.outputs.push(gemm.result);

@@ -8,6 +8,7 @@
  * @module
  */
 import { defaultRegistry } from "../driver/compile.ts";
+import { attr } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { Module } from "../ir/module.ts";
 import { addConstant } from "../ir/rewriter.ts";
@@ -60,9 +61,7 @@ export function buildVgg16(): Module {
     const name = `${type.toLowerCase()}${layer}`;
     const out = new Value(g.freshName(name));
     const op = new Op({ name: out.name, type, operands, results: [out] });
-    for (const [k, v] of attrs) {
-      op.attributes.set(k, Array.isArray(v) ? { kind: "ints", value: v } : { kind: "int", value: v });
-    }
+    for (const [k, v] of attrs) op.attributes.set(k, Array.isArray(v) ? attr.ints(v) : attr.int(v));
     g.addOp(op);
     return out;
   };

@@ -11,13 +11,14 @@ import {
   elementTypeToString,
   isTensorType,
   type Module,
-  type Op,
+  Op,
   type Pass,
   type Plugin,
   PLUGIN_API_VERSION,
+  replaceOp,
   type Tensor,
   toFloat64,
-  type Value,
+  Value,
 } from "../mod.ts";
 
 /** Options of `clip-to-relu`. */
@@ -131,7 +132,7 @@ export const clipToReluPass: Pass<typeof clipToReluOptions> = definePass({
     const opset = module.opset("");
     let replaced = 0;
     let kept = 0;
-    for (const op of module.graph.ops) {
+    for (const op of [...module.graph.ops]) {
       if (op.type !== "Clip" || op.domain !== "") continue;
       const input = op.operand(0);
       const elem = input !== null && isTensorType(input.type) ? elementTypeToString(input.type.elem) : null;
@@ -148,11 +149,10 @@ export const clipToReluPass: Pass<typeof clipToReluOptions> = definePass({
         ctx.log(`kept op "${op.name}": ${reason}`);
         continue;
       }
-      // Rewritten in place: the op keeps its name and its result value, so graph outputs and
-      // the report's per-layer table keep their names.
-      op.truncateOperands(1);
-      op.attributes.clear();
-      op.type = "Relu";
+      // The Relu takes over the Clip's uses and graph-output slots, and the op and result keep their names,
+      // so graph outputs and the report's per-layer table keep them too.
+      const y = op.result;
+      replaceOp(op, new Op({ name: op.name, type: "Relu", operands: [input], results: [new Value(y.name, y.type)] }));
       replaced++;
     }
     ctx.stat("clips-replaced", replaced);

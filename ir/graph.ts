@@ -140,6 +140,34 @@ export class Op {
     value?._addUse(this, i);
   }
 
+  /**
+   * Set operand `i`, which may lie past the end: the operands in between become
+   * omitted (null). How an optional input such as Conv's bias is given; setting
+   * an absent operand to null changes nothing.
+   *
+   * @example Give a Conv a bias
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Op, Value } from "./graph.ts";
+   * const x = new Value("x"), w = new Value("w"), b = new Value("b");
+   * const conv = new Op({ name: "c", type: "Conv", operands: [x, w] });
+   * conv.setOptionalOperand(2, b);
+   * assert.deepEqual(conv.operands, [x, w, b]);
+   * const clip = new Op({ name: "clip", type: "Clip", operands: [x] });
+   * clip.setOptionalOperand(2, b);
+   * assert.deepEqual(clip.operands, [x, null, b]);
+   * ```
+   */
+  setOptionalOperand(i: number, value: Value | null): void {
+    if (i < 0) throw new RangeError(`op "${this.name}" has no operand #${i}`);
+    if (i < this.#operands.length) {
+      this.setOperand(i, value);
+    } else if (value !== null) {
+      while (this.#operands.length < i) this.addOperand(null);
+      this.addOperand(value);
+    }
+  }
+
   /** Remove trailing operands from `count` on. */
   truncateOperands(count: number): void {
     while (this.#operands.length > count) {
@@ -163,7 +191,7 @@ export class Op {
 
   /** Qualified type: `Conv`, or `domain.Type` outside the default domain. */
   get qualifiedType(): string {
-    return this.domain === "" || this.domain === "ai.onnx" ? this.type : `${this.domain}.${this.type}`;
+    return isDefaultDomain(this.domain) ? this.type : `${this.domain}.${this.type}`;
   }
 
   /** Attribute lookup. */
@@ -333,8 +361,75 @@ export class Graph {
     for (let i = 1;; i++) if (!this.hasNameInScope(`${base}.${i}`)) return `${base}.${i}`;
   }
 
+  /**
+   * A fresh op name derived from `base` (`base`, `base.1`, `base.2`, ...) that no
+   * op of this graph or of an enclosing graph has: {@linkcode Graph.freshName}
+   * for ops. (Op names are not tracked like value names, so each call reads the
+   * op lists.)
+   *
+   * @example Name a second op after the first
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Graph, Op } from "./graph.ts";
+   * const g = new Graph();
+   * g.addOp(new Op({ name: "fc.svd", type: "Gemm" }));
+   * assert.equal(g.freshOpName("fc.svd"), "fc.svd.1");
+   * assert.equal(g.freshOpName("fc"), "fc");
+   * ```
+   */
+  freshOpName(base: string): string {
+    const taken = new Set<string>();
+    for (const op of this.ops) taken.add(op.name);
+    for (let g = this.parentGraph; g !== null; g = g.parentGraph) for (const op of g.ops) taken.add(op.name);
+    if (!taken.has(base)) return base;
+    for (let i = 1;; i++) if (!taken.has(`${base}.${i}`)) return `${base}.${i}`;
+  }
+
   #adopt(value: Value): void {
     value.graph = this;
     if (value.name !== "") this.#names.add(value.name);
   }
+}
+
+/**
+ * True for ONNX's default operator domain, which models spell `""` or
+ * `"ai.onnx"` (the importer keeps an op's domain as written; only opset imports
+ * are normalized to `""`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isDefaultDomain } from "./graph.ts";
+ * assert.ok(isDefaultDomain("") && isDefaultDomain("ai.onnx"));
+ * assert.ok(!isDefaultDomain("com.microsoft"));
+ * ```
+ */
+export function isDefaultDomain(domain: string): boolean {
+  return domain === "" || domain === "ai.onnx";
+}
+
+/**
+ * True when `value` is a constant in the compiler's sense: initializer data
+ * that no caller can override. A graph input with a default (an ONNX
+ * initializer that is also an input) is not one, nor is an op result. (The
+ * guard narrows `value.constant` to a tensor where it holds, and leaves the
+ * type alone where it does not.)
+ *
+ * @example An initializer is a constant; an input with a default is not
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, isConstant, Value } from "./graph.ts";
+ * import { float32Tensor } from "./tensor.ts";
+ * const g = new Graph();
+ * const w = g.addConstant("w", float32Tensor([1], [2]), { elem: "f32", shape: [1] });
+ * const x = new Value("x", { elem: "f32", shape: [1] });
+ * x.constant = float32Tensor([1], [0]);
+ * g.addInput(x);
+ * assert.ok(isConstant(w));
+ * assert.ok(!isConstant(x) && !isConstant(null));
+ * ```
+ */
+export function isConstant(value: Value | null | undefined): value is Value & { constant: Tensor } {
+  if (value === null || value === undefined || value.constant === null || value.producer !== null) return false;
+  return !(value.graph?.inputs.includes(value) ?? false);
 }

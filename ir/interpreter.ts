@@ -15,6 +15,12 @@ import { type Dim, elementTypeToString, isTensorType } from "./types.ts";
 export interface InterpretOptions {
   /** Op definitions (default: the built-ins). */
   registry?: OpRegistry;
+  /**
+   * Values of the main graph (op results, inputs or constants) to return beside
+   * the graph outputs, by name: how a pass reads intermediate activations
+   * without editing `graph.outputs`.
+   */
+  probes?: readonly Value[];
 }
 
 /** A reference kernel, as an {@linkcode OpDef} declares it. */
@@ -26,6 +32,7 @@ type Kernel = NonNullable<OpDef["interpret"]>;
  */
 export class Interpreter {
   readonly #module: Module;
+  readonly #probes: readonly Value[];
   readonly #steps: { op: Op; run: Kernel; opset: number }[];
   /** For each step, the values whose last use it is (freed after it runs). */
   readonly #release: Value[][];
@@ -33,12 +40,34 @@ export class Interpreter {
   /**
    * Prepare `module` for running.
    *
-   * @throws {Error} Naming the first op that has no reference kernel.
+   * @throws {Error} Naming the first op that has no reference kernel, or a probe that is not a value of the main graph.
+   *
+   * @example Read an intermediate value
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Graph, Op, Value } from "./graph.ts";
+   * import { Module } from "./module.ts";
+   * import { Interpreter } from "./interpreter.ts";
+   * import { float32Tensor } from "./tensor.ts";
+   * const g = new Graph();
+   * const x = g.addInput(new Value("x", { elem: "f32", shape: [2] }));
+   * const neg = g.addOp(new Op({ name: "n", type: "Neg", operands: [x], results: [new Value("t")] }));
+   * g.outputs.push(g.addOp(new Op({ name: "r", type: "Relu", operands: [neg.result], results: [new Value("y")] })).result);
+   * const run = new Interpreter(new Module(g), { probes: [neg.result] });
+   * const { t, y } = run.run({ x: float32Tensor([2], [1, -2]) });
+   * assert.deepEqual([...t.data], [-1, 2]);
+   * assert.deepEqual([...y.data], [0, 2]);
+   * assert.deepEqual(g.outputs.map((v) => v.name), ["y"]);
+   * ```
    */
   constructor(module: Module, options: InterpretOptions = {}) {
     const registry = options.registry ?? builtinOps;
     this.#module = module;
     const graph = module.graph;
+    this.#probes = [...(options.probes ?? [])];
+    for (const v of this.#probes) {
+      if (v.graph !== graph) throw new Error(`probe "${v.name}" is not a value of graph "${graph.name}"`);
+    }
     this.#steps = graph.ops.map((op) => {
       const run = registry.get(op)?.interpret;
       if (run === undefined) {
@@ -51,12 +80,14 @@ export class Interpreter {
       for (const v of op.operands) if (v !== null && v.producer !== null) lastUse.set(v, i);
     });
     this.#release = graph.ops.map(() => []);
-    for (const [v, i] of lastUse) if (!graph.outputs.includes(v)) this.#release[i].push(v);
+    const kept = new Set([...graph.outputs, ...this.#probes]);
+    for (const [v, i] of lastUse) if (!kept.has(v)) this.#release[i].push(v);
   }
 
   /**
    * Run the graph on named inputs.
    *
+   * @returns Tensors by name: the graph outputs, then the probes.
    * @throws {Error} For a missing or mistyped input (naming it), or an op that fails (naming the op).
    */
   run(inputs: Readonly<Record<string, Tensor>>): Record<string, Tensor> {
@@ -95,6 +126,11 @@ export class Interpreter {
       if (t === undefined) throw new Error(`graph output "${v.name}" was not computed`);
       result[v.name] = t;
     }
+    for (const v of this.#probes) {
+      const t = env.get(v);
+      if (t === undefined) throw new Error(`probe "${v.name}" was not computed`);
+      result[v.name] = t;
+    }
     return result;
   }
 }
@@ -124,7 +160,8 @@ function checkInput(v: Value, t: Tensor, symbols: Map<string, number>): void {
  *
  * @param module The module to run.
  * @param inputs Tensors by graph input name.
- * @returns Tensors by graph output name.
+ * @param options Op definitions, and values to probe beside the outputs.
+ * @returns Tensors by graph output name, then by probe name.
  *
  * @example Run a one-op graph
  * ```ts

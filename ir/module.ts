@@ -3,7 +3,7 @@
  * (opset imports, producer, metadata) and anything else kept for export.
  * @module
  */
-import { Graph } from "./graph.ts";
+import { Graph, isDefaultDomain } from "./graph.ts";
 
 /** A model: its main graph, opset imports and metadata. */
 export class Module {
@@ -47,6 +47,6 @@ export class Module {
 
   /** Opset version of `domain` (default domain when omitted); 1 when not imported. */
   opset(domain = ""): number {
-    return this.opsets.get(domain === "ai.onnx" ? "" : domain) ?? 1;
+    return this.opsets.get(isDefaultDomain(domain) ? "" : domain) ?? 1;
   }
 }

@@ -4,7 +4,7 @@
  * in `ops/`; a registry maps `domain` + `type` to the record.
  * @module
  */
-import type { Op } from "./graph.ts";
+import { isDefaultDomain, type Op } from "./graph.ts";
 import type { Tensor } from "./tensor.ts";
 import type { Dim, TensorType } from "./types.ts";
 
@@ -52,7 +52,7 @@ export interface OpDef {
 
 /** Key of an op type in a registry. */
 function key(domain: string | undefined, type: string): string {
-  const d = domain === undefined || domain === "ai.onnx" ? "" : domain;
+  const d = domain === undefined || isDefaultDomain(domain) ? "" : domain;
   return `${d}::${type}`;
 }
 

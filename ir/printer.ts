@@ -62,7 +62,7 @@
  * @module
  */
 import type { Attribute } from "./attributes.ts";
-import type { Graph, Op } from "./graph.ts";
+import { type Graph, isDefaultDomain, type Op } from "./graph.ts";
 import type { Module } from "./module.ts";
 import { bfloat16ToFloat, halfToFloat, shapeSize, type Tensor, tensorHash } from "./tensor.ts";
 import { isTensorType, sameShape, type Type, typeToString } from "./types.ts";
@@ -247,7 +247,7 @@ function printType(type: Type | null): string {
 
 /** Text of an op type: `Conv`, `com.microsoft.Foo`, or `"domain::Type"` for unusual names. */
 function printOpType(op: Op): string {
-  const domain = op.domain === "ai.onnx" ? "" : op.domain;
+  const domain = isDefaultDomain(op.domain) ? "" : op.domain;
   if (IDENT.test(op.type) && (domain === "" || DOTTED.test(domain))) {
     return domain === "" ? op.type : `${domain}.${op.type}`;
   }

@@ -4,7 +4,7 @@
  * @module
  */
 import type { Attribute } from "./attributes.ts";
-import { Graph, Op, Value } from "./graph.ts";
+import { Graph, isConstant, Op, Value } from "./graph.ts";
 import { Module } from "./module.ts";
 import type { Tensor } from "./tensor.ts";
 import type { Type } from "./types.ts";
@@ -93,6 +93,187 @@ export function renameValue(value: Value, name: string): void {
     throw new Error(`cannot rename value "${value.name}" to "${name}": the name is taken`);
   }
   g._rename(value, name);
+}
+
+/** Options of {@linkcode replaceOp}. */
+export interface ReplaceOpOptions {
+  /**
+   * Which names of the old results the replacements take: `"all"` (the
+   * default), or only `"outputs"`, the names of graph outputs, which are the
+   * model's interface. Use `"outputs"` when the replacements are values that
+   * already exist and keep their own names elsewhere (bypassing an Identity).
+   */
+  readonly names?: "all" | "outputs";
+}
+
+/**
+ * Replace `op` by `replacement` (MLIR's `rewriter.replaceOp`): result `i` of
+ * `op` hands its uses, its graph-output slots and its name (see
+ * {@linkcode ReplaceOpOptions.names}) to result `i` of the replacement op, or
+ * to value `i` of a list; then `op` is erased. A replacement op that belongs to
+ * no graph yet is inserted right before `op`, and the names of its results that
+ * take an old name do not matter. Results of `op` left without a replacement
+ * must be unused.
+ *
+ * Every check is made before anything changes, so a throw leaves the graph as
+ * it was.
+ *
+ * @throws {Error} When there are more replacements than results, a result
+ * without a replacement is still used, or a value that must take a name is not
+ * an op result or constant of `op`'s graph, is a graph output itself, or would
+ * take two names.
+ *
+ * @example Replace a MatMul by a Gemm that keeps its result name
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "./graph.ts";
+ * import { replaceOp } from "./rewriter.ts";
+ * const g = new Graph();
+ * const [a, b] = [g.addInput(new Value("a")), g.addInput(new Value("b"))];
+ * const mm = g.addOp(new Op({ name: "mm", type: "MatMul", operands: [a, b], results: [new Value("y")] }));
+ * g.outputs.push(mm.result);
+ * const gemm = new Op({ name: "mm", type: "Gemm", operands: [a, b], results: [new Value("y")] });
+ * replaceOp(mm, gemm);
+ * assert.deepEqual(g.ops, [gemm]);
+ * assert.equal(g.outputs[0], gemm.result);
+ * assert.equal(gemm.result.name, "y");
+ * ```
+ *
+ * @example Bypass an Identity whose result is a graph output
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "./graph.ts";
+ * import { replaceOp } from "./rewriter.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x"));
+ * const relu = g.addOp(new Op({ name: "r", type: "Relu", operands: [x], results: [new Value("t")] }));
+ * const id = g.addOp(new Op({ name: "id", type: "Identity", operands: [relu.result], results: [new Value("y")] }));
+ * g.outputs.push(id.result);
+ * replaceOp(id, [relu.result], { names: "outputs" });
+ * assert.deepEqual(g.ops, [relu]);
+ * assert.equal(g.outputs[0].name, "y");
+ * ```
+ */
+export function replaceOp(op: Op, replacement: Op | readonly Value[], options: ReplaceOpOptions = {}): void {
+  const graph = graphOf(op);
+  const values = replacement instanceof Op ? replacement.results : replacement;
+  const detached = replacement instanceof Op && replacement.graph === null;
+  if (replacement instanceof Op && !detached && replacement.graph !== graph) {
+    throw new Error(`cannot replace op "${op.name}" by op "${replacement.name}": it is in another graph`);
+  }
+  if (values.length > op.results.length) {
+    throw new Error(
+      `cannot replace op "${op.name}": ${values.length} replacements for ${op.results.length} result(s)`,
+    );
+  }
+  const own = values.find((v) => v.producer === op);
+  if (own !== undefined) throw new Error(`cannot replace op "${op.name}" by its own result "${own.name}"`);
+  for (const r of op.results.slice(values.length)) {
+    if (!r.isDead) throw new Error(`cannot replace op "${op.name}": result "${r.name}" is used and has no replacement`);
+  }
+  const names = options.names ?? "all";
+  const renames: { value: Value; name: string }[] = [];
+  op.results.forEach((r, i) => {
+    if (i >= values.length || r.name === "") return;
+    if (names === "outputs" && !graph.outputs.includes(r)) return;
+    const v = values[i];
+    if (!detached) {
+      if (v.graph !== graph || graph.inputs.includes(v)) {
+        throw new Error(
+          `cannot replace op "${op.name}": value "${v.name}" cannot take the name "${r.name}": ` +
+            `it is not an op result or constant of graph "${graph.name}"`,
+        );
+      }
+      if (graph.outputs.includes(v)) {
+        throw new Error(
+          `cannot replace op "${op.name}": value "${v.name}" cannot take the name "${r.name}": it is a graph output`,
+        );
+      }
+    }
+    if (renames.some((x) => x.value === v)) {
+      throw new Error(`cannot replace op "${op.name}": value "${v.name}" would take two names`);
+    }
+    renames.push({ value: v, name: r.name });
+  });
+  if (detached) {
+    // Results that take an old name are adopted nameless, so they cannot clash with the names they replace.
+    for (const { value } of renames) value.name = "";
+    insertBefore(op, replacement);
+  }
+  values.forEach((v, i) => replaceAllUsesWith(op.results[i], v));
+  eraseOp(op);
+  for (const { value, name } of renames) renameValue(value, name);
+}
+
+/**
+ * Erase `value` when it is a constant (see {@linkcode isConstant}) that no op
+ * uses and that is no graph output; anything else is left alone. How a rewrite
+ * drops the weight it just replaced, unless another op shares it.
+ *
+ * @returns True when the constant was erased.
+ *
+ * @example Erase a weight once its last user moved on
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "./graph.ts";
+ * import { addConstant, eraseConstantIfUnused } from "./rewriter.ts";
+ * import { float32Tensor } from "./tensor.ts";
+ * const g = new Graph();
+ * const w = addConstant(g, "w", float32Tensor([1], [2]));
+ * const op = g.addOp(new Op({ name: "m", type: "Mul", operands: [w, w], results: [new Value("y")] }));
+ * assert.equal(eraseConstantIfUnused(w), false);
+ * op.dropOperands();
+ * assert.equal(eraseConstantIfUnused(w), true);
+ * assert.deepEqual(g.constants, []);
+ * ```
+ */
+export function eraseConstantIfUnused(value: Value | null): boolean {
+  if (!isConstant(value) || value.graph === null || !value.isDead) return false;
+  eraseValue(value);
+  return true;
+}
+
+/**
+ * Give operand `index` of `op` a new constant holding `data`, and erase the old
+ * constant when nothing else uses it ({@linkcode eraseConstantIfUnused}). The
+ * operand may be absent (an optional input such as a bias): omitted operands
+ * are padded in, as {@linkcode Op.setOptionalOperand} does.
+ *
+ * Naming: with `options.name`, the new constant gets a fresh name derived from
+ * it and keeps it. Without, it is named after the old operand: `w.1` while the
+ * old constant lives on (shared with another op, or a graph input), `w` once
+ * the old one is erased, so reports and IR dumps keep saying `w`; an absent
+ * operand gives `<op name>.<index>`.
+ *
+ * @returns The new constant.
+ *
+ * @example Swap a weight; the thinner tensor keeps the name
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "./graph.ts";
+ * import { addConstant, replaceConstant } from "./rewriter.ts";
+ * import { float32Tensor } from "./tensor.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x"));
+ * const w = addConstant(g, "w", float32Tensor([2], [1, 2]));
+ * const op = g.addOp(new Op({ name: "m", type: "Mul", operands: [x, w], results: [new Value("y")] }));
+ * const w2 = replaceConstant(op, 1, float32Tensor([1], [3]));
+ * assert.deepEqual(g.constants, [w2]);
+ * assert.equal(w2.name, "w");
+ * const b = replaceConstant(op, 3, float32Tensor([1], [0]), { name: "m.bias" });
+ * assert.deepEqual(op.operands, [x, w2, null, b]);
+ * assert.equal(b.name, "m.bias");
+ * ```
+ */
+export function replaceConstant(op: Op, index: number, data: Tensor, options: { readonly name?: string } = {}): Value {
+  const graph = graphOf(op);
+  const old = op.operand(index);
+  const fresh = addConstant(graph, options.name ?? old?.name ?? `${op.name || op.type}.${index}`, data);
+  op.setOptionalOperand(index, fresh);
+  const name = old?.name ?? "";
+  // The new tensor takes over the name, unless the caller chose one.
+  if (eraseConstantIfUnused(old) && options.name === undefined && name !== "") renameValue(fresh, name);
+  return fresh;
 }
 
 /** Insert `op` right before `anchor` in the anchor's graph. */

@@ -88,6 +88,20 @@ export function isDType(name: string): name is DType {
 }
 
 /**
+ * The floating dtypes that kernels and passes compute with (decoded to float64
+ * and stored back). The 8- and 4-bit float formats are storage types only and
+ * are not in the set.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FLOAT_DTYPES } from "./types.ts";
+ * assert.ok(FLOAT_DTYPES.has("bf16") && !FLOAT_DTYPES.has("i8") && !FLOAT_DTYPES.has("f8e4m3fn"));
+ * ```
+ */
+export const FLOAT_DTYPES: ReadonlySet<DType> = new Set(["f16", "bf16", "f32", "f64"]);
+
+/**
  * Block floating point: blocks of values share one exponent, each value keeps
  * a signed mantissa of `mantissa` bits (sign included). See shared formats doc.
  */

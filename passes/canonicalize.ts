@@ -5,10 +5,10 @@
  * folded into constants.
  * @module
  */
-import type { Graph, Op, Value } from "../ir/graph.ts";
+import { type Graph, isConstant, isDefaultDomain, type Op, type Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
 import type { InferContext, OpDef, OpRegistry } from "../ir/op_def.ts";
-import { addConstant, eraseOp, renameValue, replaceAllUsesWith } from "../ir/rewriter.ts";
+import { addConstant, replaceOp } from "../ir/rewriter.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, shapeSize, type Tensor } from "../ir/tensor.ts";
 import { type Dim, isTensorType, type TensorType } from "../ir/types.ts";
@@ -40,7 +40,6 @@ interface Walk {
   readonly module: Module;
   readonly graph: Graph;
   readonly ops: OpRegistry;
-  readonly inputs: ReadonlySet<Value>;
   /** Known contents of small integer values as dimensions (what `OpDef.shapeValue` tracks). */
   readonly shapeValues: Map<Value, readonly Dim[]>;
   readonly foldLimit: number;
@@ -109,7 +108,6 @@ export const canonicalizePass: Pass<typeof canonicalizeOptions> = definePass({
       module,
       graph,
       ops: ctx.ops,
-      inputs: new Set(graph.inputs),
       shapeValues: new Map(),
       foldLimit,
     };
@@ -148,12 +146,7 @@ export const canonicalizePass: Pass<typeof canonicalizeOptions> = definePass({
 
 /** True for an op of ONNX's default domain (of type `type` when given). */
 function onnxOp(op: Op, type?: string): boolean {
-  return (op.domain === "" || op.domain === "ai.onnx") && (type === undefined || op.type === type);
-}
-
-/** A constant in the sense of this pass: initializer data that no caller can override. */
-function isConstant(walk: Walk, v: Value | null): v is Value {
-  return v !== null && v.constant !== null && v.producer === null && !walk.inputs.has(v);
+  return isDefaultDomain(op.domain) && (type === undefined || op.type === type);
 }
 
 function isOutput(walk: Walk, v: Value): boolean {
@@ -170,7 +163,7 @@ function isInferenceDropout(walk: Walk, op: Op): boolean {
   if (opset >= 12) {
     const training = op.operand(2);
     if (training !== null) {
-      if (!isConstant(walk, training)) return false;
+      if (!isConstant(training)) return false;
       const t = training.constant!;
       if (t.data.length !== 1 || Number((t.data as ArrayLike<number>)[0]) !== 0) return false;
     }
@@ -183,24 +176,16 @@ function bypass(walk: Walk, op: Op): boolean {
   const y = op.results[0];
   const x = op.operand(0);
   if (y === undefined || x === null || op.results.slice(1).some((r) => !r.isDead)) return false;
-  if (!isOutput(walk, y)) {
-    replaceAllUsesWith(y, x);
-    eraseOp(op);
-    return true;
-  }
-  // y names a graph output: x must take over the name, which only an op result that is no output itself can.
-  if (x.producer === null || x.producer.graph !== walk.graph || isOutput(walk, x)) return false;
-  const name = y.name;
-  replaceAllUsesWith(y, x);
-  eraseOp(op);
-  renameValue(x, name);
+  // When y names a graph output, x must take over the name, which only an op result that is no output itself can.
+  if (isOutput(walk, y) && (x.producer === null || x.producer.graph !== walk.graph || isOutput(walk, x))) return false;
+  replaceOp(op, [x], { names: "outputs" });
   return true;
 }
 
 /** The shape-inference view of `op`'s operands, with this pass's notion of constants. */
 function inferContext(walk: Walk, op: Op): InferContext {
   const types = op.operands.map((v) => (v !== null && isTensorType(v.type) ? v.type : null));
-  const constants = op.operands.map((v) => (isConstant(walk, v) ? v.constant : null));
+  const constants = op.operands.map((v) => (isConstant(v) ? v.constant : null));
   const shapeValues = op.operands.map((v, i) => {
     if (v === null) return null;
     const known = walk.shapeValues.get(v);
@@ -280,15 +265,13 @@ function fromShapeValue(op: Op, dims: readonly Dim[] | null): Tensor[] | null {
 
 /** Swap `op`'s results for constants carrying the same names, and erase `op`. */
 function replaceByConstants(walk: Walk, op: Op, values: readonly Tensor[]): void {
-  const replaced = op.results.map((r, i) => {
+  const constants = op.results.map((r, i) => {
     const c = addConstant(walk.graph, `${r.name}.folded`, values[i]);
     const dims = walk.shapeValues.get(r);
     if (dims !== undefined) walk.shapeValues.set(c, dims);
-    replaceAllUsesWith(r, c);
-    return { name: r.name, value: c };
+    return c;
   });
-  eraseOp(op);
-  for (const { name, value } of replaced) if (name !== "") renameValue(value, name);
+  replaceOp(op, constants);
 }
 
 /**
@@ -298,7 +281,7 @@ function replaceByConstants(walk: Walk, op: Op, values: readonly Tensor[]): void
 function foldReshapeShape(walk: Walk, op: Op): boolean {
   const data = op.operand(0);
   const shapeOperand = op.operand(1);
-  if (data === null || shapeOperand === null || isConstant(walk, shapeOperand)) return false;
+  if (data === null || shapeOperand === null || isConstant(shapeOperand)) return false;
   // allowzero = 1 (opset 14) makes 0 a real zero-size dimension: no copying then.
   if (op.int("allowzero", 0) !== 0) return false;
   const dims = walk.shapeValues.get(shapeOperand);

@@ -4,18 +4,16 @@
  * (the usual deployment step after training with batch norm).
  * @module
  */
-import { type Graph, Op, Value } from "../ir/graph.ts";
+import { attr } from "../ir/attributes.ts";
+import { isConstant, isDefaultDomain, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
-import { addConstant, eraseOp, eraseValue, insertBefore, renameValue, replaceAllUsesWith } from "../ir/rewriter.ts";
+import { addConstant, eraseConstantIfUnused, replaceConstant, replaceOp } from "../ir/rewriter.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
-import { isTensorType } from "../ir/types.ts";
+import { FLOAT_DTYPES, isTensorType } from "../ir/types.ts";
 import { definePass, type Pass } from "./pass.ts";
 
 /** Options of `fold-bn` (none). */
 export const foldBnOptions: Record<string, never> = {};
-
-/** Weight element types the fold rewrites (computed in float64, stored back in the weight's type). */
-const FLOAT_DTYPES: ReadonlySet<string> = new Set(["f16", "bf16", "f32", "f64"]);
 
 /** Why one BatchNormalization was left alone (the keys of the `bn-not-folded-reasons` statistic). */
 type Reason =
@@ -104,13 +102,11 @@ export const foldBnPass: Pass<typeof foldBnOptions> = definePass({
   options: foldBnOptions,
   run(module, _options, ctx): boolean {
     const graph = module.graph;
-    const inputs = new Set(graph.inputs);
-    const isConstant = (v: Value | null): v is Value => v !== null && v.constant !== null && !inputs.has(v);
     let folded = 0;
     const reasons: Record<string, number> = {};
     for (const bn of [...graph.ops]) {
-      if (bn.type !== "BatchNormalization" || !isDefaultDomain(bn) || bn.graph !== graph) continue;
-      const reason = foldOne(module, bn, isConstant);
+      if (bn.type !== "BatchNormalization" || !isDefaultDomain(bn.domain) || bn.graph !== graph) continue;
+      const reason = foldOne(module, bn);
       if (reason === null) {
         folded++;
       } else {
@@ -126,7 +122,7 @@ export const foldBnPass: Pass<typeof foldBnOptions> = definePass({
 });
 
 /** Fold one BatchNormalization, or say why not (nothing is changed then). */
-function foldOne(module: Module, bn: Op, isConstant: (v: Value | null) => v is Value): Reason | null {
+function foldOne(module: Module, bn: Op): Reason | null {
   const graph = bn.graph!;
   const opset = module.opset("");
   if (opset >= 14 ? bn.int("training_mode", 0) !== 0 : opset < 7 && bn.int("is_test", 0) !== 1) return "training-mode";
@@ -134,7 +130,7 @@ function foldOne(module: Module, bn: Op, isConstant: (v: Value | null) => v is V
   if (opset < 9 && bn.int("spatial", 1) === 0) return "per-activation";
   const x = bn.operand(0);
   const producer = x?.producer ?? null;
-  if (x === null || producer === null || !isDefaultDomain(producer) || producer.graph !== graph) {
+  if (x === null || producer === null || !isDefaultDomain(producer.domain) || producer.graph !== graph) {
     return "input-not-conv-gemm-matmul";
   }
   if (producer.type !== "Conv" && producer.type !== "Gemm" && producer.type !== "MatMul") {
@@ -151,18 +147,14 @@ function foldOne(module: Module, bn: Op, isConstant: (v: Value | null) => v is V
   const affine = channelAffine(gamma, beta, mean, variance, bn.float("epsilon", 1e-5));
 
   let folded: Op | Reason;
-  if (producer.type === "Conv") folded = foldIntoConv(producer, affine, isConstant);
-  else if (producer.type === "Gemm") folded = foldIntoGemm(module, producer, affine, isConstant);
-  else folded = foldIntoMatMul(producer, bn, affine, isConstant);
+  if (producer.type === "Conv") folded = foldIntoConv(producer, affine);
+  else if (producer.type === "Gemm") folded = foldIntoGemm(module, producer, affine);
+  else folded = foldIntoMatMul(producer, bn, affine);
   if (typeof folded === "string") return folded;
 
-  // The folded op now computes BN's result: route BN's users (and output slots) to it.
-  const bnName = bn.result.name;
-  const wasOutput = graph.outputs.includes(bn.result);
-  replaceAllUsesWith(bn.result, folded.result);
-  eraseOp(bn);
-  if (wasOutput) renameValue(folded.result, bnName);
-  for (const p of params) eraseIfUnused(graph, p!);
+  // The folded op now computes BN's result: route BN's users (and output slots, with their names) to it.
+  replaceOp(bn, [folded.result], { names: "outputs" });
+  for (const p of params) eraseConstantIfUnused(p);
   return null;
 }
 
@@ -183,7 +175,7 @@ function channelAffine(
 }
 
 /** `W'[o] = s[o] W[o]` (OIHW: output channel is the outer axis), `b'[o] = s[o] b[o] + shift[o]`. */
-function foldIntoConv(conv: Op, affine: ChannelAffine, isConstant: (v: Value | null) => v is Value): Op | Reason {
+function foldIntoConv(conv: Op, affine: ChannelAffine): Op | Reason {
   const weight = conv.operand(1);
   const bias = conv.operand(2);
   if (!isConstant(weight) || (bias !== null && !isConstant(bias))) return "weights-not-constant";
@@ -203,14 +195,9 @@ function foldIntoConv(conv: Op, affine: ChannelAffine, isConstant: (v: Value | n
   const b = bias === null ? new Float64Array(outChannels) : toFloat64(bias.constant!);
   for (let o = 0; o < outChannels; o++) b[o] = affine.scale[o] * b[o] + affine.shift[o];
 
-  const graph = conv.graph!;
-  const newWeight = addConstant(graph, `${weight.name}.folded`, fromFloat64(w.dtype, w.shape, scaled));
-  const newBias = addConstant(graph, `${biasBase(weight, bias)}.folded`, fromFloat64(w.dtype, [outChannels], b));
-  conv.setOperand(1, newWeight);
-  if (conv.operands.length > 2) conv.setOperand(2, newBias);
-  else conv.addOperand(newBias);
-  eraseIfUnused(graph, weight);
-  if (bias !== null) eraseIfUnused(graph, bias);
+  const biasName = `${biasBase(weight, bias)}.folded`;
+  replaceConstant(conv, 1, fromFloat64(w.dtype, w.shape, scaled), { name: `${weight.name}.folded` });
+  replaceConstant(conv, 2, fromFloat64(w.dtype, [outChannels], b), { name: biasName });
   return conv;
 }
 
@@ -218,12 +205,7 @@ function foldIntoConv(conv: Op, affine: ChannelAffine, isConstant: (v: Value | n
  * Gemm `Y = alpha op(A) op(B) + beta C`: scale column `n` of `op(B)` by `s[n]`
  * and set `C' = s (beta C - mean) + B_bn = s beta C + shift` with `beta = 1`.
  */
-function foldIntoGemm(
-  module: Module,
-  gemm: Op,
-  affine: ChannelAffine,
-  isConstant: (v: Value | null) => v is Value,
-): Op | Reason {
+function foldIntoGemm(module: Module, gemm: Op, affine: ChannelAffine): Op | Reason {
   const weight = gemm.operand(1);
   const bias = gemm.operand(2);
   if (!isConstant(weight) || (bias !== null && !isConstant(bias))) return "weights-not-constant";
@@ -244,27 +226,17 @@ function foldIntoGemm(
     const cn = cValues === null ? 0 : cValues[cValues.length === 1 ? 0 : n];
     b[n] = affine.scale[n] * beta * cn + affine.shift[n];
   }
-  const graph = gemm.graph!;
-  const newWeight = addConstant(graph, `${weight.name}.folded`, scaled);
-  const newBias = addConstant(graph, `${biasBase(weight, bias)}.folded`, fromFloat64(w.dtype, [features], b));
-  gemm.setOperand(1, newWeight);
-  if (gemm.operands.length > 2) gemm.setOperand(2, newBias);
-  else gemm.addOperand(newBias);
-  gemm.attributes.set("beta", { kind: "float", value: 1 });
+  const biasName = `${biasBase(weight, bias)}.folded`;
+  replaceConstant(gemm, 1, scaled, { name: `${weight.name}.folded` });
+  replaceConstant(gemm, 2, fromFloat64(w.dtype, [features], b), { name: biasName });
+  gemm.attributes.set("beta", attr.float(1));
   // Before opset 7 Gemm broadcasts C only when asked to.
-  if (module.opset("") < 7) gemm.attributes.set("broadcast", { kind: "int", value: 1 });
-  eraseIfUnused(graph, weight);
-  if (bias !== null) eraseIfUnused(graph, bias);
+  if (module.opset("") < 7) gemm.attributes.set("broadcast", attr.int(1));
   return gemm;
 }
 
 /** MatMul `A[M,K] x W[K,N]` followed by BN over N becomes `Gemm(A, s W, shift)`. */
-function foldIntoMatMul(
-  matmul: Op,
-  bn: Op,
-  affine: ChannelAffine,
-  isConstant: (v: Value | null) => v is Value,
-): Op | Reason {
+function foldIntoMatMul(matmul: Op, bn: Op, affine: ChannelAffine): Op | Reason {
   const a = matmul.operand(0);
   const weight = matmul.operand(1);
   if (!isConstant(weight)) return "weights-not-constant";
@@ -288,14 +260,10 @@ function foldIntoMatMul(
     name: matmul.name,
     type: "Gemm",
     operands: [a, newWeight, newBias],
-    results: [new Value(graph.freshName(`${matmul.result.name}.gemm`), bn.result.type)],
+    results: [new Value(matmul.result.name, bn.result.type)],
   });
-  insertBefore(matmul, gemm);
-  const matmulName = matmul.result.name;
-  replaceAllUsesWith(matmul.result, gemm.result);
-  eraseOp(matmul);
-  renameValue(gemm.result, matmulName);
-  eraseIfUnused(graph, weight);
+  replaceOp(matmul, gemm);
+  eraseConstantIfUnused(weight);
   return gemm;
 }
 
@@ -326,14 +294,4 @@ function scaleFeatures(w: Tensor, transposed: boolean, scale: Float64Array): Ten
 function biasBase(weight: Value, bias: Value | null): string {
   if (bias !== null) return bias.name;
   return /weight$/.test(weight.name) ? weight.name.replace(/weight$/, "bias") : `${weight.name}.bias`;
-}
-
-function isDefaultDomain(op: Op): boolean {
-  return op.domain === "" || op.domain === "ai.onnx";
-}
-
-function eraseIfUnused(graph: Graph, v: Value): void {
-  if (v.uses.length === 0 && v.producer === null && graph.constants.includes(v) && !graph.outputs.includes(v)) {
-    eraseValue(v);
-  }
 }

@@ -5,12 +5,13 @@
  * thinner dense graph, not masks.
  * @module
  */
-import { type Graph, Op, Value } from "../ir/graph.ts";
+import { attr } from "../ir/attributes.ts";
+import { type Graph, isConstant, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
 import { costOf } from "../ir/cost.ts";
 import { interpret } from "../ir/interpreter.ts";
 import { intValues } from "../ir/ops/common.ts";
-import { addConstant, eraseOp, eraseValue, insertBefore, renameValue, replaceAllUsesWith } from "../ir/rewriter.ts";
+import { addConstant, eraseConstantIfUnused, insertBefore, replaceConstant, replaceOp } from "../ir/rewriter.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, int64Tensor, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type ChannelGroup, channelGroups, channelGroupsAnalysis, channelSlice } from "./analysis/channel_groups.ts";
@@ -204,7 +205,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
       layers[pr.op.name] = { before: pr.size, after: keptIn(p.kept, pr.offset, pr.size).length };
     }
     if (p.kept.length === p.group.size) continue;
-    if (options.compensate) compensate(graph, p);
+    if (options.compensate) compensate(p);
     applyPlan(p);
   }
   let selectionsKept = 0;
@@ -259,8 +260,13 @@ function insertSelection(graph: Graph, bn: Op): Op {
   const c = dims(x)[1];
   const idx = addConstant(graph, `${bn.name}.select`, int64Tensor([...Array(c).keys()]));
   const out = new Value(graph.freshName(`${x.name}.select`), x.type);
-  const gather = new Op({ name: out.name, type: "Gather", operands: [x, idx], results: [out] });
-  gather.attributes.set("axis", { kind: "int", value: 1 });
+  const gather = new Op({
+    name: out.name,
+    type: "Gather",
+    operands: [x, idx],
+    results: [out],
+    attributes: [["axis", attr.int(1)]],
+  });
   insertBefore(bn, gather);
   bn.setOperand(0, out);
   return gather;
@@ -268,9 +274,8 @@ function insertSelection(graph: Graph, bn: Op): Op {
 
 function removeSelection(gather: Op): void {
   const idx = gather.operand(1)!;
-  replaceAllUsesWith(gather.result, gather.operand(0)!);
-  eraseOp(gather);
-  if (idx.uses.length === 0) eraseValue(idx);
+  replaceOp(gather, [gather.operand(0)!], { names: "outputs" });
+  eraseConstantIfUnused(idx);
 }
 
 /** Per-channel score: |gamma| of the group's BNs, combined; NaN where no BN covers a channel. */
@@ -319,22 +324,12 @@ export function takeChannels(t: Tensor, axis: number, idx: readonly number[], bl
   return { dtype: t.dtype, shape, data: out };
 }
 
-/** Replace constant operand `i` of `op` by `t` (a fresh constant; the old one is erased when unused). */
+/**
+ * Replace constant operand `i` of `op` by `t`; the old one is erased when unused, and the thinner tensor takes
+ * over its name, so reports and IR dumps still say `conv1.weight`. A bias that was absent is named `<op>.bias`.
+ */
 function setConstant(op: Op, i: number, t: Tensor): void {
-  const old = op.operand(i);
-  const graph = op.graph!;
-  const fresh = addConstant(graph, old?.name ?? `${op.name}.bias`, t);
-  if (i < op.operands.length) op.setOperand(i, fresh);
-  else {
-    while (op.operands.length < i) op.addOperand(null);
-    op.addOperand(fresh);
-  }
-  if (old && old.uses.length === 0 && old.producer === null && !graph.inputs.includes(old)) {
-    // The thinner tensor takes over the name, so reports and IR dumps still say `conv1.weight`.
-    const name = old.name;
-    eraseValue(old);
-    renameValue(fresh, name);
-  }
+  replaceConstant(op, i, t, op.operand(i) === null ? { name: `${op.name}.bias` } : {});
 }
 
 function sliceOperand(op: Op, i: number, axis: number, idx: readonly number[], block = 1): void {
@@ -371,7 +366,7 @@ function applyPlan(p: Plan): void {
     else if (m.role === "depthwise") {
       sliceOperand(op, 1, 0, idx);
       sliceOperand(op, 2, 0, idx);
-      op.attributes.set("group", { kind: "int", value: idx.length });
+      op.attributes.set("group", attr.int(idx.length));
     } else if (m.role === "param") {
       const c = op.operand(m.paramOperand!)!.constant!;
       const rank = dims(op.result).length;
@@ -385,7 +380,7 @@ function applyPlan(p: Plan): void {
         off += n;
       }
       if (op.operand(1)) setConstant(op, 1, int64Tensor(sizes));
-      else op.attributes.set("split", { kind: "ints", value: sizes });
+      else op.attributes.set("split", attr.ints(sizes));
     } else if (m.role === "slice") {
       const sl = channelSlice(op, m.size)!;
       const below = (v: number): number => idx.filter((i) => i < v).length;
@@ -420,7 +415,7 @@ function groupInput(p: Plan, consumer: Op): Value {
  * pruned (gamma ~ 0: the BN emits beta), pushed through the pass-through ops;
  * NaN where unknown. Then add the pruned channels' contribution to the consumers' bias.
  */
-function compensate(graph: Graph, p: Plan): void {
+function compensate(p: Plan): void {
   const vecs = new Map<Value, Float64Array>();
   const channels = (v: Value): number => dims(v)[1];
   const get = (v: Value | null): Float64Array => (v && vecs.get(v)) ?? new Float64Array(v ? channels(v) : 0).fill(NaN);
@@ -498,7 +493,7 @@ function compensate(graph: Graph, p: Plan): void {
       case "Mul":
       case "Sub":
       case "Div": {
-        const cst = op.operands.find((v): v is Value => v !== null && v.constant !== null && !graph.inputs.includes(v));
+        const cst = op.operands.find(isConstant);
         if (cst === undefined) {
           out.fill(0);
           for (const v of op.operands) {
@@ -584,7 +579,7 @@ function compensate(graph: Graph, p: Plan): void {
         setConstant(op, 2, fromFloat64(bias.constant.dtype, bias.constant.shape, b));
       } else if (!bias) {
         setConstant(op, 2, fromFloat64(w.dtype, [out], delta));
-        op.attributes.set("beta", { kind: "float", value: 1 });
+        op.attributes.set("beta", attr.float(1));
       }
     }
   }
@@ -595,13 +590,7 @@ function recalibrateBn(module: Module, ctx: PassContext): void {
   const graph = module.graph;
   for (const bn of graph.ops.filter((op) => op.type === "BatchNormalization")) {
     const x = bn.operand(0)!;
-    graph.outputs.push(x);
-    let t: Tensor;
-    try {
-      t = interpret(module, ctx.calibration!, { registry: ctx.ops })[x.name];
-    } finally {
-      graph.outputs.pop();
-    }
+    const t = interpret(module, ctx.calibration!, { registry: ctx.ops, probes: [x] })[x.name];
     const [n, c] = t.shape;
     const inner = t.shape.slice(2).reduce((a, b) => a * b, 1);
     const d = toFloat64(t);

@@ -5,13 +5,14 @@
  * globally (budget), optionally minimizing the output error on calibration data.
  * @module
  */
-import { type Graph, Op, Value } from "../ir/graph.ts";
+import { attr } from "../ir/attributes.ts";
+import { isConstant, isDefaultDomain, Op, Value } from "../ir/graph.ts";
 import { Interpreter } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
-import { addConstant, eraseValue, insertBefore } from "../ir/rewriter.ts";
+import { addConstant, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
-import { type Dim, isTensorType, type TensorType } from "../ir/types.ts";
+import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/types.ts";
 import { cholesky, exactSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
@@ -262,8 +263,6 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
   },
 });
 
-const FLOAT_DTYPES: ReadonlySet<string> = new Set(["f16", "bf16", "f32", "f64"]);
-
 function staticShape(v: Value | null): number[] | null {
   const t = v?.type ?? null;
   if (!isTensorType(t) || t.shape === null) return null;
@@ -273,13 +272,12 @@ function staticShape(v: Value | null): number[] | null {
 /** Every FC and groups=1 Conv with a constant float weight, in graph order. */
 function collectLayers(module: Module, mode: string, log: (message: string) => void): Layer[] {
   const graph = module.graph;
-  const inputs = new Set(graph.inputs);
   const layers: Layer[] = [];
   for (const op of graph.ops) {
-    if (op.domain !== "" && op.domain !== "ai.onnx") continue;
+    if (!isDefaultDomain(op.domain)) continue;
     if (op.type !== "Gemm" && op.type !== "MatMul" && op.type !== "Conv") continue;
     const weight = op.operand(1);
-    if (weight === null || weight.constant === null || inputs.has(weight)) continue;
+    if (!isConstant(weight)) continue;
     const w = weight.constant;
     if (!FLOAT_DTYPES.has(w.dtype)) continue;
     const values = toFloat64(w);
@@ -560,21 +558,15 @@ function inputCovariances(
   calibration: Readonly<Record<string, Tensor>>,
   ctx: PassContext,
 ): Map<Op, Float64Array> {
-  const graph = module.graph;
   const result = new Map<Op, Float64Array>();
   if (layers.length === 0) return result;
-  const saved = [...graph.outputs];
   const probes = layers.map((l) => l.op.operand(0)!);
   let activations: Record<string, Tensor>;
   try {
-    for (const v of probes) if (!graph.outputs.includes(v)) graph.outputs.push(v);
-    activations = new Interpreter(module, { registry: ctx.ops }).run(calibration);
+    activations = new Interpreter(module, { registry: ctx.ops, probes }).run(calibration);
   } catch (e) {
     ctx.emit("warning", `calibration run failed (${e instanceof Error ? e.message : e}); no output errors`);
     return result;
-  } finally {
-    graph.outputs.length = 0;
-    graph.outputs.push(...saved);
   }
   for (const l of layers) {
     const x = activations[l.op.operand(0)!.name];
@@ -642,13 +634,6 @@ function convPatches(op: Op, x: Tensor, wShape: readonly number[]): { data: Floa
   return { data, count: row };
 }
 
-/** A fresh op name derived from `base`. */
-function freshOpName(graph: Graph, base: string): string {
-  const names = new Set(graph.ops.map((o) => o.name));
-  if (!names.has(base)) return base;
-  for (let i = 1;; i++) if (!names.has(`${base}.${i}`)) return `${base}.${i}`;
-}
-
 function withDim(type: TensorType | null, axis: number, size: number): TensorType | null {
   if (type === null || type.shape === null) return null;
   const shape = [...type.shape];
@@ -668,18 +653,6 @@ function rewrite(l: Layer, p: Float64Array, q: Float64Array, k: number, opset: n
   const input = op.operand(0)!;
   const base = op.name === "" ? l.weight.name : op.name;
   const resultType = isTensorType(op.result.type) ? op.result.type : null;
-  const attrs = (entries: [string, number | readonly number[]][]): [
-    string,
-    { kind: "int"; value: number } | {
-      kind: "ints";
-      value: readonly number[];
-    },
-  ][] =>
-    entries.map(([name, v]) =>
-      typeof v === "number"
-        ? [name, { kind: "int", value: v }]
-        : [name, { kind: "ints", value: v as readonly number[] }]
-    );
   let first: Op;
   const mid = (type: TensorType | null): Value => new Value(graph.freshName(`${op.result.name}.svd`), type);
   if (l.kind === "gemm") {
@@ -691,18 +664,18 @@ function rewrite(l: Layer, p: Float64Array, q: Float64Array, k: number, opset: n
       ? [addConstant(graph, `${base}.svd.zero`, fromFloat64(dtype, [k], new Float64Array(k)))]
       : [];
     first = new Op({
-      name: freshOpName(graph, `${base}.svd`),
+      name: graph.freshOpName(`${base}.svd`),
       type: "Gemm",
       operands: [input, v, ...zero],
       results: [mid(withDim(resultType, 1, k))],
-      attributes: attrs(transA ? [["transA", 1], ["transB", 1]] : [["transB", 1]]),
+      attributes: transA ? [["transA", attr.int(1)], ["transB", attr.int(1)]] : [["transB", attr.int(1)]],
     });
     insertBefore(op, first);
     op.setOperand(0, first.result);
     op.setOperand(1, u);
     op.attributes.delete("transA");
     op.attributes.delete("alpha");
-    op.attributes.set("transB", { kind: "int", value: 1 });
+    op.attributes.set("transB", attr.int(1));
   } else if (l.kind === "matmul") {
     const vt = new Float64Array(l.cols * k);
     for (let i = 0; i < k; i++) for (let j = 0; j < l.cols; j++) vt[j * k + i] = q[i * l.cols + j];
@@ -711,7 +684,7 @@ function rewrite(l: Layer, p: Float64Array, q: Float64Array, k: number, opset: n
     const v = addConstant(graph, `${base}.svd.v`, fromFloat64(dtype, [l.cols, k], vt));
     const u = addConstant(graph, `${base}.svd.u`, fromFloat64(dtype, [k, l.rows], ut));
     first = new Op({
-      name: freshOpName(graph, `${base}.svd`),
+      name: graph.freshOpName(`${base}.svd`),
       type: "MatMul",
       operands: [input, v],
       results: [mid(withDim(resultType, -1, k))],
@@ -725,7 +698,7 @@ function rewrite(l: Layer, p: Float64Array, q: Float64Array, k: number, opset: n
     const v = addConstant(graph, `${base}.svd.v`, fromFloat64(dtype, [k, ...wShape.slice(1)], q));
     const u = addConstant(graph, `${base}.svd.u`, fromFloat64(dtype, [l.rows, k, ...Array(spatialRank).fill(1)], p));
     first = new Op({
-      name: freshOpName(graph, `${base}.svd`),
+      name: graph.freshOpName(`${base}.svd`),
       type: "Conv",
       operands: [input, v],
       results: [mid(withDim(resultType, 1, k))],
@@ -737,10 +710,8 @@ function rewrite(l: Layer, p: Float64Array, q: Float64Array, k: number, opset: n
     op.attributes.delete("auto_pad");
     op.attributes.delete("group");
     const ones = Array(spatialRank).fill(1);
-    for (const [name, value] of attrs([["kernel_shape", ones], ["strides", ones], ["dilations", ones]])) {
-      op.attributes.set(name, value);
-    }
-    op.attributes.set("pads", { kind: "ints", value: Array(2 * spatialRank).fill(0) });
+    for (const name of ["kernel_shape", "strides", "dilations"]) op.attributes.set(name, attr.ints(ones));
+    op.attributes.set("pads", attr.ints(Array(2 * spatialRank).fill(0)));
   } else {
     const [cout, cin, kh, kw] = l.weight.constant!.shape;
     const [sh, sw] = op.ints("strides", [1, 1])!;
@@ -766,30 +737,31 @@ function rewrite(l: Layer, p: Float64Array, q: Float64Array, k: number, opset: n
       midType = { elem: midType.elem, shape: [...midType.shape!.slice(0, 3), inType.shape[3]] };
     } else midType = null;
     first = new Op({
-      name: freshOpName(graph, `${base}.svd`),
+      name: graph.freshOpName(`${base}.svd`),
       type: "Conv",
       operands: [input, v],
       results: [mid(midType)],
-      attributes: attrs([["kernel_shape", [kh, 1]], ["strides", [sh, 1]], ["pads", [pt, 0, pb, 0]], [
-        "dilations",
-        [dh, 1],
-      ]]),
+      attributes: [
+        ["kernel_shape", attr.ints([kh, 1])],
+        ["strides", attr.ints([sh, 1])],
+        ["pads", attr.ints([pt, 0, pb, 0])],
+        ["dilations", attr.ints([dh, 1])],
+      ],
     });
     insertBefore(op, first);
     op.setOperand(0, first.result);
     op.setOperand(1, h);
     op.attributes.delete("auto_pad");
     op.attributes.delete("group");
-    for (
-      const [name, value] of attrs([["kernel_shape", [1, kw]], ["strides", [1, sw]], ["pads", [0, pl, 0, pr]], [
-        "dilations",
-        [1, dw],
-      ]])
-    ) op.attributes.set(name, value);
+    const second: [string, number[]][] = [
+      ["kernel_shape", [1, kw]],
+      ["strides", [1, sw]],
+      ["pads", [0, pl, 0, pr]],
+      ["dilations", [1, dw]],
+    ];
+    for (const [name, value] of second) op.attributes.set(name, attr.ints(value));
   }
-  if (l.weight.uses.length === 0 && graph.constants.includes(l.weight) && !graph.outputs.includes(l.weight)) {
-    eraseValue(l.weight);
-  }
+  eraseConstantIfUnused(l.weight);
 }
 
 /**

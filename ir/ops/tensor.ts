@@ -19,7 +19,7 @@ import {
   type TensorData,
   toFloat64,
 } from "../tensor.ts";
-import { type Dim, type DType, dtypeFromOnnx, type ElementType, type TensorType } from "../types.ts";
+import { type Dim, type DType, dtypeFromOnnx, type ElementType, FLOAT_DTYPES, type TensorType } from "../types.ts";
 import {
   broadcastShapes,
   dimMul,
@@ -1854,8 +1854,6 @@ function identityTaps(taps: Taps, inLen: number): boolean {
   }
   return true;
 }
-
-const FLOAT_DTYPES: ReadonlySet<DType> = new Set(["f32", "f64", "f16", "bf16"]);
 
 function resizeInfer(op: Op, ctx: InferContext): (TensorType | null)[] {
   const t = typeAt(ctx, 0);

@@ -6,7 +6,7 @@
  * out of one rule. Passes choose indices; this module only says what is coupled.
  * @module
  */
-import type { Op, Value } from "../../ir/graph.ts";
+import { isConstant, isDefaultDomain, type Op, type Value } from "../../ir/graph.ts";
 import type { Module } from "../../ir/module.ts";
 import { intValues } from "../../ir/ops/common.ts";
 import { isTensorType } from "../../ir/types.ts";
@@ -158,7 +158,7 @@ export function channelGroups(module: Module): ChannelGroupsResult {
   const conflicts = new Map<Value, string>();
 
   const channelsOf = (v: Value | null): number | null => {
-    if (v === null || v.constant !== null && !graph.inputs.includes(v)) return null;
+    if (v === null || isConstant(v)) return null;
     const t = v.type;
     if (!isTensorType(t) || t.shape === null || t.shape.length < 2) return null;
     const c = t.shape[1];
@@ -206,7 +206,8 @@ export function channelGroups(module: Module): ChannelGroupsResult {
     node(v);
     barriers.push({ value: v, op: typeof op === "string" ? op : op.name, reason });
   };
-  const isConst = (v: Value | null): boolean => v === null || v.constant !== null && !graph.inputs.includes(v);
+  /** An omitted operand or a constant. */
+  const isConst = (v: Value | null): boolean => v === null || isConstant(v);
   const barAll = (op: Op, reason: string): void => {
     for (const v of op.operands) bar(v, op, reason);
     for (const r of op.results) bar(r, op, reason);
@@ -215,7 +216,7 @@ export function channelGroups(module: Module): ChannelGroupsResult {
 
   for (const v of graph.inputs) bar(v, v.name, "graph input");
   for (const op of graph.ops) {
-    if (op.domain !== "" && op.domain !== "ai.onnx") {
+    if (!isDefaultDomain(op.domain)) {
       barAll(op, `op "${op.name}" (${op.qualifiedType}) has no channel rule`);
       continue;
     }
