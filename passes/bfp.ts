@@ -27,7 +27,7 @@ import { BFP_DOMAIN, bfpElementType, bfpLayerPlan } from "../ir/bfp/plan.ts";
 import { quantizeWeights } from "../ir/bfp/quantize.ts";
 import { type Graph, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
-import { eraseValue, insertBefore } from "../ir/rewriter.ts";
+import { eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
 import { shapeSize, type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
 import { isTensorType, type TensorType } from "../ir/types.ts";
 import { db, layerErrorStats, runWithProbes, sqnr } from "./analysis/bfp_error.ts";
@@ -369,7 +369,7 @@ function lower(
   op.attributes.set("accumulator", attr.int(accumulator));
   op.attributes.set("rounding", attr.string(format.rounding));
   if (format.rounding === "stochastic") op.attributes.set("seed", attr.int(format.seed));
-  for (const v of old) if (v.graph !== null && v.isDead && v.constant !== null) eraseValue(v);
+  for (const v of old) eraseConstantIfUnused(v);
   const { bias: exponentBias } = exponentRange(format);
   return {
     kind: layer.kind,

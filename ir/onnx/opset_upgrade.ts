@@ -6,9 +6,9 @@
  * @module
  */
 import { attr } from "../attributes.ts";
-import { type Graph, Op, Value } from "../graph.ts";
+import { type Graph, isDefaultDomain, Op, Value } from "../graph.ts";
 import { opError } from "../ops/common.ts";
-import { addConstant, eraseOp, insertBefore, renameValue, subgraphsOf } from "../rewriter.ts";
+import { addConstant, insertBefore, replaceOp, subgraphsOf } from "../rewriter.ts";
 import { int64Tensor, type Tensor, tensor } from "../tensor.ts";
 import { isTensorType } from "../types.ts";
 
@@ -119,8 +119,8 @@ const ADAPTERS: Readonly<Record<string, Adapter>> = {
     const min = op.float("min"), max = op.float("max");
     op.attributes.delete("min");
     op.attributes.delete("max");
-    if (min !== undefined) setOperand(op, 1, addConstant(graph, `${op.name}.min`, scalarLike(op, min)));
-    if (max !== undefined) setOperand(op, 2, addConstant(graph, `${op.name}.max`, scalarLike(op, max)));
+    if (min !== undefined) op.setOptionalOperand(1, addConstant(graph, `${op.name}.min`, scalarLike(op, min)));
+    if (max !== undefined) op.setOptionalOperand(2, addConstant(graph, `${op.name}.max`, scalarLike(op, max)));
   },
   "Dropout-12": (op, graph) => scalarAttributeToInput(op, graph, "ratio", 1),
   "BatchNormalization-9": (op) => {
@@ -170,7 +170,7 @@ function attributeToInput(op: Op, graph: Graph, name: string, index: number): vo
   op.attributes.delete(name);
   if (a.kind !== "ints" && a.kind !== "int") throw opError(op, `attribute "${name}" must be ints, found ${a.kind}`);
   const values = a.kind === "ints" ? a.value : [a.value];
-  setOperand(op, index, addConstant(graph, `${op.name || op.type}.${name}`, int64Tensor(values)));
+  op.setOptionalOperand(index, addConstant(graph, `${op.name || op.type}.${name}`, int64Tensor(values)));
 }
 
 /** Move float attribute `name` to operand `index` as a scalar of the input's element type. */
@@ -178,7 +178,7 @@ function scalarAttributeToInput(op: Op, graph: Graph, name: string, index: numbe
   const value = op.float(name);
   if (value === undefined) return;
   op.attributes.delete(name);
-  setOperand(op, index, addConstant(graph, `${op.name || op.type}.${name}`, scalarLike(op, value)));
+  op.setOptionalOperand(index, addConstant(graph, `${op.name || op.type}.${name}`, scalarLike(op, value)));
 }
 
 /** A scalar of operand 0's float dtype (f32 when unknown). */
@@ -188,12 +188,6 @@ function scalarLike(op: Op, value: number): Tensor {
   if (elem === "f32") return tensor("f32", [], new Float32Array([value]));
   if (elem === "f64") return tensor("f64", [], new Float64Array([value]));
   throw opError(op, `cannot move a scalar attribute to an input for element type ${JSON.stringify(elem)}`);
-}
-
-function setOperand(op: Op, index: number, value: Value): void {
-  while (op.operands.length < index) op.addOperand(null);
-  if (op.operands.length === index) op.addOperand(value);
-  else op.setOperand(index, value);
 }
 
 /**
@@ -234,10 +228,7 @@ function softmaxAxis(op: Op, graph: Graph): void {
   );
   const reshaped = new Value(graph.freshName(`${y.name}.reshaped`), y.type);
   insertBefore(op, new Op({ name: `${base}.reshape`, type: "Reshape", operands: [rows, shape], results: [reshaped] }));
-  for (const use of [...y.uses]) use.op.setOperand(use.index, reshaped);
-  for (let i = 0; i < graph.outputs.length; i++) if (graph.outputs[i] === y) graph.outputs[i] = reshaped;
-  eraseOp(op);
-  renameValue(reshaped, y.name);
+  replaceOp(op, [reshaped]);
 }
 
 /** What {@linkcode upgradeOpset} raises, and why. */
@@ -285,7 +276,7 @@ export function upgradeOpset(graph: Graph, upgrade: OpsetUpgrade): void {
   const skip = upgrade.skip ?? new Set<Op>();
   for (const op of [...graph.ops]) {
     for (const a of op.attributes.values()) for (const g of subgraphsOf(a)) upgradeOpset(g, upgrade);
-    if ((op.domain !== "" && op.domain !== "ai.onnx") || skip.has(op)) continue;
+    if (!isDefaultDomain(op.domain) || skip.has(op)) continue;
     const deprecated = DEPRECATED[op.type];
     if (deprecated !== undefined) {
       throw opError(op, `${deprecated}; it has no opset ${to} form for ${purpose}`);

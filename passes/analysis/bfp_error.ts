@@ -41,26 +41,15 @@ export function db(v: number): StatValue {
   return Number.isFinite(v) ? Math.round(v * 100) / 100 : "inf";
 }
 
-/**
- * Run the module on `feeds` and return the tensors of `values` (graph outputs or not); the graph is unchanged
- * afterwards.
- */
+/** Run the module on `feeds` and return the tensors of `values` (graph outputs or not). */
 export function runWithProbes(
   module: Module,
   values: readonly Value[],
   feeds: Readonly<Record<string, Tensor>>,
   ops: OpRegistry,
 ): Map<Value, Tensor> {
-  const graph = module.graph;
-  const saved = [...graph.outputs];
-  try {
-    for (const v of values) if (!graph.outputs.includes(v)) graph.outputs.push(v);
-    const out = new Interpreter(module, { registry: ops }).run(feeds);
-    return new Map(values.map((v) => [v, out[v.name]]));
-  } finally {
-    graph.outputs.length = 0;
-    graph.outputs.push(...saved);
-  }
+  const out = new Interpreter(module, { registry: ops, probes: values }).run(feeds);
+  return new Map(values.map((v) => [v, out[v.name]]));
 }
 
 /**

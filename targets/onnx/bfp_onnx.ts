@@ -31,6 +31,7 @@ import {
   eraseValue,
   insertBefore,
   renameValue,
+  replaceOp,
   subgraphsOf,
 } from "../../ir/rewriter.ts";
 import { int64Tensor, type Tensor, tensor } from "../../ir/tensor.ts";
@@ -257,10 +258,7 @@ class Legalizer {
         new Op({ name: op.name, type: op.type, operands: [fq, w, ...bias], results: [result], attributes }),
       ),
     );
-    for (const use of [...y.uses]) use.op.setOperand(use.index, result);
-    for (let i = 0; i < graph.outputs.length; i++) if (graph.outputs[i] === y) graph.outputs[i] = result;
-    eraseOp(op);
-    renameValue(result, y.name);
+    replaceOp(op, [result]);
   }
 
   /** `DequantizeLinear(wm, 2^(we - (L-2)))`: per-axis (axis 0) for block 0, blocked along axis 1 otherwise. */
