@@ -53,7 +53,7 @@ export { Graph, isConstant, isDefaultDomain, Op, type Use, Value } from "./ir/gr
 export { Module } from "./ir/module.ts";
 export type { InferContext, KernelContext, OpDef } from "./ir/op_def.ts";
 export { OpRegistry } from "./ir/op_def.ts";
-export { builtinOps } from "./ir/ops/builtin.ts";
+export { builtinOps } from "./ir/builtin_ops.ts";
 export { intValues, opError } from "./ir/ops/common.ts";
 export type { GemmArgs } from "./ir/ops/gemm_kernel.ts";
 export { gemm } from "./ir/ops/gemm_kernel.ts";

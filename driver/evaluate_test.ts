@@ -3,7 +3,7 @@ import { evaluate, evaluateOnnx, type EvaluationResult } from "./evaluate.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { Module } from "../ir/module.ts";
 import { OpRegistry } from "../ir/op_def.ts";
-import { builtinOps } from "../ir/ops/builtin.ts";
+import { builtinOps } from "../ir/builtin_ops.ts";
 import { exportOnnx } from "../ir/onnx/export.ts";
 import { inferShapes } from "../ir/shape.ts";
 import type { Tensor } from "../ir/tensor.ts";

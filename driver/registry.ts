@@ -5,7 +5,7 @@
  * @module
  */
 import type { OpDef, OpRegistry } from "../ir/op_def.ts";
-import { builtinOps } from "../ir/ops/builtin.ts";
+import { builtinOps } from "../ir/builtin_ops.ts";
 import type { OptionSchema } from "../passes/options.ts";
 import type { Pass, PassLookup } from "../passes/pass.ts";
 import type { Target } from "../targets/target.ts";

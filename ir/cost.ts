@@ -8,7 +8,7 @@
 import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import type { OpRegistry } from "./op_def.ts";
-import { builtinOps } from "./ops/builtin.ts";
+import { builtinOps } from "./builtin_ops.ts";
 import { type Dim, elementBits, isTensorType, type TensorType } from "./types.ts";
 
 /** Cost of one op (a "layer" in reports). */

@@ -7,7 +7,7 @@
 import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import type { OpDef, OpRegistry } from "./op_def.ts";
-import { builtinOps } from "./ops/builtin.ts";
+import { builtinOps } from "./builtin_ops.ts";
 import type { Tensor } from "./tensor.ts";
 import { type Dim, elementTypeToString, isTensorType } from "./types.ts";
 

@@ -8,7 +8,7 @@
 import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import type { InferContext, OpRegistry } from "./op_def.ts";
-import { builtinOps } from "./ops/builtin.ts";
+import { builtinOps } from "./builtin_ops.ts";
 import { opError } from "./ops/common.ts";
 import type { Tensor } from "./tensor.ts";
 import { type Dim, isTensorType, sameElementType, sameShape, type TensorType, typeToString } from "./types.ts";

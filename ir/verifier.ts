@@ -8,7 +8,7 @@
 import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import { type OpDef, OpRegistry } from "./op_def.ts";
-import { builtinOps } from "./ops/builtin.ts";
+import { builtinOps } from "./builtin_ops.ts";
 import { opError } from "./ops/common.ts";
 import { cloneModule, subgraphsOf } from "./rewriter.ts";
 import { inferShapes } from "./shape.ts";

@@ -3,7 +3,7 @@ import type { Attribute } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
 import { Module } from "../ir/module.ts";
-import { builtinOps } from "../ir/ops/builtin.ts";
+import { builtinOps } from "../ir/builtin_ops.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import { bfpOptions, bfpPass } from "./bfp.ts";

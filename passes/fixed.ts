@@ -56,7 +56,7 @@ export const fixedOptions = {
  * import assert from "node:assert/strict";
  * import { Graph, Op, Value } from "../ir/graph.ts";
  * import { Module } from "../ir/module.ts";
- * import { builtinOps } from "../ir/ops/builtin.ts";
+ * import { builtinOps } from "../ir/builtin_ops.ts";
  * import { float32Tensor } from "../ir/tensor.ts";
  * import { defaultOptions } from "./options.ts";
  * import { fixedOptions, fixedPass } from "./fixed.ts";

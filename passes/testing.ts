@@ -6,7 +6,7 @@
  */
 import type { Module } from "../ir/module.ts";
 import type { OpRegistry } from "../ir/op_def.ts";
-import { builtinOps } from "../ir/ops/builtin.ts";
+import { builtinOps } from "../ir/builtin_ops.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import type { Analysis, Diagnostic, PassContext, StatValue } from "./pass.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { parseModule } from "../ir/parser.ts";
 import { OpRegistry } from "../ir/op_def.ts";
-import { builtinOps } from "../ir/ops/builtin.ts";
+import { builtinOps } from "../ir/builtin_ops.ts";
 import { float32Tensor } from "../ir/tensor.ts";
 import type { Analysis } from "./pass.ts";
 import { testPassContext } from "./testing.ts";

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { interpret } from "../ir/interpreter.ts";
-import { builtinOps } from "../ir/ops/builtin.ts";
+import { builtinOps } from "../ir/builtin_ops.ts";
 import { importOnnx } from "../ir/onnx/import.ts";
 import { backendDataAvailable, listBackendCases, loadDataSets } from "./onnx_backend.ts";
 import { compareTensors } from "./tensor_compare.ts";

@@ -73,3 +73,14 @@ Deno.test("ir/ imports nothing from passes/, targets/, driver/ or the root", () 
 Deno.test("passes/ imports nothing from targets/, driver/ or the root", () => {
   assert.deepEqual(upwardImports(["passes"]), []);
 });
+
+Deno.test("ir/ops/ imports nothing from ir/bfp/ (the BFP package builds on the float ops, not the reverse)", () => {
+  const problems: string[] = [];
+  for (const file of tsFiles("ir/ops")) {
+    for (const specifier of importsOf(readFileSync(join(ROOT, file), "utf8"))) {
+      const target = relative(ROOT, resolve(ROOT, dirname(file), specifier)).replaceAll("\\", "/");
+      if (target.startsWith("ir/bfp/") || target === "ir/builtin_ops.ts") problems.push(`${file} imports ${target}`);
+    }
+  }
+  assert.deepEqual(problems, []);
+});
