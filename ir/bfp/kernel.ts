@@ -32,6 +32,11 @@ export interface BfpLayerResult {
   readonly shape: number[];
   /** Outputs whose accumulator saturated. */
   readonly saturations: number;
+  /**
+   * With `integers`: the saturated accumulator of every output, an exact integer, and its unit `u_acc`, so
+   * `y = accumulators · 2^units` (what an integer datapath computes; golden vectors for hardware).
+   */
+  readonly integers?: { readonly accumulators: Float64Array; readonly units: Int32Array };
 }
 
 /** Scratch buffers reused across calls (the interpreter is synchronous). */
@@ -106,9 +111,15 @@ const UNIT = Float64Array.from({ length: 2 * UNIT_OFFSET + 1 }, (_, i) => pow2(i
  *   results: [new Value("y")] }));
  * const x8 = { mantissas: new Int8Array([64, 32]), exponents: new Int8Array([0]), shape: [1, 2] }; // [1, 0.5]
  * assert.deepEqual([...bfpLayer(bfpLayerPlan(fc), x8).y], [4.25]);
+ * const { integers } = bfpLayer(bfpLayerPlan(fc), x8, { integers: true });
+ * assert.deepEqual([integers!.accumulators[0] * 2 ** integers!.units[0]], [4.25]);
  * ```
  */
-export function bfpLayer(plan: BfpLayerPlan, x: BfpActivation): BfpLayerResult {
+export function bfpLayer(
+  plan: BfpLayerPlan,
+  x: BfpActivation,
+  options: { readonly integers?: boolean } = {},
+): BfpLayerResult {
   const { geometry: g, outShape } = bfpLayerGeometry(plan, x.shape);
   const { format, group, inChannels: c, outChannels: o } = plan;
   const { mantissas: xm, exponents: xe } = x;
@@ -124,6 +135,9 @@ export function bfpLayer(plan: BfpLayerPlan, x: BfpActivation): BfpLayerResult {
   const rng = format.rounding === "stochastic" ? splitmix32(format.seed) : undefined;
   const table = tapIndex(g);
   const y = new Float64Array(batch * o * positions);
+  const integers = options.integers === true
+    ? { accumulators: new Float64Array(y.length), units: new Int32Array(y.length) }
+    : undefined;
   const acc = new Float64Array(og * positions);
   const unitMax = new Int32Array(og * positions);
   let saturations = 0;
@@ -212,11 +226,12 @@ export function bfpLayer(plan: BfpLayerPlan, x: BfpActivation): BfpLayerResult {
           if (a > hi) (a = hi), saturations++;
           else if (a < lo) (a = lo), saturations++;
           y[out + p] = a * UNIT[UNIT_OFFSET + unit];
+          if (integers !== undefined) (integers.accumulators[out + p] = a), (integers.units[out + p] = unit);
         }
       }
     }
   }
-  return { y, shape: outShape, saturations };
+  return integers === undefined ? { y, shape: outShape, saturations } : { y, shape: outShape, saturations, integers };
 
   /** Units `ex - (L-2)` of the input block read by chunk (j, t) at each output position. */
   function inputUnits(out: Int32Array, n: number, gi: number, j: number, t: number): void {

@@ -442,3 +442,23 @@ Deno.test("ai.bfp Quantize with static_exponent runs in the interpreter and the 
   q.attributes.set("block", attr.int(4));
   assert.match(verifyModuleDiagnostics(m)[0].message, /static_exponent \(fixed point\) needs block 0, found block 4/);
 });
+
+Deno.test("bfpLayer() integers: saturated integer accumulators and their units reproduce every output", () => {
+  const cs = CASES[1];
+  const format = bfpFormat({ mantissaBits: 6 });
+  const xv = gaussian(cs.n * cs.c * cs.h * cs.w, 3, 2);
+  const x = quantizeActivations(xv, [cs.n, cs.c, cs.h, cs.w], format, { block: 2, group: cs.group }, "x");
+  const w = weightsOf(cs, gaussian(cs.o * (cs.c / cs.group) * cs.k * cs.k, 4, 0.1), format, 2);
+  const plan = convPlan(cs, w, gaussian(cs.o, 5, 0.5), format, 2, 14);
+  const r = bfpLayer(plan, { ...x, shape: [cs.n, cs.c, cs.h, cs.w] }, { integers: true });
+  const { accumulators, units } = r.integers!;
+  let saturated = 0;
+  for (let i = 0; i < r.y.length; i++) {
+    assert.ok(Number.isInteger(accumulators[i]), `output ${i}: ${accumulators[i]}`);
+    assert.ok(accumulators[i] >= plan.accumulator.min && accumulators[i] <= plan.accumulator.max);
+    if (accumulators[i] === plan.accumulator.min || accumulators[i] === plan.accumulator.max) saturated++;
+    assert.equal(accumulators[i] * 2 ** units[i], r.y[i]);
+  }
+  assert.equal(saturated, r.saturations);
+  assert.equal(bfpLayer(plan, { ...x, shape: [cs.n, cs.c, cs.h, cs.w] }).integers, undefined);
+});
