@@ -145,6 +145,21 @@ export type { Artifacts, Target, TargetContext } from "./targets/target.ts";
 export { defineTarget } from "./targets/target.ts";
 export { builtinTargets } from "./targets/builtin.ts";
 export { onnxTarget, onnxTargetOptions } from "./targets/onnx/onnx_target.ts";
+export { bram18Blocks, FPGA_GENERATOR, fpgaTarget, fpgaTargetOptions } from "./targets/fpga/fpga_target.ts";
+export type {
+  DescriptorKey,
+  FpgaBias,
+  FpgaDescriptor,
+  FpgaImage,
+  FpgaImageFormat,
+  FpgaLayerKind,
+  FpgaLayerRecord,
+  FpgaLayout,
+  FpgaSegment,
+  FpgaWeights,
+  SegmentKind,
+} from "./targets/fpga/image.ts";
+export { DESCRIPTOR_KEYS, fpgaCrc32, OPCODES, readFpgaImage } from "./targets/fpga/image.ts";
 
 // Block floating point and fixed point: the numbers, the layer plans every target reads, the golden kernel.
 export type { BfpExponentRule, BfpFormat, BfpRng, BfpRounding } from "./ir/bfp/format.ts";

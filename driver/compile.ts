@@ -14,7 +14,7 @@ import { verifyModule } from "../ir/verifier.ts";
 import { builtinPasses } from "../passes/builtin.ts";
 import { runPipeline, type RunPipelineOptions } from "../passes/manager.ts";
 import { kebabCase, type OptionSchema, type OptionValues } from "../passes/options.ts";
-import type { Severity } from "../passes/pass.ts";
+import type { Severity, StatValue } from "../passes/pass.ts";
 import { parseElement, parsePipeline, printPipeline } from "../passes/pipeline.ts";
 import { builtinTargets } from "../targets/builtin.ts";
 import type { Artifacts, Target } from "../targets/target.ts";
@@ -171,7 +171,9 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
   const accuracyAfter = evaluateModule();
 
   const emitStart = performance.now();
-  const { artifacts, diagnostics } = await emitArtifacts(target, targetOptions, module, modelName);
+  const pipeline = printPipeline(steps);
+  const provenance = { pipeline, inputSha256: await sha256Hex(model) };
+  const { artifacts, diagnostics, stats } = await emitArtifacts(target, targetOptions, module, modelName, provenance);
   const emitMs = performance.now() - emitStart;
 
   const report = await buildReport({
@@ -180,13 +182,14 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
       producer: `${module.producerName} ${module.producerVersion}`.trim(),
       opsets: opsetsBefore,
     },
-    pipeline: printPipeline(steps),
+    pipeline,
     target: {
       name: target.name,
       options: Object.fromEntries(
         Object.entries(targetOptions).filter(([, v]) => v !== undefined).map(([k, v]) => [kebabCase(k), v]),
       ),
       diagnostics,
+      stats,
     },
     passes: records,
     before,
@@ -253,16 +256,22 @@ async function emitArtifacts(
   options: OptionValues<OptionSchema>,
   module: Module,
   modelName: string,
-): Promise<{ artifacts: Artifacts; diagnostics: TargetDiagnostic[] }> {
+  provenance: { pipeline: string; inputSha256: string },
+): Promise<{ artifacts: Artifacts; diagnostics: TargetDiagnostic[]; stats: Record<string, StatValue> }> {
   const errors: string[] = [];
   const diagnostics: TargetDiagnostic[] = [];
+  const stats: Record<string, StatValue> = {};
   let artifacts: Artifacts;
   try {
     artifacts = await target.emit(module, options, {
       modelName,
+      ...provenance,
       emit(severity: Severity, message: string) {
         if (severity === "error") errors.push(message);
         else diagnostics.push({ severity, message });
+      },
+      stat(name: string, value: StatValue) {
+        stats[name] = value;
       },
     });
   } catch (e) {
@@ -274,5 +283,10 @@ async function emitArtifacts(
     const more = errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length > 2 ? "s" : ""})` : "";
     throw new Error(`target "${target.name}" failed: ${errors[0]}${more}`);
   }
-  return { artifacts, diagnostics };
+  return { artifacts, diagnostics, stats };
+}
+
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -56,6 +56,8 @@ export interface TargetInfo {
   readonly options: Readonly<Record<string, unknown>>;
   /** Warnings and notes the target reported. */
   readonly diagnostics: readonly TargetDiagnostic[];
+  /** Structured results the target recorded (`TargetContext.stat`), present only when it recorded any. */
+  readonly stats?: Readonly<Record<string, StatValue>>;
 }
 
 /** Cost of one layer on one side of the compilation. */
@@ -200,6 +202,9 @@ export async function buildReport(parts: ReportParts): Promise<CompileReport> {
       name: parts.target.name,
       options: { ...parts.target.options },
       diagnostics: parts.target.diagnostics.map((d) => ({ ...d })),
+      ...(parts.target.stats === undefined || Object.keys(parts.target.stats).length === 0
+        ? {}
+        : { stats: { ...parts.target.stats } }),
     },
     passes: parts.passes.map((p) => ({
       name: p.name,

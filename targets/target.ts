@@ -5,7 +5,7 @@
  */
 import type { Module } from "../ir/module.ts";
 import type { OptionSchema, OptionValues } from "../passes/options.ts";
-import type { Severity } from "../passes/pass.ts";
+import type { Severity, StatValue } from "../passes/pass.ts";
 
 /** What a target gets besides its module and options. */
 export interface TargetContext {
@@ -13,6 +13,12 @@ export interface TargetContext {
   readonly modelName: string;
   /** Report a diagnostic. */
   emit(severity: Severity, message: string): void;
+  /** The canonical pipeline the module went through (`compile()` sets it), for targets that record provenance. */
+  readonly pipeline?: string;
+  /** SHA-256 (lowercase hex) of the input model's bytes, when the caller knows them (`compile()` sets it). */
+  readonly inputSha256?: string;
+  /** Record a structured result (estimates, sizes) in the report's `target.stats`; absent outside `compile()`. */
+  stat?(name: string, value: StatValue): void;
 }
 
 /** Artifacts by file name (relative, `/`-separated). */

@@ -229,3 +229,35 @@ Deno.test("compile.ts measures accuracy before and after with --eval and accepts
     assertError(await cli("--eval", `${x},${join(dir, "missing.npy")}`), /--eval: .*missing.npy/);
   });
 });
+
+Deno.test("compile.ts --target fpga writes the image, its companions and the manifest; bad input writes nothing", async () => {
+  await withTempDir(async (dir) => {
+    const model = join(MODELS, "mlp.onnx");
+    const passes = ["--passes", "fold-bn,canonicalize,dce,bfp"];
+    const run = await cli(model, ...passes, "--target", "fpga{pe=2,simd=4}", "--out", join(dir, "a"));
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /mlp: fold-bn,.*,bfp\{.* -> fpga\n/);
+    const files = listDir(join(dir, "a"));
+    assert.ok(files.includes("mlp.fpga.bin") && files.includes("mlp.manifest.json"), files.join(", "));
+    // Three Gemm layers, each with mantissa, exponent and bias memories in three formats.
+    assert.equal(files.filter((f) => /\.(coe|mif|mem)$/.test(f)).length, 3 * 3 * 3);
+    const { readFpgaImage } = await import("../mod.ts");
+    const image = readFpgaImage(await Deno.readFile(join(dir, "a", "mlp.fpga.bin")));
+    assert.equal(image.layers.filter((l) => l.kind === "gemm").length, 3);
+    const again = await cli(model, ...passes, "--target", "fpga{pe=2,simd=4}", "--out", join(dir, "b"));
+    assert.equal(again.code, 0, again.stderr);
+    for (const f of files) {
+      assert.deepEqual(await Deno.readFile(join(dir, "a", f)), await Deno.readFile(join(dir, "b", f)), f);
+    }
+
+    assertError(
+      await cli(model, "--target", "fpga", "--out", join(dir, "c")),
+      /is still float: run bfp \(or fixed\) first/,
+    );
+    assertError(
+      await cli(model, ...passes, "--target", "fpga{word-bits=4}", "--out", join(dir, "c")),
+      /word-bits=4 is below the mantissa width of 8 bits/,
+    );
+    assert.deepEqual(listDir(join(dir, "c")), [], "nothing written on error");
+  });
+});
