@@ -18,16 +18,27 @@ import { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.t
 import type { Tensor } from "./ir/tensor.ts";
 
 const DEFAULT_MODEL = new URL("./examples/models/vgg_sparse.onnx", import.meta.url).pathname;
+/**
+ * What `deno task compile` does with no MODEL: the product's main job on the bundled model, with its calibration and
+ * test data (each default applies only where the option is not given).
+ */
+const BUNDLED = {
+  passes: "prune,svd,bfp",
+  target: "fpga",
+  calib: new URL("./examples/models/mnist_calib_x.npy", import.meta.url).pathname,
+  eval: ["x", "y"].map((k) => new URL(`./examples/models/mnist_test_${k}.npy`, import.meta.url).pathname).join(","),
+};
 
 const USAGE = `Usage: deno run -P compile.ts [MODEL.onnx] [options]
 
 Compiles a trained CNN: imports the ONNX model, runs a pass pipeline on the IR
 and writes the target's artifacts. With no MODEL, compiles the bundled
-examples/models/${basename(DEFAULT_MODEL)}.
+examples/models/${basename(DEFAULT_MODEL)} with --passes ${BUNDLED.passes} --target ${BUNDLED.target}
+and its calibration and test data (options given replace these defaults).
 
 Options:
-  --passes PIPELINE        passes to run, e.g. "fold-bn,canonicalize,dce" (default: none)
-  --target NAME            target, optionally with options: onnx{external-data=true} (default: onnx)
+  --passes PIPELINE        passes to run, e.g. "fold-bn,canonicalize,dce" (default: none; see above)
+  --target NAME            target, optionally with options: onnx{external-data=true} (default: onnx; see above)
   --out DIR                folder for the artifacts (default: ./out)
   --report FILE.json       write the report (costs before/after, per-pass stats and times)
   --plugin FILE.ts         load a plugin module exporting \`plugin\` (repeatable)
@@ -75,8 +86,8 @@ function parseCommandLine(argv: string[]): Args {
       args: argv,
       allowPositionals: true,
       options: {
-        passes: { type: "string", default: "" },
-        target: { type: "string", default: "onnx" },
+        passes: { type: "string" },
+        target: { type: "string" },
         out: { type: "string", default: "out" },
         report: { type: "string" },
         plugin: { type: "string", multiple: true, default: [] },
@@ -101,15 +112,16 @@ function parseCommandLine(argv: string[]): Args {
   if (positionals.length > 1) {
     throw new CliError(`expected at most one model, found ${positionals.length}: ${positionals.join(" ")}`);
   }
+  const bundled = positionals.length === 0;
   return {
     model: positionals[0] ?? DEFAULT_MODEL,
-    passes: v.passes!,
-    target: v.target!,
+    passes: v.passes ?? (bundled ? BUNDLED.passes : ""),
+    target: v.target ?? (bundled ? BUNDLED.target : "onnx"),
     out: v.out!,
     report: v.report,
     plugins: v.plugin!,
-    calib: v.calib,
-    eval: v.eval,
+    calib: v.calib ?? (bundled ? BUNDLED.calib : undefined),
+    eval: v.eval ?? (bundled ? BUNDLED.eval : undefined),
     printIrBefore: v["print-ir-before"]!,
     printIrAfter: v["print-ir-after"]!,
     printIrAfterChange: v["print-ir-after-change"]!,

@@ -55,13 +55,20 @@ function listDir(dir: string): string[] {
   }
 }
 
-Deno.test("compile.ts compiles the bundled model with no arguments but --out", async () => {
+Deno.test("compile.ts with no model runs prune,svd,bfp to the FPGA image on the bundled model and its data", async () => {
   await withTempDir(async (dir) => {
     const run = await cli("--out", dir);
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stdout, /vgg_sparse: no passes -> onnx/);
+    assert.match(run.stdout, /vgg_sparse: prune\{ratio=0\.5,.*\},svd\{.*\},bfp\{mantissa=8,.*\} -> fpga/);
     assert.match(run.stdout, /params +[\d,]+ -> [\d,]+/);
-    assert.deepEqual(listDir(dir), ["vgg_sparse.onnx"]);
+    assert.match(run.stdout, /accuracy +\d+\.\d+% -> \d+\.\d+%/); // the bundled test set
+    const files = listDir(dir);
+    assert.ok(files.includes("vgg_sparse.fpga.bin") && files.includes("vgg_sparse.manifest.json"), files.join(" "));
+    // A model on the command line keeps the plain defaults: no passes, the onnx target.
+    const plain = await cli(join(MODELS, "mlp.onnx"), "--out", join(dir, "plain"));
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(plain.stdout, /mlp: no passes -> onnx/);
+    assert.deepEqual(listDir(join(dir, "plain")), ["mlp.onnx"]);
   });
 });
 
