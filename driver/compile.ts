@@ -173,7 +173,10 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
   const emitStart = performance.now();
   const pipeline = printPipeline(steps);
   const provenance = { pipeline, inputSha256: await sha256Hex(model) };
-  const { artifacts, diagnostics, stats } = await emitArtifacts(target, targetOptions, module, modelName, provenance);
+  const { artifacts, diagnostics, stats } = await emitArtifacts(target, targetOptions, module, modelName, {
+    ...provenance,
+    ...(calibration === null ? {} : { calibration }),
+  });
   const emitMs = performance.now() - emitStart;
 
   const report = await buildReport({
@@ -256,7 +259,7 @@ async function emitArtifacts(
   options: OptionValues<OptionSchema>,
   module: Module,
   modelName: string,
-  provenance: { pipeline: string; inputSha256: string },
+  provenance: { pipeline: string; inputSha256: string; calibration?: Readonly<Record<string, Tensor>> },
 ): Promise<{ artifacts: Artifacts; diagnostics: TargetDiagnostic[]; stats: Record<string, StatValue> }> {
   const errors: string[] = [];
   const diagnostics: TargetDiagnostic[] = [];

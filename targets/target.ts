@@ -6,6 +6,7 @@
 import type { Module } from "../ir/module.ts";
 import type { OptionSchema, OptionValues } from "../passes/options.ts";
 import type { Severity, StatValue } from "../passes/pass.ts";
+import type { Tensor } from "../ir/tensor.ts";
 
 /** What a target gets besides its module and options. */
 export interface TargetContext {
@@ -19,6 +20,8 @@ export interface TargetContext {
   readonly inputSha256?: string;
   /** Record a structured result (estimates, sizes) in the report's `target.stats`; absent outside `compile()`. */
   stat?(name: string, value: StatValue): void;
+  /** Calibration inputs by graph input name (`compile()` sets them from its `calibration` option), for golden vectors. */
+  readonly calibration?: Readonly<Record<string, Tensor>>;
 }
 
 /** Artifacts by file name (relative, `/`-separated). */

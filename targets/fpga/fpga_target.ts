@@ -17,6 +17,11 @@ import {
   writeFpgaImage,
 } from "./image.ts";
 import { legalizeFpga } from "./legalize.ts";
+import type { BfpLayerPlan } from "../../ir/bfp/plan.ts";
+import { writeNpy } from "../../data/npy.ts";
+import { BFP_ROUNDINGS } from "../../ir/bfp/format.ts";
+import { tensor } from "../../ir/tensor.ts";
+import { goldenVectors, hexLines, type LayerVectors, paramsVh } from "./vectors.ts";
 
 /** Generator string in the manifest (the package version; a test keeps it equal to deno.json's). */
 export const FPGA_GENERATOR = "@cnnc/compiler 0.1.0 fpga target";
@@ -45,6 +50,21 @@ export const fpgaTargetOptions = {
     values: ["ohwi", "oihw"],
     default: "ohwi",
     doc: "Order of the reduction axis: ohwi (taps outer, channels inner, as sliding windows read) or oihw (ONNX)",
+  },
+  vectors: {
+    kind: "int",
+    default: 0,
+    min: 0,
+    max: 65535,
+    doc: "Golden test vectors for the first N calibration samples (needs --calib): PE input patches and " +
+      "expected accumulators per layer, as .mem and .npy, with a params.vh for rtl/tb_layer.v",
+  },
+  vectorPositions: {
+    kind: "int",
+    default: 64,
+    min: 1,
+    max: 1 << 20,
+    doc: "Output positions per sample in the golden vectors (evenly spread; all when the layer has fewer)",
   },
   companions: {
     kind: "list",
@@ -108,7 +128,8 @@ const sanitize = (name: string): string => name.replace(/[^A-Za-z0-9_.-]/g, "_")
  * const x = g.addInput(new Value("x", { elem: "f32", shape: [1, 2] }));
  * const w = g.addConstant("w", float32Tensor([2, 2], [1, 2, 3, 4]), { elem: "f32", shape: [2, 2] });
  * g.outputs.push(g.addOp(new Op({ name: "fc", type: "Gemm", operands: [x, w], results: [new Value("y")] })).result);
- * const options = { pe: 4, simd: 8, wordBits: 64, layout: "ohwi" as const, companions: [] };
+ * const options = { pe: 4, simd: 8, wordBits: 64, layout: "ohwi" as const, vectors: 0, vectorPositions: 64,
+ *   companions: [] };
  * await assert.rejects(async () => await fpgaTarget.emit(new Module(g), options, { modelName: "m", emit: () => {} }),
  *   /op "fc" \(Gemm\) is still float: run bfp \(or fixed\) first/);
  * ```
@@ -146,6 +167,16 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
     );
 
     const artifacts: Artifacts = new Map([[`${ctx.modelName}.fpga.bin`, written.bytes]]);
+    let vectors: (LayerVectors | null)[] | null = null;
+    if (options.vectors > 0) {
+      if (ctx.calibration === undefined) {
+        throw new Error(`option vectors=${options.vectors} needs calibration inputs: compile with --calib FILE.npy`);
+      }
+      if (!options.companions.includes("mem")) {
+        throw new Error("option vectors needs the mem companion (the testbench reads the weight .mem files)");
+      }
+      vectors = goldenVectors(module, network.plans, ctx.calibration, options.vectors, options.vectorPositions, layout);
+    }
     const encoder = new TextEncoder();
     const estimates: LayerEstimate[] = [];
     const manifestLayers: StatValue[] = [];
@@ -155,6 +186,7 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
       const prefix = `${ctx.modelName}.${String(index).padStart(2, "0")}_${sanitize(layer.name)}`;
       const companions: string[] = [];
       let estimate: LayerEstimate | null = null;
+      let layerVectors: StatValue = null;
       if (plan !== null) {
         const O = plan.outChannels, K = plan.reduction;
         if (O % pe !== 0 || K % simd !== 0) {
@@ -198,6 +230,22 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
             companions.push(name);
           }
         }
+        const v = vectors?.[index] ?? null;
+        if (v !== null) {
+          layerVectors = emitVectors(artifacts, prefix, layer.name, plan, v, {
+            L: format.mantissaBits,
+            PE: pe,
+            SIMD: simd,
+            WB: wordBits,
+            WPF: g.wordsPerFold,
+            NF: g.neuronFolds,
+            SF: g.synapseFolds,
+            WWORDS: g.words,
+            LAYOUT: layout === "ohwi" ? 0 : 1,
+            ROUND: BFP_ROUNDINGS.indexOf(format.rounding),
+            EBIAS: (1 << (format.exponentBits - 1)) - 1,
+          });
+        }
       }
       manifestLayers.push({
         index,
@@ -222,6 +270,7 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
         })),
         companions,
         estimate,
+        ...(vectors === null ? {} : { vectors: layerVectors }),
       });
     });
     const totals = {
@@ -259,6 +308,18 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
         tensors: network.tensors,
         layers: manifestLayers,
         estimates: estimateStat,
+        ...(vectors === null ? {} : {
+          vectors: {
+            samples: Math.min(options.vectors, ...Object.values(ctx.calibration!).map((t) => t.shape[0])),
+            positionsPerSample: options.vectorPositions,
+            selection: "per layer: every output position when it has at most vector-positions, else " +
+              "floor(i * M / vector-positions) for i < vector-positions (M positions, evenly spread)",
+            files: "per lowered layer: <prefix>.vectors.{patches,patch_exponents,acc,units}.{mem,npy}, " +
+              "<prefix>.params.vh; patches [samples, positions, groups, K] (K in layout order), patch exponents " +
+              "[samples, positions, groups, blocks] (-bias in the padding), acc (i64) and units (i32) " +
+              "[samples, positions, O]; y = acc * 2^unit",
+          },
+        }),
       };
       artifacts.set(`${ctx.modelName}.manifest.json`, encoder.encode(JSON.stringify(manifest, null, 2) + "\n"));
     }
@@ -286,4 +347,79 @@ function elementLayout(s: FpgaSegment, layout: FpgaLayout): string {
       return "3 i32 words per output channel: significand bm, exponent be (b = bm * 2^be), bias unit u_b";
   }
   return SEGMENT_KINDS.join(",");
+}
+
+/** Write one layer's vector files and `params.vh`; returns its manifest entry. */
+function emitVectors(
+  artifacts: Artifacts,
+  prefix: string,
+  name: string,
+  plan: BfpLayerPlan,
+  v: LayerVectors,
+  packing: Readonly<Record<string, number>>,
+): StatValue {
+  const encoder = new TextEncoder();
+  const S = v.samples, P = v.positions.length, G = v.groups, K = v.reduction, O = v.outChannels;
+  const L = packing.L;
+  const files: Record<string, { mem: string; npy: string }> = {};
+  const add = (kind: string, mem: string, npy: Uint8Array): void => {
+    const base = `${prefix}.vectors.${kind}`;
+    artifacts.set(`${base}.mem`, encoder.encode(mem));
+    artifacts.set(`${base}.npy`, npy);
+    files[kind] = { mem: `${base}.mem`, npy: `${base}.npy` };
+  };
+  add(
+    "patches",
+    hexLines(v.patches, L),
+    writeNpy(tensor(v.patches instanceof Int8Array ? "i8" : "i16", [S, P, G, K], v.patches)),
+  );
+  add(
+    "patch_exponents",
+    hexLines(v.patchExponents, 8),
+    writeNpy(tensor("i8", [S, P, G, v.patchExponentCount], v.patchExponents)),
+  );
+  add(
+    "acc",
+    hexLines(v.accumulators, 64),
+    writeNpy(tensor("i64", [S, P, O], BigInt64Array.from(v.accumulators, (a) => BigInt(a)))),
+  );
+  add("units", hexLines(v.units, 32), writeNpy(tensor("i32", [S, P, O], v.units)));
+  const w = plan.weights, geometry = plan.geometry!;
+  const taps = geometry.kernel.reduce((a, k) => a * k, 1), cg = plan.inChannels / plan.group;
+  const numbers = {
+    ...packing,
+    A: plan.accumulator.bits,
+    GUARD: plan.accumulator.guardBits,
+    WPROD: plan.accumulator.productBits,
+    K,
+    O,
+    CG: cg,
+    TAPS: taps,
+    WBLOCK: w.block,
+    NB: w.block === 0 ? 1 : Math.ceil(cg / w.block),
+    NBE: v.patchExponentCount,
+    GROUPS: G,
+    OG: O / G,
+    S,
+    P,
+    HAS_BIAS: plan.bias === null ? 0 : 1,
+  };
+  const vh = paramsVh(name, numbers, {
+    WMEM: `${prefix}.mantissas.mem`,
+    EMEM: `${prefix}.exponents.mem`,
+    BMEM: plan.bias === null ? "" : `${prefix}.bias.mem`,
+    XMEM: files.patches.mem,
+    XEMEM: files.patch_exponents.mem,
+    ACCMEM: files.acc.mem,
+    UNITMEM: files.units.mem,
+  });
+  artifacts.set(`${prefix}.params.vh`, encoder.encode(vh));
+  return {
+    samples: S,
+    totalPositions: v.totalPositions,
+    positions: [...v.positions],
+    outputs: S * P * O,
+    params: `${prefix}.params.vh`,
+    files,
+  };
 }

@@ -29,6 +29,8 @@ const DEFAULTS: Options = {
   simd: 8,
   wordBits: 64,
   layout: "ohwi",
+  vectors: 0,
+  vectorPositions: 64,
   companions: ["coe", "mif", "mem", "manifest"],
 };
 const PACKINGS: Partial<Options>[] = [
