@@ -24,7 +24,7 @@ const DEFAULT_MODEL = new URL("./examples/models/vgg_sparse.onnx", import.meta.u
  */
 const BUNDLED = {
   passes: "prune,svd,bfp",
-  target: "fpga",
+  target: "fpga{vectors=2}",
   calib: new URL("./examples/models/mnist_calib_x.npy", import.meta.url).pathname,
   eval: ["x", "y"].map((k) => new URL(`./examples/models/mnist_test_${k}.npy`, import.meta.url).pathname).join(","),
 };
