@@ -31,6 +31,7 @@ import { eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
 import { shapeSize, type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
 import { isTensorType, type TensorType } from "../ir/types.ts";
 import { db, layerErrorStats, runWithProbes, sqnr } from "./analysis/bfp_error.ts";
+import { foldBatchNorms } from "./fold_bn.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
 /** Options of `bfp`. */
@@ -67,6 +68,11 @@ export const bfpOptions = {
   ops: { kind: "list", default: ["Conv", "Gemm", "MatMul"], doc: "Op types to lower" },
   skip: { kind: "list", default: [], doc: "Op names left in float" },
   keepLast: { kind: "bool", default: false, doc: "Leave the last lowered-able layer (the classifier) in float" },
+  foldBn: {
+    kind: "bool",
+    default: true,
+    doc: "Fold BatchNormalization into the preceding Conv/Gemm/MatMul first (as fold-bn), so the layers absorb it",
+  },
 } as const;
 
 /** A layer a lowering pass can lower: its float weights as rows `[O, ...]` and the op's geometry. */
@@ -129,8 +135,9 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
       seed: options.seed,
     });
     const block = options.scheme === "mx" ? options.block : 0;
+    const folded = options.foldBn && foldBeforeLowering(module, ctx);
     const layers = chooseLayers(module.graph, options, "bfp", ctx);
-    if (layers.length === 0) return false;
+    if (layers.length === 0) return folded;
     const floatActivations = ctx.calibration === null ? null : probe(module, layers, ctx.calibration, ctx);
     const lowered = lowerLayers(
       module,
@@ -147,6 +154,16 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
     return true;
   },
 });
+
+/**
+ * `fold-bn` before lowering: a BatchNormalization after a layer becomes part of its weights, so the lowered layers
+ * absorb it (and an integer target gets no float glue for it). Records `bn-folded` when it folded any.
+ */
+export function foldBeforeLowering(module: Module, ctx: PassContext): boolean {
+  const { folded } = foldBatchNorms(module, ctx.log);
+  if (folded > 0) ctx.stat("bn-folded", folded);
+  return folded > 0;
+}
 
 /** The options `bfp` and `fixed` share: which layers to lower. */
 export interface LayerChoice {

@@ -16,7 +16,7 @@
 import { bfpFormat } from "../ir/bfp/format.ts";
 import { staticExponentFor } from "../ir/bfp/quantize.ts";
 import type { Value } from "../ir/graph.ts";
-import { bfpOptions, chooseLayers, lowerLayers, probe } from "./bfp.ts";
+import { bfpOptions, chooseLayers, foldBeforeLowering, lowerLayers, probe } from "./bfp.ts";
 import { definePass, type Pass } from "./pass.ts";
 
 /** Exponent field of fixed-point formats: it only bounds the static exponents (none is stored at run time). */
@@ -44,6 +44,7 @@ export const fixedOptions = {
   ops: bfpOptions.ops,
   skip: bfpOptions.skip,
   keepLast: bfpOptions.keepLast,
+  foldBn: bfpOptions.foldBn,
 } as const;
 
 /**
@@ -86,8 +87,9 @@ export const fixedPass: Pass<typeof fixedOptions> = definePass({
       rounding: options.rounding,
       seed: options.seed,
     });
+    const folded = options.foldBn && foldBeforeLowering(module, ctx);
     const layers = chooseLayers(module.graph, options, "fixed", ctx);
-    if (layers.length === 0) return false;
+    if (layers.length === 0) return folded;
     const activations = probe(module, layers, ctx.calibration, ctx);
     if (activations === null) throw new Error("fixed could not run the calibration data (see the warning above)");
     const staticExponents = new Map<Value, number>();

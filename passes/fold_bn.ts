@@ -101,25 +101,39 @@ export const foldBnPass: Pass<typeof foldBnOptions> = definePass({
   summary: "Fold inference BatchNormalization into the preceding Conv, Gemm or MatMul",
   options: foldBnOptions,
   run(module, _options, ctx): boolean {
-    const graph = module.graph;
-    let folded = 0;
-    const reasons: Record<string, number> = {};
-    for (const bn of [...graph.ops]) {
-      if (bn.type !== "BatchNormalization" || !isDefaultDomain(bn.domain) || bn.graph !== graph) continue;
-      const reason = foldOne(module, bn);
-      if (reason === null) {
-        folded++;
-      } else {
-        reasons[reason] = (reasons[reason] ?? 0) + 1;
-        ctx.log(`op "${bn.name}" (BatchNormalization) not folded: ${reason}`);
-      }
-    }
+    const { folded, reasons } = foldBatchNorms(module, ctx.log);
     ctx.stat("bn-folded", folded);
     ctx.stat("bn-not-folded", Object.values(reasons).reduce((a, b) => a + b, 0));
     ctx.stat("bn-not-folded-reasons", reasons);
     return folded > 0;
   },
 });
+
+/**
+ * Fold every foldable inference BatchNormalization of the module's graph
+ * (what `fold-bn` does; `bfp` and `fixed` call it before lowering). Returns
+ * how many were folded and, by reason, how many were not; `log` hears each
+ * one left.
+ */
+export function foldBatchNorms(
+  module: Module,
+  log: (message: string) => void = () => {},
+): { folded: number; reasons: Record<string, number> } {
+  const graph = module.graph;
+  let folded = 0;
+  const reasons: Record<string, number> = {};
+  for (const bn of [...graph.ops]) {
+    if (bn.type !== "BatchNormalization" || !isDefaultDomain(bn.domain) || bn.graph !== graph) continue;
+    const reason = foldOne(module, bn);
+    if (reason === null) {
+      folded++;
+    } else {
+      reasons[reason] = (reasons[reason] ?? 0) + 1;
+      log(`op "${bn.name}" (BatchNormalization) not folded: ${reason}`);
+    }
+  }
+  return { folded, reasons };
+}
 
 /** Fold one BatchNormalization, or say why not (nothing is changed then). */
 function foldOne(module: Module, bn: Op): Reason | null {

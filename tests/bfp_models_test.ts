@@ -85,3 +85,18 @@ Deno.test("fixed{bits=16} keeps top-1 within 0.3 points of float on every traine
   }
   console.log(rows.join("\n"));
 });
+
+Deno.test("bfp and fixed fold BatchNormalization first (as fold-bn), unless fold-bn=false", async () => {
+  const { printModule } = await import("../ir/printer.ts");
+  const bytes = Deno.readFileSync(`${MODELS}vgg_dense.onnx`);
+  const run = async (passes: string) => (await compile(bytes, { passes, modelName: "m" }));
+  const types = (r: { module: { graph: { ops: { type: string }[] } } }) => r.module.graph.ops.map((op) => op.type);
+  const implicit = await run("bfp"), explicit = await run("fold-bn,bfp");
+  assert.ok(!types(implicit).includes("BatchNormalization"));
+  assert.equal(printModule(implicit.module), printModule(explicit.module));
+  assert.equal(implicit.report.passes[0].stats["bn-folded"], 6);
+  assert.equal(explicit.report.passes[1].stats["bn-folded"], undefined); // nothing left to fold
+  assert.ok(types(await run("bfp{fold-bn=false}")).includes("BatchNormalization"));
+  const calibrated = await compile(bytes, { passes: "fixed", modelName: "m", calibration: { input: calibX } });
+  assert.ok(!types(calibrated).includes("BatchNormalization"));
+});
