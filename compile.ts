@@ -40,6 +40,7 @@ Options:
   --passes PIPELINE        passes to run, e.g. "fold-bn,canonicalize,dce" (default: none; see above)
   --target NAME            target, optionally with options: onnx{external-data=true} (default: onnx; see above)
   --out DIR                folder for the artifacts (default: ./out)
+  --force                  write into a folder that holds a different image (fpga) of another build
   --report FILE.json       write the report (costs before/after, per-pass stats and times)
   --plugin FILE.ts         load a plugin module exporting \`plugin\` (repeatable)
   --calib FILE.npy         calibration inputs for data-aware passes
@@ -63,6 +64,7 @@ interface Args {
   passes: string;
   target: string;
   out: string;
+  force: boolean;
   report?: string;
   plugins: string[];
   calib?: string;
@@ -89,6 +91,7 @@ function parseCommandLine(argv: string[]): Args {
         passes: { type: "string" },
         target: { type: "string" },
         out: { type: "string", default: "out" },
+        force: { type: "boolean", default: false },
         report: { type: "string" },
         plugin: { type: "string", multiple: true, default: [] },
         calib: { type: "string" },
@@ -118,6 +121,7 @@ function parseCommandLine(argv: string[]): Args {
     passes: v.passes ?? (bundled ? BUNDLED.passes : ""),
     target: v.target ?? (bundled ? BUNDLED.target : "onnx"),
     out: v.out!,
+    force: v.force!,
     report: v.report,
     plugins: v.plugin!,
     calib: v.calib ?? (bundled ? BUNDLED.calib : undefined),
@@ -226,6 +230,7 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const result = await compile(modelBytes, options);
+  if (!args.force) refuseForeignImages(args.out, registry.target(result.report.target.name)?.exclusive, result);
   const written = writeOutputs(args, result);
   if (!args.quiet) {
     console.log(summary(modelName, result));
@@ -249,6 +254,31 @@ function progress(quiet: boolean): CompileOptions["instrument"] {
       Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
     },
   };
+}
+
+/**
+ * Refuse a folder holding an image of another build (a file matching the target's `exclusive` pattern that this
+ * compilation would not write byte for byte): replacing it, or adding a second image beside it, would leave whoever
+ * loads the folder with the wrong weights.
+ */
+function refuseForeignImages(out: string, exclusive: RegExp | undefined, result: CompileResult): void {
+  if (exclusive === undefined) return;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(out)];
+  } catch {
+    return; // no folder yet
+  }
+  for (
+    const entry of entries.filter((e) => e.isFile && exclusive.test(e.name)).sort((a, b) => a.name < b.name ? -1 : 1)
+  ) {
+    const path = join(out, entry.name);
+    const ours = result.artifacts.get(entry.name);
+    const existing = Deno.readFileSync(path);
+    if (ours !== undefined && ours.length === existing.length && ours.every((b, i) => b === existing[i])) continue;
+    const why = ours === undefined ? "another model's image" : "an image of a different build";
+    throw new CliError(`--out ${out} holds ${why} (${path}); choose another folder or pass --force to replace it`);
+  }
 }
 
 /**

@@ -35,6 +35,11 @@ export interface Target<S extends OptionSchema = OptionSchema> {
   readonly summary: string;
   /** Option declarations by camelCase key. */
   readonly options: S;
+  /**
+   * Artifact names that identify one build (the FPGA image): a caller writing into a folder refuses to replace or sit
+   * beside a different file of this pattern there, unless told to (the CLI's `--force`).
+   */
+  readonly exclusive?: RegExp;
   /** Produce the artifacts of `module`. */
   emit(module: Module, options: OptionValues<S>, ctx: TargetContext): Artifacts | Promise<Artifacts>;
 }

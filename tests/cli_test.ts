@@ -266,5 +266,24 @@ Deno.test("compile.ts --target fpga writes the image, its companions and the man
       /word-bits=4 is below the mantissa width of 8 bits/,
     );
     assert.deepEqual(listDir(join(dir, "c")), [], "nothing written on error");
+
+    // A folder holding another build's image is refused, unchanged; the same build again is fine; --force replaces.
+    const before = await Deno.readFile(join(dir, "a", "mlp.fpga.bin"));
+    const other = ["--target", "fpga{pe=4,simd=4}", "--out", join(dir, "a")];
+    assertError(
+      await cli(model, ...passes, ...other),
+      /--out .*\/a holds an image of a different build \(.*mlp\.fpga\.bin\); choose another folder or pass --force/,
+    );
+    assert.deepEqual(await Deno.readFile(join(dir, "a", "mlp.fpga.bin")), before, "image untouched");
+    assert.deepEqual(listDir(join(dir, "a")), files, "nothing added");
+    const vgg = join(MODELS, "vgg_sparse.onnx");
+    assertError(
+      await cli(vgg, ...passes, "--target", "fpga", "--out", join(dir, "a")),
+      /holds another model's image \(.*mlp\.fpga\.bin\)/,
+    );
+    assert.equal((await cli(model, ...passes, "--target", "fpga{pe=2,simd=4}", "--out", join(dir, "a"))).code, 0);
+    const forced = await cli(model, ...passes, ...other, "--force");
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.notDeepEqual(await Deno.readFile(join(dir, "a", "mlp.fpga.bin")), before, "replaced with --force");
   });
 });

@@ -137,6 +137,7 @@ const sanitize = (name: string): string => name.replace(/[^A-Za-z0-9_.-]/g, "_")
 export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
   name: "fpga",
   summary: "FPGA weight image (<model>.fpga.bin) with .coe/.mif/.mem companions and <model>.manifest.json",
+  exclusive: /\.fpga\.bin$/,
   options: fpgaTargetOptions,
   emit(module, options, ctx): Artifacts {
     const { pe, simd, wordBits } = options;
