@@ -9,6 +9,7 @@ import {
   type PipelineStep,
   printPipeline,
 } from "./pipeline.ts";
+import { mulberry32 } from "../tests/tensor_compare.ts";
 
 const noop = (): boolean => false;
 
@@ -279,18 +280,6 @@ Deno.test("printPipeline() prints every option in schema order and quotes only w
   assert.equal(printPipeline([{ pass: prune, options: {} }]), "prune{ratio=0.5,min-channels=4}");
 });
 
-/** Mulberry32: a small seeded generator so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Text with every character that needs quoting or escaping, and some that do not. */
 function randomText(random: () => number): string {
   const alphabet = [
@@ -374,7 +363,7 @@ function randomStep(random: () => number): PipelineStep {
 
 Deno.test("parsePipeline(printPipeline(p)) equals p for random pipelines (seeded)", () => {
   const registry = testRegistry();
-  const random = rng(20240607);
+  const random = mulberry32(20240607);
   for (let i = 0; i < 2000; i++) {
     const steps = Array.from({ length: Math.floor(random() * 5) }, () => randomStep(random));
     const text = printPipeline(steps);
@@ -404,7 +393,7 @@ function respell(step: PipelineStep, random: () => number): string {
 
 Deno.test("parsePipeline() reads non-canonical spellings as their canonical steps (seeded)", () => {
   const registry = testRegistry();
-  const random = rng(7);
+  const random = mulberry32(7);
   for (let i = 0; i < 1000; i++) {
     const steps = Array.from({ length: 1 + Math.floor(random() * 4) }, () => randomStep(random));
     const text = steps.map((s) => respell(s, random)).join(",");

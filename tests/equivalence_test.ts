@@ -18,7 +18,7 @@ import { runPipeline } from "../passes/manager.ts";
 import type { StatValue } from "../passes/pass.ts";
 import { parsePipeline } from "../passes/pipeline.ts";
 import { BACKEND_SKIP_MESSAGE, backendDataAvailable, listBackendCases, loadDataSets } from "./onnx_backend.ts";
-import { compareTensors, type Tolerance } from "./tensor_compare.ts";
+import { compareTensors, mulberry32, type Tolerance } from "./tensor_compare.ts";
 
 const PIPELINE = "fold-bn,canonicalize,dce";
 const TOLERANCE: Tolerance = { rtol: 1e-4, atol: 1e-5 };
@@ -89,21 +89,9 @@ function backendModels(): Subject[] {
   return out;
 }
 
-/** Deterministic uniform numbers in [0, 1) (mulberry32). */
-function uniform(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Seeded inputs for every fed graph input: batch (any symbolic dimension) 2, floats in [0, 1), integers 0. */
 function randomInputs(module: Module, seed: number): Record<string, Tensor> {
-  const next = uniform(seed);
+  const next = mulberry32(seed);
   const inputs: Record<string, Tensor> = {};
   for (const v of module.graph.inputs) {
     if (v.constant !== null || !isTensorType(v.type) || v.type.shape === null || typeof v.type.elem !== "string") {

@@ -54,3 +54,17 @@ export function randomInput(shape: readonly number[], seed: number): Tensor {
   }
   return tensor("f32", shape, data);
 }
+
+/**
+ * A seeded generator of uniform numbers in [0, 1) (mulberry32), so random tests reproduce (tests must not depend on
+ * Math.random). `2 * next() - 1` gives [-1, 1).
+ */
+export function mulberry32(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

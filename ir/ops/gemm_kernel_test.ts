@@ -1,15 +1,11 @@
 import assert from "node:assert/strict";
 import { float32GemmKernel, gemm } from "./gemm_kernel.ts";
+import { mulberry32 } from "../../tests/tensor_compare.ts";
 
-/** Deterministic pseudo-random numbers in [-1, 1) (mulberry32). */
+/** Uniform in [-1, 1), reproducible. */
 function random(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2147483648 - 1;
-  };
+  const next = mulberry32(seed);
+  return () => 2 * next() - 1;
 }
 
 interface Case {

@@ -10,6 +10,7 @@ import type { Dim, DType, TensorType } from "../types.ts";
 import { nnOps } from "./nn.ts";
 import * as ort from "onnxruntime-node";
 import { exportOnnx } from "../onnx/export.ts";
+import { mulberry32 } from "../../tests/tensor_compare.ts";
 
 interface BuildOptions {
   opset?: number;
@@ -562,17 +563,6 @@ Deno.test("Gemm and MatMul interpret() run integer inputs exactly", () => {
 // ---------------------------------------------------------------------------
 // Against onnxruntime: seeded random configurations
 
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
-function random(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let r = Math.imul(s ^ (s >>> 15), 1 | s);
-    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r;
-    return ((r ^ (r >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** One op to run on both sides. */
 interface Case {
   type: string;
@@ -686,7 +676,7 @@ function depthwiseCases(rnd: () => number): Case[] {
 }
 
 Deno.test("nn ops interpret() agree with onnxruntime on depthwise and 100 random configurations", async () => {
-  const rnd = random(20261122);
+  const rnd = mulberry32(20261122);
   const cases = [...depthwiseCases(rnd), ...Array.from({ length: 100 }, () => randomCase(rnd))];
   for (const [i, c] of cases.entries()) {
     // Opset 12: MaxPool with dilations and storage_order, AveragePool with ceil_mode.
