@@ -460,3 +460,12 @@ function checkElement(op: Op, what: string, v: Value, format: BfpFormat, block: 
 export function bfpElementType(format: BfpFormat, block: number): BfpType {
   return { kind: "bfp", mantissa: format.mantissaBits, exponent: format.exponentBits, block };
 }
+
+/**
+ * How the mantissas of a block-floating-point tensor are stored (`i8` up to 8 bits, else `i16`), or null when
+ * `type`'s elements are not bfp: what a target allocates for a lowered layer's operand.
+ */
+export function bfpMantissaStorage(type: TensorType): "i8" | "i16" | null {
+  const elem = type.elem;
+  return typeof elem === "object" && elem.kind === "bfp" ? bfpStorage(elem.mantissa) : null;
+}

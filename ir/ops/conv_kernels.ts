@@ -68,7 +68,7 @@ function product(dims: readonly number[]): number {
 }
 
 /** A 1-D geometry as 2-D with a unit height, so 1-D shares the 2-D fast paths. */
-function as2d(g: WindowGeometry): WindowGeometry {
+export function as2d(g: WindowGeometry): WindowGeometry {
   if (g.inShape.length !== 1) return g;
   return {
     inShape: [1, g.inShape[0]],

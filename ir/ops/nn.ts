@@ -199,6 +199,28 @@ export function geometryOf(inShape: readonly number[], shape: WindowShape, a: Wi
   };
 }
 
+/**
+ * The kernel geometry of a Conv for static input and weight shapes (what a code generator loops over).
+ *
+ * @throws {Error} Naming the op, for bad window attributes or shapes.
+ */
+export function convGeometry(op: Op, x: readonly number[], w: readonly number[]): WindowGeometry {
+  const { attrs, window } = convShape(op, x, w, null);
+  if (attrs === null || window === null) throw opError(op, "the kernel shape is unknown");
+  return geometryOf(x.slice(2), window, attrs);
+}
+
+/**
+ * The window geometry of a MaxPool/AveragePool for a static input shape, with the end pads (AveragePool's
+ * `count_include_pad` counts them).
+ *
+ * @throws {Error} Naming the op, for bad window attributes or shapes.
+ */
+export function poolGeometry(op: Op, x: readonly number[]): { geometry: WindowGeometry; padsEnd: number[] } {
+  const { attrs, window } = poolShape(op, x);
+  return { geometry: geometryOf(x.slice(2), window, attrs), padsEnd: window.padsEnd };
+}
+
 /** X must have rank >= 3 (`[N, C, spatial...]`). */
 function checkSpatialInput(op: Op, shape: readonly Dim[], what = "X"): void {
   if (shape.length < 3) {
