@@ -347,6 +347,7 @@ function summary(name: string, { report }: CompileResult): string {
     lines.push(`  accuracy     ${pct(report.accuracy.before)} -> ${pct(report.accuracy.after)}`);
   }
   for (const p of report.passes) lines.push(`  pass ${p.name.padEnd(14)} ${p.ms.toFixed(1)} ms`);
+  for (const d of report.target.diagnostics) lines.push(`  ${report.target.name}: ${d.severity}: ${d.message}`);
   return lines.join("\n");
 }
 

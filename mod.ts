@@ -145,6 +145,11 @@ export type { Artifacts, Target, TargetContext } from "./targets/target.ts";
 export { defineTarget } from "./targets/target.ts";
 export { builtinTargets } from "./targets/builtin.ts";
 export { onnxTarget, onnxTargetOptions } from "./targets/onnx/onnx_target.ts";
+export { C_FORMAT_VERSION, C_GENERATOR, cIdentifier, cTarget, cTargetOptions } from "./targets/c/c_target.ts";
+export type { CLayout, CodegenOptions, GeneratedC } from "./targets/c/codegen.ts";
+export { C_ARENA_ALIGN, generateC } from "./targets/c/codegen.ts";
+export type { BufferRequest, MemoryPlan } from "./targets/c/memory_plan.ts";
+export { planMemory } from "./targets/c/memory_plan.ts";
 export { bram18Blocks, FPGA_GENERATOR, fpgaTarget, fpgaTargetOptions } from "./targets/fpga/fpga_target.ts";
 export type {
   DescriptorKey,

@@ -306,10 +306,10 @@ Deno.test("compile() rejects an unknown target with a PipelineError, suggesting 
   );
   assert.ok(error instanceof PipelineError);
   assert.equal(error.caret, "onx{threshold=1}\n^");
-  await assertRejects({ target: "tflite" }, 'Cannot parse target: unknown target "tflite"; targets are: fpga, onnx');
+  await assertRejects({ target: "tflite" }, 'Cannot parse target: unknown target "tflite"; targets are: c, fpga, onnx');
   await assertRejects(
     { target: "" },
-    "Cannot parse target: expected a target name, found the end of the target; targets are: fpga, onnx",
+    "Cannot parse target: expected a target name, found the end of the target; targets are: c, fpga, onnx",
   );
 });
 
