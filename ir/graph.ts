@@ -207,6 +207,15 @@ export class Op {
     return this.#typed(name, "int", fallback) as number | undefined;
   }
 
+  /**
+   * An int attribute read as a flag, as the ONNX spec and onnxruntime read `transA`, `transB` and the like: any
+   * nonzero value is true; `fallback` when absent.
+   */
+  flag(name: string, fallback = false): boolean {
+    const v = this.int(name);
+    return v === undefined ? fallback : v !== 0;
+  }
+
   /** Float attribute with a default. */
   float(name: string, fallback: number): number;
   /** Float attribute, or undefined when absent. */

@@ -287,8 +287,8 @@ function candidateOf(op: Op, ctx: PassContext): Candidate | null {
     };
   }
   if (x.type.shape.length !== 2 || wt.shape.length !== 2) return skip("only 2-D inputs and weights are lowered");
-  if (op.type === "Gemm" && op.int("transA", 0) !== 0) return skip("transA=1");
-  const transB = op.type === "Gemm" && op.int("transB", 0) === 1;
+  if (op.type === "Gemm" && op.flag("transA")) return skip("transA=1");
+  const transB = op.type === "Gemm" && op.flag("transB");
   const alpha = op.type === "Gemm" ? op.float("alpha", 1) : 1;
   const [o, k] = transB ? wt.shape : [wt.shape[1], wt.shape[0]];
   const weight = new Float32Array(o * k);

@@ -226,7 +226,7 @@ function foldIntoGemm(module: Module, gemm: Op, affine: ChannelAffine): Op | Rea
   const w = weight.constant!;
   if (!FLOAT_DTYPES.has(w.dtype) || (bias !== null && bias.constant!.dtype !== w.dtype)) return "unsupported-dtype";
   if (w.shape.length !== 2) return "channel-mismatch";
-  const transB = gemm.int("transB", 0) === 1;
+  const transB = gemm.flag("transB");
   const features = transB ? w.shape[0] : w.shape[1];
   if (features !== affine.scale.length) return "channel-mismatch";
   const c = bias === null ? null : bias.constant!;

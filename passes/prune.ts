@@ -347,7 +347,7 @@ function applyPlan(p: Plan): void {
       sliceOperand(op, 1, 0, idx);
       sliceOperand(op, 2, 0, idx);
     } else if (pr.kind === "gemm") {
-      sliceOperand(op, 1, op.int("transB", 0) ? 0 : 1, idx);
+      sliceOperand(op, 1, op.flag("transB") ? 0 : 1, idx);
       const c = op.operand(2)?.constant;
       if (c && c.shape.length > 0 && c.shape[c.shape.length - 1] === pr.size) {
         sliceOperand(op, 2, c.shape.length - 1, idx);
@@ -399,7 +399,7 @@ function applyPlan(p: Plan): void {
     const idx = keptIn(p.kept, c.offset, c.size);
     const op = c.op;
     if (op.type === "Conv") sliceOperand(op, 1, 1, idx);
-    else if (op.type === "Gemm") sliceOperand(op, 1, op.int("transB", 0) ? 1 : 0, idx, c.featuresPerChannel);
+    else if (op.type === "Gemm") sliceOperand(op, 1, op.flag("transB") ? 1 : 0, idx, c.featuresPerChannel);
     else sliceOperand(op, 1, 0, idx, c.featuresPerChannel);
   }
 }
@@ -531,7 +531,7 @@ function compensate(p: Plan): void {
     const w = op.operand(1)!.constant!;
     // Read f32/f64 weights in place: a float64 copy of a VGG-16 fc1 weight alone would be 800 MB.
     const wd = w.dtype === "f32" || w.dtype === "f64" ? w.data as Float32Array | Float64Array : toFloat64(w);
-    const out = op.type === "Conv" ? w.shape[0] : op.int("transB", 0) ? w.shape[0] : w.shape[1];
+    const out = op.type === "Conv" ? w.shape[0] : op.flag("transB") ? w.shape[0] : w.shape[1];
     const delta = new Float64Array(out);
     let any = false;
     for (let i = 0; i < c.size; i++) {
@@ -547,7 +547,7 @@ function compensate(p: Plan): void {
         }
       } else {
         const fpc = c.featuresPerChannel;
-        const transB = op.int("transB", 0) !== 0;
+        const transB = op.flag("transB");
         const feats = transB ? w.shape[1] : w.shape[0];
         for (let o = 0; o < out; o++) {
           let s = 0;

@@ -283,7 +283,7 @@ function collectLayers(module: Module, mode: string, log: (message: string) => v
     const values = toFloat64(w);
     if (op.type === "Gemm" || op.type === "MatMul") {
       if (w.shape.length !== 2) continue;
-      const transB = op.type === "Gemm" && op.int("transB", 0) === 1;
+      const transB = op.type === "Gemm" && op.flag("transB");
       const alpha = op.type === "Gemm" ? op.float("alpha", 1)! : 1;
       const [m, n] = transB ? [w.shape[0], w.shape[1]] : [w.shape[1], w.shape[0]];
       // M = alpha op(B)^T: outputs x inputs.
@@ -587,7 +587,7 @@ function inputCovariances(
 /** FC input rows `op(A)` (count x n). */
 function fcRows(op: Op, x: Tensor, n: number): { data: Float64Array; count: number } | null {
   const values = toFloat64(x);
-  if (op.type === "Gemm" && op.int("transA", 0) === 1) {
+  if (op.type === "Gemm" && op.flag("transA")) {
     if (x.shape.length !== 2 || x.shape[0] !== n) return null;
     const count = x.shape[1];
     const data = new Float64Array(count * n);
@@ -656,7 +656,7 @@ function rewrite(l: Layer, p: Float64Array, q: Float64Array, k: number, opset: n
   let first: Op;
   const mid = (type: TensorType | null): Value => new Value(graph.freshName(`${op.result.name}.svd`), type);
   if (l.kind === "gemm") {
-    const transA = op.int("transA", 0) === 1;
+    const transA = op.flag("transA");
     const v = addConstant(graph, `${base}.svd.v`, fromFloat64(dtype, [k, l.cols], q));
     const u = addConstant(graph, `${base}.svd.u`, fromFloat64(dtype, [l.rows, k], p));
     // Before opset 11 Gemm's C is required: the first factor gets a zero bias there.

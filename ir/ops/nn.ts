@@ -782,8 +782,8 @@ interface GemmShape {
 function gemmShape(op: Op, a: readonly Dim[], b: readonly Dim[], c: readonly Dim[] | null): GemmShape {
   if (a.length !== 2) throw opError(op, `A must be a matrix (rank 2), found ${shapeText(a)}`);
   if (b.length !== 2) throw opError(op, `B must be a matrix (rank 2), found ${shapeText(b)}`);
-  const transA = op.int("transA", 0) === 1;
-  const transB = op.int("transB", 0) === 1;
+  const transA = op.flag("transA");
+  const transB = op.flag("transB");
   const [m, ka] = transA ? [a[1], a[0]] : [a[0], a[1]];
   const [kb, n] = transB ? [b[1], b[0]] : [b[0], b[1]];
   if (typeof ka === "number" && typeof kb === "number" && ka !== kb) {
@@ -835,9 +835,9 @@ function interpretGemm(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
     n,
     k,
     a,
-    transA: op.int("transA", 0) === 1,
+    transA: op.flag("transA"),
     b: sameStorage(floatData(op, bt, "B"), a),
-    transB: op.int("transB", 0) === 1,
+    transB: op.flag("transB"),
     c: y,
     alpha: op.float("alpha", 1),
     beta: ct !== null ? beta : 0,

@@ -247,7 +247,7 @@ export function channelGroups(module: Module): ChannelGroupsResult {
         const w = op.operand(1);
         const wt = w?.type;
         const ok = isConst(w) && isConst(op.operand(2)) && isTensorType(wt) && wt.shape?.length === 2 &&
-          op.int("transA", 0) === 0 && isTensorType(x?.type) && x.type.shape?.length === 2;
+          !op.flag("transA") && isTensorType(x?.type) && x.type.shape?.length === 2;
         if (!ok) {
           barAll(op, `${what}: needs a rank-2 input and constant rank-2 weights`);
           break;

@@ -849,8 +849,8 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
       throw opError(op, "its second operand must be a 2-D float32 constant (the weights)");
     }
     const xShape = shapeOf(x);
-    const transB = op.type === "Gemm" && op.int("transB", 0) === 1;
-    if (op.type === "Gemm" && op.int("transA", 0) === 1) {
+    const transB = op.type === "Gemm" && op.flag("transB");
+    if (op.type === "Gemm" && op.flag("transA")) {
       throw opError(op, "transA = 1 has no C kernel; run canonicalize");
     }
     const [K, O] = transB ? [b.shape[1], b.shape[0]] : [b.shape[0], b.shape[1]];
