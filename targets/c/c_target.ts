@@ -17,7 +17,7 @@ import { isConstant } from "../../ir/graph.ts";
 import { shapeSize, type Tensor } from "../../ir/tensor.ts";
 import { isTensorType } from "../../ir/types.ts";
 import { type Artifacts, defineTarget, type Target, type TargetContext } from "../target.ts";
-import { type CLayout, generateC } from "./codegen.ts";
+import { C_ARENA_ALIGN, type CLayout, generateC } from "./codegen.ts";
 
 /** Generator name and version in the files and the manifest (the package version; a test keeps it equal). */
 export const C_GENERATOR = "@cnnc/compiler 0.1.0 c target";
@@ -225,7 +225,7 @@ export const cTarget: Target<typeof cTargetOptions> = defineTarget({
       inputSize: c.inputSize,
       outputSize: c.outputSize,
       arenaBytes: c.memory.totalBytes,
-      arenaAlign: 16,
+      arenaAlign: C_ARENA_ALIGN,
       memory,
       weightBytes: c.weightBytes,
       weightsCrc32: `0x${c.weightsCrc32.toString(16).padStart(8, "0")}`,
