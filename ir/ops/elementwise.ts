@@ -745,7 +745,9 @@ const preluKernels: Kernels = {
 const preluOp: OpDef = arithmetic("PRelu", () => preluKernels, undefined, preluSlopeShape);
 
 function modKernels(op: Op): Kernels {
-  if (op.int("fmod", 0) === 1) {
+  const fmod = op.int("fmod", 0);
+  if (fmod !== 0 && fmod !== 1) throw opError(op, `fmod must be 0 or 1, found ${fmod}`);
+  if (fmod === 1) {
     // C fmod: the sign of the dividend, which JS `%` computes for numbers and BigInts.
     return {
       float: numRun((a, b) => a % b),
@@ -753,7 +755,8 @@ function modKernels(op: Op): Kernels {
       big: bigRun((a, b) => (b === 0n ? 0n : a % b)),
     };
   }
-  return { float: numRun(floorMod), int: numRun(floorMod), big: bigRun(floorModBig) };
+  // ONNX Mod: "If the input type is floating point, then fmod attribute must be set to 1" (onnxruntime refuses it).
+  return { int: numRun(floorMod), big: bigRun(floorModBig) };
 }
 
 // ---------------------------------------------------------------------------
@@ -1531,7 +1534,7 @@ function argExtremum(type: string, largest: boolean): OpDef {
       const x = required(op, inputs, 0);
       domainFor(op, x, ALL);
       const axis = normalizeAxis(op, op.int("axis", 0), x.shape.length);
-      const last = op.int("select_last_index", 0) === 1;
+      const last = op.flag("select_last_index");
       const outer = shapeSize(x.shape.slice(0, axis));
       const len = x.shape[axis];
       const inner = shapeSize(x.shape.slice(axis + 1));

@@ -543,7 +543,7 @@ function interpretAveragePool(op: Op, inputs: readonly (Tensor | null)[]): Tenso
   const y = floatStorage(xt.dtype, shapeSize(outShape));
   averagePool(
     { x, y, planes: xt.shape[0] * xt.shape[1], ...geometryOf(xt.shape.slice(2), window, attrs) },
-    { countIncludePad: op.int("count_include_pad", 0) === 1, padsEnd: window.padsEnd },
+    { countIncludePad: op.flag("count_include_pad"), padsEnd: window.padsEnd },
   );
   return [floatResult(xt.dtype, outShape, y)];
 }
@@ -628,7 +628,7 @@ function inferBatchNorm(op: Op, ctx: InferContext): (TensorType | null)[] {
 }
 
 function interpretBatchNorm(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelContext): Tensor[] {
-  if (ctx.opset >= 14 && op.int("training_mode", 0) === 1) {
+  if (ctx.opset >= 14 && op.flag("training_mode")) {
     throw opError(
       op,
       "training_mode = 1 is not supported: the interpreter runs BatchNormalization in inference mode only",

@@ -1753,7 +1753,7 @@ function resizeTaps(
   if (!COORDINATE_MODES.includes(coord)) throw opError(op, `unknown coordinate_transformation_mode "${coord}"`);
   const nearestMode = op.string("nearest_mode", "round_prefer_floor");
   const a = op.float("cubic_coeff_a", -0.75);
-  const exclude = op.int("exclude_outside", 0) === 1;
+  const exclude = op.flag("exclude_outside");
   const count = mode === "nearest" ? 1 : mode === "linear" ? 2 : 4;
   const index = new Int32Array(outLen * count);
   const weight = new Float64Array(outLen * count);
@@ -2108,7 +2108,7 @@ const trilu: OpDef = {
     const rank = x.shape.length;
     if (rank < 2) throw opError(op, `expects rank 2 or more, found [${x.shape.join(",")}]`);
     const k = intsOf(inputs[1])?.[0] ?? 0;
-    const upper = op.int("upper", 1) === 1;
+    const upper = op.flag("upper", true);
     const rows = x.shape[rank - 2];
     const cols = x.shape[rank - 1];
     const src = elementsOf(x);

@@ -901,7 +901,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
       steps.push({ op, reads: [x], writes: [y], code: (ref) => [`cnnc_max_pool(${ref(x)}, ${ref(y)}, &${p});`] });
       return;
     }
-    const includePad = op.int("count_include_pad", 0) === 1;
+    const includePad = op.flag("count_include_pad");
     const ends = geometry.inShape.length === 1 ? [0, padsEnd[0]] : padsEnd;
     const counts = [0, 1].map((d) => {
       const t = new Int32Array(g.outShape[d]);

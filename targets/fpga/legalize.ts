@@ -287,14 +287,14 @@ function glueDescriptor(
         strides: op.ints("strides", ones),
         dilations: op.ints("dilations", ones),
         pads: op.ints("pads", new Array<number>(2 * rank).fill(0)),
-        ceilMode: [op.int("ceil_mode", 0)],
-        ...(kind === "averagePool" ? { countIncludePad: [op.int("count_include_pad", 0)] } : {}),
+        ceilMode: [op.int("ceil_mode", 0) === 1 ? 1 : 0], // onnxruntime: only 1 is ceil
+        ...(kind === "averagePool" ? { countIncludePad: [op.flag("count_include_pad") ? 1 : 0] } : {}),
       };
     }
     case "affine": {
       const params = op.operands.slice(1, 5);
       const channels = dims(data[0] ?? null)?.[1];
-      const trained = op.int("training_mode", 0) === 1;
+      const trained = op.flag("training_mode");
       if (
         trained || params.length !== 4 || !params.every((p) =>
           isConstant(p) && p.constant.shape.length === 1 &&
