@@ -43,6 +43,8 @@ Options:
   --force                  write into a folder that holds a different image (fpga) of another build
   --report FILE.json       write the report (costs before/after, per-pass stats and times)
   --plugin FILE.ts         load a plugin module exporting \`plugin\` (repeatable)
+  --input-shape NAME=DIMS  static shape of graph input NAME, e.g. x=1,3,48,192 (repeatable): its symbolic
+                           dimensions take these values, so MACs are counted and targets get static shapes
   --calib FILE.npy         calibration inputs for data-aware passes
   --eval X.npy,Y.npy       measure top-1 accuracy before and after on inputs X and labels Y
   --print-ir-before NAME   print the IR before pass NAME, or "all" (repeatable)
@@ -67,6 +69,7 @@ interface Args {
   force: boolean;
   report?: string;
   plugins: string[];
+  inputShapes: Record<string, number[]>;
   calib?: string;
   eval?: string;
   printIrBefore: string[];
@@ -94,6 +97,7 @@ function parseCommandLine(argv: string[]): Args {
         force: { type: "boolean", default: false },
         report: { type: "string" },
         plugin: { type: "string", multiple: true, default: [] },
+        "input-shape": { type: "string", multiple: true, default: [] },
         calib: { type: "string" },
         eval: { type: "string" },
         "print-ir-before": { type: "string", multiple: true, default: [] },
@@ -124,6 +128,7 @@ function parseCommandLine(argv: string[]): Args {
     force: v.force!,
     report: v.report,
     plugins: v.plugin!,
+    inputShapes: parseInputShapes(v["input-shape"]!),
     calib: v.calib ?? (bundled ? BUNDLED.calib : undefined),
     eval: v.eval ?? (bundled ? BUNDLED.eval : undefined),
     printIrBefore: v["print-ir-before"]!,
@@ -137,6 +142,22 @@ function parseCommandLine(argv: string[]): Args {
     quiet: v.quiet!,
     help: v.help!,
   };
+}
+
+/** `--input-shape x=1,3,48,192` (repeatable) as `{ x: [1, 3, 48, 192] }`. */
+function parseInputShapes(texts: readonly string[]): Record<string, number[]> {
+  const shapes: Record<string, number[]> = {};
+  for (const text of texts) {
+    const at = text.lastIndexOf("=");
+    const dims = text.slice(at + 1).split(",").map((d) => d.trim());
+    if (at <= 0 || dims.some((d) => !/^[1-9][0-9]{0,9}$/.test(d))) {
+      throw new CliError(`--input-shape takes NAME=DIMS with positive dimensions (x=1,3,48,192), found "${text}"`);
+    }
+    const name = text.slice(0, at);
+    if (name in shapes) throw new CliError(`--input-shape gives input "${name}" twice`);
+    shapes[name] = dims.map(Number);
+  }
+  return shapes;
 }
 
 /** Import a plugin module and take its `plugin` (or default) export. */
@@ -220,6 +241,7 @@ async function main(argv: string[]): Promise<void> {
     printIrAfterChange: args.printIrAfterChange,
     onIr: (header, ir) => console.log(`${header}\n${ir}`),
     importOptions: { baseDir: resolve(args.model, "..") },
+    inputShapes: args.inputShapes,
     instrument: progress(args.quiet),
   };
   if (args.calib !== undefined) options.calibration = readTensorFile(args.calib, "--calib");
@@ -315,6 +337,7 @@ function writeOutputs(args: Args, result: CompileResult): string[] {
 }
 
 const fmt = (n: number): string => n.toLocaleString("en-US");
+const fmtMacs = (n: number | null): string => (n === null ? "?" : fmt(n));
 
 function ratio(before: number, after: number): string {
   if (before === after) return "";
@@ -327,8 +350,8 @@ function summary(name: string, { report }: CompileResult): string {
     l.type,
     l.before ? fmt(l.before.params) : "-",
     l.after ? fmt(l.after.params) : "-",
-    l.before ? fmt(l.before.macs) : "-",
-    l.after ? fmt(l.after.macs) : "-",
+    l.before ? fmtMacs(l.before.macs) : "-",
+    l.after ? fmtMacs(l.after.macs) : "-",
   ]);
   const header = ["layer", "op", "params", "after", "MACs", "after"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -343,6 +366,13 @@ function summary(name: string, { report }: CompileResult): string {
     `  MACs         ${fmt(b.macs)} -> ${fmt(a.macs)}  ${ratio(b.macs, a.macs)}`,
     `  weight bytes ${fmt(b.weightBytes)} -> ${fmt(a.weightBytes)}  ${ratio(b.weightBytes, a.weightBytes)}`,
   ];
+  for (const [side, t] of [["before", b], ["after", a]] as const) {
+    if (t.unknownMacLayers === 0) continue;
+    lines.push(
+      `  MACs of ${t.unknownMacLayers} layer(s) ${side} are unknown (?): symbolic ${t.symbolicDims.join(", ")}; ` +
+        "give --input-shape NAME=DIMS to count them",
+    );
+  }
   if (report.accuracy) {
     lines.push(`  accuracy     ${pct(report.accuracy.before)} -> ${pct(report.accuracy.after)}`);
   }

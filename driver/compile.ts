@@ -10,6 +10,7 @@ import type { Module } from "../ir/module.ts";
 import { importOnnx, type ImportOptions } from "../ir/onnx/import.ts";
 import { inferShapes } from "../ir/shape.ts";
 import type { Tensor } from "../ir/tensor.ts";
+import { isTensorType, tensorType, typeToString } from "../ir/types.ts";
 import { verifyModule } from "../ir/verifier.ts";
 import { builtinPasses } from "../passes/builtin.ts";
 import { runPipeline, type RunPipelineOptions } from "../passes/manager.ts";
@@ -58,6 +59,12 @@ export interface CompileOptions extends Omit<RunPipelineOptions, "registry" | "c
   evaluation?: EvaluationData;
   /** How to import the model; `baseDir` lets the importer read external data files beside it. */
   importOptions?: ImportOptions;
+  /**
+   * Static shapes for graph inputs, by name (`{ x: [1, 3, 48, 192] }`): their symbolic dimensions (`N`, `H`, `W`)
+   * take these values, in every input that uses the same symbol, before shape inference, so costs are counted and
+   * targets see static shapes. The emitted model declares them. Dimensions that are numbers in the model must match.
+   */
+  inputShapes?: Readonly<Record<string, readonly number[]>>;
 }
 
 /** What {@linkcode compile} produces. */
@@ -134,6 +141,7 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
   const { item: target, options: targetOptions } = parseElement(options.target ?? "onnx", registry.targets(), "target");
 
   const module = importOnnx(model, options.importOptions);
+  if (options.inputShapes !== undefined) setInputShapes(module, options.inputShapes);
   inferShapes(module, { registry: registry.ops });
   verifyModule(module, { registry: registry.ops });
   const imported = performance.now();
@@ -240,6 +248,49 @@ function resolveCalibration(
     }
   }
   return calibration;
+}
+
+/**
+ * Give graph inputs the static shapes of `shapes`: each symbol takes its value in every input. Throws one line
+ * naming the input for an unknown name, a rank or dimension that disagrees with the model, or a bad dimension.
+ */
+function setInputShapes(module: Module, shapes: Readonly<Record<string, readonly number[]>>): void {
+  const inputs = module.graph.inputs.filter((v) => v.constant === null);
+  const bindings = new Map<string, number>();
+  for (const [name, dims] of Object.entries(shapes)) {
+    const input = inputs.find((v) => v.name === name);
+    if (input === undefined) {
+      throw new Error(
+        `inputShapes: ${JSON.stringify(name)} is not a graph input; inputs are: ${
+          inputs.map((v) => v.name).join(", ") || "(none)"
+        }`,
+      );
+    }
+    const what = `inputShapes: input ${JSON.stringify(name)}`;
+    if (!Array.isArray(dims) || dims.some((d) => !Number.isSafeInteger(d) || d < 1)) {
+      throw new Error(`${what}: dimensions must be positive integers, found ${JSON.stringify(dims)}`);
+    }
+    const type = input.type;
+    if (!isTensorType(type)) throw new Error(`${what} is not a tensor`);
+    const declared = type.shape ?? dims;
+    if (declared.length !== dims.length) {
+      throw new Error(`${what} has rank ${declared.length} (${typeToString(type)}), found ${dims.length} dimensions`);
+    }
+    declared.forEach((d, i) => {
+      const bound = typeof d === "string" && d !== "?" ? bindings.get(d) : undefined;
+      if ((typeof d === "number" && d !== dims[i]) || (bound !== undefined && bound !== dims[i])) {
+        const was = typeof d === "number" ? `is ${d} in the model` : `${d} is ${bound} in another input`;
+        throw new Error(`${what}: dimension ${i} ${was}, found ${dims[i]}`);
+      }
+      if (typeof d === "string" && d !== "?") bindings.set(d, dims[i]);
+    });
+    input.type = tensorType(type.elem, dims);
+  }
+  for (const input of inputs) {
+    if (!isTensorType(input.type) || input.type.shape === null) continue;
+    const shape = input.type.shape.map((d) => (typeof d === "string" ? bindings.get(d) ?? d : d));
+    input.type = tensorType(input.type.elem, shape);
+  }
 }
 
 function isTensor(x: unknown): x is Tensor {

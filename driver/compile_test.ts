@@ -182,7 +182,7 @@ Deno.test("compile() reports pipeline, passes, totals, layers and artifacts", as
     passes: "fold-bn, canonicalize,dce",
     modelName: "cnn",
   });
-  assert.equal(report.version, 1);
+  assert.equal(report.version, 2);
   assert.deepEqual(report.model, { name: "cnn", producer: "unit-test 1.0", opsets: { "ai.onnx": 13 } });
   assert.equal(report.pipeline, "fold-bn,canonicalize{fold-limit=1024},dce");
   assert.deepEqual(report.target, {

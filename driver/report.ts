@@ -9,8 +9,8 @@ import type { CostReport, CostTotals, LayerCost } from "../ir/cost.ts";
 import type { Diagnostic, Severity, StatValue } from "../passes/pass.ts";
 import type { EvaluationResult } from "./evaluate.ts";
 
-/** Version of the report layout; bumped when a field changes meaning or disappears. */
-export const REPORT_VERSION = 1;
+/** Version of the report layout; bumped when a field changes meaning or disappears (2: per-layer MACs may be null, unknown). */
+export const REPORT_VERSION = 2;
 
 /** The input model. */
 export interface ModelInfo {
@@ -64,8 +64,8 @@ export interface TargetInfo {
 export interface LayerSide {
   /** Weight elements the op reads. */
   readonly params: number;
-  /** Multiply-accumulates of a batch-1 run. */
-  readonly macs: number;
+  /** Multiply-accumulates of a batch-1 run; null when they depend on a dimension that is not known. */
+  readonly macs: number | null;
   /** Storage bytes of the op's weights. */
   readonly weightBytes: number;
 }
@@ -175,7 +175,8 @@ export interface ReportParts {
  * ```ts
  * import assert from "node:assert/strict";
  * import { buildReport } from "./report.ts";
- * const none = { totals: { params: 0, macs: 0, weightBytes: 0, peakActivationBytes: 0 }, layers: [] };
+ * const totals = { params: 0, macs: 0, unknownMacLayers: 0, symbolicDims: [], weightBytes: 0, peakActivationBytes: 0 };
+ * const none = { totals, layers: [] };
  * const report = await buildReport({
  *   model: { name: "m", producer: "", opsets: { "ai.onnx": 13 } },
  *   pipeline: "",

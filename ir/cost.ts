@@ -19,8 +19,11 @@ export interface LayerCost {
   type: string;
   /** Elements of the floating-point (or BFP/fixed) constants the op reads. */
   params: number;
-  /** Multiply-accumulates of a batch-1 run. */
-  macs: number;
+  /**
+   * Multiply-accumulates of a batch-1 run; `null` when they depend on a dimension that is not known (a symbolic
+   * height or width: see {@linkcode CostTotals.symbolicDims}).
+   */
+  macs: number | null;
   /** Storage bytes of those constants. */
   weightBytes: number;
 }
@@ -29,8 +32,15 @@ export interface LayerCost {
 export interface CostTotals {
   /** Elements of all weight constants (each counted once even when shared). */
   params: number;
-  /** Multiply-accumulates of a batch-1 run. */
+  /** Multiply-accumulates of a batch-1 run, over the layers whose MACs are known. */
   macs: number;
+  /** Layers whose MACs are unknown (`LayerCost.macs` null); 0 when the total is complete. */
+  unknownMacLayers: number;
+  /**
+   * The graph inputs' symbolic dimensions other than the batch (`x[2]=H`), which leave MACs unknown: give the
+   * inputs static shapes (`inputShapes` of `compile()`, `--input-shape`) to count them.
+   */
+  symbolicDims: string[];
   /** Storage bytes of all weight constants. */
   weightBytes: number;
   /** Peak bytes of live activations during a batch-1 run in graph order (inputs and outputs included). */
@@ -53,7 +63,11 @@ export interface CostOptions {
 
 /**
  * Compute the cost of `module` from the types recorded on its values (run
- * `inferShapes` first). Symbolic dimensions count as 1 (batch 1).
+ * `inferShapes` first), for a batch-1 run: the batch (a symbolic first
+ * dimension of a graph input, wherever it flows, and an unknown first
+ * dimension of any value) counts as 1. Any other dimension that is not a
+ * number (a symbolic height, or one shape inference could not compute) makes
+ * the MACs of the layers that depend on it unknown (`null`), never a guess.
  *
  * @example Cost of a one-layer model
  * ```ts
@@ -67,7 +81,15 @@ export function costOf(module: Module, options: CostOptions = {}): CostReport {
   const registry = options.registry ?? builtinOps;
   const layers: LayerCost[] = [];
   const counted = new Set<Value>();
-  const totals: CostTotals = { params: 0, macs: 0, weightBytes: 0, peakActivationBytes: 0 };
+  const totals: CostTotals = {
+    params: 0,
+    macs: 0,
+    unknownMacLayers: 0,
+    symbolicDims: [],
+    weightBytes: 0,
+    peakActivationBytes: 0,
+  };
+  const dims = new DimCounter(module.graph);
   for (const op of module.graph.ops) {
     let params = 0;
     let weightBytes = 0;
@@ -84,20 +106,24 @@ export function costOf(module: Module, options: CostOptions = {}): CostReport {
       }
     }
     const def = registry.get(op);
-    const operandTypes = op.operands.map((v) => (v !== null && isTensorType(v.type) ? batchOne(v.type) : null));
-    const resultTypes = op.results.map((v) => (isTensorType(v.type) ? batchOne(v.type) : null));
-    let macs = 0;
+    const operandTypes = op.operands.map((v) => (v !== null && isTensorType(v.type) ? dims.batchOne(v.type) : null));
+    const resultTypes = op.results.map((v) => (isTensorType(v.type) ? dims.batchOne(v.type) : null));
+    let macs: number | null = 0;
     try {
       macs = def?.macs?.(op, operandTypes, resultTypes) ?? 0;
     } catch {
-      macs = 0; // Unknown shapes: the op's MACs cannot be counted.
+      macs = 0; // Shapes the op's MACs formula cannot read: nothing counted.
     }
-    totals.macs += macs;
-    if (params > 0 || macs > 0) {
+    // An unknown dimension is NaN in the types, so a count that depends on it is NaN.
+    if (Number.isNaN(macs)) macs = null;
+    if (macs === null) totals.unknownMacLayers++;
+    else totals.macs += macs;
+    if (params > 0 || macs !== 0) {
       layers.push({ name: op.name, type: op.qualifiedType, params, macs, weightBytes });
     }
   }
   totals.peakActivationBytes = peakActivationBytes(module.graph);
+  if (totals.unknownMacLayers > 0) totals.symbolicDims = dims.symbolicInputDims();
   return { totals, layers };
 }
 
@@ -109,10 +135,41 @@ function isWeight(v: Value): boolean {
     e.startsWith("f8") || e === "f4e2m1";
 }
 
-/** Replace every symbolic dimension by 1 (a symbolic product by its static factors). */
-function batchOne(type: TensorType): TensorType {
-  if (type.shape === null) return type;
-  return { elem: type.elem, shape: type.shape.map(dimAtBatchOne) };
+/** Dimensions as a batch-1 run counts them: numbers, the batch as 1, anything else unknown (NaN). */
+class DimCounter {
+  /** Symbolic first dimensions of the graph inputs: the batch. */
+  readonly #batch: ReadonlySet<string>;
+  readonly #graph: Graph;
+
+  constructor(graph: Graph) {
+    this.#graph = graph;
+    this.#batch = new Set(
+      graph.inputs.flatMap((v) => {
+        const d = v.constant === null && isTensorType(v.type) ? v.type.shape?.[0] : undefined;
+        return typeof d === "string" && d !== "?" ? [d] : [];
+      }),
+    );
+  }
+
+  /** `type` with the batch as 1 and every other non-numeric dimension as NaN. */
+  batchOne(type: TensorType): TensorType {
+    if (type.shape === null) return type;
+    return { elem: type.elem, shape: type.shape.map((d, axis) => this.#count(d, axis)) };
+  }
+
+  #count(d: Dim, axis: number): number {
+    if (typeof d === "number") return d;
+    if (d === "?") return axis === 0 ? 1 : NaN;
+    return d.split("*").reduce((p, f) => p * (/^\d+$/.test(f) ? Number(f) : this.#batch.has(f) ? 1 : NaN), 1);
+  }
+
+  /** `x[2]=H` for each graph input dimension after the first that is not a number. */
+  symbolicInputDims(): string[] {
+    return this.#graph.inputs.flatMap((v) => {
+      if (v.constant !== null || !isTensorType(v.type) || v.type.shape === null) return [];
+      return v.type.shape.flatMap((d, axis) => (axis > 0 && typeof d === "string" ? [`${v.name}[${axis}]=${d}`] : []));
+    });
+  }
 }
 
 function dimAtBatchOne(d: Dim): number {

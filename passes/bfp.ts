@@ -191,15 +191,24 @@ export function chooseLayers(graph: Graph, options: LayerChoice, pass: string, c
     if (!graph.ops.some((op) => op.name === name)) ctx.emit("warning", `skip names no op: "${name}"`);
   }
   const wanted = new Set(options.ops);
-  let layers = graph.ops.filter((op) => wanted.has(op.type) && op.domain === "")
-    .map((op) => candidateOf(op, ctx))
-    .filter((c): c is Candidate => c !== null);
+  const found = graph.ops.filter((op) => wanted.has(op.type) && op.domain === "");
+  let layers = found.map((op) => candidateOf(op, ctx)).filter((c): c is Candidate => c !== null);
   if (options.keepLast && layers.length > 0) {
     const last = layers[layers.length - 1].op;
     ctx.log(`keeping the last layer "${last.name}" in float (keep-last=true)`);
     layers = layers.filter((l) => l.op !== last);
   }
-  return layers.filter((l) => !skip.has(l.op.name));
+  layers = layers.filter((l) => !skip.has(l.op.name));
+  if (layers.length === 0) {
+    ctx.emit(
+      "note",
+      found.length === 0
+        ? `nothing lowered: no ${options.ops.join("/")} op in the graph`
+        : `nothing lowered: ${found.length} ${options.ops.join("/")} op(s), none with constant float32 weights ` +
+          "that is not skipped (the log says why each stays in float)",
+    );
+  }
+  return layers;
 }
 
 /** How {@linkcode lowerLayers} formats a model. */

@@ -242,7 +242,26 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   ctx.stat("barriers", barriers);
   ctx.stat("bn-recalibrated", options.recalibrateBn && ctx.calibration !== null);
   ctx.log(`threshold ${threshold}: ${pruned} of ${all.length} channels pruned`);
+  if (pruned === 0) ctx.emit("note", nothingPrunedReason(plans.length, all, threshold, barriers));
   return pruned > 0 || selectionsKept > 0;
+}
+
+/** Why a run pruned no channel, in one line. */
+function nothingPrunedReason(
+  groups: number,
+  scores: readonly number[],
+  threshold: number,
+  barriers: readonly string[],
+): string {
+  const blocked = barriers.length === 0
+    ? ""
+    : `; ${barriers.length} barrier(s), first ${barriers[0]}${barriers.length > 1 ? ", ..." : ""}`;
+  if (groups === 0) return `nothing pruned: no channel group with a BatchNormalization can be pruned${blocked}`;
+  if (scores.length === 0 || !(scores[0] < threshold)) {
+    const lowest = scores[0] ?? "none";
+    return `nothing pruned: no channel scores below the threshold ${threshold} (lowest ${lowest})${blocked}`;
+  }
+  return `nothing pruned: min-channels keeps every channel below the threshold ${threshold}${blocked}`;
 }
 
 /** Static dimensions of a value whose type the analysis already checked. */

@@ -253,6 +253,16 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
       totals.paramsAfter += entry === undefined ? l.params : entry["params-after"];
       totals.macsAfter += entry === undefined ? l.macs : entry["macs-after"];
     }
+    if (decomposed === 0) {
+      ctx.emit(
+        "note",
+        found.length === 0
+          ? "nothing decomposed: no Conv, Gemm or MatMul with a constant float weight"
+          : `nothing decomposed: ${found.length} candidate layer(s), ${found.length - layers.length} skipped ` +
+            `(skip, keep-last, non-finite weights), ${layers.length} with no rank that is cheaper and meets the ` +
+            "selection rule (see the log)",
+      );
+    }
     ctx.stat("layers-decomposed", decomposed);
     ctx.stat("params-before", totals.paramsBefore);
     ctx.stat("params-after", totals.paramsAfter);

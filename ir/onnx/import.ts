@@ -1,7 +1,9 @@
 /**
  * ONNX `ModelProto` bytes to an IR {@linkcode Module}. Names, attributes, types
  * and metadata are kept so that `exportOnnx(importOnnx(bytes))` writes the same
- * model back; weights stay views over the input bytes. Subgraph (If/Loop/Scan)
+ * model back, except that weights held in `Constant` ops or aliased through
+ * `Identity` ops become initializers (see `ImportOptions.keepWeightOps`);
+ * weights stay views over the input bytes. Subgraph (If/Loop/Scan)
  * ops use values of enclosing graphs directly, as MLIR regions do.
  *
  * Limitations: see `proto.ts` (ONNX 1.10.2 schema). `denotation`s, attribute
@@ -9,6 +11,7 @@
  * @module
  */
 import { dirname } from "node:path";
+import { inlineWeightOps } from "../normalize.ts";
 import type { Attribute } from "../attributes.ts";
 import { Graph, Op, Value } from "../graph.ts";
 import { Module } from "../module.ts";
@@ -36,6 +39,11 @@ export interface ImportOptions {
   baseDir?: string;
   /** Reads a whole external data file; by default files whose real path leaves `baseDir` are refused. Each file is read once per import. */
   readFile?: (path: string) => Uint8Array;
+  /**
+   * Keep `Constant` ops and `Identity` ops of initializers as they are; by default the main graph's become
+   * initializers, so passes and the cost model see every weight ({@linkcode inlineWeightOps}).
+   */
+  keepWeightOps?: boolean;
 }
 
 const PREFIX = "Cannot import ONNX model: ";
@@ -417,6 +425,7 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
   try {
     const importer = new Importer(model, options);
     const graph = importer.importGraph(model.graph!, null, null);
+    if (options.keepWeightOps !== true) inlineWeightOps(graph);
     const opsets: [string, number][] = (model.opsetImport ?? []).map((o) => [
       o.domain === "ai.onnx" ? "" : o.domain ?? "",
       int64ToNumber(o.version),
