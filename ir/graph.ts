@@ -254,7 +254,7 @@ export class Op {
     const a = this.attributes.get(name);
     if (a === undefined) return fallback;
     if (a.kind !== kind) {
-      throw new TypeError(`op "${this.name}" (${this.type}): attribute "${name}" must be ${kind}, found ${a.kind}`);
+      throw new Error(`op "${this.name}" (${this.type}): attribute "${name}" must be ${kind}, found ${a.kind}`);
     }
     return a.value;
   }

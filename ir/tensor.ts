@@ -327,7 +327,7 @@ export function toFloat64(t: Tensor): Float64Array {
     case "f8e4m3fnuz":
     case "f8e5m2":
     case "f8e5m2fnuz":
-      throw new TypeError(`cannot read ${t.dtype} elements as numbers`);
+      throw new Error(`cannot read ${t.dtype} elements as numbers`);
     default:
       out.set(d as Float32Array);
       return out;
@@ -377,7 +377,7 @@ export function fromFloat64(dtype: DType, shape: readonly number[], values: Arra
       (out as Float32Array).set(values);
       break;
     default:
-      throw new TypeError(`cannot write numbers as ${dtype} elements`);
+      throw new Error(`cannot write numbers as ${dtype} elements`);
   }
   return { dtype, shape: [...shape], data: out };
 }
