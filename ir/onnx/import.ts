@@ -6,8 +6,15 @@
  * weights stay views over the input bytes. Subgraph (If/Loop/Scan)
  * ops use values of enclosing graphs directly, as MLIR regions do.
  *
- * Limitations: see `proto.ts` (ONNX 1.10.2 schema). `denotation`s, attribute
- * doc strings and `value_info` entries naming no value of their graph are dropped.
+ * Fields newer than the ONNX 1.10.2 schema are kept undecoded and written back
+ * (see `proto.ts`). The model is checked as `onnx.checker` checks it where the IR
+ * would otherwise carry nonsense: domains must be imported, default-domain ops and
+ * their attributes must exist at the model's opset, attributes appear once,
+ * If/Loop/Scan bodies have the spec's arity, sparse initializers are well formed.
+ *
+ * Limitations: `denotation`s, attribute doc strings and `value_info` entries
+ * naming no value of their graph are dropped; unknown fields of a value's
+ * `ValueInfoProto` or initializer are kept by name and lost when a pass renames it.
  * @module
  */
 import { dirname } from "node:path";
@@ -537,8 +544,12 @@ function opLabel(op: Op): string {
  * @param options Folder for external data.
  * @returns The module.
  * @throws {Error} One line starting `Cannot import ONNX model:` for bytes that are not
- *   an ONNX model, a model without a graph, a value used before its definition or
- *   defined twice, or external data outside the model folder.
+ *   an ONNX model, messages nested deeper than protobuf allows, a model without a graph,
+ *   a value used before its definition or defined twice, external data outside the model
+ *   folder, not a regular file or too short, a node ONNX's checker would refuse (empty
+ *   op_type, domain not imported, op or attribute unknown at the opset, repeated attribute,
+ *   subgraph of the wrong arity) or a malformed sparse initializer; each names the node,
+ *   attribute, tensor or file.
  *
  * @example Import a model built with the protobuf classes
  * ```ts

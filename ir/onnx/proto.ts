@@ -160,6 +160,31 @@ class FieldScanner {
     return out;
   }
 
+  /** Step over one field's value (after its tag); false for a group, which ONNX never uses. */
+  skip(wireType: number): boolean {
+    switch (wireType) {
+      case 0:
+        while (this.pos < this.end && this.buf[this.pos] >= 0x80) this.pos++;
+        this.pos++;
+        break;
+      case 1:
+        this.pos += 8;
+        break;
+      case 2: {
+        const n = this.varint();
+        this.pos += n;
+        break;
+      }
+      case 5:
+        this.pos += 4;
+        break;
+      default:
+        return false;
+    }
+    if (this.pos > this.end) throw new Error("truncated field");
+    return true;
+  }
+
   /** Read one field's value (after its tag); null for a group, which ONNX never uses. */
   value(wireType: number): UnknownField["value"] | null {
     switch (wireType) {
@@ -220,9 +245,11 @@ function extend(type: MessageClass, name: string): void {
     let unknown: UnknownField[] | undefined;
     while (scanner.pos < end) {
       const tag = scanner.varint();
-      const value = scanner.value(tag & 7);
-      if (value === null) throw new Error(`${name} field ${tag >>> 3} is a protobuf group, which ONNX never uses`);
-      if (!known.has(tag >>> 3)) (unknown ??= []).push({ tag, value });
+      const value = known.has(tag >>> 3) ? scanner.skip(tag & 7) : scanner.value(tag & 7);
+      if (value === null || value === false) {
+        throw new Error(`${name} field ${tag >>> 3} is a protobuf group, which ONNX never uses`);
+      }
+      if (value !== true) (unknown ??= []).push({ tag, value });
     }
     return withUnknownFields(message, unknown);
   };
