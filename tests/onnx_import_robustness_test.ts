@@ -434,6 +434,10 @@ Deno.test("bad sparse initializers are refused naming the initializer", () => {
     [sparse([4], [0, 1, 2], [3]), "indices have shape [3], expected [2] or [2,1] for 2 values of a rank-1 tensor"],
     [sparse([4], [2, 1], [2]), "index 1 of value 1 does not follow index 2: indices must increase"],
     [sparse([4], [0, 1], [2], [1, 2], 6), "indices must be i64, found i32"],
+    [
+      sparse([2 ** 40, 2 ** 10], [0, 1], [2]),
+      "dense shape [1099511627776,1024] needs 4503599627370496 bytes, more than can be allocated",
+    ],
   ];
   for (const [bytes, why] of cases) {
     assert.equal(messageOf(() => importOnnx(bytes)), `${PREFIX}sparse initializer "s": ${why}`);

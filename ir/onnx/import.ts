@@ -214,7 +214,12 @@ function densifySparse(sparse: ISparseTensorProto, options: TensorProtoOptions):
   }
   const size = shapeSize(dims);
   const width = values.data.BYTES_PER_ELEMENT;
-  const out = new Uint8Array(size * width);
+  let out: Uint8Array;
+  try {
+    out = new Uint8Array(size * width);
+  } catch {
+    throw new Error(`dense shape [${dims.join(",")}] needs ${size * width} bytes, more than can be allocated`);
+  }
   const src = new Uint8Array(values.data.buffer, values.data.byteOffset, values.data.byteLength);
   const idx = indices.data as BigInt64Array;
   let previous = -1;
