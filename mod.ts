@@ -96,7 +96,7 @@ export type { ExportOptions, ExternalDataOptions } from "./ir/onnx/export.ts";
 export { exportOnnx, exportOnnxFiles } from "./ir/onnx/export.ts";
 export type { ImportOptions } from "./ir/onnx/import.ts";
 export { importOnnx } from "./ir/onnx/import.ts";
-export type { TensorProtoOptions } from "./ir/onnx/tensor_proto.ts";
+export type { ByteSource, TensorProtoOptions } from "./ir/onnx/tensor_proto.ts";
 export { readTensorProto } from "./ir/onnx/tensor_proto.ts";
 
 // ---- Passes: the pass interface, options, pipelines, the pass manager, the built-in passes and analyses ----

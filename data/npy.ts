@@ -156,6 +156,9 @@ type PyValue = string | number | boolean | null | PyValue[] | { tuple: PyValue[]
  * subset numpy writes (numpy itself uses `ast.literal_eval`); it also takes double
  * quotes, any whitespace and trailing commas, and Python 2 long suffixes (`3L`).
  */
+/** Deepest bracket nesting of a header: numpy's own are 2 deep (a dict holding a tuple); structured dtypes nest more. */
+const MAX_HEADER_NESTING = 32;
+
 function parseHeader(text: string, fail: (message: string) => Error): NpyHeader {
   let pos = 0;
   const bad = (what: string, at: number | null = pos): Error =>
@@ -193,10 +196,31 @@ function parseHeader(text: string, fail: (message: string) => Error): NpyHeader 
       }
     }
   };
+  let depth = 0;
   const value = (): PyValue => {
     skipSpace();
     const ch = text[pos];
     if (ch === "'" || ch === '"') return str();
+    if ("{([".includes(ch)) {
+      if (depth === MAX_HEADER_NESTING) throw bad(`brackets nested deeper than ${MAX_HEADER_NESTING} levels`);
+      depth++;
+      try {
+        return container(ch);
+      } finally {
+        depth--;
+      }
+    }
+    const word = /^[A-Za-z_][A-Za-z0-9_]*|^[-+]?\d+[lL]?/.exec(text.slice(pos));
+    if (word === null) throw bad("expected a value");
+    pos += word[0].length;
+    if (word[0] === "True") return true;
+    if (word[0] === "False") return false;
+    if (word[0] === "None") return null;
+    if (/^[-+]?\d/.test(word[0])) return Number(word[0].replace(/[lL]$/, ""));
+    throw bad(`unexpected name ${word[0]}`);
+  };
+  /** A dict, tuple or list opening with `ch` at `pos`. */
+  const container = (ch: string): PyValue => {
     if (ch === "{") {
       pos++;
       const dict = new Map<string, PyValue>();
@@ -214,18 +238,8 @@ function parseHeader(text: string, fail: (message: string) => Error): NpyHeader 
       // `(x)` is just x in Python; a one-element tuple needs the comma.
       return values.length === 1 && !trailingComma ? values[0] : { tuple: values };
     }
-    if (ch === "[") {
-      pos++;
-      return items("]", value).values;
-    }
-    const word = /^[A-Za-z_][A-Za-z0-9_]*|^[-+]?\d+[lL]?/.exec(text.slice(pos));
-    if (word === null) throw bad("expected a value");
-    pos += word[0].length;
-    if (word[0] === "True") return true;
-    if (word[0] === "False") return false;
-    if (word[0] === "None") return null;
-    if (/^[-+]?\d/.test(word[0])) return Number(word[0].replace(/[lL]$/, ""));
-    throw bad(`unexpected name ${word[0]}`);
+    pos++;
+    return items("]", value).values;
   };
   const str = (): string => {
     const quote = text[pos++];

@@ -5,7 +5,7 @@
  * chains end in static (or batch-symbolic) shapes.
  * @module
  */
-import type { Graph, Op, Value } from "./graph.ts";
+import { type Graph, isDefaultDomain, type Op, type Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import type { InferContext, OpRegistry } from "./op_def.ts";
 import { builtinOps } from "./builtin_ops.ts";
@@ -26,6 +26,86 @@ export interface InferShapesOptions {
 
 /** Constants found while inferring (folded small subgraphs), by value. */
 export type FoldedConstants = Map<Value, Tensor>;
+
+/**
+ * Operands that ONNX types as integer tensors, per default-domain op type: from the given opset on,
+ * which operands must be int64 and which int32 or int64. Generated from onnx 1.12's `onnx.defs`
+ * (input type constraints of exactly `tensor(int64)` or `tensor(int32), tensor(int64)`); the
+ * opset-18 `axes` operands of the Reduce ops are added by hand. Ops read these contents as
+ * dimensions, axes or indices, so another element type (a string shape) is an error naming the op.
+ */
+const INTEGER_OPERANDS: Readonly<Record<string, readonly [since: number, int64: number[], int32or64: number[]][]>> = {
+  BlackmanWindow: [[17, [], [0]]],
+  ConstantOfShape: [[9, [0], []]],
+  CumSum: [[11, [], [1]]],
+  DFT: [[17, [], [1]]],
+  Expand: [[8, [1], []]],
+  Gather: [[1, [], [1]]],
+  GatherElements: [[11, [], [1]]],
+  GatherND: [[11, [1], []]],
+  HammingWindow: [[17, [], [0]]],
+  HannWindow: [[17, [], [0]]],
+  Loop: [[1, [0], []]],
+  MaxUnpool: [[9, [1, 2], []]],
+  MelWeightMatrix: [[17, [], [0, 1, 2]]],
+  NegativeLogLikelihoodLoss: [[12, [], [1]]],
+  NonMaxSuppression: [[10, [2], []]],
+  Pad: [[1, [], []], [11, [1], []]],
+  ReduceSum: [[1, [], []], [13, [1], []]],
+  Reshape: [[1, [], []], [5, [1], []]],
+  Resize: [[10, [], []], [11, [3], []]],
+  ReverseSequence: [[10, [1], []]],
+  RoiAlign: [[10, [2], []]],
+  STFT: [[17, [], [1, 3]]],
+  Scan: [[8, [0], []], [9, [], []]],
+  Scatter: [[9, [], [1]]],
+  ScatterElements: [[11, [], [1]]],
+  ScatterND: [[11, [1], []]],
+  SequenceAt: [[11, [], [1]]],
+  SequenceErase: [[11, [], [1]]],
+  SequenceInsert: [[11, [], [2]]],
+  Slice: [[1, [], []], [10, [], [1, 2, 3, 4]]],
+  SoftmaxCrossEntropyLoss: [[12, [], [1]]],
+  Split: [[1, [], []], [13, [1], []]],
+  SplitToSequence: [[11, [], [1]]],
+  Squeeze: [[1, [], []], [13, [1], []]],
+  Tile: [[1, [], []], [6, [1], []]],
+  TopK: [[1, [], []], [10, [1], []]],
+  Trilu: [[14, [1], []]],
+  Unsqueeze: [[1, [], []], [13, [1], []]],
+  ReduceL1: [[18, [1], []]],
+  ReduceL2: [[18, [1], []]],
+  ReduceLogSum: [[18, [1], []]],
+  ReduceLogSumExp: [[18, [1], []]],
+  ReduceMax: [[18, [1], []]],
+  ReduceMean: [[18, [1], []]],
+  ReduceMin: [[18, [1], []]],
+  ReduceProd: [[18, [1], []]],
+  ReduceSumSquare: [[18, [1], []]],
+};
+
+/** Throws, naming the op, when an operand ONNX types as an integer tensor has another element type. */
+function checkIntegerOperands(op: Op, ctx: InferContext): void {
+  if (!isDefaultDomain(op.domain)) return;
+  const versions = INTEGER_OPERANDS[op.type];
+  if (versions === undefined) return;
+  let current: readonly [number, number[], number[]] | undefined;
+  for (const v of versions) if (v[0] <= ctx.opset) current = v;
+  if (current === undefined) return;
+  const [, int64, int32or64] = current;
+  for (const [indices, allowed] of [[int64, ["i64"]], [int32or64, ["i32", "i64"]]] as const) {
+    for (const i of indices) {
+      const elem = ctx.types[i]?.elem;
+      if (elem === undefined || (allowed as readonly unknown[]).includes(elem)) continue;
+      throw opError(
+        op,
+        `operand #${i} "${op.operands[i]!.name}" must be a tensor of ${allowed.join(" or ")} (ONNX ${op.type}), found ${
+          typeof elem === "string" ? elem : typeToString({ elem, shape: null })
+        }`,
+      );
+    }
+  }
+}
 
 /** Operand element count up to which ops over constants are evaluated during inference. */
 const FOLD_LIMIT = 1 << 16;
@@ -69,6 +149,7 @@ function inferGraph(
     const def = registry.get(op);
     if (def?.infer === undefined) continue;
     const ctx = contextOf(module, op, folded, shapeValues);
+    checkIntegerOperands(op, ctx);
     let types: (TensorType | null)[];
     try {
       types = def.infer(op, ctx);

@@ -182,6 +182,7 @@ const EXPECTED_TYPES: readonly string[] = [
   "BfpWeightPlan",
   "BoolOption",
   "BufferRequest",
+  "ByteSource",
   "CLayout",
   "ChannelBarrier",
   "ChannelConsumer",

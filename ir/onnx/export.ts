@@ -21,7 +21,9 @@ import {
   type IValueInfoProto,
   onnx,
   type TensorProto,
+  type UnknownField,
   utf8Bytes,
+  withUnknownFields,
 } from "./proto.ts";
 import { resolveExternalPath, tensorToProto } from "./tensor_proto.ts";
 
@@ -102,11 +104,16 @@ function typeToProto(type: Type, what: string): ITypeProto {
   return { tensorType };
 }
 
-function valueInfo(v: Value): IValueInfoProto {
+/** Fields of the ONNX message a value came from that the schema does not know (kept by the importer). */
+function valueUnknownFields(graph: Graph, key: string, name: string): readonly UnknownField[] | undefined {
+  return (graph.extra[key] as Map<string, readonly UnknownField[]> | undefined)?.get(name);
+}
+
+function valueInfo(v: Value, graph: Graph): IValueInfoProto {
   const info: IValueInfoProto = { name: v.name };
   if (v.type !== null) info.type = typeToProto(v.type, `value "${v.name}"`);
   if (v.docString !== "") info.docString = v.docString;
-  return info;
+  return withUnknownFields(info, valueUnknownFields(graph, "valueInfoUnknownFields", v.name));
 }
 
 /** Result indices the importer created for omitted ONNX outputs, still unused (so written as `""`). */
@@ -119,10 +126,10 @@ function omittedResults(op: Op): Set<number> {
 class Exporter {
   constructor(readonly external: ExternalWriter | null) {}
 
-  initializer(name: string, t: Tensor): TensorProto {
+  initializer(name: string, t: Tensor, graph: Graph): TensorProto {
     const proto = tensorToProto(name, t);
     this.external?.place(proto, t);
-    return proto;
+    return withUnknownFields(proto, valueUnknownFields(graph, "initializerUnknownFields", name));
   }
 
   graph(graph: Graph): IGraphProto {
@@ -136,25 +143,27 @@ class Exporter {
       const omitted = omittedResults(op);
       nodes.push(this.node(op, omitted));
       op.results.forEach((r, k) => {
-        if (r.type !== null && !omitted.has(k) && !outputs.has(r)) valueInfos.push(valueInfo(r));
+        if (r.type !== null && !omitted.has(k) && !outputs.has(r)) valueInfos.push(valueInfo(r, graph));
       });
     }
     proto.node = nodes;
     const initializers: TensorProto[] = [];
-    for (const v of graph.inputs) if (v.constant !== null) initializers.push(this.initializer(v.name, v.constant));
+    for (const v of graph.inputs) {
+      if (v.constant !== null) initializers.push(this.initializer(v.name, v.constant, graph));
+    }
     for (const v of graph.constants) {
-      if (!sparseNames.has(v.name)) initializers.push(this.initializer(v.name, v.constant!));
+      if (!sparseNames.has(v.name)) initializers.push(this.initializer(v.name, v.constant!, graph));
     }
     proto.initializer = initializers;
     if (graph.docString !== "") proto.docString = graph.docString;
-    proto.input = graph.inputs.map(valueInfo);
-    proto.output = graph.outputs.map(valueInfo);
+    proto.input = graph.inputs.map((v) => valueInfo(v, graph));
+    proto.output = graph.outputs.map((v) => valueInfo(v, graph));
     if (valueInfos.length > 0) proto.valueInfo = valueInfos;
     if (graph.extra.quantizationAnnotation !== undefined) {
       proto.quantizationAnnotation = graph.extra.quantizationAnnotation as IGraphProto["quantizationAnnotation"];
     }
     if (sparse.length > 0) proto.sparseInitializer = sparse;
-    return proto;
+    return withUnknownFields(proto, graph.extra.unknownFields as UnknownField[] | undefined);
   }
 
   node(op: Op, omitted: Set<number>): INodeProto {
@@ -170,7 +179,7 @@ class Exporter {
     }
     if (op.docString !== "") node.docString = op.docString;
     if (op.domain !== "") node.domain = op.domain;
-    return node;
+    return withUnknownFields(node, op.extra.unknownFields as UnknownField[] | undefined);
   }
 
   attribute(name: string, a: Attribute, op: Op): IAttributeProto {
@@ -236,7 +245,7 @@ function modelProto(module: Module, exporter: Exporter): IModelProto {
     model.trainingInfo = module.extra.trainingInfo as IModelProto["trainingInfo"];
   }
   if (module.extra.functions !== undefined) model.functions = module.extra.functions as IModelProto["functions"];
-  return model;
+  return withUnknownFields(model, module.extra.unknownFields as UnknownField[] | undefined);
 }
 
 function encode(model: IModelProto): Uint8Array {

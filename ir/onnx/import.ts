@@ -6,16 +6,24 @@
  * weights stay views over the input bytes. Subgraph (If/Loop/Scan)
  * ops use values of enclosing graphs directly, as MLIR regions do.
  *
- * Limitations: see `proto.ts` (ONNX 1.10.2 schema). `denotation`s, attribute
- * doc strings and `value_info` entries naming no value of their graph are dropped.
+ * Fields newer than the ONNX 1.10.2 schema are kept undecoded and written back
+ * (see `proto.ts`). The model is checked as `onnx.checker` checks it where the IR
+ * would otherwise carry nonsense: domains must be imported, default-domain ops and
+ * their attributes must exist at the model's opset, attributes appear once,
+ * If/Loop/Scan bodies have the spec's arity, sparse initializers are well formed.
+ *
+ * Limitations: `denotation`s, attribute doc strings and `value_info` entries
+ * naming no value of their graph are dropped; unknown fields of a value's
+ * `ValueInfoProto` or initializer are kept by name and lost when a pass renames it.
  * @module
  */
 import { dirname } from "node:path";
+import { ONNX_OPSET_KNOWN, onnxOpAttributes } from "./onnx_ops.ts";
 import { inlineWeightOps } from "../normalize.ts";
 import type { Attribute } from "../attributes.ts";
-import { Graph, Op, Value } from "../graph.ts";
+import { Graph, isDefaultDomain, Op, Value } from "../graph.ts";
 import { Module } from "../module.ts";
-import type { Tensor } from "../tensor.ts";
+import { shapeSize, type Tensor } from "../tensor.ts";
 import { dtypeFromOnnx, tensorType, type Type, typeToString } from "../types.ts";
 import {
   has,
@@ -29,16 +37,30 @@ import {
   type ITypeProto,
   type ModelProto,
   onnx,
+  ProtoNestingError,
+  type UnknownField,
+  unknownFieldsOf,
   utf8,
 } from "./proto.ts";
-import { folderReader, readFileBytes, tensorFromProto, type TensorProtoOptions } from "./tensor_proto.ts";
+import {
+  type ByteSource,
+  fileByteSource,
+  folderReader,
+  readFileBytes,
+  tensorFromProto,
+  type TensorProtoOptions,
+} from "./tensor_proto.ts";
 
 /** Options of {@linkcode importOnnx}. */
 export interface ImportOptions {
   /** Folder of the model file, for tensors stored as external data. */
   baseDir?: string;
-  /** Reads a whole external data file; by default files whose real path leaves `baseDir` are refused. Each file is read once per import. */
-  readFile?: (path: string) => Uint8Array;
+  /**
+   * Opens an external data file: a `Uint8Array` of its contents, or a {@linkcode ByteSource} that reads only the
+   * ranges tensors ask for. By default regular files in `baseDir` are read so ({@linkcode fileByteSource}), and
+   * files whose real path leaves `baseDir` are refused. Each file is opened once per import.
+   */
+  readFile?: (path: string) => ByteSource;
   /**
    * Keep `Constant` ops and `Identity` ops of initializers as they are; by default the main graph's become
    * initializers, so passes and the cost model see every weight ({@linkcode inlineWeightOps}).
@@ -56,6 +78,23 @@ class ImportError extends Error {
 }
 
 const AttrType = onnx.AttributeProto.AttributeType;
+
+/**
+ * Keep the fields of `message` that the ONNX 1.10 schema does not know (IR 10's `metadata_props`,
+ * `overload`, ...) in `extra[key]` of the IR object made from it; the exporter writes them back.
+ */
+function keepUnknownFields(message: object, extra: Record<string, unknown>, key = "unknownFields"): void {
+  const fields = unknownFieldsOf(message);
+  if (fields.length > 0) extra[key] = fields;
+}
+
+/** Unknown fields of `ValueInfoProto`s and initializer `TensorProto`s, by value name (values have no `extra`). */
+function keepValueUnknownFields(message: { name?: string | null }, extra: Record<string, unknown>, key: string): void {
+  const fields = unknownFieldsOf(message);
+  if (fields.length === 0) return;
+  const byName = (extra[key] ??= new Map()) as Map<string, readonly UnknownField[]>;
+  byName.set(message.name ?? "", fields);
+}
 
 /** ONNX name of an attribute type code (`FLOAT`, `INTS`, ...). */
 function attrTypeName(code: number): string {
@@ -150,22 +189,61 @@ function lookup(scope: Scope | null, name: string): Value | undefined {
   return undefined;
 }
 
-/** A sparse initializer as a dense tensor (the IR has no sparse constants; the proto is kept for export). */
+/**
+ * A sparse initializer as a dense tensor (the IR has no sparse constants; the proto is kept for export).
+ * Checks what onnx.proto's `SparseTensorProto` asks: 1-D values, int64 indices of shape [NNZ] (linear) or
+ * [NNZ, rank] (coordinates), each within the dense shape, in strictly increasing order as the ONNX checker wants.
+ */
 function densifySparse(sparse: ISparseTensorProto, options: TensorProtoOptions): Tensor {
+  const dims = (sparse.dims ?? []).map(int64ToNumber);
+  if (dims.some((d) => !Number.isSafeInteger(d) || d < 0)) throw new Error(`bad dimensions [${dims.join(",")}]`);
   const values = tensorFromProto(sparse.values ?? {}, options);
   const indices = tensorFromProto(sparse.indices ?? { dataType: 7 }, options);
   if (Array.isArray(values.data)) throw new Error("string sparse tensors are not supported");
-  const dims = (sparse.dims ?? []).map(int64ToNumber);
+  if (values.shape.length !== 1) throw new Error(`values must be 1-D, found shape [${values.shape.join(",")}]`);
+  if (indices.dtype !== "i64") throw new Error(`indices must be i64, found ${indices.dtype}`);
+  const nnz = values.shape[0];
+  const rank = dims.length;
+  const linear = indices.shape.length === 1 && indices.shape[0] === nnz;
+  if (!linear && !(indices.shape.length === 2 && indices.shape[0] === nnz && indices.shape[1] === rank)) {
+    throw new Error(
+      `indices have shape [${
+        indices.shape.join(",")
+      }], expected [${nnz}] or [${nnz},${rank}] for ${nnz} values of a rank-${rank} tensor`,
+    );
+  }
+  const size = shapeSize(dims);
   const width = values.data.BYTES_PER_ELEMENT;
-  const out = new Uint8Array(dims.reduce((a, b) => a * b, 1) * width);
+  let out: Uint8Array;
+  try {
+    out = new Uint8Array(size * width);
+  } catch {
+    throw new Error(`dense shape [${dims.join(",")}] needs ${size * width} bytes, more than can be allocated`);
+  }
   const src = new Uint8Array(values.data.buffer, values.data.byteOffset, values.data.byteLength);
   const idx = indices.data as BigInt64Array;
-  const rank = dims.length;
-  for (let k = 0; k < values.data.length; k++) {
-    // onnx.proto SparseTensorProto: indices are [NNZ] linearized, or [NNZ, rank] coordinates.
+  let previous = -1;
+  for (let k = 0; k < nnz; k++) {
     let flat = 0;
-    if (indices.shape.length === 1) flat = Number(idx[k]);
-    else for (let r = 0; r < rank; r++) flat = flat * dims[r] + Number(idx[k * rank + r]);
+    if (linear) flat = Number(idx[k]);
+    else {
+      for (let r = 0; r < rank; r++) {
+        const i = Number(idx[k * rank + r]);
+        if (i < 0 || i >= dims[r]) {
+          throw new Error(
+            `index [${[...idx.subarray(k * rank, (k + 1) * rank)].join(",")}] of value ${k} is outside the shape [${
+              dims.join(",")
+            }]`,
+          );
+        }
+        flat = flat * dims[r] + i;
+      }
+    }
+    if (flat < 0 || flat >= size) throw new Error(`index ${flat} of value ${k} is outside [0, ${size})`);
+    if (flat <= previous) {
+      throw new Error(`index ${flat} of value ${k} does not follow index ${previous}: indices must increase`);
+    }
+    previous = flat;
     out.set(src.subarray(k * width, (k + 1) * width), flat * width);
   }
   return tensorFromProto({ dataType: sparse.values?.dataType, dims, rawData: out });
@@ -178,18 +256,22 @@ class Importer {
   readonly #opNames = new Set<string>();
   readonly #tensorOptions: TensorProtoOptions;
 
-  constructor(model: ModelProto, options: ImportOptions) {
-    const cache = new Map<string, Uint8Array>();
-    const read = options.readFile ?? (options.baseDir === undefined ? readFileBytes : folderReader(options.baseDir));
+  /** Opset version per imported domain (`ai.onnx` as `""`). */
+  readonly #opsets: ReadonlyMap<string, number>;
+
+  constructor(model: ModelProto, opsets: ReadonlyMap<string, number>, options: ImportOptions) {
+    this.#opsets = opsets;
+    const cache = new Map<string, ByteSource>();
+    const read = options.readFile ?? (options.baseDir === undefined ? fileByteSource : folderReader(options.baseDir));
     // Without a folder or a reader there is nothing to read from; tensorFromProto then says so.
     const readable = options.baseDir !== undefined || options.readFile !== undefined;
     this.#tensorOptions = {
       baseDir: options.baseDir,
       readFile: readable
         ? (path) => {
-          let bytes = cache.get(path);
-          if (bytes === undefined) cache.set(path, bytes = read(path));
-          return bytes;
+          let file = cache.get(path);
+          if (file === undefined) cache.set(path, file = read(path));
+          return file;
         }
         : undefined,
     };
@@ -229,8 +311,9 @@ class Importer {
     const graph = new Graph(proto.name ?? "");
     graph.parentOp = parentOp;
     graph.docString = proto.docString ?? "";
+    keepUnknownFields(proto, graph.extra);
     const scope: Scope = { values: new Map(), parent: parentScope };
-    const where = parentOp === null ? `graph "${graph.name}"` : `subgraph "${graph.name}" of ${opLabel(parentOp)}`;
+    const where = graphLabel(graph);
     const define = (v: Value, what: string): void => {
       if (scope.values.has(v.name)) throw new ImportError(`${what} defines value "${v.name}" twice in ${where}`);
       scope.values.set(v.name, v);
@@ -241,12 +324,14 @@ class Importer {
       const name = t.name ?? "";
       if (initializers.has(name)) throw new ImportError(`initializer "${name}" is defined twice in ${where}`);
       initializers.set(name, t);
+      keepValueUnknownFields(t, graph.extra, "initializerUnknownFields");
     }
     // IR < 4 lists every initializer among the inputs; such an input is modelled as an input whose
     // `constant` holds its default value (ONNX IR spec, "Graphs": initializers as input defaults).
     for (const vi of proto.input ?? []) {
       const v = new Value(vi.name ?? "", importType(vi.type));
       v.docString = vi.docString ?? "";
+      keepValueUnknownFields(vi, graph.extra, "valueInfoUnknownFields");
       const init = initializers.get(v.name);
       if (init !== undefined) v.constant = this.tensor(init);
       define(v, `graph input "${v.name}"`);
@@ -282,6 +367,7 @@ class Importer {
       const type = importType(vi.type);
       if (type !== null && (v.graph === graph || v.type === null)) v.type = type;
       if (vi.docString) v.docString = vi.docString;
+      keepValueUnknownFields(vi, graph.extra, "valueInfoUnknownFields");
       graph.outputs.push(v);
     }
     for (const vi of proto.valueInfo ?? []) {
@@ -289,6 +375,7 @@ class Importer {
       if (v === undefined) continue;
       if (v.type === null) v.type = importType(vi.type);
       if (vi.docString && v.docString === "") v.docString = vi.docString;
+      keepValueUnknownFields(vi, graph.extra, "valueInfoUnknownFields");
     }
     return graph;
   }
@@ -301,10 +388,24 @@ class Importer {
     define: (v: Value, what: string) => void,
   ): void {
     const type = node.opType ?? "";
+    if (type === "") {
+      const which = node.name ? `node "${node.name}"` : `node #${graph.ops.length}`;
+      throw new ImportError(`${which} of ${graphLabel(graph)} has an empty op_type`);
+    }
     let name = node.name ?? "";
     const generated = name === "";
     if (generated) name = this.#fresh(this.#opNames, `${type}_${graph.ops.length}`);
     const label = `node "${name}" (${type})`;
+    const domain = node.domain ?? "";
+    const opset = this.#opsets.get(isDefaultDomain(domain) ? "" : domain);
+    if (opset === undefined) {
+      const imported = [...this.#opsets.keys()].map((d) => `"${d}"`).join(", ") || "none";
+      throw new ImportError(
+        `${label} is in domain "${domain}", which opset_import does not list (it lists ${imported})`,
+      );
+    }
+    const attributes = isDefaultDomain(domain) && opset <= ONNX_OPSET_KNOWN ? onnxOpAttributes(type, opset) : undefined;
+    if (attributes === null) throw new ImportError(`${label}: ONNX opset ${opset} has no operator ${type}`);
     const operands = (node.input ?? []).map((input) => {
       if (input === "") return null; // an omitted optional input (ONNX IR spec, "Optional Inputs and Outputs")
       const v = lookup(scope, input);
@@ -326,8 +427,21 @@ class Importer {
     if (generated) op.extra.generatedName = name;
     if (omitted.length > 0) op.extra.omittedResults = omitted;
     op.docString = node.docString ?? "";
+    keepUnknownFields(node, op.extra);
     graph.addOp(op);
-    for (const a of node.attribute ?? []) op.attributes.set(a.name ?? "", this.#attribute(a, op, scope, label));
+    for (const a of node.attribute ?? []) {
+      const attrName = a.name ?? "";
+      // Checked before decoding: a second subgraph would be imported over the first one's uses.
+      if (op.attributes.has(attrName)) throw new ImportError(`${label} has attribute "${attrName}" twice`);
+      if (attributes !== undefined && !attributes.includes(attrName)) {
+        const known = attributes.length === 0 ? "none" : attributes.join(", ");
+        throw new ImportError(
+          `${label} has attribute "${attrName}", which ${type} of opset ${opset} does not define (it has: ${known})`,
+        );
+      }
+      op.attributes.set(attrName, this.#attribute(a, op, scope, label));
+    }
+    if (isDefaultDomain(domain)) checkSubgraphArity(op, node, opset, label);
     // Results become visible only after the attributes: a subgraph cannot see its own op's results.
     for (const r of results) define(r, label);
   }
@@ -372,8 +486,53 @@ class Importer {
   }
 }
 
+/**
+ * The input and output counts the ONNX spec asks of If, Loop and Scan bodies
+ * (Operators.md): If branches give one output per If output; a Loop body takes
+ * (iteration, condition, N carried) and gives (condition, N carried, K scan outputs);
+ * a Scan body takes N states and M scan inputs and gives N states and K scan outputs
+ * (Scan-8 has a leading `sequence_lens` operand the body does not see).
+ */
+function checkSubgraphArity(op: Op, node: INodeProto, opset: number, label: string): void {
+  const inputs = (node.input ?? []).length;
+  const outputs = (node.output ?? []).length;
+  const expect = (attribute: string, wantInputs: number | null, wantOutputs: number, why: string): void => {
+    const body = op.attributes.get(attribute);
+    if (body?.kind !== "graph") return;
+    const g = body.value;
+    const badInputs = wantInputs !== null && g.inputs.length !== wantInputs;
+    if (!badInputs && g.outputs.length === wantOutputs) return;
+    const found = badInputs ? `${g.inputs.length} inputs` : `${g.outputs.length} outputs`;
+    const wanted = badInputs ? `${wantInputs} inputs` : `${wantOutputs} outputs`;
+    throw new ImportError(`${label}: ${attribute} has ${found}, expected ${wanted} (${why})`);
+  };
+  switch (op.type) {
+    case "If":
+      for (const branch of ["then_branch", "else_branch"]) expect(branch, null, outputs, `one per If output`);
+      break;
+    case "Loop":
+      expect(
+        "body",
+        inputs,
+        1 + outputs,
+        `iteration number, condition and ${Math.max(0, inputs - 2)} loop-carried values in; ` +
+          `condition, loop-carried values and scan outputs out, for a Loop with ${inputs} inputs and ${outputs} outputs`,
+      );
+      break;
+    case "Scan": {
+      const scanned = opset < 9 ? inputs - 1 : inputs;
+      expect("body", scanned, outputs, `one per Scan state and scan input in, one per Scan output out`);
+      break;
+    }
+  }
+}
+
 function importTypeOrOpaque(tp: ITypeProto | null | undefined): Type {
   return importType(tp) ?? { kind: "opaque", description: "?", proto: tp ?? {} };
+}
+
+function graphLabel(graph: Graph): string {
+  return graph.parentOp === null ? `graph "${graph.name}"` : `subgraph "${graph.name}" of ${opLabel(graph.parentOp)}`;
 }
 
 function opLabel(op: Op): string {
@@ -390,8 +549,12 @@ function opLabel(op: Op): string {
  * @param options Folder for external data.
  * @returns The module.
  * @throws {Error} One line starting `Cannot import ONNX model:` for bytes that are not
- *   an ONNX model, a model without a graph, a value used before its definition or
- *   defined twice, or external data outside the model folder.
+ *   an ONNX model, messages nested deeper than protobuf allows, a model without a graph,
+ *   a value used before its definition or defined twice, external data outside the model
+ *   folder, not a regular file or too short, a node ONNX's checker would refuse (empty
+ *   op_type, domain not imported, op or attribute unknown at the opset, repeated attribute,
+ *   subgraph of the wrong arity) or a malformed sparse initializer; each names the node,
+ *   attribute, tensor or file.
  *
  * @example Import a model built with the protobuf classes
  * ```ts
@@ -419,23 +582,30 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
   try {
     model = onnx.ModelProto.decode(bytes);
   } catch (e) {
+    if (e instanceof ProtoNestingError) throw new ImportError(e.describe());
     throw new ImportError(`not an ONNX model, or the file is corrupt or truncated (${(e as Error).message})`);
   }
   if (!has(model, "graph")) throw new ImportError("the model has no graph (is this an ONNX file?)");
   try {
-    const importer = new Importer(model, options);
-    const graph = importer.importGraph(model.graph!, null, null);
-    if (options.keepWeightOps !== true) inlineWeightOps(graph);
     const opsets: [string, number][] = (model.opsetImport ?? []).map((o) => [
       o.domain === "ai.onnx" ? "" : o.domain ?? "",
       int64ToNumber(o.version),
     ]);
+    for (const [domain, version] of opsets) {
+      if (version < 1) {
+        throw new ImportError(`opset_import gives domain "${domain}" version ${version}, expected 1 or more`);
+      }
+    }
+    const importer = new Importer(model, new Map(opsets), options);
+    const graph = importer.importGraph(model.graph!, null, null);
+    if (options.keepWeightOps !== true) inlineWeightOps(graph);
     const module = new Module(graph, opsets, int64ToNumber(model.irVersion));
     module.producerName = model.producerName ?? "";
     module.producerVersion = model.producerVersion ?? "";
     module.domain = model.domain ?? "";
     module.modelVersion = int64ToNumber(model.modelVersion);
     module.docString = model.docString ?? "";
+    keepUnknownFields(model, module.extra);
     for (const entry of model.metadataProps ?? []) module.metadata.set(entry.key ?? "", entry.value ?? "");
     if (model.functions?.length) module.extra.functions = model.functions;
     if (model.trainingInfo?.length) module.extra.trainingInfo = model.trainingInfo;

@@ -13,6 +13,8 @@ export {
   writeFileBytes,
 } from "./export.ts";
 export {
+  type ByteSource,
+  fileByteSource,
   readFileBytes,
   readTensorProto,
   resolveExternalPath,

@@ -3,18 +3,298 @@
  * ONNX 1.10.2's `onnx.proto`) and the small conversions every ONNX reader and
  * writer here needs: int64 fields arrive as `Long` objects, bytes as views.
  *
- * Limitation: the schema is ONNX 1.10.2's, so its decoder silently skips fields
- * added later (ONNX 1.13+: `FunctionProto.attribute_proto`; 1.16+: `NodeProto.overload`,
- * `metadata_props` on nodes, graphs and functions, `FunctionProto.value_info` /
- * `overload`). Every field of ONNX 1.12's `onnx.proto` is present in 1.10.2's, so
- * nothing of the 1.12 backend test data is lost; newer dtype codes (float8, int4)
- * are plain integers and survive.
+ * Fields newer than that schema (IR 10 / ONNX 1.16+: `NodeProto.overload` and
+ * `metadata_props` on nodes, graphs, values, tensors and functions; `FunctionProto.attribute_proto`,
+ * `value_info` and `overload`; IR 11's device configurations) are not decoded,
+ * but not dropped either: every message keeps the fields its generated decoder does not know,
+ * in order, under {@linkcode UNKNOWN_FIELDS}, and encoding writes them back after the known
+ * ones (protobuf allows any field order). The importer and exporter carry them between
+ * messages and IR objects ({@linkcode unknownFieldsOf}).
+ *
+ * Decoding refuses messages nested deeper than {@linkcode MAX_MESSAGE_DEPTH} with a
+ * {@linkcode ProtoNestingError}, as protobuf's own parsers do, instead of
+ * overflowing the stack.
  * @module
  */
 import onnxProto from "onnx-proto";
 
 /** The generated `onnx` namespace: message classes such as `onnx.ModelProto`. */
 export const onnx: typeof onnxProto.onnx = onnxProto.onnx;
+
+/** The key under which a decoded message keeps the fields its schema does not know. */
+export const UNKNOWN_FIELDS: unique symbol = Symbol("onnx.unknownFields");
+
+/**
+ * One field a message carried that the generated schema does not know: its tag
+ * (`field << 3 | wire type`) and its value, kept as the wire holds it.
+ */
+export interface UnknownField {
+  /** `field number << 3 | wire type`. */
+  readonly tag: number;
+  /** Varint or fixed64: the 64 bits; fixed32: the number; length-delimited: the bytes. */
+  readonly value: { low: number; high: number } | number | Uint8Array;
+}
+
+/**
+ * The unknown fields of a decoded message (empty when it has none).
+ *
+ * @example Fields of a newer ONNX survive a decode and an encode
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { onnx, unknownFieldsOf } from "./proto.ts";
+ * // NodeProto { op_type: "Relu" (field 4), overload: "v2" (field 8, ONNX 1.16) }
+ * const bytes = new Uint8Array([0x22, 4, 0x52, 0x65, 0x6c, 0x75, 0x42, 2, 0x76, 0x32]);
+ * const node = onnx.NodeProto.decode(bytes);
+ * assert.equal(unknownFieldsOf(node)[0].tag, (8 << 3) | 2);
+ * assert.deepEqual([...onnx.NodeProto.encode(node).finish()], [...bytes]);
+ * ```
+ */
+export function unknownFieldsOf(message: object | null | undefined): readonly UnknownField[] {
+  return (message as { [UNKNOWN_FIELDS]?: readonly UnknownField[] } | null | undefined)?.[UNKNOWN_FIELDS] ?? [];
+}
+
+/** Give `message` unknown fields to encode (none: nothing changes); returns `message`. */
+export function withUnknownFields<T extends object>(message: T, fields: readonly UnknownField[] | undefined): T {
+  if (fields !== undefined && fields.length > 0) {
+    (message as { [UNKNOWN_FIELDS]?: readonly UnknownField[] })[UNKNOWN_FIELDS] = fields;
+  }
+  return message;
+}
+
+/**
+ * Deepest message nesting decoding accepts: protobuf's default recursion limit
+ * (`CodedInputStream::kDefaultRecursionLimit` in C++), which onnx and onnxruntime decode with.
+ * A subgraph costs three levels (node, attribute, graph), a nested type two.
+ */
+export const MAX_MESSAGE_DEPTH = 100;
+
+/** Bytes whose messages nest deeper than {@linkcode MAX_MESSAGE_DEPTH}. */
+export class ProtoNestingError extends Error {
+  /** Message type names from the outermost decoded message to the one past the limit. */
+  readonly path: string[] = [];
+  /** The innermost named node or value being decoded (`node "if_3"`), when there is one. */
+  where: string | null = null;
+
+  /** Start at the message type past the limit. */
+  constructor(type: string) {
+    super(`protobuf messages nested deeper than ${MAX_MESSAGE_DEPTH} levels`);
+    this.path.push(type);
+  }
+
+  /** One clause for messages: what nests (graphs, types), where (the innermost named node), and that it is refused. */
+  describe(): string {
+    const counts = [["GraphProto", "graph"], ["TypeProto", "type"]].flatMap(([type, what]) => {
+      const n = this.path.filter((t) => t === type).length;
+      return n > 0 ? [`${what} depth ${n}`] : [];
+    });
+    const node = this.where === null ? "" : ` at ${this.where}`;
+    const what = counts.length > 0 ? ` (${counts.join(", ")})` : "";
+    return `messages nested deeper than ${MAX_MESSAGE_DEPTH} levels${what}${node}; protobuf's own parsers refuse this too`;
+  }
+}
+
+/** The part of a protobufjs `Reader` the decoders hand each other. */
+interface WireReader {
+  buf: Uint8Array;
+  pos: number;
+  len: number;
+}
+
+/** The part of a protobufjs `Writer` used to write unknown fields. */
+interface WireWriter {
+  uint32(value: number): WireWriter;
+  uint64(value: { low: number; high: number }): WireWriter;
+  fixed64(value: { low: number; high: number }): WireWriter;
+  fixed32(value: number): WireWriter;
+  bytes(value: Uint8Array): WireWriter;
+}
+
+/** A generated message class: static `decode` and `encode`. */
+interface MessageClass {
+  decode(input: WireReader | Uint8Array, length?: number): object;
+  encode(message: object, writer?: WireWriter): WireWriter;
+}
+
+/** Walks the fields of one message's bytes (protobuf wire format) without decoding their values. */
+class FieldScanner {
+  pos: number;
+  constructor(readonly buf: Uint8Array, start: number, readonly end: number) {
+    this.pos = start;
+  }
+
+  varint(): number {
+    let value = 0;
+    for (let shift = 0; shift < 64; shift += 7) {
+      if (this.pos >= this.end) throw new Error("truncated varint");
+      const b = this.buf[this.pos++];
+      value += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) return value;
+    }
+    throw new Error("varint longer than 10 bytes");
+  }
+
+  /** The 64 bits of a varint, as protobufjs's `LongBits` takes them. */
+  varint64(): { low: number; high: number } {
+    let low = 0;
+    let high = 0;
+    for (let shift = 0; shift < 70; shift += 7) {
+      if (this.pos >= this.end) throw new Error("truncated varint");
+      const b = this.buf[this.pos++];
+      const bits = BigInt(b & 0x7f) << BigInt(shift);
+      low = (low | Number(bits & 0xffffffffn)) >>> 0;
+      high = (high | Number((bits >> 32n) & 0xffffffffn)) >>> 0;
+      if (b < 0x80) return { low, high };
+    }
+    throw new Error("varint longer than 10 bytes");
+  }
+
+  fixed32(): number {
+    const b = this.take(4);
+    return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
+  }
+
+  take(n: number): Uint8Array {
+    if (this.pos + n > this.end) throw new Error("truncated field");
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  /** Step over one field's value (after its tag); false for a group, which ONNX never uses. */
+  skip(wireType: number): boolean {
+    switch (wireType) {
+      case 0:
+        while (this.pos < this.end && this.buf[this.pos] >= 0x80) this.pos++;
+        this.pos++;
+        break;
+      case 1:
+        this.pos += 8;
+        break;
+      case 2: {
+        const n = this.varint();
+        this.pos += n;
+        break;
+      }
+      case 5:
+        this.pos += 4;
+        break;
+      default:
+        return false;
+    }
+    if (this.pos > this.end) throw new Error("truncated field");
+    return true;
+  }
+
+  /** Read one field's value (after its tag); null for a group, which ONNX never uses. */
+  value(wireType: number): UnknownField["value"] | null {
+    switch (wireType) {
+      case 0:
+        return this.varint64();
+      case 1: {
+        const low = this.fixed32();
+        return { low, high: this.fixed32() };
+      }
+      case 2:
+        return this.take(this.varint());
+      case 5:
+        return this.fixed32();
+      default:
+        return null;
+    }
+  }
+}
+
+/** Field numbers the generated decoder handles: the `case N:` labels of its switch (protobufjs static code). */
+function knownFields(type: MessageClass): Set<number> {
+  const fields = new Set([...type.decode.toString().matchAll(/case (\d+):/g)].map((m) => Number(m[1])));
+  if (fields.size === 0) throw new Error("onnx-proto: a generated decoder lists no fields; the package layout changed");
+  return fields;
+}
+
+/** Decoding depth of the message being decoded (decoding is synchronous, so one counter serves). */
+let depth = 0;
+
+/** Wrap `type`'s generated decoder and encoder to keep unknown fields and bound nesting. */
+function extend(type: MessageClass, name: string): void {
+  const decode = type.decode;
+  const encode = type.encode;
+  const known = knownFields(type);
+  type.decode = function (input, length) {
+    const bytes = input instanceof Uint8Array ? input : input.buf;
+    const start = input instanceof Uint8Array ? 0 : input.pos;
+    const end = length !== undefined ? start + length : input instanceof Uint8Array ? input.length : input.len;
+    if (depth >= MAX_MESSAGE_DEPTH) throw new ProtoNestingError(name);
+    let message: object;
+    depth++;
+    try {
+      message = decode.call(type, input, length);
+    } catch (e) {
+      if (e instanceof ProtoNestingError) {
+        e.path.unshift(name);
+        const named = NAME_FIELDS[name];
+        if (named !== undefined && e.where === null) {
+          const found = stringField(bytes, start, end, named.field);
+          if (found !== null) e.where = `${named.what} "${found}"`;
+        }
+      }
+      throw e;
+    } finally {
+      depth--;
+    }
+    const scanner = new FieldScanner(bytes, start, end);
+    let unknown: UnknownField[] | undefined;
+    while (scanner.pos < end) {
+      const tag = scanner.varint();
+      const value = known.has(tag >>> 3) ? scanner.skip(tag & 7) : scanner.value(tag & 7);
+      if (value === null || value === false) {
+        throw new Error(`${name} field ${tag >>> 3} is a protobuf group, which ONNX never uses`);
+      }
+      if (value !== true) (unknown ??= []).push({ tag, value });
+    }
+    return withUnknownFields(message, unknown);
+  };
+  type.encode = function (message, writer) {
+    const out = encode.call(type, message, writer);
+    for (const { tag, value } of unknownFieldsOf(message)) {
+      out.uint32(tag);
+      if (value instanceof Uint8Array) out.bytes(value);
+      else if (typeof value === "number") out.fixed32(value);
+      else if ((tag & 7) === 0) out.uint64(value);
+      else out.fixed64(value);
+    }
+    return out;
+  };
+}
+
+/** Messages whose name says where a nesting error is: the field number of `name`, and what to call them. */
+const NAME_FIELDS: Record<string, { field: number; what: string }> = {
+  NodeProto: { field: 3, what: "node" },
+  ValueInfoProto: { field: 1, what: "value" },
+};
+
+/** String field `field` of the message in `bytes[start, end)`; null when absent or unreadable. */
+function stringField(bytes: Uint8Array, start: number, end: number, field: number): string | null {
+  const scanner = new FieldScanner(bytes, start, end);
+  try {
+    while (scanner.pos < end) {
+      const tag = scanner.varint();
+      const value = scanner.value(tag & 7);
+      if (tag === ((field << 3) | 2) && value instanceof Uint8Array) return utf8(value);
+    }
+  } catch {
+    // The message is cut short; it has no name we can read.
+  }
+  return null;
+}
+
+/** Every generated message class in `namespace`, nested ones (`TypeProto.Tensor`) included. */
+function extendAll(namespace: Record<string, unknown>, prefix: string): void {
+  for (const [name, value] of Object.entries(namespace)) {
+    if (typeof value !== "function" || typeof (value as Partial<MessageClass>).decode !== "function") continue;
+    extend(value as unknown as MessageClass, prefix + name);
+    extendAll(value as unknown as Record<string, unknown>, `${prefix}${name}.`);
+  }
+}
 
 /** A decoded ONNX `TensorProto` message. */
 export type TensorProto = onnxProto.onnx.TensorProto;
@@ -79,3 +359,6 @@ export function has(message: object | null | undefined, field: string): boolean 
     (message as Record<string, unknown>)[field] !== null &&
     (message as Record<string, unknown>)[field] !== undefined;
 }
+
+// Last, so that everything the wrappers use is initialised.
+extendAll(onnx as unknown as Record<string, unknown>, "");

@@ -2,11 +2,19 @@
  * ONNX `TensorProto` to IR {@linkcode Tensor} and back. `raw_data` becomes a
  * typed-array view over the protobuf bytes (no copy when aligned), typed fields
  * are decoded per the rules in `onnx.proto`, external data is read relative to
- * the model folder and may not leave it.
+ * the model folder and may not leave it, one tensor's byte range at a time.
  * @module
  */
 import { posix, win32 } from "node:path";
-import { allocData, dataFromBytes, shapeSize, storageLength, type Tensor, tensorBytes } from "../tensor.ts";
+import {
+  allocData,
+  dataFromBytes,
+  shapeSize,
+  storageBytes,
+  storageLength,
+  type Tensor,
+  tensorBytes,
+} from "../tensor.ts";
 import { type DType, dtypeFromOnnx, ONNX_DTYPE_CODES } from "../types.ts";
 import {
   int64ToBigInt,
@@ -19,12 +27,27 @@ import {
   utf8Bytes,
 } from "./proto.ts";
 
+/**
+ * The bytes of an external data file as {@linkcode tensorFromProto} reads them: a
+ * `Uint8Array` holding the whole file, or a file on disk that reads only the
+ * ranges asked for ({@linkcode fileByteSource}).
+ */
+export interface ByteSource {
+  /** Size of the file in bytes. */
+  readonly byteLength: number;
+  /** Bytes `begin` to `end` (exclusive), both within `byteLength`. */
+  subarray(begin: number, end: number): Uint8Array;
+}
+
 /** Where and how to find a tensor's external data file. */
 export interface TensorProtoOptions {
   /** Folder of the model file; external `location`s are relative to it and may not leave it. */
   baseDir?: string;
-  /** Reads a whole file (the resolved path); defaults to {@linkcode folderReader}`(baseDir)`. Importers pass a caching reader. */
-  readFile?: (path: string) => Uint8Array;
+  /**
+   * Opens a file (the resolved path) as a {@linkcode ByteSource}: a `Uint8Array` of its contents, or a
+   * {@linkcode fileByteSource}, which reads only each tensor's range. Defaults to {@linkcode folderReader}`(baseDir)`.
+   */
+  readFile?: (path: string) => ByteSource;
 }
 
 /**
@@ -48,12 +71,68 @@ export function readFileBytes(path: string): Uint8Array {
   }
 }
 
+/** What a path that is not a regular file is, for messages. */
+function fileKind(info: Deno.FileInfo): string {
+  if (info.isDirectory) return "a directory";
+  if (info.isFifo) return "a FIFO";
+  if (info.isSocket) return "a socket";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  return "not a regular file";
+}
+
 /**
- * A reader for external data files that also refuses files whose real path (symbolic
- * links resolved) lies outside `baseDir`: the lexical check in {@linkcode resolveExternalPath}
+ * A regular file as a {@linkcode ByteSource} that reads each range when asked
+ * (opening the file for that read), so a small tensor in a large file costs its own bytes only.
+ * Refuses anything but a regular file before opening it: opening a FIFO would wait for a writer.
+ *
+ * @throws {Error} `it is a FIFO, not a regular file` (or a directory, socket, device) or the system's error.
+ *
+ * @example Read two bytes of a file
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fileByteSource } from "./tensor_proto.ts";
+ * const path = Deno.makeTempFileSync();
+ * Deno.writeFileSync(path, new Uint8Array([1, 2, 3, 4]));
+ * const file = fileByteSource(path);
+ * assert.equal(file.byteLength, 4);
+ * assert.deepEqual([...file.subarray(1, 3)], [2, 3]);
+ * Deno.removeSync(path);
+ * ```
+ */
+export function fileByteSource(path: string): ByteSource {
+  const info = Deno.statSync(path);
+  if (!info.isFile) throw new Error(`it is ${fileKind(info)}, not a regular file`);
+  const byteLength = info.size;
+  return {
+    byteLength,
+    subarray(begin: number, end: number): Uint8Array {
+      if (!(0 <= begin && begin <= end && end <= byteLength)) {
+        throw new Error(`bytes ${begin} to ${end} are outside the file's ${byteLength}`);
+      }
+      const bytes = new Uint8Array(end - begin);
+      const file = Deno.openSync(path);
+      try {
+        file.seekSync(begin, Deno.SeekMode.Start);
+        for (let offset = 0; offset < bytes.byteLength;) {
+          const n = file.readSync(bytes.subarray(offset));
+          if (n === null) throw new Error(`the file ended at byte ${begin + offset} (it was ${byteLength} bytes)`);
+          offset += n;
+        }
+      } finally {
+        file.close();
+      }
+      return bytes;
+    },
+  };
+}
+
+/**
+ * A reader for external data files ({@linkcode fileByteSource}) that also refuses files whose real path
+ * (symbolic links resolved) lies outside `baseDir`: the lexical check in {@linkcode resolveExternalPath}
  * cannot see a link inside the folder pointing elsewhere.
  */
-export function folderReader(baseDir: string): (path: string) => Uint8Array {
+export function folderReader(baseDir: string): (path: string) => ByteSource {
   let root: string | null = null;
   return (path) => {
     root ??= Deno.realPathSync(baseDir);
@@ -61,7 +140,7 @@ export function folderReader(baseDir: string): (path: string) => Uint8Array {
     if (real !== root && !real.startsWith(root.endsWith("/") ? root : `${root}/`)) {
       throw new Error(`it resolves to "${real}", outside the model folder`);
     }
-    return readFileBytes(real);
+    return fileByteSource(real);
   };
 }
 
@@ -92,7 +171,8 @@ export function resolveExternalPath(tensorName: string, location: string, baseDi
   return baseDir === undefined ? normal : posix.join(baseDir.replaceAll("\\", "/"), normal);
 }
 
-function externalBytes(proto: ITensorProto, options: TensorProtoOptions): Uint8Array {
+/** The bytes of an external-data tensor: `length` bytes at `offset` of its file, checked against its shape first. */
+function externalBytes(proto: ITensorProto, dtype: DType, count: number, options: TensorProtoOptions): Uint8Array {
   const name = proto.name ?? "";
   let location = "";
   let offset = 0;
@@ -103,27 +183,36 @@ function externalBytes(proto: ITensorProto, options: TensorProtoOptions): Uint8A
     else if (entry.key === "length") length = Number(entry.value);
   }
   const path = resolveExternalPath(name, location, options.baseDir);
+  const label = tensorLabel(proto);
   if (options.baseDir === undefined && options.readFile === undefined) {
-    throw new Error(`${tensorLabel(proto)}: external data "${location}" needs the model folder (baseDir)`);
+    throw new Error(`${label}: external data "${location}" needs the model folder (baseDir)`);
   }
   if (!Number.isSafeInteger(offset) || offset < 0 || (length !== -1 && (!Number.isSafeInteger(length) || length < 0))) {
-    throw new Error(`${tensorLabel(proto)}: bad external data offset/length in "${location}"`);
+    throw new Error(`${label}: bad external data offset/length in "${location}"`);
   }
-  let file: Uint8Array;
+  let file: ByteSource;
   try {
     file = (options.readFile ?? folderReader(options.baseDir!))(path);
   } catch (e) {
-    throw new Error(`${tensorLabel(proto)}: cannot read external data "${path}": ${(e as Error).message}`);
+    throw new Error(`${label}: cannot read external data "${path}": ${(e as Error).message}`);
   }
-  const end = length === -1 ? file.byteLength : offset + length;
-  if (end > file.byteLength) {
+  // onnx.proto: without `length` the data runs to the end of the file.
+  if (length === -1) length = Math.max(0, file.byteLength - offset);
+  if (offset + length > file.byteLength) {
+    throw new Error(`${label}: external data "${location}" has ${file.byteLength} bytes, needs ${offset}+${length}`);
+  }
+  const expected = storageLength(dtype, count) * storageBytes(dtype);
+  if (length !== expected) {
     throw new Error(
-      `${tensorLabel(proto)}: external data "${location}" has ${file.byteLength} bytes, needs ${offset}+${
-        end - offset
-      }`,
+      `${label}: shape [${(proto.dims ?? []).map(int64ToNumber).join(",")}] (${dtype}) needs ${expected} bytes, ` +
+        `external data "${location}" holds ${length} at offset ${offset}`,
     );
   }
-  return file.subarray(offset, end);
+  try {
+    return file.subarray(offset, offset + length);
+  } catch (e) {
+    throw new Error(`${label}: cannot read external data "${path}": ${(e as Error).message}`);
+  }
 }
 
 /** Typed storage from the `*_data` field ONNX uses for `dtype` (see the comments on `TensorProto` in onnx.proto). */
@@ -200,7 +289,7 @@ export function tensorFromProto(proto: ITensorProto, options: TensorProtoOptions
   const external = proto.dataLocation === EXTERNAL;
   if (external || (proto.rawData !== null && proto.rawData !== undefined && Object.hasOwn(proto, "rawData"))) {
     if (dtype === "string") throw new Error(`${tensorLabel(proto)}: string tensors cannot use raw_data`);
-    const bytes = external ? externalBytes(proto, options) : proto.rawData!;
+    const bytes = external ? externalBytes(proto, dtype, count, options) : proto.rawData!;
     try {
       data = dataFromBytes(dtype, bytes);
     } catch (e) {
