@@ -394,8 +394,9 @@ const STRUCTURAL: Record<string, Mutation> = {
     }
     const v = pick(rng, inputs);
     const dims = v.type?.tensorType?.shape?.dim ?? [];
-    if (rng() < 0.2) v.type = { sequenceType: { elemType: v.type } };
-    else if (rng() < 0.2 && v.type?.tensorType) v.type.tensorType.elemType = pick(rng, [0, 2, 7, 8, 11, 16, 40]);
+    const roll = rng();
+    if (roll < 0.2) v.type = { sequenceType: { elemType: v.type } };
+    else if (roll < 0.4 && v.type?.tensorType) v.type.tensorType.elemType = pick(rng, [0, 2, 7, 8, 11, 16, 40]);
     else if (dims.length > 0) {
       const d = dims[Math.floor(rng() * dims.length)];
       if (rng() < 0.5) {
