@@ -154,7 +154,7 @@ async function checkEmitted(dir: string, seed: number): Promise<string[]> {
   const script = "import onnx,sys\nfor p in sys.argv[1:]:\n  try: onnx.checker.check_model(p, full_check=True)\n" +
     "  except Exception as e: print('fail', p + ': ' + str(e).splitlines()[0] if str(e) else p)\n";
   try {
-    const py = await new Deno.Command("python3", { args: ["-c", script, ...files], stdout: "piped", stderr: "piped" })
+    const py = await new Deno.Command("/usr/bin/python3", { args: ["-c", script, ...files], stdout: "piped", stderr: "piped" })
       .output();
     const text = new TextDecoder().decode(py.stdout);
     if (!py.success && /No module named/.test(new TextDecoder().decode(py.stderr))) return defects;
@@ -347,9 +347,19 @@ async function main(): Promise<void> {
       cases: { type: "string", default: "1000" },
       "cli-cases": { type: "string", default: "50" },
       "case-timeout": { type: "string", default: "60" },
+      replay: { type: "string" },
     },
   });
   const seed = Number(values.seed);
+  if (values.replay !== undefined) {
+    // One case in this process: its model goes to fuzz-case-N.onnx, its side inputs and verdict to stdout.
+    const c = makeCase(seedModels(), seed, Number(values.replay));
+    Deno.writeFileSync(`fuzz-case-${c.index}.onnx`, c.model);
+    console.log(JSON.stringify({ description: c.description, side: c.side }, null, 2));
+    const { runCase } = await import("./fuzz_worker.ts");
+    console.log(await runCase(c, Deno.makeTempDirSync({ prefix: "fuzz_replay_" })));
+    return;
+  }
   const result = await runFuzz({
     seed,
     cases: Number(values.cases),

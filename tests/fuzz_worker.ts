@@ -33,7 +33,8 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-async function runCase(c: FuzzCase, emittedDir: string): Promise<FuzzVerdict> {
+/** Run one case through `compile()` and judge what came back; compiled ONNX artifacts go under `emittedDir`. */
+export async function runCase(c: FuzzCase, emittedDir: string): Promise<FuzzVerdict> {
   const verdict = (outcome: FuzzVerdict["outcome"], detail: string): FuzzVerdict => ({
     index: c.index,
     outcome,
