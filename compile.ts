@@ -6,11 +6,14 @@
  *
  * @module
  */
-import { basename, extname, join, resolve } from "node:path";
+import { basename, extname, isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { readNpyFile } from "./data/npy.ts";
-import { compile, type CompileOptions, type CompileResult, defaultRegistry } from "./driver/compile.ts";
+import { compile, type CompileOptions, type CompileResult, DataError, defaultRegistry } from "./driver/compile.ts";
+import { fsReason, type ProtectedFile, writeFiles } from "./driver/write_files.ts";
+import { folderReader } from "./ir/onnx/tensor_proto.ts";
+import { escapeControl, quote } from "./ir/quote.ts";
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
 import { describeRange, kebabCase, type OptionSchema } from "./passes/options.ts";
@@ -60,6 +63,39 @@ Options:
 
 /** A user-facing failure: printed as one line (plus a caret for pipelines), exit status 1. */
 class CliError extends Error {}
+
+/** Bytes an input file (model, data, plugin) may have: protobuf's limit on a serialised model. */
+const MAX_INPUT_BYTES = 2 ** 31 - 1;
+
+/**
+ * Check that `path` is a regular file of at most {@linkcode MAX_INPUT_BYTES} before anything reads it: a FIFO would
+ * block the read forever and a device such as /dev/zero would fill the memory.
+ */
+function checkInputFile(path: string, what: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (e) {
+    throw new CliError(`cannot read ${what} ${quote(path)}: ${fsReason(e)}`);
+  }
+  if (!info.isFile) {
+    const kind = info.isDirectory
+      ? "a folder"
+      : info.isFifo
+      ? "a FIFO"
+      : info.isCharDevice || info.isBlockDevice
+      ? "a device"
+      : info.isSocket
+      ? "a socket"
+      : "not a regular file";
+    throw new CliError(`cannot read ${what} ${quote(path)}: it is ${kind}; expected a regular file`);
+  }
+  if (info.size > MAX_INPUT_BYTES) {
+    throw new CliError(
+      `cannot read ${what} ${quote(path)}: it has ${info.size} bytes; at most ${MAX_INPUT_BYTES} are read`,
+    );
+  }
+}
 
 interface Args {
   model: string;
@@ -119,6 +155,14 @@ function parseCommandLine(argv: string[]): Args {
   if (positionals.length > 1) {
     throw new CliError(`expected at most one model, found ${positionals.length}: ${positionals.join(" ")}`);
   }
+  for (
+    const [flag, value] of [["MODEL", positionals[0]], ["--out", v.out], ["--report", v.report], ["--calib", v.calib], [
+      "--eval",
+      v.eval,
+    ], ...v.plugin!.map((p) => ["--plugin", p])]
+  ) {
+    if (value === "") throw new CliError(`${flag} is empty; expected a path`);
+  }
   const bundled = positionals.length === 0;
   return {
     model: positionals[0] ?? DEFAULT_MODEL,
@@ -162,24 +206,37 @@ function parseInputShapes(texts: readonly string[]): Record<string, number[]> {
 
 /** Import a plugin module and take its `plugin` (or default) export. */
 async function loadPlugin(path: string): Promise<Plugin> {
+  checkInputFile(path, "plugin");
   let mod: Record<string, unknown>;
+  exitGuard.during = `plugin ${quote(path)} called Deno.exit() while loading`;
   try {
     mod = await import(pathToFileURL(resolve(path)).href);
   } catch (e) {
-    throw new CliError(`cannot load plugin "${path}": ${String((e as Error).message ?? e).split("\n")[0]}`);
+    if (e instanceof CliError) throw e;
+    throw new CliError(`cannot load plugin ${quote(path)}: ${(e as Error)?.message ?? e}`);
+  } finally {
+    exitGuard.during = "a plugin called Deno.exit() during the compilation";
   }
   const plugin = (mod.plugin ?? mod.default) as Plugin | undefined;
-  if (typeof plugin !== "object" || plugin === null || typeof plugin.name !== "string") {
-    throw new CliError(`plugin "${path}" exports no plugin (expected \`export const plugin: Plugin = {...}\`)`);
+  if (typeof plugin !== "object" || plugin === null) {
+    throw new CliError(`plugin ${quote(path)} exports no plugin (expected \`export const plugin: Plugin = {...}\`)`);
   }
   return plugin;
 }
 
+/**
+ * While the CLI runs, `Deno.exit()` (and node's `process.exit()`, which calls it) throws instead of ending the
+ * process, so a plugin cannot end the run silently with status 0; `during` says what was going on. The `unload`
+ * handler in {@linkcode runCli} catches an exit that gets past this.
+ */
+const exitGuard = { during: "a plugin called Deno.exit() during the compilation", exit: Deno.exit };
+
 function readTensorFile(path: string, what: string): Tensor {
+  checkInputFile(path, `${what} file`);
   try {
     return readNpyFile(path);
   } catch (e) {
-    throw new CliError(`${what}: ${(e as Error).message}`);
+    throw new CliError(`${what} ${quote(path)}: ${(e as Error).message}`);
   }
 }
 
@@ -207,7 +264,8 @@ async function main(argv: string[]): Promise<void> {
   const registry = defaultRegistry();
   for (const [i, plugin] of plugins.entries()) {
     try {
-      registry.addPlugin(plugin, `plugin "${plugin.name}" (${args.plugins[i]})`);
+      const name = typeof plugin.name === "string" ? ` ${quote(plugin.name)}` : "";
+      registry.addPlugin(plugin, `plugin${name} (${quote(args.plugins[i])})`);
     } catch (e) {
       throw new CliError((e as Error).message);
     }
@@ -224,12 +282,16 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const modelName = basename(args.model, extname(args.model));
+  checkInputFile(args.model, "model");
   let modelBytes: Uint8Array;
   try {
     modelBytes = await Deno.readFile(args.model);
   } catch (e) {
-    throw new CliError(`cannot read model "${args.model}": ${(e as Error).message}`);
+    throw new CliError(`cannot read model ${quote(args.model)}: ${fsReason(e)}`);
   }
+  // Every file the compilation reads is an input no output may replace: the model, its external data, the data sets.
+  const inputs: ProtectedFile[] = [{ path: args.model, label: "the input model" }];
+  const readBeside = folderReader(resolve(args.model, ".."));
   const options: CompileOptions = {
     passes: args.passes,
     target: args.target,
@@ -240,20 +302,44 @@ async function main(argv: string[]): Promise<void> {
     printIrAfter: args.printIrAfter.includes("all") ? "all" : args.printIrAfter,
     printIrAfterChange: args.printIrAfterChange,
     onIr: (header, ir) => console.log(`${header}\n${ir}`),
-    importOptions: { baseDir: resolve(args.model, "..") },
+    importOptions: {
+      baseDir: resolve(args.model, ".."),
+      readFile(path) {
+        checkInputFile(path, "external data file");
+        inputs.push({ path, label: "the external data file" });
+        return readBeside(path);
+      },
+    },
     inputShapes: args.inputShapes,
     instrument: progress(args.quiet),
   };
-  if (args.calib !== undefined) options.calibration = readTensorFile(args.calib, "--calib");
-  if (args.eval !== undefined) {
-    const files = args.eval.split(",");
-    if (files.length !== 2) throw new CliError(`--eval takes X.npy,Y.npy (inputs and labels), found "${args.eval}"`);
-    options.evaluation = { inputs: readTensorFile(files[0], "--eval"), labels: readTensorFile(files[1], "--eval") };
+  if (args.calib !== undefined) {
+    options.calibration = readTensorFile(args.calib, "--calib");
+    inputs.push({ path: args.calib, label: "the --calib file" });
   }
+  const evalFiles = args.eval?.split(",") ?? [];
+  if (args.eval !== undefined) {
+    if (evalFiles.length !== 2 || evalFiles.includes("")) {
+      throw new CliError(`--eval takes X.npy,Y.npy (inputs and labels), found ${quote(args.eval)}`);
+    }
+    options.evaluation = {
+      inputs: readTensorFile(evalFiles[0], "--eval"),
+      labels: readTensorFile(evalFiles[1], "--eval"),
+    };
+    inputs.push(...evalFiles.map((path) => ({ path, label: "the --eval file" })));
+  }
+  inputs.push(...args.plugins.map((path) => ({ path, label: "the plugin" })));
 
-  const result = await compile(modelBytes, options);
+  let result: CompileResult;
+  try {
+    result = await compile(modelBytes, options);
+  } catch (e) {
+    if (!(e instanceof DataError)) throw e;
+    const flag = e.option === "calibration" ? `--calib ${quote(args.calib!)}` : `--eval ${quote(args.eval!)}`;
+    throw new CliError(`${flag}: ${e.reason}`);
+  }
   if (!args.force) refuseForeignImages(args.out, registry.target(result.report.target.name)?.exclusive, result);
-  const written = writeOutputs(args, result);
+  const written = writeOutputs(args, result, inputs);
   if (!args.quiet) {
     console.log(summary(modelName, result));
     if (args.timing) console.log(timing(result));
@@ -299,41 +385,36 @@ function refuseForeignImages(out: string, exclusive: RegExp | undefined, result:
     const existing = Deno.readFileSync(path);
     if (ours !== undefined && ours.length === existing.length && ours.every((b, i) => b === existing[i])) continue;
     const why = ours === undefined ? "another model's image" : "an image of a different build";
-    throw new CliError(`--out ${out} holds ${why} (${path}); choose another folder or pass --force to replace it`);
+    throw new CliError(
+      `--out ${quote(out)} holds ${why} (${quote(path)}); choose another folder or pass --force to replace it`,
+    );
   }
 }
 
 /**
- * Write every artifact (and the report) through a temporary file and a rename,
- * only after the whole compilation succeeded, never over the input model.
+ * Write every artifact (and the report) all or nothing, only after the whole compilation succeeded, never over an
+ * input (see `writeFiles`: every path is checked first, then the files are replaced together).
  */
-function writeOutputs(args: Args, result: CompileResult): string[] {
-  const targets: [string, Uint8Array][] = [...result.artifacts].map(([name, bytes]) => [join(args.out, name), bytes]);
+function writeOutputs(args: Args, result: CompileResult, inputs: readonly ProtectedFile[]): string[] {
+  const files = [...result.artifacts].map(([name, bytes]) => {
+    const path = join(args.out, name);
+    // compile() has checked the names; a name that still leaves --out is a bug, not a file to write.
+    const rel = relative(args.out, path);
+    if (rel === ".." || rel.startsWith("../") || isAbsolute(rel)) {
+      throw new CliError(`artifact ${quote(name)} leaves --out`);
+    }
+    return { path, bytes, label: `artifact ${quote(name)}` };
+  });
   if (args.report !== undefined) {
-    targets.push([args.report, new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n")]);
+    const bytes = new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n");
+    files.push({ path: args.report, bytes, label: "--report" });
   }
-  const input = resolve(args.model);
-  for (const [path] of targets) {
-    if (resolve(path) === input) throw new CliError(`refusing to overwrite the input model "${args.model}"`);
-  }
-  const staged: [string, string][] = [];
   try {
-    for (const [path, bytes] of targets) {
-      Deno.mkdirSync(resolve(path, ".."), { recursive: true });
-      const tmp = `${path}.${Deno.pid}.tmp`;
-      staged.push([tmp, path]);
-      Deno.writeFileSync(tmp, bytes);
-    }
-    for (const [tmp, path] of staged) Deno.renameSync(tmp, path);
+    writeFiles(files, { protect: inputs });
   } catch (e) {
-    for (const [tmp] of staged) {
-      try {
-        Deno.removeSync(tmp);
-      } catch { /* already renamed or never written */ }
-    }
-    throw new CliError(`cannot write output: ${(e as Error).message}`);
+    throw new CliError((e as Error).message);
   }
-  return targets.map(([path]) => path);
+  return files.map((f) => f.path);
 }
 
 const fmt = (n: number): string => n.toLocaleString("en-US");
@@ -398,13 +479,54 @@ function timing({ report }: CompileResult): string {
   ].join("\n");
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    const message = e instanceof Error ? e.message.split("\n")[0] : String(e);
-    console.error(`compile: error: ${message}`);
-    if (e instanceof PipelineError) console.error(e.caret);
-    Deno.exit(1);
-  }
+/** Characters of an error line printed at most. */
+const MAX_ERROR_CHARS = 1000;
+
+/**
+ * The lines printed for an error: `compile: error: MESSAGE` with every control character escaped (a newline in a
+ * name cannot split the line, an escape sequence cannot reach the terminal) and at most
+ * {@linkcode MAX_ERROR_CHARS} characters, plus the pipeline and caret of a pipeline error. Every error the CLI
+ * reports, its own or the library's, goes through here.
+ */
+function errorLines(e: unknown): string[] {
+  const message = escapeControl(e instanceof Error ? e.message : String(e));
+  const shown = message.length <= MAX_ERROR_CHARS
+    ? message
+    : `${message.slice(0, MAX_ERROR_CHARS)}... (${message.length - MAX_ERROR_CHARS} more characters)`;
+  return [`compile: error: ${shown}`, ...(e instanceof PipelineError ? e.caret.split("\n") : [])];
 }
+
+/** Run the CLI: exit status 0, or 1 after printing {@linkcode errorLines}, whatever a plugin does. */
+async function runCli(argv: string[]): Promise<void> {
+  let done = false;
+  const fail = (e: unknown): never => {
+    for (const line of errorLines(e)) console.error(line);
+    done = true;
+    return exitGuard.exit(1);
+  };
+  // deno-lint-ignore no-explicit-any -- Deno.exit is read-only in the types, assignable at run time
+  (Deno as any).exit = (code?: number): never => {
+    throw new CliError(`${exitGuard.during} (status ${code ?? 0})`);
+  };
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    fail(event.reason);
+  });
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    fail(event.error);
+  });
+  globalThis.addEventListener("unload", () => {
+    if (done) return;
+    console.error(`compile: error: ${exitGuard.during}`);
+    Deno.exitCode = 1;
+  });
+  try {
+    await main(argv);
+  } catch (e) {
+    fail(e);
+  }
+  done = true;
+}
+
+if (import.meta.main) await runCli(Deno.args);

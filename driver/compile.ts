@@ -7,10 +7,11 @@
  */
 import { costOf } from "../ir/cost.ts";
 import type { Module } from "../ir/module.ts";
+import type { Value } from "../ir/graph.ts";
 import { importOnnx, type ImportOptions } from "../ir/onnx/import.ts";
 import { inferShapes } from "../ir/shape.ts";
 import type { Tensor } from "../ir/tensor.ts";
-import { isTensorType, tensorType, typeToString } from "../ir/types.ts";
+import { elementTypeToString, isTensorType, tensorType, typeToString } from "../ir/types.ts";
 import { verifyModule } from "../ir/verifier.ts";
 import { builtinPasses } from "../passes/builtin.ts";
 import { runPipeline, type RunPipelineOptions } from "../passes/manager.ts";
@@ -19,7 +20,8 @@ import type { Severity, StatValue } from "../passes/pass.ts";
 import { parseElement, parsePipeline, printPipeline } from "../passes/pipeline.ts";
 import { builtinTargets } from "../targets/builtin.ts";
 import type { Artifacts, Target } from "../targets/target.ts";
-import type { EvaluationResult } from "./evaluate.ts";
+import { evaluate, EvaluationError, type EvaluationResult, type ModelInput, samplesMismatch } from "./evaluate.ts";
+import { quote } from "../ir/quote.ts";
 import { type Plugin, Registry } from "./registry.ts";
 import { buildReport, type CompileReport, type TargetDiagnostic } from "./report.ts";
 
@@ -67,6 +69,26 @@ export interface CompileOptions extends Omit<RunPipelineOptions, "registry" | "c
   inputShapes?: Readonly<Record<string, readonly number[]>>;
 }
 
+/**
+ * Calibration or evaluation data that does not fit the model (wrong element type or shape, no samples, labels out
+ * of range). The message is `calibration: ...` or `evaluation: ...`; a caller that read the data from a file can name
+ * the file with {@linkcode DataError.option} and {@linkcode DataError.reason}.
+ */
+export class DataError extends Error {
+  /** The option of {@linkcode CompileOptions} holding the data. */
+  readonly option: "calibration" | "evaluation";
+  /** What is wrong, without the option's name. */
+  readonly reason: string;
+
+  /** An error about `option`'s data. */
+  constructor(option: "calibration" | "evaluation", reason: string) {
+    super(`${option}: ${reason}`);
+    this.name = "DataError";
+    this.option = option;
+    this.reason = reason;
+  }
+}
+
 /** What {@linkcode compile} produces. */
 export interface CompileResult {
   /** Artifacts by file name (relative, `/`-separated); writing them is the caller's job. */
@@ -108,9 +130,12 @@ export function defaultRegistry(): Registry {
  * @throws {PipelineError} For a bad pipeline or target: bad syntax, an unknown name
  *   (`Cannot parse target: unknown target "x" (did you mean "onnx"?)`) or a bad option
  *   (one-line message; `.caret` shows where).
+ * @throws {DataError} For `calibration` or `evaluation` data that does not fit the model input (element
+ *   type, shape, no samples) or labels outside `[0, classes)`: `calibration: input "x" must be f32, found f64`.
  * @throws {Error} One line, for a corrupt model (`Cannot import ONNX model: ...`), an invalid
- *   model (naming the op), a failing pass (`pass "x" failed: ...`, a `PassError`), or a
- *   failing target (`target "onnx" failed: ...`).
+ *   model (naming the op), a bad `modelName`, a failing pass (`pass "x" failed: ...`, a `PassError`), a
+ *   failing target (`target "onnx" failed: ...`), or a target returning something other than a Map of
+ *   relative `/`-separated file names (no `..`, absolute parts, backslashes or control characters) to bytes.
  *
  * @example Fold BatchNormalization and emit ONNX
  * ```ts
@@ -134,8 +159,12 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
   const started = performance.now();
   const registry = resolveRegistry(options);
   const modelName = options.modelName ?? "model";
-  if (modelName === "" || modelName === "." || modelName === ".." || /[/\\]/.test(modelName)) {
-    throw new Error(`modelName must be a plain file name without folders, found ${JSON.stringify(modelName)}`);
+  const nameProblem = typeof modelName === "string"
+    ? pathProblem(modelName, false)
+    : `it is ${describeValue(modelName)}`;
+  if (nameProblem !== undefined) {
+    const found = typeof modelName === "string" ? `${quote(modelName)} (${nameProblem})` : describeValue(modelName);
+    throw new Error(`modelName must be a plain file name without folders or control characters, found ${found}`);
   }
   const steps = parsePipeline(options.passes ?? "", registry);
   const { item: target, options: targetOptions } = parseElement(options.target ?? "onnx", registry.targets(), "target");
@@ -148,11 +177,17 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
   const before = costOf(module, { registry: registry.ops });
   const opsetsBefore = opsetRecord(module);
   const calibration = resolveCalibration(module, options.calibration);
-  const evaluator = options.evaluation === undefined ? null : await import("./evaluate.ts");
   const evaluateModule = (): EvaluationResult | undefined => {
     const data = options.evaluation;
-    if (evaluator === null || data === undefined) return undefined;
-    return evaluator.evaluate(module, data.inputs, data.labels, { registry: registry.ops, batchSize: data.batchSize });
+    if (data === undefined) return undefined;
+    if (!isTensor(data.inputs) || !isTensor(data.labels)) {
+      throw new DataError("evaluation", "expected { inputs, labels } tensors");
+    }
+    try {
+      return evaluate(module, data.inputs, data.labels, { registry: registry.ops, batchSize: data.batchSize });
+    } catch (e) {
+      throw e instanceof EvaluationError ? new DataError("evaluation", e.reason) : e;
+    }
   };
   const accuracyBefore = evaluateModule();
 
@@ -232,22 +267,51 @@ function opsetRecord(module: Module): Record<string, number> {
   return Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
+/**
+ * Calibration tensors by graph input name, each checked against its input: the element type, at least one sample
+ * along the first axis and every static dimension after it ({@linkcode samplesMismatch}).
+ */
 function resolveCalibration(
   module: Module,
   calibration: CompileOptions["calibration"],
 ): Readonly<Record<string, Tensor>> | null {
   if (calibration === undefined) return null;
-  const feeds = module.graph.inputs.filter((v) => v.constant === null).map((v) => v.name);
+  const feeds = module.graph.inputs.filter((v) => v.constant === null);
+  if (typeof calibration !== "object" || calibration === null) {
+    throw new DataError("calibration", `expected a tensor or tensors by input name, found ${calibration}`);
+  }
+  let byName: Readonly<Record<string, unknown>>;
   if (isTensor(calibration)) {
-    if (feeds.length === 0) throw new Error("calibration: the model has no graph input to feed");
-    return { [feeds[0]]: calibration };
+    if (feeds.length === 0) throw new DataError("calibration", "the model has no graph input to feed");
+    byName = { [feeds[0].name]: calibration };
+  } else {
+    byName = calibration;
   }
-  for (const name of Object.keys(calibration)) {
-    if (!feeds.includes(name)) {
-      throw new Error(`calibration: "${name}" is not a graph input; inputs are: ${feeds.join(", ") || "(none)"}`);
+  for (const [name, samples] of Object.entries(byName)) {
+    const input = feeds.find((v) => v.name === name);
+    if (input === undefined) {
+      const inputs = feeds.map((v) => quote(v.name)).join(", ") || "(none)";
+      throw new DataError("calibration", `${quote(name)} is not a graph input; inputs are: ${inputs}`);
     }
+    if (!isTensor(samples)) throw new DataError("calibration", `input ${quote(name)}: expected a tensor`);
+    const problem = samples.shape.length === 0
+      ? `input ${quote(name)} takes samples along the first axis, found a scalar`
+      : samples.shape[0] === 0
+      ? `no samples for input ${quote(name)} (shape [${samples.shape.join(",")}]); expected at least one`
+      : samplesMismatch(modelInput(input, samples), samples);
+    if (problem !== undefined) throw new DataError("calibration", problem);
   }
-  return calibration;
+  return byName as Readonly<Record<string, Tensor>>;
+}
+
+/** A graph input as the data checks see it (a type the model does not declare takes the samples' own). */
+function modelInput(input: Value, samples: Tensor): ModelInput {
+  const type = isTensorType(input.type) ? input.type : null;
+  return {
+    name: input.name,
+    dtype: type === null ? samples.dtype : elementTypeToString(type.elem),
+    shape: type?.shape ?? null,
+  };
 }
 
 /**
@@ -315,7 +379,7 @@ async function emitArtifacts(
   const errors: string[] = [];
   const diagnostics: TargetDiagnostic[] = [];
   const stats: Record<string, StatValue> = {};
-  let artifacts: Artifacts;
+  let artifacts: unknown;
   try {
     artifacts = await target.emit(module, options, {
       modelName,
@@ -337,7 +401,80 @@ async function emitArtifacts(
     const more = errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length > 2 ? "s" : ""})` : "";
     throw new Error(`target "${target.name}" failed: ${errors[0]}${more}`);
   }
+  checkArtifacts(target.name, artifacts);
   return { artifacts, diagnostics, stats };
+}
+
+/**
+ * What a target's `emit` returns must be a Map from artifact name to bytes, each name a relative path of file names
+ * separated by `/` (built-in targets emit plain file names; a subfolder such as `weights/fc1.bin` is allowed), so
+ * that a caller writing them into a folder writes nothing outside it. No name may be both a file and a folder.
+ */
+function checkArtifacts(targetName: string, artifacts: unknown): asserts artifacts is Artifacts {
+  const from = `target ${quote(targetName)}`;
+  if (!(artifacts instanceof Map)) {
+    throw new Error(
+      `${from} returned ${describeValue(artifacts)} from emit(); expected a Map of file name to Uint8Array`,
+    );
+  }
+  const folders = new Map<string, string>();
+  for (const [name, bytes] of artifacts as Map<unknown, unknown>) {
+    if (typeof name !== "string") {
+      throw new Error(`${from} returned an artifact named by ${describeValue(name)}; expected a file name (a string)`);
+    }
+    const problem = pathProblem(name, true);
+    if (problem !== undefined) {
+      throw new Error(
+        `${from} returned artifact ${quote(name)}: ${problem}; expected a relative path of file names separated by "/"`,
+      );
+    }
+    if (!(bytes instanceof Uint8Array)) {
+      throw new Error(`${from} returned artifact ${quote(name)} as ${describeValue(bytes)}; expected a Uint8Array`);
+    }
+    const parts = name.split("/");
+    for (let i = 1; i < parts.length; i++) folders.set(parts.slice(0, i).join("/"), name);
+  }
+  for (const [folder, inside] of folders) {
+    if (artifacts.has(folder)) {
+      throw new Error(
+        `${from} returned artifacts ${quote(folder)} and ${quote(inside)}: ${quote(folder)} cannot be both a file ` +
+          "and a folder",
+      );
+    }
+  }
+}
+
+/**
+ * Why `name` is not a safe relative path (with `folders`: file names separated by `/`; without: one file name), or
+ * `undefined`: no empty, `.` or `..` part, nothing absolute, no backslash or control character, parts of at most
+ * 255 bytes.
+ */
+function pathProblem(name: string, folders: boolean): string | undefined {
+  if (name === "") return "it is empty";
+  if (name.startsWith("/") || /^[A-Za-z]:/.test(name)) return "it is an absolute path";
+  if (name.includes("\\")) return "it has a backslash";
+  // deno-lint-ignore no-control-regex -- control characters are what is refused
+  if (/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(name)) return "it has a control character";
+  const parts = name.split("/");
+  if (!folders && parts.length > 1) return "it has a folder separator";
+  for (const part of parts) {
+    if (part === "" || part === "." || part === "..") {
+      return `it has ${part === "" ? "an empty" : `a ${quote(part)}`} part`;
+    }
+    if (new TextEncoder().encode(part).length > 255) return "it has a part longer than 255 bytes";
+  }
+  return undefined;
+}
+
+/** `null`, `an array`, `a plain object`, `a Set`, `a string`: what a value is, for a message. */
+function describeValue(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object") {
+    const proto = Object.getPrototypeOf(value);
+    return proto === null || proto === Object.prototype ? "a plain object" : `a ${proto.constructor?.name ?? "object"}`;
+  }
+  return typeof value === "undefined" ? "undefined" : `a ${typeof value}`;
 }
 
 async function sha256Hex(bytes: Uint8Array): Promise<string> {

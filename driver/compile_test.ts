@@ -22,7 +22,7 @@ import { definePass } from "../passes/pass.ts";
 import { PipelineError } from "../passes/pipeline.ts";
 import { defineTarget } from "../targets/target.ts";
 import { compareTensors } from "../tests/tensor_compare.ts";
-import { compile, type CompileOptions, defaultRegistry } from "./compile.ts";
+import { compile, type CompileOptions, DataError, defaultRegistry } from "./compile.ts";
 import type { CompileReport } from "./report.ts";
 
 const MODELS_DIR = new URL("../examples/models/", import.meta.url).pathname;
@@ -344,8 +344,115 @@ Deno.test("compile() rejects corrupt and truncated model bytes in one line", asy
 });
 
 Deno.test("compile() rejects a model name that is not a plain file name", async () => {
-  await assertRejects({ modelName: "../evil" }, 'modelName must be a plain file name without folders, found "../evil"');
-  await assertRejects({ modelName: "" }, 'modelName must be a plain file name without folders, found ""');
+  const message = "modelName must be a plain file name without folders or control characters, found";
+  await assertRejects({ modelName: "../evil" }, `${message} "../evil" (it has a folder separator)`);
+  await assertRejects({ modelName: "" }, `${message} "" (it is empty)`);
+  await assertRejects({ modelName: ".." }, `${message} ".." (it has a ".." part)`);
+  await assertRejects({ modelName: "a\0b" }, `${message} "a\\x00b" (it has a control character)`);
+  await assertRejects({ modelName: "a\nb" }, `${message} "a\\nb" (it has a control character)`);
+  await assertRejects({ modelName: "a\\b" }, `${message} "a\\\\b" (it has a backslash)`);
+  await assertRejects({ modelName: "x".repeat(300) }, new RegExp(`^${message} "x{80}"\\.\\.\\. \\(300 characters\\)`));
+});
+
+/** A registry whose target "emitter" returns what `emit` gives. */
+function emitterRegistry(emit: () => unknown): ReturnType<typeof defaultRegistry> {
+  const registry = defaultRegistry();
+  registry.addTarget(defineTarget({ name: "emitter", summary: "Returns anything", options: {}, emit: emit as never }));
+  return registry;
+}
+
+Deno.test("compile() rejects artifact names that would leave the output folder, naming the target and the name", async () => {
+  const bytes = new Uint8Array(1);
+  const cases: [string, string][] = [
+    ["../../x", 'it has a ".." part'],
+    ["/etc/passwd", "it is an absolute path"],
+    ["C:/x", "it is an absolute path"],
+    ["a\\b", "it has a backslash"],
+    ["a\0b", "it has a control character"],
+    ["a/./b", 'it has a "." part'],
+    ["a//b", "it has an empty part"],
+    ["", "it is empty"],
+  ];
+  for (const [name, problem] of cases) {
+    const registry = emitterRegistry(() => new Map([[name, bytes]]));
+    await assertRejects(
+      { registry, target: "emitter" },
+      `target "emitter" returned artifact ${JSON.stringify(name).replace("\\u0000", "\\x00")}: ${problem}; ` +
+        'expected a relative path of file names separated by "/"',
+    );
+  }
+  // Subfolders are allowed, but not a name that is both a file and a folder.
+  const nested = await compile(SMALL_CNN, {
+    registry: emitterRegistry(() => new Map([["weights/fc.bin", bytes], ["m.json", bytes]])),
+    target: "emitter",
+  });
+  assert.deepEqual([...nested.artifacts.keys()], ["weights/fc.bin", "m.json"]);
+  await assertRejects(
+    { registry: emitterRegistry(() => new Map([["a", bytes], ["a/b", bytes]])), target: "emitter" },
+    'target "emitter" returned artifacts "a" and "a/b": "a" cannot be both a file and a folder',
+  );
+});
+
+Deno.test("compile() rejects what a target's emit returns unless it is a Map of names to bytes", async () => {
+  const expect = (value: unknown, message: string) =>
+    assertRejects(
+      { registry: emitterRegistry(() => value), target: "emitter" },
+      `target "emitter" returned ${message}`,
+    );
+  await expect(
+    { "m.onnx": new Uint8Array(1) },
+    "a plain object from emit(); expected a Map of file name to Uint8Array",
+  );
+  await expect(undefined, "undefined from emit(); expected a Map of file name to Uint8Array");
+  await expect([["m.onnx", new Uint8Array(1)]], "an array from emit(); expected a Map of file name to Uint8Array");
+  await expect(new Map([["m.onnx", "text"]]), 'artifact "m.onnx" as a string; expected a Uint8Array');
+  await expect(new Map([["m.onnx", [1, 2]]]), 'artifact "m.onnx" as an array; expected a Uint8Array');
+  await expect(new Map([[1, new Uint8Array(1)]]), "an artifact named by a number; expected a file name (a string)");
+});
+
+Deno.test("compile() rejects calibration data that does not fit the model input, naming the option", async () => {
+  const seen = {};
+  const expect = (calibration: CompileOptions["calibration"], message: string) =>
+    assertRejects({ passes: "probe", registry: probeRegistry(seen), calibration }, `calibration: ${message}`);
+  await expect(tensor("i64", [2, 3, 8, 8], new BigInt64Array(384)), 'input "input" must be f32, found i64');
+  await expect(
+    tensor("f32", [3, 8, 8], lcg(192, 1)),
+    'input "input" must have shape [N,3,8,8] (first axis: the samples), found [3,8,8]',
+  );
+  await expect(tensor("f32", [2, 1, 8, 8], lcg(128, 1)), 'input "input" must have shape [N,3,8,8], found [2,1,8,8]');
+  await expect(
+    tensor("f32", [0, 3, 8, 8], new Float32Array(0)),
+    'no samples for input "input" (shape [0,3,8,8]); expected at least one',
+  );
+  await expect(
+    tensor("f32", [], new Float32Array(1)),
+    'input "input" takes samples along the first axis, found a scalar',
+  );
+  const error = await assertRejects(
+    { calibration: { input: tensor("f64", [1, 3, 8, 8], new Float64Array(192)) } },
+    'calibration: input "input" must be f32, found f64',
+  );
+  assert.ok(error instanceof DataError && error.option === "calibration");
+});
+
+Deno.test("compile() rejects evaluation labels outside [0, classes), naming the option", async () => {
+  const inputs = tensor("f32", [3, 3, 8, 8], lcg(3 * 192, 31));
+  for (const label of [10n, -1n]) {
+    const error = await assertRejects(
+      { evaluation: { inputs, labels: tensor("i64", [3], new BigInt64Array([0n, 1n, label])) } },
+      `evaluation: label ${label} of sample 2 is outside [0, 10): the model scores 10 classes`,
+    );
+    assert.ok(error instanceof DataError && error.option === "evaluation");
+  }
+  await assertRejects(
+    {
+      evaluation: {
+        inputs: tensor("f32", [3, 3, 4, 4], lcg(3 * 48, 1)),
+        labels: tensor("i32", [3], new Int32Array(3)),
+      },
+    },
+    'evaluation: input "input" must have shape [N,3,8,8], found [3,3,4,4]',
+  );
 });
 
 Deno.test("compile() rejects plugins together with a registry", async () => {
@@ -394,7 +501,7 @@ Deno.test("compile() hands calibration data to passes, a lone tensor going to th
   assert.deepEqual(report.passes[0].diagnostics, [{ severity: "warning", message: "just so you know", pass: "probe" }]);
   await assertRejects(
     { passes: "probe", registry: probeRegistry(seen), calibration: { image: sample } },
-    'calibration: "image" is not a graph input; inputs are: input',
+    'calibration: "image" is not a graph input; inputs are: "input"',
   );
 });
 

@@ -10,6 +10,7 @@ import type { OpRegistry } from "../ir/op_def.ts";
 import { shapeSize, type Tensor, type TensorData, toFloat64 } from "../ir/tensor.ts";
 import { dtypeOfOrt, fromOrtTensor, loadOnnxruntime, ORT_TYPES, toOrtTensor } from "./onnxruntime.ts";
 import { type Dim, elementTypeToString, isTensorType } from "../ir/types.ts";
+import { quote } from "../ir/quote.ts";
 
 /** Options of {@linkcode evaluate} and {@linkcode evaluateOnnx}. */
 export interface EvaluateOptions {
@@ -29,10 +30,29 @@ export interface EvaluationResult {
   total: number;
 }
 
+/**
+ * A data set that does not fit the model (or a model that cannot be scored): the message is
+ * `Cannot evaluate: ` and the {@linkcode EvaluationError.reason}.
+ */
+export class EvaluationError extends Error {
+  /** What is wrong, without the `Cannot evaluate: ` prefix (`labels must be i64 or i32, found f32`). */
+  readonly reason: string;
+
+  /** An error for `reason`. */
+  constructor(reason: string) {
+    super(`Cannot evaluate: ${reason}`);
+    this.name = "EvaluationError";
+    this.reason = reason;
+  }
+}
+
 /** The input a data set is fed to: its name, element type and shape (first axis = batch). */
-interface ModelInput {
+export interface ModelInput {
+  /** Graph input name. */
   name: string;
+  /** Element type it takes (`f32`). */
   dtype: string;
+  /** Its shape, `null` when unknown; the first axis is the samples. */
   shape: readonly Dim[] | null;
 }
 
@@ -46,9 +66,10 @@ interface ModelInput {
  * @param module A classifier.
  * @param inputs Samples, e.g. f32 `[N,1,28,28]`.
  * @param labels Class indices, i64 or i32 `[N]`.
- * @throws {Error} One line starting `Cannot evaluate: ` when the counts of
+ * @throws {EvaluationError} One line starting `Cannot evaluate: ` when the counts of
  *   inputs and labels differ, the inputs do not match the model input's dtype or
- *   shape (naming it), the labels are not integers, or the output has no class axis.
+ *   shape (naming it), the labels are not integers or not in [0, classes), or the
+ *   output has no class axis.
  *
  * @example Accuracy of a one-op "classifier"
  * ```ts
@@ -72,15 +93,15 @@ export function evaluate(
 ): EvaluationResult {
   const graph = module.graph;
   const feeds = graph.inputs.filter((v) => v.constant === null);
-  if (feeds.length === 0) throw new Error("Cannot evaluate: the model has no graph input to feed");
+  if (feeds.length === 0) throw new EvaluationError("the model has no graph input to feed");
   if (feeds.length > 1) {
-    throw new Error(
-      `Cannot evaluate: the model has ${feeds.length} inputs without defaults (${
+    throw new EvaluationError(
+      `the model has ${feeds.length} inputs without defaults (${
         feeds.map((v) => `"${v.name}"`).join(", ")
       }); only one can take the data set`,
     );
   }
-  if (graph.outputs.length === 0) throw new Error("Cannot evaluate: the model has no graph output");
+  if (graph.outputs.length === 0) throw new EvaluationError("the model has no graph output");
   const input = feeds[0];
   const type = isTensorType(input.type) ? input.type : null;
   const target: ModelInput = {
@@ -135,8 +156,8 @@ export async function evaluateOnnx(
   try {
     const meta = session.inputMetadata;
     if (meta.length !== 1) {
-      throw new Error(
-        `Cannot evaluate: the model has ${meta.length} inputs (${
+      throw new EvaluationError(
+        `the model has ${meta.length} inputs (${
           session.inputNames.map((n) => `"${n}"`).join(", ")
         }); only one can take the data set`,
       );
@@ -151,13 +172,13 @@ export async function evaluateOnnx(
       : { name: first.name, dtype: inputs.dtype, shape: null };
     const counts = tally(target, inputs, labels, options.batchSize);
     if (ORT_TYPES[inputs.dtype] === undefined) {
-      throw new Error(`Cannot evaluate: onnxruntime cannot take ${inputs.dtype} inputs`);
+      throw new EvaluationError(`onnxruntime cannot take ${inputs.dtype} inputs`);
     }
     const outputName = session.outputNames[0];
     for (const batch of counts.batches()) {
       const out = (await session.run({ [target.name]: toOrtTensor(ort, batch.batch) }))[outputName];
       if (dtypeOfOrt(out.type) === undefined || Array.isArray(out.data)) {
-        throw new Error(`Cannot evaluate: output "${outputName}" is ${out.type}, not numeric scores`);
+        throw new EvaluationError(`output "${outputName}" is ${out.type}, not numeric scores`);
       }
       counts.score(fromOrtTensor(out), batch);
     }
@@ -193,16 +214,16 @@ interface Tally {
  * batch dimension is fixed) for {@linkcode evaluate} and {@linkcode evaluateOnnx}.
  */
 function tally(target: ModelInput, inputs: Tensor, labels: Tensor, batchSizeOption: number | undefined): Tally {
-  if (inputs.shape.length === 0) throw new Error("Cannot evaluate: inputs are a scalar, expected [N, ...] samples");
+  if (inputs.shape.length === 0) throw new EvaluationError("inputs are a scalar, expected [N, ...] samples");
   const labelOf = labelReader(labels);
   const total = inputs.shape[0];
-  if (labels.shape[0] !== total) throw new Error(`Cannot evaluate: ${total} inputs but ${labels.shape[0]} labels`);
-  if (total === 0) throw new Error("Cannot evaluate: the data set is empty");
+  if (labels.shape[0] !== total) throw new EvaluationError(`${total} inputs but ${labels.shape[0]} labels`);
+  if (total === 0) throw new EvaluationError("the data set is empty");
   checkInput(target, inputs);
   const fixedBatch = target.shape !== null && typeof target.shape[0] === "number" ? target.shape[0] : null;
   const batchSize = fixedBatch ?? batchSizeOption ?? 100;
   if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new Error(`Cannot evaluate: batch size must be a positive integer, found ${batchSize}`);
+    throw new EvaluationError(`batch size must be a positive integer, found ${batchSize}`);
   }
   const sampleSize = shapeSize(inputs.shape.slice(1));
   const data = inputs.data as Exclude<TensorData, string[]>;
@@ -225,8 +246,8 @@ function tally(target: ModelInput, inputs: Tensor, labels: Tensor, batchSizeOpti
       const classes = out.shape[out.shape.length - 1] ?? 0;
       const rows = classes === 0 ? 0 : shapeSize(out.shape) / classes;
       if (out.shape.length === 0 || rows < count) {
-        throw new Error(
-          `Cannot evaluate: the first output has shape [${out.shape.join(",")}], expected [${count}, classes]`,
+        throw new EvaluationError(
+          `the first output has shape [${out.shape.join(",")}], expected [${count}, classes]`,
         );
       }
       const scores = out.data instanceof Float32Array || out.data instanceof Float64Array ? out.data : toFloat64(out);
@@ -241,7 +262,13 @@ function tally(target: ModelInput, inputs: Tensor, labels: Tensor, batchSizeOpti
             best = c;
           }
         }
-        if (best === labelOf(first + r)) correct++;
+        const label = labelOf(first + r);
+        if (!(label >= 0 && label < classes)) {
+          throw new EvaluationError(
+            `label ${label} of sample ${first + r} is outside [0, ${classes}): the model scores ${classes} classes`,
+          );
+        }
+        if (best === label) correct++;
       }
     },
     result: (): EvaluationResult => ({ accuracy: correct / total, correct, total }),
@@ -251,7 +278,7 @@ function tally(target: ModelInput, inputs: Tensor, labels: Tensor, batchSizeOpti
 /** Class index of sample `i`, from i64 or i32 labels of shape `[N]`. */
 function labelReader(labels: Tensor): (i: number) => number {
   if (labels.shape.length !== 1) {
-    throw new Error(`Cannot evaluate: labels must have shape [N], found [${labels.shape.join(",")}]`);
+    throw new EvaluationError(`labels must have shape [N], found [${labels.shape.join(",")}]`);
   }
   if (labels.dtype === "i64") {
     const d = labels.data as BigInt64Array;
@@ -261,21 +288,38 @@ function labelReader(labels: Tensor): (i: number) => number {
     const d = labels.data as Int32Array;
     return (i) => d[i];
   }
-  throw new Error(`Cannot evaluate: labels must be i64 or i32, found ${labels.dtype}`);
+  throw new EvaluationError(`labels must be i64 or i32, found ${labels.dtype}`);
 }
 
-/** Inputs must match the model input's element type and every static dimension but the batch. */
+/**
+ * Why `samples` cannot feed `input`, or `undefined` when they can: they must have its element type and every static
+ * dimension of its shape but the first (the samples; a fixed batch size is met by batching). Used for evaluation and
+ * calibration data alike.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { samplesMismatch } from "./evaluate.ts";
+ * const input = { name: "x", dtype: "f32", shape: ["N", 4] };
+ * assert.equal(samplesMismatch(input, { dtype: "f32", shape: [7, 4], data: new Float32Array(28) }), undefined);
+ * assert.equal(samplesMismatch(input, { dtype: "f32", shape: [4], data: new Float32Array(4) }),
+ *   'input "x" must have shape [N,4] (first axis: the samples), found [4]');
+ * ```
+ */
+export function samplesMismatch(input: ModelInput, samples: Tensor): string | undefined {
+  const name = quote(input.name);
+  if (input.dtype !== samples.dtype) return `input ${name} must be ${input.dtype}, found ${samples.dtype}`;
+  const shape = input.shape;
+  if (shape === null) return undefined;
+  const matches = shape.length === samples.shape.length &&
+    shape.every((d, i) => i === 0 || typeof d !== "number" || d === samples.shape[i]);
+  if (matches) return undefined;
+  const axis = shape.length === samples.shape.length + 1 ? " (first axis: the samples)" : "";
+  return `input ${name} must have shape [${shape.join(",")}]${axis}, found [${samples.shape.join(",")}]`;
+}
+
+/** Inputs must match the model input (see {@linkcode samplesMismatch}). */
 function checkInput(target: ModelInput, inputs: Tensor): void {
-  if (target.dtype !== inputs.dtype) {
-    throw new Error(`Cannot evaluate: input "${target.name}" must be ${target.dtype}, found ${inputs.dtype}`);
-  }
-  const shape = target.shape;
-  if (shape === null) return;
-  const matches = shape.length === inputs.shape.length &&
-    shape.every((d, i) => i === 0 || typeof d !== "number" || d === inputs.shape[i]);
-  if (!matches) {
-    throw new Error(
-      `Cannot evaluate: input "${target.name}" must have shape [${shape.join(",")}], found [${inputs.shape.join(",")}]`,
-    );
-  }
+  const problem = samplesMismatch(target, inputs);
+  if (problem !== undefined) throw new EvaluationError(problem);
 }

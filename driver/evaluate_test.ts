@@ -33,7 +33,7 @@ const SCORES = [
 const ARGMAX = [0, 1, 3, 2, 3, 1, 0];
 const INPUTS: Tensor = { dtype: "f32", shape: [7, 4], data: Float32Array.from(SCORES.flat()) };
 /** Labels matching ARGMAX except samples 2 and 6: 5 of 7 correct. */
-const LABELS: Tensor = { dtype: "i64", shape: [7], data: BigInt64Array.from([0, 1, 2, 2, 3, 1, 9], BigInt) };
+const LABELS: Tensor = { dtype: "i64", shape: [7], data: BigInt64Array.from([0, 1, 2, 2, 3, 1, 2], BigInt) };
 const EXPECTED: EvaluationResult = { accuracy: 5 / 7, correct: 5, total: 7 };
 
 Deno.test("evaluate() counts top-1 hits with ties going to the lowest class, for any batch size", () => {
@@ -107,6 +107,18 @@ const BAD_DATA: [string, Tensor, Tensor, string][] = [
     { dtype: "f32", shape: [], data: new Float32Array(1) },
     LABELS,
     "inputs are a scalar, expected [N, ...] samples",
+  ],
+  [
+    "label past the classes",
+    INPUTS,
+    { dtype: "i64", shape: [7], data: BigInt64Array.from([0, 1, 2, 2, 3, 1, 4], BigInt) },
+    "label 4 of sample 6 is outside [0, 4): the model scores 4 classes",
+  ],
+  [
+    "negative label",
+    INPUTS,
+    { dtype: "i32", shape: [7], data: Int32Array.from([0, -1, 2, 2, 3, 1, 0]) },
+    "label -1 of sample 1 is outside [0, 4): the model scores 4 classes",
   ],
   [
     "empty",

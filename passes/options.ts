@@ -4,6 +4,7 @@
  * to. Keys are camelCase in code and kebab-case in pipelines.
  * @module
  */
+import { escapeControl, quote } from "../ir/quote.ts";
 
 /**
  * How an option gets its value when a pipeline does not give it: from `default`,
@@ -168,11 +169,11 @@ export function describeRange(spec: OptionSpec): string {
  * @returns The typed value, or an error message (without the option's name).
  */
 export function parseOptionValue(spec: OptionSpec, raw: RawOptionValue): { value: unknown } | { error: string } {
-  const bad = (): { error: string } => ({
-    error: `must be ${describeRange(spec)}, found ${
-      typeof raw === "string" ? JSON.stringify(raw) : `[${raw.join(",")}]`
-    }`,
-  });
+  const list = typeof raw === "string" ? "" : raw.join(",");
+  const found = typeof raw === "string"
+    ? quote(raw)
+    : `[${escapeControl(list.slice(0, 80))}${list.length > 80 ? `... (${list.length} characters)` : ""}]`;
+  const bad = (): { error: string } => ({ error: `must be ${describeRange(spec)}, found ${found}` });
   if (spec.kind === "list") return { value: typeof raw === "string" ? (raw === "" ? [] : [raw]) : [...raw] };
   if (typeof raw !== "string") return bad();
   switch (spec.kind) {

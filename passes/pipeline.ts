@@ -16,8 +16,9 @@
  * value    := bare | '"' text '"' | "[" value ("," value)* "]"
  * ```
  *
- * Whitespace is allowed around elements, inside braces and brackets and before
- * `{`, but not around `=`. `{}` and `[]` are accepted (no options, empty list).
+ * Whitespace is allowed around elements, names, braces, brackets, `=` and
+ * commas (`onnx { external-data = true }`). `{}` and `[]` are accepted (no
+ * options, empty list).
  * Inside quotes a backslash takes the next character literally (`"a\"b"`).
  * @module
  */
@@ -31,6 +32,7 @@ import {
   type RawOptionValue,
 } from "./options.ts";
 import type { Pass, PassLookup } from "./pass.ts";
+import { escapeControl, quote } from "../ir/quote.ts";
 
 /** One pass of a pipeline with its resolved options. */
 export interface PipelineStep {
@@ -71,7 +73,10 @@ export class PipelineError extends Error {
   readonly pipeline: string;
   /** 1-based column of the offending token (one past the end for a missing token). */
   readonly column: number;
-  /** The pipeline (whitespace shown as spaces) and a caret line under {@linkcode PipelineError.column}. */
+  /**
+   * The pipeline and a caret line under {@linkcode PipelineError.column}: whitespace shown as spaces, other control
+   * characters escaped, and a pipeline longer than {@linkcode CARET_WIDTH} cut to a window around the column.
+   */
   readonly caret: string;
 
   /** Create the error for `pipeline` at 1-based `column`. */
@@ -80,8 +85,21 @@ export class PipelineError extends Error {
     this.name = "PipelineError";
     this.pipeline = pipeline;
     this.column = column;
-    this.caret = `${pipeline.replace(/\s/g, " ")}\n${" ".repeat(column - 1)}^`;
+    this.caret = caretLines(pipeline, column);
   }
+}
+
+/** Characters of the pipeline a caret shows at most. */
+const CARET_WIDTH = 100;
+
+function caretLines(pipeline: string, column: number): string {
+  // A window of CARET_WIDTH characters (UTF-16 units, as `column` counts) with the column near its middle.
+  const end = Math.min(pipeline.length, Math.max(column - 1 + CARET_WIDTH / 2, CARET_WIDTH));
+  const start = Math.max(0, end - CARET_WIDTH);
+  const show = (text: string): string => escapeControl(text.replace(/\s/g, " "));
+  const before = (start > 0 ? "..." : "") + show(pipeline.slice(start, column - 1));
+  const line = (start > 0 ? "..." : "") + show(pipeline.slice(start, end)) + (end < pipeline.length ? "..." : "");
+  return `${line}\n${" ".repeat(before.length)}^`;
 }
 
 /**
@@ -311,7 +329,7 @@ class ElementParser<T extends Configurable> {
       if (c === "}" || c === "]") this.#syntax(this.#pos, `unbalanced "${c}"`);
       if (c !== ",") {
         const previous = elements[elements.length - 1].item.name;
-        this.#syntax(this.#pos, `expected "," after ${this.#what} "${previous}", found ${this.#found()}`);
+        this.#syntax(this.#pos, `expected "," after ${this.#what} ${quote(previous)}, found ${this.#found()}`);
       }
       const comma = this.#pos++;
       this.#skipSpace();
@@ -330,9 +348,9 @@ class ElementParser<T extends Configurable> {
     if (c === "}" || c === "]") this.#syntax(this.#pos, `unbalanced "${c}"`);
     return this.#syntax(
       this.#pos,
-      `expected the end of the ${
-        WORDS[this.#what].text
-      } after ${this.#what} "${element.item.name}", found ${this.#found()}`,
+      `expected the end of the ${WORDS[this.#what].text} after ${this.#what} ${
+        quote(element.item.name)
+      }, found ${this.#found()}`,
     );
   }
 
@@ -361,8 +379,8 @@ class ElementParser<T extends Configurable> {
 
   #unknownName(name: string): string {
     const guess = closestName(name, this.#known());
-    if (guess !== undefined) return `unknown ${this.#what} "${name}" (did you mean "${guess}"?)`;
-    return `unknown ${this.#what} "${name}"; ${this.#knownList()}`;
+    if (guess !== undefined) return `unknown ${this.#what} ${quote(name)} (did you mean ${quote(guess)}?)`;
+    return `unknown ${this.#what} ${quote(name)}; ${this.#knownList()}`;
   }
 
   /** `passes are: a, b` (or `no passes are registered`). */
@@ -381,7 +399,8 @@ class ElementParser<T extends Configurable> {
     const options = { ...defaultOptions(schema) } as Record<string, unknown>;
     const done = (): OptionValues<T["options"]> => options as OptionValues<T["options"]>;
     const given = new Set<string>();
-    const unclosed = (): never => this.#syntax(open, `unbalanced "{": the options of "${item.name}" are not closed`);
+    const unclosed = (): never =>
+      this.#syntax(open, `unbalanced "{": the options of ${quote(item.name)} are not closed`);
     this.#skipSpace();
     if (this.#peek() === "}") {
       this.#pos++;
@@ -393,19 +412,23 @@ class ElementParser<T extends Configurable> {
       if (key === "") {
         if (this.#atEnd()) unclosed();
         const c = this.#peek();
-        if (c === ",") this.#syntax(keyStart, `empty option in the options of "${item.name}"`);
-        this.#syntax(keyStart, `expected an option of "${item.name}", found ${this.#found()}`);
+        if (c === ",") this.#syntax(keyStart, `empty option in the options of ${quote(item.name)}`);
+        this.#syntax(keyStart, `expected an option of ${quote(item.name)}, found ${this.#found()}`);
       }
       const camelKey = byKebab.get(key);
       if (camelKey === undefined) this.#configure(item, keyStart, this.#unknownOption(key, [...byKebab.keys()]));
-      if (given.has(camelKey)) this.#configure(item, keyStart, `option "${key}" is given twice`);
+      if (given.has(camelKey)) this.#configure(item, keyStart, `option ${quote(key)} is given twice`);
       given.add(camelKey);
-      if (this.#peek() !== "=") this.#syntax(this.#pos, `expected "=" after option "${key}", found ${this.#found()}`);
+      this.#skipSpace();
+      if (this.#peek() !== "=") {
+        this.#syntax(this.#pos, `expected "=" after option ${quote(key)}, found ${this.#found()}`);
+      }
       this.#pos++;
+      this.#skipSpace();
       const valueStart = this.#pos;
       const raw = this.#value(item, key);
       const parsed = parseOptionValue(schema[camelKey], raw);
-      if ("error" in parsed) this.#configure(item, valueStart, `option "${key}" ${parsed.error}`);
+      if ("error" in parsed) this.#configure(item, valueStart, `option ${quote(key)} ${parsed.error}`);
       options[camelKey] = parsed.value;
       const spaced = this.#skipSpace();
       const c = this.#peek();
@@ -416,22 +439,22 @@ class ElementParser<T extends Configurable> {
       if (c === ",") {
         const comma = this.#pos++;
         this.#skipSpace();
-        if (this.#peek() === "}") this.#syntax(comma, `trailing comma in the options of "${item.name}"`);
+        if (this.#peek() === "}") this.#syntax(comma, `trailing comma in the options of ${quote(item.name)}`);
         continue;
       }
       if (this.#atEnd()) unclosed();
       if (c === "]") this.#syntax(this.#pos, 'unbalanced "]"');
       if (!spaced) {
-        this.#syntax(this.#pos, `expected "," or "}" after the value of option "${key}", found ${this.#found()}`);
+        this.#syntax(this.#pos, `expected "," or "}" after the value of option ${quote(key)}, found ${this.#found()}`);
       }
     }
   }
 
   #unknownOption(key: string, keys: readonly string[]): string {
-    if (keys.length === 0) return `unknown option "${key}"; it takes no options`;
+    if (keys.length === 0) return `unknown option ${quote(key)}; it takes no options`;
     const guess = closestName(key, keys);
-    const hint = guess === undefined ? "" : ` (did you mean "${guess}"?)`;
-    return `unknown option "${key}"${hint}; options are: ${keys.join(", ")}`;
+    const hint = guess === undefined ? "" : ` (did you mean ${quote(guess)}?)`;
+    return `unknown option ${quote(key)}${hint}; options are: ${keys.join(", ")}`;
   }
 
   /** A bare word, quoted text or bracketed list. */
@@ -443,7 +466,7 @@ class ElementParser<T extends Configurable> {
     const bare = this.#bare();
     if (bare === "") {
       if (c === "]") this.#syntax(start, 'unbalanced "]"');
-      this.#syntax(start, `missing value for option "${key}" of "${item.name}"`);
+      this.#syntax(start, `missing value for option ${quote(key)} of ${quote(item.name)}`);
     }
     return bare;
   }
@@ -451,7 +474,7 @@ class ElementParser<T extends Configurable> {
   #list(item: T, key: string): string[] {
     const open = this.#pos++;
     const items: string[] = [];
-    const unclosed = (): never => this.#syntax(open, `unbalanced "[": the list of option "${key}" is not closed`);
+    const unclosed = (): never => this.#syntax(open, `unbalanced "[": the list of option ${quote(key)} is not closed`);
     this.#skipSpace();
     if (this.#peek() === "]") {
       this.#pos++;
@@ -460,11 +483,11 @@ class ElementParser<T extends Configurable> {
     for (;;) {
       const start = this.#pos;
       const c = this.#peek();
-      if (c === "[") this.#syntax(start, `lists cannot be nested (option "${key}" of "${item.name}")`);
+      if (c === "[") this.#syntax(start, `lists cannot be nested (option ${quote(key)} of ${quote(item.name)})`);
       const element = c === '"' ? this.#quoted() : this.#bare();
       if (c !== '"' && element === "") {
         if (this.#atEnd() || c === "}") unclosed();
-        if (c === ",") this.#syntax(start, `empty element in the list of option "${key}"`);
+        if (c === ",") this.#syntax(start, `empty element in the list of option ${quote(key)}`);
         this.#syntax(start, `expected a list element, found ${this.#found()}`);
       }
       items.push(element);
@@ -477,11 +500,11 @@ class ElementParser<T extends Configurable> {
       if (next === ",") {
         const comma = this.#pos++;
         this.#skipSpace();
-        if (this.#peek() === "]") this.#syntax(comma, `trailing comma in the list of option "${key}"`);
+        if (this.#peek() === "]") this.#syntax(comma, `trailing comma in the list of option ${quote(key)}`);
         continue;
       }
       if (this.#atEnd() || next === "}") unclosed();
-      this.#syntax(this.#pos, `expected "," or "]" in the list of option "${key}", found ${this.#found()}`);
+      this.#syntax(this.#pos, `expected "," or "]" in the list of option ${quote(key)}, found ${this.#found()}`);
     }
   }
 
@@ -533,6 +556,6 @@ class ElementParser<T extends Configurable> {
   }
 
   #configure(item: T, index: number, message: string): never {
-    throw new PipelineError(`Cannot configure ${this.#what} "${item.name}": ${message}`, this.#text, index + 1);
+    throw new PipelineError(`Cannot configure ${this.#what} ${quote(item.name)}: ${message}`, this.#text, index + 1);
   }
 }

@@ -93,6 +93,9 @@ Deno.test("parsePipeline() reads options separated by commas or spaces, with whi
   assert.deepEqual(parsePipeline("prune{ratio=0.6 min-channels=8},dce", registry), expected);
   assert.deepEqual(parsePipeline(" prune { ratio=0.6 ,  min-channels=8 } , dce ", registry), expected);
   assert.deepEqual(parsePipeline("prune{min-channels=8\tratio=0.6}\n,dce", registry), expected);
+  // Whitespace around "=" too, as the README writes it.
+  assert.deepEqual(parsePipeline(" prune { ratio = 0.6 min-channels =\n8 } ,dce", registry), expected);
+  assert.deepEqual(parsePipeline("prune{ ratio= 0.6 , min-channels =8 },dce", registry), expected);
 });
 
 Deno.test("parsePipeline() converts every option kind", () => {
@@ -200,7 +203,7 @@ const errorCases: readonly [string, string, number][] = [
   ["prune{ratio=0.6,}", 'Cannot parse pipeline: trailing comma in the options of "prune"', 16],
   ["prune{ratio=0.6,,min-channels=2}", 'Cannot parse pipeline: empty option in the options of "prune"', 17],
   ["prune{ratio}", 'Cannot parse pipeline: expected "=" after option "ratio", found "}"', 12],
-  ["prune{ratio 0.6}", 'Cannot parse pipeline: expected "=" after option "ratio", found " "', 12],
+  ["prune{ratio 0.6}", 'Cannot parse pipeline: expected "=" after option "ratio", found "0"', 13],
   ["prune{ratio", 'Cannot parse pipeline: expected "=" after option "ratio", found the end of the pipeline', 12],
   ["prune{ratio=}", 'Cannot parse pipeline: missing value for option "ratio" of "prune"', 13],
   ["prune{ratio=,min-channels=2}", 'Cannot parse pipeline: missing value for option "ratio" of "prune"', 13],
@@ -438,6 +441,7 @@ Deno.test("parseElement() reads one target with its options, typed by its schema
   const { item, options } = parseElement(" onnx { external-data=true threshold=64 } ", [onnx], "target");
   assert.equal(item, onnx);
   assert.deepEqual(options, { externalData: true, threshold: 64, location: undefined });
+  assert.deepEqual(parseElement(" onnx { external-data = true , threshold = 64 } ", [onnx], "target").options, options);
   const threshold: number = options.threshold;
   const location: string | undefined = options.location;
   assert.equal(threshold + (location ?? "").length, 64);
@@ -504,4 +508,35 @@ Deno.test("parseElement() reports an unknown target when none are registered", (
     name: "PipelineError",
     message: 'Cannot parse target: unknown target "onnx"; no targets are registered',
   });
+});
+
+Deno.test("pipeline errors quote the names and values they echo, escaped and cut to 80 characters", () => {
+  const long = "p".repeat(100_000);
+  assert.throws(() => parsePipeline(long, testRegistry()), (e: unknown) => {
+    assert.ok(e instanceof PipelineError);
+    assert.equal(
+      e.message,
+      `Cannot parse pipeline: unknown pass "${"p".repeat(80)}"... (100000 characters); ` +
+        "passes are: bfp, dce, prune, svd",
+    );
+    return true;
+  });
+  assert.throws(() => parsePipeline(`prune{${long}=1}`, testRegistry()), {
+    message: `Cannot configure pass "prune": unknown option "${"p".repeat(80)}"... (100000 characters); ` +
+      "options are: ratio, min-channels",
+  });
+  assert.throws(() => parsePipeline('bfp{prefix=1,mode="a\nb\u001b[31m"}', testRegistry()), {
+    message:
+      'Cannot configure pass "bfp": option "mode" must be one of tensor, channel, block-16, found "a\\nb\\x1b[31m"',
+  });
+});
+
+Deno.test("a PipelineError's caret shows control characters escaped and a long pipeline as a window", () => {
+  const tab = new PipelineError("m", "a\tb\x1bc", 4);
+  assert.equal(tab.caret, "a b\\x1bc\n   ^");
+  const long = new PipelineError("m", `${"a".repeat(500)}X${"b".repeat(500)}`, 501);
+  const [line, caret] = long.caret.split("\n");
+  assert.equal(line, `...${"a".repeat(50)}X${"b".repeat(49)}...`);
+  assert.equal(caret.indexOf("^"), line.indexOf("X"));
+  assert.equal(new PipelineError("m", "x".repeat(300), 301).caret, `...${"x".repeat(100)}\n${" ".repeat(103)}^`);
 });
