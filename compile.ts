@@ -13,7 +13,7 @@ import { readNpyFile } from "./data/npy.ts";
 import { compile, type CompileOptions, type CompileResult, DataError, defaultRegistry } from "./driver/compile.ts";
 import { fsReason, type ProtectedFile, writeFiles } from "./driver/write_files.ts";
 import { folderReader } from "./ir/onnx/tensor_proto.ts";
-import { escapeControl, quote } from "./ir/quote.ts";
+import { oneLine, quote } from "./ir/quote.ts";
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
 import { describeRange, kebabCase, type OptionSchema } from "./passes/options.ts";
@@ -489,10 +489,7 @@ const MAX_ERROR_CHARS = 1000;
  * reports, its own or the library's, goes through here.
  */
 function errorLines(e: unknown): string[] {
-  const message = escapeControl(e instanceof Error ? e.message : String(e));
-  const shown = message.length <= MAX_ERROR_CHARS
-    ? message
-    : `${message.slice(0, MAX_ERROR_CHARS)}... (${message.length - MAX_ERROR_CHARS} more characters)`;
+  const shown = oneLine(e instanceof Error ? e.message : String(e), MAX_ERROR_CHARS);
   return [`compile: error: ${shown}`, ...(e instanceof PipelineError ? e.caret.split("\n") : [])];
 }
 

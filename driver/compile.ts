@@ -21,7 +21,7 @@ import { parseElement, parsePipeline, printPipeline } from "../passes/pipeline.t
 import { builtinTargets } from "../targets/builtin.ts";
 import type { Artifacts, Target } from "../targets/target.ts";
 import { evaluate, EvaluationError, type EvaluationResult, type ModelInput, samplesMismatch } from "./evaluate.ts";
-import { quote } from "../ir/quote.ts";
+import { oneLine, quote } from "../ir/quote.ts";
 import { type Plugin, Registry } from "./registry.ts";
 import { buildReport, type CompileReport, type TargetDiagnostic } from "./report.ts";
 
@@ -156,6 +156,16 @@ export function defaultRegistry(): Registry {
  * ```
  */
 export async function compile(model: Uint8Array, options: CompileOptions = {}): Promise<CompileResult> {
+  try {
+    return await compileModel(model, options);
+  } catch (e) {
+    // Whatever a pass, target or plugin wrote, the caller gets one bounded line (the error keeps its class).
+    if (e instanceof Error) e.message = oneLine(e.message);
+    throw e;
+  }
+}
+
+async function compileModel(model: Uint8Array, options: CompileOptions): Promise<CompileResult> {
   const started = performance.now();
   const registry = resolveRegistry(options);
   const modelName = options.modelName ?? "model";

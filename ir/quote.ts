@@ -50,3 +50,21 @@ export function quote(text: string, max = 80): string {
   const shown = escapeControl((cut ? text.slice(0, max) : text).replace(/["\\]/g, "\\$&"));
   return cut ? `"${shown}"... (${text.length} characters)` : `"${shown}"`;
 }
+
+/**
+ * `message` as one bounded line: control characters escaped as {@linkcode escapeControl} does, and a message longer
+ * than `max` characters cut, saying how much was left out. The CLI prints every error this way and `compile()`
+ * throws its errors this way.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { oneLine } from "./quote.ts";
+ * assert.equal(oneLine("bad\nname"), "bad\\nname");
+ * assert.equal(oneLine("x".repeat(12), 10), "xxxxxxxxxx... (2 more characters)");
+ * ```
+ */
+export function oneLine(message: string, max = 1000): string {
+  const escaped = escapeControl(message);
+  return escaped.length <= max ? escaped : `${escaped.slice(0, max)}... (${escaped.length - max} more characters)`;
+}

@@ -437,7 +437,7 @@ function varint(n: number): number[] {
 
 /** A length-delimited protobuf field. */
 function field(fieldNumber: number, payload: Uint8Array): Uint8Array {
-  return new Uint8Array([...varint(fieldNumber * 8 + 2), ...varint(payload.length), ...payload]);
+  return concat(new Uint8Array([...varint(fieldNumber * 8 + 2), ...varint(payload.length)]), payload);
 }
 
 function concat(...parts: Uint8Array[]): Uint8Array {
@@ -450,12 +450,14 @@ function concat(...parts: Uint8Array[]): Uint8Array {
  * Add to the model's graph a chain of `depth` nested Ifs (each then-branch holds the next If). protobufjs encodes
  * recursively and overflows the stack long before such depths, so the nesting is framed by hand, inside out.
  */
+const BOOL_SCALAR = { tensorType: { elemType: 9, shape: { dim: [] } } };
+
 function nestIfChain(model: Uint8Array, depth: number): Uint8Array {
   const message = onnx.ModelProto.decode(model);
   const leaf = onnx.GraphProto.encode({
     name: "leaf",
     node: [{ opType: "Identity", input: ["cond.nest"], output: ["leaf.y"] }],
-    output: [{ name: "leaf.y" }],
+    output: [{ name: "leaf.y", type: BOOL_SCALAR }],
   }).finish();
   const branch = (name: string, graph: Uint8Array) =>
     field(5, concat(onnx.AttributeProto.encode({ name, type: 5 }).finish(), field(6, graph)));
@@ -468,13 +470,13 @@ function nestIfChain(model: Uint8Array, depth: number): Uint8Array {
   let graph = leaf;
   for (let i = 0; i < depth - 1; i++) {
     graph = concat(
-      onnx.GraphProto.encode({ name: `g${i}`, output: [{ name: `nest${i}.y` }] }).finish(),
+      onnx.GraphProto.encode({ name: `g${i}`, output: [{ name: `nest${i}.y`, type: BOOL_SCALAR }] }).finish(),
       field(1, ifNode(i, graph)),
     );
   }
   const main = message.graph ?? onnx.GraphProto.create();
-  main.initializer.push({ name: "cond.nest", dims: [], dataType: 9, int32Data: [1] });
-  main.output.push({ name: `nest${depth - 1}.y` });
+  main.initializer = [...(main.initializer ?? []), { name: "cond.nest", dims: [], dataType: 9, int32Data: [1] }];
+  main.output = [...(main.output ?? []), { name: `nest${depth - 1}.y`, type: BOOL_SCALAR }];
   const mainBytes = concat(onnx.GraphProto.encode(main).finish(), field(1, ifNode(depth - 1, graph)));
   message.graph = null;
   return concat(onnx.ModelProto.encode(message).finish(), field(7, mainBytes));

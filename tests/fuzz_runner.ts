@@ -151,7 +151,10 @@ async function checkEmitted(dir: string, seed: number): Promise<string[]> {
     const crashed = files[lines.length] ?? "(after the last model)";
     defects.push(`${caseOf(crashed)}: onnxruntime crashed loading the emitted model (exit ${ort.code})`);
   }
-  const script = "import onnx,sys\nfor p in sys.argv[1:]:\n  try: onnx.checker.check_model(p, full_check=True)\n" +
+  // Models of an IR newer than the installed checker's (Debian's onnx 1.12 knows IR 8) are left to onnxruntime.
+  const script = "import onnx,sys\nfor p in sys.argv[1:]:\n" +
+    "  if onnx.load(p, load_external_data=False).ir_version > onnx.IR_VERSION: continue\n" +
+    "  try: onnx.checker.check_model(p, full_check=True)\n" +
     "  except Exception as e: print('fail', p + ': ' + str(e).splitlines()[0] if str(e) else p)\n";
   try {
     const py = await new Deno.Command("/usr/bin/python3", { args: ["-c", script, ...files], stdout: "piped", stderr: "piped" })

@@ -18,14 +18,16 @@
  * @module
  */
 import { dirname } from "node:path";
-import { ONNX_OPSET_KNOWN, onnxOpAttributes } from "./onnx_ops.ts";
+import { ONNX_OPSET_KNOWN, type OnnxOpSchema, onnxOpSchema } from "./onnx_ops.ts";
+import { quote } from "../quote.ts";
 import { inlineWeightOps } from "../normalize.ts";
 import type { Attribute } from "../attributes.ts";
 import { Graph, isDefaultDomain, Op, Value } from "../graph.ts";
 import { Module } from "../module.ts";
 import { shapeSize, type Tensor } from "../tensor.ts";
-import { dtypeFromOnnx, tensorType, type Type, typeToString } from "../types.ts";
+import { dtypeFromOnnx, isTensorType, tensorType, type Type, typeToString } from "../types.ts";
 import {
+  decodeProblem,
   has,
   type IAttributeProto,
   type IDimension,
@@ -389,13 +391,17 @@ class Importer {
   ): void {
     const type = node.opType ?? "";
     if (type === "") {
-      const which = node.name ? `node "${node.name}"` : `node #${graph.ops.length}`;
+      const which = node.name ? `node ${quote(node.name)}` : `node #${graph.ops.length}`;
       throw new ImportError(`${which} of ${graphLabel(graph)} has an empty op_type`);
     }
     let name = node.name ?? "";
     const generated = name === "";
     if (generated) name = this.#fresh(this.#opNames, `${type}_${graph.ops.length}`);
-    const label = `node "${name}" (${type})`;
+    const label = `node ${quote(name)} (${quote(type).slice(1, -1)})`;
+    // ONNX IR, "Names Within a Graph": node names are a namespace, unique per graph; onnxruntime refuses repeats.
+    if (!generated && graph.ops.some((op) => op.name === name)) {
+      throw new ImportError(`${label}: ${graphLabel(graph)} has another node of this name (node names must be unique)`);
+    }
     const domain = node.domain ?? "";
     const opset = this.#opsets.get(isDefaultDomain(domain) ? "" : domain);
     if (opset === undefined) {
@@ -404,8 +410,10 @@ class Importer {
         `${label} is in domain "${domain}", which opset_import does not list (it lists ${imported})`,
       );
     }
-    const attributes = isDefaultDomain(domain) && opset <= ONNX_OPSET_KNOWN ? onnxOpAttributes(type, opset) : undefined;
-    if (attributes === null) throw new ImportError(`${label}: ONNX opset ${opset} has no operator ${type}`);
+    const schema = isDefaultDomain(domain) && opset <= ONNX_OPSET_KNOWN ? onnxOpSchema(type, opset) : undefined;
+    if (schema === null) {
+      throw new ImportError(`${label}: ONNX opset ${opset} has no operator ${quote(type).slice(1, -1)}`);
+    }
     const operands = (node.input ?? []).map((input) => {
       if (input === "") return null; // an omitted optional input (ONNX IR spec, "Optional Inputs and Outputs")
       const v = lookup(scope, input);
@@ -413,17 +421,19 @@ class Importer {
       const later = nodes.some((n) => n.output?.includes(input));
       throw new ImportError(
         later
-          ? `${label} uses value "${input}" before it is defined`
-          : `${label} uses value "${input}", which is not defined`,
+          ? `${label} uses value ${quote(input)} before it is defined`
+          : `${label} uses value ${quote(input)}, which is not defined`,
       );
     });
+    if (schema !== undefined) checkSignature(schema, `${type} of opset ${opset}`, operands, node, label);
     const omitted: number[] = [];
     const results = (node.output ?? []).map((output, k) => {
       if (output !== "") return new Value(output);
       omitted.push(k);
       return new Value(this.#fresh(this.#valueNames, `${name}.unused${k}`));
     });
-    const op = new Op({ name, type, domain: node.domain ?? "", operands, results });
+    // "ai.onnx" is the default domain by another name; one spelling keeps opset_import and the checker in agreement.
+    const op = new Op({ name, type, domain: isDefaultDomain(domain) ? "" : domain, operands, results });
     if (generated) op.extra.generatedName = name;
     if (omitted.length > 0) op.extra.omittedResults = omitted;
     op.docString = node.docString ?? "";
@@ -432,13 +442,8 @@ class Importer {
     for (const a of node.attribute ?? []) {
       const attrName = a.name ?? "";
       // Checked before decoding: a second subgraph would be imported over the first one's uses.
-      if (op.attributes.has(attrName)) throw new ImportError(`${label} has attribute "${attrName}" twice`);
-      if (attributes !== undefined && !attributes.includes(attrName)) {
-        const known = attributes.length === 0 ? "none" : attributes.join(", ");
-        throw new ImportError(
-          `${label} has attribute "${attrName}", which ${type} of opset ${opset} does not define (it has: ${known})`,
-        );
-      }
+      if (op.attributes.has(attrName)) throw new ImportError(`${label} has attribute ${quote(attrName)} twice`);
+      if (schema !== undefined) checkAttribute(schema, `${type} of opset ${opset}`, a, label);
       op.attributes.set(attrName, this.#attribute(a, op, scope, label));
     }
     if (isDefaultDomain(domain)) checkSubgraphArity(op, node, opset, label);
@@ -493,6 +498,72 @@ class Importer {
  * a Scan body takes N states and M scan inputs and gives N states and K scan outputs
  * (Scan-8 has a leading `sequence_lens` operand the body does not see).
  */
+/**
+ * Refuse a default-domain node whose input or output count its schema does not allow, or that feeds a sequence,
+ * map or optional value to an input that takes tensors only (`onnx.checker` and onnxruntime refuse both).
+ */
+function checkSignature(
+  schema: OnnxOpSchema,
+  what: string,
+  operands: readonly (Value | null)[],
+  node: INodeProto,
+  label: string,
+): void {
+  const range = (min: number, max: number) =>
+    min === max ? `${min}` : max === Infinity ? `${min} or more` : `${min} to ${max}`;
+  const outputs = (node.output ?? []).length;
+  if (operands.length < schema.minInputs || operands.length > schema.maxInputs) {
+    throw new ImportError(
+      `${label} has ${operands.length} inputs; ${what} takes ${range(schema.minInputs, schema.maxInputs)}`,
+    );
+  }
+  if (outputs < schema.minOutputs || outputs > schema.maxOutputs) {
+    throw new ImportError(
+      `${label} has ${outputs} outputs; ${what} gives ${range(schema.minOutputs, schema.maxOutputs)}`,
+    );
+  }
+  operands.forEach((v, i) => {
+    if (v === null || v.type === null || isTensorType(v.type) || schema.takesNonTensor(i)) return;
+    throw new ImportError(
+      `${label}: input #${i} ${quote(v.name)} is a ${v.type.description}; ${what} takes a tensor there`,
+    );
+  });
+}
+
+/** Refuse an attribute the op's schema does not define, or one of another type (`onnx.checker` refuses both). */
+function checkAttribute(schema: OnnxOpSchema, what: string, a: IAttributeProto, label: string): void {
+  const name = a.name ?? "";
+  const expected = schema.attributes.get(name);
+  if (expected === undefined) {
+    const known = schema.attributes.size === 0 ? "none" : [...schema.attributes.keys()].join(", ");
+    throw new ImportError(`${label} has attribute ${quote(name)}, which ${what} does not define (it has: ${known})`);
+  }
+  if (a.refAttrName) return; // a function body's reference, typed by the caller
+  const type = a.type || inferAttrType(a);
+  const found = ATTRIBUTE_TYPE_NAMES[type] ?? `type ${type}`;
+  if (found !== expected) {
+    throw new ImportError(`${label}: attribute ${quote(name)} of ${what} must be ${expected}, found ${found}`);
+  }
+}
+
+/** `AttributeProto.AttributeType` codes by the names the schema table uses. */
+const ATTRIBUTE_TYPE_NAMES: Readonly<Record<number, string>> = {
+  [AttrType.FLOAT]: "float",
+  [AttrType.INT]: "int",
+  [AttrType.STRING]: "string",
+  [AttrType.TENSOR]: "tensor",
+  [AttrType.GRAPH]: "graph",
+  [AttrType.FLOATS]: "floats",
+  [AttrType.INTS]: "ints",
+  [AttrType.STRINGS]: "strings",
+  [AttrType.TENSORS]: "tensors",
+  [AttrType.GRAPHS]: "graphs",
+  [AttrType.SPARSE_TENSOR]: "sparse_tensor",
+  [AttrType.SPARSE_TENSORS]: "sparse_tensors",
+  [AttrType.TYPE_PROTO]: "type_proto",
+  [AttrType.TYPE_PROTOS]: "type_protos",
+};
+
 function checkSubgraphArity(op: Op, node: INodeProto, opset: number, label: string): void {
   const inputs = (node.input ?? []).length;
   const outputs = (node.output ?? []).length;
@@ -583,7 +654,7 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
     model = onnx.ModelProto.decode(bytes);
   } catch (e) {
     if (e instanceof ProtoNestingError) throw new ImportError(e.describe());
-    throw new ImportError(`not an ONNX model, or the file is corrupt or truncated (${(e as Error).message})`);
+    throw new ImportError(`not an ONNX model, or the file is corrupt or truncated (${decodeProblem(e, bytes)})`);
   }
   if (!has(model, "graph")) throw new ImportError("the model has no graph (is this an ONNX file?)");
   try {
@@ -598,6 +669,8 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
     }
     const importer = new Importer(model, new Map(opsets), options);
     const graph = importer.importGraph(model.graph!, null, null);
+    // onnxruntime refuses such a model, and nothing of it could be computed.
+    if (graph.outputs.length === 0) throw new ImportError(`graph ${quote(graph.name)} has no outputs`);
     if (options.keepWeightOps !== true) inlineWeightOps(graph);
     const module = new Module(graph, opsets, int64ToNumber(model.irVersion));
     module.producerName = model.producerName ?? "";

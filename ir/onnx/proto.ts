@@ -17,6 +17,7 @@
  * @module
  */
 import onnxProto from "onnx-proto";
+import { quote } from "../quote.ts";
 
 /** The generated `onnx` namespace: message classes such as `onnx.ModelProto`. */
 export const onnx: typeof onnxProto.onnx = onnxProto.onnx;
@@ -362,3 +363,26 @@ export function has(message: object | null | undefined, field: string): boolean 
 
 // Last, so that everything the wrappers use is initialised.
 extendAll(onnx as unknown as Record<string, unknown>, "");
+
+/**
+ * What protobufjs found wrong with `bytes`, in the words of the file rather than of the decoder.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeProblem } from "./proto.ts";
+ * const e = new Error("index out of range: 24 + 8 > 29");
+ * assert.equal(decodeProblem(e, new Uint8Array(29)), "a field at byte 24 claims 8 bytes, but only 5 remain");
+ * ```
+ */
+export function decodeProblem(e: unknown, bytes: Uint8Array): string {
+  const message = e instanceof Error ? e.message : String(e);
+  const range = /index out of range: (\d+) \+ (\d+) > (\d+)/.exec(message);
+  if (range !== null) {
+    const [at, length] = [Number(range[1]), Number(range[2])];
+    return `a field at byte ${at} claims ${length} bytes, but only ${Math.max(0, bytes.length - at)} remain`;
+  }
+  const wire = /invalid wire type (\d+) at offset (\d+)/.exec(message);
+  if (wire !== null) return `byte ${wire[2]} starts a field of wire type ${wire[1]}, which protobuf does not have`;
+  return quote(message, 120).slice(1, -1);
+}

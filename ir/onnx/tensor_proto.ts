@@ -17,6 +17,7 @@ import {
 } from "../tensor.ts";
 import { type DType, dtypeFromOnnx, ONNX_DTYPE_CODES } from "../types.ts";
 import {
+  decodeProblem,
   int64ToBigInt,
   int64ToNumber,
   type ITensorProto,
@@ -339,7 +340,7 @@ export function readTensorProto(bytes: Uint8Array, options: TensorProtoOptions =
   try {
     proto = onnx.TensorProto.decode(bytes);
   } catch (e) {
-    throw new Error(`Cannot read TensorProto: corrupt or truncated protobuf (${(e as Error).message})`);
+    throw new Error(`Cannot read TensorProto: corrupt or truncated protobuf (${decodeProblem(e, bytes)})`);
   }
   try {
     return tensorFromProto(proto, options);
