@@ -125,48 +125,61 @@ async function runWorker(
   return current + 1;
 }
 
-/** Load every emitted ONNX model in onnxruntime (in a subprocess) and, when python3-onnx is present, onnx.checker. */
+/**
+ * Load every emitted ONNX model in onnxruntime (in a subprocess, so a crash is caught) and, when python3-onnx is
+ * present, `onnx.checker`. A defect is an emitted model refused where its input (`input.onnx` beside it) is
+ * accepted: the compiler must never turn a valid model into an invalid one.
+ */
 async function checkEmitted(dir: string, seed: number): Promise<string[]> {
-  const files: string[] = [];
-  for (const entry of Deno.readDirSync(dir)) {
-    for (const f of Deno.readDirSync(join(dir, entry.name))) {
-      if (f.name.endsWith(".onnx")) files.push(join(dir, entry.name, f.name));
-    }
-  }
-  if (files.length === 0) return [];
-  files.sort();
-  const defects: string[] = [];
+  const cases = [...Deno.readDirSync(dir)].map((e) => join(dir, e.name)).sort();
+  const pairs = cases.flatMap((c) =>
+    [...Deno.readDirSync(c)].filter((f) => f.name.endsWith(".onnx") && f.name !== "input.onnx")
+      .map((f) => [join(c, "input.onnx"), join(c, f.name)] as const)
+  );
+  if (pairs.length === 0) return [];
+  const files = pairs.flat();
   const caseOf = (path: string) => `seed ${seed} ${path.split("/").at(-2)}`;
+  const defects: string[] = [];
+  const refusedBy = (tool: string, verdicts: Map<string, string>) => {
+    for (const [input, emitted] of pairs) {
+      const why = verdicts.get(emitted);
+      if (why !== undefined && !verdicts.has(input)) {
+        defects.push(`${caseOf(emitted)}: ${tool} refuses the emitted model (not its input): ${why.slice(0, 300)}`);
+      }
+    }
+  };
   const ort = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL(import.meta.url).pathname, "--ort-load", ...files],
     stdout: "piped",
     stderr: "piped",
   }).output();
   const lines = new TextDecoder().decode(ort.stdout).split("\n").filter((l) => l !== "");
-  for (const line of lines.filter((l) => l.startsWith("fail "))) {
-    const [path, ...why] = line.slice(5).split(": ");
-    defects.push(`${caseOf(path)}: onnxruntime refuses the emitted model: ${why.join(": ").slice(0, 300)}`);
-  }
+  refusedBy("onnxruntime", failures(lines));
   if (!ort.success) {
     const crashed = files[lines.length] ?? "(after the last model)";
-    defects.push(`${caseOf(crashed)}: onnxruntime crashed loading the emitted model (exit ${ort.code})`);
+    defects.push(`${caseOf(crashed)}: onnxruntime crashed loading ${crashed.split("/").at(-1)} (exit ${ort.code})`);
   }
   // Models of an IR newer than the installed checker's (Debian's onnx 1.12 knows IR 8) are left to onnxruntime.
   const script = "import onnx,sys\nfor p in sys.argv[1:]:\n" +
     "  if onnx.load(p, load_external_data=False).ir_version > onnx.IR_VERSION: continue\n" +
     "  try: onnx.checker.check_model(p, full_check=True)\n" +
-    "  except Exception as e: print('fail', p + ': ' + str(e).splitlines()[0] if str(e) else p)\n";
+    "  except Exception as e: print('fail', p + ': ' + (str(e).splitlines() or [''])[0])\n";
   try {
-    const py = await new Deno.Command("/usr/bin/python3", { args: ["-c", script, ...files], stdout: "piped", stderr: "piped" })
+    const py = await new Deno.Command("/usr/bin/python3", { args: ["-c", script, ...files], stdout: "piped" })
       .output();
-    const text = new TextDecoder().decode(py.stdout);
-    if (!py.success && /No module named/.test(new TextDecoder().decode(py.stderr))) return defects;
-    for (const line of text.split("\n").filter((l) => l.startsWith("fail "))) {
-      const [path, ...why] = line.slice(5).split(": ");
-      defects.push(`${caseOf(path)}: onnx.checker refuses the emitted model: ${why.join(": ").slice(0, 300)}`);
-    }
-  } catch { /* no python3: the loader check above still ran */ }
+    if (py.success) refusedBy("onnx.checker", failures(new TextDecoder().decode(py.stdout).split("\n")));
+  } catch { /* no python3 */ }
   return defects;
+}
+
+/** `fail PATH: why` lines as a map from path to why. */
+function failures(lines: readonly string[]): Map<string, string> {
+  return new Map(
+    lines.filter((l) => l.startsWith("fail ")).map((l) => {
+      const [path, ...why] = l.slice(5).split(": ");
+      return [path, why.join(": ")];
+    }),
+  );
 }
 
 // ---------------------------------------------------------------------------

@@ -41,7 +41,7 @@ export async function runCase(c: FuzzCase, emittedDir: string): Promise<FuzzVerd
     detail,
     description: c.description,
   });
-  const input = c.model.slice();
+  const input = Uint8Array.from(c.model); // a copy even if the bytes are a Node Buffer
   const options: CompileOptions = { passes: c.side.passes, target: c.side.target, modelName: "m" };
   if (c.side.inputShapes) options.inputShapes = c.side.inputShapes;
   if (c.side.calibration) options.calibration = calibrationTensor(c.side.calibration);
@@ -73,6 +73,7 @@ export async function runCase(c: FuzzCase, emittedDir: string): Promise<FuzzVerd
     const dir = join(emittedDir, `case-${c.index}`);
     Deno.mkdirSync(dir, { recursive: true });
     for (const [name, bytes] of result.artifacts) Deno.writeFileSync(join(dir, name), bytes);
+    Deno.writeFileSync(join(dir, "input.onnx"), c.model);
     for (const name of onnxFiles) {
       try {
         importOnnx(result.artifacts.get(name)!, { baseDir: dir });

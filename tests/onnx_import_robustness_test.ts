@@ -344,12 +344,21 @@ function nestedTypeModel(depth: number): Uint8Array {
   return cat(encodeModel({ irVersion: 8, opsetImport: [{ domain: "", version: 13 }] }), field(7, graph));
 }
 
-/** A chain of `depth` If ops, each the then-branch of the one outside it, on boolean input `c`. */
+/** A chain of `depth` If ops, each the then-branch of the one outside it (else: `c`), on boolean input `c`. */
 function ifChainModel(depth: number): Uint8Array {
-  let g = onnx.GraphProto.encode({ name: "leaf", node: [], output: [{ name: "c" }] }).finish();
+  const leaf = onnx.GraphProto.encode({ name: "leaf", node: [], output: [{ name: "c" }] }).finish();
+  let g = leaf;
   for (let i = depth - 1; i >= 0; i--) {
     const branch = cat(field(1, "then_branch"), new Uint8Array([160, 1, GRAPH]), field(6, g));
-    const node = cat(field(1, "c"), field(2, `y${i}`), field(3, `if${i}`), field(4, "If"), field(5, branch));
+    const otherwise = cat(field(1, "else_branch"), new Uint8Array([160, 1, GRAPH]), field(6, leaf));
+    const node = cat(
+      field(1, "c"),
+      field(2, `y${i}`),
+      field(3, `if${i}`),
+      field(4, "If"),
+      field(5, branch),
+      field(5, otherwise),
+    );
     g = cat(field(1, node), field(2, i === 0 ? "main" : `g${i}`));
     g = cat(g, field(12, onnx.ValueInfoProto.encode({ name: `y${i}` }).finish()));
   }
@@ -646,6 +655,12 @@ const VALIDITY_CASES: ValidityCase[] = [
     }),
     message: 'node "n" (Softmax): attribute "axis" of Softmax of opset 13 must be int, found string',
     checker: "plain",
+  },
+  {
+    name: "Concat without its axis",
+    bytes: one({ name: "n", opType: "Concat", input: ["x"], output: ["y"] }),
+    message: 'node "n" (Concat) lacks attribute "axis", which Concat requires',
+    checker: "full",
   },
   {
     name: "an op gone from the opset (Upsample at 13)",

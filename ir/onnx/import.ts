@@ -446,6 +446,8 @@ class Importer {
       if (schema !== undefined) checkAttribute(schema, `${type} of opset ${opset}`, a, label);
       op.attributes.set(attrName, this.#attribute(a, op, scope, label));
     }
+    const missing = schema?.required.find((a) => !op.attributes.has(a));
+    if (missing !== undefined) throw new ImportError(`${label} lacks attribute "${missing}", which ${type} requires`);
     if (isDefaultDomain(domain)) checkSubgraphArity(op, node, opset, label);
     // Results become visible only after the attributes: a subgraph cannot see its own op's results.
     for (const r of results) define(r, label);

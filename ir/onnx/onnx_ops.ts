@@ -14,7 +14,7 @@ export const ONNX_OPSET_KNOWN = 28;
 /**
  * One schema version: `[since opset, [min inputs, max inputs, min outputs, max outputs, formal inputs, bit mask of
  * the formal inputs that take non-tensor values (the last one's bit covers a variadic tail)], ...attributes as
- * "name:type"]`.
+ * "name:type", with a "!" after the type when the attribute is required]`.
  */
 export type OnnxOpVersion =
   | readonly [number, readonly [number, number, number, number, number, number], ...string[]]
@@ -84,12 +84,12 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     "softcap:float",
     "softmax_precision:int",
   ]],
-  AveragePool: [[1, [1, 1, 1, 1, 1, 0], "auto_pad:string", "kernel_shape:ints", "pads:ints", "strides:ints"], [
+  AveragePool: [[1, [1, 1, 1, 1, 1, 0], "auto_pad:string", "kernel_shape:ints!", "pads:ints", "strides:ints"], [
     7,
     [1, 1, 1, 1, 1, 0],
     "auto_pad:string",
     "count_include_pad:int",
-    "kernel_shape:ints",
+    "kernel_shape:ints!",
     "pads:ints",
     "strides:ints",
   ], [
@@ -98,7 +98,7 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     "auto_pad:string",
     "ceil_mode:int",
     "count_include_pad:int",
-    "kernel_shape:ints",
+    "kernel_shape:ints!",
     "pads:ints",
     "strides:ints",
   ], [
@@ -108,31 +108,31 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     "ceil_mode:int",
     "count_include_pad:int",
     "dilations:ints",
-    "kernel_shape:ints",
+    "kernel_shape:ints!",
     "pads:ints",
     "strides:ints",
   ]],
   BatchNormalization: [
-    [1, [5, 5, 1, 5, 5, 0], "consumed_inputs:ints", "epsilon:float", "is_test:int", "momentum:float", "spatial:int"],
+    [1, [5, 5, 1, 5, 5, 0], "consumed_inputs:ints!", "epsilon:float", "is_test:int", "momentum:float", "spatial:int"],
     [6, [5, 5, 1, 5, 5, 0], "epsilon:float", "is_test:int", "momentum:float", "spatial:int"],
     [7, [5, 5, 1, 5, 5, 0], "epsilon:float", "momentum:float", "spatial:int"],
     [9, [5, 5, 1, 5, 5, 0], "epsilon:float", "momentum:float"],
     [14, [5, 5, 1, 3, 5, 0], "epsilon:float", "momentum:float", "training_mode:int"],
   ],
   Bernoulli: [[15, [1, 1, 1, 1, 1, 0], "dtype:int", "seed:float"]],
-  BitCast: [[26, [1, 1, 1, 1, 1, 0], "to:int"]],
-  BitShift: [[11, [2, 2, 1, 1, 2, 0], "direction:string"]],
+  BitCast: [[26, [1, 1, 1, 1, 1, 0], "to:int!"]],
+  BitShift: [[11, [2, 2, 1, 1, 2, 0], "direction:string!"]],
   BitwiseAnd: [[18, [2, 2, 1, 1, 2, 0]]],
   BitwiseNot: [[18, [1, 1, 1, 1, 1, 0]]],
   BitwiseOr: [[18, [2, 2, 1, 1, 2, 0]]],
   BitwiseXor: [[18, [2, 2, 1, 1, 2, 0]]],
   BlackmanWindow: [[17, [1, 1, 1, 1, 1, 0], "output_datatype:int", "periodic:int"]],
-  Cast: [[1, [1, 1, 1, 1, 1, 0], "to:string"], [6, [1, 1, 1, 1, 1, 0], "to:int"], [
+  Cast: [[1, [1, 1, 1, 1, 1, 0], "to:string!"], [6, [1, 1, 1, 1, 1, 0], "to:int!"], [
     19,
     [1, 1, 1, 1, 1, 0],
     "saturate:int",
-    "to:int",
-  ], [24, [1, 1, 1, 1, 1, 0], "round_mode:string", "saturate:int", "to:int"]],
+    "to:int!",
+  ], [24, [1, 1, 1, 1, 1, 0], "round_mode:string", "saturate:int", "to:int!"]],
   CastLike: [[15, [2, 2, 1, 1, 2, 0]], [19, [2, 2, 1, 1, 2, 0], "saturate:int"], [
     24,
     [2, 2, 1, 1, 2, 0],
@@ -151,9 +151,9 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   ], [11, [1, 3, 1, 1, 3, 0]]],
   Col2Im: [[18, [3, 3, 1, 1, 3, 0], "dilations:ints", "pads:ints", "strides:ints"]],
   Compress: [[9, [2, 2, 1, 1, 2, 0], "axis:int"]],
-  Concat: [[1, [1, Infinity, 1, 1, 1, 0], "axis:int"]],
-  ConcatFromSequence: [[11, [1, 1, 1, 1, 1, 1], "axis:int", "new_axis:int"]],
-  Constant: [[1, [0, 0, 1, 1, 0, 0], "value:tensor"], [
+  Concat: [[1, [1, Infinity, 1, 1, 1, 0], "axis:int"], [4, [1, Infinity, 1, 1, 1, 0], "axis:int!"]],
+  ConcatFromSequence: [[11, [1, 1, 1, 1, 1, 1], "axis:int!", "new_axis:int"]],
+  Constant: [[1, [0, 0, 1, 1, 0, 0], "value:tensor!"], [
     11,
     [0, 0, 1, 1, 0, 0],
     "sparse_value:sparse_tensor",
@@ -223,7 +223,7 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     "pads:ints",
     "strides:ints",
   ]],
-  DepthToSpace: [[1, [1, 1, 1, 1, 1, 0], "blocksize:int"], [11, [1, 1, 1, 1, 1, 0], "blocksize:int", "mode:string"]],
+  DepthToSpace: [[1, [1, 1, 1, 1, 1, 0], "blocksize:int!"], [11, [1, 1, 1, 1, 1, 0], "blocksize:int!", "mode:string"]],
   DequantizeLinear: [[10, [2, 3, 1, 1, 3, 0]], [13, [2, 3, 1, 1, 3, 0], "axis:int"], [
     21,
     [2, 3, 1, 1, 3, 0],
@@ -244,7 +244,7 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     [12, [1, 3, 1, 2, 3, 0], "seed:int"],
   ],
   DynamicQuantizeLinear: [[11, [1, 1, 3, 3, 1, 0]]],
-  Einsum: [[12, [1, Infinity, 1, 1, 1, 0], "equation:string"]],
+  Einsum: [[12, [1, Infinity, 1, 1, 1, 0], "equation:string!"]],
   Elu: [[1, [1, 1, 1, 1, 1, 0], "alpha:float", "consumed_inputs:ints"], [6, [1, 1, 1, 1, 1, 0], "alpha:float"]],
   Equal: [[1, [2, 2, 1, 1, 2, 0], "axis:int", "broadcast:int"], [7, [2, 2, 1, 1, 2, 0]]],
   Erf: [[9, [1, 1, 1, 1, 1, 0]]],
@@ -314,7 +314,7 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   Greater: [[1, [2, 2, 1, 1, 2, 0], "axis:int", "broadcast:int"], [7, [2, 2, 1, 1, 2, 0]]],
   GreaterOrEqual: [[12, [2, 2, 1, 1, 2, 0]]],
   GridSample: [[16, [2, 2, 1, 1, 2, 0], "align_corners:int", "mode:string", "padding_mode:string"]],
-  GroupNormalization: [[18], [21, [3, 3, 1, 1, 3, 0], "epsilon:float", "num_groups:int", "stash_type:int"]],
+  GroupNormalization: [[18], [21, [3, 3, 1, 1, 3, 0], "epsilon:float", "num_groups:int!", "stash_type:int"]],
   HammingWindow: [[17, [1, 1, 1, 1, 1, 0], "output_datatype:int", "periodic:int"]],
   HannWindow: [[17, [1, 1, 1, 1, 1, 0], "output_datatype:int", "periodic:int"]],
   HardSigmoid: [[1, [1, 1, 1, 1, 1, 0], "alpha:float", "beta:float", "consumed_inputs:ints"], [
@@ -326,7 +326,7 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   HardSwish: [[14, [1, 1, 1, 1, 1, 0]]],
   Hardmax: [[1, [1, 1, 1, 1, 1, 0], "axis:int"]],
   Identity: [[1, [1, 1, 1, 1, 1, 0]], [14, [1, 1, 1, 1, 1, 1]]],
-  If: [[1, [1, 1, 1, Infinity, 1, 0], "else_branch:graph", "then_branch:graph"]],
+  If: [[1, [1, 1, 1, Infinity, 1, 0], "else_branch:graph!", "then_branch:graph!"]],
   ImageDecoder: [[20, [1, 1, 1, 1, 1, 0], "pixel_format:string"]],
   InstanceNormalization: [[1, [3, 3, 1, 1, 3, 0], "consumed_inputs:ints", "epsilon:float"], [
     6,
@@ -335,7 +335,7 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   ]],
   IsInf: [[10, [1, 1, 1, 1, 1, 0], "detect_negative:int", "detect_positive:int"]],
   IsNaN: [[9, [1, 1, 1, 1, 1, 0]]],
-  LRN: [[1, [1, 1, 1, 1, 1, 0], "alpha:float", "beta:float", "bias:float", "size:int"]],
+  LRN: [[1, [1, 1, 1, 1, 1, 0], "alpha:float", "beta:float", "bias:float", "size:int!"]],
   LSTM: [[
     1,
     [3, 8, 0, 3, 8, 0],
@@ -377,24 +377,24 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     27,
     [3, 6, 2, 2, 6, 0],
     "chunk_size:int",
-    "kv_num_heads:int",
-    "q_num_heads:int",
+    "kv_num_heads:int!",
+    "q_num_heads:int!",
     "scale:float",
     "update_rule:string",
   ]],
   Log: [[1, [1, 1, 1, 1, 1, 0], "consumed_inputs:ints"], [6, [1, 1, 1, 1, 1, 0]]],
   LogSoftmax: [[1, [1, 1, 1, 1, 1, 0], "axis:int"]],
-  Loop: [[1, [3, Infinity, 1, Infinity, 3, 0], "body:graph"], [11, [2, Infinity, 1, Infinity, 3, 0], "body:graph"], [
+  Loop: [[1, [3, Infinity, 1, Infinity, 3, 0], "body:graph!"], [11, [2, Infinity, 1, Infinity, 3, 0], "body:graph!"], [
     13,
     [2, Infinity, 1, Infinity, 3, 4],
-    "body:graph",
+    "body:graph!",
   ]],
   LpNormalization: [[1, [1, 1, 1, 1, 1, 0], "axis:int", "p:int"]],
   LpPool: [[1, [1, 1, 1, 1, 1, 0], "auto_pad:string", "kernel_shape:ints", "p:float", "pads:ints", "strides:ints"], [
     2,
     [1, 1, 1, 1, 1, 0],
     "auto_pad:string",
-    "kernel_shape:ints",
+    "kernel_shape:ints!",
     "p:int",
     "pads:ints",
     "strides:ints",
@@ -404,7 +404,7 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     "auto_pad:string",
     "ceil_mode:int",
     "dilations:ints",
-    "kernel_shape:ints",
+    "kernel_shape:ints!",
     "p:int",
     "pads:ints",
     "strides:ints",
@@ -412,11 +412,11 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   MatMul: [[1, [2, 2, 1, 1, 2, 0]]],
   MatMulInteger: [[10, [2, 4, 1, 1, 4, 0]]],
   Max: [[1, [1, Infinity, 1, 1, 1, 0], "consumed_inputs:ints"], [6, [1, Infinity, 1, 1, 1, 0]]],
-  MaxPool: [[1, [1, 1, 1, 1, 1, 0], "auto_pad:string", "kernel_shape:ints", "pads:ints", "strides:ints"], [
+  MaxPool: [[1, [1, 1, 1, 1, 1, 0], "auto_pad:string", "kernel_shape:ints!", "pads:ints", "strides:ints"], [
     8,
     [1, 1, 1, 2, 1, 0],
     "auto_pad:string",
-    "kernel_shape:ints",
+    "kernel_shape:ints!",
     "pads:ints",
     "storage_order:int",
     "strides:ints",
@@ -426,13 +426,13 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     "auto_pad:string",
     "ceil_mode:int",
     "dilations:ints",
-    "kernel_shape:ints",
+    "kernel_shape:ints!",
     "pads:ints",
     "storage_order:int",
     "strides:ints",
   ]],
-  MaxRoiPool: [[1, [2, 2, 1, 1, 2, 0], "pooled_shape:ints", "spatial_scale:float"]],
-  MaxUnpool: [[9, [2, 3, 1, 1, 3, 0], "kernel_shape:ints", "pads:ints", "strides:ints"]],
+  MaxRoiPool: [[1, [2, 2, 1, 1, 2, 0], "pooled_shape:ints!", "spatial_scale:float"]],
+  MaxUnpool: [[9, [2, 3, 1, 1, 3, 0], "kernel_shape:ints!", "pads:ints", "strides:ints"]],
   Mean: [[1, [1, Infinity, 1, 1, 1, 0], "consumed_inputs:ints"], [6, [1, Infinity, 1, 1, 1, 0]]],
   MeanVarianceNormalization: [[9, [1, 1, 1, 1, 1, 0], "axes:ints"]],
   MelWeightMatrix: [[17, [5, 5, 1, 1, 5, 0], "output_datatype:int"]],
@@ -458,8 +458,8 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   Or: [[1, [2, 2, 1, 1, 2, 0], "axis:int", "broadcast:int"], [7, [2, 2, 1, 1, 2, 0]]],
   PRelu: [[1, [2, 2, 1, 1, 2, 0], "consumed_inputs:ints"], [6, [2, 2, 1, 1, 2, 0]]],
   Pad: [
-    [1, [1, 1, 1, 1, 1, 0], "mode:string", "paddings:ints", "value:float"],
-    [2, [1, 1, 1, 1, 1, 0], "mode:string", "pads:ints", "value:float"],
+    [1, [1, 1, 1, 1, 1, 0], "mode:string", "paddings:ints!", "value:float"],
+    [2, [1, 1, 1, 1, 1, 0], "mode:string", "pads:ints!", "value:float"],
     [11, [2, 3, 1, 1, 3, 0], "mode:string"],
     [18, [2, 4, 1, 1, 4, 0], "mode:string"],
   ],
@@ -513,9 +513,9 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
     "hidden_size:int",
     "layout:int",
   ]],
-  RandomNormal: [[1, [0, 0, 1, 1, 0, 0], "dtype:int", "mean:float", "scale:float", "seed:float", "shape:ints"]],
+  RandomNormal: [[1, [0, 0, 1, 1, 0, 0], "dtype:int", "mean:float", "scale:float", "seed:float", "shape:ints!"]],
   RandomNormalLike: [[1, [1, 1, 1, 1, 1, 0], "dtype:int", "mean:float", "scale:float", "seed:float"]],
-  RandomUniform: [[1, [0, 0, 1, 1, 0, 0], "dtype:int", "high:float", "low:float", "seed:float", "shape:ints"]],
+  RandomUniform: [[1, [0, 0, 1, 1, 0, 0], "dtype:int", "high:float", "low:float", "seed:float", "shape:ints!"]],
   RandomUniformLike: [[1, [1, 1, 1, 1, 1, 0], "dtype:int", "high:float", "low:float", "seed:float"]],
   Range: [[11, [3, 3, 1, 1, 3, 0]], [27, [3, 3, 1, 1, 3, 0], "stash_type:int"]],
   Reciprocal: [[1, [1, 1, 1, 1, 1, 0], "consumed_inputs:ints"], [6, [1, 1, 1, 1, 1, 0]]],
@@ -642,11 +642,11 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   RotaryEmbedding: [[23, [3, 4, 1, 1, 4, 0], "interleaved:int", "num_heads:int", "rotary_embedding_dim:int"]],
   Round: [[11, [1, 1, 1, 1, 1, 0]]],
   STFT: [[17, [2, 4, 1, 1, 4, 0], "onesided:int"]],
-  Scan: [[8, [2, Infinity, 1, Infinity, 2, 0], "body:graph", "directions:ints", "num_scan_inputs:int"], [
+  Scan: [[8, [2, Infinity, 1, Infinity, 2, 0], "body:graph!", "directions:ints", "num_scan_inputs:int!"], [
     9,
     [1, Infinity, 1, Infinity, 1, 0],
-    "body:graph",
-    "num_scan_inputs:int",
+    "body:graph!",
+    "num_scan_inputs:int!",
     "scan_input_axes:ints",
     "scan_input_directions:ints",
     "scan_output_axes:ints",
@@ -667,7 +667,7 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   SequenceErase: [[11, [1, 2, 1, 1, 2, 1]]],
   SequenceInsert: [[11, [2, 3, 1, 1, 3, 1]]],
   SequenceLength: [[11, [1, 1, 1, 1, 1, 1]]],
-  SequenceMap: [[17, [1, Infinity, 1, Infinity, 2, 3], "body:graph"]],
+  SequenceMap: [[17, [1, Infinity, 1, Infinity, 2, 3], "body:graph!"]],
   Shape: [[1, [1, 1, 1, 1, 1, 0]], [15, [1, 1, 1, 1, 1, 0], "end:int", "start:int"]],
   Shrink: [[9, [1, 1, 1, 1, 1, 0], "bias:float", "lambd:float"]],
   Sigmoid: [[1, [1, 1, 1, 1, 1, 0], "consumed_inputs:ints"], [6, [1, 1, 1, 1, 1, 0]]],
@@ -675,12 +675,12 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   Sin: [[7, [1, 1, 1, 1, 1, 0]]],
   Sinh: [[9, [1, 1, 1, 1, 1, 0]]],
   Size: [[1, [1, 1, 1, 1, 1, 0]]],
-  Slice: [[1, [1, 1, 1, 1, 1, 0], "axes:ints", "ends:ints", "starts:ints"], [10, [3, 5, 1, 1, 5, 0]]],
+  Slice: [[1, [1, 1, 1, 1, 1, 0], "axes:ints", "ends:ints!", "starts:ints!"], [10, [3, 5, 1, 1, 5, 0]]],
   Softmax: [[1, [1, 1, 1, 1, 1, 0], "axis:int"]],
   SoftmaxCrossEntropyLoss: [[12, [2, 3, 1, 2, 3, 0], "ignore_index:int", "reduction:string"]],
   Softplus: [[1, [1, 1, 1, 1, 1, 0]]],
   Softsign: [[1, [1, 1, 1, 1, 1, 0]]],
-  SpaceToDepth: [[1, [1, 1, 1, 1, 1, 0], "blocksize:int"], [28, [1, 1, 1, 1, 1, 0], "blocksize:int", "mode:string"]],
+  SpaceToDepth: [[1, [1, 1, 1, 1, 1, 0], "blocksize:int!"], [28, [1, 1, 1, 1, 1, 0], "blocksize:int!", "mode:string"]],
   Split: [
     [1, [1, 2, 1, Infinity, 2, 0], "axis:int", "split:ints"],
     [2, [1, 1, 1, Infinity, 1, 0], "axis:int", "split:ints"],
@@ -715,19 +715,19 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   TfIdfVectorizer: [[
     9,
     [1, 1, 1, 1, 1, 0],
-    "max_gram_length:int",
-    "max_skip_count:int",
-    "min_gram_length:int",
-    "mode:string",
-    "ngram_counts:ints",
-    "ngram_indexes:ints",
+    "max_gram_length:int!",
+    "max_skip_count:int!",
+    "min_gram_length:int!",
+    "mode:string!",
+    "ngram_counts:ints!",
+    "ngram_indexes:ints!",
     "pool_int64s:ints",
     "pool_strings:strings",
     "weights:floats",
   ]],
   ThresholdedRelu: [[10, [1, 1, 1, 1, 1, 0], "alpha:float"]],
   Tile: [[1, [3, 3, 1, 1, 3, 0]], [6, [2, 2, 1, 1, 2, 0]]],
-  TopK: [[1, [1, 1, 2, 2, 1, 0], "axis:int", "k:int"], [10, [2, 2, 2, 2, 2, 0], "axis:int"], [
+  TopK: [[1, [1, 1, 2, 2, 1, 0], "axis:int", "k:int!"], [10, [2, 2, 2, 2, 2, 0], "axis:int"], [
     11,
     [2, 2, 2, 2, 2, 0],
     "axis:int",
@@ -737,10 +737,10 @@ export const ONNX_OP_VERSIONS: Readonly<Record<string, readonly OnnxOpVersion[]>
   Transpose: [[1, [1, 1, 1, 1, 1, 0], "perm:ints"]],
   Trilu: [[14, [1, 2, 1, 1, 2, 0], "upper:int"]],
   Unique: [[11, [1, 1, 1, 4, 1, 0], "axis:int", "sorted:int"]],
-  Unsqueeze: [[1, [1, 1, 1, 1, 1, 0], "axes:ints"], [13, [2, 2, 1, 1, 2, 0]]],
+  Unsqueeze: [[1, [1, 1, 1, 1, 1, 0], "axes:ints!"], [13, [2, 2, 1, 1, 2, 0]]],
   Upsample: [
-    [1, [1, 1, 1, 1, 1, 0], "height_scale:float", "mode:string", "width_scale:float"],
-    [7, [1, 1, 1, 1, 1, 0], "mode:string", "scales:floats"],
+    [1, [1, 1, 1, 1, 1, 0], "height_scale:float!", "mode:string", "width_scale:float!"],
+    [7, [1, 1, 1, 1, 1, 0], "mode:string", "scales:floats!"],
     [9, [2, 2, 1, 1, 2, 0], "mode:string"],
     [10],
   ],
@@ -760,6 +760,8 @@ export interface OnnxOpSchema {
   readonly maxOutputs: number;
   /** The attributes the op defines, with their ONNX types (`int`, `ints`, `graph`, ...). */
   readonly attributes: ReadonlyMap<string, string>;
+  /** The attributes a node must give. */
+  readonly required: readonly string[];
   /** Whether input `i` may be a sequence, map or optional rather than a tensor. */
   takesNonTensor(i: number): boolean;
 }
@@ -776,6 +778,7 @@ export interface OnnxOpSchema {
  * assert.deepEqual([...relu.attributes], [["alpha", "float"]]);
  * assert.deepEqual([relu.minInputs, relu.maxInputs, relu.takesNonTensor(0)], [1, 1, false]);
  * assert.equal(onnxOpSchema("Concat", 13)!.maxInputs, Infinity);
+ * assert.deepEqual(onnxOpSchema("Concat", 13)!.required, ["axis"]);
  * assert.equal(onnxOpSchema("Gelu", 13), null);
  * assert.equal(onnxOpSchema("Upsample", 13), null);
  * ```
@@ -793,7 +796,8 @@ export function onnxOpSchema(type: string, opset: number): OnnxOpSchema | null {
     maxInputs,
     minOutputs,
     maxOutputs,
-    attributes: new Map(attributes.map((a) => a.split(":") as [string, string])),
+    attributes: new Map(attributes.map((a) => a.replace("!", "").split(":") as [string, string])),
+    required: attributes.filter((a) => a.endsWith("!")).map((a) => a.split(":")[0]),
     takesNonTensor: (i) => i < 31 && (mask & (1 << Math.min(i, formals - 1))) !== 0,
   };
 }

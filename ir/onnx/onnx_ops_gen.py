@@ -35,7 +35,9 @@ for s in sorted(defs.get_all_schemas_with_history(), key=lambda s: (s.name, s.si
     if s.deprecated:  # the op is gone from this opset on
         versions.append((s.since_version, None, ()))
         continue
-    attributes = tuple(sorted(f"{name}:{ATTRIBUTE_TYPES[int(a.type)]}" for name, a in s.attributes.items()))
+    attributes = tuple(sorted(
+        f"{name}:{ATTRIBUTE_TYPES[int(a.type)]}{'!' if a.required else ''}" for name, a in s.attributes.items()
+    ))
     signature = (s.min_input, s.max_input, s.min_output, s.max_output, len(s.inputs), non_tensor_mask(s))
     if not versions or versions[-1][1:] != (signature, attributes):
         versions.append((s.since_version, signature, attributes))
@@ -56,7 +58,7 @@ export const ONNX_OPSET_KNOWN = {max(v[0] for versions in rows.values() for v in
 /**
  * One schema version: `[since opset, [min inputs, max inputs, min outputs, max outputs, formal inputs, bit mask of
  * the formal inputs that take non-tensor values (the last one's bit covers a variadic tail)], ...attributes as
- * "name:type"]`.
+ * "name:type", with a "!" after the type when the attribute is required]`.
  */
 export type OnnxOpVersion =
   | readonly [number, readonly [number, number, number, number, number, number], ...string[]]
@@ -87,6 +89,8 @@ export interface OnnxOpSchema {
   readonly maxOutputs: number;
   /** The attributes the op defines, with their ONNX types (`int`, `ints`, `graph`, ...). */
   readonly attributes: ReadonlyMap<string, string>;
+  /** The attributes a node must give. */
+  readonly required: readonly string[];
   /** Whether input `i` may be a sequence, map or optional rather than a tensor. */
   takesNonTensor(i: number): boolean;
 }
@@ -103,6 +107,7 @@ export interface OnnxOpSchema {
  * assert.deepEqual([...relu.attributes], [["alpha", "float"]]);
  * assert.deepEqual([relu.minInputs, relu.maxInputs, relu.takesNonTensor(0)], [1, 1, false]);
  * assert.equal(onnxOpSchema("Concat", 13)!.maxInputs, Infinity);
+ * assert.deepEqual(onnxOpSchema("Concat", 13)!.required, ["axis"]);
  * assert.equal(onnxOpSchema("Gelu", 13), null);
  * assert.equal(onnxOpSchema("Upsample", 13), null);
  * ```
@@ -120,7 +125,8 @@ export function onnxOpSchema(type: string, opset: number): OnnxOpSchema | null {
     maxInputs,
     minOutputs,
     maxOutputs,
-    attributes: new Map(attributes.map((a) => a.split(":") as [string, string])),
+    attributes: new Map(attributes.map((a) => a.replace("!", "").split(":") as [string, string])),
+    required: attributes.filter((a) => a.endsWith("!")).map((a) => a.split(":")[0]),
     takesNonTensor: (i) => i < 31 && (mask & (1 << Math.min(i, formals - 1))) !== 0,
   };
 }''')
