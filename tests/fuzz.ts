@@ -554,7 +554,7 @@ export interface SideInputs {
 }
 
 /** Each seed's input and a sample shape that fits it (the first axis: samples). */
-const SEED_INPUTS: Readonly<Record<string, readonly [string, readonly number[]]>> = {
+export const SEED_INPUTS: Readonly<Record<string, readonly [string, readonly number[]]>> = {
   cnn: ["x", [3, 16, 16]],
   paddle: ["x", [3, 24, 40]],
   mlp: ["x", [4, 4]],
