@@ -80,6 +80,9 @@ export type { ReplaceOpOptions } from "./ir/rewriter.ts";
 export { subgraphsOf } from "./ir/rewriter.ts";
 export type { FoldedConstants, InferShapesOptions } from "./ir/shape.ts";
 export { inferShapes } from "./ir/shape.ts";
+export type { InlinedWeightOps } from "./ir/normalize.ts";
+export { inlineWeightOps } from "./ir/normalize.ts";
+export { escapeControl, oneLine, quote } from "./ir/quote.ts";
 export type { Tensor, TensorData } from "./ir/tensor.ts";
 export { float32Tensor, fromFloat64, int64Tensor, shapeSize, tensor, toFloat64, zeros } from "./ir/tensor.ts";
 export type { BfpType, Dim, DType, ElementType, FixedType, OpaqueType, TensorType, Type } from "./ir/types.ts";
@@ -210,7 +213,7 @@ export { MAX_UPGRADE_OPSET, upgradeOpset } from "./ir/onnx/opset_upgrade.ts";
 
 // ---- Driver: compile(), its report, the registry and plugins, evaluation and .npy data ----
 export type { CompileOptions, CompileResult, EvaluationData } from "./driver/compile.ts";
-export { compile, defaultRegistry } from "./driver/compile.ts";
+export { compile, DataError, defaultRegistry } from "./driver/compile.ts";
 export type {
   AccuracyReport,
   ArtifactInfo,
@@ -227,6 +230,6 @@ export { REPORT_VERSION } from "./driver/report.ts";
 export type { Plugin } from "./driver/registry.ts";
 export { PLUGIN_API_VERSION, Registry } from "./driver/registry.ts";
 export type { EvaluateOptions, EvaluationResult } from "./driver/evaluate.ts";
-export { evaluate, evaluateOnnx } from "./driver/evaluate.ts";
+export { evaluate, evaluateOnnx, EvaluationError } from "./driver/evaluate.ts";
 export { runOnnxruntime } from "./driver/onnxruntime.ts";
 export { readNpy, writeNpy } from "./data/npy.ts";
