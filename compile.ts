@@ -195,10 +195,10 @@ function parseInputShapes(texts: readonly string[]): Record<string, number[]> {
     const at = text.lastIndexOf("=");
     const dims = text.slice(at + 1).split(",").map((d) => d.trim());
     if (at <= 0 || dims.some((d) => !/^[1-9][0-9]{0,9}$/.test(d))) {
-      throw new CliError(`--input-shape takes NAME=DIMS with positive dimensions (x=1,3,48,192), found "${text}"`);
+      throw new CliError(`--input-shape takes NAME=DIMS with positive dimensions (x=1,3,48,192), found ${quote(text)}`);
     }
     const name = text.slice(0, at);
-    if (name in shapes) throw new CliError(`--input-shape gives input "${name}" twice`);
+    if (name in shapes) throw new CliError(`--input-shape gives input ${quote(name)} twice`);
     shapes[name] = dims.map(Number);
   }
   return shapes;
