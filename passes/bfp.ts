@@ -361,7 +361,7 @@ function lower(
   if (quantize === undefined) {
     const xType = x.type as TensorType;
     quantize = new Op({
-      name: graph.freshName(`${x.name}.bfp`),
+      name: graph.freshOpName(`${x.name}.bfp`),
       type: "Quantize",
       domain: BFP_DOMAIN,
       operands: [x],

@@ -211,7 +211,7 @@ class Legalizer {
     const dq = new Value(graph.freshName(`${base}.dq`), { elem: "f32", shape: type });
     const add = (name: string, opType: string, operands: Value[], result: Value): void => {
       this.created.add(
-        insertBefore(op, new Op({ name: graph.freshName(name), type: opType, operands, results: [result] })),
+        insertBefore(op, new Op({ name: graph.freshOpName(name), type: opType, operands, results: [result] })),
       );
     };
     add(`${base}.quantize`, "QuantizeLinear", [x, scale, zero], q);
@@ -275,7 +275,7 @@ class Legalizer {
       : [["axis", attr.int(1)], ["block_size", attr.int(block)]];
     const w = new Value(graph.freshName(`${wm.name}.dq`), { elem: "f32", shape: [...shape] });
     const dq = new Op({
-      name: graph.freshName(`${wm.name}.dequantize`),
+      name: graph.freshOpName(`${wm.name}.dequantize`),
       type: "DequantizeLinear",
       operands: [wm, scale],
       results: [w],
