@@ -117,6 +117,11 @@ for (const { label, bytes, feeds, layers } of MODELS) {
       assert.equal(stats["layers-lowered"], layers, `${passes}: ${logs.join("; ")}`);
       const kinds = Object.values(stats.layers as Record<string, Record<string, unknown>>).map((l) => l.kind);
       assert.equal(kinds.filter((k) => k === "gemm").length, 2, passes);
+      // The error analysis runs on the batched layers too (calibration given).
+      const fc1 = (stats.layers as Record<string, Record<string, unknown>>).fc1;
+      for (const key of ["sqnr-input-db", "sqnr-mac-db", "sqnr-in-model-db"]) {
+        assert.ok(Number(fc1[key]) > 20, `${passes}: fc1 ${key} = ${fc1[key]}`);
+      }
       if (outputs.includes("side")) {
         assert.ok(
           logs.includes(
