@@ -4,6 +4,9 @@
  * each lowered layer's input gets an `ai.bfp.Quantize` that computes its
  * exponents at run time, and the layer becomes `ai.bfp.Conv`/`ai.bfp.Gemm`,
  * whose bit-exact integer kernel (`ir/bfp/kernel.ts`) is the golden model.
+ * A MatMul on `[..., K]` activations with a constant `[K, O]` weight (a
+ * channels-last Linear on `[N, H, W, C]`, a transformer's on `[N, T, C]`)
+ * becomes an `ai.bfp.Gemm` whose rows are its samples, blocked along K.
  *
  * Outputs return to float32: the ops between two lowered layers (ReLU,
  * pooling, BatchNormalization, Add, Concat, ...) are float ops, and the next
@@ -81,7 +84,7 @@ export interface Candidate {
   readonly op: Op;
   /** What it becomes. */
   readonly kind: "conv" | "gemm";
-  /** Its input. */
+  /** Its input (`[N, C, ...spatial]` for a Conv, `[..., K]` for a Gemm/MatMul, whose rows are samples). */
   readonly x: Value;
   /** Weights `[O, Cg, ...kernel]` (Conv) or `[O, K]` (Gemm/MatMul, transposes and alpha applied). */
   readonly weight: Float32Array;
@@ -295,7 +298,11 @@ function candidateOf(op: Op, ctx: PassContext): Candidate | null {
       group: op.int("group", 1),
     };
   }
-  if (x.type.shape.length !== 2 || wt.shape.length !== 2) return skip("only 2-D inputs and weights are lowered");
+  if (wt.shape.length !== 2) {
+    return skip(`weights of rank ${wt.shape.length} (a batched MatMul); only a 2-D [K, O] weight is lowered`);
+  }
+  if (x.type.shape.length < 2) return skip("input of rank 1 (a vector); inputs [..., K] of rank >= 2 are lowered");
+  if (op.type === "Gemm" && x.type.shape.length !== 2) return skip("Gemm input is not a matrix");
   if (op.type === "Gemm" && op.flag("transA")) return skip("transA=1");
   const transB = op.type === "Gemm" && op.flag("transB");
   const alpha = op.type === "Gemm" ? op.float("alpha", 1) : 1;
@@ -350,9 +357,12 @@ function lower(
     tensor("f32", [o], layer.bias),
     { elem: "f32", shape: [o] },
   );
-  // One Quantize per (input, blocking): layers reading the same tensor the same way share it.
+  // One Quantize per (input, blocking): layers reading the same tensor the same way share it. A Gemm on [..., K]
+  // blocks the last axis: every row is a sample.
   const group = block === 0 ? 1 : layer.group;
-  const key = `${x.name}|${block}|${group}`;
+  const rank = (x.type as TensorType).shape!.length;
+  const axis = layer.kind === "gemm" && rank > 2 ? -1 : 1;
+  const key = `${x.name}|${block}|${group}|${axis}`;
   const staticExponent = spec.staticExponents?.get(x);
   if (spec.staticExponents !== undefined && staticExponent === undefined) {
     throw new Error(`internal: no static exponent for the input "${x.name}" of op "${op.name}"`);
@@ -361,7 +371,7 @@ function lower(
   if (quantize === undefined) {
     const xType = x.type as TensorType;
     quantize = new Op({
-      name: graph.freshName(`${x.name}.bfp`),
+      name: graph.freshOpName(`${x.name}.bfp`),
       type: "Quantize",
       domain: BFP_DOMAIN,
       operands: [x],
@@ -374,6 +384,7 @@ function lower(
         ["exponent", attr.int(format.exponentBits)],
         ["block", attr.int(block)],
         ["group", attr.int(group)],
+        ...(axis === 1 ? [] : [["axis", attr.int(axis)] as [string, Attribute]]),
         ["rounding", attr.string(format.rounding)],
         ["exponent_rule", attr.string(format.exponentRule)],
         ...(format.rounding === "stochastic" ? [["seed", attr.int(format.seed)] as [string, Attribute]] : []),

@@ -16,7 +16,7 @@ import { bfpLayerGeometry, type BfpLayerPlan, NO_BIAS_UNIT } from "./plan.ts";
 
 /** A BFP activation as the kernel reads it (the layout of `quantizeActivations`). */
 export interface BfpActivation {
-  /** Mantissas `[N, C, ...spatial]` (a Gemm: `[N, K]`). */
+  /** Mantissas `[N, C, ...spatial]` (a Gemm: `[..., K]`, every row a sample). */
   readonly mantissas: Int8Array | Int16Array;
   /** Exponents of the input's blocking. */
   readonly exponents: Int8Array;
@@ -28,7 +28,7 @@ export interface BfpActivation {
 export interface BfpLayerResult {
   /** `acc · 2^u_acc` per output, exact (before the conversion to float32), row-major in {@linkcode shape}. */
   readonly y: Float64Array;
-  /** `[N, O, ...outShape]` (a Gemm: `[N, O]`). */
+  /** `[N, O, ...outShape]` (a Gemm: `[..., O]`). */
   readonly shape: number[];
   /** Outputs whose accumulator saturated. */
   readonly saturations: number;
@@ -125,7 +125,8 @@ export function bfpLayer(
   const { mantissas: xm, exponents: xe } = x;
   const { mantissas: wm, exponents: we, block } = plan.weights;
   const bias = plan.bias === null ? null : plan.bias.values;
-  const batch = x.shape[0];
+  // A Gemm's rows are its samples (`[..., K]` is `[rows, K]`); a Conv's samples are axis 0.
+  const batch = plan.kind === "gemm" ? shapeSize(x.shape.slice(0, -1)) : x.shape[0];
   const L = format.mantissaBits;
   const { min: eMin } = exponentRange(format);
   const cg = c / group, og = o / group;

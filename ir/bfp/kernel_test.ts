@@ -462,3 +462,70 @@ Deno.test("bfpLayer() integers: saturated integer accumulators and their units r
   assert.equal(saturated, r.saturations);
   assert.equal(bfpLayer(plan, { ...x, shape: [cs.n, cs.c, cs.h, cs.w] }).integers, undefined);
 });
+
+/** x[...lead, K] -> Quantize(axis) -> Gemm(K -> O, bias): the batched layer of a channels-last MatMul. */
+function batchedGemm(lead: number[], k: number, o: number, block: number, axis: number, infer = true) {
+  const format = bfpFormat();
+  const bfp = { kind: "bfp", mantissa: 8, exponent: 5, block } as const;
+  const g = new Graph("g");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [...lead, k] }));
+  const q = g.addOp(
+    new Op({
+      name: "q",
+      type: "Quantize",
+      domain: "ai.bfp",
+      operands: [x],
+      results: [new Value("xm"), new Value("xe")],
+      attributes: [["block", attr.int(block)], ["axis", attr.int(axis)]],
+    }),
+  );
+  const wq = quantizeBfp(gaussian(o * k, 7, 0.3), format, { length: k, block }, "w");
+  const nb = block === 0 ? 1 : Math.ceil(k / block);
+  const wm = g.addConstant("wm", tensor("i8", [o, k], wq.mantissas), { elem: bfp, shape: [o, k] });
+  const weShape = block === 0 ? [o] : [o, nb];
+  const we = g.addConstant("we", tensor("i8", weShape, Int8Array.from(wq.exponents)), { elem: "i8", shape: weShape });
+  const b = g.addConstant("b", float32Tensor([o], gaussian(o, 8)), { elem: "f32", shape: [o] });
+  const fc = g.addOp(
+    new Op({
+      name: "fc",
+      type: "Gemm",
+      domain: "ai.bfp",
+      operands: [...q.results, wm, we, b],
+      results: [new Value("y")],
+    }),
+  );
+  g.outputs.push(fc.result, q.results[1]);
+  const m = new Module(g, [["", 13], ["ai.bfp", 1]]);
+  if (infer) inferShapes(m);
+  return m;
+}
+
+Deno.test("a Gemm on [..., K] treats every row as a sample: bit-identical to the same rows as a matrix", () => {
+  for (const block of [0, 4]) {
+    const data = gaussian(2 * 3 * 10, 5, 3);
+    const batched = batchedGemm([2, 3], 10, 6, block, -1);
+    assert.deepEqual(verifyModuleDiagnostics(batched), []);
+    const y3 = interpret(batched, { x: float32Tensor([2, 3, 10], data) });
+    const y2 = interpret(batchedGemm([6], 10, 6, block, 1), { x: float32Tensor([6, 10], data) });
+    assert.deepEqual(y3.y.shape, [2, 3, 6]);
+    assert.deepEqual(y3.xe.shape, block === 0 ? [2, 3] : [2, 3, 3]);
+    assert.deepEqual(batched.graph.outputs.map((v) => v.type), [
+      { elem: "f32", shape: [2, 3, 6] },
+      { elem: "i8", shape: block === 0 ? [2, 3] : [2, 3, 3] },
+    ]);
+    assert.deepEqual([...y3.y.data], [...y2.y.data], `block ${block}`);
+    assert.deepEqual([...y3.xe.data], [...y2.xe.data], `block ${block}`);
+    // One row alone gives the same outputs: rows do not share exponents.
+    const row = interpret(batchedGemm([1], 10, 6, block, 1), { x: float32Tensor([1, 10], data.slice(40, 50)) });
+    assert.deepEqual([...row.y.data], [...y3.y.data].slice(24, 30), `block ${block}`);
+  }
+  assert.deepEqual(activationExponentShape(["N", 7, 7, 96], { block: 32, axis: -1 }), ["N", 7, 7, 3]);
+  assert.deepEqual(activationExponentShape(["N", 7, 7, 96], { block: 0, axis: -1 }), ["N", 7, 7]);
+  assert.throws(() => activationExponentShape([2, 3], { block: 0, axis: 2 }), {
+    message: "channel axis 2 does not fit a tensor of rank 2 (it needs an axis in 1..rank-1)",
+  });
+  // A batched Gemm reading a Quantize of axis 1 blocks the wrong axis: shape inference names both ops.
+  assert.throws(() => inferShapes(batchedGemm([2, 3], 10, 6, 0, 1, false)), {
+    message: 'op "fc" (Gemm): its Quantize "q" blocks axis 1 of the rank-3 input; the layer reduces axis 2 (the last)',
+  });
+});

@@ -20,7 +20,7 @@ import {
   type BfpQuantizePlan,
   bfpQuantizePlan,
 } from "./plan.ts";
-import { activationExponentShape, quantizeActivations } from "./quantize.ts";
+import { activationExponentShape, channelAxis, quantizeActivations } from "./quantize.ts";
 
 function inferQuantize(op: Op, ctx: InferContext): (TensorType | null)[] {
   const { format, blocking } = bfpQuantizePlan(op);
@@ -30,7 +30,13 @@ function inferQuantize(op: Op, ctx: InferContext): (TensorType | null)[] {
   const mType: TensorType = { elem: bfpElementType(format, blocking.block), shape: x.shape };
   if (x.shape === null) return [mType, { elem: "i8", shape: null }];
   if (x.shape.length < 2) throw opError(op, `X must have rank >= 2 ([N, C, ...]), found rank ${x.shape.length}`);
-  const c = x.shape[1];
+  let axis: number;
+  try {
+    axis = channelAxis(x.shape.length, blocking);
+  } catch (e) {
+    throw opError(op, (e as Error).message);
+  }
+  const c = x.shape[axis];
   if (blocking.block > 0 && typeof c === "number" && c % blocking.group !== 0) {
     throw opError(op, `${c} channels are not divisible into ${blocking.group} groups`);
   }

@@ -9,13 +9,17 @@
  * L <= 8, else `i16`) and the shared exponents as `i8` (unbiased, in
  * `[-bias, bias]`); layouts in `quantize.ts`.
  * - `Quantize(x) -> (xm, xe)`: attributes `mantissa`, `exponent`, `block`,
- *   `group`, `rounding`, `exponent_rule`, `seed`, and `static_exponent` for
+ *   `group`, `axis` (the channel axis, default 1; `-1` for a batched Gemm's
+ *   rows), `rounding`, `exponent_rule`, `seed`, and `static_exponent` for
  *   fixed point (the exponent of every sample, chosen at compile time).
  * - `Conv(xm, xe, wm, we, b?) -> y: f32` with ONNX Conv's window attributes plus
  *   `accumulator` (bits), `rounding`, `seed` (which must agree with the
  *   Quantize that produces `xm` and `xe`).
- * - `Gemm(xm[N, K], xe, wm[O, K], we, b?[O]) -> y: f32[N, O]` (`y = x·wᵀ + b`)
- *   with `accumulator`, `rounding`, `seed`.
+ * - `Gemm(xm[..., K], xe, wm[O, K], we, b?[O]) -> y: f32[..., O]` (`y = x·wᵀ + b`)
+ *   with `accumulator`, `rounding`, `seed`: every row of K inputs is one
+ *   sample (a Linear layer on `[N, T, K]` or channels-last `[N, H, W, K]`
+ *   activations), so its Quantize blocks the last axis (`axis` -1, or 1 for a
+ *   matrix).
  *
  * The layer rule (`format.ts` header, "layer accumulation"), as a plan states
  * it: a block product `S_j` has the unit `u_j = ew_j + ex_j - 2(L-2)`; the
@@ -63,7 +67,7 @@ export interface BfpQuantizePlan {
   readonly op: Op;
   /** Number format: widths, rounding, exponent rule, seed. */
   readonly format: BfpFormat;
-  /** Blocking of the activation; `group` is 1 when `block` is 0. */
+  /** Blocking of the activation; `group` is 1 when `block` is 0; `axis` as the attribute says (negative from the end). */
   readonly blocking: Required<ActivationBlocking>;
   /** Fixed point: the compile-time exponent of every sample (then `block` is 0); null for BFP. */
   readonly staticExponent: number | null;
@@ -179,9 +183,12 @@ export function bfpQuantizePlan(op: Op): BfpQuantizePlan {
   } catch (e) {
     throw opError(op, (e as Error).message);
   }
-  const block = op.int("block", 0), group = op.int("group", 1);
+  const block = op.int("block", 0), group = op.int("group", 1), axis = op.int("axis", 1);
   if (!Number.isInteger(block) || block < 0) throw opError(op, `block must be a non-negative integer, found ${block}`);
   if (!Number.isInteger(group) || group < 1) throw opError(op, `group must be a positive integer, found ${group}`);
+  if (!Number.isInteger(axis) || axis === 0) {
+    throw opError(op, `axis must be a nonzero integer (the channel axis; the samples come before it), found ${axis}`);
+  }
   const fixed = op.int("static_exponent");
   let staticExponent: number | null = null;
   if (fixed !== undefined) {
@@ -197,7 +204,7 @@ export function bfpQuantizePlan(op: Op): BfpQuantizePlan {
   }
   const xm = op.results[0];
   if (xm !== undefined) checkElement(op, "its mantissa result", xm, format, block);
-  return { op, format, blocking: { block, group: block === 0 ? 1 : group }, staticExponent };
+  return { op, format, blocking: { block, group: block === 0 ? 1 : group, axis }, staticExponent };
 }
 
 /**
@@ -293,9 +300,10 @@ export function bfpLayerPlan(op: Op): BfpLayerPlan {
   if (xType !== null && xType.shape !== null) {
     const xShape = xType.shape;
     if (kind === "gemm") {
-      if (xShape.length !== 2) throw opError(op, `XM must be a matrix [N, K], found rank ${xShape.length}`);
-      if (typeof xShape[1] === "number" && xShape[1] !== inChannels) {
-        throw opError(op, `XM has ${xShape[1]} columns but WM rows have ${inChannels}`);
+      if (xShape.length < 2) throw opError(op, `XM must have rank >= 2 ([..., K]), found rank ${xShape.length}`);
+      const k = xShape[xShape.length - 1];
+      if (typeof k === "number" && k !== inChannels) {
+        throw opError(op, `XM has ${k} columns but WM rows have ${inChannels}`);
       }
       geometry = NO_WINDOW;
     } else {
@@ -303,6 +311,7 @@ export function bfpLayerPlan(op: Op): BfpLayerPlan {
       const g = layerGeometryOf(op, xShape, shape);
       geometry = spatial.every((d) => typeof d === "number") ? g : null;
     }
+    checkChannelAxis(op, kind, input, xShape.length);
   }
   const accumulator: BfpAccumulatorPlan = {
     bits,
@@ -341,11 +350,12 @@ export function bfpLayerGeometry(
   shape: readonly number[],
 ): { geometry: WindowGeometry; outShape: number[] } {
   const { op, weights } = plan;
+  if (shape.length >= 2) checkChannelAxis(op, plan.kind, plan.input, shape.length);
   if (plan.kind === "gemm") {
-    if (shape.length !== 2 || shape[1] !== plan.inChannels) {
+    if (shape.length < 2 || shape[shape.length - 1] !== plan.inChannels) {
       throw opError(op, `XM [${shape}] and WM [${weights.shape}] do not make a matrix product`);
     }
-    return { geometry: NO_WINDOW, outShape: [shape[0], plan.outChannels] };
+    return { geometry: NO_WINDOW, outShape: [...shape.slice(0, -1), plan.outChannels] };
   }
   if (shape[1] !== plan.inChannels) {
     throw opError(
@@ -358,14 +368,31 @@ export function bfpLayerGeometry(
 }
 
 /**
- * The result type of a lowered layer for an input of type `x`: f32 `[N, O, ...out]` (Conv) or `[N, O]` (Gemm).
+ * The result type of a lowered layer for an input of type `x`: f32 `[N, O, ...out]` (Conv) or `[..., O]` (Gemm).
  */
 export function bfpLayerResultType(plan: BfpLayerPlan, x: TensorType | null): TensorType {
   if (x === null || x.shape === null) return { elem: "f32", shape: null };
   const { op, weights } = plan;
-  if (plan.kind === "gemm") return { elem: "f32", shape: [x.shape[0], plan.outChannels] };
+  if (plan.kind === "gemm") return { elem: "f32", shape: [...x.shape.slice(0, -1), plan.outChannels] };
   const b = plan.bias === null ? null : [plan.outChannels];
   return { elem: "f32", shape: convShape(op, x.shape, weights.shape, b).out };
+}
+
+/**
+ * A layer's Quantize must block what the layer reduces: a Conv's channel axis 1, a Gemm's last axis (its rows are
+ * the samples).
+ */
+function checkChannelAxis(op: Op, kind: "conv" | "gemm", input: BfpQuantizePlan, rank: number): void {
+  const axis = input.blocking.axis;
+  const expected = kind === "conv" ? 1 : rank - 1;
+  const normalized = axis < 0 ? axis + rank : axis;
+  if (normalized !== expected) {
+    throw opError(
+      op,
+      `its Quantize "${input.op.name}" blocks axis ${axis} of the rank-${rank} input; ` +
+        `the layer reduces axis ${expected} (${kind === "conv" ? "channels" : "the last"})`,
+    );
+  }
 }
 
 function layerGeometryOf(op: Op, x: readonly Dim[], w: readonly number[]): WindowGeometry {

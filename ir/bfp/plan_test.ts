@@ -61,7 +61,7 @@ Deno.test("bfpLayerPlan() gathers format, blocking, weights, bias units and the 
   const plan = bfpLayerPlan(fc);
   assert.equal(plan.kind, "gemm");
   assert.equal(plan.input.op.name, "q");
-  assert.deepEqual(plan.input.blocking, { block: 0, group: 1 });
+  assert.deepEqual(plan.input.blocking, { block: 0, group: 1, axis: 1 });
   assert.equal(plan.input.staticExponent, null);
   assert.deepEqual([plan.format.mantissaBits, plan.format.exponentBits, plan.format.rounding], [8, 5, "nearest-even"]);
   assert.deepEqual([plan.inChannels, plan.outChannels, plan.group, plan.reduction], [3, 2, 1, 3]);
@@ -141,6 +141,16 @@ Deno.test("a malformed ai.bfp layer fails verification with one line naming the 
       ({ fc, g }) =>
         fc.setOperand(4, g.addConstant("b3", tensor("f32", [3], new Float32Array(3)), { elem: "f32", shape: [3] })),
       'op "fc" (Gemm): B "b3" must be an f32 constant of shape [2]',
+    ],
+    [
+      "Quantize with the samples' axis as channel axis",
+      ({ q }) => q.attributes.set("axis", attr.int(0)),
+      'op "q" (Quantize): axis must be a nonzero integer (the channel axis; the samples come before it), found 0',
+    ],
+    [
+      "a batched Gemm whose Quantize blocks axis 1, not its rows",
+      ({ x }) => (x.type = { elem: "f32", shape: ["N", 5, 3] }),
+      'op "fc" (Gemm): its Quantize "q" blocks axis 1 of the rank-3 input; the layer reduces axis 2 (the last)',
     ],
     [
       "Quantize with a bad mantissa width",

@@ -253,23 +253,64 @@ export function dequantizeBfp(q: BfpTensor): Float32Array {
 
 /** How an activation tensor `[N, C, ...spatial]` is cut into blocks. */
 export interface ActivationBlocking {
-  /** Channels per block along axis 1; 0 = one block per sample. */
+  /** Channels per block along the channel axis; 0 = one block per sample. */
   readonly block: number;
   /** Channel groups (blocks never straddle a group); default 1. */
   readonly group?: number;
-}
-
-/** Shape of the exponents of an activation of `shape` under `blocking`. */
-export function activationExponentShape<D extends Dim>(shape: readonly D[], blocking: ActivationBlocking): Dim[] {
-  if (blocking.block === 0) return [shape[0]];
-  const group = blocking.group ?? 1;
-  const c = shape[1];
-  const perGroup = typeof c === "number" ? Math.ceil(c / group / blocking.block) : "?";
-  return [shape[0], typeof perGroup === "number" ? group * perGroup : "?", ...shape.slice(2)];
+  /**
+   * The channel axis (negative counts from the end); default 1, `[N, C, ...spatial]`. The axes before it are the
+   * samples, those after it the spatial positions: `-1` makes every row of a `[..., K]` tensor a sample, as a
+   * batched MatMul's rows (`[N, T, K]`: N·T samples of K channels).
+   */
+  readonly axis?: number;
 }
 
 /**
- * Quantize an activation `[N, C, ...spatial]` to BFP (the `Quantize` op's
+ * The channel axis of `blocking` for a tensor of `rank` (at least 2): its `axis` with a negative one counted from the
+ * end.
+ *
+ * @throws {RangeError} When the axis is not in `[-rank, rank)`, or is 0 (the samples come before the channels).
+ */
+export function channelAxis(rank: number, blocking: ActivationBlocking): number {
+  const axis = blocking.axis ?? 1;
+  const a = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(axis) || a < 1 || a >= rank) {
+    throw new RangeError(`channel axis ${axis} does not fit a tensor of rank ${rank} (it needs an axis in 1..rank-1)`);
+  }
+  return a;
+}
+
+/**
+ * `shape` as `[samples, C, ...spatial]` around its channel axis: the axes before it multiplied into one (what the
+ * quantizer, the kernel and the targets index).
+ *
+ * @example A channels-last activation `[N, H, W, C]`
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { activationView } from "./quantize.ts";
+ * assert.deepEqual(activationView([2, 7, 7, 96], { block: 0, axis: -1 }), [98, 96]);
+ * assert.deepEqual(activationView([2, 96, 7, 7], { block: 0 }), [2, 96, 7, 7]);
+ * ```
+ */
+export function activationView(shape: readonly number[], blocking: ActivationBlocking): number[] {
+  if (shape.length < 2) return [...shape];
+  const a = channelAxis(shape.length, blocking);
+  return [shapeSize(shape.slice(0, a)), ...shape.slice(a)];
+}
+
+/** Shape of the exponents of an activation of `shape` under `blocking`: `[...samples]` or `[...samples, G·nb, ...spatial]`. */
+export function activationExponentShape<D extends Dim>(shape: readonly D[], blocking: ActivationBlocking): Dim[] {
+  const a = shape.length < 2 ? 1 : channelAxis(shape.length, blocking);
+  if (blocking.block === 0) return shape.slice(0, a);
+  const group = blocking.group ?? 1;
+  const c = shape[a];
+  const perGroup = typeof c === "number" ? Math.ceil(c / group / blocking.block) : "?";
+  return [...shape.slice(0, a), typeof perGroup === "number" ? group * perGroup : "?", ...shape.slice(a + 1)];
+}
+
+/**
+ * Quantize an activation `[N, C, ...spatial]` (or any shape seen that way by
+ * {@linkcode activationView}) to BFP (the `Quantize` op's
  * kernel): {@linkcode quantizeBfp} per block. For `block > 0` the blocks
  * run along the channel axis, so the tensor is quantized in `[N, spatial,
  * group, Cg]` order (the stochastic stream is drawn in that order).
@@ -294,8 +335,9 @@ export function quantizeActivations(
   name: string,
   staticExponent?: number,
 ): { mantissas: Int8Array | Int16Array; exponents: Int8Array; saturated: number } {
-  const n = shape[0], c = shape[1] ?? 1;
-  const spatial = shapeSize(shape.slice(2));
+  const view = activationView(shape, blocking);
+  const n = view[0], c = view[1] ?? 1;
+  const spatial = shapeSize(view.slice(2));
   if (blocking.block === 0) {
     const q = quantizeBfp(x, format, { length: n === 0 ? 0 : x.length / n, block: 0 }, name, staticExponent);
     return { mantissas: q.mantissas, exponents: Int8Array.from(q.exponents), saturated: q.saturated };
@@ -405,7 +447,8 @@ export function dequantizeActivations(
   format: BfpFormat,
   blocking: ActivationBlocking,
 ): Float32Array {
-  const n = shape[0], c = shape[1] ?? 1, spatial = shapeSize(shape.slice(2));
+  const view = activationView(shape, blocking);
+  const n = view[0], c = view[1] ?? 1, spatial = shapeSize(view.slice(2));
   const out = new Float32Array(q.mantissas.length);
   const L = format.mantissaBits;
   if (blocking.block === 0) {

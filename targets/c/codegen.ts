@@ -11,6 +11,7 @@
  */
 import { BFP_DOMAIN, bfpLayerGeometry, bfpLayerPlan, bfpMantissaStorage, bfpQuantizePlan } from "../../ir/bfp/plan.ts";
 import { bfpStorage, exponentRange } from "../../ir/bfp/format.ts";
+import { activationView } from "../../ir/bfp/quantize.ts";
 import { isConstant, isDefaultDomain, type Op, type Value } from "../../ir/graph.ts";
 import type { Module } from "../../ir/module.ts";
 import { convGeometry, poolGeometry } from "../../ir/ops/nn.ts";
@@ -602,8 +603,9 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
       }
       const x = op.operands[0];
       if (x === null || x === undefined || ctypeOf(x) !== "float") throw opError(op, "its input must be float32");
-      const shape = shapeOf(x);
-      const channels = shape[1] ?? 1, spatial = shapeSize(shape.slice(2));
+      // [samples, C, ...spatial] around the channel axis: one sample at batch 1, the rows of a batched Gemm's input.
+      const view = activationView(shapeOf(x), q.blocking);
+      const samples = view[0], channels = view[1] ?? 1, spatial = shapeSize(view.slice(2));
       const group = q.blocking.group, cg = channels / group;
       const block = q.blocking.block === 0 ? 0 : Math.min(q.blocking.block, cg);
       const nb = block === 0 ? 1 : Math.ceil(cg / block);
@@ -634,14 +636,24 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
         ].join(", "),
       );
       const [xm, xe] = op.results;
+      const perSample = channels * spatial, exponentsPerSample = block === 0 ? 1 : group * nb * spatial;
       steps.push({
         op,
         reads: [x],
         writes: [xm, xe],
-        code: (ref) => [
-          `status = cnnc_quantize_${storage}(${ref(x)}, ${ref(xm)}, ${ref(xe)}, &${p});`,
-          "if (status != CNNC_OK) return status;",
-        ],
+        code: (ref) =>
+          samples === 1
+            ? [
+              `status = cnnc_quantize_${storage}(${ref(x)}, ${ref(xm)}, ${ref(xe)}, &${p});`,
+              "if (status != CNNC_OK) return status;",
+            ]
+            : [
+              `for (int32_t r = 0; r < ${samples}; r++) {`,
+              `    status = cnnc_quantize_${storage}(${ref(x)} + r * ${perSample}, ${ref(xm)} + r * ${perSample}, ` +
+              `${ref(xe)} + r * ${exponentsPerSample}, &${p});`,
+              "    if (status != CNNC_OK) return status;",
+              "}",
+            ],
       });
       return;
     }
@@ -705,11 +717,20 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
       ]),
     );
     const y = op.results[0];
+    // A Gemm's rows (a batched MatMul's leading dimensions) are samples: the one-sample kernel once per row.
+    const rows = plan.kind === "gemm" ? shapeSize(xShape.slice(0, -1)) : 1;
+    const exponentsPerRow = block === 0 ? 1 : nb;
     steps.push({
       op,
       reads: [xmV, xeV],
       writes: [y],
-      code: (ref) => [`cnnc_layer_${storage}(${ref(xmV)}, ${ref(xeV)}, ${wmName}, ${weName}, ${ref(y)}, &${p});`],
+      code: (ref) =>
+        rows === 1 ? [`cnnc_layer_${storage}(${ref(xmV)}, ${ref(xeV)}, ${wmName}, ${weName}, ${ref(y)}, &${p});`] : [
+          `for (int32_t r = 0; r < ${rows}; r++) {`,
+          `    cnnc_layer_${storage}(${ref(xmV)} + r * ${plan.inChannels}, ${ref(xeV)} + r * ${exponentsPerRow}, ` +
+          `${wmName}, ${weName}, ${ref(y)} + r * ${O}, &${p});`,
+          "}",
+        ],
     });
   }
 

@@ -137,6 +137,12 @@ export function legalizeFpga(module: Module, layout: FpgaLayout, pe: number, sim
       if (plan.geometry === null || xShape === null || xShape.slice(1).some((d) => d < 0)) {
         throw new Error(`op "${op.name}" (${op.qualifiedType}) needs a static input shape for the FPGA image`);
       }
+      if (plan.kind === "gemm" && xShape.length !== 2) {
+        throw new Error(
+          `op "${op.name}" (${op.qualifiedType}): its input [${xShape}] has rows [${xShape.slice(0, -1)}] ` +
+            "(a batched MatMul); the FPGA image's Gemm reads one sample [1, K] (the c and onnx targets run it)",
+        );
+      }
       const g = plan.geometry;
       const padsEnd = g.kernel.map((k, d) =>
         (g.outShape[d] - 1) * g.strides[d] + (k - 1) * g.dilations[d] + 1 - g.inShape[d] - g.padsBegin[d]

@@ -18,6 +18,7 @@ import { printModule } from "../../ir/printer.ts";
 import { shapeSize, type Tensor, tensor } from "../../ir/tensor.ts";
 import type { Dim, TensorType } from "../../ir/types.ts";
 import type { TargetContext } from "../target.ts";
+import { onnxStructureProblems } from "../../tests/onnx_checks.ts";
 import { containsBfpOps, legalizeBfp } from "./bfp_onnx.ts";
 import { onnxTarget } from "./onnx_target.ts";
 
@@ -116,10 +117,14 @@ class BfpBuilder {
     return this.graph.addInput(new Value(name, { elem: "f32", shape }));
   }
 
-  quantize(name: string, x: Value, f: Fmt, group = 1): [Value, Value] {
+  /** A Quantize of `x`; `axis` -1 blocks the rows of `[..., K]` (a batched Gemm's input). */
+  quantize(name: string, x: Value, f: Fmt, group = 1, axis = 1): [Value, Value] {
     const shape = (x.type as TensorType).shape!;
-    const c = shape[1] as number;
-    const eShape = f.block === 0 ? [shape[0]] : [shape[0], group * Math.ceil(c / group / f.block), ...shape.slice(2)];
+    const a = axis < 0 ? shape.length + axis : axis;
+    const c = shape[a] as number;
+    const eShape = f.block === 0
+      ? shape.slice(0, a)
+      : [...shape.slice(0, a), group * Math.ceil(c / group / f.block), ...shape.slice(a + 1)];
     const op = this.graph.addOp(
       new Op({
         name,
@@ -137,6 +142,7 @@ class BfpBuilder {
           ["group", attr.int(group)],
           ["rounding", attr.string(f.rounding ?? "nearest-even")],
           ["exponent_rule", attr.string(f.rule ?? "floor")],
+          ...(axis === 1 ? [] : [["axis", attr.int(axis)] as [string, Attribute]]),
         ],
       }),
     );
@@ -220,6 +226,7 @@ async function runWithFakeQuant(
     legal.graph.outputs.push(v);
   }
   const files = await onnxTarget.emit(legal, { externalData: false, threshold: 1024 }, CTX);
+  assert.deepEqual(onnxStructureProblems(files.get("bfp.onnx")!), []);
   return runOnnxruntime(files.get("bfp.onnx")!, feeds);
 }
 
@@ -638,7 +645,14 @@ Deno.test("legalizeBfp() refuses what ONNX cannot express, naming the op", () =>
 Deno.test("onnxruntime's float layers agree with the interpreter's bit-exact BFP kernels on one lowered layer", async () => {
   // One layer each, so the comparison measures accumulation only (a second Quantize could move a value that
   // lies on a rounding boundary by one mantissa step: the float and integer sums differ in the last bit).
-  const cases: { f: Fmt; group: number; w: number[]; attributes: [string, Attribute][]; y: Dim[] }[] = [
+  const cases: {
+    f: Fmt;
+    group: number;
+    w: number[];
+    attributes: [string, Attribute][];
+    y: Dim[];
+    rows?: number[];
+  }[] = [
     {
       f: { mantissa: 8, exponent: 5, block: 0 },
       group: 1,
@@ -655,15 +669,25 @@ Deno.test("onnxruntime's float layers agree with the interpreter's bit-exact BFP
     },
     { f: { mantissa: 8, exponent: 5, block: 0 }, group: 1, w: [7, 20], attributes: [], y: ["N", 7] },
     { f: { mantissa: 10, exponent: 6, block: 8 }, group: 1, w: [7, 20], attributes: [], y: ["N", 7] },
+    // Batched Gemms (a MatMul on [N, T, K] and [N, H, W, K]): rows are samples, a Gemm between two Reshapes.
+    { f: { mantissa: 8, exponent: 5, block: 0 }, group: 1, w: [7, 20], attributes: [], y: ["N", 4, 7], rows: [4] },
+    {
+      f: { mantissa: 8, exponent: 8, block: 8 },
+      group: 1,
+      w: [7, 20],
+      attributes: [],
+      y: ["N", 2, 3, 7],
+      rows: [2, 3],
+    },
   ];
   for (const [i, c] of cases.entries()) {
     const b = new BfpBuilder();
-    const inShape = c.w.length === 2 ? [3, c.w[1]] : [3, c.w[1] * c.group, 5, 5];
+    const inShape = c.w.length === 2 ? [3, ...c.rows ?? [], c.w[1]] : [3, c.w[1] * c.group, 5, 5];
     const x = b.input("x", ["N", ...inShape.slice(1)]);
     const o = c.w[0];
     const y = b.layer(
       "layer",
-      b.quantize("xq", x, c.f, c.group),
+      b.quantize("xq", x, c.f, c.group, c.rows === undefined ? 1 : -1),
       values(shapeSize(c.w), 50 + i),
       c.w,
       values(o, 60 + i),
@@ -678,7 +702,40 @@ Deno.test("onnxruntime's float layers agree with the interpreter's bit-exact BFP
     const xt = tensor("f32", inShape, values(shapeSize(inShape), 70 + i, 3));
     const expected = interpret(module, { x: xt }).layer.data as Float32Array;
     const files = await onnxTarget.emit(module, { externalData: false, threshold: 1024 }, CTX);
+    assert.deepEqual(onnxStructureProblems(files.get("bfp.onnx")!), []);
     const out = await runOnnxruntime(files.get("bfp.onnx")!, { x: xt });
+    assert.deepEqual(out.layer.shape, [3, ...(c.y.slice(1) as number[])]);
     assertClose(out.layer, expected, `case ${i}`);
+    if (c.rows !== undefined) {
+      const ops = importOnnx(files.get("bfp.onnx")!).graph.ops.map((op) => op.type);
+      assert.deepEqual(ops.slice(1), ["DequantizeLinear", "Shape", "Slice", "Concat", "Reshape", "Gemm", "Reshape"]);
+    }
   }
+});
+
+Deno.test("legalizeBfp() fake-quantizes the rows of a [..., K] tensor (channel axis -1) bit for bit", async () => {
+  const rows = SPECIAL_ROWS.length;
+  const flat = Float32Array.from(SPECIAL_ROWS.flat());
+  const b = new BfpBuilder();
+  const xv = b.input("x", ["N", "T", 8]);
+  const formats: Fmt[] = [
+    { mantissa: 8, exponent: 5, block: 0 },
+    { mantissa: 8, exponent: 8, block: 3 },
+    { mantissa: 4, exponent: 5, block: 0, rounding: "toward-zero", rule: "never-clamp" },
+  ];
+  formats.forEach((f, i) => b.quantize(`q${i}`, xv, f, 1, -1));
+  const module = b.module([]);
+  const x = tensor("f32", [1, rows, 8], flat);
+  const out = await runWithFakeQuant(module, { x }, formats.map((_, i) => `q${i}.xm`));
+  for (const [i, f] of formats.entries()) {
+    assertSameBits(out[`q${i}.xm`], fakeQuantRef(flat, [rows, 8], f), `q${i} ${JSON.stringify(f)}`);
+    assert.deepEqual(out[`q${i}.xm`].shape, [1, rows, 8]);
+  }
+  const legal = legalizeBfp(module);
+  assert.deepEqual((legal.extra.functions as { name: string }[]).map((f) => f.name), [
+    "Quantize_m8_e5_b0_g1_nearest_even_floor_am1",
+    "Quantize_m8_e8_b3_g1_nearest_even_floor_am1",
+    "Quantize_m4_e5_b0_g1_toward_zero_never_clamp_am1",
+  ]);
+  assert.equal(JSON.parse(legal.metadata.get("bfp.blocking")!).x.axis, -1);
 });

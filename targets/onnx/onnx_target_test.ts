@@ -9,23 +9,26 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { compile } from "../../driver/compile.ts";
 import { runOnnxruntime } from "../../driver/onnxruntime.ts";
-import { attr } from "../../ir/attributes.ts";
+import { attr, type Attribute } from "../../ir/attributes.ts";
 import { Graph, Op, Value } from "../../ir/graph.ts";
 import { interpret } from "../../ir/interpreter.ts";
 import { Module } from "../../ir/module.ts";
+import { exportOnnx } from "../../ir/onnx/export.ts";
 import { importOnnx } from "../../ir/onnx/import.ts";
 import { printModule } from "../../ir/printer.ts";
 import { inferShapes } from "../../ir/shape.ts";
 import { float32Tensor, type Tensor } from "../../ir/tensor.ts";
 import { isTensorType } from "../../ir/types.ts";
 import { BACKEND_DATA_DIR, backendDataAvailable, loadDataSets } from "../../tests/onnx_backend.ts";
+import { onnxChecker, onnxStructureProblems } from "../../tests/onnx_checks.ts";
 import { compareTensors, randomInput } from "../../tests/tensor_compare.ts";
 import type { Artifacts, TargetContext } from "../target.ts";
 import { onnxTarget } from "./onnx_target.ts";
 
 const PYTHON = "/usr/bin/python3";
 const MODELS_DIR = new URL("../../examples/models/", import.meta.url).pathname;
-const PIPELINES = ["", "fold-bn,canonicalize,dce"];
+// "fold-bn" without dce leaves dead ops in the module (defect 16): the target must not export them.
+const PIPELINES = ["", "fold-bn", "fold-bn,canonicalize,dce"];
 /**
  * Used when the project's trained models are not there yet: CNN layers from the ONNX backend data
  * (none at opset 6, whose BatchNormalization and Gemm onnxruntime 1.30 no longer implements).
@@ -125,6 +128,7 @@ for (const { label, bytes, feeds } of modelCases()) {
       const { artifacts } = await compile(bytes, { passes, modelName: "out" });
       assert.deepEqual([...artifacts.keys()], ["out.onnx"]);
       const emitted = artifacts.get("out.onnx")!;
+      assert.deepEqual(onnxStructureProblems(emitted), []);
       if (hasChecker) {
         const verdict = await checkModel(artifacts, "out.onnx");
         if (verdict !== "OK") console.warn(`${label}: ${verdict}`);
@@ -250,4 +254,117 @@ Deno.test("onnxTarget keeps the module's opsets, including ones a pass raised", 
   module.opsets.set("", 13);
   module.opsets.set("com.example", 1);
   assert.deepEqual(await read(), [["", 13], ["com.example", 1]]);
+});
+
+/** Build a graph op by op: `add(name, type, operands, attributes)` returns the op's result, named like the op. */
+function builder(g: Graph) {
+  let seed = 100;
+  const constant = (name: string, shape: number[], scale = 0.5): Value =>
+    g.addConstant(
+      name,
+      float32Tensor(shape, Float32Array.from(randomInput(shape, seed++).data as Float32Array, (v) => v * scale)),
+      { elem: "f32", shape },
+    );
+  const add = (name: string, type: string, operands: Value[], attributes: [string, Attribute][] = []): Value =>
+    g.addOp(new Op({ name, type, operands, results: [new Value(name)], attributes })).result;
+  return { constant, add };
+}
+
+/**
+ * x[1,4,6,6] -> conv -> BatchNormalization -> relu -> y, and a dead branch x -> dead_conv -> dead_relu plus an
+ * unused constant: what a model cut at an inner layer looks like.
+ */
+function deadBranchModel(): Uint8Array {
+  const g = new Graph("dead_branch");
+  const { constant, add } = builder(g);
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [1, 4, 6, 6] }));
+  const pads: [string, Attribute] = ["pads", attr.ints([1, 1, 1, 1])];
+  const conv = add("conv", "Conv", [x, constant("w", [8, 4, 3, 3])], [pads]);
+  const bn = add("bn", "BatchNormalization", [
+    conv,
+    constant("gamma", [8]),
+    constant("beta", [8]),
+    constant("mean", [8]),
+    g.addConstant("var", float32Tensor([8], new Float32Array(8).fill(0.8)), { elem: "f32", shape: [8] }),
+  ]);
+  g.outputs.push(add("relu", "Relu", [bn]));
+  add("dead_relu", "Relu", [add("dead_conv", "Conv", [x, constant("dead_w", [2, 4, 3, 3])], [pads])]);
+  constant("unused", [3]);
+  return exportOnnx(new Module(g, [["", 13]]));
+}
+
+Deno.test("onnxTarget exports only what reaches the outputs, and leaves the compiled module as it was (defect 16)", async () => {
+  const bytes = deadBranchModel();
+  const feeds = { x: randomInput([1, 4, 6, 6], 3) };
+  for (const passes of ["", "fold-bn", "fold-bn,bfp"]) {
+    const { artifacts, module } = await compile(bytes, { passes, modelName: "out" });
+    const emitted = artifacts.get("out.onnx")!;
+    assert.deepEqual(onnxStructureProblems(emitted), [], passes);
+    const names = importOnnx(emitted).graph.ops.map((op) => op.name);
+    assert.ok(!names.some((n) => n.startsWith("dead")), `${passes}: ${names}`);
+    // The module compile() returns still has the dead branch: the target exported a copy.
+    assert.ok(module.graph.ops.some((op) => op.name === "dead_relu"), passes);
+    if (hasChecker && !passes.includes("bfp")) assert.equal(await onnxChecker(emitted), "OK");
+    const expected = interpret(module, feeds).relu;
+    const got = (await runOnnxruntime(emitted, feeds)).relu;
+    assert.equal(compareTensors(got, expected, { rtol: 1e-4, atol: 1e-4 }), null, passes);
+  }
+});
+
+/**
+ * x[1,8,5,5] read by a depthwise and a pointwise conv (two Quantize ops of x under scheme=mx: their channel groups
+ * differ), with ops already named like the names bfp and its ONNX form generate: `x.bfp` (the Quantize),
+ * `x.bfp.1`, `dw.wm.dequantize` (the weights' DequantizeLinear) and `x.bfp.quantize` (fixed point's QuantizeLinear).
+ */
+function collidingNamesModel(): Uint8Array {
+  const g = new Graph("names");
+  const { constant, add } = builder(g);
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [1, 8, 5, 5] }));
+  const relu = add("x.bfp", "Relu", [x]);
+  const dw = add("dw", "Conv", [relu, constant("dw_w", [8, 1, 3, 3])], [
+    ["group", attr.int(8)],
+    ["pads", attr.ints([1, 1, 1, 1])],
+  ]);
+  const pw = add("pw", "Conv", [relu, constant("pw_w", [8, 8, 1, 1])]);
+  const sum = add("x.bfp.1", "Add", [dw, pw]);
+  const a = add("dw.wm.dequantize", "Relu", [sum]);
+  g.outputs.push(add("x.bfp.quantize", "Sigmoid", [a]));
+  return exportOnnx(new Module(g, [["", 13]]));
+}
+
+Deno.test("bfp and its ONNX form give generated ops fresh names, even where ops already have them (defect 15)", async () => {
+  const bytes = collidingNamesModel();
+  const feeds = { x: randomInput([1, 8, 5, 5], 4) };
+  const cases = ["bfp{scheme=mx,block=4}", "bfp", "fixed"];
+  for (const passes of cases) {
+    const { artifacts, module } = await compile(bytes, { passes, modelName: "out", calibration: feeds });
+    const names = module.graph.ops.map((op) => op.name);
+    assert.equal(new Set(names).size, names.length, `${passes}: ${names}`);
+    const emitted = artifacts.get("out.onnx")!;
+    assert.deepEqual(onnxStructureProblems(emitted), [], passes);
+    const expected = interpret(module, feeds)["x.bfp.quantize"];
+    const got = (await runOnnxruntime(emitted, feeds))["x.bfp.quantize"];
+    assert.equal(compareTensors(got, expected, { rtol: 1e-4, atol: 1e-5 }), null, passes);
+  }
+});
+
+Deno.test("onnxTarget renames a node whose name an earlier node has, with a warning", async () => {
+  const g = new Graph("g");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [4] }));
+  const a = g.addOp(new Op({ name: "n", type: "Relu", operands: [x], results: [new Value("a")] }));
+  const b = g.addOp(new Op({ name: "n", type: "Neg", operands: [a.result], results: [new Value("b")] }));
+  g.outputs.push(g.addOp(new Op({ name: "n.1", type: "Abs", operands: [b.result], results: [new Value("y")] })).result);
+  const warnings: string[] = [];
+  const artifacts = await onnxTarget.emit(new Module(g, [["", 13]]), { externalData: false, threshold: 1024 }, {
+    modelName: "m",
+    emit: (_severity, message) => warnings.push(message),
+  });
+  const emitted = artifacts.get("m.onnx")!;
+  assert.deepEqual(importOnnx(emitted).graph.ops.map((op) => op.name), ["n", "n.2", "n.1"]);
+  assert.deepEqual(warnings, [
+    'two nodes are named "n"; the Neg one is exported as "n.2" (ONNX node names must be unique)',
+  ]);
+  assert.deepEqual(g.ops.map((op) => op.name), ["n", "n", "n.1"]);
+  const y = (await runOnnxruntime(emitted, { x: float32Tensor([4], [1, -2, 3, -4]) })).y;
+  assert.deepEqual([...y.data], [1, 0, 3, 0]);
 });
