@@ -16,7 +16,9 @@
 import { bfpFormat } from "../ir/bfp/format.ts";
 import { staticExponentFor } from "../ir/bfp/quantize.ts";
 import type { Value } from "../ir/graph.ts";
-import { bfpOptions, chooseLayers, foldBeforeLowering, lowerLayers, probe } from "./bfp.ts";
+import { bfpOptions, chooseLayers, foldBeforeLowering, lowerLayers } from "./bfp.ts";
+import { runWithProbes } from "./analysis/bfp_error.ts";
+import type { Tensor } from "../ir/tensor.ts";
 import { definePass, type Pass } from "./pass.ts";
 
 /** Exponent field of fixed-point formats: it only bounds the static exponents (none is stored at run time). */
@@ -90,8 +92,13 @@ export const fixedPass: Pass<typeof fixedOptions> = definePass({
     const folded = options.foldBn && foldBeforeLowering(module, ctx);
     const layers = chooseLayers(module.graph, options, "fixed", ctx);
     if (layers.length === 0) return folded;
-    const activations = probe(module, layers, ctx.calibration, ctx);
-    if (activations === null) throw new Error("fixed could not run the calibration data (see the warning above)");
+    let activations: Map<Value, Tensor>;
+    try {
+      activations = runWithProbes(module, layers.flatMap((l) => [l.x, l.op.result]), ctx.calibration, ctx.ops);
+    } catch (e) {
+      // The exponents come from this run: without it there is nothing to lower with.
+      throw new Error(`fixed could not run the calibration data: ${e instanceof Error ? e.message : e}`);
+    }
     const staticExponents = new Map<Value, number>();
     for (const { x } of layers) {
       if (staticExponents.has(x)) continue;
