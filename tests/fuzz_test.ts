@@ -8,15 +8,15 @@ import { runCliFuzz, runFuzz } from "./fuzz_runner.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 2026);
 
-Deno.test(`fuzz: 300 mutated models and side inputs through compile() (seed ${SEED})`, async () => {
-  const result = await runFuzz({ seed: SEED, cases: 300 });
+Deno.test(`fuzz: 1,000 mutated models and side inputs through compile() (seed ${SEED})`, async () => {
+  const result = await runFuzz({ seed: SEED, cases: 1000 });
   console.log(result.summary);
   assert.deepEqual(result.defects, []);
   assert.ok(result.counts.compiled > 30 && result.counts.error > 30, "the mutations reach both outcomes");
 });
 
-Deno.test(`fuzz: 22 CLI runs over links, shared paths and special files (seed ${SEED})`, async () => {
-  const result = await runCliFuzz({ seed: SEED, cases: 22 });
+Deno.test(`fuzz: 44 CLI runs over links, shared paths and special files (seed ${SEED})`, async () => {
+  const result = await runCliFuzz({ seed: SEED, cases: 44 });
   console.log(result.summary);
   assert.deepEqual(result.defects, []);
 });
