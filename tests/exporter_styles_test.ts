@@ -4,6 +4,7 @@
  * without a `canonicalize` first, and costs must not guess the unknown dimensions.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { compile, type CompileResult } from "../driver/compile.ts";
 import { runOnnxruntime } from "../driver/onnxruntime.ts";
 import { attr } from "../ir/attributes.ts";
@@ -16,6 +17,7 @@ import { inferShapes } from "../ir/shape.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import { compareTensors, mulberry32, randomInput } from "./tensor_compare.ts";
 
+const ROOT = new URL("..", import.meta.url).pathname;
 const CHANNELS = [3, 8, 16, 16];
 const CLASSES = 4;
 
@@ -164,5 +166,51 @@ Deno.test("prune, svd and bfp compress the Paddle-style model without canonicali
     const ours = interpret(module, { x }).y;
     const ort = (await runOnnxruntime(artifacts.get("cls.onnx")!, { x })).y;
     assert.equal(compareTensors(ours, ort, { rtol: 1e-4, atol: 1e-5 }), null, passes);
+  }
+});
+
+Deno.test("the CLI: --input-shape gives the real MACs in the summary and the report; without it they are unknown", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const model = join(dir, "cls.onnx");
+    Deno.writeFileSync(model, MODEL);
+    const cli = async (...args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-P", "--quiet", join(ROOT, "compile.ts"), model, "--out", join(dir, "out"), ...args],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr).split("\n").filter((l) => l && !/experimental/.test(l));
+      return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr };
+    };
+    const shaped = await cli(
+      "--passes",
+      "prune{ratio=0.3},bfp",
+      "--input-shape",
+      "x=1,3,48,192",
+      "--report",
+      join(dir, "r.json"),
+    );
+    assert.equal(shaped.code, 0, shaped.stderr.join("\n"));
+    const report = JSON.parse(Deno.readTextFileSync(join(dir, "r.json")));
+    assert.equal(report.totals.before.macs, expectedMacs(48, 192));
+    assert.ok(report.totals.after.macs < report.totals.before.macs);
+    assert.match(shaped.stdout, new RegExp(`MACs +${expectedMacs(48, 192).toLocaleString("en-US")} -> `));
+    assert.doesNotMatch(shaped.stdout, /unknown/);
+
+    const symbolic = await cli("--passes", "prune{ratio=0.3}");
+    assert.equal(symbolic.code, 0, symbolic.stderr.join("\n"));
+    assert.match(
+      symbolic.stdout,
+      /MACs of 3 layer\(s\) before are unknown \(\?\): symbolic x\[2\]=H, x\[3\]=W; give --input-shape/,
+    );
+
+    const bad = await cli("--input-shape", "x=1,3,0,8");
+    assert.equal(bad.code, 1);
+    assert.deepEqual(bad.stderr, [
+      'compile: error: --input-shape takes NAME=DIMS with positive dimensions (x=1,3,48,192), found "x=1,3,0,8"',
+    ]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
   }
 });
