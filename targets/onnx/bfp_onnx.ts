@@ -279,7 +279,8 @@ class Legalizer {
     const base = op.name;
     const add = (suffix: string | null, type: string, operands: Value[], attributes: [string, Attribute][] = []) => {
       const y = suffix === null ? result : new Value(graph.freshName(`${result.name}.${suffix}`), null);
-      const name = suffix === null ? base : graph.freshOpName(`${base}.${suffix}`);
+      // The Gemm keeps the layer's name (it replaces the op); every other node gets a fresh one.
+      const name = graph.freshOpName(`${base}.${suffix ?? "out"}`);
       this.created.add(insertBefore(op, new Op({ name, type, operands, results: [y], attributes })));
       return y;
     };
