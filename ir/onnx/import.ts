@@ -691,17 +691,17 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
   }
 }
 
-/**
+ * Read and import a `.onnx` file; external data is looked up beside it, `options` as for {@linkcode importOnnx}.
  * Read and import a `.onnx` file; external data is looked up beside it.
  *
  * @throws {Error} `Cannot import ONNX model: cannot read "path": ...` when the file cannot be read.
  */
-export function importOnnxFile(path: string): Module {
+export function importOnnxFile(path: string, options: Omit<ImportOptions, "baseDir"> = {}): Module {
   let bytes: Uint8Array;
   try {
     bytes = readFileBytes(path);
   } catch (e) {
-    throw new ImportError(`cannot read "${path}": ${(e as Error).message}`);
+    throw new ImportError(`cannot read ${quote(path)}: ${(e as Error).message}`);
   }
-  return importOnnx(bytes, { baseDir: dirname(path) });
+  return importOnnx(bytes, { ...options, baseDir: dirname(path) });
 }
