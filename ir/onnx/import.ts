@@ -691,8 +691,8 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
   }
 }
 
+/**
  * Read and import a `.onnx` file; external data is looked up beside it, `options` as for {@linkcode importOnnx}.
- * Read and import a `.onnx` file; external data is looked up beside it.
  *
  * @throws {Error} `Cannot import ONNX model: cannot read "path": ...` when the file cannot be read.
  */
