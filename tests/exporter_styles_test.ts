@@ -16,6 +16,8 @@ import { importOnnx } from "../ir/onnx/import.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import { compareTensors, mulberry32, randomInput } from "./tensor_compare.ts";
+import { onnxChecker, onnxCheckerAvailable } from "./onnx_checks.ts";
+import { onnx } from "../ir/onnx/proto.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CHANNELS = [3, 8, 16, 16];
@@ -213,4 +215,16 @@ Deno.test("the CLI: --input-shape gives the real MACs in the summary and the rep
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("an IR 3 model whose weights are Constant ops is written as IR 4 (initializers need not be inputs); the checker and onnxruntime accept it", async () => {
+  const ir3 = onnx.ModelProto.decode(MODEL);
+  ir3.irVersion = 3;
+  const bytes = onnx.ModelProto.encode(ir3).finish();
+  const { artifacts } = await compile(bytes, { modelName: "cls", inputShapes: { x: [1, 3, 16, 16] } });
+  const emitted = artifacts.get("cls.onnx")!;
+  assert.equal(Number(onnx.ModelProto.decode(emitted).irVersion), 4);
+  if (await onnxCheckerAvailable()) assert.equal(await onnxChecker(emitted), "OK");
+  const x = randomInput([1, 3, 16, 16], 3);
+  assert.equal(compareTensors((await runOnnxruntime(emitted, { x })).y, (await runOnnxruntime(bytes, { x })).y), null);
 });

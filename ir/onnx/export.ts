@@ -230,7 +230,10 @@ function attrTypeCode(kind: string, what: string): number {
 }
 
 function modelProto(module: Module, exporter: Exporter): IModelProto {
-  const model: IModelProto = { irVersion: module.irVersion };
+  // Before IR 4 every initializer had to be a graph input too: weights that are plain constants (from Constant ops
+  // of an IR 3 model, or added by passes) need IR 4, which changed nothing else.
+  const irVersion = module.irVersion < 4 && module.graph.constants.length > 0 ? 4 : module.irVersion;
+  const model: IModelProto = { irVersion };
   model.opsetImport = [...module.opsets].map(([domain, version]) => ({ domain, version }));
   if (module.producerName !== "") model.producerName = module.producerName;
   if (module.producerVersion !== "") model.producerVersion = module.producerVersion;
