@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { defaultRegistry } from "../driver/compile.ts";
 import { costOf } from "../ir/cost.ts";
 import { interpret } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
@@ -7,9 +6,11 @@ import { parseModule } from "../ir/parser.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { float32Tensor, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { verifyModule } from "../ir/verifier.ts";
+import { builtinPasses } from "./builtin.ts";
 import { fcCorrOptions, fcCorrPass } from "./fc_corr.ts";
 import { runPipeline } from "./manager.ts";
 import { defaultOptions, type OptionValues } from "./options.ts";
+import { passLookup } from "./pass.ts";
 import { parsePipeline } from "./pipeline.ts";
 import { testPassContext } from "./testing.ts";
 
@@ -222,7 +223,7 @@ graph @g(%x: f32[N,3]) -> (%z) {
 });
 
 Deno.test("fc-corr without calibration data fails with one line saying what it needs", async () => {
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   await assert.rejects(
     runPipeline(parseModule(ONE_GEMM), parsePipeline("fc-corr", registry), { registry }),
     {
@@ -233,7 +234,7 @@ Deno.test("fc-corr without calibration data fails with one line saying what it n
 });
 
 Deno.test("fc-corr options out of range are rejected with the range", () => {
-  const registry = defaultRegistry();
+  const registry = passLookup(builtinPasses);
   const message = (pipeline: string): string => {
     try {
       parsePipeline(pipeline, registry);
