@@ -120,19 +120,22 @@ interface FcLayer {
  * `s > 0`, it holds for every input, not just the calibration data. Layers
  * are handled in graph order, each on a fresh calibration run of the network
  * as merged so far. The last layer's outputs are never merged (no FC reads
- * them); its columns follow the merges of the layer before.
+ * them); its columns follow the merges of the layer before, unless it is named
+ * in `skip` (then the layer before is not merged).
  *
  * Layers named in `skip`, the last FC layer with `keep-last=true`, Gemm with
  * `transA=1` and layers with non-finite weights are left alone.
  *
  * Statistics (connection): `layers-pruned`, `connections`, `connections-removed`,
  * `dense-bytes`, `csr-bytes` (over the pruned layers) and `layers`: per layer
- * `connections`, `removed`, `density`, `cut` (the |r| below which connections
- * were removed), `dense-bytes`, `csr-bytes`, `csr-index-bits`,
- * `csr-pointer-bits`. Statistics (neuron): `layers-merged`, `neurons-removed`,
- * `params-before`, `params-after` and per layer `neurons-before`,
- * `neurons-after`, `merged`, `constant`, `params-before`, `params-after` and the
- * first merges (`j -> i`, with `r`, `s`, `t`).
+ * `inputs`, `outputs`, `connections`, `removed`, `density`, `cut` (the |r|
+ * below which connections were removed; with `ratio`, the largest removed),
+ * `bias-corrected`, `dense-bytes`, `csr-bytes` (the weight in its stored
+ * layout, see `csrBytes` in `ir/cost.ts`), `csr-index-bits`, `csr-pointer-bits`.
+ * Statistics (neuron): `layers-merged`, `neurons-removed`, `params-before`,
+ * `params-after` and per layer `next`, `neurons-before`, `neurons-after`,
+ * `merged`, `constant`, `params-before`, `params-after` (this layer and the
+ * next) and the first 32 merges (`j -> i`, with `r`, `s`, `t`).
  *
  * @example Remove the connection from an input that does not move the output
  * ```ts
@@ -184,7 +187,7 @@ export const fcCorrPass: Pass<typeof fcCorrOptions> = definePass({
       ctx.emit("warning", `op "${l.op.name}" (${l.op.type}): weights hold NaN or Inf; layer left alone`, l.op);
       return false;
     });
-    if (options.granularity === "neuron") return mergeNeurons(module, chosen, options.mergeThreshold, ctx);
+    if (options.granularity === "neuron") return mergeNeurons(module, chosen, options.mergeThreshold, skip, ctx);
     return pruneConnections(module, chosen, options, ctx);
   },
 });
@@ -508,7 +511,13 @@ interface Merge {
   readonly t: number;
 }
 
-function mergeNeurons(module: Module, chosen: readonly FcLayer[], threshold: number, ctx: PassContext): boolean {
+function mergeNeurons(
+  module: Module,
+  chosen: readonly FcLayer[],
+  threshold: number,
+  skip: ReadonlySet<string>,
+  ctx: PassContext,
+): boolean {
   const perLayer: Record<string, StatValue> = {};
   const totals = { merged: 0, removed: 0, before: 0, after: 0 };
   for (const first of chosen) {
@@ -518,6 +527,10 @@ function mergeNeurons(module: Module, chosen: readonly FcLayer[], threshold: num
     const chain = chainAfter(l, all);
     if (typeof chain === "string") {
       ctx.log(`op "${l.op.name}": no FC layer follows through per-feature ops (${chain}); left alone`);
+      continue;
+    }
+    if (skip.has(chain.next.op.name)) {
+      ctx.log(`op "${l.op.name}": the next layer "${chain.next.op.name}" is in skip; left alone`);
       continue;
     }
     const read = chain.next.op.operand(0)!;

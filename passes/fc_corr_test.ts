@@ -182,6 +182,13 @@ Deno.test("fc-corr granularity=neuron merges a scaled copy through ReLU and remo
   assert.deepEqual((m.graph.ops[0].result.type as { shape: unknown }).shape, ["N", 2]);
 });
 
+Deno.test("fc-corr granularity=neuron does not change a next layer named in skip", () => {
+  const m = parseModule(TWO_LAYERS);
+  const ctx = testPassContext({ calibration: { x: randomInput(32, 3, 7) } });
+  assert.equal(fcCorrPass.run(m, { ...DEFAULTS, granularity: "neuron", skip: ["z"] }, ctx), false);
+  assert.ok(ctx.logs.includes('op "h": the next layer "z" is in skip; left alone'), ctx.logs.join("\n"));
+});
+
 Deno.test("fc-corr granularity=neuron slices a BatchNormalization between the layers", () => {
   const m = parseModule(`module opsets {"": 13} ir_version 7 {
 graph @g(%x: f32[N,3]) -> (%z) {
