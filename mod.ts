@@ -47,8 +47,8 @@
 // ---- IR: modules, graphs, ops and values, types, tensors, attributes, op definitions, rewrites, kernels ----
 export type { Attribute, AttributeKind } from "./ir/attributes.ts";
 export { attr } from "./ir/attributes.ts";
-export type { CostOptions, CostReport, CostTotals, LayerCost } from "./ir/cost.ts";
-export { costOf } from "./ir/cost.ts";
+export type { CostOptions, CostReport, CostTotals, CsrSize, LayerCost, SparseCost } from "./ir/cost.ts";
+export { costOf, csrBytes } from "./ir/cost.ts";
 export { Graph, isConstant, isDefaultDomain, Op, type Use, Value } from "./ir/graph.ts";
 export { Module } from "./ir/module.ts";
 export type { InferContext, KernelContext, OpDef } from "./ir/op_def.ts";
@@ -133,6 +133,7 @@ export { svdOptions, svdPass } from "./passes/svd.ts";
 export type { FloatArray, RandomizedSvdOptions, Svd } from "./passes/linalg.ts";
 export { exactSvd, randomizedSvd, truncatedSvd } from "./passes/linalg.ts";
 export { pruneOptions, prunePass } from "./passes/prune.ts";
+export { fcCorrOptions, fcCorrPass } from "./passes/fc_corr.ts";
 export type {
   ChannelBarrier,
   ChannelConsumer,

@@ -5,7 +5,7 @@
  * is deterministic; the CLI's `--report` writes this same object.
  * @module
  */
-import type { CostReport, CostTotals, LayerCost } from "../ir/cost.ts";
+import type { CostReport, CostTotals, LayerCost, SparseCost } from "../ir/cost.ts";
 import type { Diagnostic, Severity, StatValue } from "../passes/pass.ts";
 import type { EvaluationResult } from "./evaluate.ts";
 
@@ -68,6 +68,8 @@ export interface LayerSide {
   readonly macs: number | null;
   /** Storage bytes of the op's weights. */
   readonly weightBytes: number;
+  /** Non-zeros and CSR bytes of the op's weight matrices, present when they hold zeros. */
+  readonly sparse?: SparseCost;
 }
 
 /**
@@ -175,7 +177,9 @@ export interface ReportParts {
  * ```ts
  * import assert from "node:assert/strict";
  * import { buildReport } from "./report.ts";
- * const totals = { params: 0, macs: 0, unknownMacLayers: 0, symbolicDims: [], weightBytes: 0, peakActivationBytes: 0 };
+ * const totals = {
+ *   params: 0, macs: 0, unknownMacLayers: 0, symbolicDims: [], weightBytes: 0, sparseWeightBytes: 0, peakActivationBytes: 0,
+ * };
  * const none = { totals, layers: [] };
  * const report = await buildReport({
  *   model: { name: "m", producer: "", opsets: { "ai.onnx": 13 } },
@@ -248,7 +252,12 @@ export async function buildReport(parts: ReportParts): Promise<CompileReport> {
  * ```
  */
 export function mergeLayers(before: readonly LayerCost[], after: readonly LayerCost[]): LayerRow[] {
-  const side = (l: LayerCost): LayerSide => ({ params: l.params, macs: l.macs, weightBytes: l.weightBytes });
+  const side = (l: LayerCost): LayerSide => ({
+    params: l.params,
+    macs: l.macs,
+    weightBytes: l.weightBytes,
+    ...(l.sparse === undefined ? {} : { sparse: { ...l.sparse } }),
+  });
   const beforeIndex = new Map<string, number>();
   before.forEach((l, i) => {
     if (!beforeIndex.has(l.name)) beforeIndex.set(l.name, i);

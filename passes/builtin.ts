@@ -5,6 +5,7 @@
 import { bfpPass } from "./bfp.ts";
 import { canonicalizePass } from "./canonicalize.ts";
 import { dcePass } from "./dce.ts";
+import { fcCorrPass } from "./fc_corr.ts";
 import { fixedPass } from "./fixed.ts";
 import { foldBnPass } from "./fold_bn.ts";
 import type { OptionSchema } from "./options.ts";
@@ -19,6 +20,7 @@ export const builtinPasses: readonly Pass<OptionSchema>[] = [
   dcePass,
   svdPass,
   prunePass,
+  fcCorrPass,
   bfpPass,
   fixedPass,
 ];
