@@ -79,7 +79,8 @@ export type PruneOptionValues = OptionValues<typeof pruneOptions>;
  *    BN -> act -> consumer) is pruned as a whole. A group with a shared value
  *    under a BN (pre-activation ResNet/DenseNet: the BN reads a value other
  *    ops also read) or with a barrier gets the paper's channel selection: a
- *    `Gather(axis=1)` is inserted before each of its BNs, so the branch from
+ *    `Gather(axis=1)` is inserted before each of its BNs (also for the output
+ *    channels of a grouped conv, which otherwise go only as whole units), so the branch from
  *    the selection to its consumers becomes its own group and the shared
  *    producers stay intact. Selections that end up keeping every channel are
  *    removed again.
@@ -87,17 +88,26 @@ export type PruneOptionValues = OptionValues<typeof pruneOptions>;
  *    One global threshold: the `ratio` percentile of all scores (keep iff
  *    score >= sorted[floor(ratio*N)], the reference implementation's rule), or
  *    `threshold` when given. Every group keeps `min-channels` (its best ones).
- * 3. Pruned channels disappear from producers (Conv filters, Gemm rows,
- *    Gather indices), BN entries, per-channel constants, depthwise convs
- *    (`group` updated), Split sizes / Slice bounds, and consumers' input
- *    channels (the `H*W` feature block of each channel after Flatten).
+ * 3. Pruned channels disappear from every op the groups cover, as each
+ *    op's channel rule (`OpDef.channels`) says: the constants its
+ *    mapping lists are sliced (Conv filters and input channels, Gemm rows and
+ *    the `H*W` feature block of each channel after Flatten, BN entries,
+ *    per-channel constants, SE gate rows), and the rule's `resize` updates the
+ *    rest (depthwise `group`, Split sizes, Slice bounds, Gather indices; a
+ *    channel shuffle whose channels change becomes one `Gather(axis=1)`).
+ *    Channel `j` of every group of a grouped conv goes only with the others,
+ *    so the groups stay equal. Run `canonicalize` first: a `Shape` that reads
+ *    a channel count is a barrier until static shape arithmetic is folded.
  * 4. `compensate`: with gamma ~ 0 a pruned channel emits the constant `beta`
- *    after its BN; that constant is pushed through the pass-through ops to the
- *    consumer and folded into its bias (`sum_k W[o,c,k] * v_c`); a bias-less
- *    Conv consumer followed only by a BN takes it in that BN's mean instead
- *    (`BN(z + d)` with mean `m` is `BN(z)` with mean `m - d`), so no
- *    parameter is added. Exact for Gemm; for a padded Conv consumer the
- *    border positions differ.
+ *    after its BN; that constant is pushed through the group's ops by their
+ *    own `interpret` (on `[1, C, s, s]` constants, read at the centre) and the
+ *    consumer's contribution, again from its own kernel, is folded into its
+ *    bias; a bias-less Conv consumer followed only by a BN takes it in that
+ *    BN's mean instead (`BN(z + d)` with mean `m` is `BN(z)` with mean
+ *    `m - d`), so no parameter is added. Exact for Gemm; for a padded Conv
+ *    consumer the border positions differ; a value that also depends on the
+ *    input (an SE gate times a pruned channel) is not constant and is not
+ *    compensated.
  * 5. `recalibrate-bn`: BN running statistics re-estimated on calibration data
  *    (batch mean, unbiased variance), in graph order.
  *
@@ -161,7 +171,13 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   for (const g of first.groups) {
     if (g.bns.length === 0 || !inScope(g)) continue;
     const shared = g.bns.some((b) => b.op.operand(0)!.uses.length > 1);
-    if (g.prunable && !shared) continue;
+    // The output channels of a grouped conv go only as whole units (channel j of every group); a selection before
+    // their BNs lets the BN and the layers after it lose single channels while the grouped conv stays whole.
+    const tiedOutput = g.producers.some((p) => {
+      const m = first.mappings.get(p.op);
+      return m?.kind === "linear" && (m.groups ?? 1) > 1;
+    });
+    if (g.prunable && !shared && !tiedOutput) continue;
     for (const b of g.bns) selections.push(insertSelection(graph, b.op));
   }
   const analysis = selections.length > 0 ? channelGroups(module, ctx.ops) : first;

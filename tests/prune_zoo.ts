@@ -16,6 +16,7 @@ import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
 import { isTensorType } from "../ir/types.ts";
 import { type PassRecord, runPipeline } from "../passes/manager.ts";
+import { channelGroups } from "../passes/analysis/channel_groups.ts";
 import { parsePipeline } from "../passes/pipeline.ts";
 
 /** A seeded uniform generator in [0, 1) (mulberry32). */
@@ -55,6 +56,43 @@ export function zeroChannels(m: Module, fraction = 0.3, seed = 1): number {
     zeroed += k;
     replaceConstant(op, 1, fromFloat64(op.operand(1)!.constant!.dtype, [c], gamma), { name: `${op.name}.gamma0` });
     replaceConstant(op, 2, fromFloat64(op.operand(2)!.constant!.dtype, [c], beta), { name: `${op.name}.beta0` });
+  }
+  return zeroed;
+}
+
+/**
+ * Coupling-aware zeroing: in every channel group that BNs score, `round(fraction * units)` units (a channel, or
+ * channel j of every group of a grouped conv) chosen at random get gamma = beta = 0 in every BN of the group, so
+ * every zeroed channel is removable. Returns how many BN channels were zeroed.
+ */
+export function zeroCoupledChannels(m: Module, fraction = 0.3, seed = 1): number {
+  const rand = random(seed);
+  const updates = new Map<Module["graph"]["ops"][number], { gamma: Float64Array; beta: Float64Array }>();
+  for (const g of channelGroups(m).groups) {
+    if (g.bns.length === 0 || !g.prunable) continue;
+    const units = [...new Set(g.units ?? [...Array(g.size).keys()])].map((u) => ({ u, r: rand() }));
+    units.sort((a, b) => a.r - b.r);
+    const chosen = new Set(units.slice(0, Math.round(fraction * units.length)).map((x) => x.u));
+    for (const b of g.bns) {
+      const u = updates.get(b.op) ?? {
+        gamma: toFloat64(b.op.operand(1)!.constant!),
+        beta: toFloat64(b.op.operand(2)!.constant!),
+      };
+      updates.set(b.op, u);
+      b.channels.forEach((c, i) => {
+        if (chosen.has(g.units?.[c] ?? c)) u.gamma[i] = u.beta[i] = 0;
+      });
+    }
+  }
+  let zeroed = 0;
+  for (const [op, { gamma, beta }] of updates) {
+    zeroed += gamma.filter((v) => v === 0).length;
+    replaceConstant(op, 1, fromFloat64(op.operand(1)!.constant!.dtype, [gamma.length], gamma), {
+      name: `${op.name}.gamma0`,
+    });
+    replaceConstant(op, 2, fromFloat64(op.operand(2)!.constant!.dtype, [beta.length], beta), {
+      name: `${op.name}.beta0`,
+    });
   }
   return zeroed;
 }
@@ -99,11 +137,13 @@ export async function zooRun(
   name: string,
   bytes: Uint8Array,
   pipeline = "canonicalize,prune{threshold=1e-6}",
+  coupled = false,
 ): Promise<ZooResult> {
   const registry = defaultRegistry();
   const m = importOnnx(bytes);
+  if (coupled) await runPipeline(m, parsePipeline("canonicalize", registry), { registry, verifyEach: false });
   inferShapes(m, { registry: registry.ops, strict: false });
-  const zeroed = zeroChannels(m);
+  const zeroed = coupled ? zeroCoupledChannels(m) : zeroChannels(m);
   const channelsBefore = bnChannels(m);
   const input = randomInput(m);
   const inName = m.graph.inputs[0].name;
@@ -138,15 +178,17 @@ export async function zooRun(
 }
 
 if (import.meta.main) {
-  const dir = Deno.args[0] ?? decodeURIComponent(new URL("./fixtures/zoo/", import.meta.url).pathname);
-  const only = Deno.args.slice(1);
+  const coupled = Deno.args.includes("--coupled");
+  const args = Deno.args.filter((a) => a !== "--coupled");
+  const dir = args[0] ?? decodeURIComponent(new URL("./fixtures/zoo/", import.meta.url).pathname);
+  const only = args.slice(1);
   console.log("| model | BN channels | zeroed | removed | barriers | prune ms | max |diff| (max |y|) |");
   console.log("|---|---|---|---|---|---|---|");
   for (const entry of [...Deno.readDirSync(dir)].sort((a, b) => a.name.localeCompare(b.name))) {
     if (!entry.name.endsWith(".onnx")) continue;
     const name = entry.name.replace(/\.onnx$/, "");
     if (only.length > 0 && !only.includes(name)) continue;
-    const r = await zooRun(name, Deno.readFileSync(`${dir}/${entry.name}`));
+    const r = await zooRun(name, Deno.readFileSync(`${dir}/${entry.name}`), undefined, coupled);
     console.log(
       `| ${name} | ${r.channelsBefore} | ${r.zeroed} | ${r.removed} | ${r.barriers.length} | ${
         r.pruneMs.toFixed(0)
