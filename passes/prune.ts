@@ -235,7 +235,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     }
     if (p.kept.length < p.group.size && options.compensate) compensate(p, analysis, ctx.ops, module.opset());
   }
-  applyPlans(plans, analysis);
+  applyPlans(plans, analysis, ctx.ops, module.opset());
   let selectionsKept = 0;
   for (const s of selections) {
     const idx = intValues(s.operand(1)!.constant!);
@@ -391,7 +391,7 @@ function sliceOperand(op: Op, i: number, axis: number, idx: readonly number[], b
  * channel rule says: slice the constants its mapping lists, then let the rule
  * `resize` what else depends on the channel counts.
  */
-function applyPlans(plans: readonly Plan[], analysis: ChannelGroupsResult): void {
+function applyPlans(plans: readonly Plan[], analysis: ChannelGroupsResult, ops: OpRegistry, opset: number): void {
   const kept = new Map<Value, number[]>();
   for (const p of plans) {
     if (p.kept.length === p.group.size) continue;
@@ -404,7 +404,16 @@ function applyPlans(plans: readonly Plan[], analysis: ChannelGroupsResult): void
   const keep: ChannelKeep = (v) => kept.get(analysis.viewOf(v)?.source ?? v) ?? null;
   const early: ((keep: ChannelKeep) => void)[] = [];
   const late: ((keep: ChannelKeep) => void)[] = [];
-  for (const [op, m] of analysis.mappings) {
+  const channelsOf = (v: Value | null): number | null => {
+    const t = v?.type;
+    return v && v.constant === null && isTensorType(t) && typeof t.shape?.[1] === "number" ? t.shape[1] : null;
+  };
+  for (let [op, m] of analysis.mappings) {
+    if (m.kind === "linear") {
+      // Compensation may have given the op a bias since the analysis ran: ask its rule again.
+      const fresh = ops.get(op)?.channels?.(op, { opset, channelsOf });
+      if (typeof fresh === "object" && fresh.kind === "linear") m = fresh;
+    }
     const touched = op.operands.some((v) => v !== null && keep(v) !== null) ||
       op.results.some((r) => keep(r) !== null) || (m.kind === "permute" && keep(m.to) !== null);
     if (!touched) continue;
