@@ -51,7 +51,15 @@ export type { CostOptions, CostReport, CostTotals, CsrSize, LayerCost, SparseCos
 export { costOf, csrBytes } from "./ir/cost.ts";
 export { Graph, isConstant, isDefaultDomain, Op, type Use, Value } from "./ir/graph.ts";
 export { Module } from "./ir/module.ts";
-export type { InferContext, KernelContext, OpDef } from "./ir/op_def.ts";
+export type {
+  ChannelContext,
+  ChannelKeep,
+  ChannelMapping,
+  ChannelParam,
+  InferContext,
+  KernelContext,
+  OpDef,
+} from "./ir/op_def.ts";
 export { OpRegistry } from "./ir/op_def.ts";
 export { builtinOps } from "./ir/builtin_ops.ts";
 export { intValues, opError } from "./ir/ops/common.ts";
@@ -141,6 +149,7 @@ export type {
   ChannelGroupsResult,
   ChannelMember,
   ChannelProducer,
+  ChannelValue,
 } from "./passes/analysis/channel_groups.ts";
 export { channelGroups, channelGroupsAnalysis } from "./passes/analysis/channel_groups.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 import { attr } from "../ir/attributes.ts";
-import { type Graph, isConstant, Op, Value } from "../ir/graph.ts";
+import { type Graph, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
 import { costOf } from "../ir/cost.ts";
 import { interpret } from "../ir/interpreter.ts";
@@ -14,7 +14,8 @@ import { intValues } from "../ir/ops/common.ts";
 import { addConstant, eraseConstantIfUnused, insertBefore, replaceConstant, replaceOp } from "../ir/rewriter.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, int64Tensor, type Tensor, toFloat64 } from "../ir/tensor.ts";
-import { type ChannelGroup, channelGroups, channelGroupsAnalysis, channelSlice } from "./analysis/channel_groups.ts";
+import type { ChannelKeep, OpRegistry } from "../ir/op_def.ts";
+import { type ChannelGroup, channelGroups, type ChannelGroupsResult } from "./analysis/channel_groups.ts";
 import { isTensorType } from "../ir/types.ts";
 import type { OptionValues } from "./options.ts";
 import { definePass, type Pass, type PassContext } from "./pass.ts";
@@ -78,7 +79,8 @@ export type PruneOptionValues = OptionValues<typeof pruneOptions>;
  *    BN -> act -> consumer) is pruned as a whole. A group with a shared value
  *    under a BN (pre-activation ResNet/DenseNet: the BN reads a value other
  *    ops also read) or with a barrier gets the paper's channel selection: a
- *    `Gather(axis=1)` is inserted before each of its BNs, so the branch from
+ *    `Gather(axis=1)` is inserted before each of its BNs (also for the output
+ *    channels of a grouped conv, which otherwise go only as whole units), so the branch from
  *    the selection to its consumers becomes its own group and the shared
  *    producers stay intact. Selections that end up keeping every channel are
  *    removed again.
@@ -86,17 +88,26 @@ export type PruneOptionValues = OptionValues<typeof pruneOptions>;
  *    One global threshold: the `ratio` percentile of all scores (keep iff
  *    score >= sorted[floor(ratio*N)], the reference implementation's rule), or
  *    `threshold` when given. Every group keeps `min-channels` (its best ones).
- * 3. Pruned channels disappear from producers (Conv filters, Gemm rows,
- *    Gather indices), BN entries, per-channel constants, depthwise convs
- *    (`group` updated), Split sizes / Slice bounds, and consumers' input
- *    channels (the `H*W` feature block of each channel after Flatten).
+ * 3. Pruned channels disappear from every op the groups cover, as each
+ *    op's channel rule (`OpDef.channels`) says: the constants its
+ *    mapping lists are sliced (Conv filters and input channels, Gemm rows and
+ *    the `H*W` feature block of each channel after Flatten, BN entries,
+ *    per-channel constants, SE gate rows), and the rule's `resize` updates the
+ *    rest (depthwise `group`, Split sizes, Slice bounds, Gather indices; a
+ *    channel shuffle whose channels change becomes one `Gather(axis=1)`).
+ *    Channel `j` of every group of a grouped conv goes only with the others,
+ *    so the groups stay equal. Run `canonicalize` first: a `Shape` that reads
+ *    a channel count is a barrier until static shape arithmetic is folded.
  * 4. `compensate`: with gamma ~ 0 a pruned channel emits the constant `beta`
- *    after its BN; that constant is pushed through the pass-through ops to the
- *    consumer and folded into its bias (`sum_k W[o,c,k] * v_c`); a bias-less
- *    Conv consumer followed only by a BN takes it in that BN's mean instead
- *    (`BN(z + d)` with mean `m` is `BN(z)` with mean `m - d`), so no
- *    parameter is added. Exact for Gemm; for a padded Conv consumer the
- *    border positions differ.
+ *    after its BN; that constant is pushed through the group's ops by their
+ *    own `interpret` (on `[1, C, s, s]` constants, read at the centre) and the
+ *    consumer's contribution, again from its own kernel, is folded into its
+ *    bias; a bias-less Conv consumer followed only by a BN takes it in that
+ *    BN's mean instead (`BN(z + d)` with mean `m` is `BN(z)` with mean
+ *    `m - d`), so no parameter is added. Exact for Gemm; for a padded Conv
+ *    consumer the border positions differ; a value that also depends on the
+ *    input (an SE gate times a pruned channel) is not constant and is not
+ *    compensated.
  * 5. `recalibrate-bn`: BN running statistics re-estimated on calibration data
  *    (batch mean, unbiased variance), in graph order.
  *
@@ -155,15 +166,21 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     options.scope === "all" || g.producers.every((p) => p.kind === "conv" || p.kind === "gather");
 
   // 1. Channel selection before the BNs of shared (or blocked) groups.
-  const first = ctx.analysis(channelGroupsAnalysis);
+  const first = channelGroups(module, ctx.ops);
   const selections: Op[] = [];
   for (const g of first.groups) {
     if (g.bns.length === 0 || !inScope(g)) continue;
     const shared = g.bns.some((b) => b.op.operand(0)!.uses.length > 1);
-    if (g.prunable && !shared) continue;
+    // The output channels of a grouped conv go only as whole units (channel j of every group); a selection before
+    // their BNs lets the BN and the layers after it lose single channels while the grouped conv stays whole.
+    const tiedOutput = g.producers.some((p) => {
+      const m = first.mappings.get(p.op);
+      return m?.kind === "linear" && (m.groups ?? 1) > 1;
+    });
+    if (g.prunable && !shared && !tiedOutput) continue;
     for (const b of g.bns) selections.push(insertSelection(graph, b.op));
   }
-  const analysis = selections.length > 0 ? channelGroups(module) : first;
+  const analysis = selections.length > 0 ? channelGroups(module, ctx.ops) : first;
 
   // 2. Scores and the global threshold.
   const plans: Plan[] = [];
@@ -187,11 +204,22 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     const keep = new Uint8Array(size);
     let count = 0;
     for (let c = 0; c < size; c++) {
-      if (!(p.scores[c] < threshold)) keep[c] = 1, count++;
+      if (!(p.scores[c] < threshold)) keep[c] = 1;
     }
+    // A unit (channel j of every group of a grouped conv) goes only as a whole.
+    const units = p.group.units;
+    if (units !== null) {
+      for (let c = 0; c < size; c++) if (keep[c]) keep[units[c]] = 1;
+      for (let c = 0; c < size; c++) if (keep[units[c]]) keep[c] = 1;
+    }
+    for (let c = 0; c < size; c++) count += keep[c];
     if (count < minKeep) {
       const order = [...p.scores.keys()].sort((a, b) => p.scores[b] - p.scores[a]);
-      for (const c of order) if (count < minKeep && !keep[c]) keep[c] = 1, count++;
+      for (const c of order) {
+        if (count >= minKeep || keep[c]) continue;
+        for (let d = 0; d < size; d++) if (d === c || (units !== null && units[d] === units[c])) keep[d] = 1;
+        count = keep.reduce((a, b) => a + b, 0);
+      }
       ctx.log(`group of ${producerNames(p.group)} keeps ${minKeep} channel(s) (min-channels)`);
     }
     p.kept = [...keep.keys()].filter((c) => keep[c]);
@@ -202,12 +230,12 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   const layers: Record<string, { before: number; after: number }> = {};
   for (const p of plans) {
     for (const pr of p.group.producers) {
-      layers[pr.op.name] = { before: pr.size, after: keptIn(p.kept, pr.offset, pr.size).length };
+      const at = analysis.groupOf(pr.op.results[0])!;
+      layers[pr.op.name] = { before: pr.size, after: keptOf(p.kept, at.channels).length };
     }
-    if (p.kept.length === p.group.size) continue;
-    if (options.compensate) compensate(p);
-    applyPlan(p);
+    if (p.kept.length < p.group.size && options.compensate) compensate(p, analysis, ctx.ops, module.opset());
   }
+  applyPlans(plans, analysis, ctx.ops, module.opset());
   let selectionsKept = 0;
   for (const s of selections) {
     const idx = intValues(s.operand(1)!.constant!);
@@ -304,7 +332,7 @@ function scoreGroup(g: ChannelGroup, how: PruneOptionValues["score"]): Float64Ar
   for (const b of g.bns) {
     const gamma = toFloat64(b.op.operand(1)!.constant!);
     for (let i = 0; i < b.size; i++) {
-      const c = b.offset + i;
+      const c = b.channels[i];
       const s = Math.abs(gamma[i]);
       const prev = counts[c] === 0 ? (how === "max" ? -Infinity : 0) : scores[c];
       scores[c] = how === "max" ? Math.max(prev, s) : prev + s;
@@ -315,10 +343,11 @@ function scoreGroup(g: ChannelGroup, how: PruneOptionValues["score"]): Float64Ar
   return scores;
 }
 
-/** Local indices of kept group channels within `[offset, offset + size)`. */
-function keptIn(kept: readonly number[], offset: number, size: number): number[] {
+/** Local indices `j` whose group channel `channels[j]` is kept. */
+function keptOf(kept: readonly number[], channels: readonly number[]): number[] {
+  const set = new Set(kept);
   const out: number[] = [];
-  for (const c of kept) if (c >= offset && c < offset + size) out.push(c - offset);
+  for (let j = 0; j < channels.length; j++) if (set.has(channels[j])) out.push(j);
   return out;
 }
 
@@ -357,249 +386,225 @@ function sliceOperand(op: Op, i: number, axis: number, idx: readonly number[], b
   setConstant(op, i, takeChannels(v.constant, axis, idx, block));
 }
 
-/** Remove the group's pruned channels from every op that carries them. */
-function applyPlan(p: Plan): void {
-  for (const pr of p.group.producers) {
-    const idx = keptIn(p.kept, pr.offset, pr.size);
-    const op = pr.op;
-    if (pr.kind === "conv") {
-      sliceOperand(op, 1, 0, idx);
-      sliceOperand(op, 2, 0, idx);
-    } else if (pr.kind === "gemm") {
-      sliceOperand(op, 1, op.flag("transB") ? 0 : 1, idx);
-      const c = op.operand(2)?.constant;
-      if (c && c.shape.length > 0 && c.shape[c.shape.length - 1] === pr.size) {
-        sliceOperand(op, 2, c.shape.length - 1, idx);
-      }
-    } else if (pr.kind === "matmul") {
-      sliceOperand(op, 1, 1, idx);
-    } else {
-      const all = intValues(op.operand(1)!.constant!);
-      setConstant(op, 1, int64Tensor(idx.map((i) => all[i])));
+/**
+ * Remove the pruned channels from every op that carries them, as each op's
+ * channel rule says: slice the constants its mapping lists, then let the rule
+ * `resize` what else depends on the channel counts.
+ */
+function applyPlans(plans: readonly Plan[], analysis: ChannelGroupsResult, ops: OpRegistry, opset: number): void {
+  const kept = new Map<Value, number[]>();
+  for (const p of plans) {
+    if (p.kept.length === p.group.size) continue;
+    for (const v of p.group.values) {
+      const local = keptOf(p.kept, v.channels);
+      if (local.length < v.channels.length) kept.set(v.value, local);
     }
   }
-  for (const m of p.group.members) {
-    const idx = keptIn(p.kept, m.offset, m.size);
-    const op = m.op;
-    if (m.role === "bn") { for (let i = 1; i <= 4; i++) sliceOperand(op, i, 0, idx); }
-    else if (m.role === "depthwise") {
-      sliceOperand(op, 1, 0, idx);
-      sliceOperand(op, 2, 0, idx);
-      op.attributes.set("group", attr.int(idx.length));
-    } else if (m.role === "param") {
-      const c = op.operand(m.paramOperand!)!.constant!;
-      const rank = dims(op.result).length;
-      sliceOperand(op, m.paramOperand!, c.shape.length - (rank - 1), idx);
-    } else if (m.role === "split") {
-      const sizes: number[] = [];
-      let off = m.offset;
-      for (const r of op.results) {
-        const n = dims(r)[1];
-        sizes.push(keptIn(p.kept, off, n).length);
-        off += n;
+  if (kept.size === 0) return;
+  const keep: ChannelKeep = (v) => kept.get(analysis.viewOf(v)?.source ?? v) ?? null;
+  const early: ((keep: ChannelKeep) => void)[] = [];
+  const late: ((keep: ChannelKeep) => void)[] = [];
+  const channelsOf = (v: Value | null): number | null => {
+    const t = v?.type;
+    return v && v.constant === null && isTensorType(t) && typeof t.shape?.[1] === "number" ? t.shape[1] : null;
+  };
+  for (let [op, m] of analysis.mappings) {
+    if (m.kind === "linear") {
+      // Compensation may have given the op a bias since the analysis ran: ask its rule again.
+      const fresh = ops.get(op)?.channels?.(op, { opset, channelsOf });
+      if (typeof fresh === "object" && fresh.kind === "linear") m = fresh;
+    }
+    const touched = op.operands.some((v) => v !== null && keep(v) !== null) ||
+      op.results.some((r) => keep(r) !== null) || (m.kind === "permute" && keep(m.to) !== null);
+    if (!touched) continue;
+    if (m.kind === "same") {
+      const shared = [...m.operands.map((i) => op.operand(i)!), ...m.results.map((i) => op.results[i])];
+      const k = shared.map(keep).find((k) => k !== null);
+      if (k) { for (const p of m.params ?? []) sliceOperand(op, p.operand, p.axis, k); }
+    } else if (m.kind === "linear") {
+      const x = op.operand(0)!;
+      const kx = keep(x);
+      if (kx !== null) {
+        const groups = m.groups ?? 1;
+        const per = dims(x)[1] / groups;
+        // Ties keep the same in-group positions in every group: the weight's input axis holds one group's worth.
+        const idx = groups > 1 ? kx.filter((j) => j < per) : kx;
+        for (const p of m.inputs) sliceOperand(op, p.operand, p.axis, idx, analysis.viewOf(x)?.features ?? 1);
       }
-      if (op.operand(1)) setConstant(op, 1, int64Tensor(sizes));
-      else op.attributes.set("split", attr.ints(sizes));
-    } else if (m.role === "slice") {
-      const sl = channelSlice(op, m.size)!;
-      const below = (v: number): number => idx.filter((i) => i < v).length;
-      const k = sl.axes.indexOf(1);
-      if (k >= 0) {
-        const starts = intValues(op.operand(1)!.constant!);
-        const ends = intValues(op.operand(2)!.constant!);
-        starts[k] = below(sl.start);
-        ends[k] = below(sl.end);
-        setConstant(op, 1, int64Tensor(starts));
-        setConstant(op, 2, int64Tensor(ends));
+      const ky = keep(op.results[0]);
+      if (ky !== null) {
+        const cy = dims(op.results[0])[1];
+        for (const p of m.outputs) {
+          if (op.operand(p.operand)?.constant?.shape[p.axis] === cy) sliceOperand(op, p.operand, p.axis, ky);
+        }
       }
     }
+    if (m.resize) (m.kind === "permute" ? late : early).push(m.resize);
   }
-  for (const c of p.group.consumers) {
-    const idx = keptIn(p.kept, c.offset, c.size);
-    const op = c.op;
-    if (op.type === "Conv") sliceOperand(op, 1, 1, idx);
-    else if (op.type === "Gemm") sliceOperand(op, 1, op.flag("transB") ? 1 : 0, idx, c.featuresPerChannel);
-    else sliceOperand(op, 1, 0, idx, c.featuresPerChannel);
-  }
+  // A permutation's rewrite may replace values (a shuffle becomes a Gather): it runs after every other lookup.
+  for (const resize of [...early, ...late]) resize(keep);
 }
 
-/** The value a consumer reads the group through (the Flatten input for a feature view). */
-function groupInput(p: Plan, consumer: Op): Value {
-  const x = p.group.values.find((v) => v.value === consumer.operand(0));
-  return x ? x.value : consumer.operand(0)!.producer!.operand(0)!;
+/**
+ * A value of the group as an interpreter input: `[1, C, s...]` with each channel's constant, spatial dims capped,
+ * or the flattened `[1, C*block]` features when `block > 0`.
+ */
+function channelTensor(v: Value, vec: ArrayLike<number>, cap: number, block = 0): Tensor {
+  const t = v.type;
+  const elem = isTensorType(t) && (t.elem === "f64" || t.elem === "f16" || t.elem === "bf16") ? t.elem : "f32";
+  const shape = isTensorType(t) && t.shape !== null ? t.shape : [1, vec.length];
+  const spatial = shape.slice(2).map((d) => (typeof d === "number" ? Math.min(d, cap) : 1));
+  const inner = block > 0 ? block : spatial.reduce((a, b) => a * b, 1);
+  const data = new Float64Array(vec.length * inner);
+  for (let c = 0; c < vec.length; c++) data.fill(vec[c], c * inner, (c + 1) * inner);
+  return fromFloat64(elem, block > 0 ? [1, vec.length * block] : [1, vec.length, ...spatial], data);
+}
+
+/** Each channel's value at the centre of `t` (`[1, C, s...]`): the interior of a padded window. */
+function centre(t: Tensor): Float64Array {
+  const [, c, ...spatial] = t.shape;
+  const d = toFloat64(t);
+  const out = new Float64Array(c ?? 0).fill(NaN);
+  if (spatial.some((s) => s === 0)) return out;
+  let offset = 0;
+  for (const s of spatial) offset = offset * s + (s >> 1);
+  const inner = spatial.reduce((a, b) => a * b, 1);
+  for (let k = 0; k < out.length; k++) out[k] = d[k * inner + offset];
+  return out;
+}
+
+/** Run `op`'s own kernel on `inputs`, capped spatial sizes first, the real ones if that fails; null if it cannot. */
+function evaluate(
+  op: Op,
+  ops: OpRegistry,
+  opset: number,
+  inputsAt: (cap: number) => (Tensor | null)[] | null,
+): Tensor[] | null {
+  const def = ops.get(op);
+  if (def?.interpret === undefined) return null;
+  for (const cap of [8, Infinity]) {
+    const inputs = inputsAt(cap);
+    if (inputs === null) return null;
+    try {
+      return def.interpret(op, inputs, { opset });
+    } catch {
+      // A window larger than the capped map: try the real size.
+    }
+  }
+  return null;
 }
 
 /**
  * The constant each channel of the group's values holds when its channel is
- * pruned (gamma ~ 0: the BN emits beta), pushed through the pass-through ops;
- * NaN where unknown. Then add the pruned channels' contribution to the consumers' bias.
+ * pruned (gamma ~ 0: a BN emits beta), pushed through the group's ops by
+ * their own `interpret` on `[1, C, s...]` constants; NaN where unknown (the
+ * output of a producer, a value read from outside the group). Then the pruned
+ * channels' contribution to each consumer, again from its own kernel, is
+ * folded into its bias.
  */
-function compensate(p: Plan): void {
+function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, opset: number): void {
+  const g = p.group;
+  const pruned = new Uint8Array(g.size).fill(1);
+  for (const c of p.kept) pruned[c] = 0;
   const vecs = new Map<Value, Float64Array>();
-  const channels = (v: Value): number => dims(v)[1];
-  const get = (v: Value | null): Float64Array => (v && vecs.get(v)) ?? new Float64Array(v ? channels(v) : 0).fill(NaN);
-  for (const { value } of p.group.values) {
+  const producers = new Set(g.producers.map((pr) => pr.op));
+  const bns = new Set(g.bns.map((b) => b.op));
+  const permutes = new Map<Value, { from: Value; perm: readonly number[] }>();
+  for (const [op, m] of analysis.mappings) {
+    if (m.kind === "permute") permutes.set(m.to, { from: op.operand(0)!, perm: m.perm });
+  }
+  const results = new Map<Op, Tensor[] | null>();
+  for (const { value, channels } of g.values) {
+    const n = channels.length;
+    let out: Float64Array = new Float64Array(n).fill(NaN);
     const op = value.producer;
-    if (op === null) continue;
-    const n = channels(value);
-    let out = new Float64Array(n).fill(NaN);
-    const x = get(op.operand(0));
-    const f = (fn: (v: number) => number): void => {
-      for (let c = 0; c < n; c++) out[c] = fn(x[c]);
-    };
-    switch (op.type) {
-      case "BatchNormalization": {
-        const [s, b, m, v] = [1, 2, 3, 4].map((i) => toFloat64(op.operand(i)!.constant!));
-        const eps = op.float("epsilon", 1e-5);
-        for (let c = 0; c < n; c++) {
-          out[c] = Number.isNaN(x[c]) ? b[c] : s[c] * (x[c] - m[c]) / Math.sqrt(v[c] + eps) + b[c];
-        }
-        break;
+    const perm = permutes.get(value);
+    if (perm !== undefined) {
+      const from = vecs.get(perm.from);
+      if (from) out = Float64Array.from(perm.perm, (c) => from[c]);
+    } else if (op !== null && !producers.has(op) && analysis.mappings.has(op)) {
+      if (!results.has(op)) {
+        results.set(
+          op,
+          evaluate(op, ops, opset, (cap) => {
+            const inputs: (Tensor | null)[] = [];
+            for (let i = 0; i < op.operands.length; i++) {
+              const v = op.operand(i);
+              if (v === null || v.constant !== null) {
+                inputs.push(v?.constant ?? null);
+                continue;
+              }
+              let vec = vecs.get(v);
+              if (vec === undefined) return null;
+              if (i === 0 && bns.has(op)) {
+                // A pruned BN input is unknown, but gamma ~ 0 makes the output beta whatever it is: feed the mean.
+                const mean = toFloat64(op.operand(3)!.constant!);
+                vec = vec.map((x, c) => (Number.isNaN(x) ? mean[c] : x));
+              }
+              inputs.push(channelTensor(v, vec, cap));
+            }
+            return inputs;
+          }),
+        );
       }
-      case "Relu":
-        f((v) => Math.max(0, v));
-        break;
-      case "LeakyRelu": {
-        const a = op.float("alpha", 0.01);
-        f((v) => (v >= 0 ? v : a * v));
-        break;
-      }
-      case "Sigmoid":
-        f((v) => 1 / (1 + Math.exp(-v)));
-        break;
-      case "Tanh":
-        f(Math.tanh);
-        break;
-      case "Clip": {
-        const lo = op.operand(1)?.constant ? toFloat64(op.operand(1)!.constant!)[0] : op.float("min", -Infinity);
-        const hi = op.operand(2)?.constant ? toFloat64(op.operand(2)!.constant!)[0] : op.float("max", Infinity);
-        f((v) => Math.min(hi, Math.max(lo, v)));
-        break;
-      }
-      case "Identity":
-      case "Dropout":
-      case "MaxPool":
-      case "AveragePool":
-      case "GlobalAveragePool":
-      case "GlobalMaxPool":
-      case "Flatten":
-      case "Reshape":
-        // A constant map stays constant under pooling (up to padded borders).
-        out = x.slice();
-        break;
-      case "Conv": {
-        if (p.group.producers.some((pr) => pr.op === op)) break;
-        const w = toFloat64(op.operand(1)!.constant!);
-        const b = op.operand(2)?.constant ? toFloat64(op.operand(2)!.constant!) : null;
-        const k = w.length / n;
-        for (let c = 0; c < n; c++) {
-          let s = 0;
-          for (let j = 0; j < k; j++) s += w[c * k + j];
-          out[c] = x[c] * s + (b ? b[c] : 0);
-        }
-        break;
-      }
-      case "Concat": {
-        let off = 0;
-        for (const v of op.operands) {
-          out.set(get(v), off);
-          off += channels(v!);
-        }
-        break;
-      }
-      case "Add":
-      case "Sum":
-      case "Mul":
-      case "Sub":
-      case "Div": {
-        const cst = op.operands.find(isConstant);
-        if (cst === undefined) {
-          out.fill(0);
-          for (const v of op.operands) {
-            const o = get(v);
-            for (let c = 0; c < n; c++) out[c] += o[c];
-          }
-          break;
-        }
-        const k = toFloat64(cst.constant!);
-        const data = get(op.operands.find((v) => v !== cst)!);
-        const first = op.operand(0) === cst;
-        for (let c = 0; c < n; c++) {
-          const kc = k.length === 1 ? k[0] : k[c];
-          const [a, b] = first ? [kc, data[c]] : [data[c], kc];
-          out[c] = op.type === "Mul" ? a * b : op.type === "Div" ? a / b : op.type === "Sub" ? a - b : a + b;
-        }
-        break;
-      }
-      case "Split":
-      case "Slice": {
-        const at = p.group.values.find((v) => v.value === value)!.offset;
-        const src = p.group.values.find((v) => v.value === op.operand(0))!.offset;
-        out = x.slice(at - src, at - src + n);
-        break;
-      }
+      const r = results.get(op);
+      const t = r?.[op.results.indexOf(value)];
+      if (t && t.shape[1] === n) out = centre(t);
     }
     vecs.set(value, out);
   }
-  const prunedSet = new Uint8Array(p.group.size).fill(1);
-  for (const c of p.kept) prunedSet[c] = 0;
-  for (const c of p.group.consumers) {
+  for (const c of g.consumers) {
     const op = c.op;
-    if (op.type === "MatMul") continue; // no bias to fold into
-    const v = get(groupInput(p, op));
+    if (op.type === "MatMul" || op.operand(1)?.constant == null) continue; // no bias to fold into
+    const source = analysis.groupOf(op.operand(0)!) === null ? analysis.viewOf(op.operand(0)!)?.source : op.operand(0)!;
+    if (source === undefined) continue;
+    const at = analysis.groupOf(source);
+    const v = vecs.get(source);
+    if (at === null || v === undefined) continue;
+    const u = Float64Array.from(at.channels, (ch, j) => (pruned[ch] && Number.isFinite(v[j]) ? v[j] : 0));
+    if (u.every((x) => x === 0)) continue;
     const w = op.operand(1)!.constant!;
-    // Read f32/f64 weights in place: a float64 copy of a VGG-16 fc1 weight alone would be 800 MB.
-    const wd = w.dtype === "f32" || w.dtype === "f64" ? w.data as Float32Array | Float64Array : toFloat64(w);
-    const out = op.type === "Conv" ? w.shape[0] : op.flag("transB") ? w.shape[0] : w.shape[1];
-    const delta = new Float64Array(out);
-    let any = false;
-    for (let i = 0; i < c.size; i++) {
-      if (!prunedSet[c.offset + i] || !Number.isFinite(v[i]) || v[i] === 0) continue;
-      any = true;
-      if (op.type === "Conv") {
-        const cin = w.shape[1];
-        const k = wd.length / (out * cin);
-        for (let o = 0; o < out; o++) {
-          let s = 0;
-          for (let j = 0; j < k; j++) s += wd[(o * cin + i) * k + j];
-          delta[o] += s * v[i];
-        }
-      } else {
-        const fpc = c.featuresPerChannel;
-        const transB = op.flag("transB");
-        const feats = transB ? w.shape[1] : w.shape[0];
-        for (let o = 0; o < out; o++) {
-          let s = 0;
-          for (let j = i * fpc; j < (i + 1) * fpc; j++) s += transB ? wd[o * feats + j] : wd[j * out + o];
-          delta[o] += s * v[i] * op.float("alpha", 1);
-        }
-      }
-    }
-    if (!any) continue;
-    const bias = op.operand(2);
-    const next = op.result.uses.length === 1 ? op.result.uses[0] : null;
-    if (
-      op.type === "Conv" && !bias && next?.op.type === "BatchNormalization" && next.index === 0 && !op.result.isDead
-    ) {
-      // BN(x + d) with mean m equals BN(x) with mean m - d: no new bias tensor, so the parameter count stays the paper's.
-      const bn = next.op;
-      const mean = toFloat64(bn.operand(3)!.constant!);
-      for (let o = 0; o < out; o++) mean[o] -= delta[o];
-      setConstant(bn, 3, fromFloat64(bn.operand(3)!.constant!.dtype, [out], mean));
-    } else if (op.type === "Conv") {
-      const b = bias?.constant ? toFloat64(bias.constant) : new Float64Array(out);
-      for (let o = 0; o < out; o++) b[o] += delta[o];
-      setConstant(op, 2, fromFloat64(w.dtype, [out], b));
-    } else {
-      const beta = op.float("beta", 1);
-      if (bias?.constant && bias.constant.data.length === out && beta !== 0) {
-        const b = toFloat64(bias.constant);
-        for (let o = 0; o < out; o++) b[o] += delta[o] / beta;
-        setConstant(op, 2, fromFloat64(bias.constant.dtype, bias.constant.shape, b));
-      } else if (!bias) {
-        setConstant(op, 2, fromFloat64(w.dtype, [out], delta));
-        op.attributes.set("beta", attr.float(1));
-      }
+    const kernel = w.shape.slice(2);
+    const dil = op.ints("dilations") ?? kernel.map(() => 1);
+    const span = Math.max(1, ...kernel.map((k, i) => (k - 1) * (dil[i] ?? 1) + 1));
+    const r = evaluate(op, ops, opset, (cap) => {
+      const x = source !== op.operand(0)
+        ? channelTensor(source, u, 1, c.featuresPerChannel)
+        : channelTensor(source, u, Math.min(cap, 2 * span + 1));
+      return [x, w, null];
+    });
+    if (r === null) continue;
+    const delta = centre(r[0]);
+    if (!delta.every(Number.isFinite)) continue;
+    foldIntoBias(op, delta);
+  }
+}
+
+/** Add `delta` (one value per output channel) to what `op` computes: its bias, or the mean of the BN after it. */
+function foldIntoBias(op: Op, delta: Float64Array): void {
+  const out = delta.length;
+  const w = op.operand(1)!.constant!;
+  const bias = op.operand(2);
+  const next = op.result.uses.length === 1 ? op.result.uses[0] : null;
+  if (op.type === "Conv" && !bias && next?.op.type === "BatchNormalization" && next.index === 0) {
+    // BN(x + d) with mean m equals BN(x) with mean m - d: no new bias tensor, so the parameter count stays the paper's.
+    const bn = next.op;
+    const mean = toFloat64(bn.operand(3)!.constant!);
+    for (let o = 0; o < out; o++) mean[o] -= delta[o];
+    setConstant(bn, 3, fromFloat64(bn.operand(3)!.constant!.dtype, [out], mean));
+  } else if (op.type !== "Gemm") {
+    const b = bias?.constant ? toFloat64(bias.constant) : new Float64Array(out);
+    for (let o = 0; o < out; o++) b[o] += delta[o];
+    setConstant(op, 2, fromFloat64(w.dtype, [out], b));
+  } else {
+    const beta = op.float("beta", 1)!;
+    if (bias?.constant && bias.constant.data.length === out && beta !== 0) {
+      const b = toFloat64(bias.constant);
+      for (let o = 0; o < out; o++) b[o] += delta[o] / beta;
+      setConstant(op, 2, fromFloat64(bias.constant.dtype, bias.constant.shape, b));
+    } else if (!bias) {
+      setConstant(op, 2, fromFloat64(w.dtype, [out], delta));
+      op.attributes.set("beta", attr.float(1));
     }
   }
 }

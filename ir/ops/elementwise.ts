@@ -28,6 +28,7 @@ import {
   sameElementType,
   type TensorType,
 } from "../types.ts";
+import { reduceChannels, sameChannels } from "./channels.ts";
 import { broadcastShapes, dimMul, dimQuotient, intValues, normalizeAxis, opError, stridesOf } from "./common.ts";
 
 // ---------------------------------------------------------------------------
@@ -510,6 +511,7 @@ function arithmetic(type: string, kernelsOf: (op: Op) => Kernels, dimFn?: DimFn,
       return [finish(a.dtype, shape, y)];
     },
     macs: zeroMacs,
+    channels: sameChannels,
   };
 }
 
@@ -537,6 +539,7 @@ function variadic(type: string, kernels: Kernels, mean = false): OpDef {
       return [finish(ts[0].dtype, shape, acc)];
     },
     macs: zeroMacs,
+    channels: sameChannels,
   };
 }
 
@@ -682,6 +685,7 @@ const powOp: OpDef = {
     return [finish(a.dtype, shape, y)];
   },
   macs: zeroMacs,
+  channels: sameChannels,
 };
 
 /** BitShift on unsigned integers; `direction` is LEFT or RIGHT, bits shifted past the width give 0. */
@@ -809,6 +813,7 @@ function unary(spec: UnarySpec): OpDef {
       return [finish(result, x.shape, y)];
     },
     macs: zeroMacs,
+    channels: sameChannels,
   };
 }
 
@@ -1201,6 +1206,7 @@ const clipOp: OpDef = {
     return [finish(x.dtype, x.shape, ys)];
   },
   macs: zeroMacs,
+  channels: sameChannels,
 };
 
 // ---------------------------------------------------------------------------
@@ -1495,6 +1501,7 @@ function reduction(spec: ReduceSpec): OpDef {
       return [finish(x.dtype, shape, out)];
     },
     macs: zeroMacs,
+    channels: reduceChannels,
   };
 }
 

@@ -9,6 +9,7 @@
  * have no weights to multiply by and count 0.
  * @module
  */
+import { convChannels, gemmChannels, matmulChannels, normChannels, sameChannels } from "./channels.ts";
 import type { Op } from "../graph.ts";
 import type { InferContext, KernelContext, OpDef } from "../op_def.ts";
 import { fromFloat64, shapeSize, type Tensor, tensor, toFloat64 } from "../tensor.ts";
@@ -969,20 +970,40 @@ function macsMatMul(op: Op, operands: readonly (TensorType | null)[]): number {
  * ```
  */
 export const nnOps: OpDef[] = [
-  { type: "Conv", infer: inferConvLike(convShape), interpret: interpretConv, macs: macsConv },
+  { type: "Conv", infer: inferConvLike(convShape), interpret: interpretConv, macs: macsConv, channels: convChannels },
   {
     type: "ConvTranspose",
     infer: inferConvLike(convTransposeShape),
     interpret: interpretConvTranspose,
     macs: macsConvTranspose,
   },
-  { type: "MaxPool", infer: inferMaxPool, interpret: interpretMaxPool },
-  { type: "AveragePool", infer: inferAveragePool, interpret: interpretAveragePool },
-  { type: "GlobalAveragePool", infer: inferGlobalPool, interpret: (op, inputs) => globalPool(op, inputs, "average") },
-  { type: "GlobalMaxPool", infer: inferGlobalPool, interpret: (op, inputs) => globalPool(op, inputs, "max") },
-  { type: "BatchNormalization", infer: inferBatchNorm, interpret: interpretBatchNorm },
-  { type: "InstanceNormalization", infer: inferInstanceNorm, interpret: interpretInstanceNorm },
+  { type: "MaxPool", infer: inferMaxPool, interpret: interpretMaxPool, channels: sameChannels },
+  { type: "AveragePool", infer: inferAveragePool, interpret: interpretAveragePool, channels: sameChannels },
+  {
+    type: "GlobalAveragePool",
+    infer: inferGlobalPool,
+    interpret: (op, inputs) => globalPool(op, inputs, "average"),
+    channels: sameChannels,
+  },
+  {
+    type: "GlobalMaxPool",
+    infer: inferGlobalPool,
+    interpret: (op, inputs) => globalPool(op, inputs, "max"),
+    channels: sameChannels,
+  },
+  {
+    type: "BatchNormalization",
+    infer: inferBatchNorm,
+    interpret: interpretBatchNorm,
+    channels: normChannels([1, 2, 3, 4]),
+  },
+  {
+    type: "InstanceNormalization",
+    infer: inferInstanceNorm,
+    interpret: interpretInstanceNorm,
+    channels: normChannels([1, 2]),
+  },
   { type: "LRN", infer: inferLrn, interpret: interpretLrn },
-  { type: "Gemm", infer: inferGemm, interpret: interpretGemm, macs: macsGemm },
-  { type: "MatMul", infer: inferMatMul, interpret: interpretMatMul, macs: macsMatMul },
+  { type: "Gemm", infer: inferGemm, interpret: interpretGemm, macs: macsGemm, channels: gemmChannels },
+  { type: "MatMul", infer: inferMatMul, interpret: interpretMatMul, macs: macsMatMul, channels: matmulChannels },
 ];

@@ -5,6 +5,18 @@
  * that copies the innermost contiguous run with `TypedArray.set`.
  * @module
  */
+import {
+  concatChannels,
+  flattenChannels,
+  gatherChannels,
+  reshapeChannels,
+  sameChannels,
+  shapeChannels,
+  sliceChannels,
+  splitChannels,
+  squeezeChannels,
+  transposeChannels,
+} from "./channels.ts";
 import type { Op } from "../graph.ts";
 import type { InferContext, OpDef } from "../op_def.ts";
 import {
@@ -257,6 +269,7 @@ const identity: OpDef = {
   infer: (_op, ctx) => [typeAt(ctx, 0)],
   shapeValue: (_op, ctx) => dimsAt(ctx, 0),
   interpret: (_op, inputs) => [inputs[0]!],
+  channels: sameChannels,
 };
 
 const dropout: OpDef = {
@@ -282,6 +295,7 @@ const dropout: OpDef = {
     fillSlots(mask, slotOf(maskType, 1));
     return [x, { dtype: maskType, shape: x.shape, data: mask }];
   },
+  channels: sameChannels,
 };
 
 /** The tensor a Constant op holds, from whichever `value*` attribute it has. */
@@ -384,6 +398,7 @@ const shape: OpDef = {
     const dims = x.shape.slice(start, end);
     return [{ dtype: "i64", shape: [dims.length], data: BigInt64Array.from(dims, (d) => BigInt(d)) }];
   },
+  channels: shapeChannels,
 };
 
 const size: OpDef = {
@@ -580,6 +595,7 @@ const reshape: OpDef = {
     const dims = reshapeDims(op, x.shape, target, op.int("allowzero", 0) === 1) as number[];
     return [{ dtype: x.dtype, shape: dims, data: x.data }];
   },
+  channels: reshapeChannels,
 };
 
 function flattenAxis(op: Op, rank: number): number {
@@ -603,6 +619,7 @@ const flatten: OpDef = {
     const a = flattenAxis(op, x.shape.length);
     return [{ dtype: x.dtype, shape: [shapeSize(x.shape.slice(0, a)), shapeSize(x.shape.slice(a))], data: x.data }];
   },
+  channels: flattenChannels,
 };
 
 /** Axes of Squeeze/Unsqueeze: the `axes` attribute before opset 13, input 1 since. */
@@ -643,6 +660,7 @@ const squeeze: OpDef = {
     const axes = axesOperand(op, ctx.opset, () => intsOf(inputs[1]));
     return [{ dtype: x.dtype, shape: squeezeShape(op, x.shape, axes) as number[], data: x.data }];
   },
+  channels: squeezeChannels,
 };
 
 function unsqueezeShape(op: Op, s: readonly Dim[], axes: number[]): Dim[] {
@@ -673,6 +691,7 @@ const unsqueeze: OpDef = {
     if (axes === null) throw opError(op, "needs axes");
     return [{ dtype: x.dtype, shape: unsqueezeShape(op, x.shape, axes) as number[], data: x.data }];
   },
+  channels: squeezeChannels,
 };
 
 // ---------------------------------------------------------------------------
@@ -705,6 +724,7 @@ const transpose: OpDef = {
     return [result(t.elem, transposePerm(op, t.shape.length).map((a) => t.shape![a]))];
   },
   interpret: (op, inputs) => [transposeTensor(inputs[0]!, transposePerm(op, inputs[0]!.shape.length))],
+  channels: transposeChannels,
 };
 
 function blockSize(op: Op): number {
@@ -859,6 +879,7 @@ const concat: OpDef = {
     }
     return [toTensor(dtype, shape, out)];
   },
+  channels: concatChannels,
 };
 
 /** Sizes of Split's parts along the axis: explicit (`split` attribute/input), or equal (opset 18: last smaller). */
@@ -940,6 +961,7 @@ const split: OpDef = {
       return part;
     });
   },
+  channels: splitChannels,
 };
 
 // ---------------------------------------------------------------------------
@@ -1064,6 +1086,7 @@ const slice: OpDef = {
     });
     return [viewCopy(x, offset, shape, viewStrides)];
   },
+  channels: sliceChannels,
 };
 
 // ---------------------------------------------------------------------------
@@ -1125,6 +1148,7 @@ const gather: OpDef = {
     }
     return [toTensor(x.dtype, shape, out)];
   },
+  channels: gatherChannels,
 };
 
 /**

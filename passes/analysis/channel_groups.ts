@@ -1,27 +1,34 @@
 /**
  * `ChannelGroups`: which channels of a CNN must be removed together (DepGraph
- * on ONNX). Channel spaces of values are joined with a weighted union-find: a
- * link says "channel j of value a is channel j + d of value b", so Concat,
- * Split and Slice (offset links), Add/Sum (offset 0) and pass-through ops fall
- * out of one rule. Passes choose indices; this module only says what is coupled.
+ * on ONNX). Each op says how it carries channels through its
+ * {@linkcode OpDef.channels} rule; this module joins the channel spaces of
+ * values with a union-find whose links are channel maps ("channel j of value a
+ * is channel map[j] of value b"): offsets for Concat/Split/Slice, the identity
+ * for elementwise ops, a permutation for a channel shuffle. Passes choose
+ * indices; this module only says what is coupled.
  * @module
  */
-import { isConstant, isDefaultDomain, type Op, type Value } from "../../ir/graph.ts";
+import { builtinOps } from "../../ir/builtin_ops.ts";
+import { isConstant, type Op, type Value } from "../../ir/graph.ts";
 import type { Module } from "../../ir/module.ts";
-import { intValues } from "../../ir/ops/common.ts";
+import type { ChannelContext, ChannelMapping, OpDef, OpRegistry } from "../../ir/op_def.ts";
 import { isTensorType } from "../../ir/types.ts";
 import type { Analysis } from "../pass.ts";
+
+export { channelSlice } from "../../ir/ops/channels.ts";
 
 /** An op whose output channels are the group's channels `[offset, offset + size)`. */
 export interface ChannelProducer {
   /** The producing op. */
   readonly op: Op;
-  /** `conv` (out-channels, weight axis 0), `gemm`/`matmul` (out-features), `gather` (a channel selection). */
+  /** `conv` (Conv or another op with a `linear` rule), `gemm`/`matmul` (out-features), `gather` (a channel selection). */
   readonly kind: "conv" | "gemm" | "matmul" | "gather";
   /** First group channel it produces. */
   readonly offset: number;
   /** Channels it produces. */
   readonly size: number;
+  /** Group channel of each of its channels (see {@linkcode ChannelValue.channels}). */
+  readonly channels: readonly number[];
 }
 
 /** An op that reads the group's channels `[offset, offset + size)` as input channels or features. */
@@ -36,20 +43,24 @@ export interface ChannelConsumer {
   readonly size: number;
   /** Input features per channel: `H*W` after Flatten/Reshape into Gemm/MatMul, else 1. */
   readonly featuresPerChannel: number;
+  /** Group channel of each of its channels (see {@linkcode ChannelValue.channels}). */
+  readonly channels: readonly number[];
 }
 
 /** A pass-through op whose per-channel parameters or attributes follow the group's channels. */
 export interface ChannelMember {
   /** The op. */
   readonly op: Op;
-  /** How it carries channels (what pruning must adjust). */
-  readonly role: "bn" | "depthwise" | "param" | "split" | "slice" | "elementwise" | "concat" | "add";
+  /** How it carries channels: `bn`, `param` (per-channel constants), `elementwise`, `offsets` (Concat/Split/Slice), `permute`. */
+  readonly role: "bn" | "param" | "elementwise" | "offsets" | "permute";
   /** First group channel of its channel-carrying input. */
   readonly offset: number;
   /** Channels of that input. */
   readonly size: number;
-  /** For `param`: operand index of the per-channel constant. */
+  /** For `param`: operand index of the (first) per-channel constant. */
   readonly paramOperand?: number;
+  /** Group channel of each of its channels (see {@linkcode ChannelValue.channels}). */
+  readonly channels: readonly number[];
 }
 
 /** Why the channels of a group were kept whole. */
@@ -62,14 +73,24 @@ export interface ChannelBarrier {
   readonly group: number;
 }
 
+/** A value carrying some of a group's channels on axis 1. */
+export interface ChannelValue {
+  /** The value. */
+  readonly value: Value;
+  /** Group channel of its channel 0 (its first channel when they are contiguous). */
+  readonly offset: number;
+  /** Group channel of each of its channels. */
+  readonly channels: readonly number[];
+}
+
 /** A set of coupled channels: removing channel k removes it from every member. */
 export interface ChannelGroup {
   /** Index in the result. */
   readonly id: number;
   /** Channels in the group. */
   readonly size: number;
-  /** Values carrying the group's channels on axis 1, with their first channel. */
-  readonly values: readonly { readonly value: Value; readonly offset: number }[];
+  /** Values carrying the group's channels on axis 1, in graph order. */
+  readonly values: readonly ChannelValue[];
   /** Ops producing the channels. */
   readonly producers: readonly ChannelProducer[];
   /** Ops reading them as input channels or features. */
@@ -80,6 +101,12 @@ export interface ChannelGroup {
   readonly bns: readonly ChannelMember[];
   /** True when no barrier touches the group and it has a producer. */
   readonly prunable: boolean;
+  /**
+   * Channels that can only be removed together (channel `j` of every group of a
+   * grouped convolution): the representative of each channel's unit, or null
+   * when every channel is its own unit.
+   */
+  readonly units: readonly number[] | null;
 }
 
 /** The result of {@linkcode channelGroups}. */
@@ -88,46 +115,31 @@ export interface ChannelGroupsResult {
   readonly groups: readonly ChannelGroup[];
   /** Every barrier found. */
   readonly barriers: readonly ChannelBarrier[];
-  /** Group and first channel of a value, or null when it carries no channels. */
-  groupOf(value: Value): { readonly group: ChannelGroup; readonly offset: number } | null;
+  /** Group and channels of a value, or null when it carries no channels. */
+  groupOf(
+    value: Value,
+  ): { readonly group: ChannelGroup; readonly offset: number; readonly channels: readonly number[] } | null;
+  /** The channel mapping of each op whose rule applied (ops covered by another op's pattern are absent). */
+  readonly mappings: ReadonlyMap<Op, ChannelMapping>;
+  /** The flattened value a view result reads, with its features per channel. */
+  viewOf(value: Value): { readonly source: Value; readonly features: number } | null;
 }
 
-/** Unary ops that map each channel to itself (elementwise or spatial pooling). */
-const PASS_THROUGH: ReadonlySet<string> = new Set([
-  "Relu",
-  "LeakyRelu",
-  "Clip",
-  "Sigmoid",
-  "HardSigmoid",
-  "HardSwish",
-  "Tanh",
-  "Elu",
-  "Selu",
-  "Softplus",
-  "Identity",
-  "Dropout",
-  "Neg",
-  "Abs",
-  "MaxPool",
-  "AveragePool",
-  "GlobalAveragePool",
-  "GlobalMaxPool",
-  "LpPool",
-]);
-
-/** Elementwise binary ops that may scale or shift channels by a broadcast constant. */
-const BINARY: ReadonlySet<string> = new Set(["Mul", "Add", "Sub", "Div"]);
-
+/** A union-find link: channel j of the child is channel `map[j]` of `parent`. */
 interface Link {
   parent: Value;
-  delta: number;
+  map: Int32Array;
 }
+
+/** What a rule said about one op, kept for the passes. */
+type Mapped = { readonly op: Op; readonly mapping: ChannelMapping };
 
 /**
  * Find the groups of coupled channels of the main graph (types must be
- * inferred). Channels of a value are its axis 1; graph inputs and outputs are
- * barriers, as is any op this function cannot see through (named in
- * `barriers`).
+ * inferred). Channels of a value are its axis 1; each op's
+ * {@linkcode OpDef.channels} rule in `registry` says how it carries them.
+ * Graph inputs and outputs are barriers, as is every op without a rule or
+ * whose rule refuses it (named in `barriers`).
  *
  * @example A conv chain is one group from `c1` to `c2`
  * ```ts
@@ -151,7 +163,7 @@ interface Link {
  * assert.equal(g.prunable, true);
  * ```
  */
-export function channelGroups(module: Module): ChannelGroupsResult {
+export function channelGroups(module: Module, registry: OpRegistry = builtinOps): ChannelGroupsResult {
   const graph = module.graph;
   const link = new Map<Value, Link>();
   const extent = new Map<Value, number>();
@@ -167,257 +179,207 @@ export function channelGroups(module: Module): ChannelGroupsResult {
   const node = (v: Value): void => {
     if (!extent.has(v) && !link.has(v)) extent.set(v, channelsOf(v) ?? 0);
   };
-  const find = (v: Value): { root: Value; offset: number } => {
+  /** Root of `v` and the root channel of each channel of `v` (its own channels, or the root's extent for a root). */
+  const find = (v: Value): { root: Value; map: Int32Array } => {
     node(v);
-    let offset = 0;
-    let r = v;
-    for (let l = link.get(r); l !== undefined; l = link.get(r)) {
-      offset += l.delta;
-      r = l.parent;
-    }
-    return { root: r, offset };
+    const l = link.get(v);
+    if (l === undefined) return { root: v, map: Int32Array.from({ length: extent.get(v)! }, (_, i) => i) };
+    const up = find(l.parent);
+    const map = l.map.map((c) => up.map[c]);
+    link.set(v, { parent: up.root, map }); // path compression
+    return { root: up.root, map };
   };
-  /** Channel j of `a` is channel j + d of `b`. */
-  const unite = (a: Value, b: Value, d: number, op: Op): void => {
+  /** Channel j of `a` is channel `map[j]` of `b`. */
+  const unite = (a: Value, b: Value, map: ArrayLike<number>, op: Op): void => {
     const fa = find(a);
     const fb = find(b);
-    const delta = d + fb.offset - fa.offset;
+    const conflict = (): void => {
+      conflicts.set(fb.root, `op "${op.name}" (${op.type}) maps channels two ways`);
+    };
     if (fa.root === fb.root) {
-      if (delta !== 0) conflicts.set(fa.root, `op "${op.name}" (${op.type}) maps channels two ways`);
+      for (let j = 0; j < map.length; j++) if (fa.map[j] !== fb.map[map[j]]) return conflict();
       return;
     }
-    const [child, parent, dd] = delta >= 0 ? [fa.root, fb.root, delta] : [fb.root, fa.root, -delta];
-    link.set(child, { parent, delta: dd });
-    extent.set(parent, Math.max(extent.get(parent)!, dd + extent.get(child)!));
-    extent.delete(child);
-    const c = conflicts.get(child);
-    if (c !== undefined) conflicts.set(parent, c);
+    // Merge root A under root B: A's channels reached through `a` go where `map` says, the rest to new channels.
+    const size = extent.get(fa.root)!;
+    const toB = new Int32Array(size).fill(-1);
+    const taken = new Set<number>();
+    for (let j = 0; j < map.length; j++) {
+      const ra = fa.map[j];
+      const rb = fb.map[map[j]];
+      if ((toB[ra] !== -1 && toB[ra] !== rb) || (toB[ra] === -1 && taken.has(rb))) return conflict();
+      toB[ra] = rb;
+      taken.add(rb);
+    }
+    // Channels of A not reached through `a` keep their place relative to it when it is a shift (the old concat of
+    // a concat: [x, f1] inside [x, f1, f2]); otherwise they become new channels of B.
+    let next = extent.get(fb.root)!;
+    const shifts = new Set<number>();
+    for (let r = 0; r < size; r++) if (toB[r] !== -1) shifts.add(toB[r] - r);
+    const [shift] = shifts;
+    if (shifts.size === 1) {
+      for (let r = 0; r < size; r++) {
+        if (toB[r] !== -1 || r + shift < 0 || taken.has(r + shift)) continue;
+        toB[r] = r + shift;
+        taken.add(r + shift);
+        next = Math.max(next, r + shift + 1);
+      }
+    }
+    for (let r = 0; r < size; r++) if (toB[r] === -1) toB[r] = next++;
+    link.set(fa.root, { parent: fb.root, map: toB });
+    extent.set(fb.root, next);
+    extent.delete(fa.root);
+    const c = conflicts.get(fa.root);
+    if (c !== undefined) conflicts.set(fb.root, c);
   };
+  const identity = (n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => i);
 
-  type Pending<T> = { value: Value; local: number; item: Omit<T, "offset"> };
+  type Pending<T> = { value: Value; item: Omit<T, "offset" | "channels"> };
   const producers: Pending<ChannelProducer>[] = [];
   const consumers: Pending<ChannelConsumer>[] = [];
   const members: Pending<ChannelMember>[] = [];
   const barriers: { value: Value; op: string; reason: string }[] = [];
-  /** Flatten/Reshape results that view a channel value as features (their readers are recorded on the input). */
-  const views = new Set<Value>();
+  const ties: { value: Value; a: number; b: number }[] = [];
+  const mapped: Mapped[] = [];
+  /** Flatten/Reshape results that view a channel value as features. */
+  const views = new Map<Value, { source: Value; features: number }>();
+  const covered = new Set<Op>();
   const bar = (v: Value | null, op: Op | string, reason: string): void => {
-    if (v === null || channelsOf(v) === null) return;
+    if (v === null) return;
+    const view = views.get(v);
+    if (view !== undefined) v = view.source;
+    if (channelsOf(v) === null) return;
     node(v);
     barriers.push({ value: v, op: typeof op === "string" ? op : op.name, reason });
   };
-  /** An omitted operand or a constant. */
-  const isConst = (v: Value | null): boolean => v === null || isConstant(v);
   const barAll = (op: Op, reason: string): void => {
     for (const v of op.operands) bar(v, op, reason);
     for (const r of op.results) bar(r, op, reason);
   };
-  const deadExtras = (op: Op): boolean => op.results.slice(1).every((r) => r.isDead);
+  const ctx = (op: Op): ChannelContext => ({
+    opset: module.opset(op.domain),
+    channelsOf,
+  });
 
   for (const v of graph.inputs) bar(v, v.name, "graph input");
   for (const op of graph.ops) {
-    if (!isDefaultDomain(op.domain)) {
-      barAll(op, `op "${op.name}" (${op.qualifiedType}) has no channel rule`);
+    if (covered.has(op)) continue;
+    const what = `op "${op.name}" (${op.qualifiedType})`;
+    const def: OpDef | undefined = registry.get(op);
+    if (def?.channels === undefined) {
+      barAll(op, `${what} has no channel rule`);
       continue;
     }
-    const x = op.operand(0);
-    const cx = channelsOf(x);
-    const y = op.results[0] ?? null;
-    const cy = channelsOf(y);
-    const what = `op "${op.name}" (${op.type})`;
-    switch (op.type) {
-      case "Conv": {
-        const group = op.int("group", 1);
-        if (cx === null || cy === null || !isConst(op.operand(1)) || !isConst(op.operand(2))) {
-          barAll(op, `${what}: weights not constant or shapes unknown`);
-        } else if (group === 1) {
-          consumers.push({ value: x!, local: 0, item: { op, operand: 0, size: cx, featuresPerChannel: 1 } });
-          node(y!);
-          producers.push({ value: y!, local: 0, item: { op, kind: "conv", size: cy } });
-        } else if (group === cx && cx === cy) {
-          members.push({ value: x!, local: 0, item: { op, role: "depthwise", size: cx } });
-          unite(y!, x!, 0, op);
-        } else {
-          barAll(op, `${what}: grouped conv (group ${group}) is not depthwise`);
-        }
-        break;
-      }
-      case "Gemm":
-      case "MatMul": {
-        const w = op.operand(1);
-        const wt = w?.type;
-        const ok = isConst(w) && isConst(op.operand(2)) && isTensorType(wt) && wt.shape?.length === 2 &&
-          !op.flag("transA") && isTensorType(x?.type) && x.type.shape?.length === 2;
-        if (!ok) {
-          barAll(op, `${what}: needs a rank-2 input and constant rank-2 weights`);
-          break;
-        }
-        if (cx !== null && !views.has(x!)) {
-          consumers.push({ value: x!, local: 0, item: { op, operand: 0, size: cx, featuresPerChannel: 1 } });
-        }
-        if (cy !== null) {
-          node(y!);
-          producers.push({ value: y!, local: 0, item: { op, kind: op.type === "Gemm" ? "gemm" : "matmul", size: cy } });
-        }
-        break;
-      }
-      case "Flatten":
-      case "Reshape": {
-        const t = x?.type;
-        const rank = isTensorType(t) ? t.shape?.length ?? 0 : 0;
-        const viewOk = op.type === "Flatten" ? op.int("axis", 1) === 1 : reshapeToFeatures(op);
-        if (cx === null) break;
-        if (!viewOk || !isTensorType(t)) {
-          barAll(op, `${what}: only a flatten to [N, C*H*W] passes channels`);
-          break;
-        }
-        const spatial = t.shape!.slice(2);
-        if (!spatial.every((d) => typeof d === "number")) {
-          barAll(op, `${what}: spatial size unknown`);
-          break;
-        }
-        const fpc = (spatial as number[]).reduce((a, b) => a * b, 1);
-        if (rank === 2) {
-          unite(y!, x!, 0, op);
-          break;
-        }
-        views.add(y!);
-        for (const use of y!.uses) {
-          const u = use.op;
-          if ((u.type === "Gemm" || u.type === "MatMul") && use.index === 0) {
-            consumers.push({ value: x!, local: 0, item: { op: u, operand: 0, size: cx, featuresPerChannel: fpc } });
-          } else {
-            bar(x, u, `op "${u.name}" (${u.type}) reads flattened features`);
-          }
-        }
-        if (graph.outputs.includes(y!)) bar(x, y!.name, "flattened graph output");
-        break;
-      }
-      case "BatchNormalization":
-        if (cx === null || cy === null || !deadExtras(op) || ![1, 2, 3, 4].every((i) => isConst(op.operand(i)))) {
-          barAll(op, `${what}: training outputs used or parameters not constant`);
-          break;
-        }
-        members.push({ value: x!, local: 0, item: { op, role: "bn", size: cx } });
-        unite(y!, x!, 0, op);
-        break;
-      case "Concat": {
-        const axis = op.int("axis", 0);
-        const rank = isTensorType(y?.type) ? y.type.shape?.length ?? 0 : 0;
-        const sizes = op.operands.map(channelsOf);
-        if (cy === null || (axis !== 1 && axis !== 1 - rank) || sizes.some((s) => s === null)) {
-          barAll(op, `${what}: concatenation not on the channel axis`);
-          break;
-        }
-        let off = 0;
-        op.operands.forEach((v, i) => {
-          unite(v!, y!, off, op);
-          off += sizes[i]!;
+    let m: ChannelMapping | string;
+    try {
+      m = def.channels(op, ctx(op));
+    } catch (e) {
+      m = e instanceof Error ? e.message : String(e);
+    }
+    if (typeof m === "string") {
+      barAll(op, `${what}: ${m}`);
+      continue;
+    }
+    // A flattened view may only flow into a linear map's input, or through a parameter-free channelwise op.
+    const viewIn = op.operands.map((v) => (v === null ? undefined : views.get(v)));
+    const passesView = m.kind === "same" && (m.params ?? []).length === 0 && m.operands.length === 1 &&
+      viewIn[m.operands[0]] !== undefined && viewIn.filter((v) => v !== undefined).length === 1;
+    const readsView = m.kind === "linear" && viewIn[0] !== undefined && (m.groups ?? 1) === 1;
+    if (!passesView && !readsView && viewIn.some((v) => v !== undefined)) {
+      op.operands.forEach((v, i) => viewIn[i] && bar(v, op, `${what} reads flattened features`));
+      barAll(op, `${what} reads flattened features`);
+      continue;
+    }
+    if (passesView && m.kind === "same") {
+      for (const r of m.results) views.set(op.results[r], viewIn[m.operands[0]]!);
+      mapped.push({ op, mapping: m });
+      continue;
+    }
+    mapped.push({ op, mapping: m });
+    switch (m.kind) {
+      case "same": {
+        const shared = [...m.operands.map((i) => op.operand(i)!), ...m.results.map((i) => op.results[i])];
+        const anchor = shared[0];
+        const n = channelsOf(anchor)!;
+        for (const v of shared.slice(1)) unite(v, anchor, identity(n), op);
+        const params = m.params ?? [];
+        const role = op.type === "BatchNormalization" ? "bn" : params.length > 0 ? "param" : "elementwise";
+        members.push({
+          value: anchor,
+          item: { op, role, size: n, ...(params.length > 0 ? { paramOperand: params[0].operand } : {}) },
         });
-        members.push({ value: y!, local: 0, item: { op, role: "concat", size: cy } });
         break;
       }
-      case "Split": {
-        const axis = op.int("axis", 0);
-        if (cx === null || axis !== 1 || op.results.some((r) => channelsOf(r) === null)) {
-          barAll(op, `${what}: split not on the channel axis`);
-          break;
-        }
-        let off = 0;
-        for (const r of op.results) {
-          unite(r, x!, off, op);
-          off += channelsOf(r)!;
-        }
-        members.push({ value: x!, local: 0, item: { op, role: "split", size: cx } });
-        break;
-      }
-      case "Slice": {
-        const sl = channelSlice(op, cx);
-        if (cx === null || cy === null || sl === null) {
-          barAll(op, `${what}: only a constant unit-step slice on the channel axis passes channels`);
-          break;
-        }
-        if (sl.axes.includes(1)) unite(y!, x!, sl.start, op);
-        else unite(y!, x!, 0, op);
-        members.push({ value: x!, local: 0, item: { op, role: "slice", size: cx } });
-        break;
-      }
-      case "Gather": {
-        const idx = op.operand(1);
-        if (
-          cx !== null && cy !== null && op.int("axis", 0) === 1 && isConst(idx) && idx!.constant!.shape.length === 1
-        ) {
-          bar(x, op, `${what}: a channel selection keeps its input whole`);
-          node(y!);
-          producers.push({ value: y!, local: 0, item: { op, kind: "gather", size: cy } });
-        } else barAll(op, `${what}: gather not a constant channel selection`);
-        break;
-      }
-      case "Sum":
-      case "Add":
-      case "Mul":
-      case "Sub":
-      case "Div": {
-        if (cy === null) {
-          barAll(op, `${what}: shapes unknown`);
-          break;
-        }
-        const data = op.operands.filter((v) => !isConst(v));
-        const consts = op.operands.map((v, i) => ({ v, i })).filter(({ v }) => isConst(v));
-        if (data.length === 1 && consts.length === 1 && BINARY.has(op.type)) {
-          const c = perChannel(consts[0].v!, cy, isTensorType(y!.type) ? y!.type.shape!.length : 0);
-          if (
-            c === null || channelsOf(data[0]) !== cy || (op.type !== "Mul" && op.type !== "Add" && consts[0].i === 0)
-          ) {
-            barAll(op, `${what}: constant operand not per-channel`);
-            break;
-          }
-          unite(y!, data[0]!, 0, op);
-          members.push({
-            value: data[0]!,
-            local: 0,
-            item: c
-              ? { op, role: "param", size: cy, paramOperand: consts[0].i }
-              : { op, role: "elementwise", size: cy },
+      case "linear": {
+        const x = op.operand(0);
+        const view = x === null ? undefined : views.get(x);
+        const source = view?.source ?? x;
+        const cx = channelsOf(source);
+        if (cx !== null) {
+          consumers.push({
+            value: source!,
+            item: { op, operand: 0, size: cx, featuresPerChannel: view?.features ?? 1 },
           });
-        } else if (consts.length === 0 && (op.type === "Add" || op.type === "Sum") && sameShapes(op)) {
-          for (const v of op.operands) unite(v!, y!, 0, op);
-          members.push({ value: y!, local: 0, item: { op, role: "add", size: cy } });
-        } else {
-          barAll(op, `${what}: operands do not share channels one to one`);
+        }
+        const y = op.results[0];
+        const cy = channelsOf(y);
+        if (cy !== null) {
+          node(y);
+          const kind = op.type === "Gemm" ? "gemm" : op.type === "MatMul" ? "matmul" : "conv";
+          producers.push({ value: y, item: { op, kind, size: cy } });
+        }
+        const groups = m.groups ?? 1;
+        for (const [v, c] of [[source, cx], [y, cy]] as const) {
+          if (groups === 1 || v === null || c === null) continue;
+          const per = c / groups;
+          for (let k = 1; k < groups; k++) for (let j = 0; j < per; j++) ties.push({ value: v, a: j, b: k * per + j });
         }
         break;
       }
-      default:
-        if (
-          PASS_THROUGH.has(op.type) && cx !== null && cx === cy && deadExtras(op) && op.operands.slice(1).every(isConst)
-        ) {
-          unite(y!, x!, 0, op);
-          members.push({ value: x!, local: 0, item: { op, role: "elementwise", size: cx } });
-        } else {
-          barAll(op, `${what} has no channel rule`);
-        }
+      case "offsets":
+        for (const l of m.links) unite(l.from, l.to, identity(channelsOf(l.from)!).map((j) => j + l.offset), op);
+        members.push({ value: op.operand(0)!, item: { op, role: "offsets", size: channelsOf(op.operand(0))! } });
+        break;
+      case "permute":
+        unite(m.to, op.operand(0)!, m.perm, op);
+        for (const t of m.through ?? []) covered.add(t);
+        members.push({ value: op.operand(0)!, item: { op, role: "permute", size: m.perm.length } });
+        break;
+      case "select": {
+        const y = op.results[0];
+        bar(op.operand(0), op, `${what}: a channel selection keeps its input whole`);
+        node(y);
+        producers.push({ value: y, item: { op, kind: "gather", size: channelsOf(y)! } });
+        break;
+      }
+      case "flatten":
+        views.set(op.results[0], { source: op.operand(0)!, features: m.features });
+        break;
+      case "none":
+        for (const v of op.operands) if (channelsOf(v) !== null) bar(v, op, `${what} reads every channel`);
+        break;
     }
   }
-  for (const v of graph.outputs) bar(v, v.name, "graph output");
+  for (const v of graph.outputs) bar(v, v.name, views.has(v) ? "flattened graph output" : "graph output");
 
   // Build groups from the roots.
   type Mutable = {
     id: number;
     size: number;
-    values: { value: Value; offset: number }[];
+    values: ChannelValue[];
     producers: ChannelProducer[];
     consumers: ChannelConsumer[];
     members: ChannelMember[];
     bns: ChannelMember[];
     prunable: boolean;
+    units: number[] | null;
   };
   const groups: Mutable[] = [];
   const byRoot = new Map<Value, Mutable>();
-  const place = new Map<Value, { group: Mutable; offset: number }>();
+  const place = new Map<Value, { group: Mutable; offset: number; channels: readonly number[] }>();
   const all = [...graph.inputs, ...graph.ops.flatMap((op) => op.results)].filter((v) => extent.has(v) || link.has(v));
   for (const v of all) {
-    const { root, offset } = find(v);
+    const { root, map } = find(v);
     let g = byRoot.get(root);
     if (g === undefined) {
       g = {
@@ -429,28 +391,52 @@ export function channelGroups(module: Module): ChannelGroupsResult {
         members: [],
         bns: [],
         prunable: true,
+        units: null,
       };
       byRoot.set(root, g);
       groups.push(g);
     }
-    g.values.push({ value: v, offset });
-    place.set(v, { group: g, offset });
+    const channels = [...map.subarray(0, channelsOf(v) ?? 0)];
+    const at = { group: g, offset: channels[0] ?? 0, channels };
+    g.values.push({ value: v, offset: at.offset, channels });
+    place.set(v, at);
   }
-  const locate = (v: Value): { group: Mutable; offset: number } | undefined => place.get(v);
+  const locate = (v: Value): { group: Mutable; offset: number; channels: readonly number[] } | undefined =>
+    place.get(v);
   for (const p of producers) {
     const at = locate(p.value);
-    if (at) at.group.producers.push({ ...p.item, offset: at.offset + p.local } as ChannelProducer);
+    if (at) at.group.producers.push({ ...p.item, offset: at.offset, channels: at.channels } as ChannelProducer);
   }
   for (const c of consumers) {
     const at = locate(c.value);
-    if (at) at.group.consumers.push({ ...c.item, offset: at.offset + c.local } as ChannelConsumer);
+    if (at) at.group.consumers.push({ ...c.item, offset: at.offset, channels: at.channels } as ChannelConsumer);
   }
   for (const m of members) {
     const at = locate(m.value);
     if (!at) continue;
-    const item = { ...m.item, offset: at.offset + m.local } as ChannelMember;
+    const item = { ...m.item, offset: at.offset, channels: at.channels } as ChannelMember;
     at.group.members.push(item);
     if (item.role === "bn") at.group.bns.push(item);
+  }
+  for (const t of ties) {
+    const at = locate(t.value);
+    if (!at) continue;
+    const g = at.group;
+    g.units ??= [...Array(g.size).keys()];
+    const rep = (c: number): number => {
+      while (g.units![c] !== c) c = g.units![c] = g.units![g.units![c]];
+      return c;
+    };
+    const [ra, rb] = [rep(at.channels[t.a]), rep(at.channels[t.b])];
+    if (ra !== rb) g.units[Math.max(ra, rb)] = Math.min(ra, rb);
+  }
+  for (const g of groups) {
+    if (g.units === null) continue;
+    for (let c = 0; c < g.size; c++) {
+      let r = c;
+      while (g.units[r] !== r) r = g.units[r];
+      g.units[c] = r;
+    }
   }
   const barrierList: ChannelBarrier[] = [];
   for (const b of barriers) {
@@ -466,11 +452,16 @@ export function channelGroups(module: Module): ChannelGroupsResult {
     barrierList.push({ op: reason.split('"')[1], reason, group: g.id });
   }
   for (const g of groups) if (g.producers.length === 0) g.prunable = false;
+  const mappings = new Map(mapped.map(({ op, mapping }) => [op, mapping]));
   return {
     groups,
     barriers: barrierList,
-    groupOf(value: Value): { group: ChannelGroup; offset: number } | null {
+    mappings,
+    groupOf(value: Value): { group: ChannelGroup; offset: number; channels: readonly number[] } | null {
       return place.get(value) ?? null;
+    },
+    viewOf(value: Value): { source: Value; features: number } | null {
+      return views.get(value) ?? null;
     },
   };
 }
@@ -490,50 +481,3 @@ export const channelGroupsAnalysis: Analysis<ChannelGroupsResult> = {
   name: "channel-groups",
   compute: channelGroups,
 };
-
-/**
- * Whether `c` broadcasts per channel against a rank-`rank` value with `channels`
- * channels: true when it has a channel dimension (`[C,1,1]`, `[1,C,1,1]`, `[C]`
- * for rank 2), false when it is uniform (scalar or all ones), null otherwise.
- */
-function perChannel(c: Value, channels: number, rank: number): boolean | null {
-  const shape = c.constant!.shape;
-  if (shape.every((d) => d === 1)) return false;
-  if (shape.length > rank) return null;
-  // Align trailing dimensions (numpy broadcasting); the channel axis 1 sits at
-  // position shape.length - (rank - 1) of the constant.
-  const ci = shape.length - (rank - 1);
-  if (ci < 0) return null;
-  return shape.every((d, i) => (i === ci ? d === channels : d === 1)) ? true : null;
-}
-
-function sameShapes(op: Op): boolean {
-  const shapes = op.operands.map((v) => (isTensorType(v?.type) ? JSON.stringify(v.type.shape) : "?"));
-  return shapes.every((s) => s === shapes[0] && s !== "?" && s !== "null");
-}
-
-/** Reshape with a constant target `[0|1|-1, -1]`: a flatten to features. */
-function reshapeToFeatures(op: Op): boolean {
-  const s = op.operand(1);
-  if (s === null || s.constant === null) return false;
-  const dims = intValues(s.constant);
-  return dims.length === 2 && dims[1] === -1 && dims[0] >= -1 && dims[0] <= 1;
-}
-
-/** A Slice with constant unit-step parameters: its start on axis 1 and the axes it slices. */
-export function channelSlice(op: Op, channels: number | null): { start: number; end: number; axes: number[] } | null {
-  if (channels === null) return null;
-  const starts = op.operand(1)?.constant;
-  const ends = op.operand(2)?.constant;
-  const axesT = op.operand(3)?.constant;
-  const steps = op.operand(4)?.constant;
-  if (!starts || !ends || (op.operand(3) && !axesT) || (op.operand(4) && !steps)) return null;
-  const s = intValues(starts);
-  const e = intValues(ends);
-  const axes = axesT ? intValues(axesT) : s.map((_, i) => i);
-  if (steps && intValues(steps).some((x) => x !== 1)) return null;
-  const i = axes.indexOf(1);
-  if (i < 0) return { start: 0, end: channels, axes };
-  const clamp = (v: number): number => Math.max(0, Math.min(channels, v < 0 ? v + channels : v));
-  return { start: clamp(s[i]), end: clamp(e[i]), axes };
-}

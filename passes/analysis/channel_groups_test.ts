@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { builtinOps } from "../../ir/builtin_ops.ts";
 import { parseModule } from "../../ir/parser.ts";
 import { inferShapes } from "../../ir/shape.ts";
 import { type ChannelGroup, channelGroups, type ChannelGroupsResult } from "./channel_groups.ts";
@@ -69,7 +70,7 @@ Deno.test("channelGroups() couples depthwise conv input and output channels", ()
   %d = Conv(%c1, %dw) {group = 4, pads = [1, 1, 1, 1]} : f32[1,4,4,4]
   %y = Conv(%d, %w2) : f32[1,1,4,4] name "c2"`);
   const g = groupOfProducer(r, "c1");
-  assert.deepEqual(g.members.filter((m) => m.role === "depthwise").map((m) => m.op.name), ["d"]);
+  assert.deepEqual(g.members.filter((m) => m.role === "param" && m.op.type === "Conv").map((m) => m.op.name), ["d"]);
   assert.deepEqual(g.consumers.map((c) => c.op.name), ["c2"]);
 });
 
@@ -141,12 +142,12 @@ Deno.test("channelGroups() reports the op that blocks a group and keeps it whole
   %w1 = ${W(4, 2)}
   %w2 = ${W(1, 4)}
   %c1 = Conv(%x, %w1) : f32[1,4,4,4]
-  %t = Transpose(%c1) {perm = [0, 1, 3, 2]} : f32[1,4,4,4]
+  %t = LRN(%c1) {size = 3} : f32[1,4,4,4]
   %y = Conv(%t, %w2) : f32[1,1,4,4] name "c2"`);
   const g = groupOfProducer(r, "c1");
   assert.equal(g.prunable, false);
   assert.deepEqual(r.barriers.filter((b) => b.group === g.id).map((b) => [b.op, b.reason]), [
-    ["t", 'op "t" (Transpose) has no channel rule'],
+    ["t", 'op "t" (LRN) has no channel rule'],
   ]);
 });
 
@@ -162,15 +163,89 @@ Deno.test("channelGroups() treats a Concat reusing one operand twice as a confli
   assert.ok(r.barriers.some((b) => b.group === g.id && b.reason === 'op "cat" (Concat) maps channels two ways'));
 });
 
-Deno.test("channelGroups() blocks a non-depthwise grouped conv", () => {
+Deno.test("channelGroups() ties channel j of every group of a grouped conv (input and output sides apart)", () => {
   const r = analyse(`
   %w1 = ${W(4, 2)}
-  %wg = const f32[2,2,1,1] dense<1.0>
+  %wg = const f32[6,2,1,1] dense<1.0>
+  %w3 = ${W(1, 6)}
   %c1 = Conv(%x, %w1) : f32[1,4,4,4]
-  %y = Conv(%c1, %wg) {group = 2} : f32[1,2,4,4]`);
-  const g = groupOfProducer(r, "c1");
-  assert.equal(g.prunable, false);
-  assert.ok(
-    r.barriers.some((b) => b.group === g.id && b.reason === 'op "y" (Conv): grouped conv (group 2) is not depthwise'),
+  %g = Conv(%c1, %wg) {group = 2} : f32[1,6,4,4]
+  %y = Conv(%g, %w3) : f32[1,1,4,4]`);
+  const input = groupOfProducer(r, "c1");
+  assert.equal(input.prunable, true);
+  assert.deepEqual(input.units, [0, 1, 0, 1]);
+  const output = groupOfProducer(r, "g");
+  assert.deepEqual(output.units, [0, 1, 2, 0, 1, 2]);
+  assert.deepEqual(input.consumers.map((c) => c.op.name), ["g"]);
+});
+
+Deno.test("channelGroups() couples a squeeze-and-excitation gate and x * sigmoid(x) with the gated channels", () => {
+  const r = analyse(
+    `
+  %w1 = ${W(4, 2)}
+  %fc1 = ${W(2, 4)}
+  %fc2 = ${W(4, 2)}
+  %w3 = ${W(1, 4)}
+  %c1 = Conv(%x, %w1) : f32[1,4,4,4]
+  %s = Sigmoid(%c1) : f32[1,4,4,4]
+  %silu = Mul(%c1, %s) : f32[1,4,4,4]
+  %gap = ReduceMean(%silu) {axes = [2, 3], keepdims = 1} : f32[1,4,1,1]
+  %q = Conv(%gap, %fc1) : f32[1,2,1,1] name "fc1"
+  %e = Conv(%q, %fc2) : f32[1,4,1,1] name "fc2"
+  %gate = HardSigmoid(%e) : f32[1,4,1,1]
+  %se = Mul(%silu, %gate) : f32[1,4,4,4]
+  %y = Conv(%se, %w3) : f32[1,1,4,4] name "c3"`,
   );
+  const g = groupOfProducer(r, "c1");
+  assert.equal(g.prunable, true);
+  assert.deepEqual(g.producers.map((p) => p.op.name).sort(), ["c1", "fc2"]);
+  assert.deepEqual(g.consumers.map((c) => c.op.name).sort(), ["c3", "fc1"]);
+  assert.deepEqual(r.barriers.map((b) => b.op), ["x", "y"]); // only the graph input and output
+});
+
+Deno.test("channelGroups() carries a channel shuffle as a permutation", () => {
+  const r = analyse(
+    `
+  %w1 = ${W(4, 2)}
+  %w2 = ${W(1, 4)}
+  %s1 = const i64[5] dense<[1, 2, 2, 4, 4]>
+  %s2 = const i64[4] dense<[1, 4, 4, 4]>
+  %c1 = Conv(%x, %w1) : f32[1,4,4,4]
+  %r1 = Reshape(%c1, %s1) : f32[1,2,2,4,4]
+  %t = Transpose(%r1) {perm = [0, 2, 1, 3, 4]} : f32[1,2,2,4,4]
+  %sh = Reshape(%t, %s2) : f32[1,4,4,4]
+  %y = Conv(%sh, %w2) : f32[1,1,4,4] name "c2"`,
+  );
+  const g = groupOfProducer(r, "c1");
+  assert.equal(g.prunable, true);
+  assert.deepEqual(g.values.map((v) => [v.value.name, v.channels]), [["c1", [0, 1, 2, 3]], ["sh", [0, 2, 1, 3]]]);
+});
+
+Deno.test("channelGroups() follows a plugin op's own channel rule, and names a plugin op without one", () => {
+  const text = (domainOp: string): string =>
+    `module opsets {"": 13, "my": 1} ir_version 7 {
+graph @g(%x: f32[1,2,4,4]) -> (%y) {
+  %w1 = ${W(3, 2)}
+  %w2 = ${W(1, 3)}
+  %c1 = Conv(%x, %w1) : f32[1,3,4,4]
+  %a = my.${domainOp}(%c1) : f32[1,3,4,4]
+  %y = Conv(%a, %w2) : f32[1,1,4,4]
+  return %y
+}
+}`;
+  const registry = builtinOps.clone();
+  registry.add({
+    type: "Swish",
+    domain: "my",
+    infer: (_op, ctx) => [ctx.types[0]],
+    channels: () => ({ kind: "same", operands: [0], results: [0] }),
+  });
+  const withRule = parseModule(text("Swish"));
+  inferShapes(withRule, { registry, strict: false });
+  assert.equal(groupOfProducer(channelGroups(withRule, registry), "c1").prunable, true);
+  const without = parseModule(text("Mystery"));
+  inferShapes(without, { registry, strict: false });
+  const r = channelGroups(without, registry);
+  assert.equal(groupOfProducer(r, "c1").prunable, false);
+  assert.ok(r.barriers.some((b) => b.reason === 'op "a" (my.Mystery) has no channel rule'));
 });
