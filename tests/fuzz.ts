@@ -526,6 +526,9 @@ const PIPELINES = [
   "fold-bn,canonicalize,dce",
   "prune{ratio=0.3},svd{energy=0.95},bfp",
   "canonicalize,dce,bfp{keep-last=true}",
+  "canonicalize,prune{ratio=0.5}",
+  "fc-corr{threshold=0.2}",
+  "fc-corr{granularity=neuron,merge-threshold=0.9}",
 ];
 const BAD_PIPELINES = [
   "prun",
