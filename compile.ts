@@ -447,6 +447,12 @@ function summary(name: string, { report }: CompileResult): string {
     `  MACs         ${fmt(b.macs)} -> ${fmt(a.macs)}  ${ratio(b.macs, a.macs)}`,
     `  weight bytes ${fmt(b.weightBytes)} -> ${fmt(a.weightBytes)}  ${ratio(b.weightBytes, a.weightBytes)}`,
   ];
+  if (a.sparseWeightBytes < a.weightBytes || b.sparseWeightBytes < b.weightBytes) {
+    lines.push(
+      `  sparse bytes ${fmt(b.sparseWeightBytes)} -> ${fmt(a.sparseWeightBytes)}  ` +
+        `${ratio(b.sparseWeightBytes, a.sparseWeightBytes)} (matrices with zeros as CSR where smaller)`,
+    );
+  }
   for (const [side, t] of [["before", b], ["after", a]] as const) {
     if (t.unknownMacLayers === 0) continue;
     lines.push(

@@ -299,3 +299,27 @@ Deno.test("compile.ts --target fpga writes the image, its companions and the man
     assert.notDeepEqual(await Deno.readFile(join(dir, "a", "mlp.fpga.bin")), before, "replaced with --force");
   });
 });
+
+Deno.test("compile.ts prints the sparse bytes of a model whose weight matrices fc-corr left with zeros", async () => {
+  await withTempDir(async (dir) => {
+    const run = await cli(
+      join(MODELS, "mlp.onnx"),
+      "--passes",
+      "fc-corr{threshold=0.2}",
+      "--calib",
+      join(MODELS, "mnist_calib_x.npy"),
+      "--out",
+      dir,
+    );
+    assert.equal(run.code, 0, run.stderr);
+    const m = /sparse bytes ([\d,]+) -> ([\d,]+) +[\d.]+x smaller \(matrices with zeros as CSR where smaller\)/.exec(
+      run.stdout,
+    );
+    assert.ok(m !== null, run.stdout);
+    const [before, after] = [m[1], m[2]].map((n) => Number(n.replaceAll(",", "")));
+    assert.ok(after < before, `${after} < ${before}`);
+    // A dense model prints no such line.
+    const dense = await cli(join(MODELS, "mlp.onnx"), "--out", join(dir, "dense"));
+    assert.doesNotMatch(dense.stdout, /sparse bytes/);
+  });
+});
