@@ -142,6 +142,7 @@ export type { FloatArray, RandomizedSvdOptions, Svd } from "./passes/linalg.ts";
 export { exactSvd, randomizedSvd, truncatedSvd } from "./passes/linalg.ts";
 export { pruneOptions, prunePass } from "./passes/prune.ts";
 export { fcCorrOptions, fcCorrPass } from "./passes/fc_corr.ts";
+export { maskSelectOptions, maskSelectPass } from "./passes/mask_select.ts";
 export type {
   ChannelBarrier,
   ChannelConsumer,

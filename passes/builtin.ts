@@ -8,6 +8,7 @@ import { dcePass } from "./dce.ts";
 import { fcCorrPass } from "./fc_corr.ts";
 import { fixedPass } from "./fixed.ts";
 import { foldBnPass } from "./fold_bn.ts";
+import { maskSelectPass } from "./mask_select.ts";
 import type { OptionSchema } from "./options.ts";
 import type { Pass } from "./pass.ts";
 import { prunePass } from "./prune.ts";
@@ -21,6 +22,7 @@ export const builtinPasses: readonly Pass<OptionSchema>[] = [
   svdPass,
   prunePass,
   fcCorrPass,
+  maskSelectPass,
   bfpPass,
   fixedPass,
 ];

@@ -235,7 +235,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     }
     if (p.kept.length < p.group.size && options.compensate) compensate(p, analysis, ctx.ops, module.opset());
   }
-  applyPlans(plans, analysis, ctx.ops, module.opset());
+  removeChannels(plans, analysis, ctx.ops, module.opset());
   let selectionsKept = 0;
   for (const s of selections) {
     const idx = intValues(s.operand(1)!.constant!);
@@ -386,14 +386,31 @@ function sliceOperand(op: Op, i: number, axis: number, idx: readonly number[], b
   setConstant(op, i, takeChannels(v.constant, axis, idx, block));
 }
 
+/** The channels of one group that stay: the group's channel indices, ascending. */
+export interface ChannelSelection {
+  /** The group, from the analysis handed to {@linkcode removeChannels}. */
+  readonly group: ChannelGroup;
+  /** Kept group channels; the others are removed. */
+  readonly kept: readonly number[];
+}
+
 /**
- * Remove the pruned channels from every op that carries them, as each op's
- * channel rule says: slice the constants its mapping lists, then let the rule
- * `resize` what else depends on the channel counts.
+ * Remove the channels each selection does not keep from every op that carries
+ * them, as each op's channel rule says: slice the constants its mapping lists
+ * (producer filters and biases, BN entries, per-channel constants such as a
+ * mask `Mul`, consumer input channels or `H*W` feature blocks), then let the
+ * rule `resize` what else depends on the channel counts. The mechanism of
+ * `prune`, shared with `mask-select`; `analysis` must describe the module as
+ * it is (shapes inferred), and shapes must be inferred again afterwards.
  */
-function applyPlans(plans: readonly Plan[], analysis: ChannelGroupsResult, ops: OpRegistry, opset: number): void {
+export function removeChannels(
+  selections: Iterable<ChannelSelection>,
+  analysis: ChannelGroupsResult,
+  ops: OpRegistry,
+  opset: number,
+): void {
   const kept = new Map<Value, number[]>();
-  for (const p of plans) {
+  for (const p of selections) {
     if (p.kept.length === p.group.size) continue;
     for (const v of p.group.values) {
       const local = keptOf(p.kept, v.channels);
@@ -580,8 +597,11 @@ function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, ops
   }
 }
 
-/** Add `delta` (one value per output channel) to what `op` computes: its bias, or the mean of the BN after it. */
-function foldIntoBias(op: Op, delta: Float64Array): void {
+/**
+ * Add `delta` (one value per output channel) to what `op` (Conv or Gemm)
+ * computes: its bias, or the mean of the BN after a bias-less Conv.
+ */
+export function foldIntoBias(op: Op, delta: Float64Array): void {
   const out = delta.length;
   const w = op.operand(1)!.constant!;
   const bias = op.operand(2);

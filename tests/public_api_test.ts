@@ -113,6 +113,8 @@ const EXPECTED_VALUES: readonly string[] = [
   "isConstant",
   "isDefaultDomain",
   "isTensorType",
+  "maskSelectOptions",
+  "maskSelectPass",
   "maxMantissa",
   "oneLine",
   "onnxTarget",
