@@ -160,7 +160,7 @@ export { defineTarget } from "./targets/target.ts";
 export { builtinTargets } from "./targets/builtin.ts";
 export { onnxTarget, onnxTargetOptions } from "./targets/onnx/onnx_target.ts";
 export { C_FORMAT_VERSION, C_GENERATOR, cIdentifier, cTarget, cTargetOptions } from "./targets/c/c_target.ts";
-export type { CLayout, CodegenOptions, GeneratedC } from "./targets/c/codegen.ts";
+export type { CLayout, CodegenOptions, CSparse, CSparseLayer, GeneratedC } from "./targets/c/codegen.ts";
 export { C_ARENA_ALIGN, generateC } from "./targets/c/codegen.ts";
 export type { BufferRequest, MemoryPlan } from "./targets/c/memory_plan.ts";
 export { planMemory } from "./targets/c/memory_plan.ts";

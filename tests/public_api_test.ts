@@ -195,6 +195,8 @@ const EXPECTED_TYPES: readonly string[] = [
   "BufferRequest",
   "ByteSource",
   "CLayout",
+  "CSparse",
+  "CSparseLayer",
   "ChannelBarrier",
   "ChannelConsumer",
   "ChannelContext",

@@ -17,7 +17,7 @@ import { isConstant } from "../../ir/graph.ts";
 import { shapeSize, type Tensor } from "../../ir/tensor.ts";
 import { isTensorType } from "../../ir/types.ts";
 import { type Artifacts, defineTarget, type Target, type TargetContext } from "../target.ts";
-import { C_ARENA_ALIGN, type CLayout, generateC } from "./codegen.ts";
+import { C_ARENA_ALIGN, type CLayout, type CSparse, generateC } from "./codegen.ts";
 
 /** Generator name and version in the files and the manifest (the package version; a test keeps it equal). */
 export const C_GENERATOR = "@cnnc/compiler 0.1.0 c target";
@@ -37,6 +37,13 @@ export const cTargetOptions = {
     kind: "bool",
     default: false,
     doc: "Also emit <model>_run_int8(const int8_t *input, int32_t exponent, ...) for sensors that deliver integers",
+  },
+  sparse: {
+    kind: "enum",
+    values: ["auto", "never"],
+    default: "auto",
+    doc: "Float FC (Gemm/MatMul) weights: auto stores them in CSR where smaller than dense (as the report counts " +
+      "sparse bytes), never keeps them dense",
   },
   vectors: {
     kind: "int",
@@ -122,7 +129,7 @@ function sampleBytes(t: Tensor, n: number, what: string): Uint8Array {
  * const g = new Graph();
  * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 4] }));
  * g.outputs.push(g.addOp(new Op({ name: "r", type: "Relu", operands: [x], results: [new Value("y", { elem: "f32", shape: ["N", 4] })] })).result);
- * const files = await cTarget.emit(new Module(g), { layout: "oihw", int8Input: false, vectors: 0 },
+ * const files = await cTarget.emit(new Module(g), { layout: "oihw", int8Input: false, sparse: "auto", vectors: 0 },
  *   { modelName: "tiny", emit() {} });
  * assert.deepEqual([...files.keys()], ["tiny.h", "tiny.c", "tiny.manifest.json"]);
  * assert.match(new TextDecoder().decode(files.get("tiny.h")), /int tiny_run\(const float \*input, float \*output, void \*arena\);/);
@@ -154,6 +161,7 @@ export const cTarget: Target<typeof cTargetOptions> = defineTarget({
       int8Input: options.int8Input,
       provenance,
       generator: C_GENERATOR,
+      sparse: options.sparse as CSparse,
     });
     const encoder = new TextEncoder();
     const artifacts: Artifacts = new Map([
@@ -208,10 +216,13 @@ export const cTarget: Target<typeof cTargetOptions> = defineTarget({
     ctx.stat?.("kernels", [...c.kernels]);
     ctx.stat?.("exact", c.exact);
     ctx.stat?.("numbers", c.numbers);
+    ctx.stat?.("sparse-layers", c.sparseLayers.map((l) => ({ ...l })));
     ctx.emit(
       "note",
       `arena ${c.memory.totalBytes} B (lower bound ${c.memory.lowerBound} B, without reuse ${c.memory.naiveBytes} B), ` +
-        `weights ${c.weightBytes} B, ${c.layerCount} layer${c.layerCount === 1 ? "" : "s"}, ${c.numbers}`,
+        `weights ${c.weightBytes} B${
+          c.sparseLayers.length === 0 ? "" : ` (${c.sparseLayers.length} FC layer(s) in CSR)`
+        }, ${c.layerCount} layer${c.layerCount === 1 ? "" : "s"}, ${c.numbers}`,
     );
     const manifest = {
       format: "cnnc-c",
@@ -234,6 +245,8 @@ export const cTarget: Target<typeof cTargetOptions> = defineTarget({
       numbers: c.numbers,
       exact: c.exact,
       kernels: c.kernels,
+      sparse: options.sparse,
+      sparseLayers: c.sparseLayers,
       pipeline: ctx.pipeline ?? null,
       inputSha256: ctx.inputSha256 ?? null,
       vectors,

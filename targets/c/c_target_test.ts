@@ -8,14 +8,16 @@
  * interpreter = host = Cortex-M4 in qemu; a probe program checks the status
  * codes, that the model writes nothing past its arena and leaves its input
  * alone, and that the int8-input entry point equals the float one; the files
- * are byte-identical run to run; bad input is one line.
+ * are byte-identical run to run; bad input is one line; `fc-corr` weights are
+ * stored in CSR, smaller than dense and within 1e-5 of the interpreter.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readNpy } from "../../data/npy.ts";
 import { compile, type CompileResult } from "../../driver/compile.ts";
 import { attr } from "../../ir/attributes.ts";
-import { Graph, Op, Value } from "../../ir/graph.ts";
+import { Graph, isConstant, Op, Value } from "../../ir/graph.ts";
+import { Interpreter } from "../../ir/interpreter.ts";
 import { addConstant } from "../../ir/rewriter.ts";
 import { Module } from "../../ir/module.ts";
 import { exportOnnx } from "../../ir/onnx/export.ts";
@@ -355,4 +357,85 @@ Deno.test("c bad input: an op with no kernel, a symbolic non-batch dimension, ve
     () => compile(model(["N", 4], "Relu"), { target: "c{vectors=4}" }),
     /vectors=4 needs calibration inputs: compile with --calib FILE\.npy/,
   );
+});
+
+/** `mlp` through `fc-corr{threshold=0.2}` calibrated on the calibration set, with the c target's `options`. */
+function buildCorrMlp(options: string): Promise<CompileResult> {
+  const calibration = readNpy(Deno.readFileSync(join(MODELS, "mnist_calib_x.npy")));
+  return compile(Deno.readFileSync(join(MODELS, "mlp.onnx")), {
+    passes: "fc-corr{threshold=0.2}",
+    target: `c{${options}}`,
+    modelName: "mlp",
+    calibration,
+    verifyEach: false,
+  });
+}
+
+const manifestOf = (r: CompileResult, id: string) =>
+  JSON.parse(new TextDecoder().decode(r.artifacts.get(`${id}.manifest.json`)));
+
+Deno.test({
+  name: "c sparse: fc-corr's FC weights in CSR, smaller than dense and within 1e-5 of the interpreter (300 images)",
+  ignore: !gcc,
+  async fn() {
+    const sparse = await buildCorrMlp("sparse=auto");
+    const dense = await buildCorrMlp("sparse=never");
+    const [ms, md] = [manifestOf(sparse, "mlp"), manifestOf(dense, "mlp")];
+    const source = new TextDecoder().decode(sparse.artifacts.get("mlp.c"));
+    assert.equal(ms.sparse, "auto");
+    assert.ok(ms.kernels.includes("dense_csr_f32") && !md.kernels.includes("dense_csr_f32"), ms.kernels.join());
+    assert.deepEqual(md.sparseLayers, []);
+    assert.ok(ms.sparseLayers.length >= 1, "a layer in CSR");
+    for (const l of ms.sparseLayers) {
+      assert.ok(l.csrBytes < l.denseBytes && l.nonzeros < l.rows * l.cols, JSON.stringify(l));
+      assert.match(source, new RegExp(`static const uint${l.indexBits}_t w_\\w+_columns\\[${l.nonzeros}\\]`));
+      assert.match(source, new RegExp(`static const uint${l.pointerBits}_t w_\\w+_row_ptr\\[${l.rows + 1}\\]`));
+    }
+    assert.match(source, /cnnc_dense_csr_f32\(input, &p_/);
+    // The weight section shrinks by exactly the dense minus the CSR bytes of the sparse layers.
+    const saved = ms.sparseLayers.reduce(
+      (s: number, l: { denseBytes: number; csrBytes: number }) => s + l.denseBytes - l.csrBytes,
+      0,
+    );
+    assert.equal(md.weightBytes - ms.weightBytes, saved);
+    assert.ok(sparse.artifacts.get("mlp.c")!.length < dense.artifacts.get("mlp.c")!.length);
+    assert.deepEqual(sparse.report.target?.stats?.["sparse-layers"], ms.sparseLayers);
+
+    // Golden vectors: the first 300 test images through the interpreter on the compiled module.
+    const samples = 300;
+    const x = firstImages(samples);
+    const input = sparse.module.graph.inputs.find((v) => !isConstant(v))!;
+    const y = new Interpreter(sparse.module).run({ [input.name]: x })[sparse.module.graph.outputs[0].name];
+    const bytes = (t: Tensor) => new Uint8Array(Float32Array.from(t.data as Float32Array).buffer);
+    const dir = await written(sparse);
+    try {
+      await Deno.writeFile(join(dir, "mlp.vectors.input.bin"), bytes(x));
+      await Deno.writeFile(join(dir, "mlp.vectors.output.bin"), bytes(y));
+      const vectors = {
+        count: samples,
+        inputs: "mlp.vectors.input.bin",
+        outputs: "mlp.vectors.output.bin",
+        exact: false,
+        tolerance: 1e-5,
+      };
+      await Deno.writeTextFile(join(dir, "mlp.manifest.json"), JSON.stringify({ ...ms, vectors }));
+      const r = await mcuSim(dir, { cortexM4: m4 });
+      assert.equal(r.host.error, null);
+      assert.equal(r.samples, samples);
+      assert.equal(r.host.mismatches, 0, r.host.firstMismatch ?? "");
+      if (m4) assert.equal(r.cortexM4!.mismatches, 0);
+      if (m4) assert.ok(r.modelObject!.ram === 0, "CSR arrays in flash, no static RAM");
+      assert.ok(r.ok);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("c sparse: a dense model emits no CSR kernel", async () => {
+  const r = await build("mlp", "", "c", firstImages(1));
+  const source = new TextDecoder().decode(r.artifacts.get("mlp.c"));
+  assert.deepEqual(manifestOf(r, "mlp").sparseLayers, []);
+  assert.ok(!source.includes("csr"), "no CSR arrays or kernel");
+  assert.ok(source.includes("cnnc_dense_f32("));
 });

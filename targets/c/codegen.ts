@@ -6,7 +6,10 @@
  * the caller's arena from the static memory plan (`memory_plan.ts`). Shape
  * ops (Flatten, Reshape, Squeeze, Unsqueeze, Identity, Dropout) are aliases
  * and cost no memory or time; elementwise functions run in place when their
- * input dies there.
+ * input dies there. A float Gemm/MatMul whose weights hold zeros (after
+ * `fc-corr`, say) stores them in CSR where that is smaller than dense
+ * (`csrBytes` of `ir/cost.ts`, the report's rule; option `sparse=never`
+ * keeps them dense) and runs `cnnc_dense_csr_f32`.
  * @module
  */
 import { BFP_DOMAIN, bfpLayerGeometry, bfpLayerPlan, bfpMantissaStorage, bfpQuantizePlan } from "../../ir/bfp/plan.ts";
@@ -16,6 +19,7 @@ import { isConstant, isDefaultDomain, type Op, type Value } from "../../ir/graph
 import type { Module } from "../../ir/module.ts";
 import { convGeometry, poolGeometry } from "../../ir/ops/nn.ts";
 import { as2d, type WindowGeometry } from "../../ir/ops/conv_kernels.ts";
+import { csrBytes } from "../../ir/cost.ts";
 import { shapeSize, type Tensor, toFloat64 } from "../../ir/tensor.ts";
 import { isTensorType } from "../../ir/types.ts";
 import { float32Parts } from "../fpga/image.ts";
@@ -38,6 +42,35 @@ export interface CodegenOptions {
   readonly provenance: readonly string[];
   /** Generator name and version (`GENERATOR` macro). */
   readonly generator: string;
+  /**
+   * `auto`: a float Gemm/MatMul's weights are stored in CSR where that is
+   * smaller than dense (`csrBytes` of `ir/cost.ts`, as the report counts);
+   * `never`: always dense. Default `auto`.
+   */
+  readonly sparse?: CSparse;
+}
+
+/** Whether float FC weights may be stored in CSR (`auto`: where smaller) or never. */
+export type CSparse = "auto" | "never";
+
+/** A float FC layer whose weights the C stores in CSR. */
+export interface CSparseLayer {
+  /** The op's name. */
+  readonly layer: string;
+  /** Weight rows (outputs, O) as stored. */
+  readonly rows: number;
+  /** Weight columns (inputs, K) as stored. */
+  readonly cols: number;
+  /** Weights that are not zero (either sign): the values stored. */
+  readonly nonzeros: number;
+  /** Bytes of the dense float array it replaces. */
+  readonly denseBytes: number;
+  /** Bytes of values, column indices and row pointers. */
+  readonly csrBytes: number;
+  /** Bits of a column index (8, 16 or 32: `uint8_t`, `uint16_t`, `uint32_t`). */
+  readonly indexBits: number;
+  /** Bits of a row pointer (8, 16 or 32). */
+  readonly pointerBits: number;
 }
 
 /** The generated files and the figures the report states. */
@@ -64,6 +97,8 @@ export interface GeneratedC {
   readonly exact: boolean;
   /** One-line description of the numbers (`bfp e5m8 nearest-even`, `float32`). */
   readonly numbers: string;
+  /** FC layers whose weights are stored in CSR (`cnnc_dense_csr_f32`), in graph order. */
+  readonly sparseLayers: readonly CSparseLayer[];
 }
 
 /** Arena and weight alignment in bytes. */
@@ -233,6 +268,12 @@ function storedBytes(type: string, values: ArrayLike<number>): Uint8Array {
     ? new Int32Array(n)
     : type === "int16_t"
     ? new Int16Array(n)
+    : type === "uint32_t"
+    ? new Uint32Array(n)
+    : type === "uint16_t"
+    ? new Uint16Array(n)
+    : type === "uint8_t"
+    ? new Uint8Array(n)
     : new Int8Array(n);
   for (let i = 0; i < n; i++) view[i] = values[i];
   return new Uint8Array(view.buffer);
@@ -307,6 +348,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
   };
 
   const kernels = new Set<string>(["status"]);
+  const sparseLayers: CSparseLayer[] = [];
   const steps: Step[] = [];
   const alias = new Map<Value, Value>();
   const inPlace = new Set<Op>();
@@ -584,6 +626,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
     kernels: [...kernels].sort(),
     exact,
     numbers: [...numbers].join("; "),
+    sparseLayers,
   };
 
   // ---- lowering of each op family -------------------------------------------------------------
@@ -895,9 +938,53 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
       const bias = Float32Array.from({ length: O }, (_, o) => beta * cv[cv.length === 1 ? 0 : o]);
       biasName = addArray(`${op.name}_bias`, "float", bias, `${op.name}: bias`);
     }
+    const y = op.results[0];
+    let nonzeros = 0;
+    for (let i = 0; i < weights.length; i++) if (weights[i] !== 0) nonzeros++;
+    const csr = csrBytes(O, K, nonzeros, 32);
+    if ((options.sparse ?? "auto") === "auto" && csr.bytes < weights.length * 4) {
+      const values = new Float32Array(nonzeros), columns = new Uint32Array(nonzeros);
+      const rowPtr = new Uint32Array(O + 1);
+      let n = 0;
+      for (let o = 0; o < O; o++) {
+        for (let k = 0; k < K; k++) {
+          if (weights[o * K + k] !== 0) {
+            values[n] = weights[o * K + k];
+            columns[n++] = k;
+          }
+        }
+        rowPtr[o + 1] = n;
+      }
+      const shape = `[O=${O}, K=${K}], ${nonzeros} non-zero`;
+      const vName = addArray(`${op.name}_values`, "float", values, `${op.name}: CSR values of weights ${shape}`);
+      const colName = addArray(`${op.name}_columns`, `uint${csr.indexBits}_t`, columns, `${op.name}: CSR columns`);
+      const pName = addArray(`${op.name}_row_ptr`, `uint${csr.pointerBits}_t`, rowPtr, `${op.name}: CSR row pointers`);
+      const p = addParams(
+        op.name,
+        "cnnc_csr_t",
+        `${vName}, ${colName}, ${pName}, ${csr.indexBits}, ${csr.pointerBits}`,
+      );
+      sparseLayers.push({
+        layer: op.name,
+        rows: O,
+        cols: K,
+        nonzeros,
+        denseBytes: weights.length * 4,
+        csrBytes: csr.bytes,
+        indexBits: csr.indexBits,
+        pointerBits: csr.pointerBits,
+      });
+      kernels.add("dense_csr_f32");
+      steps.push({
+        op,
+        reads: [x],
+        writes: [y],
+        code: (ref) => [`cnnc_dense_csr_f32(${ref(x)}, &${p}, ${biasName}, ${ref(y)}, ${rows}, ${K}, ${O});`],
+      });
+      return;
+    }
     const wName = addArray(`${op.name}_weights`, "float", weights, `${op.name}: weights [O=${O}, K=${K}]`);
     kernels.add("dense_f32");
-    const y = op.results[0];
     steps.push({
       op,
       reads: [x],

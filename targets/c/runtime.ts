@@ -301,6 +301,51 @@ static void cnnc_dense_f32(const float *x, const float *w, const float *bias, fl
     }
 }`,
   },
+  dense_csr_f32: {
+    needs: [],
+    text: `
+/* Weights [O, K] in CSR: the non-zero values row by row, their columns, and row_ptr[O + 1] (start of each row). */
+typedef struct {
+    const float *values;
+    const void *columns;  /* uint8_t, uint16_t or uint32_t: column_bits */
+    const void *row_ptr;  /* uint8_t, uint16_t or uint32_t: pointer_bits */
+    int32_t column_bits;
+    int32_t pointer_bits;
+} cnnc_csr_t;
+
+static int32_t cnnc_csr_at(const void *a, int32_t bits, int32_t i)
+{
+    if (bits == 8) return (int32_t)((const uint8_t *)a)[i];
+    if (bits == 16) return (int32_t)((const uint16_t *)a)[i];
+    return (int32_t)((const uint32_t *)a)[i];
+}
+
+/* cnnc_dense_f32 with CSR weights: the same sum in the same order over the non-zero weights. */
+static void cnnc_dense_csr_f32(const float *x, const cnnc_csr_t *w, const float *bias, float *y, int32_t rows,
+                               int32_t k, int32_t o)
+{
+    int32_t r, j, n;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + r * k;
+        for (j = 0; j < o; j++) {
+            float sum = bias != NULL ? bias[j] : 0.0f;
+            int32_t begin = cnnc_csr_at(w->row_ptr, w->pointer_bits, j);
+            int32_t end = cnnc_csr_at(w->row_ptr, w->pointer_bits, j + 1);
+            if (w->column_bits == 8) {
+                const uint8_t *c = (const uint8_t *)w->columns;
+                for (n = begin; n < end; n++) sum += w->values[n] * xr[c[n]];
+            } else if (w->column_bits == 16) {
+                const uint16_t *c = (const uint16_t *)w->columns;
+                for (n = begin; n < end; n++) sum += w->values[n] * xr[c[n]];
+            } else {
+                const uint32_t *c = (const uint32_t *)w->columns;
+                for (n = begin; n < end; n++) sum += w->values[n] * xr[c[n]];
+            }
+            y[r * o + j] = sum;
+        }
+    }
+}`,
+  },
   max_pool: {
     needs: ["window"],
     text: `
