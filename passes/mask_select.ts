@@ -357,6 +357,8 @@ function keepChannels(
     for (let c = 0; c < size; c++) if (flags[units[c]]) flags[c] = 1;
   };
   spread();
+  keepOnePerProducer(g, flags, scores);
+  spread();
   const count = (): number => flags.reduce((a, b) => a + b, 0);
   if (count() < minKeep) {
     const order = [...scores.keys()].sort((a, b) => (scores[b] || 0) - (scores[a] || 0));
@@ -368,6 +370,18 @@ function keepChannels(
     ctx.log(`group of ${producerNames(g)} keeps ${minKeep} channel(s) (min-channels)`);
   }
   return [...flags.keys()].filter((c) => flags[c]);
+}
+
+/**
+ * Keep the best-scoring channel of every producer that would lose all of its own (set in `flags`): a group joined by a
+ * Concat spans several producers, and a conv with no output channel is no model onnxruntime loads.
+ */
+function keepOnePerProducer(g: ChannelGroup, flags: Uint8Array, scores: ArrayLike<number>): void {
+  for (const p of g.producers) {
+    if (p.channels.length === 0 || p.channels.some((c) => flags[c])) continue;
+    const best = p.channels.reduce((a, b) => ((scores[b] || 0) > (scores[a] || 0) ? b : a));
+    flags[best] = 1;
+  }
 }
 
 /** Channelwise ops a scale passes through with any sign (linear per channel). */
@@ -838,7 +852,11 @@ function selectByData(module: Module, options: MaskSelectOptionValues, ctx: Pass
       ? Math.floor(options.minChannels)
       : Math.max(1, Math.ceil(options.minChannels * g.size));
     const keep = Math.min(g.size, Math.max(minKeep, g.size - Math.floor(ratio * g.size)));
-    const kept = lassoSelect(gram, q, g.size, keep);
+    const flags = new Uint8Array(g.size);
+    for (const c of lassoSelect(gram, q, g.size, keep)) flags[c] = 1;
+    const contribution = Float64Array.from({ length: g.size }, (_, c) => gram[c * g.size + c]);
+    keepOnePerProducer(g, flags, contribution);
+    const kept = [...flags.keys()].filter((c) => flags[c]);
     const keptSet = new Set(kept);
     channelsBefore += g.size;
     removed += g.size - kept.length;

@@ -529,6 +529,8 @@ const PIPELINES = [
   "canonicalize,prune{ratio=0.5}",
   "fc-corr{threshold=0.2}",
   "fc-corr{granularity=neuron,merge-threshold=0.9}",
+  "mask-select{mode=data,ratio=0.3}",
+  "mask-select",
 ];
 const BAD_PIPELINES = [
   "prun",

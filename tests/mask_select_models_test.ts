@@ -8,11 +8,11 @@
  */
 import assert from "node:assert/strict";
 import { readNpyFile } from "../data/npy.ts";
-import { defaultRegistry } from "../driver/compile.ts";
+import { compile, defaultRegistry } from "../driver/compile.ts";
 import { evaluate } from "../driver/evaluate.ts";
 import { runOnnxruntime } from "../driver/onnxruntime.ts";
 import { costOf } from "../ir/cost.ts";
-import { Interpreter } from "../ir/interpreter.ts";
+import { interpret, Interpreter } from "../ir/interpreter.ts";
 import { exportOnnx } from "../ir/onnx/export.ts";
 import { importOnnxFile } from "../ir/onnx/import.ts";
 import { inferShapes } from "../ir/shape.ts";
@@ -20,7 +20,9 @@ import type { Tensor } from "../ir/tensor.ts";
 import { verifyModule } from "../ir/verifier.ts";
 import { runPipeline } from "../passes/manager.ts";
 import { parsePipeline } from "../passes/pipeline.ts";
+import { calibrationTensor, seedModels } from "./fuzz.ts";
 import { onnxChecker, onnxCheckerAvailable } from "./onnx_checks.ts";
+import { compareTensors } from "./tensor_compare.ts";
 
 const MODELS = decodeURIComponent(new URL("../examples/models/", import.meta.url).pathname);
 const testX = readNpyFile(`${MODELS}mnist_test_x.npy`);
@@ -81,4 +83,22 @@ Deno.test("data-mode mask-select beats prune{ratio=0.5} on vgg_dense (no BN spar
   const lasso = await accuracyAfter("mask-select{mode=data,ratio=0.5}");
   const slim = await accuracyAfter("prune{ratio=0.5}");
   assert.ok(lasso > slim + 0.5, `mask-select ${lasso}, prune ${slim}`);
+});
+
+Deno.test("mask-select data mode keeps a channel of every producer of a Concat-joined group; onnxruntime loads the result", async () => {
+  // The fuzzer's "cnn" seed: a residual pair and a third conv joined by Concat before the classifier (one group of 16
+  // channels over three producers); at ratio 0.5 the LASSO once chose all 8 of conv3's for removal.
+  const model = seedModels().get("cnn")!;
+  const calibration = calibrationTensor({ dtype: "f32", shape: [4, 3, 16, 16] });
+  const { module, artifacts } = await compile(model, { passes: "mask-select{mode=data,ratio=0.5}", calibration });
+  for (const name of ["conv1.w", "conv2.w", "conv3.w"]) {
+    const w = module.graph.constants.find((c) => c.name === name)!;
+    assert.ok(w.constant!.shape[0] >= 1, `${name} keeps ${w.constant!.shape[0]} channels`);
+  }
+  const x = calibrationTensor({ dtype: "f32", shape: [2, 3, 16, 16] });
+  const ours = interpret(module, { x }).y;
+  assert.equal(
+    compareTensors((await runOnnxruntime(artifacts.get("model.onnx")!, { x })).y, ours, { rtol: 1e-4, atol: 1e-5 }),
+    null,
+  );
 });
