@@ -825,3 +825,16 @@ print(json.dumps(out))
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("an empty dim_param is an unknown dimension, exported as one (not as 0)", () => {
+  const bytes = model({
+    name: "g",
+    input: [{ name: "x", type: { tensorType: { elemType: 1, shape: { dim: [{ dimParam: "" }, { dimValue: 4 }] } } } }],
+    node: [{ name: "n", opType: "Relu", input: ["x"], output: ["y"] }],
+    output: [{ name: "y" }],
+  });
+  const m = importOnnx(bytes);
+  assert.deepEqual(m.graph.inputs[0].type, { elem: "f32", shape: ["?", 4] });
+  const dims = onnx.ModelProto.decode(exportOnnx(m)).graph!.input![0].type!.tensorType!.shape!.dim!;
+  assert.deepEqual(onnx.TensorShapeProto.Dimension.toObject(dims[0] as never), {});
+});

@@ -148,7 +148,8 @@ function describeType(tp: ITypeProto | null | undefined): string {
 
 function dimFromProto(d: IDimension): number | string {
   if (has(d, "dimValue")) return int64ToNumber(d.dimValue);
-  if (has(d, "dimParam")) return d.dimParam!;
+  // An empty dim_param names nothing: the dimension is unknown, as if neither field were set.
+  if (has(d, "dimParam") && d.dimParam !== "") return d.dimParam!;
   return "?";
 }
 
