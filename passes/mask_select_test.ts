@@ -118,7 +118,7 @@ Deno.test("mask-select folds a negative mask forward through Flatten into the Ge
   assertClose(r.before, r.after);
 });
 
-Deno.test("mask-select removes channels whose |mask| is under the threshold from the producer, mask and consumer", async () => {
+Deno.test("mask-select removes channels whose |mask| is under the threshold from the producer, mask and consumer", () => {
   const m = parseModule(
     net(
       [0.5, 1e-6, 0.25],

@@ -826,10 +826,13 @@ print(json.dumps(out))
   }
 });
 
-Deno.test("an empty dim_param is an unknown dimension, exported as one (not as 0)", () => {
+Deno.test("an empty dim_param is an unknown dimension and wins over a dim_value before it (a oneof), exported as unknown", () => {
   const bytes = model({
     name: "g",
-    input: [{ name: "x", type: { tensorType: { elemType: 1, shape: { dim: [{ dimParam: "" }, { dimValue: 4 }] } } } }],
+    input: [{
+      name: "x",
+      type: { tensorType: { elemType: 1, shape: { dim: [{ dimValue: 0, dimParam: "" }, { dimValue: 4 }] } } },
+    }],
     node: [{ name: "n", opType: "Relu", input: ["x"], output: ["y"] }],
     output: [{ name: "y" }],
   });

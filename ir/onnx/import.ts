@@ -147,9 +147,10 @@ function describeType(tp: ITypeProto | null | undefined): string {
 }
 
 function dimFromProto(d: IDimension): number | string {
+  // dim_value and dim_param are a oneof: when a writer set both, the later field on the wire (dim_param, field 2)
+  // wins, as onnxruntime reads it. An empty dim_param names nothing: the dimension is unknown.
+  if (has(d, "dimParam")) return d.dimParam === "" ? "?" : d.dimParam!;
   if (has(d, "dimValue")) return int64ToNumber(d.dimValue);
-  // An empty dim_param names nothing: the dimension is unknown, as if neither field were set.
-  if (has(d, "dimParam") && d.dimParam !== "") return d.dimParam!;
   return "?";
 }
 
