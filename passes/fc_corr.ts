@@ -8,12 +8,12 @@
  */
 import { csrBytes } from "../ir/cost.ts";
 import { isConstant, isDefaultDomain, Op, Value } from "../ir/graph.ts";
-import { Interpreter } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
 import { addConstant, insertAfter, renameValue, replaceAllUsesWith, replaceConstant } from "../ir/rewriter.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { elementBits, FLOAT_DTYPES, isTensorType } from "../ir/types.ts";
+import { probeCalibration } from "./analysis/calibration.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
 /** Options of `fc-corr`. */
@@ -267,17 +267,6 @@ function standardize(data: Float64Array, count: number, width: number, mean: Flo
   return z;
 }
 
-/** Run the calibration data and return the tensors of `values`, or null (with a warning) when the run fails. */
-function probe(module: Module, values: readonly Value[], ctx: PassContext): Map<Value, Tensor> | null {
-  try {
-    const out = new Interpreter(module, { registry: ctx.ops, probes: values }).run(ctx.calibration!);
-    return new Map(values.map((v) => [v, out[v.name]]));
-  } catch (e) {
-    ctx.emit("error", `fc-corr could not run the calibration data: ${e instanceof Error ? e.message : e}`);
-    return null;
-  }
-}
-
 /** The effective bias of an FC layer grows by `delta` (length outputs); false when its bias cannot take it. */
 function addToBias(l: FcLayer, delta: Float64Array, outputs: number): boolean {
   const op = l.op;
@@ -349,7 +338,7 @@ function pruneConnections(
     return false;
   }
   const values = layers.flatMap((l) => [l.op.operand(0)!, l.op.result]);
-  const activations = probe(module, values, ctx);
+  const activations = probeCalibration(module, values, ctx, "fc-corr");
   if (activations === null) return false;
   const perLayer: Record<string, StatValue> = {};
   const totals = { connections: 0, removed: 0, dense: 0, csr: 0, pruned: 0 };
@@ -534,7 +523,7 @@ function mergeNeurons(
       continue;
     }
     const read = chain.next.op.operand(0)!;
-    const activations = probe(module, [read], ctx);
+    const activations = probeCalibration(module, [read], ctx, "fc-corr");
     if (activations === null) return totals.merged > 0;
     const a = rowsOf(activations.get(read)!, l.outputs);
     if (a === null || a.count < 2 || !a.data.every(Number.isFinite)) {

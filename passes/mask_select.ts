@@ -8,7 +8,6 @@
  */
 import { costOf } from "../ir/cost.ts";
 import { isConstant, isDefaultDomain, type Op, type Value } from "../ir/graph.ts";
-import { Interpreter } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
 import { eraseConstantIfUnused, replaceConstant, replaceOp } from "../ir/rewriter.ts";
@@ -18,6 +17,7 @@ import { FLOAT_DTYPES, isTensorType } from "../ir/types.ts";
 import { type ChannelGroup, channelGroups, type ChannelGroupsResult } from "./analysis/channel_groups.ts";
 import { cholesky } from "./linalg.ts";
 import type { OptionValues } from "./options.ts";
+import { probeCalibration } from "./analysis/calibration.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 import { type ChannelSelection, foldIntoBias, removeChannels } from "./prune.ts";
 
@@ -655,17 +655,6 @@ function sampleRows(r: Reader, x: Tensor, perImage: number): { rows: Float64Arra
   return { rows, count: row };
 }
 
-/** Run the calibration data and return the tensors of `values`, or null (with an error) when the run fails. */
-function probe(module: Module, values: readonly Value[], ctx: PassContext): Map<Value, Tensor> | null {
-  try {
-    const out = new Interpreter(module, { registry: ctx.ops, probes: values }).run(ctx.calibration!);
-    return new Map(values.map((v) => [v, out[v.name]]));
-  } catch (e) {
-    ctx.emit("error", `mask-select could not run the calibration data: ${e instanceof Error ? e.message : e}`);
-    return null;
-  }
-}
-
 /** `A^T B` for row-major `rows x a` and `rows x b`. */
 function crossProduct(a: Float64Array, b: Float64Array, rows: number, na: number, nb: number): Float64Array {
   const c = new Float64Array(na * nb);
@@ -797,7 +786,7 @@ function selectByData(module: Module, options: MaskSelectOptionValues, ctx: Pass
   const originalInputs = new Map<Op, Tensor>();
   {
     const readers = first.groups.flatMap((g) => g.consumers.map((c) => c.op));
-    const got = probe(module, readers.map((op) => op.operand(0)!), ctx);
+    const got = probeCalibration(module, readers.map((op) => op.operand(0)!), ctx, "mask-select");
     if (got === null) return false;
     for (const op of readers) originalInputs.set(op, got.get(op.operand(0)!)!);
   }
@@ -812,7 +801,7 @@ function selectByData(module: Module, options: MaskSelectOptionValues, ctx: Pass
     const g = at.group;
     const readers = readersOf(g, analysis);
     if (typeof readers === "string") continue;
-    const current = probe(module, readers.map((r) => r.input), ctx);
+    const current = probeCalibration(module, readers.map((r) => r.input), ctx, "mask-select");
     if (current === null) return removed > 0;
     const n = ctx.calibration![Object.keys(ctx.calibration!)[0]]?.shape[0] ?? 1;
     const perImage = Math.max(1, Math.ceil(options.samples / n));
