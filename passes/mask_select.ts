@@ -19,7 +19,7 @@ import { cholesky } from "./linalg.ts";
 import type { OptionValues } from "./options.ts";
 import { probeCalibration } from "./analysis/calibration.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
-import { type ChannelSelection, foldIntoBias, removeChannels } from "./prune.ts";
+import { type ChannelSelection, foldIntoBias, removeChannels, statCostChange } from "./prune.ts";
 
 /** Options of `mask-select`. */
 export const maskSelectOptions = {
@@ -317,10 +317,7 @@ function selectByMasks(module: Module, options: MaskSelectOptionValues, ctx: Pas
   ctx.stat("masks-folded-forward", folded.forward);
   ctx.stat("masks-kept", folded.kept);
   ctx.stat("layers", layers);
-  ctx.stat("params-before", before.params);
-  ctx.stat("params-after", after.params);
-  ctx.stat("macs-before", before.macs);
-  ctx.stat("macs-after", after.macs);
+  statCostChange(ctx, before, after);
   ctx.log(
     `threshold ${threshold}: ${removed} of ${all.length} masked channels removed; masks folded ` +
       `${folded.back} back, ${folded.forward} forward, ${folded.kept} kept`,
@@ -936,10 +933,7 @@ function selectByData(module: Module, options: MaskSelectOptionValues, ctx: Pass
   ctx.stat("channels-removed", removed);
   ctx.stat("layers", layers);
   ctx.stat("refits", refits);
-  ctx.stat("params-before", before.params);
-  ctx.stat("params-after", after.params);
-  ctx.stat("macs-before", before.macs);
-  ctx.stat("macs-after", after.macs);
+  statCostChange(ctx, before, after);
   ctx.log(`${removed} of ${channelsBefore} channels removed (LASSO per layer, ratio ${ratio})`);
   if (removed === 0) ctx.emit("note", `no channel removed at ratio ${ratio}`);
   return removed > 0;

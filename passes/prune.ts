@@ -8,7 +8,7 @@
 import { attr } from "../ir/attributes.ts";
 import { type Graph, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
-import { costOf } from "../ir/cost.ts";
+import { costOf, type CostTotals } from "../ir/cost.ts";
 import { interpret } from "../ir/interpreter.ts";
 import { intValues } from "../ir/ops/common.ts";
 import { addConstant, eraseConstantIfUnused, insertBefore, replaceConstant, replaceOp } from "../ir/rewriter.ts";
@@ -262,16 +262,21 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   ctx.stat("channels-pruned", pruned);
   ctx.stat("channel-selections", selectionsKept);
   ctx.stat("layers", layers);
-  ctx.stat("params-before", before.params);
-  ctx.stat("params-after", after.params);
-  ctx.stat("macs-before", before.macs);
-  ctx.stat("macs-after", after.macs);
+  statCostChange(ctx, before, after);
   ctx.stat("gamma-histogram", gammaHistogram(all, threshold));
   ctx.stat("barriers", barriers);
   ctx.stat("bn-recalibrated", options.recalibrateBn && ctx.calibration !== null);
   ctx.log(`threshold ${threshold}: ${pruned} of ${all.length} channels pruned`);
   if (pruned === 0) ctx.emit("note", nothingPrunedReason(plans.length, all, threshold, barriers));
   return pruned > 0 || selectionsKept > 0;
+}
+
+/** Record `params-before/after` and `macs-before/after` from the cost totals around a channel removal. */
+export function statCostChange(ctx: PassContext, before: CostTotals, after: CostTotals): void {
+  ctx.stat("params-before", before.params);
+  ctx.stat("params-after", after.params);
+  ctx.stat("macs-before", before.macs);
+  ctx.stat("macs-after", after.macs);
 }
 
 /** Why a run pruned no channel, in one line. */

@@ -220,6 +220,8 @@ function extend(type: MessageClass, name: string): void {
   const decode = type.decode;
   const encode = type.encode;
   const known = knownFields(type);
+  const groupError = (tag: number) =>
+    new Error(`${name} field ${tag >>> 3} is a protobuf group, which ONNX never uses`);
   type.decode = function (input, length) {
     const bytes = input instanceof Uint8Array ? input : input.buf;
     const start = input instanceof Uint8Array ? 0 : input.pos;
@@ -244,13 +246,16 @@ function extend(type: MessageClass, name: string): void {
     }
     const scanner = new FieldScanner(bytes, start, end);
     let unknown: UnknownField[] | undefined;
+    // The generated decoder has read the fields it knows; step over those and keep the rest verbatim.
     while (scanner.pos < end) {
       const tag = scanner.varint();
-      const value = known.has(tag >>> 3) ? scanner.skip(tag & 7) : scanner.value(tag & 7);
-      if (value === null || value === false) {
-        throw new Error(`${name} field ${tag >>> 3} is a protobuf group, which ONNX never uses`);
+      if (known.has(tag >>> 3)) {
+        if (!scanner.skip(tag & 7)) throw groupError(tag);
+        continue;
       }
-      if (value !== true) (unknown ??= []).push({ tag, value });
+      const value = scanner.value(tag & 7);
+      if (value === null) throw groupError(tag);
+      (unknown ??= []).push({ tag, value });
     }
     return withUnknownFields(message, unknown);
   };
