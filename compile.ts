@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { readNpyFile } from "./data/npy.ts";
 import { compile, type CompileOptions, type CompileResult, DataError, defaultRegistry } from "./driver/compile.ts";
 import { fsReason, type ProtectedFile, writeFiles } from "./driver/write_files.ts";
-import { folderReader } from "./ir/onnx/tensor_proto.ts";
+import { folderReader, readFileBytes } from "./ir/onnx/tensor_proto.ts";
 import { oneLine, quote } from "./ir/quote.ts";
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
@@ -285,7 +285,7 @@ async function main(argv: string[]): Promise<void> {
   checkInputFile(args.model, "model");
   let modelBytes: Uint8Array;
   try {
-    modelBytes = await Deno.readFile(args.model);
+    modelBytes = readFileBytes(args.model);
   } catch (e) {
     throw new CliError(`cannot read model ${quote(args.model)}: ${fsReason(e)}`);
   }
@@ -304,6 +304,7 @@ async function main(argv: string[]): Promise<void> {
     onIr: (header, ir) => console.log(`${header}\n${ir}`),
     importOptions: {
       baseDir: resolve(args.model, ".."),
+      overwriteInput: true, // modelBytes is read for this import alone: align weights in it instead of copying them
       readFile(path) {
         checkInputFile(path, "external data file");
         inputs.push({ path, label: "the external data file" });

@@ -5,6 +5,7 @@
  * or written (unless `importOptions` points at external data).
  * @module
  */
+import { createHash } from "node:crypto";
 import { costOf } from "../ir/cost.ts";
 import type { Module } from "../ir/module.ts";
 import type { Value } from "../ir/graph.ts";
@@ -179,6 +180,8 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
   const steps = parsePipeline(options.passes ?? "", registry);
   const { item: target, options: targetOptions } = parseElement(options.target ?? "onnx", registry.targets(), "target");
 
+  // Hashed first: with `importOptions.overwriteInput` the importer may move weights within `model`.
+  const inputSha256 = sha256Hex(model);
   const module = importOnnx(model, options.importOptions);
   if (options.inputShapes !== undefined) setInputShapes(module, options.inputShapes);
   inferShapes(module, { registry: registry.ops });
@@ -225,7 +228,7 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
 
   const emitStart = performance.now();
   const pipeline = printPipeline(steps);
-  const provenance = { pipeline, inputSha256: await sha256Hex(model) };
+  const provenance = { pipeline, inputSha256 };
   const { artifacts, diagnostics, stats } = await emitArtifacts(target, targetOptions, module, modelName, {
     ...provenance,
     ...(calibration === null ? {} : { calibration }),
@@ -487,7 +490,10 @@ function describeValue(value: unknown): string {
   return typeof value === "undefined" ? "undefined" : `a ${typeof value}`;
 }
 
-async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+/** SHA-256 in hex, hashed in 16 MiB views: `crypto.subtle.digest` would copy the whole model first. */
+function sha256Hex(bytes: Uint8Array): string {
+  const hash = createHash("sha256");
+  const chunk = 16 << 20;
+  for (let offset = 0; offset < bytes.byteLength; offset += chunk) hash.update(bytes.subarray(offset, offset + chunk));
+  return hash.digest("hex");
 }

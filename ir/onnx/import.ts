@@ -68,6 +68,13 @@ export interface ImportOptions {
    * initializers, so passes and the cost model see every weight ({@linkcode inlineWeightOps}).
    */
   keepWeightOps?: boolean;
+  /**
+   * Let the importer overwrite `bytes` so that every weight is a view over them, none a copy: a `raw_data` whose
+   * offset is not a multiple of its element size is moved back over its own (decoded) field header. Afterwards
+   * `bytes` are no longer a valid ONNX model; set this only when nothing else reads them (a file read just for the
+   * import). Default false: `bytes` are never written, and misaligned weights are copied.
+   */
+  overwriteInput?: boolean;
 }
 
 const PREFIX = "Cannot import ONNX model: ";
@@ -263,7 +270,7 @@ class Importer {
   /** Opset version per imported domain (`ai.onnx` as `""`). */
   readonly #opsets: ReadonlyMap<string, number>;
 
-  constructor(model: ModelProto, opsets: ReadonlyMap<string, number>, options: ImportOptions) {
+  constructor(model: ModelProto, opsets: ReadonlyMap<string, number>, options: ImportOptions, bytes: Uint8Array) {
     this.#opsets = opsets;
     const cache = new Map<string, ByteSource>();
     const read = options.readFile ?? (options.baseDir === undefined ? fileByteSource : folderReader(options.baseDir));
@@ -278,6 +285,7 @@ class Importer {
           return file;
         }
         : undefined,
+      alignWithin: options.overwriteInput === true ? bytes : undefined,
     };
     this.#collectNames(model.graph!);
   }
@@ -617,8 +625,8 @@ function opLabel(op: Op): string {
 /**
  * Decode ONNX model bytes into a module.
  *
- * Initializers become typed-array views over `bytes` where alignment allows, so
- * keep `bytes` unmodified while the module lives.
+ * Initializers become typed-array views over `bytes` where alignment allows (everywhere with
+ * `options.overwriteInput`), so keep `bytes` unmodified while the module lives.
  *
  * @param bytes Contents of a `.onnx` file.
  * @param options Folder for external data.
@@ -671,7 +679,7 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
         throw new ImportError(`opset_import gives domain "${domain}" version ${version}, expected 1 or more`);
       }
     }
-    const importer = new Importer(model, new Map(opsets), options);
+    const importer = new Importer(model, new Map(opsets), options, bytes);
     const graph = importer.importGraph(model.graph!, null, null);
     // onnxruntime refuses such a model, and nothing of it could be computed.
     if (graph.outputs.length === 0) throw new ImportError(`graph ${quote(graph.name)} has no outputs`);
@@ -705,5 +713,6 @@ export function importOnnxFile(path: string, options: Omit<ImportOptions, "baseD
   } catch (e) {
     throw new ImportError(`cannot read ${quote(path)}: ${(e as Error).message}`);
   }
-  return importOnnx(bytes, { ...options, baseDir: dirname(path) });
+  // The bytes were read for this import alone: weights may be aligned within them instead of copied.
+  return importOnnx(bytes, { overwriteInput: true, ...options, baseDir: dirname(path) });
 }
