@@ -6,6 +6,7 @@
  *
  *   deno run -A bench/scale_bench.ts                          (both models, with and without svd, target onnx)
  *   deno run -A bench/scale_bench.ts --model vgg16 --no-svd --target c
+ *   deno run -A bench/scale_bench.ts --baseline /work/main   (each run again with another checkout's CLI)
  *   SCALE_BENCH_TIMEOUT_S=600 deno run -A bench/scale_bench.ts   (give up on a run after 10 min; default 1800 s)
  *
  * Goal (issue 17): VGG-16 under 3 min, peak resident memory at most 2.5x the model's bytes.
@@ -170,8 +171,7 @@ interface RunResult {
 }
 
 /** Run the CLI on `model` under `/usr/bin/time -f %M`, killing it after `timeoutS` seconds. */
-async function timeCompile(model: string, passes: string, target: string, out: string, timeoutS: number) {
-  const cli = join(import.meta.dirname!, "..", "compile.ts");
+async function timeCompile(cli: string, model: string, passes: string, target: string, out: string, timeoutS: number) {
   const args = ["-f", "%M", "timeout", "-s", "KILL", String(timeoutS), Deno.execPath(), "run", "-P", cli, model];
   args.push("--passes", passes, "--target", target, "--out", out, "--quiet", "--force");
   const t0 = performance.now();
@@ -197,6 +197,7 @@ if (import.meta.main) {
       "no-svd": { type: "boolean", default: false },
       "only-svd": { type: "boolean", default: false },
       keep: { type: "boolean", default: false },
+      baseline: { type: "string" },
     },
   });
   const timeoutS = Number(Deno.env.get("SCALE_BENCH_TIMEOUT_S") ?? 1800);
@@ -204,6 +205,9 @@ if (import.meta.main) {
   const pipelines = [DESIGN_CARD, DESIGN_CARD.replace(",svd{energy=0.9}", "")]
     .filter((p) => !(values["no-svd"] && p.includes("svd")) && !(values["only-svd"] && !p.includes("svd")));
   const builders: [string, () => Module][] = [["vgg16", buildVgg16], ["resnet50", buildResnet50]];
+  // --baseline /path/to/other/checkout: run its CLI on the same file right after ours, as the anchor.
+  const clis: [string, string][] = [["", join(import.meta.dirname!, "..", "compile.ts")]];
+  if (values.baseline !== undefined) clis.push(["baseline ", join(values.baseline, "compile.ts")]);
   const dir = Deno.makeTempDirSync({ prefix: "cnnc_scale_bench_" });
   try {
     for (const [name, build] of builders.filter(([n]) => values.model === "all" || values.model === n)) {
@@ -218,12 +222,16 @@ if (import.meta.main) {
       console.log(`${name}: ${(bytes / 4 / 1e6).toFixed(1)}M params, ${(fileBytes / 1e6).toFixed(0)} MB (${path})`);
       for (const target of targets) {
         for (const passes of pipelines) {
-          const r = await timeCompile(path, passes, target, join(dir, `out_${name}`), timeoutS);
-          const ratio = (r.peakBytes / fileBytes).toFixed(2);
-          console.log(
-            `  ${passes} -> ${target}: ${r.seconds.toFixed(1)} s, peak RSS ${(r.peakBytes / 1e6).toFixed(0)} MB ` +
-              `(${ratio}x the model)${r.failure === undefined ? "" : `  FAILED: ${r.failure}`}`,
-          );
+          for (const [label, cli] of clis) {
+            const r = await timeCompile(cli, path, passes, target, join(dir, `out_${name}`), timeoutS);
+            const ratio = (r.peakBytes / fileBytes).toFixed(2);
+            console.log(
+              `  ${label}${passes} -> ${target}: ${r.seconds.toFixed(1)} s, peak RSS ${
+                (r.peakBytes / 1e6).toFixed(0)
+              } MB ` +
+                `(${ratio}x the model)${r.failure === undefined ? "" : `  FAILED: ${r.failure}`}`,
+            );
+          }
         }
       }
     }

@@ -293,7 +293,7 @@ function candidateOf(op: Op, ctx: PassContext): Candidate | null {
       op,
       kind: "conv",
       x,
-      weight: data.slice(),
+      weight: data, // read only: candidates of every layer live at once, copies would hold a second model
       weightShape: [...wt.shape],
       bias,
       group: op.int("group", 1),
