@@ -10,6 +10,7 @@ import { costOf } from "../ir/cost.ts";
 import type { Module } from "../ir/module.ts";
 import type { Value } from "../ir/graph.ts";
 import { importOnnx, type ImportOptions } from "../ir/onnx/import.ts";
+import type { OnnxFile } from "../ir/onnx/model_file.ts";
 import { inferShapes } from "../ir/shape.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import { elementTypeToString, isTensorType, tensorType, typeToString } from "../ir/types.ts";
@@ -125,7 +126,8 @@ export function defaultRegistry(): Registry {
  * report out, byte-identical from run to run. The pipeline and target are
  * checked before the model is decoded, so a typo fails fast.
  *
- * @param model The ONNX model's bytes.
+ * @param model The ONNX model's bytes, or a model file as `readOnnxFile` reads it (large weights in buffers of their
+ *   own, so each is freed once a pass replaces it).
  * @param options Pipeline, target, plugins and debugging hooks.
  * @returns Artifacts, report and the compiled module.
  * @throws {PipelineError} For a bad pipeline or target: bad syntax, an unknown name
@@ -156,7 +158,7 @@ export function defaultRegistry(): Registry {
  * assert.equal(report.totals.after.params, 0);
  * ```
  */
-export async function compile(model: Uint8Array, options: CompileOptions = {}): Promise<CompileResult> {
+export async function compile(model: Uint8Array | OnnxFile, options: CompileOptions = {}): Promise<CompileResult> {
   try {
     return await compileModel(model, options);
   } catch (e) {
@@ -166,7 +168,7 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
   }
 }
 
-async function compileModel(model: Uint8Array, options: CompileOptions): Promise<CompileResult> {
+async function compileModel(model: Uint8Array | OnnxFile, options: CompileOptions): Promise<CompileResult> {
   const started = performance.now();
   const registry = resolveRegistry(options);
   const modelName = options.modelName ?? "model";
@@ -181,8 +183,10 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
   const { item: target, options: targetOptions } = parseElement(options.target ?? "onnx", registry.targets(), "target");
 
   // Hashed first: with `importOptions.overwriteInput` the importer may move weights within `model`.
-  const inputSha256 = sha256Hex(model);
-  const module = importOnnx(model, options.importOptions);
+  const inputSha256 = model instanceof Uint8Array ? sha256Hex(model) : model.sha256;
+  const module = model instanceof Uint8Array
+    ? importOnnx(model, options.importOptions)
+    : importOnnx(model.bytes, { ...options.importOptions, initializerData: model.initializerData });
   if (options.inputShapes !== undefined) setInputShapes(module, options.inputShapes);
   inferShapes(module, { registry: registry.ops });
   verifyModule(module, { registry: registry.ops });
