@@ -5,7 +5,6 @@
  * or written (unless `importOptions` points at external data).
  * @module
  */
-import { createHash } from "node:crypto";
 import { costOf } from "../ir/cost.ts";
 import type { Module } from "../ir/module.ts";
 import type { Value } from "../ir/graph.ts";
@@ -25,7 +24,7 @@ import type { Artifacts, Target } from "../targets/target.ts";
 import { evaluate, EvaluationError, type EvaluationResult, type ModelInput, samplesMismatch } from "./evaluate.ts";
 import { oneLine, quote } from "../ir/quote.ts";
 import { type Plugin, Registry } from "./registry.ts";
-import { buildReport, type CompileReport, type TargetDiagnostic } from "./report.ts";
+import { buildReport, type CompileReport, sha256Hex, type TargetDiagnostic } from "./report.ts";
 
 /** A labelled data set to measure top-1 accuracy on, before and after the pipeline. */
 export interface EvaluationData {
@@ -492,12 +491,4 @@ function describeValue(value: unknown): string {
     return proto === null || proto === Object.prototype ? "a plain object" : `a ${proto.constructor?.name ?? "object"}`;
   }
   return typeof value === "undefined" ? "undefined" : `a ${typeof value}`;
-}
-
-/** SHA-256 in hex, hashed in 16 MiB views: `crypto.subtle.digest` would copy the whole model first. */
-function sha256Hex(bytes: Uint8Array): string {
-  const hash = createHash("sha256");
-  const chunk = 16 << 20;
-  for (let offset = 0; offset < bytes.byteLength; offset += chunk) hash.update(bytes.subarray(offset, offset + chunk));
-  return hash.digest("hex");
 }
