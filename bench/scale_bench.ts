@@ -6,6 +6,7 @@
  *
  *   deno run -A bench/scale_bench.ts                          (both models, with and without svd, target onnx)
  *   deno run -A bench/scale_bench.ts --model vgg16 --no-svd --target c
+ *   deno run -A bench/scale_bench.ts --model vgg16 --passes fold-bn     (any other pipeline)
  *   deno run -A bench/scale_bench.ts --baseline /work/main   (each run again with another checkout's CLI)
  *   SCALE_BENCH_TIMEOUT_S=600 deno run -A bench/scale_bench.ts   (give up on a run after 10 min; default 1800 s)
  *
@@ -198,12 +199,15 @@ if (import.meta.main) {
       "only-svd": { type: "boolean", default: false },
       keep: { type: "boolean", default: false },
       baseline: { type: "string" },
+      passes: { type: "string" },
     },
   });
   const timeoutS = Number(Deno.env.get("SCALE_BENCH_TIMEOUT_S") ?? 1800);
   const targets = values.target ?? ["onnx"];
-  const pipelines = [DESIGN_CARD, DESIGN_CARD.replace(",svd{energy=0.9}", "")]
-    .filter((p) => !(values["no-svd"] && p.includes("svd")) && !(values["only-svd"] && !p.includes("svd")));
+  const pipelines = values.passes !== undefined
+    ? [values.passes]
+    : [DESIGN_CARD, DESIGN_CARD.replace(",svd{energy=0.9}", "")]
+      .filter((p) => !(values["no-svd"] && p.includes("svd")) && !(values["only-svd"] && !p.includes("svd")));
   const builders: [string, () => Module][] = [["vgg16", buildVgg16], ["resnet50", buildResnet50]];
   // --baseline /path/to/other/checkout: run its CLI on the same file right after ours, as the anchor.
   const clis: [string, string][] = [["", join(import.meta.dirname!, "..", "compile.ts")]];

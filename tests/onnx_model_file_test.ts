@@ -59,6 +59,8 @@ function modelProto(): IModelProto {
           attribute: [{ name: "value", type: 4, t: { dataType: 1, dims: [2048], rawData: raw(2048, 3) } }],
         },
         { name: "add", opType: "Add", input: ["x", "w4"], output: ["y"] },
+        // A negative int64 is a 10-byte varint: copied as written, it must not stop the split.
+        { name: "flat", opType: "Flatten", input: ["x"], output: ["f"], attribute: [{ name: "axis", type: 2, i: -1 }] },
       ],
       output: [{ name: "y", type: f32Type([8192]) }, { name: "k" }, { name: "s" }, ...inputs.slice(0, 5), inputs[6]],
     },

@@ -76,7 +76,7 @@ class SequentialFile {
     return out;
   }
 
-  /** A varint's value and its bytes as written. */
+  /** A varint's value (exact below 2^53) and its bytes as written. */
   varint(): { value: number; bytes: Uint8Array } {
     const bytes: number[] = [];
     let value = 0;
@@ -87,7 +87,8 @@ class SequentialFile {
       value += (b & 0x7f) * scale;
       if (b < 0x80) break;
     }
-    if (!Number.isSafeInteger(value)) throw new NotSplit("varint out of range");
+    // A negative int64 field takes 10 bytes and is copied as written; only tags and lengths use the value, and
+    // a length beyond the file stops the split where it is used.
     return { value, bytes: Uint8Array.from(bytes) };
   }
 }
