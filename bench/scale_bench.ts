@@ -171,9 +171,12 @@ interface RunResult {
   failure?: string;
 }
 
-/** Run the CLI on `model` under `/usr/bin/time -f %M`, killing it after `timeoutS` seconds. */
+/**
+ * Run the CLI on `model` under `/usr/bin/time -f %M`, stopping it after `timeoutS` seconds (SIGTERM: `timeout -s KILL`
+ * would kill `timeout` itself, and with it the record of the child's peak memory).
+ */
 async function timeCompile(cli: string, model: string, passes: string, target: string, out: string, timeoutS: number) {
-  const args = ["-f", "%M", "timeout", "-s", "KILL", String(timeoutS), Deno.execPath(), "run", "-P", cli, model];
+  const args = ["-f", "%M", "timeout", "-k", "10", String(timeoutS), Deno.execPath(), "run", "-P", cli, model];
   args.push("--passes", passes, "--target", target, "--out", out, "--quiet", "--force");
   const t0 = performance.now();
   const { code, stderr } = await new Deno.Command("/usr/bin/time", { args, stdout: "null", stderr: "piped" }).output();
@@ -182,7 +185,9 @@ async function timeCompile(cli: string, model: string, passes: string, target: s
   const peakBytes = Number(lines.at(-1)) * 1024;
   const result: RunResult = { seconds, peakBytes };
   if (code !== 0) {
-    result.failure = seconds >= timeoutS ? `killed after ${timeoutS} s` : lines.slice(0, -1).join(" | ").slice(0, 300);
+    result.failure = seconds >= timeoutS
+      ? `stopped after ${timeoutS} s (peak so far)`
+      : lines.slice(0, -1).join(" | ").slice(0, 300);
   }
   return result;
 }
