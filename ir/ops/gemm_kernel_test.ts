@@ -142,3 +142,51 @@ Deno.test("gemm() leaves C outside the addressed block untouched", () => {
 Deno.test("float32GemmKernel() uses WebAssembly SIMD in Deno", () => {
   assert.equal(float32GemmKernel(), "wasm-simd");
 });
+
+/**
+ * The float32 SIMD kernel's sum for each element, replayed in JavaScript: within each slice of 256 along k
+ * a float32 running sum, one rounding per step (`fused`: `round(a * b + s)`; else `round(round(a * b) + s)`),
+ * then the slice sums added in float32 in order of k.
+ */
+function float32Replay(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  n: number,
+  k: number,
+  fused: boolean,
+): Float32Array {
+  const out = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let total = 0;
+      for (let p0 = 0; p0 < k; p0 += 256) {
+        let s = 0;
+        for (let p = p0; p < Math.min(k, p0 + 256); p++) {
+          const product = a[i * k + p] * b[p * n + j]; // exact in float64: 24 + 24 significant bits
+          s = Math.fround(fused ? product + s : Math.fround(product) + s);
+        }
+        total = p0 === 0 ? s : Math.fround(s + total);
+      }
+      out[i * n + j] = total;
+    }
+  }
+  return out;
+}
+
+Deno.test("float32 gemm() equals its summation order replayed in JavaScript, bit for bit", () => {
+  const rnd = random(4);
+  const [m, n, k] = [13, 19, 600];
+  const a = Float32Array.from({ length: m * k }, rnd);
+  const b = Float32Array.from({ length: k * n }, rnd);
+  const c = new Float32Array(m * n);
+  gemm({ m, n, k, a, b, c });
+  const fused = float32Replay(a, b, m, n, k, true);
+  const unfused = float32Replay(a, b, m, n, k, false);
+  assert.notDeepEqual(fused, unfused); // the shape tells the two roundings apart
+  // Relaxed SIMD lets the runtime fuse or not; on x64 with FMA, V8 fuses.
+  assert.ok(
+    c.every((x, i) => x === fused[i]) || c.every((x, i) => x === unfused[i]),
+    "float32 gemm() is neither the fused nor the unfused float32 sum in order of k",
+  );
+});
