@@ -8,6 +8,7 @@
  * @module
  */
 
+import { MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
 import { gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
 
 /** Element storage the kernel reads and writes. */
@@ -82,6 +83,11 @@ const edgeTile = new Float64Array(MR * NR);
  * SIMD, as Deno on x64 does), the slices added in order; otherwise, or with `float64Accumulation`, products and
  * sums are float64 within each slice of 256 along `k`. C must not overlap A or B.
  *
+ * Threads: a large float32 product is split into fixed parts of whole rows
+ * (or columns) of C shared with the worker pool of `ir/parallel.ts` (see
+ * {@linkcode setThreadCount}); each element is summed in the same order
+ * whichever thread computes it, so results are bit-identical for any count.
+ *
  * @param args Shapes, operands and scales.
  *
  * @example Multiply a 2x3 by a 3x2 matrix
@@ -126,8 +132,8 @@ export function gemm(args: GemmArgs): void {
   }
   const allF32 = a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array;
   const simd = allF32 && !(args.float64Accumulation ?? false) ? simdKernel() : null;
-  if (simd !== null) gemmSimd(p, simd);
-  else gemmScalar(p);
+  if (simd === null) gemmScalar(p);
+  else if (!gemmSimdParallel(p, simd)) gemmSimd(p, simd);
 }
 
 /** A GEMM call with defaults applied. */
@@ -400,17 +406,160 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
         s.block(mcPad, ncPad, kc, aBase * 4, bBase * 4, (cBase + ic * ncPad) * 4, ncPad * 4, pc > 0 ? 1 : 0);
       }
     }
-    for (let i = 0; i < m; i++) {
-      const src = cBase + i * ncPad;
-      const dst = cOff + i * ldc + jc;
-      if (beta === 0) {
-        if (alpha === 1) { for (let j = 0; j < nc; j++) c[dst + j] = heap[src + j]; }
-        else for (let j = 0; j < nc; j++) c[dst + j] = alpha * heap[src + j];
-      } else {
-        for (let j = 0; j < nc; j++) c[dst + j] = alpha * heap[src + j] + beta * c[dst + j];
-      }
+    for (let i = 0; i < m; i++) storeScaled(c, cOff + i * ldc + jc, heap, cBase + i * ncPad, nc, alpha, beta);
+  }
+}
+
+/** `c[dst..dst+count] = alpha * sum + beta * c` for float32 sums (the one rounding of a float32 result to C). */
+function storeScaled(
+  c: FloatArray,
+  dst: number,
+  sums: Float32Array,
+  src: number,
+  count: number,
+  alpha: number,
+  beta: number,
+): void {
+  if (beta === 0) {
+    if (alpha === 1) c.set(sums.subarray(src, src + count), dst);
+    else for (let j = 0; j < count; j++) c[dst + j] = alpha * sums[src + j];
+  } else {
+    for (let j = 0; j < count; j++) c[dst + j] = alpha * sums[src + j] + beta * c[dst + j];
+  }
+}
+
+/** Below this many multiply-adds a float32 GEMM stays on the calling thread (staging and waking a worker cost). */
+const PARALLEL_MIN_MACS = 1 << 21;
+/**
+ * Fewest multiply-adds per staged float for a parallel GEMM: copying operands for a worker must be cheap beside
+ * the product (a matrix-vector product, which moves as many floats as it multiplies, stays on one thread).
+ */
+const PARALLEL_MIN_MACS_PER_FLOAT = 32;
+/** Parts per thread: more than one lets a thread that finishes early (on a busy machine) take over the rest. */
+const PARTS_PER_THREAD = 2;
+
+/** Rows (or columns) `lo..hi` of C's extent split into `parts` whole tiles of `unit`. */
+function partRange(part: number, parts: number, extent: number, unit: number): [number, number] {
+  const tiles = Math.ceil(extent / unit);
+  return [
+    Math.floor((part * tiles) / parts) * unit,
+    Math.min(extent, Math.floor(((part + 1) * tiles) / parts) * unit),
+  ];
+}
+
+/** Rows `lo..hi` of C (or columns, unless `byRows`) as a problem of their own over the same storage. */
+function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Problem {
+  if (byRows) {
+    return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc };
+  }
+  return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo };
+}
+
+/** Copy `rows x cols` stored with row stride `ld` from `src` at `srcOff` to dense rows in `dst` at `dstOff`. */
+function stageRows(
+  dst: Float32Array,
+  dstOff: number,
+  src: FloatArray,
+  srcOff: number,
+  ld: number,
+  rows: number,
+  cols: number,
+): void {
+  if (ld === cols) dst.set(src.subarray(srcOff, srcOff + rows * cols), dstOff);
+  else for (let r = 0; r < rows; r++) dst.set(src.subarray(srcOff + r * ld, srcOff + r * ld + cols), dstOff + r * cols);
+}
+
+/** A float32 problem staged densely in a worker arena: op(A), op(B) as stored, then C (`m x n`). */
+function stagedProblem(params: Float64Array | number[], arena: SharedArrayBuffer): Problem {
+  const [m, n, k, transA, transB] = params;
+  const aLen = m * k;
+  const bLen = k * n;
+  const f = new Float32Array(arena, 0, aLen + bLen + m * n);
+  return {
+    m,
+    n,
+    k,
+    a: f,
+    aOff: 0,
+    lda: transA ? m : k,
+    transA: transA === 1,
+    b: f,
+    bOff: aLen,
+    ldb: transB ? k : n,
+    transB: transB === 1,
+    c: f,
+    cOff: aLen + bLen,
+    ldc: n,
+    alpha: 1,
+    beta: 0,
+  };
+}
+
+/**
+ * The worker side of a parallel float32 GEMM: part `part` of the staged
+ * problem (params `[m, n, k, transA, transB, byRows, parts, unit]`), its float32
+ * sums written to the staged C unscaled.
+ *
+ * @example Part 1 of 2 (rows 8..16) of a 16x1x1 product staged by hand
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gemmPartTask } from "./gemm_kernel.ts";
+ * const arena = new SharedArrayBuffer(4 * (16 + 1 + 16));
+ * const f = new Float32Array(arena);
+ * f.fill(2, 0, 16); // A: 16x1
+ * f[16] = 3; // B: 1x1
+ * gemmPartTask.run(1, new Float64Array([16, 1, 1, 0, 0, 1, 2, 8]), arena);
+ * assert.deepEqual([...f.subarray(17)], [0, 0, 0, 0, 0, 0, 0, 0, 6, 6, 6, 6, 6, 6, 6, 6]);
+ * ```
+ */
+export const gemmPartTask: ParallelTask = {
+  id: 0,
+  run(part: number, params: Float64Array, arena: SharedArrayBuffer): void {
+    const q = stagedProblem(params, arena);
+    const [byRows, parts, unit] = [params[5] === 1, params[6], params[7]];
+    const [lo, hi] = partRange(part, parts, byRows ? q.m : q.n, unit);
+    const s = simdKernel();
+    if (s === null) throw new Error("gemm worker: WebAssembly SIMD is unavailable");
+    if (hi > lo) gemmSimd(subProblem(q, byRows, lo, hi), s);
+  },
+};
+
+/**
+ * Float32 GEMM split over the worker pool, or false (nothing done) when the
+ * problem is too small, too lopsided to pay for staging, or no worker is
+ * available. Operands are staged once in the shared arena; the calling thread
+ * computes its parts straight from the caller's arrays.
+ */
+function gemmSimdParallel(q: Problem, s: SimdKernel): boolean {
+  const { m, n, k } = q;
+  const threads = threadCount();
+  const staged = m * k + k * n + m * n;
+  if (threads < 2 || m * n * k < PARALLEL_MIN_MACS || m * n * k < PARALLEL_MIN_MACS_PER_FLOAT * staged) return false;
+  const byRows = m >= n;
+  const unit = byRows ? s.rows : SC;
+  const parts = Math.min(Math.ceil((byRows ? m : n) / unit), threads * PARTS_PER_THREAD, MAX_PARTS);
+  if (parts < 2) return false;
+  const arena = parallelArena(4 * staged);
+  if (arena === null) return false;
+  const params = [m, n, k, q.transA ? 1 : 0, q.transB ? 1 : 0, byRows ? 1 : 0, parts, unit];
+  const t = stagedProblem(params, arena);
+  const f = t.c as Float32Array;
+  stageRows(f, 0, q.a, q.aOff, q.lda, q.transA ? k : m, q.transA ? m : k);
+  stageRows(f, t.bOff, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
+  const extent = byRows ? m : n;
+  const byWorker = runParts(gemmPartTask, params, parts, (part) => {
+    const [lo, hi] = partRange(part, parts, extent, unit);
+    if (hi > lo) gemmSimd(subProblem(q, byRows, lo, hi), s);
+  });
+  for (let part = 0; part < parts; part++) {
+    if (!byWorker[part]) continue;
+    const [lo, hi] = partRange(part, parts, extent, unit);
+    const [rows, cols] = byRows ? [[lo, hi], [0, n]] : [[0, m], [lo, hi]];
+    for (let i = rows[0]; i < rows[1]; i++) {
+      storeScaled(q.c, q.cOff + i * q.ldc + cols[0], f, t.cOff + i * n + cols[0], cols[1] - cols[0], q.alpha, q.beta);
     }
   }
+  return true;
 }
 
 /** Rows `ic..ic+mc` x reduction `pc..pc+kc` of op(A) as SR-row panels, k-major, zero rows up to `mcPad`. */

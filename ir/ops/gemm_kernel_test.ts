@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { float32GemmKernel, gemm } from "./gemm_kernel.ts";
+import { releasePool, setThreadCount, startWorkers, threadCount, workerPartCount } from "../parallel.ts";
 import { mulberry32 } from "../../tests/tensor_compare.ts";
 
 /** Uniform in [-1, 1), reproducible. */
@@ -189,4 +190,47 @@ Deno.test("float32 gemm() equals its summation order replayed in JavaScript, bit
     c.every((x, i) => x === fused[i]) || c.every((x, i) => x === unfused[i]),
     "float32 gemm() is neither the fused nor the unfused float32 sum in order of k",
   );
+});
+
+Deno.test("float32 gemm() is bit-identical with 1 and 2 threads, split by rows or by columns", async () => {
+  const before = threadCount();
+  setThreadCount(2);
+  try {
+    assert.equal(await startWorkers(), 1);
+    const rnd = random(5);
+    // [m, n, k, transA, transB]: rows split (m >= n) and columns split, with offsets, strides, alpha and beta.
+    const cases: [number, number, number, boolean, boolean][] = [[301, 97, 263, false, true], [
+      45,
+      700,
+      400,
+      true,
+      false,
+    ]];
+    for (const [m, n, k, transA, transB] of cases) {
+      const lda = (transA ? m : k) + 3;
+      const ldb = (transB ? k : n) + 1;
+      const ldc = n + 2;
+      const a = Float32Array.from({ length: 5 + lda * (transA ? k : m) }, rnd);
+      const b = Float32Array.from({ length: 7 + ldb * (transB ? n : k) }, rnd);
+      const c0 = Float32Array.from({ length: 2 + ldc * m }, rnd);
+      const run = (threads: number): Float32Array => {
+        setThreadCount(threads);
+        const c = c0.slice();
+        const args = { m, n, k, a, aOffset: 5, lda, transA, b, bOffset: 7, ldb, transB, ldc, alpha: 0.75, beta: -1.5 };
+        gemm({ ...args, c, cOffset: 2 });
+        return c;
+      };
+      const single = run(1);
+      // The calling thread may take every part while the worker sleeps: repeat until the worker has computed some.
+      const workerPartsBefore = workerPartCount();
+      for (let tries = 0; tries < 50 && workerPartCount() === workerPartsBefore; tries++) {
+        assert.deepEqual(run(2), single, `m=${m} n=${n} k=${k}`);
+      }
+      assert.ok(workerPartCount() > workerPartsBefore, "the worker computed no part");
+      assert.deepEqual(run(2), single);
+    }
+  } finally {
+    setThreadCount(before);
+    releasePool();
+  }
 });
