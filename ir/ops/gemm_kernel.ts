@@ -9,7 +9,7 @@
  */
 
 import { MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
-import { gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
+import { A_ROW_STRIDE, gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
 
 /** Element storage the kernel reads and writes. */
 export type FloatArray = Float32Array | Float64Array;
@@ -319,7 +319,7 @@ function microKernel(
 /** Columns of the SIMD kernel's register tile (its rows are {@linkcode SimdKernel.rows}). */
 const SC = TILE_COLUMNS;
 /** Reduction slice, rows of A packed at once, and the float32 elements of C kept in wasm memory per column block. */
-const SKC = 256;
+const SKC = A_ROW_STRIDE;
 const SMC = 120;
 const C_BLOCK = 1 << 20;
 
@@ -333,6 +333,8 @@ interface SimdKernel {
   heap: Float32Array;
   /** `(mc, nc, kc, aPtr, bPtr, cPtr, ldcBytes, accumulate)`; see {@linkcode gemmModuleBytes}. */
   block: (mc: number, nc: number, kc: number, a: number, b: number, c: number, ldc: number, acc: number) => void;
+  /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: rows of B into 8-column panels. */
+  packB: (kc: number, nc: number, src: number, ldsrc: number, dst: number) => void;
 }
 
 /** Instantiated on first use; null without WebAssembly SIMD (the JavaScript kernel then serves float32 too). */
@@ -370,7 +372,8 @@ function createSimd(): SimdKernel | null {
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
     const memory = instance.exports.memory as WebAssembly.Memory;
     const block = instance.exports.block as SimdKernel["block"];
-    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block };
+    const packB = instance.exports.packB as SimdKernel["packB"];
+    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB };
   }
   return null;
 }
@@ -385,8 +388,10 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
   const ncBlock = Math.max(SC, Math.min(roundUp(n, SC), Math.floor(C_BLOCK / mPad / SC) * SC));
   const kcMax = Math.min(SKC, k);
   const aBase = 0;
-  const bBase = Math.min(SMC, mPad) * kcMax;
-  const cBase = bBase + kcMax * ncBlock;
+  const bBase = Math.min(SMC, mPad) * A_ROW_STRIDE;
+  // Rows of B copied as they are (non-transposed B), then packed into panels by the kernel module.
+  const rawBase = bBase + kcMax * ncBlock;
+  const cBase = rawBase + (transB ? 0 : kcMax * ncBlock);
   const bytes = (cBase + mPad * ncBlock) * 4;
   if (s.memory.buffer.byteLength < bytes) {
     s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
@@ -398,11 +403,20 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
     const ncPad = roundUp(nc, SC);
     for (let pc = 0; pc < k; pc += SKC) {
       const kc = Math.min(SKC, k - pc);
-      packSimdB(heap, bBase, b, bOff, ldb, transB, pc, jc, kc, nc, ncPad);
+      if (transB) packSimdB(heap, bBase, b, bOff, ldb, pc, jc, kc, nc, ncPad);
+      else {
+        for (let p = 0; p < kc; p++) {
+          const src = bOff + (pc + p) * ldb + jc;
+          const dst = rawBase + p * ncPad;
+          heap.set(b.subarray(src, src + nc), dst);
+          for (let j = nc; j < ncPad; j++) heap[dst + j] = 0;
+        }
+        s.packB(kc, ncPad, rawBase * 4, ncPad * 4, bBase * 4);
+      }
       for (let ic = 0; ic < m; ic += SMC) {
         const mc = Math.min(SMC, m - ic);
         const mcPad = roundUp(mc, SR);
-        packSimdA(heap, aBase, a, aOff, lda, transA, ic, pc, mc, mcPad, kc, SR);
+        stageSimdA(heap, aBase, a, aOff, lda, transA, ic, pc, mc, mcPad, kc);
         s.block(mcPad, ncPad, kc, aBase * 4, bBase * 4, (cBase + ic * ncPad) * 4, ncPad * 4, pc > 0 ? 1 : 0);
       }
     }
@@ -562,8 +576,11 @@ function gemmSimdParallel(q: Problem, s: SimdKernel): boolean {
   return true;
 }
 
-/** Rows `ic..ic+mc` x reduction `pc..pc+kc` of op(A) as SR-row panels, k-major, zero rows up to `mcPad`. */
-function packSimdA(
+/**
+ * Rows `ic..ic+mc` x reduction `pc..pc+kc` of op(A) as the kernel's A block: row-major with row stride
+ * {@linkcode A_ROW_STRIDE}, zero rows up to `mcPad` (rows of A are copied whole, not interleaved).
+ */
+function stageSimdA(
   heap: Float32Array,
   base: number,
   a: FloatArray,
@@ -575,32 +592,28 @@ function packSimdA(
   mc: number,
   mcPad: number,
   kc: number,
-  SR: number,
 ): void {
-  for (let ir = 0; ir < mcPad; ir += SR) {
-    const panel = base + ir * kc;
-    for (let ii = 0; ii < SR; ii++) {
-      if (ir + ii >= mc) {
-        for (let p = 0; p < kc; p++) heap[panel + p * SR + ii] = 0;
-      } else if (transA) {
-        let src = aOff + pc * lda + ic + ir + ii;
-        for (let p = 0; p < kc; p++, src += lda) heap[panel + p * SR + ii] = a[src];
-      } else {
-        const src = aOff + (ic + ir + ii) * lda + pc;
-        for (let p = 0; p < kc; p++) heap[panel + p * SR + ii] = a[src + p];
-      }
+  if (transA) {
+    for (let p = 0; p < kc; p++) {
+      const src = aOff + (pc + p) * lda + ic;
+      for (let i = 0, dst = base + p; i < mc; i++, dst += A_ROW_STRIDE) heap[dst] = a[src + i];
+    }
+  } else {
+    for (let i = 0; i < mc; i++) {
+      const src = aOff + (ic + i) * lda + pc;
+      heap.set(a.subarray(src, src + kc), base + i * A_ROW_STRIDE);
     }
   }
+  for (let i = mc; i < mcPad; i++) heap.fill(0, base + i * A_ROW_STRIDE, base + i * A_ROW_STRIDE + kc);
 }
 
-/** Reduction `pc..pc+kc` x columns `jc..jc+nc` of op(B) as SC-column panels, k-major, zero columns up to `ncPad`. */
+/** Reduction `pc..pc+kc` x columns `jc..jc+nc` of B^T (B stored `n x k`) as SC-column panels, k-major, zero columns up to `ncPad`. */
 function packSimdB(
   heap: Float32Array,
   base: number,
   b: FloatArray,
   bOff: number,
   ldb: number,
-  transB: boolean,
   pc: number,
   jc: number,
   kc: number,
@@ -609,33 +622,13 @@ function packSimdB(
 ): void {
   for (let jr = 0; jr < ncPad; jr += SC) {
     const panel = base + jr * kc;
-    const nr = Math.min(SC, nc - jr);
-    if (transB) {
-      for (let jj = 0; jj < SC; jj++) {
-        if (jj >= nr) {
-          for (let p = 0; p < kc; p++) heap[panel + p * SC + jj] = 0;
-          continue;
-        }
-        const src = bOff + (jc + jr + jj) * ldb + pc;
-        for (let p = 0; p < kc; p++) heap[panel + p * SC + jj] = b[src + p];
+    for (let jj = 0; jj < SC; jj++) {
+      if (jr + jj >= nc) {
+        for (let p = 0; p < kc; p++) heap[panel + p * SC + jj] = 0;
+        continue;
       }
-    } else if (nr === SC) {
-      let src = bOff + pc * ldb + jc + jr;
-      for (let p = 0, dst = panel; p < kc; p++, src += ldb, dst += SC) {
-        heap[dst] = b[src];
-        heap[dst + 1] = b[src + 1];
-        heap[dst + 2] = b[src + 2];
-        heap[dst + 3] = b[src + 3];
-        heap[dst + 4] = b[src + 4];
-        heap[dst + 5] = b[src + 5];
-        heap[dst + 6] = b[src + 6];
-        heap[dst + 7] = b[src + 7];
-      }
-    } else {
-      let src = bOff + pc * ldb + jc + jr;
-      for (let p = 0, dst = panel; p < kc; p++, src += ldb, dst += SC) {
-        for (let jj = 0; jj < SC; jj++) heap[dst + jj] = jj < nr ? b[src + jj] : 0;
-      }
+      const src = bOff + (jc + jr + jj) * ldb + pc;
+      for (let p = 0; p < kc; p++) heap[panel + p * SC + jj] = b[src + p];
     }
   }
 }

@@ -8,6 +8,8 @@
 
 /** Columns of the register tile: two f32x4 vectors. */
 export const TILE_COLUMNS = 8;
+/** Row stride of the A block in floats: the kernel reads row `r` at a constant offset `r * A_ROW_STRIDE * 4`. */
+export const A_ROW_STRIDE = 256;
 
 // A few encodings, enough for the one kernel below.
 const uleb = (n: number): number[] => {
@@ -44,10 +46,13 @@ const doWhile = (...body: number[][]): number[] => [0x03, 0x40, ...body.flat(), 
 const ifThen = (...body: number[][]): number[] => [0x04, 0x40, ...body.flat(), 0x0b];
 
 /**
- * The kernel module: one exported memory and
- * `block(mc, nc, kc, a, b, c, ldc, accumulate)`, which for every `rows`-row
- * panel of packed A (`a`, k-major) and 8-column panel of packed B (`b`,
- * k-major) sums the `rows x 8` product over `kc` into f32x4 registers (in
+ * The kernel module: one exported memory,
+ * `packB(kc, nc, src, ldsrc, dst)`, which copies `kc` rows of `nc` floats
+ * (row stride `ldsrc` bytes from `src`) into 8-column panels, k-major, at
+ * `dst`, and `block(mc, nc, kc, a, b, c, ldc, accumulate)`, which for every
+ * `rows`-row panel of the A block (`a`, row-major with row stride
+ * {@linkcode A_ROW_STRIDE}, `kc <= A_ROW_STRIDE`) and 8-column panel of packed
+ * B (`b`) sums the `rows x 8` product over `kc` into f32x4 registers (in
  * order of k, one rounding per step: fused multiply-add when `fused`, else
  * multiply then add) and stores it to C (`c`, row stride `ldc` bytes), added
  * to what C held when `accumulate` is 1. `mc` and `nc` are multiples of `rows`
@@ -83,7 +88,7 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
     doWhile( // for jr over 8-column panels
       i32(0), set(ir),
       doWhile( // for ir over row panels
-        get(a), get(ir), get(kc), [MUL], i32(2), [SHL], [ADD], set(ap),
+        get(a), get(ir), i32(10), [SHL], [ADD], set(ap), // a + ir * A_ROW_STRIDE * 4
         get(b), get(jr), get(kc), [MUL], i32(2), [SHL], [ADD], set(bp),
         ...acc.map((r) => [...ZERO_V128, ...set(r)]),
         get(kc), set(p),
@@ -91,9 +96,10 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
           get(bp), loadV128(0), set(b0),
           get(bp), loadV128(16), set(b1),
           ...rowIndex.map((r) => [
-            ...get(ap), ...load32Splat(4 * r), ...set(av), ...madd(acc[2 * r], b0), ...madd(acc[2 * r + 1], b1),
+            ...get(ap), ...load32Splat(4 * A_ROW_STRIDE * r), ...set(av),
+            ...madd(acc[2 * r], b0), ...madd(acc[2 * r + 1], b1),
           ]),
-          get(ap), i32(4 * rows), [ADD], set(ap),
+          get(ap), i32(4), [ADD], set(ap),
           get(bp), i32(32), [ADD], set(bp),
           get(p), i32(1), [SUB], tee(p), BR_IF_0,
         ),
@@ -114,13 +120,35 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
     ),
   ];
   const code = [...vec([[6, I32], [2 * rows + 3, V128]]), ...body.flat(), 0x0b];
+  // packB(kc, nc, src, ldsrc, dst): for jr over 8-column panels, for p over rows: two f32x4 copied.
+  const [pkc, pnc, psrc, plds, pdst, pjr, pp, prow] = [0, 1, 2, 3, 4, 5, 6, 7];
+  // deno-fmt-ignore
+  const packBody = [
+    i32(0), set(pjr),
+    doWhile(
+      get(psrc), get(pjr), i32(2), [SHL], [ADD], set(prow),
+      get(pkc), set(pp),
+      doWhile(
+        get(pdst), get(prow), loadV128(0), storeV128(0),
+        get(pdst), get(prow), loadV128(16), storeV128(16),
+        get(pdst), i32(32), [ADD], set(pdst),
+        get(prow), get(plds), [ADD], set(prow),
+        get(pp), i32(1), [SUB], tee(pp), BR_IF_0,
+      ),
+      get(pjr), i32(TILE_COLUMNS), [ADD], tee(pjr), get(pnc), [LT_U], BR_IF_0,
+    ),
+  ];
+  const packCode = [...vec([[3, I32]]), ...packBody.flat(), 0x0b];
   // deno-fmt-ignore
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
-    ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0]])), // type: (i32 x 8) -> ()
-    ...section(3, vec([[0]])), // function 0 has type 0
+    ...section(1, vec([
+      [0x60, ...vec(new Array(8).fill([I32])), 0], // type 0: (i32 x 8) -> ()
+      [0x60, ...vec(new Array(5).fill([I32])), 0], // type 1: (i32 x 5) -> ()
+    ])),
+    ...section(3, vec([[0], [1]])), // function 0 (block) has type 0, function 1 (packB) type 1
     ...section(5, vec([[0x00, 1]])), // memory: 1 page, no maximum
-    ...section(7, vec([[...name("memory"), 0x02, 0], [...name("block"), 0x00, 0]])),
-    ...section(10, vec([[...uleb(code.length), ...code]])),
+    ...section(7, vec([[...name("memory"), 0x02, 0], [...name("block"), 0x00, 0], [...name("packB"), 0x00, 1]])),
+    ...section(10, vec([[...uleb(code.length), ...code], [...uleb(packCode.length), ...packCode]])),
   ]); // deno-fmt-ignore
 }
