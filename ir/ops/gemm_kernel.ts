@@ -83,7 +83,7 @@ const edgeTile = new Float64Array(MR * NR);
  * SIMD, as Deno on x64 does), the slices added in order; otherwise, or with `float64Accumulation`, products and
  * sums are float64 within each slice of 256 along `k`. C must not overlap A or B.
  *
- * Threads: a large float32 product is split into fixed parts of whole rows
+ * Threads: a large product is split into fixed parts of whole rows
  * (or columns) of C shared with the worker pool of `ir/parallel.ts` (see
  * {@linkcode setThreadCount}); each element is summed in the same order
  * whichever thread computes it, so results are bit-identical for any count.
@@ -132,8 +132,9 @@ export function gemm(args: GemmArgs): void {
   }
   const allF32 = a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array;
   const simd = allF32 && !(args.float64Accumulation ?? false) ? simdKernel() : null;
+  if (gemmParallel(p, simd !== null)) return;
   if (simd === null) gemmScalar(p);
-  else if (!gemmSimdParallel(p, simd)) gemmSimd(p, simd);
+  else gemmSimd(p, simd);
 }
 
 /** A GEMM call with defaults applied. */
@@ -471,7 +472,7 @@ function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Proble
 
 /** Copy `rows x cols` stored with row stride `ld` from `src` at `srcOff` to dense rows in `dst` at `dstOff`. */
 function stageRows(
-  dst: Float32Array,
+  dst: FloatArray,
   dstOff: number,
   src: FloatArray,
   srcOff: number,
@@ -483,95 +484,116 @@ function stageRows(
   else for (let r = 0; r < rows; r++) dst.set(src.subarray(srcOff + r * ld, srcOff + r * ld + cols), dstOff + r * cols);
 }
 
-/** A float32 problem staged densely in a worker arena: op(A), op(B) as stored, then C (`m x n`). */
-function stagedProblem(params: Float64Array | number[], arena: SharedArrayBuffer): Problem {
-  const [m, n, k, transA, transB] = params;
-  const aLen = m * k;
-  const bLen = k * n;
-  const f = new Float32Array(arena, 0, aLen + bLen + m * n);
-  return {
+/** Byte size of the elements of `x`: 4 for float32, 8 for float64. */
+const elementBytes = (x: FloatArray): number => x.BYTES_PER_ELEMENT;
+const roundUp8 = (bytes: number): number => Math.ceil(bytes / 8) * 8;
+
+/** Layout of a problem staged densely in a worker arena: op(A), op(B) as stored, then C (`m x n`), each in its own type. */
+interface Staging {
+  /** `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes]`. */
+  params: number[];
+  problem: Problem;
+}
+
+function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Staging {
+  const [m, n, k, transA, transB, , , , alpha, beta, , aBytes, bBytes, cBytes] = params;
+  const view = (bytes: number, offset: number, length: number): FloatArray =>
+    bytes === 8 ? new Float64Array(arena, offset, length) : new Float32Array(arena, offset, length);
+  const bOffset = roundUp8(m * k * aBytes);
+  const cOffset = bOffset + roundUp8(k * n * bBytes);
+  const problem: Problem = {
     m,
     n,
     k,
-    a: f,
+    a: view(aBytes, 0, m * k),
     aOff: 0,
     lda: transA ? m : k,
     transA: transA === 1,
-    b: f,
-    bOff: aLen,
+    b: view(bBytes, bOffset, k * n),
+    bOff: 0,
     ldb: transB ? k : n,
     transB: transB === 1,
-    c: f,
-    cOff: aLen + bLen,
+    c: view(cBytes, cOffset, m * n),
+    cOff: 0,
     ldc: n,
-    alpha: 1,
-    beta: 0,
+    alpha,
+    beta,
   };
+  return { params: [...params], problem };
+}
+
+/** The kernel a part runs with: the SIMD kernel, or the JavaScript float64 one. */
+function runPart(q: Problem, simd: boolean, byRows: boolean, lo: number, hi: number): void {
+  if (hi <= lo) return;
+  const sub = subProblem(q, byRows, lo, hi);
+  if (!simd) return gemmScalar(sub);
+  const s = simdKernel();
+  if (s === null) throw new Error("gemm worker: WebAssembly SIMD is unavailable");
+  gemmSimd(sub, s);
 }
 
 /**
- * The worker side of a parallel float32 GEMM: part `part` of the staged
- * problem (params `[m, n, k, transA, transB, byRows, parts, unit]`), its float32
- * sums written to the staged C unscaled.
+ * The worker side of a parallel GEMM: part `part` of the problem staged in
+ * the arena (see `gemmParallel`), computed with the same kernel, scales and
+ * summation order as on the calling thread, written to the staged C.
  *
- * @example Part 1 of 2 (rows 8..16) of a 16x1x1 product staged by hand
+ * @example Part 1 of 2 (rows 4..8) of an 8x1x1 float64 product staged by hand
  * ```ts
  * import assert from "node:assert/strict";
  * import { gemmPartTask } from "./gemm_kernel.ts";
- * const arena = new SharedArrayBuffer(4 * (16 + 1 + 16));
- * const f = new Float32Array(arena);
- * f.fill(2, 0, 16); // A: 16x1
- * f[16] = 3; // B: 1x1
- * gemmPartTask.run(1, new Float64Array([16, 1, 1, 0, 0, 1, 2, 8]), arena);
- * assert.deepEqual([...f.subarray(17)], [0, 0, 0, 0, 0, 0, 0, 0, 6, 6, 6, 6, 6, 6, 6, 6]);
+ * const arena = new SharedArrayBuffer(8 * (8 + 1 + 8));
+ * const f = new Float64Array(arena);
+ * f.fill(2, 0, 8); // A: 8x1
+ * f[8] = 3; // B: 1x1
+ * // [m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes]
+ * gemmPartTask.run(1, new Float64Array([8, 1, 1, 0, 0, 1, 2, 4, 1, 0, 0, 8, 8, 8]), arena);
+ * assert.deepEqual([...f.subarray(9)], [0, 0, 0, 0, 6, 6, 6, 6]);
  * ```
  */
 export const gemmPartTask: ParallelTask = {
   id: 0,
   run(part: number, params: Float64Array, arena: SharedArrayBuffer): void {
-    const q = stagedProblem(params, arena);
-    const [byRows, parts, unit] = [params[5] === 1, params[6], params[7]];
+    const { problem: q } = staging(params, arena);
+    const [byRows, parts, unit, simd] = [params[5] === 1, params[6], params[7], params[10] === 1];
     const [lo, hi] = partRange(part, parts, byRows ? q.m : q.n, unit);
-    const s = simdKernel();
-    if (s === null) throw new Error("gemm worker: WebAssembly SIMD is unavailable");
-    if (hi > lo) gemmSimd(subProblem(q, byRows, lo, hi), s);
+    runPart(q, simd, byRows, lo, hi);
   },
 };
 
 /**
- * Float32 GEMM split over the worker pool, or false (nothing done) when the
- * problem is too small, too lopsided to pay for staging, or no worker is
- * available. Operands are staged once in the shared arena; the calling thread
- * computes its parts straight from the caller's arrays.
+ * A GEMM split over the worker pool, or false (nothing done) when the problem
+ * is too small, too lopsided to pay for staging, or no worker is available.
+ * Operands (and C, when `beta` is not 0) are staged once in the shared arena
+ * in their own types; the calling thread computes its parts straight on the
+ * caller's arrays, workers on the arena, whose C parts are then copied back.
  */
-function gemmSimdParallel(q: Problem, s: SimdKernel): boolean {
+function gemmParallel(q: Problem, simd: boolean): boolean {
   const { m, n, k } = q;
   const threads = threadCount();
   const staged = m * k + k * n + m * n;
   if (threads < 2 || m * n * k < PARALLEL_MIN_MACS || m * n * k < PARALLEL_MIN_MACS_PER_FLOAT * staged) return false;
   const byRows = m >= n;
-  const unit = byRows ? s.rows : SC;
+  const unit = byRows ? (simd ? SIMD_ROWS : MR) : (simd ? SC : NR);
   const parts = Math.min(Math.ceil((byRows ? m : n) / unit), threads * PARTS_PER_THREAD, MAX_PARTS);
   if (parts < 2) return false;
-  const arena = parallelArena(4 * staged);
+  const [aBytes, bBytes, cBytes] = [elementBytes(q.a), elementBytes(q.b), elementBytes(q.c)];
+  const params = [m, n, k, +q.transA, +q.transB, +byRows, parts, unit, q.alpha, q.beta, +simd, aBytes, bBytes, cBytes];
+  const arena = parallelArena(roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + m * n * cBytes);
   if (arena === null) return false;
-  const params = [m, n, k, q.transA ? 1 : 0, q.transB ? 1 : 0, byRows ? 1 : 0, parts, unit];
-  const t = stagedProblem(params, arena);
-  const f = t.c as Float32Array;
-  stageRows(f, 0, q.a, q.aOff, q.lda, q.transA ? k : m, q.transA ? m : k);
-  stageRows(f, t.bOff, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
+  const t = staging(params, arena).problem;
+  stageRows(t.a, 0, q.a, q.aOff, q.lda, q.transA ? k : m, q.transA ? m : k);
+  stageRows(t.b, 0, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
+  if (q.beta !== 0) stageRows(t.c, 0, q.c, q.cOff, q.ldc, m, n);
   const extent = byRows ? m : n;
   const byWorker = runParts(gemmPartTask, params, parts, (part) => {
     const [lo, hi] = partRange(part, parts, extent, unit);
-    if (hi > lo) gemmSimd(subProblem(q, byRows, lo, hi), s);
+    runPart(q, simd, byRows, lo, hi);
   });
   for (let part = 0; part < parts; part++) {
     if (!byWorker[part]) continue;
     const [lo, hi] = partRange(part, parts, extent, unit);
-    const [rows, cols] = byRows ? [[lo, hi], [0, n]] : [[0, m], [lo, hi]];
-    for (let i = rows[0]; i < rows[1]; i++) {
-      storeScaled(q.c, q.cOff + i * q.ldc + cols[0], f, t.cOff + i * n + cols[0], cols[1] - cols[0], q.alpha, q.beta);
-    }
+    const [i0, i1, j0, j1] = byRows ? [lo, hi, 0, n] : [0, m, lo, hi];
+    for (let i = i0; i < i1; i++) q.c.set(t.c.subarray(i * n + j0, i * n + j1), q.cOff + i * q.ldc + j0);
   }
   return true;
 }

@@ -192,32 +192,35 @@ Deno.test("float32 gemm() equals its summation order replayed in JavaScript, bit
   );
 });
 
-Deno.test("float32 gemm() is bit-identical with 1 and 2 threads, split by rows or by columns", async () => {
+Deno.test("gemm() is bit-identical with 1 and 2 threads, split by rows or by columns, float32 and float64", async () => {
   const before = threadCount();
   setThreadCount(2);
   try {
     assert.equal(await startWorkers(), 1);
     const rnd = random(5);
-    // [m, n, k, transA, transB]: rows split (m >= n) and columns split, with offsets, strides, alpha and beta.
-    const cases: [number, number, number, boolean, boolean][] = [[301, 97, 263, false, true], [
-      45,
-      700,
-      400,
-      true,
-      false,
-    ]];
-    for (const [m, n, k, transA, transB] of cases) {
+    // [m, n, k, transA, transB, storage, float64Accumulation]: rows split (m >= n) and columns split, with
+    // offsets, strides, alpha and beta; the SIMD kernel and the JavaScript one.
+    const f32 = (length: number) => new Float32Array(length);
+    const f64 = (length: number) => new Float64Array(length);
+    const cases: [number, number, number, boolean, boolean, typeof f32 | typeof f64, boolean][] = [
+      [301, 97, 263, false, true, f32, false],
+      [45, 700, 400, true, false, f32, false],
+      [150, 90, 300, true, true, f64, false],
+      [64, 260, 270, false, false, f32, true],
+    ];
+    for (const [m, n, k, transA, transB, make, float64Accumulation] of cases) {
       const lda = (transA ? m : k) + 3;
       const ldb = (transB ? k : n) + 1;
       const ldc = n + 2;
-      const a = Float32Array.from({ length: 5 + lda * (transA ? k : m) }, rnd);
-      const b = Float32Array.from({ length: 7 + ldb * (transB ? n : k) }, rnd);
-      const c0 = Float32Array.from({ length: 2 + ldc * m }, rnd);
-      const run = (threads: number): Float32Array => {
+      const fill = (length: number) => make(length).map(rnd);
+      const a = fill(5 + lda * (transA ? k : m));
+      const b = fill(7 + ldb * (transB ? n : k));
+      const c0 = fill(2 + ldc * m);
+      const run = (threads: number): Float32Array | Float64Array => {
         setThreadCount(threads);
         const c = c0.slice();
         const args = { m, n, k, a, aOffset: 5, lda, transA, b, bOffset: 7, ldb, transB, ldc, alpha: 0.75, beta: -1.5 };
-        gemm({ ...args, c, cOffset: 2 });
+        gemm({ ...args, c, cOffset: 2, float64Accumulation });
         return c;
       };
       const single = run(1);
@@ -226,7 +229,7 @@ Deno.test("float32 gemm() is bit-identical with 1 and 2 threads, split by rows o
       for (let tries = 0; tries < 50 && workerPartCount() === workerPartsBefore; tries++) {
         assert.deepEqual(run(2), single, `m=${m} n=${n} k=${k}`);
       }
-      assert.ok(workerPartCount() > workerPartsBefore, "the worker computed no part");
+      assert.ok(workerPartCount() > workerPartsBefore, `m=${m} n=${n} k=${k}: the worker computed no part`);
       assert.deepEqual(run(2), single);
     }
   } finally {
