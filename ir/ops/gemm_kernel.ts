@@ -336,6 +336,8 @@ interface SimdKernel {
   block: (mc: number, nc: number, kc: number, a: number, b: number, c: number, ldc: number, acc: number) => void;
   /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: rows of B into 8-column panels. */
   packB: (kc: number, nc: number, src: number, ldsrc: number, dst: number) => void;
+  /** `(kc, nc, srcPtr, dstPtr)`: rows of B^T (stride {@linkcode A_ROW_STRIDE}) into 8-column panels. */
+  packBT: (kc: number, nc: number, src: number, dst: number) => void;
 }
 
 /** Instantiated on first use; null without WebAssembly SIMD (the JavaScript kernel then serves float32 too). */
@@ -374,7 +376,8 @@ function createSimd(): SimdKernel | null {
     const memory = instance.exports.memory as WebAssembly.Memory;
     const block = instance.exports.block as SimdKernel["block"];
     const packB = instance.exports.packB as SimdKernel["packB"];
-    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB };
+    const packBT = instance.exports.packBT as SimdKernel["packBT"];
+    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT };
   }
   return null;
 }
@@ -390,9 +393,9 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
   const kcMax = Math.min(SKC, k);
   const aBase = 0;
   const bBase = Math.min(SMC, mPad) * A_ROW_STRIDE;
-  // Rows of B copied as they are (non-transposed B), then packed into panels by the kernel module.
+  // Rows of B (or of B^T, at stride A_ROW_STRIDE) copied as they are, then packed into panels by the kernel module.
   const rawBase = bBase + kcMax * ncBlock;
-  const cBase = rawBase + (transB ? 0 : kcMax * ncBlock);
+  const cBase = rawBase + A_ROW_STRIDE * ncBlock;
   const bytes = (cBase + mPad * ncBlock) * 4;
   if (s.memory.buffer.byteLength < bytes) {
     s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
@@ -404,8 +407,15 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
     const ncPad = roundUp(nc, SC);
     for (let pc = 0; pc < k; pc += SKC) {
       const kc = Math.min(SKC, k - pc);
-      if (transB) packSimdB(heap, bBase, b, bOff, ldb, pc, jc, kc, nc, ncPad);
-      else {
+      if (transB) {
+        for (let j = 0; j < ncPad; j++) {
+          const src = bOff + (jc + j) * ldb + pc;
+          const dst = rawBase + j * A_ROW_STRIDE;
+          if (j < nc) heap.set(b.subarray(src, src + kc), dst);
+          else heap.fill(0, dst, dst + kc);
+        }
+        s.packBT(kc, ncPad, rawBase * 4, bBase * 4);
+      } else {
         for (let p = 0; p < kc; p++) {
           const src = bOff + (pc + p) * ldb + jc;
           const dst = rawBase + p * ncPad;
@@ -627,30 +637,4 @@ function stageSimdA(
     }
   }
   for (let i = mc; i < mcPad; i++) heap.fill(0, base + i * A_ROW_STRIDE, base + i * A_ROW_STRIDE + kc);
-}
-
-/** Reduction `pc..pc+kc` x columns `jc..jc+nc` of B^T (B stored `n x k`) as SC-column panels, k-major, zero columns up to `ncPad`. */
-function packSimdB(
-  heap: Float32Array,
-  base: number,
-  b: FloatArray,
-  bOff: number,
-  ldb: number,
-  pc: number,
-  jc: number,
-  kc: number,
-  nc: number,
-  ncPad: number,
-): void {
-  for (let jr = 0; jr < ncPad; jr += SC) {
-    const panel = base + jr * kc;
-    for (let jj = 0; jj < SC; jj++) {
-      if (jr + jj >= nc) {
-        for (let p = 0; p < kc; p++) heap[panel + p * SC + jj] = 0;
-        continue;
-      }
-      const src = bOff + (jc + jr + jj) * ldb + pc;
-      for (let p = 0; p < kc; p++) heap[panel + p * SC + jj] = b[src + p];
-    }
-  }
 }

@@ -49,7 +49,9 @@ const ifThen = (...body: number[][]): number[] => [0x04, 0x40, ...body.flat(), 0
  * The kernel module: one exported memory,
  * `packB(kc, nc, src, ldsrc, dst)`, which copies `kc` rows of `nc` floats
  * (row stride `ldsrc` bytes from `src`) into 8-column panels, k-major, at
- * `dst`, and `block(mc, nc, kc, a, b, c, ldc, accumulate)`, which for every
+ * `dst`, `packBT(kc, nc, src, dst)`, the same from `nc` rows of B^T of `kc`
+ * floats (row stride {@linkcode A_ROW_STRIDE}), and
+ * `block(mc, nc, kc, a, b, c, ldc, accumulate)`, which for every
  * `rows`-row panel of the A block (`a`, row-major with row stride
  * {@linkcode A_ROW_STRIDE}, `kc <= A_ROW_STRIDE`) and 8-column panel of packed
  * B (`b`) sums the `rows x 8` product over `kc` into f32x4 registers (in
@@ -139,16 +141,48 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
     ),
   ];
   const packCode = [...vec([[3, I32]]), ...packBody.flat(), 0x0b];
+  // packBT(kc, nc, src, dst): rows of B^T (one per column of B, stride A_ROW_STRIDE floats) into 8-column panels.
+  const [tkc, tnc, tsrc, tdst, tjr, tp, trow] = [0, 1, 2, 3, 4, 5, 6];
+  const F32_LOAD = (offset: number): number[] => [0x2a, 2, ...uleb(offset)];
+  const F32_STORE = (offset: number): number[] => [0x38, 2, ...uleb(offset)];
+  // deno-fmt-ignore
+  const transposeBody = [
+    i32(0), set(tjr),
+    doWhile(
+      get(tsrc), get(tjr), i32(10), [SHL], [ADD], set(trow), // src + jr * A_ROW_STRIDE * 4
+      get(tkc), set(tp),
+      doWhile(
+        ...[...Array(TILE_COLUMNS).keys()].map((jj) => [
+          ...get(tdst), ...get(trow), ...F32_LOAD(4 * A_ROW_STRIDE * jj), ...F32_STORE(4 * jj),
+        ]),
+        get(tdst), i32(32), [ADD], set(tdst),
+        get(trow), i32(4), [ADD], set(trow),
+        get(tp), i32(1), [SUB], tee(tp), BR_IF_0,
+      ),
+      get(tjr), i32(TILE_COLUMNS), [ADD], tee(tjr), get(tnc), [LT_U], BR_IF_0,
+    ),
+  ];
+  const transposeCode = [...vec([[3, I32]]), ...transposeBody.flat(), 0x0b];
   // deno-fmt-ignore
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
     ...section(1, vec([
       [0x60, ...vec(new Array(8).fill([I32])), 0], // type 0: (i32 x 8) -> ()
       [0x60, ...vec(new Array(5).fill([I32])), 0], // type 1: (i32 x 5) -> ()
+      [0x60, ...vec(new Array(4).fill([I32])), 0], // type 2: (i32 x 4) -> ()
     ])),
-    ...section(3, vec([[0], [1]])), // function 0 (block) has type 0, function 1 (packB) type 1
+    ...section(3, vec([[0], [1], [2]])), // functions: block, packB, packBT
     ...section(5, vec([[0x00, 1]])), // memory: 1 page, no maximum
-    ...section(7, vec([[...name("memory"), 0x02, 0], [...name("block"), 0x00, 0], [...name("packB"), 0x00, 1]])),
-    ...section(10, vec([[...uleb(code.length), ...code], [...uleb(packCode.length), ...packCode]])),
+    ...section(7, vec([
+      [...name("memory"), 0x02, 0],
+      [...name("block"), 0x00, 0],
+      [...name("packB"), 0x00, 1],
+      [...name("packBT"), 0x00, 2],
+    ])),
+    ...section(10, vec([
+      [...uleb(code.length), ...code],
+      [...uleb(packCode.length), ...packCode],
+      [...uleb(transposeCode.length), ...transposeCode],
+    ])),
   ]); // deno-fmt-ignore
 }
