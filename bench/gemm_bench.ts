@@ -25,7 +25,11 @@ const { values: flags } = parseArgs({
 const reps = Number(flags.reps);
 const shapes: [number, number, number][] = flags.shapes
   ? flags.shapes.split(";").map((s) => s.split(",").map(Number) as [number, number, number])
-  : [[256, 256, 256], [512, 512, 512], [1024, 1024, 1024], [2048, 2048, 2048], [3136, 64, 576], [49, 512, 4608]];
+  : [[256, 256, 256], [512, 512, 512], [1024, 1024, 1024], [2048, 2048, 2048], [3136, 64, 576], [64, 3136, 576], [
+    49,
+    512,
+    4608,
+  ]];
 const key = ([m, n, k]: number[]): string => `${m}x${n}x${k}`;
 
 interface Anchor {

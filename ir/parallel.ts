@@ -50,8 +50,11 @@ export const Control = {
 export const MAX_PARTS = 64;
 /** Most parameters one job can have. */
 export const MAX_PARAMS = 64;
-/** Largest arena: jobs needing more run on the calling thread alone. */
-export const ARENA_MAX_BYTES = 1 << 30;
+/**
+ * Largest arena (it only grows, until {@linkcode releasePool}): jobs needing
+ * more are cut into slabs by their caller, or run on the calling thread alone.
+ */
+export const ARENA_MAX_BYTES = 1 << 27;
 
 /**
  * Threads that parallel kernels use (the calling thread included). Default: the
@@ -59,6 +62,7 @@ export const ARENA_MAX_BYTES = 1 << 30;
  * available cores capped at 4.
  */
 let threads = defaultThreads();
+let arenaLimit = ARENA_MAX_BYTES;
 let pool: {
   workers: Worker[];
   /** Per worker: settles when it is ready or has failed. */
@@ -134,6 +138,43 @@ export function setThreadCount(count: number): void {
 }
 
 /**
+ * Bytes the shared arena may grow to (default and most:
+ * {@linkcode ARENA_MAX_BYTES}); kernels stage larger jobs in slabs.
+ *
+ * @returns The limit.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ARENA_MAX_BYTES, arenaLimitBytes } from "./parallel.ts";
+ * assert.ok(arenaLimitBytes() <= ARENA_MAX_BYTES);
+ * ```
+ */
+export function arenaLimitBytes(): number {
+  return arenaLimit;
+}
+
+/**
+ * Limit the shared arena to `bytes` (at most {@linkcode ARENA_MAX_BYTES}),
+ * for callers that watch their peak memory; an arena already larger keeps
+ * its size until {@linkcode releasePool}.
+ *
+ * @param bytes The limit.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ARENA_MAX_BYTES, arenaLimitBytes, setArenaLimit } from "./parallel.ts";
+ * setArenaLimit(1 << 20);
+ * assert.equal(arenaLimitBytes(), 1 << 20);
+ * setArenaLimit(ARENA_MAX_BYTES);
+ * ```
+ */
+export function setArenaLimit(bytes: number): void {
+  arenaLimit = Math.max(0, Math.min(ARENA_MAX_BYTES, Math.floor(bytes)));
+}
+
+/**
  * Stop all workers and drop the shared arena (its memory returns once
  * collected); the next parallel job starts them again.
  *
@@ -193,7 +234,7 @@ export function workerPartCount(): number {
 /**
  * Shared memory of at least `bytes` that workers see, or null when the job
  * should run on the calling thread alone (one thread configured, workers
- * unavailable, or more than {@linkcode ARENA_MAX_BYTES}). Its contents are
+ * unavailable, or more than {@linkcode arenaLimitBytes}). Its contents are
  * the caller's until the next call.
  *
  * @param bytes Bytes the job needs.
@@ -208,10 +249,10 @@ export function workerPartCount(): number {
  * ```
  */
 export function parallelArena(bytes: number): SharedArrayBuffer | null {
-  if (threads < 2 || unavailable || bytes > ARENA_MAX_BYTES) return null;
+  if (threads < 2 || unavailable || bytes > arenaLimit) return null;
   const p = startPool();
   if (p === null) return null;
-  if (p.arena.byteLength < bytes) p.arena.grow(Math.min(ARENA_MAX_BYTES, Math.max(bytes, 2 * p.arena.byteLength)));
+  if (p.arena.byteLength < bytes) p.arena.grow(Math.min(arenaLimit, Math.max(bytes, 2 * p.arena.byteLength)));
   return p.arena;
 }
 

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
+import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
 import { A_ROW_STRIDE, gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
 
 /** Element storage the kernel reads and writes. */
@@ -587,14 +587,28 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
   const parts = Math.min(Math.ceil((byRows ? m : n) / unit), threads * PARTS_PER_THREAD, MAX_PARTS);
   if (parts < 2) return false;
   const [aBytes, bBytes, cBytes] = [elementBytes(q.a), elementBytes(q.b), elementBytes(q.c)];
+  const extent = byRows ? m : n;
+  const bytes = roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + m * n * cBytes;
+  const limit = arenaLimitBytes();
+  if (bytes > limit) {
+    // Slabs of whole rows (or columns) of C whose staging fits the arena, each shared out in turn.
+    const shared = byRows ? k * n * bBytes : m * k * aBytes;
+    const perLine = byRows ? k * aBytes + n * cBytes : k * bBytes + m * cBytes;
+    const lines = Math.floor((limit - shared - 16) / perLine / unit) * unit;
+    if (lines < 2 * unit) return false;
+    for (let lo = 0; lo < extent; lo += lines) {
+      const hi = Math.min(extent, lo + lines);
+      if (!gemmParallel(subProblem(q, byRows, lo, hi), simd)) runPart(q, simd, byRows, lo, hi);
+    }
+    return true;
+  }
   const params = [m, n, k, +q.transA, +q.transB, +byRows, parts, unit, q.alpha, q.beta, +simd, aBytes, bBytes, cBytes];
-  const arena = parallelArena(roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + m * n * cBytes);
+  const arena = parallelArena(bytes);
   if (arena === null) return false;
   const t = staging(params, arena).problem;
   stageRows(t.a, 0, q.a, q.aOff, q.lda, q.transA ? k : m, q.transA ? m : k);
   stageRows(t.b, 0, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
   if (q.beta !== 0) stageRows(t.c, 0, q.c, q.cOff, q.ldc, m, n);
-  const extent = byRows ? m : n;
   const byWorker = runParts(gemmPartTask, params, parts, (part) => {
     const [lo, hi] = partRange(part, parts, extent, unit);
     runPart(q, simd, byRows, lo, hi);

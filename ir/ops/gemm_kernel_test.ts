@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { float32GemmKernel, gemm } from "./gemm_kernel.ts";
-import { releasePool, setThreadCount, startWorkers, threadCount, workerPartCount } from "../parallel.ts";
+import {
+  ARENA_MAX_BYTES,
+  releasePool,
+  setArenaLimit,
+  setThreadCount,
+  startWorkers,
+  threadCount,
+  workerPartCount,
+} from "../parallel.ts";
 import { mulberry32 } from "../../tests/tensor_compare.ts";
 
 /** Uniform in [-1, 1), reproducible. */
@@ -207,6 +215,7 @@ Deno.test("gemm() is bit-identical with 1 and 2 threads, split by rows or by col
       [45, 700, 400, true, false, f32, false],
       [150, 90, 300, true, true, f64, false],
       [64, 260, 270, false, false, f32, true],
+      [500, 60, 200, false, false, f32, false], // staged in slabs: 4 * (500 * 260 + 200 * 60) bytes > the limit below
     ];
     for (const [m, n, k, transA, transB, make, float64Accumulation] of cases) {
       const lda = (transA ? m : k) + 3;
@@ -223,6 +232,7 @@ Deno.test("gemm() is bit-identical with 1 and 2 threads, split by rows or by col
         gemm({ ...args, c, cOffset: 2, float64Accumulation });
         return c;
       };
+      setArenaLimit(m === 500 ? 400_000 : ARENA_MAX_BYTES);
       const single = run(1);
       // The calling thread may take every part while the worker sleeps: repeat until the worker has computed some.
       const workerPartsBefore = workerPartCount();
@@ -234,6 +244,7 @@ Deno.test("gemm() is bit-identical with 1 and 2 threads, split by rows or by col
     }
   } finally {
     setThreadCount(before);
+    setArenaLimit(ARENA_MAX_BYTES);
     releasePool();
   }
 });
