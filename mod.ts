@@ -65,7 +65,7 @@ export { builtinOps } from "./ir/builtin_ops.ts";
 export { intValues, opError } from "./ir/ops/common.ts";
 export type { GemmArgs } from "./ir/ops/gemm_kernel.ts";
 export { gemm } from "./ir/ops/gemm_kernel.ts";
-export { releasePool, setThreadCount, startWorkers, threadCount } from "./ir/parallel.ts";
+export { releasePool, setArenaLimit, setThreadCount, startWorkers, threadCount } from "./ir/parallel.ts";
 export type { ParseOptions } from "./ir/parser.ts";
 export { collectTensors, parseGraph, parseModule } from "./ir/parser.ts";
 export type { PrintOptions } from "./ir/printer.ts";
