@@ -8,7 +8,7 @@
  * unref'd, so an idle pool never keeps the process alive.
  * @module
  */
-import { Worker } from "node:worker_threads";
+import { isMainThread, Worker } from "node:worker_threads";
 
 /** Work a worker can do: compute part `part` of a job described by `params`, reading and writing `arena`. */
 export interface ParallelTask {
@@ -59,7 +59,7 @@ export const ARENA_MAX_BYTES = 1 << 27;
 /**
  * Threads that parallel kernels use (the calling thread included). Default: the
  * `CNNC_THREADS` environment variable when env access is granted, else the
- * available cores capped at 4.
+ * available cores capped at 4; 1 inside a worker.
  */
 let threads = defaultThreads();
 let arenaLimit = ARENA_MAX_BYTES;
@@ -77,6 +77,7 @@ let workerParts = 0;
 let unavailable = false;
 
 function defaultThreads(): number {
+  if (!isMainThread) return 1; // a task running in a worker never starts a pool of its own
   const cores = Math.max(1, Math.min(4, navigator.hardwareConcurrency ?? 1));
   try {
     if (Deno.permissions.querySync({ name: "env", variable: "CNNC_THREADS" }).state !== "granted") return cores;
