@@ -3,9 +3,10 @@
  * square sizes and at convolution/fully-connected layer shapes: the previous
  * kernel (a copy given with `--old`), this kernel on 1 and 2 threads, and
  * numpy (OpenBLAS) on 1 and 2 threads, all in the same run so the ratios
- * survive a noisy machine. On a shared machine the one-thread variants are
- * also given per CPU second (process CPU time: what the kernel does while it
- * runs, less skewed by other processes than the wall clock). Run (the previous kernel from git):
+ * survive a noisy machine. On a shared machine every variant is also given
+ * per CPU second (process CPU time, all threads: what the kernel does while
+ * it runs, less skewed by other processes than the wall clock; for 2 threads,
+ * near the 1-thread figure means little work added by sharing). Run (the previous kernel from git):
  *
  *     git show 9cb112e:ir/ops/gemm_kernel.ts > /tmp/gemm_old.ts
  *     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE deno run -A bench/gemm_bench.ts --old /tmp/gemm_old.ts
@@ -91,7 +92,7 @@ const gflops = (shape: number[], seconds: number): string =>
   (2 * shape[0] * shape[1] * shape[2] / seconds / 1e9).toFixed(1);
 console.log(`numpy BLAS: ${numpy1.blas}; workers ready: ${workers}; ${reps} reps, GFLOP/s (median)`);
 const names = [...variants.map(([name]) => name), "numpy 1t", "numpy 2t"];
-const cpuNames = [...variants.filter(([, , t]) => t === 1).map(([name]) => name), "numpy 1t"];
+const cpuNames = names;
 console.log(
   ["M x N x K", ...names, "new1t/np1t", "new2t/np2t", "new2t/new1t", ...cpuNames.map((x) => `${x} per CPU s`)].join(
     " | ",
@@ -103,7 +104,11 @@ for (const shape of shapes) {
     "numpy 1t": numpy1.seconds[key(shape)],
     "numpy 2t": numpy2.seconds[key(shape)],
   };
-  const cpu: Record<string, number> = { ...oursCpu[key(shape)], "numpy 1t": numpy1.cpu_seconds[key(shape)] };
+  const cpu: Record<string, number> = {
+    ...oursCpu[key(shape)],
+    "numpy 1t": numpy1.cpu_seconds[key(shape)],
+    "numpy 2t": numpy2.cpu_seconds[key(shape)],
+  };
   const ratio = (x: string, y: string): string => (s[y] / s[x]).toFixed(2);
   console.log(
     [
