@@ -17,7 +17,7 @@ import { type PipelineStep, printPipeline } from "../passes/pipeline.ts";
 import { generateC } from "../targets/c/codegen.ts";
 import { Interpreter } from "../ir/interpreter.ts";
 import { evaluate } from "./evaluate.ts";
-import { dbFigure, firstSamples } from "./verify.ts";
+import { concatBatches, dbFigure, firstSamples, modelBatches } from "./verify.ts";
 
 /** Limits of a budget; each one given must hold. */
 export interface BudgetLimits {
@@ -181,10 +181,15 @@ export interface BudgetSearchOptions {
 /** Calibration samples of the SQNR objective. */
 const SQNR_SAMPLES = 64;
 
+/** A leaf of the search: its steps, searched values and costs (its module is not kept: the grid may be large). */
 interface Candidate {
   steps: PipelineStep[];
   settings: Record<string, number>;
-  module: Module;
+  pipeline: string;
+  weightBytes: number;
+  macs: number | null;
+  arenaBytes: number;
+  fits: boolean;
 }
 
 /**
@@ -215,19 +220,40 @@ export async function searchBudget(
     throw new BudgetError("budget: needs evaluation data (--eval) or calibration data (--calib) to measure the loss");
   }
 
+  const l = options.limits;
+  const cost = (m: Module, done: PipelineStep[], settings: Record<string, number>): Candidate => {
+    const totals = costOf(m, { registry: ops }).totals;
+    const arenaBytes = options.target === "c" ? cArena(m) ?? totals.peakActivationBytes : totals.peakActivationBytes;
+    const fits = (l.weightBytes === undefined || totals.weightBytes <= l.weightBytes) &&
+      (l.macs === undefined || (totals.macs !== null && totals.macs <= l.macs)) &&
+      (l.arenaBytes === undefined || arenaBytes <= l.arenaBytes);
+    return {
+      steps: done,
+      settings,
+      pipeline: printPipeline(done),
+      weightBytes: totals.weightBytes,
+      macs: totals.macs,
+      arenaBytes,
+      fits,
+    };
+  };
+  const run = async (m: Module, step: PipelineStep): Promise<void> => {
+    const calibration = NEEDS_CALIBRATION.includes(step.pass.name) || step.options.dataAware === true
+      ? options.calibration
+      : null;
+    await runPipeline(m, [step], { registry: options.registry, calibration });
+  };
+
   // Depth first over the steps, each level's module cloned from its parent's, so a shared prefix runs once.
-  const candidates: Candidate[] = [];
+  const measured: Candidate[] = [];
   const expand = async (at: number, base: Module, done: PipelineStep[], settings: Record<string, number>) => {
     if (at === steps.length) {
-      candidates.push({ steps: done, settings, module: base });
+      measured.push(cost(base, done, settings));
       return;
     }
     for (const step of variants(steps[at], grid)) {
       const module = cloneModule(base);
-      const calibration = NEEDS_CALIBRATION.includes(step.pass.name) || step.options.dataAware === true
-        ? options.calibration
-        : null;
-      await runPipeline(module, [step], { registry: options.registry, calibration });
+      await run(module, step);
       const g = grid[step.pass.name];
       const next = g === undefined || overridden(step)
         ? settings
@@ -238,24 +264,6 @@ export async function searchBudget(
   await expand(0, module, [], {});
 
   const handText = printPipeline(steps);
-  const measured = candidates.map((c) => {
-    const totals = costOf(c.module, { registry: ops }).totals;
-    const arenaBytes = options.target === "c"
-      ? cArena(c.module) ?? totals.peakActivationBytes
-      : totals.peakActivationBytes;
-    const l = options.limits;
-    const fits = (l.weightBytes === undefined || totals.weightBytes <= l.weightBytes) &&
-      (l.macs === undefined || (totals.macs !== null && totals.macs <= l.macs)) &&
-      (l.arenaBytes === undefined || arenaBytes <= l.arenaBytes);
-    return {
-      c,
-      pipeline: printPipeline(c.steps),
-      weightBytes: totals.weightBytes,
-      macs: totals.macs,
-      arenaBytes,
-      fits,
-    };
-  });
   const fitting = measured.map((m, i) => ({ m, i })).filter(({ m }) => m.fits);
   if (fitting.length === 0) {
     const smallest = [...measured].sort((a, b) => a.weightBytes - b.weightBytes)[0];
@@ -273,11 +281,17 @@ export async function searchBudget(
   if (hand >= 0 && measured[hand].fits) toMeasure.add(hand);
 
   const loss = lossFunction(module, options, objective);
-  const points: BudgetPoint[] = measured.map((m, i) => {
-    const value = toMeasure.has(i) ? loss.of(m.c.module) : null;
-    return {
+  const points: BudgetPoint[] = [];
+  for (const [i, m] of measured.entries()) {
+    let value: number | null = null;
+    if (toMeasure.has(i)) {
+      const compressed = cloneModule(module);
+      for (const step of m.steps) await run(compressed, step);
+      value = loss.of(compressed);
+    }
+    points.push({
       pipeline: m.pipeline,
-      settings: m.c.settings,
+      settings: m.settings,
       weightBytes: m.weightBytes,
       macs: m.macs,
       arenaBytes: m.arenaBytes,
@@ -285,8 +299,8 @@ export async function searchBudget(
       accuracy: objective === "accuracy" ? value : null,
       sqnrDb: objective === "sqnr" && value !== null ? dbFigure(value) : null,
       handWritten: i === hand,
-    };
-  });
+    });
+  }
   const score = (p: BudgetPoint): number =>
     objective === "accuracy" ? p.accuracy! : p.sqnrDb === "inf" ? Infinity : p.sqnrDb as number;
   let chosen = -1;
@@ -359,7 +373,8 @@ function lossFunction(
   }
   const feeds = firstSamples(options.calibration!, SQNR_SAMPLES);
   const outputs = (m: Module): number[] => {
-    const values = new Interpreter(m, { registry: ops }).run(feeds);
+    const interpreter = new Interpreter(m, { registry: ops });
+    const values = concatBatches(modelBatches(m, feeds).map((f) => interpreter.run(f)));
     return m.graph.outputs.flatMap((v) => [...(values[v.name].data as Float32Array)]);
   };
   const reference = outputs(original);

@@ -314,6 +314,14 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
       samples: verify.samples,
       rtl: verify.rtl,
       registry: registry.ops,
+      // An FPGA image emitted without vectors is simulated with one sample's, emitted again for the check only.
+      withVectors: target.name === "fpga" && calibration !== null
+        ? async () =>
+          (await emitArtifacts(target, { ...targetOptions, vectors: 1 }, module, modelName, {
+            ...provenance,
+            calibration,
+          })).artifacts
+        : undefined,
     }),
   );
   const full: CompileReport = {
