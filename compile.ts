@@ -55,6 +55,7 @@ Options:
   --verify                 run every artifact in its runtime (onnxruntime, gcc, FPGA image reader, iverilog) on
                            the --eval (else --calib) inputs against the interpreter; a mismatch is an error.
                            Also records the output SQNR after every pass (needs -A: runs programs, onnxruntime)
+  --sqnr-each              record the output SQNR against the original model after every pass (needs --calib)
   --budget LIMITS          compress to fit, e.g. weight-bytes=16KB,macs=2M,arena=32KB: search the settings of
                            --passes for the least loss (accuracy on --eval, else SQNR on --calib) and print the
                            chosen pipeline
@@ -117,6 +118,7 @@ interface Args {
   calib?: string;
   eval?: string;
   verify: boolean;
+  sqnrEach: boolean;
   budget?: string;
   printIrBefore: string[];
   printIrAfter: string[];
@@ -147,6 +149,7 @@ function parseCommandLine(argv: string[]): Args {
         calib: { type: "string" },
         eval: { type: "string" },
         verify: { type: "boolean", default: false },
+        "sqnr-each": { type: "boolean", default: false },
         budget: { type: "string" },
         "print-ir-before": { type: "string", multiple: true, default: [] },
         "print-ir-after": { type: "string", multiple: true, default: [] },
@@ -188,6 +191,7 @@ function parseCommandLine(argv: string[]): Args {
     calib: v.calib ?? (bundled ? BUNDLED.calib : undefined),
     eval: v.eval ?? (bundled ? BUNDLED.eval : undefined),
     verify: v.verify!,
+    sqnrEach: v["sqnr-each"]!,
     budget: v.budget,
     printIrBefore: v["print-ir-before"]!,
     printIrAfter: v["print-ir-after"]!,
@@ -327,8 +331,12 @@ async function main(argv: string[]): Promise<void> {
     inputShapes: args.inputShapes,
     instrument: progress(args.quiet),
     verify: args.verify,
+    ...(args.sqnrEach ? { sqnrEach: true } : {}),
     budget: args.budget,
   };
+  if (args.sqnrEach && args.calib === undefined) {
+    throw new CliError("--sqnr-each needs --calib FILE.npy (the inputs the SQNR is measured on)");
+  }
   if (args.calib !== undefined) {
     options.calibration = readTensorFile(args.calib, "--calib");
     inputs.push({ path: args.calib, label: "the --calib file" });

@@ -70,6 +70,13 @@ Deno.test("--verify: onnx float and BFP models in onnxruntime within the stated 
   }
 });
 
+Deno.test("--verify: an ONNX model with external data runs from a folder with its data file", async () => {
+  const { report, artifacts } = await compiled("mlp", "", "onnx{external-data=true,threshold=1}", 4);
+  assert.deepEqual([...artifacts.keys()], ["mlp.onnx", "mlp.onnx.data"]);
+  assert.equal(report.verify!.ok, true);
+  assert.equal(report.verify!.checks[0].compared, 40);
+});
+
 Deno.test({
   name: "--verify: C from bfp is bit-exact on the host gcc; float C within 1e-5",
   ignore: !GCC,
@@ -193,6 +200,12 @@ Deno.test("--verify without inputs, or without permission to run programs, is on
     assert.equal(run.code, 1);
     assert.equal(run.stderr, "compile: error: verify: needs permission to run gcc (--allow-run; run the CLI with -A)");
     assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing written");
+    const noCalib = await cli("-P", join(MODELS, "mlp.onnx"), "--passes", "bfp", "--sqnr-each", "--out", dir);
+    assert.equal(noCalib.code, 1);
+    assert.equal(
+      noCalib.stderr,
+      "compile: error: --sqnr-each needs --calib FILE.npy (the inputs the SQNR is measured on)",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
