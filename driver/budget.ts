@@ -14,7 +14,6 @@ import { sqnr } from "../passes/analysis/bfp_error.ts";
 import { runPipeline } from "../passes/manager.ts";
 import type { PassLookup } from "../passes/pass.ts";
 import { type PipelineStep, printPipeline } from "../passes/pipeline.ts";
-import { generateC } from "../targets/c/codegen.ts";
 import { Interpreter } from "../ir/interpreter.ts";
 import { evaluate } from "./evaluate.ts";
 import { concatBatches, dbFigure, firstSamples, modelBatches } from "./verify.ts";
@@ -165,8 +164,11 @@ export interface BudgetSearchOptions {
   readonly limits: BudgetLimits;
   /** Passes and op definitions. */
   readonly registry: PassLookup;
-  /** The target's name (`c` measures its arena). */
-  readonly target: string;
+  /**
+   * The activation memory the target needs for a module (the C target's arena), or null where it states none; the
+   * cost model's peak bytes of live activations are used then. Default: always null.
+   */
+  readonly arenaBytes?: (module: Module) => Promise<number | null>;
   /** Calibration inputs by graph input name (the SQNR objective, and passes that need data). */
   readonly calibration: Readonly<Record<string, Tensor>> | null;
   /** Labelled data: the objective becomes top-1 accuracy. */
@@ -221,9 +223,9 @@ export async function searchBudget(
   }
 
   const l = options.limits;
-  const cost = (m: Module, done: PipelineStep[], settings: Record<string, number>): Candidate => {
+  const cost = async (m: Module, done: PipelineStep[], settings: Record<string, number>): Promise<Candidate> => {
     const totals = costOf(m, { registry: ops }).totals;
-    const arenaBytes = options.target === "c" ? cArena(m) ?? totals.peakActivationBytes : totals.peakActivationBytes;
+    const arenaBytes = (await options.arenaBytes?.(m)) ?? totals.peakActivationBytes;
     const fits = (l.weightBytes === undefined || totals.weightBytes <= l.weightBytes) &&
       (l.macs === undefined || (totals.macs !== null && totals.macs <= l.macs)) &&
       (l.arenaBytes === undefined || arenaBytes <= l.arenaBytes);
@@ -248,7 +250,7 @@ export async function searchBudget(
   const measured: Candidate[] = [];
   const expand = async (at: number, base: Module, done: PipelineStep[], settings: Record<string, number>) => {
     if (at === steps.length) {
-      measured.push(cost(base, done, settings));
+      measured.push(await cost(base, done, settings));
       return;
     }
     for (const step of variants(steps[at], grid)) {
@@ -343,21 +345,6 @@ function limitText(l: BudgetLimits): string {
     l.arenaBytes === undefined ? null : `arena<=${l.arenaBytes}`,
   ];
   return parts.filter((p) => p !== null).join(", ");
-}
-
-/** The C target's arena for `module`, or null when the C target cannot take it. */
-function cArena(module: Module): number | null {
-  try {
-    return generateC(module, {
-      identifier: "budget",
-      layout: "oihw",
-      int8Input: false,
-      provenance: [],
-      generator: "budget",
-    }).memory.totalBytes;
-  } catch {
-    return null;
-  }
 }
 
 /** Accuracy on the evaluation data, or output SQNR (dB) against `original` on the first calibration samples. */

@@ -228,9 +228,23 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
     budget = await searchBudget(module, steps, {
       limits,
       registry,
-      target: target.name,
       calibration,
       evaluation: options.evaluation,
+      // The arena is what the target states for the compressed module (the C target's `memory.arenaBytes`).
+      arenaBytes: async (compressed) => {
+        if (limits.arenaBytes === undefined) return null;
+        try {
+          const noVectors = "vectors" in targetOptions ? { ...targetOptions, vectors: 0 } : targetOptions;
+          const { stats } = await emitArtifacts(target, noVectors, compressed, modelName, {
+            pipeline: "",
+            inputSha256: "",
+          });
+          const arena = (stats.memory as { arenaBytes?: unknown } | undefined)?.arenaBytes;
+          return typeof arena === "number" ? arena : null;
+        } catch {
+          return null; // A setting the target cannot take is costed by the cost model.
+        }
+      },
     });
     steps = parsePipeline(budget.pipeline, registry);
   }

@@ -306,6 +306,14 @@ Deno.test("--budget: the same inputs give the same choice; no fitting setting is
     () => compile(bytes, { ...options, budget: "weight-bytes=1KB" }),
     /^BudgetError: budget: no setting of 3 explored fits weight-bytes<=1000; the smallest has \d+ weight bytes/,
   );
+  // The arena limit is the C target's arena: the chosen point's is the emitted code's.
+  const { report } = await compile(bytes, { ...options, budget: "weight-bytes=200KB,arena=100KB" });
+  const arena = (report.target.stats!.memory as { arenaBytes: number }).arenaBytes;
+  assert.equal(report.budget!.points[report.budget!.chosen].arenaBytes, arena);
+  await assert.rejects(
+    () => compile(bytes, { ...options, budget: `arena=${arena - 1}` }),
+    new RegExp(`no setting of 3 explored fits arena<=${arena - 1}; .* ${arena} activation bytes`),
+  );
   await assert.rejects(
     () => compile(bytes, { ...options, passes: "dce", budget: "macs=1M" }),
     /budget: the pipeline "dce" has no searchable pass/,
