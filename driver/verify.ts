@@ -165,6 +165,9 @@ export async function verifyArtifacts(
     checks.push(await verifyC(artifacts, feeds, samples, reference[outputs[0]]));
   } else if (options.target === "fpga") {
     checks.push(...await verifyFpga(module, artifacts, options));
+  } else {
+    const base = { runtime: "none", artifact: [...artifacts.keys()][0] ?? "", samples: 0, exact: false, tolerance: 0 };
+    checks.push(skipped(base, `no runtime is known for target ${quote(options.target)}`));
   }
   return {
     target: options.target,
@@ -258,16 +261,18 @@ export function modelBatches(module: Module, feeds: Readonly<Record<string, Tens
   return batches;
 }
 
-/** The f32 outputs of several batches joined along axis 0 (one batch is returned as it is). */
+/** The outputs of several batches joined along axis 0 (one batch is returned as it is; no string tensors). */
 export function concatBatches(parts: readonly Record<string, Tensor>[]): Record<string, Tensor> {
   if (parts.length === 1) return parts[0];
   const out: Record<string, Tensor> = {};
   for (const name of Object.keys(parts[0])) {
     const pieces = parts.map((p) => p[name].data as Float32Array);
-    const data = new Float32Array(pieces.reduce((a, p) => a + p.length, 0));
+    // The same typed array as the batches' (f32 scores, i64 indices, ...).
+    const Typed = pieces[0].constructor as Float32ArrayConstructor;
+    const data = new Typed(pieces.reduce((a, p) => a + p.length, 0));
     pieces.reduce((offset, p) => (data.set(p, offset), offset + p.length), 0);
     const rows = parts.reduce((a, p) => a + p[name].shape[0], 0);
-    out[name] = tensor("f32", [rows, ...parts[0][name].shape.slice(1)], data);
+    out[name] = tensor(parts[0][name].dtype, [rows, ...parts[0][name].shape.slice(1)], data);
   }
   return out;
 }
@@ -328,6 +333,17 @@ function compareNamed(
     if (g.shape.join() !== w.shape.join()) {
       mismatches++;
       first ??= `output ${quote(name)}: shape [${g.shape}], want [${w.shape}]`;
+      continue;
+    }
+    if (!(w.data instanceof Float32Array) || !(g.data instanceof Float32Array)) {
+      // Integer, boolean or string outputs (an argmax, a mask) must be equal.
+      const gd = g.data as ArrayLike<unknown>, wd = w.data as ArrayLike<unknown>;
+      compared += wd.length;
+      for (let i = 0; i < wd.length; i++) {
+        if (g.dtype === w.dtype && gd[i] === wd[i]) continue;
+        mismatches++, bitExact = false;
+        first ??= `output ${quote(name)} element ${i}: got ${g.dtype} ${gd[i]}, want ${w.dtype} ${wd[i]}`;
+      }
       continue;
     }
     const size = shapeSize(w.shape) / Math.max(1, samples);

@@ -14,6 +14,7 @@ import { exportOnnx } from "../ir/onnx/export.ts";
 import { cloneModule } from "../ir/rewriter.ts";
 import { type Tensor, tensor } from "../ir/tensor.ts";
 import { type Run, runCli } from "./cli_run.ts";
+import { randomInput } from "./tensor_compare.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODELS = join(ROOT, "examples/models");
@@ -75,6 +76,25 @@ Deno.test("--verify: an ONNX model with external data runs from a folder with it
   assert.deepEqual([...artifacts.keys()], ["mlp.onnx", "mlp.onnx.data"]);
   assert.equal(report.verify!.ok, true);
   assert.equal(report.verify!.checks[0].compared, 40);
+});
+
+Deno.test("--verify: a batch-1 model runs sample by sample; a target without a runtime is reported, not failed", async () => {
+  // The torchvision ResNet-18 fixture declares x: [1,3,32,32].
+  const bytes = await Deno.readFile(join(ROOT, "tests/fixtures/zoo/resnet18.onnx"));
+  const x = randomInput([3, 3, 32, 32], 7);
+  const { report, module, artifacts } = await compile(bytes, {
+    passes: "bfp",
+    modelName: "resnet18",
+    calibration: { x },
+    verify: true,
+  });
+  const [check] = report.verify!.checks;
+  assert.equal(check.samples, 3);
+  assert.equal(check.compared, 3 * 10);
+  assert.equal(check.ok, true);
+  const other = await verifyArtifacts(module, artifacts, { target: "tflite", modelName: "resnet18", inputs: { x } });
+  assert.equal(other.ok, true);
+  assert.equal(other.checks[0].skipped, 'no runtime is known for target "tflite"');
 });
 
 Deno.test({
