@@ -75,7 +75,10 @@ export interface VerifyCheck {
 export interface VerifyReport {
   /** The target whose artifacts were checked. */
   readonly target: string;
-  /** Where the inputs came from (`calibration` or `evaluation`). */
+  /**
+   * Where the inputs of the ONNX and C runs came from (`calibration` or `evaluation`); the RTL simulation runs the
+   * FPGA target's golden vectors, made from the first calibration samples.
+   */
   readonly inputs: string;
   /** The checks, in order. */
   readonly checks: readonly VerifyCheck[];
