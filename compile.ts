@@ -16,6 +16,8 @@ import { folderReader } from "./ir/onnx/tensor_proto.ts";
 import { oneLine, quote } from "./ir/quote.ts";
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
+import type { BudgetPoint, BudgetReport } from "./driver/budget.ts";
+import type { PassSqnr, VerifyReport } from "./driver/verify.ts";
 import { describeRange, kebabCase, type OptionSchema } from "./passes/options.ts";
 import { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
 import type { Tensor } from "./ir/tensor.ts";
@@ -50,6 +52,13 @@ Options:
                            dimensions take these values, so MACs are counted and targets get static shapes
   --calib FILE.npy         calibration inputs for data-aware passes
   --eval X.npy,Y.npy       measure top-1 accuracy before and after on inputs X and labels Y
+  --verify                 run every artifact in its runtime (onnxruntime, gcc, FPGA image reader, iverilog) on
+                           the --eval (else --calib) inputs against the interpreter; a mismatch is an error.
+                           Also records the output SQNR after every pass (needs -A: runs programs, onnxruntime)
+  --sqnr-each              record the output SQNR against the original model after every pass (needs --calib)
+  --budget LIMITS          compress to fit, e.g. weight-bytes=16KB,macs=2M,arena=32KB: search the settings of
+                           --passes for the least loss (accuracy on --eval, else SQNR on --calib) and print the
+                           chosen pipeline
   --print-ir-before NAME   print the IR before pass NAME, or "all" (repeatable)
   --print-ir-after NAME    print the IR after pass NAME, or "all" (repeatable)
   --print-ir-after-change  print the IR after every pass that changed it
@@ -108,6 +117,9 @@ interface Args {
   inputShapes: Record<string, number[]>;
   calib?: string;
   eval?: string;
+  verify: boolean;
+  sqnrEach: boolean;
+  budget?: string;
   printIrBefore: string[];
   printIrAfter: string[];
   printIrAfterChange: boolean;
@@ -136,6 +148,9 @@ function parseCommandLine(argv: string[]): Args {
         "input-shape": { type: "string", multiple: true, default: [] },
         calib: { type: "string" },
         eval: { type: "string" },
+        verify: { type: "boolean", default: false },
+        "sqnr-each": { type: "boolean", default: false },
+        budget: { type: "string" },
         "print-ir-before": { type: "string", multiple: true, default: [] },
         "print-ir-after": { type: "string", multiple: true, default: [] },
         "print-ir-after-change": { type: "boolean", default: false },
@@ -175,6 +190,9 @@ function parseCommandLine(argv: string[]): Args {
     inputShapes: parseInputShapes(v["input-shape"]!),
     calib: v.calib ?? (bundled ? BUNDLED.calib : undefined),
     eval: v.eval ?? (bundled ? BUNDLED.eval : undefined),
+    verify: v.verify!,
+    sqnrEach: v["sqnr-each"]!,
+    budget: v.budget,
     printIrBefore: v["print-ir-before"]!,
     printIrAfter: v["print-ir-after"]!,
     printIrAfterChange: v["print-ir-after-change"]!,
@@ -312,7 +330,13 @@ async function main(argv: string[]): Promise<void> {
     },
     inputShapes: args.inputShapes,
     instrument: progress(args.quiet),
+    verify: args.verify,
+    ...(args.sqnrEach ? { sqnrEach: true } : {}),
+    budget: args.budget,
   };
+  if (args.sqnrEach && args.calib === undefined) {
+    throw new CliError("--sqnr-each needs --calib FILE.npy (the inputs the SQNR is measured on)");
+  }
   if (args.calib !== undefined) {
     options.calibration = readTensorFile(args.calib, "--calib");
     inputs.push({ path: args.calib, label: "the --calib file" });
@@ -342,9 +366,57 @@ async function main(argv: string[]): Promise<void> {
   const written = writeOutputs(args, result, inputs);
   if (!args.quiet) {
     console.log(summary(modelName, result));
+    if (result.report.budget !== undefined) console.log(budgetSummary(result.report.budget));
+    if (result.report.passSqnr !== undefined) console.log(sqnrSummary(result.report.passSqnr));
+    if (result.report.verify !== undefined) console.log(verifySummary(result.report.verify));
     if (args.timing) console.log(timing(result));
     for (const path of written) console.log(`wrote ${path}`);
   }
+}
+
+/** The budget search: the limits, points explored, the choice next to the pipeline as written. */
+function budgetSummary(b: BudgetReport): string {
+  const loss = (p: BudgetPoint): string =>
+    b.objective === "accuracy"
+      ? (p.accuracy === null ? "not measured" : `accuracy ${pct(p.accuracy)}`)
+      : (p.sqnrDb === null ? "not measured" : `SQNR ${p.sqnrDb} dB`);
+  const chosen = b.points[b.chosen];
+  const lines = [
+    `budget: ${b.points.length} settings explored, ${b.points.filter((p) => p.fits).length} fit; chosen ` +
+    `(${fmt(chosen.weightBytes)} weight bytes, ${fmtMacs(chosen.macs)} MACs, ${fmt(chosen.arenaBytes)} activation ` +
+    `bytes, ${loss(chosen)}):`,
+    `  ${b.pipeline}`,
+  ];
+  if (b.handWritten >= 0) {
+    const h = b.points[b.handWritten];
+    lines.push(
+      `  as written: ${fmt(h.weightBytes)} weight bytes, ${h.fits ? loss(h) : "does not fit"}`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Output SQNR against the original model after every pass. */
+function sqnrSummary(records: readonly PassSqnr[]): string {
+  return records.map((r) => `  SQNR after ${r.pass.padEnd(12)} ${r.sqnrDb === null ? "?" : r.sqnrDb} dB`).join("\n");
+}
+
+/** One line per verification check. */
+function verifySummary(v: VerifyReport): string {
+  return v.checks.map((c) => {
+    const what = `verify ${c.runtime} ${c.artifact}`;
+    if (c.skipped !== null) return `  ${what}: skipped (${c.skipped})`;
+    const result = c.bitExact
+      ? "bit-exact"
+      : c.maxAbsError === null
+      ? `${c.mismatches} mismatches`
+      : `max abs error ${c.maxAbsError.toExponential(2)}, rel ${c.maxRelError!.toExponential(2)}, ` +
+        `SQNR ${c.sqnrDb} dB (tolerance ${c.tolerance})`;
+    const tools = Object.entries(c.tools).map(([k, v]) => `${k} ${v}`).join(", ");
+    return `  ${what}: ${result}, ${fmt(c.compared)} values${
+      c.samples > 0 ? ` of ${c.samples} samples` : ""
+    } [${tools}]`;
+  }).join("\n");
 }
 
 /** Pass-by-pass progress on stderr, only when stderr is a terminal. */

@@ -244,4 +244,8 @@ export { PLUGIN_API_VERSION, Registry } from "./driver/registry.ts";
 export type { EvaluateOptions, EvaluationResult } from "./driver/evaluate.ts";
 export { evaluate, evaluateOnnx, EvaluationError } from "./driver/evaluate.ts";
 export { runOnnxruntime } from "./driver/onnxruntime.ts";
+export type { ArtifactVerifyOptions, PassSqnr, VerifyCheck, VerifyReport } from "./driver/verify.ts";
+export { checkVerified, VERIFY_TOLERANCES, verifyArtifacts, VerifyError } from "./driver/verify.ts";
+export type { BudgetLimits, BudgetPoint, BudgetReport, BudgetSearchOptions } from "./driver/budget.ts";
+export { BUDGET_GRID, BudgetError, parseBudget, searchBudget } from "./driver/budget.ts";
 export { readNpy, writeNpy } from "./data/npy.ts";
