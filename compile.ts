@@ -2,7 +2,8 @@
  * The command line of the compiler: argument parsing, printing and writing
  * files. All compiler logic is in the library (`compile()` in driver/compile.ts).
  *
- *   deno run -P compile.ts [MODEL.onnx] --passes PIPELINE --target NAME [--out DIR] [--report FILE.json]
+ *   deno run --allow-read --allow-write compile.ts [MODEL.onnx] --passes PIPELINE --target NAME [--out DIR]
+ *     [--report FILE.json|FILE.html]
  *
  * @module
  */
@@ -44,7 +45,8 @@ Options:
   --target NAME            target, optionally with options: onnx{external-data=true} (default: onnx; see above)
   --out DIR                folder for the artifacts (default: ./out)
   --force                  write into a folder that holds a different image (fpga) of another build
-  --report FILE.json       write the report (costs before/after, per-pass stats and times)
+  --report FILE.json       write the report (costs before/after, per-pass stats and times);
+                           FILE.html writes it as a self-contained page with charts
   --plugin FILE.ts         load a plugin module exporting \`plugin\` (repeatable)
   --input-shape NAME=DIMS  static shape of graph input NAME, e.g. x=1,3,48,192 (repeatable): its symbolic
                            dimensions take these values, so MACs are counted and targets get static shapes
@@ -406,7 +408,10 @@ function writeOutputs(args: Args, result: CompileResult, inputs: readonly Protec
     return { path, bytes, label: `artifact ${quote(name)}` };
   });
   if (args.report !== undefined) {
-    const bytes = new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n");
+    // By extension: an HTML page for .html/.htm, the JSON report otherwise.
+    const bytes = /\.html?$/i.test(args.report)
+      ? result.reportHtml
+      : new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n");
     files.push({ path: args.report, bytes, label: "--report" });
   }
   try {

@@ -24,6 +24,7 @@ import { evaluate, EvaluationError, type EvaluationResult, type ModelInput, samp
 import { oneLine, quote } from "../ir/quote.ts";
 import { type Plugin, Registry } from "./registry.ts";
 import { buildReport, type CompileReport, type TargetDiagnostic } from "./report.ts";
+import { renderReportHtml } from "./report_html.ts";
 
 /** A labelled data set to measure top-1 accuracy on, before and after the pipeline. */
 export interface EvaluationData {
@@ -95,6 +96,8 @@ export interface CompileResult {
   artifacts: Artifacts;
   /** The report (plain JSON). */
   report: CompileReport;
+  /** The report as a self-contained HTML page (UTF-8, {@linkcode renderReportHtml}): what `--report x.html` writes. */
+  reportHtml: Uint8Array;
   /** The compiled module, for inspection (`printModule`, `interpret`). */
   module: Module;
 }
@@ -256,7 +259,7 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
       ? undefined
       : { before: accuracyBefore, after: accuracyAfter },
   });
-  return { artifacts, report, module };
+  return { artifacts, report, reportHtml: new TextEncoder().encode(renderReportHtml(report)), module };
 }
 
 function resolveRegistry(options: CompileOptions): Registry {
