@@ -33,7 +33,8 @@ const BUNDLED = {
   eval: ["x", "y"].map((k) => new URL(`./examples/models/mnist_test_${k}.npy`, import.meta.url).pathname).join(","),
 };
 
-const USAGE = `Usage: deno run -P compile.ts [MODEL.onnx] [options]
+const USAGE = `Usage: deno run --allow-read --allow-write compile.ts [MODEL.onnx] [options]
+   or: deno task compile [MODEL.onnx] [options]
 
 Compiles a trained CNN: imports the ONNX model, runs a pass pipeline on the IR
 and writes the target's artifacts. With no MODEL, compiles the bundled
