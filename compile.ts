@@ -14,7 +14,7 @@ import { readNpyFile } from "./data/npy.ts";
 import { compile, type CompileOptions, type CompileResult, DataError, defaultRegistry } from "./driver/compile.ts";
 import { fsReason, type ProtectedFile, writeFiles } from "./driver/write_files.ts";
 import { folderReader } from "./ir/onnx/tensor_proto.ts";
-import { oneLine, quote } from "./ir/quote.ts";
+import { escapeControl, oneLine, quote } from "./ir/quote.ts";
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
 import { describeRange, kebabCase, type OptionSchema } from "./passes/options.ts";
@@ -295,6 +295,7 @@ async function main(argv: string[]): Promise<void> {
   // Every file the compilation reads is an input no output may replace: the model, its external data, the data sets.
   const inputs: ProtectedFile[] = [{ path: args.model, label: "the input model" }];
   const readBeside = folderReader(resolve(args.model, ".."));
+  const progress = progressLine(args.quiet);
   const options: CompileOptions = {
     passes: args.passes,
     target: args.target,
@@ -314,7 +315,9 @@ async function main(argv: string[]): Promise<void> {
       },
     },
     inputShapes: args.inputShapes,
-    instrument: progress(args.quiet),
+    instrument: progress.instrument,
+    onLog: progress.onLog,
+    onProgress: progress.onProgress,
   };
   if (args.calib !== undefined) {
     options.calibration = readTensorFile(args.calib, "--calib");
@@ -337,10 +340,12 @@ async function main(argv: string[]): Promise<void> {
   try {
     result = await compile(modelBytes, options);
   } catch (e) {
+    progress.clear();
     if (!(e instanceof DataError)) throw e;
     const flag = e.option === "calibration" ? `--calib ${quote(args.calib!)}` : `--eval ${quote(args.eval!)}`;
     throw new CliError(`${flag}: ${e.reason}`);
   }
+  progress.clear();
   if (!args.force) refuseForeignImages(args.out, registry.target(result.report.target.name)?.exclusive, result);
   const written = writeOutputs(args, result, inputs);
   if (!args.quiet) {
@@ -350,20 +355,48 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-/** Pass-by-pass progress on stderr, only when stderr is a terminal. */
-function progress(quiet: boolean): CompileOptions["instrument"] {
-  if (quiet || !Deno.stderr.isTerminal()) return undefined;
+/** What the progress line hooks into, and how to wipe it. */
+interface Progress {
+  instrument?: CompileOptions["instrument"];
+  onLog?: CompileOptions["onLog"];
+  onProgress?: CompileOptions["onProgress"];
+  clear(): void;
+}
+
+/**
+ * Progress on stderr, one line redrawn in place: the pass running, its latest log line (each SVD layer, calibration
+ * probes) and the evaluation's samples. Only when stderr is a terminal and without -q: pipes and logs get nothing.
+ */
+function progressLine(quiet: boolean): Progress {
+  if (quiet || !Deno.stderr.isTerminal()) return { clear() {} };
   const encoder = new TextEncoder();
+  let columns = 80;
+  try {
+    columns = Deno.consoleSize().columns || 80; // 0 under some pseudo-terminals
+  } catch {
+    // not a console after all: keep 80
+  }
+  let shown = false;
+  const write = (text: string): void => {
+    Deno.stderr.writeSync(encoder.encode(text));
+  };
+  const show = (text: string): void => {
+    write(`\r\x1b[K${escapeControl(text).slice(0, Math.max(20, columns - 1))}`);
+    shown = true;
+  };
+  const clear = (): void => {
+    if (shown) write("\r\x1b[K");
+    shown = false;
+  };
   return {
-    beforePass(step) {
-      Deno.stderr.writeSync(encoder.encode(`\r\x1b[K  running ${step.pass.name}...`));
+    instrument: {
+      beforePass: (step) => show(`  running ${step.pass.name}...`),
+      afterPass: clear,
+      afterPassFailed: clear,
     },
-    afterPass() {
-      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
-    },
-    afterPassFailed() {
-      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
-    },
+    onLog: (pass, message) => show(`  ${pass}: ${message}`),
+    onProgress: (message) => show(`  ${message}`),
+    clear,
   };
 }
 

@@ -60,6 +60,8 @@ export interface CompileOptions extends Omit<RunPipelineOptions, "registry" | "c
   calibration?: Readonly<Record<string, Tensor>> | Tensor;
   /** Measure top-1 accuracy (reference interpreter) before and after the pipeline; recorded in `report.accuracy`. */
   evaluation?: EvaluationData;
+  /** Progress of long work outside the passes (evaluation), one short line at a time; passes report through `onLog`. */
+  onProgress?: (message: string) => void;
   /** How to import the model; `baseDir` lets the importer read external data files beside it. */
   importOptions?: ImportOptions;
   /**
@@ -190,19 +192,26 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
   const before = costOf(module, { registry: registry.ops });
   const opsetsBefore = opsetRecord(module);
   const calibration = resolveCalibration(module, options.calibration);
-  const evaluateModule = (): EvaluationResult | undefined => {
+  const evaluateModule = (phase: "before" | "after"): EvaluationResult | undefined => {
     const data = options.evaluation;
     if (data === undefined) return undefined;
     if (!isTensor(data.inputs) || !isTensor(data.labels)) {
       throw new DataError("evaluation", "expected { inputs, labels } tensors");
     }
     try {
-      return evaluate(module, data.inputs, data.labels, { registry: registry.ops, batchSize: data.batchSize });
+      const onProgress = options.onProgress === undefined
+        ? undefined
+        : (done: number, total: number) => options.onProgress!(`accuracy ${phase}: ${done} of ${total} samples`);
+      return evaluate(module, data.inputs, data.labels, {
+        registry: registry.ops,
+        batchSize: data.batchSize,
+        onProgress,
+      });
     } catch (e) {
       throw e instanceof EvaluationError ? new DataError("evaluation", e.reason) : e;
     }
   };
-  const accuracyBefore = evaluateModule();
+  const accuracyBefore = evaluateModule("before");
 
   const passesStart = performance.now();
   const records = await runPipeline(module, steps, {
@@ -224,7 +233,7 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
   }
   const passesMs = performance.now() - passesStart;
   const after = costOf(module, { registry: registry.ops });
-  const accuracyAfter = evaluateModule();
+  const accuracyAfter = evaluateModule("after");
 
   const emitStart = performance.now();
   const pipeline = printPipeline(steps);
