@@ -767,6 +767,8 @@ svg .ctitle{font-size:13px;font-weight:600;fill:#1d2430}svg .mark{font-size:12px
 vertical-align:-1px}
 .note{color:#4a5462}details{margin:4px 0 12px}summary{cursor:pointer;color:#2563c9}
 footer{color:#6b7480;font-size:12px;margin-top:36px}
+nav{margin:14px 0 0;font-size:14px}nav a{color:#2563c9;text-decoration:none;margin-right:16px;white-space:nowrap}
+nav a:hover{text-decoration:underline}
 `;
 
 /**
@@ -810,8 +812,7 @@ export function renderReportHtml(report: CompileReport): string {
     `<p class="meta">model ${escapeHtml(r.model.producer === "" ? "(producer unknown)" : r.model.producer)}, opsets ${
       escapeHtml(opsets)
     }</p></header>`;
-  const body = [
-    header,
+  const sections = [
     summarySection(r),
     accuracySection(r),
     layerSection(r.layers),
@@ -822,9 +823,21 @@ export function renderReportHtml(report: CompileReport): string {
     cTargetSection(r),
     fpgaSection(r),
     artifactsSection(r),
+  ].filter((s) => s !== "");
+  // A contents line linking each section (in-page anchors only).
+  const nav = `<nav>${
+    sections.map((s) => {
+      const [, id, title] = s.match(/^<section id="([a-z-]+)"><h2>(.*?)<\/h2>/)!;
+      return `<a href="#${id}">${title}</a>`;
+    }).join("")
+  }</nav>`;
+  const body = [
+    header,
+    nav,
+    ...sections,
     `<footer>cnnc report version ${r.version}. Generated from the JSON report; pass and stage timings are in the ` +
     "JSON only.</footer>",
-  ].filter((s) => s !== "").join("\n");
+  ].join("\n");
   return `<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">` +
     `<meta name="viewport" content="width=device-width, initial-scale=1">` +
     `<title>${escapeHtml(`${r.model.name}: cnnc report`)}</title><style>${STYLE}</style></head>\n` +

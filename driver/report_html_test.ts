@@ -139,7 +139,13 @@ Deno.test("the page escapes every name and holds no script or outside resource",
   assert.ok(!/<script/i.test(page), "no script element");
   assert.ok(!page.includes("\u001b"), "no control character");
   assert.ok(page.includes("conv&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;\\x1b[31m"));
-  assert.ok(!/\b(src|href)=/i.test(page), "no linked resource");
+  assert.ok(!/\bsrc=/i.test(page), "no embedded resource");
+  assert.deepEqual(
+    [...page.matchAll(/\bhref="([^"]*)"/g)].map((m) => m[1]).filter((h) => !/^#[a-z-]+$/.test(h)),
+    [],
+    "links only to sections of the page",
+  );
+  assert.ok(page.includes('<a href="#c-memory">C target: memory plan</a>'));
   assert.deepEqual(
     page.match(/https?:\/\/[^"]*/g),
     page.match(/http:\/\/www\.w3\.org\/2000\/svg/g),
