@@ -742,7 +742,15 @@ function fpgaSection(r: CompileReport): string {
 
 function artifactsSection(r: CompileReport): string {
   const rows = r.artifacts.map((a) => [a.name, num(a.bytes), a.sha256.slice(0, 16)]);
-  return section("artifacts", "Artifacts", table(["file", "bytes", "SHA-256 (first 16)"], rows, [false, true, false]));
+  const list = table(["file", "bytes", "SHA-256 (first 16)"], rows, [false, true, false]);
+  if (rows.length <= 12) return section("artifacts", "Artifacts", list);
+  // A long list (an FPGA image's per-layer companions) stays folded.
+  const bytes = r.artifacts.reduce((s, a) => s + a.bytes, 0);
+  return section(
+    "artifacts",
+    "Artifacts",
+    `<details><summary>${escapeHtml(`${num(rows.length)} files, ${num(bytes)} bytes`)}</summary>${list}</details>`,
+  );
 }
 
 const STYLE = `
