@@ -2,7 +2,8 @@
  * The command line of the compiler: argument parsing, printing and writing
  * files. All compiler logic is in the library (`compile()` in driver/compile.ts).
  *
- *   deno run -P compile.ts [MODEL.onnx] --passes PIPELINE --target NAME [--out DIR] [--report FILE.json]
+ *   deno run --allow-read --allow-write compile.ts [MODEL.onnx] --passes PIPELINE --target NAME [--out DIR]
+ *     [--report FILE.json|FILE.html]
  *
  * @module
  */
@@ -13,7 +14,7 @@ import { readNpyFile } from "./data/npy.ts";
 import { compile, type CompileOptions, type CompileResult, DataError, defaultRegistry } from "./driver/compile.ts";
 import { fsReason, type ProtectedFile, writeFiles } from "./driver/write_files.ts";
 import { folderReader } from "./ir/onnx/tensor_proto.ts";
-import { oneLine, quote } from "./ir/quote.ts";
+import { escapeControl, oneLine, quote } from "./ir/quote.ts";
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
 import type { BudgetPoint, BudgetReport } from "./driver/budget.ts";
@@ -34,7 +35,8 @@ const BUNDLED = {
   eval: ["x", "y"].map((k) => new URL(`./examples/models/mnist_test_${k}.npy`, import.meta.url).pathname).join(","),
 };
 
-const USAGE = `Usage: deno run -P compile.ts [MODEL.onnx] [options]
+const USAGE = `Usage: deno run --allow-read --allow-write compile.ts [MODEL.onnx] [options]
+   or: deno task compile [MODEL.onnx] [options]
 
 Compiles a trained CNN: imports the ONNX model, runs a pass pipeline on the IR
 and writes the target's artifacts. With no MODEL, compiles the bundled
@@ -46,7 +48,8 @@ Options:
   --target NAME            target, optionally with options: onnx{external-data=true} (default: onnx; see above)
   --out DIR                folder for the artifacts (default: ./out)
   --force                  write into a folder that holds a different image (fpga) of another build
-  --report FILE.json       write the report (costs before/after, per-pass stats and times)
+  --report FILE.json       write the report (costs before/after, per-pass stats and times);
+                           FILE.html writes it as a self-contained page with charts
   --plugin FILE.ts         load a plugin module exporting \`plugin\` (repeatable)
   --input-shape NAME=DIMS  static shape of graph input NAME, e.g. x=1,3,48,192 (repeatable): its symbolic
                            dimensions take these values, so MACs are counted and targets get static shapes
@@ -310,6 +313,7 @@ async function main(argv: string[]): Promise<void> {
   // Every file the compilation reads is an input no output may replace: the model, its external data, the data sets.
   const inputs: ProtectedFile[] = [{ path: args.model, label: "the input model" }];
   const readBeside = folderReader(resolve(args.model, ".."));
+  const progress = progressLine(args.quiet);
   const options: CompileOptions = {
     passes: args.passes,
     target: args.target,
@@ -329,7 +333,9 @@ async function main(argv: string[]): Promise<void> {
       },
     },
     inputShapes: args.inputShapes,
-    instrument: progress(args.quiet),
+    instrument: progress.instrument,
+    onLog: progress.onLog,
+    onProgress: progress.onProgress,
     verify: args.verify,
     ...(args.sqnrEach ? { sqnrEach: true } : {}),
     budget: args.budget,
@@ -358,10 +364,12 @@ async function main(argv: string[]): Promise<void> {
   try {
     result = await compile(modelBytes, options);
   } catch (e) {
+    progress.clear();
     if (!(e instanceof DataError)) throw e;
     const flag = e.option === "calibration" ? `--calib ${quote(args.calib!)}` : `--eval ${quote(args.eval!)}`;
     throw new CliError(`${flag}: ${e.reason}`);
   }
+  progress.clear();
   if (!args.force) refuseForeignImages(args.out, registry.target(result.report.target.name)?.exclusive, result);
   const written = writeOutputs(args, result, inputs);
   if (!args.quiet) {
@@ -419,20 +427,48 @@ function verifySummary(v: VerifyReport): string {
   }).join("\n");
 }
 
-/** Pass-by-pass progress on stderr, only when stderr is a terminal. */
-function progress(quiet: boolean): CompileOptions["instrument"] {
-  if (quiet || !Deno.stderr.isTerminal()) return undefined;
+/** What the progress line hooks into, and how to wipe it. */
+interface Progress {
+  instrument?: CompileOptions["instrument"];
+  onLog?: CompileOptions["onLog"];
+  onProgress?: CompileOptions["onProgress"];
+  clear(): void;
+}
+
+/**
+ * Progress on stderr, one line redrawn in place: the pass running, its latest log line (each SVD layer, calibration
+ * probes) and the evaluation's samples. Only when stderr is a terminal and without -q: pipes and logs get nothing.
+ */
+function progressLine(quiet: boolean): Progress {
+  if (quiet || !Deno.stderr.isTerminal()) return { clear() {} };
   const encoder = new TextEncoder();
+  let columns = 80;
+  try {
+    columns = Deno.consoleSize().columns || 80; // 0 under some pseudo-terminals
+  } catch {
+    // not a console after all: keep 80
+  }
+  let shown = false;
+  const write = (text: string): void => {
+    Deno.stderr.writeSync(encoder.encode(text));
+  };
+  const show = (text: string): void => {
+    write(`\r\x1b[K${escapeControl(text).slice(0, Math.max(20, columns - 1))}`);
+    shown = true;
+  };
+  const clear = (): void => {
+    if (shown) write("\r\x1b[K");
+    shown = false;
+  };
   return {
-    beforePass(step) {
-      Deno.stderr.writeSync(encoder.encode(`\r\x1b[K  running ${step.pass.name}...`));
+    instrument: {
+      beforePass: (step) => show(`  running ${step.pass.name}...`),
+      afterPass: clear,
+      afterPassFailed: clear,
     },
-    afterPass() {
-      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
-    },
-    afterPassFailed() {
-      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
-    },
+    onLog: (pass, message) => show(`  ${pass}: ${message}`),
+    onProgress: (message) => show(`  ${message}`),
+    clear,
   };
 }
 
@@ -478,7 +514,10 @@ function writeOutputs(args: Args, result: CompileResult, inputs: readonly Protec
     return { path, bytes, label: `artifact ${quote(name)}` };
   });
   if (args.report !== undefined) {
-    const bytes = new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n");
+    // By extension: an HTML page for .html/.htm, the JSON report otherwise.
+    const bytes = /\.html?$/i.test(args.report)
+      ? result.reportHtml
+      : new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n");
     files.push({ path: args.report, bytes, label: "--report" });
   }
   try {

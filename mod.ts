@@ -239,6 +239,7 @@ export type {
   TargetInfo,
 } from "./driver/report.ts";
 export { REPORT_VERSION } from "./driver/report.ts";
+export { renderReportHtml } from "./driver/report_html.ts";
 export type { Plugin } from "./driver/registry.ts";
 export { PLUGIN_API_VERSION, Registry } from "./driver/registry.ts";
 export type { EvaluateOptions, EvaluationResult } from "./driver/evaluate.ts";

@@ -26,6 +26,7 @@ import { type Plugin, Registry } from "./registry.ts";
 import { buildReport, type CompileReport, type TargetDiagnostic } from "./report.ts";
 import { type BudgetLimits, type BudgetReport, parseBudget, searchBudget } from "./budget.ts";
 import { checkVerified, type PassSqnr, passSqnrTracker, verifyArtifacts } from "./verify.ts";
+import { renderReportHtml } from "./report_html.ts";
 
 /** A labelled data set to measure top-1 accuracy on, before and after the pipeline. */
 export interface EvaluationData {
@@ -61,6 +62,8 @@ export interface CompileOptions extends Omit<RunPipelineOptions, "registry" | "c
   calibration?: Readonly<Record<string, Tensor>> | Tensor;
   /** Measure top-1 accuracy (reference interpreter) before and after the pipeline; recorded in `report.accuracy`. */
   evaluation?: EvaluationData;
+  /** Progress of long work outside the passes (evaluation), one short line at a time; passes report through `onLog`. */
+  onProgress?: (message: string) => void;
   /** How to import the model; `baseDir` lets the importer read external data files beside it. */
   importOptions?: ImportOptions;
   /**
@@ -117,6 +120,8 @@ export interface CompileResult {
   artifacts: Artifacts;
   /** The report (plain JSON). */
   report: CompileReport;
+  /** The report as a self-contained HTML page (UTF-8, {@linkcode renderReportHtml}): what `--report x.html` writes. */
+  reportHtml: Uint8Array;
   /** The compiled module, for inspection (`printModule`, `interpret`). */
   module: Module;
 }
@@ -210,19 +215,26 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
   const before = costOf(module, { registry: registry.ops });
   const opsetsBefore = opsetRecord(module);
   const calibration = resolveCalibration(module, options.calibration);
-  const evaluateModule = (): EvaluationResult | undefined => {
+  const evaluateModule = (phase: "before" | "after"): EvaluationResult | undefined => {
     const data = options.evaluation;
     if (data === undefined) return undefined;
     if (!isTensor(data.inputs) || !isTensor(data.labels)) {
       throw new DataError("evaluation", "expected { inputs, labels } tensors");
     }
     try {
-      return evaluate(module, data.inputs, data.labels, { registry: registry.ops, batchSize: data.batchSize });
+      const onProgress = options.onProgress === undefined
+        ? undefined
+        : (done: number, total: number) => options.onProgress!(`accuracy ${phase}: ${done} of ${total} samples`);
+      return evaluate(module, data.inputs, data.labels, {
+        registry: registry.ops,
+        batchSize: data.batchSize,
+        onProgress,
+      });
     } catch (e) {
       throw e instanceof EvaluationError ? new DataError("evaluation", e.reason) : e;
     }
   };
-  const accuracyBefore = evaluateModule();
+  const accuracyBefore = evaluateModule("before");
   let budget: BudgetReport | null = null;
   if (limits !== undefined) {
     budget = await searchBudget(module, steps, {
@@ -284,7 +296,7 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
   }
   const passesMs = performance.now() - passesStart;
   const after = costOf(module, { registry: registry.ops });
-  const accuracyAfter = evaluateModule();
+  const accuracyAfter = evaluateModule("after");
 
   const emitStart = performance.now();
   const pipeline = printPipeline(steps);
@@ -344,7 +356,7 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
     ...(verified === null ? {} : { verify: verified }),
     ...(budget === null ? {} : { budget }),
   };
-  return { artifacts, report: full, module };
+  return { artifacts, report: full, reportHtml: new TextEncoder().encode(renderReportHtml(full)), module };
 }
 
 /** The inputs `verify` runs: the evaluation set's (fed to the first graph input), else the calibration set. */

@@ -1,6 +1,5 @@
 /**
- * Runs `compile.ts` in a child Deno for the command-line tests: exit status, stdout, and stderr without Deno's own
- * warning about permissions in the config file.
+ * Runs `compile.ts` in a child Deno for the command-line tests: exit status, stdout, and stderr's non-empty lines.
  */
 import { join } from "node:path";
 
@@ -12,20 +11,19 @@ export interface Run {
   code: number;
   /** Everything printed on stdout. */
   stdout: string;
-  /** stderr's non-empty lines but Deno's warning, joined by newlines. */
+  /** stderr's non-empty lines, joined by newlines. */
   stderr: string;
 }
 
-/** Run `deno run PERMISSION --quiet compile.ts ...args` from the repository root. */
-export async function runCli(permission: string, args: readonly string[]): Promise<Run> {
+/** Run `deno run ...PERMISSIONS --quiet compile.ts ...args` from the repository root. */
+export async function runCli(permissions: readonly string[], args: readonly string[]): Promise<Run> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", permission, "--quiet", join(ROOT, "compile.ts"), ...args],
+    args: ["run", ...permissions, "--quiet", join(ROOT, "compile.ts"), ...args],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
   }).output();
   const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  // Deno warns that permissions in the config file are experimental; that line is Deno's, not ours.
-  const stderr = text(out.stderr).split("\n").filter((l) => l !== "" && !/experimental feature/.test(l)).join("\n");
+  const stderr = text(out.stderr).split("\n").filter((l) => l !== "").join("\n");
   return { code: out.code, stdout: text(out.stdout), stderr };
 }

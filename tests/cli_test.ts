@@ -13,7 +13,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 const MODELS = join(ROOT, "examples/models");
 
 function cli(...args: string[]): Promise<Run> {
-  return runCli("-P", args);
+  return runCli(["--allow-read", "--allow-write"], args);
 }
 
 function assertError(run: Run, pattern: RegExp, lines = 1): void {

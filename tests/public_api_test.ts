@@ -146,6 +146,7 @@ const EXPECTED_VALUES: readonly string[] = [
   "readNpy",
   "readTensorProto",
   "renameValue",
+  "renderReportHtml",
   "replaceAllUsesWith",
   "replaceConstant",
   "replaceOp",

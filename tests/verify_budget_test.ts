@@ -206,7 +206,8 @@ Deno.test("--verify: a corrupted artifact of each target fails, naming it and th
   }
 });
 
-const cli = (permission: string, ...args: string[]): Promise<Run> => runCli(permission, args);
+const READ_WRITE = ["--allow-read", "--allow-write"];
+const cli = (permissions: readonly string[], ...args: string[]): Promise<Run> => runCli(permissions, args);
 
 Deno.test("--verify without inputs, or without permission to run programs, is one line", async () => {
   await assert.rejects(
@@ -216,11 +217,21 @@ Deno.test("--verify without inputs, or without permission to run programs, is on
   const dir = await Deno.makeTempDir();
   try {
     const calib = join(MODELS, "mnist_calib_x.npy");
-    const run = await cli("-P", join(MODELS, "mlp.onnx"), "--target", "c", "--calib", calib, "--verify", "--out", dir);
+    const run = await cli(
+      READ_WRITE,
+      join(MODELS, "mlp.onnx"),
+      "--target",
+      "c",
+      "--calib",
+      calib,
+      "--verify",
+      "--out",
+      dir,
+    );
     assert.equal(run.code, 1);
     assert.equal(run.stderr, "compile: error: verify: needs permission to run gcc (--allow-run; run the CLI with -A)");
     assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing written");
-    const noCalib = await cli("-P", join(MODELS, "mlp.onnx"), "--passes", "bfp", "--sqnr-each", "--out", dir);
+    const noCalib = await cli(READ_WRITE, join(MODELS, "mlp.onnx"), "--passes", "bfp", "--sqnr-each", "--out", dir);
     assert.equal(noCalib.code, 1);
     assert.equal(
       noCalib.stderr,
@@ -239,7 +250,7 @@ Deno.test({
     try {
       const calib = join(MODELS, "mnist_calib_x.npy");
       const run = await cli(
-        "-A",
+        ["-A"],
         join(MODELS, "mlp.onnx"),
         ...["--passes", "bfp", "--target", "c", "--calib", calib, "--out", dir],
         ...["--budget", "weight-bytes=200KB", "--verify"],
