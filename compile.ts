@@ -2,7 +2,8 @@
  * The command line of the compiler: argument parsing, printing and writing
  * files. All compiler logic is in the library (`compile()` in driver/compile.ts).
  *
- *   deno run -P compile.ts [MODEL.onnx] --passes PIPELINE --target NAME [--out DIR] [--report FILE.json]
+ *   deno run --allow-read --allow-write compile.ts [MODEL.onnx] --passes PIPELINE --target NAME [--out DIR]
+ *     [--report FILE.json|FILE.html]
  *
  * @module
  */
@@ -14,9 +15,11 @@ import { compile, type CompileOptions, type CompileResult, DataError, defaultReg
 import { fsReason, type ProtectedFile, writeFiles } from "./driver/write_files.ts";
 import { folderReader } from "./ir/onnx/tensor_proto.ts";
 import { type OnnxFile, readOnnxFile } from "./ir/onnx/model_file.ts";
-import { oneLine, quote } from "./ir/quote.ts";
+import { escapeControl, oneLine, quote } from "./ir/quote.ts";
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
+import type { BudgetPoint, BudgetReport } from "./driver/budget.ts";
+import type { PassSqnr, VerifyReport } from "./driver/verify.ts";
 import { describeRange, kebabCase, type OptionSchema } from "./passes/options.ts";
 import { parsePipeline, PipelineError, printPipeline } from "./passes/pipeline.ts";
 import type { Tensor } from "./ir/tensor.ts";
@@ -33,7 +36,8 @@ const BUNDLED = {
   eval: ["x", "y"].map((k) => new URL(`./examples/models/mnist_test_${k}.npy`, import.meta.url).pathname).join(","),
 };
 
-const USAGE = `Usage: deno run -P compile.ts [MODEL.onnx] [options]
+const USAGE = `Usage: deno run --allow-read --allow-write compile.ts [MODEL.onnx] [options]
+   or: deno task compile [MODEL.onnx] [options]
 
 Compiles a trained CNN: imports the ONNX model, runs a pass pipeline on the IR
 and writes the target's artifacts. With no MODEL, compiles the bundled
@@ -45,12 +49,20 @@ Options:
   --target NAME            target, optionally with options: onnx{external-data=true} (default: onnx; see above)
   --out DIR                folder for the artifacts (default: ./out)
   --force                  write into a folder that holds a different image (fpga) of another build
-  --report FILE.json       write the report (costs before/after, per-pass stats and times)
+  --report FILE.json       write the report (costs before/after, per-pass stats and times);
+                           FILE.html writes it as a self-contained page with charts
   --plugin FILE.ts         load a plugin module exporting \`plugin\` (repeatable)
   --input-shape NAME=DIMS  static shape of graph input NAME, e.g. x=1,3,48,192 (repeatable): its symbolic
                            dimensions take these values, so MACs are counted and targets get static shapes
   --calib FILE.npy         calibration inputs for data-aware passes
   --eval X.npy,Y.npy       measure top-1 accuracy before and after on inputs X and labels Y
+  --verify                 run every artifact in its runtime (onnxruntime, gcc, FPGA image reader, iverilog) on
+                           the --eval (else --calib) inputs against the interpreter; a mismatch is an error.
+                           Also records the output SQNR after every pass (needs -A: runs programs, onnxruntime)
+  --sqnr-each              record the output SQNR against the original model after every pass (needs --calib)
+  --budget LIMITS          compress to fit, e.g. weight-bytes=16KB,macs=2M,arena=32KB: search the settings of
+                           --passes for the least loss (accuracy on --eval, else SQNR on --calib) and print the
+                           chosen pipeline
   --print-ir-before NAME   print the IR before pass NAME, or "all" (repeatable)
   --print-ir-after NAME    print the IR after pass NAME, or "all" (repeatable)
   --print-ir-after-change  print the IR after every pass that changed it
@@ -109,6 +121,9 @@ interface Args {
   inputShapes: Record<string, number[]>;
   calib?: string;
   eval?: string;
+  verify: boolean;
+  sqnrEach: boolean;
+  budget?: string;
   printIrBefore: string[];
   printIrAfter: string[];
   printIrAfterChange: boolean;
@@ -137,6 +152,9 @@ function parseCommandLine(argv: string[]): Args {
         "input-shape": { type: "string", multiple: true, default: [] },
         calib: { type: "string" },
         eval: { type: "string" },
+        verify: { type: "boolean", default: false },
+        "sqnr-each": { type: "boolean", default: false },
+        budget: { type: "string" },
         "print-ir-before": { type: "string", multiple: true, default: [] },
         "print-ir-after": { type: "string", multiple: true, default: [] },
         "print-ir-after-change": { type: "boolean", default: false },
@@ -176,6 +194,9 @@ function parseCommandLine(argv: string[]): Args {
     inputShapes: parseInputShapes(v["input-shape"]!),
     calib: v.calib ?? (bundled ? BUNDLED.calib : undefined),
     eval: v.eval ?? (bundled ? BUNDLED.eval : undefined),
+    verify: v.verify!,
+    sqnrEach: v["sqnr-each"]!,
+    budget: v.budget,
     printIrBefore: v["print-ir-before"]!,
     printIrAfter: v["print-ir-after"]!,
     printIrAfterChange: v["print-ir-after-change"]!,
@@ -293,6 +314,7 @@ async function main(argv: string[]): Promise<void> {
   // Every file the compilation reads is an input no output may replace: the model, its external data, the data sets.
   const inputs: ProtectedFile[] = [{ path: args.model, label: "the input model" }];
   const readBeside = folderReader(resolve(args.model, ".."));
+  const progress = progressLine(args.quiet);
   const options: CompileOptions = {
     passes: args.passes,
     target: args.target,
@@ -313,8 +335,16 @@ async function main(argv: string[]): Promise<void> {
       },
     },
     inputShapes: args.inputShapes,
-    instrument: progress(args.quiet),
+    instrument: progress.instrument,
+    onLog: progress.onLog,
+    onProgress: progress.onProgress,
+    verify: args.verify,
+    ...(args.sqnrEach ? { sqnrEach: true } : {}),
+    budget: args.budget,
   };
+  if (args.sqnrEach && args.calib === undefined) {
+    throw new CliError("--sqnr-each needs --calib FILE.npy (the inputs the SQNR is measured on)");
+  }
   if (args.calib !== undefined) {
     options.calibration = readTensorFile(args.calib, "--calib");
     inputs.push({ path: args.calib, label: "the --calib file" });
@@ -336,33 +366,111 @@ async function main(argv: string[]): Promise<void> {
   try {
     result = await compile(model, options);
   } catch (e) {
+    progress.clear();
     if (!(e instanceof DataError)) throw e;
     const flag = e.option === "calibration" ? `--calib ${quote(args.calib!)}` : `--eval ${quote(args.eval!)}`;
     throw new CliError(`${flag}: ${e.reason}`);
   }
+  progress.clear();
   if (!args.force) refuseForeignImages(args.out, registry.target(result.report.target.name)?.exclusive, result);
   const written = writeOutputs(args, result, inputs);
   if (!args.quiet) {
     console.log(summary(modelName, result));
+    if (result.report.budget !== undefined) console.log(budgetSummary(result.report.budget));
+    if (result.report.passSqnr !== undefined) console.log(sqnrSummary(result.report.passSqnr));
+    if (result.report.verify !== undefined) console.log(verifySummary(result.report.verify));
     if (args.timing) console.log(timing(result));
     for (const path of written) console.log(`wrote ${path}`);
   }
 }
 
-/** Pass-by-pass progress on stderr, only when stderr is a terminal. */
-function progress(quiet: boolean): CompileOptions["instrument"] {
-  if (quiet || !Deno.stderr.isTerminal()) return undefined;
+/** The budget search: the limits, points explored, the choice next to the pipeline as written. */
+function budgetSummary(b: BudgetReport): string {
+  const loss = (p: BudgetPoint): string =>
+    b.objective === "accuracy"
+      ? (p.accuracy === null ? "not measured" : `accuracy ${pct(p.accuracy)}`)
+      : (p.sqnrDb === null ? "not measured" : `SQNR ${p.sqnrDb} dB`);
+  const chosen = b.points[b.chosen];
+  const lines = [
+    `budget: ${b.points.length} settings explored, ${b.points.filter((p) => p.fits).length} fit; chosen ` +
+    `(${fmt(chosen.weightBytes)} weight bytes, ${fmtMacs(chosen.macs)} MACs, ${fmt(chosen.arenaBytes)} activation ` +
+    `bytes, ${loss(chosen)}):`,
+    `  ${b.pipeline}`,
+  ];
+  if (b.handWritten >= 0) {
+    const h = b.points[b.handWritten];
+    lines.push(
+      `  as written: ${fmt(h.weightBytes)} weight bytes, ${h.fits ? loss(h) : "does not fit"}`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Output SQNR against the original model after every pass. */
+function sqnrSummary(records: readonly PassSqnr[]): string {
+  return records.map((r) => `  SQNR after ${r.pass.padEnd(12)} ${r.sqnrDb === null ? "?" : r.sqnrDb} dB`).join("\n");
+}
+
+/** One line per verification check. */
+function verifySummary(v: VerifyReport): string {
+  return v.checks.map((c) => {
+    const what = `verify ${c.runtime} ${c.artifact}`;
+    if (c.skipped !== null) return `  ${what}: skipped (${c.skipped})`;
+    const result = c.bitExact
+      ? "bit-exact"
+      : c.maxAbsError === null
+      ? `${c.mismatches} mismatches`
+      : `max abs error ${c.maxAbsError.toExponential(2)}, rel ${c.maxRelError!.toExponential(2)}, ` +
+        `SQNR ${c.sqnrDb} dB (tolerance ${c.tolerance})`;
+    const tools = Object.entries(c.tools).map(([k, v]) => `${k} ${v}`).join(", ");
+    return `  ${what}: ${result}, ${fmt(c.compared)} values${
+      c.samples > 0 ? ` of ${c.samples} samples` : ""
+    } [${tools}]`;
+  }).join("\n");
+}
+
+/** What the progress line hooks into, and how to wipe it. */
+interface Progress {
+  instrument?: CompileOptions["instrument"];
+  onLog?: CompileOptions["onLog"];
+  onProgress?: CompileOptions["onProgress"];
+  clear(): void;
+}
+
+/**
+ * Progress on stderr, one line redrawn in place: the pass running, its latest log line (each SVD layer, calibration
+ * probes) and the evaluation's samples. Only when stderr is a terminal and without -q: pipes and logs get nothing.
+ */
+function progressLine(quiet: boolean): Progress {
+  if (quiet || !Deno.stderr.isTerminal()) return { clear() {} };
   const encoder = new TextEncoder();
+  let columns = 80;
+  try {
+    columns = Deno.consoleSize().columns || 80; // 0 under some pseudo-terminals
+  } catch {
+    // not a console after all: keep 80
+  }
+  let shown = false;
+  const write = (text: string): void => {
+    Deno.stderr.writeSync(encoder.encode(text));
+  };
+  const show = (text: string): void => {
+    write(`\r\x1b[K${escapeControl(text).slice(0, Math.max(20, columns - 1))}`);
+    shown = true;
+  };
+  const clear = (): void => {
+    if (shown) write("\r\x1b[K");
+    shown = false;
+  };
   return {
-    beforePass(step) {
-      Deno.stderr.writeSync(encoder.encode(`\r\x1b[K  running ${step.pass.name}...`));
+    instrument: {
+      beforePass: (step) => show(`  running ${step.pass.name}...`),
+      afterPass: clear,
+      afterPassFailed: clear,
     },
-    afterPass() {
-      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
-    },
-    afterPassFailed() {
-      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
-    },
+    onLog: (pass, message) => show(`  ${pass}: ${message}`),
+    onProgress: (message) => show(`  ${message}`),
+    clear,
   };
 }
 
@@ -408,7 +516,10 @@ function writeOutputs(args: Args, result: CompileResult, inputs: readonly Protec
     return { path, bytes, label: `artifact ${quote(name)}` };
   });
   if (args.report !== undefined) {
-    const bytes = new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n");
+    // By extension: an HTML page for .html/.htm, the JSON report otherwise.
+    const bytes = /\.html?$/i.test(args.report)
+      ? result.reportHtml
+      : new TextEncoder().encode(JSON.stringify(result.report, null, 2) + "\n");
     files.push({ path: args.report, bytes, label: "--report" });
   }
   try {

@@ -65,6 +65,7 @@ export { builtinOps } from "./ir/builtin_ops.ts";
 export { intValues, opError } from "./ir/ops/common.ts";
 export type { GemmArgs } from "./ir/ops/gemm_kernel.ts";
 export { gemm } from "./ir/ops/gemm_kernel.ts";
+export { releasePool, setArenaLimit, setThreadCount, startWorkers, threadCount } from "./ir/parallel.ts";
 export type { ParseOptions } from "./ir/parser.ts";
 export { collectTensors, parseGraph, parseModule } from "./ir/parser.ts";
 export type { PrintOptions } from "./ir/printer.ts";
@@ -240,9 +241,14 @@ export type {
   TargetInfo,
 } from "./driver/report.ts";
 export { REPORT_VERSION } from "./driver/report.ts";
+export { renderReportHtml } from "./driver/report_html.ts";
 export type { Plugin } from "./driver/registry.ts";
 export { PLUGIN_API_VERSION, Registry } from "./driver/registry.ts";
 export type { EvaluateOptions, EvaluationResult } from "./driver/evaluate.ts";
 export { evaluate, evaluateOnnx, EvaluationError } from "./driver/evaluate.ts";
 export { runOnnxruntime } from "./driver/onnxruntime.ts";
+export type { ArtifactVerifyOptions, PassSqnr, VerifyCheck, VerifyReport } from "./driver/verify.ts";
+export { checkVerified, VERIFY_TOLERANCES, verifyArtifacts, VerifyError } from "./driver/verify.ts";
+export type { BudgetLimits, BudgetPoint, BudgetReport, BudgetSearchOptions } from "./driver/budget.ts";
+export { BUDGET_GRID, BudgetError, parseBudget, searchBudget } from "./driver/budget.ts";
 export { readNpy, writeNpy } from "./data/npy.ts";

@@ -176,7 +176,20 @@ interface RunResult {
  * would kill `timeout` itself, and with it the record of the child's peak memory).
  */
 async function timeCompile(cli: string, model: string, passes: string, target: string, out: string, timeoutS: number) {
-  const args = ["-f", "%M", "timeout", "-k", "10", String(timeoutS), Deno.execPath(), "run", "-P", cli, model];
+  const args = [
+    "-f",
+    "%M",
+    "timeout",
+    "-k",
+    "10",
+    String(timeoutS),
+    Deno.execPath(),
+    "run",
+    "--allow-read",
+    "--allow-write",
+    cli,
+    model,
+  ];
   args.push("--passes", passes, "--target", target, "--out", out, "--quiet", "--force");
   const t0 = performance.now();
   const { code, stderr } = await new Deno.Command("/usr/bin/time", { args, stdout: "null", stderr: "piped" }).output();

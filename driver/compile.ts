@@ -25,6 +25,9 @@ import { evaluate, EvaluationError, type EvaluationResult, type ModelInput, samp
 import { oneLine, quote } from "../ir/quote.ts";
 import { type Plugin, Registry } from "./registry.ts";
 import { buildReport, type CompileReport, sha256Hex, type TargetDiagnostic } from "./report.ts";
+import { type BudgetLimits, type BudgetReport, parseBudget, searchBudget } from "./budget.ts";
+import { checkVerified, type PassSqnr, passSqnrTracker, verifyArtifacts } from "./verify.ts";
+import { renderReportHtml } from "./report_html.ts";
 
 /** A labelled data set to measure top-1 accuracy on, before and after the pipeline. */
 export interface EvaluationData {
@@ -60,6 +63,8 @@ export interface CompileOptions extends Omit<RunPipelineOptions, "registry" | "c
   calibration?: Readonly<Record<string, Tensor>> | Tensor;
   /** Measure top-1 accuracy (reference interpreter) before and after the pipeline; recorded in `report.accuracy`. */
   evaluation?: EvaluationData;
+  /** Progress of long work outside the passes (evaluation), one short line at a time; passes report through `onLog`. */
+  onProgress?: (message: string) => void;
   /** How to import the model; `baseDir` lets the importer read external data files beside it. */
   importOptions?: ImportOptions;
   /**
@@ -68,6 +73,26 @@ export interface CompileOptions extends Omit<RunPipelineOptions, "registry" | "c
    * targets see static shapes. The emitted model declares them. Dimensions that are numbers in the model must match.
    */
   inputShapes?: Readonly<Record<string, readonly number[]>>;
+  /**
+   * After emitting, run the artifacts in their runtimes (onnxruntime, host gcc, the FPGA image reader and iverilog)
+   * on the evaluation inputs, else the calibration inputs, and compare them with the interpreter
+   * (`driver/verify.ts`); the table goes into `report.verify`, and a mismatch beyond the target's tolerance throws a
+   * `VerifyError` naming the artifact and the first differing output. Needs permission to run programs and load
+   * onnxruntime.
+   */
+  verify?: boolean | { readonly samples?: number; readonly rtl?: boolean };
+  /**
+   * After every pass, the output SQNR against the original model on the calibration inputs (first 32 samples) goes
+   * into `report.passSqnr` (default: on with `verify` when calibration data is given).
+   */
+  sqnrEach?: boolean;
+  /**
+   * Compress to fit: `weight-bytes=16KB,macs=2M,arena=32KB` (or the parsed limits). The settings of `passes` (prune
+   * ratio, SVD energy, BFP mantissa, ...) are searched for the one that fits with the least loss (accuracy on
+   * `evaluation` when given, else output SQNR on `calibration`; `driver/budget.ts`), and that pipeline runs;
+   * `report.budget` holds the frontier explored and `report.pipeline` the choice.
+   */
+  budget?: string | BudgetLimits;
 }
 
 /**
@@ -96,6 +121,8 @@ export interface CompileResult {
   artifacts: Artifacts;
   /** The report (plain JSON). */
   report: CompileReport;
+  /** The report as a self-contained HTML page (UTF-8, {@linkcode renderReportHtml}): what `--report x.html` writes. */
+  reportHtml: Uint8Array;
   /** The compiled module, for inspection (`printModule`, `interpret`). */
   module: Module;
 }
@@ -178,7 +205,8 @@ async function compileModel(model: Uint8Array | OnnxFile, options: CompileOption
     const found = typeof modelName === "string" ? `${quote(modelName)} (${nameProblem})` : describeValue(modelName);
     throw new Error(`modelName must be a plain file name without folders or control characters, found ${found}`);
   }
-  const steps = parsePipeline(options.passes ?? "", registry);
+  let steps = parsePipeline(options.passes ?? "", registry);
+  const limits = typeof options.budget === "string" ? parseBudget(options.budget) : options.budget;
   const { item: target, options: targetOptions } = parseElement(options.target ?? "onnx", registry.targets(), "target");
 
   // Hashed first: with `importOptions.overwriteInput` the importer may move weights within `model`.
@@ -193,19 +221,60 @@ async function compileModel(model: Uint8Array | OnnxFile, options: CompileOption
   const before = costOf(module, { registry: registry.ops });
   const opsetsBefore = opsetRecord(module);
   const calibration = resolveCalibration(module, options.calibration);
-  const evaluateModule = (): EvaluationResult | undefined => {
+  const evaluateModule = (phase: "before" | "after"): EvaluationResult | undefined => {
     const data = options.evaluation;
     if (data === undefined) return undefined;
     if (!isTensor(data.inputs) || !isTensor(data.labels)) {
       throw new DataError("evaluation", "expected { inputs, labels } tensors");
     }
     try {
-      return evaluate(module, data.inputs, data.labels, { registry: registry.ops, batchSize: data.batchSize });
+      const onProgress = options.onProgress === undefined
+        ? undefined
+        : (done: number, total: number) => options.onProgress!(`accuracy ${phase}: ${done} of ${total} samples`);
+      return evaluate(module, data.inputs, data.labels, {
+        registry: registry.ops,
+        batchSize: data.batchSize,
+        onProgress,
+      });
     } catch (e) {
       throw e instanceof EvaluationError ? new DataError("evaluation", e.reason) : e;
     }
   };
-  const accuracyBefore = evaluateModule();
+  const accuracyBefore = evaluateModule("before");
+  let budget: BudgetReport | null = null;
+  if (limits !== undefined) {
+    budget = await searchBudget(module, steps, {
+      limits,
+      registry,
+      calibration,
+      evaluation: options.evaluation,
+      // The arena is what the target states for the compressed module (the C target's `memory.arenaBytes`).
+      arenaBytes: async (compressed) => {
+        if (limits.arenaBytes === undefined) return null;
+        try {
+          const noVectors = "vectors" in targetOptions ? { ...targetOptions, vectors: 0 } : targetOptions;
+          const { stats } = await emitArtifacts(target, noVectors, compressed, modelName, {
+            pipeline: "",
+            inputSha256: "",
+          });
+          const arena = (stats.memory as { arenaBytes?: unknown } | undefined)?.arenaBytes;
+          return typeof arena === "number" ? arena : null;
+        } catch {
+          return null; // A setting the target cannot take is costed by the cost model.
+        }
+      },
+    });
+    steps = parsePipeline(budget.pipeline, registry);
+  }
+
+  const verify = options.verify === undefined || options.verify === false
+    ? null
+    : options.verify === true
+    ? {}
+    : options.verify;
+  const sqnrTracker = (options.sqnrEach ?? (verify !== null && calibration !== null)) && steps.length > 0
+    ? passSqnrTracker(module, calibration, registry.ops)
+    : null;
 
   const passesStart = performance.now();
   const records = await runPipeline(module, steps, {
@@ -218,7 +287,13 @@ async function compileModel(model: Uint8Array | OnnxFile, options: CompileOption
     printIrAfterFailure: options.printIrAfterFailure,
     onIr: options.onIr,
     onLog: options.onLog,
-    instrument: options.instrument,
+    instrument: sqnrTracker === null ? options.instrument : {
+      ...options.instrument,
+      afterPass(record, module) {
+        sqnrTracker.afterPass(record, module);
+        options.instrument?.afterPass?.(record, module);
+      },
+    },
   });
   if (steps.length > 0) {
     // Costs need the result types; with verifyEach on, runPipeline has just done both.
@@ -227,7 +302,7 @@ async function compileModel(model: Uint8Array | OnnxFile, options: CompileOption
   }
   const passesMs = performance.now() - passesStart;
   const after = costOf(module, { registry: registry.ops });
-  const accuracyAfter = evaluateModule();
+  const accuracyAfter = evaluateModule("after");
 
   const emitStart = performance.now();
   const pipeline = printPipeline(steps);
@@ -262,7 +337,46 @@ async function compileModel(model: Uint8Array | OnnxFile, options: CompileOption
       ? undefined
       : { before: accuracyBefore, after: accuracyAfter },
   });
-  return { artifacts, report, module };
+  const verified = verify === null ? null : checkVerified(
+    await verifyArtifacts(module, artifacts, {
+      target: target.name,
+      targetOptions: report.target.options,
+      modelName,
+      ...verifyInputs(module, options.evaluation, calibration),
+      samples: verify.samples,
+      rtl: verify.rtl,
+      registry: registry.ops,
+      // An FPGA image emitted without vectors is simulated with one sample's, emitted again for the check only.
+      withVectors: target.name === "fpga" && calibration !== null
+        ? async () =>
+          (await emitArtifacts(target, { ...targetOptions, vectors: 1 }, module, modelName, {
+            ...provenance,
+            calibration,
+          })).artifacts
+        : undefined,
+    }),
+  );
+  const full: CompileReport = {
+    ...report,
+    ...(sqnrTracker === null ? {} : { passSqnr: sqnrTracker.records as PassSqnr[] }),
+    ...(verified === null ? {} : { verify: verified }),
+    ...(budget === null ? {} : { budget }),
+  };
+  return { artifacts, report: full, reportHtml: new TextEncoder().encode(renderReportHtml(full)), module };
+}
+
+/** The inputs `verify` runs: the evaluation set's (fed to the first graph input), else the calibration set. */
+function verifyInputs(
+  module: Module,
+  evaluation: EvaluationData | undefined,
+  calibration: Readonly<Record<string, Tensor>> | null,
+): { inputs: Readonly<Record<string, Tensor>>; inputsFrom: string } {
+  const feed = module.graph.inputs.find((v) => v.constant === null);
+  if (evaluation !== undefined && feed !== undefined) {
+    return { inputs: { [feed.name]: evaluation.inputs }, inputsFrom: "evaluation" };
+  }
+  if (calibration !== null) return { inputs: calibration, inputsFrom: "calibration" };
+  throw new Error("verify needs inputs to run the artifacts on: give calibration or evaluation data (--calib, --eval)");
 }
 
 function resolveRegistry(options: CompileOptions): Registry {

@@ -18,6 +18,8 @@ export interface EvaluateOptions {
   batchSize?: number;
   /** Op definitions for the interpreter (default: the built-ins); ignored by {@linkcode evaluateOnnx}. */
   registry?: OpRegistry;
+  /** Called after each batch with the samples scored so far and the total (for a progress line). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** Top-1 accuracy over a data set. */
@@ -112,7 +114,11 @@ export function evaluate(
   const interpreter = new Interpreter(module, { registry: options.registry });
   const outputName = graph.outputs[0].name;
   const counts = tally(target, inputs, labels, options.batchSize);
-  for (const batch of counts.batches()) counts.score(interpreter.run({ [input.name]: batch.batch })[outputName], batch);
+  const total = inputs.shape[0];
+  for (const batch of counts.batches()) {
+    counts.score(interpreter.run({ [input.name]: batch.batch })[outputName], batch);
+    options.onProgress?.(batch.first + batch.count, total);
+  }
   return counts.result();
 }
 

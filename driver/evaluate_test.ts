@@ -50,6 +50,16 @@ Deno.test("evaluate() pads the last batch for a model with a fixed batch size an
   assert.deepEqual(evaluate(reluClassifier([3, 4]), INPUTS, LABELS, { batchSize: 5 }), EXPECTED);
 });
 
+Deno.test("evaluate() reports its progress after each batch, the fixed batch's padding not counted", () => {
+  const calls: [number, number][] = [];
+  const onProgress = (done: number, total: number) => calls.push([done, total]);
+  assert.deepEqual(evaluate(reluClassifier(), INPUTS, LABELS, { batchSize: 3, onProgress }), EXPECTED);
+  assert.deepEqual(calls, [[3, 7], [6, 7], [7, 7]]);
+  calls.length = 0;
+  evaluate(reluClassifier([4, 4]), INPUTS, LABELS, { onProgress });
+  assert.deepEqual(calls, [[4, 7], [7, 7]]);
+});
+
 Deno.test("evaluate() uses the given op registry", () => {
   // A registry whose Relu returns all zeros: every argmax is class 0.
   const zeroRelu = new OpRegistry(builtinOps.all().filter((d) => d.type !== "Relu"));

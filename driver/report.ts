@@ -9,6 +9,8 @@ import { createHash } from "node:crypto";
 import type { CostReport, CostTotals, LayerCost, SparseCost } from "../ir/cost.ts";
 import type { Diagnostic, Severity, StatValue } from "../passes/pass.ts";
 import type { EvaluationResult } from "./evaluate.ts";
+import type { BudgetReport } from "./budget.ts";
+import type { PassSqnr, VerifyReport } from "./verify.ts";
 
 /** Version of the report layout; bumped when a field changes meaning or disappears (2: per-layer MACs may be null, unknown). */
 export const REPORT_VERSION = 2;
@@ -146,6 +148,12 @@ export interface CompileReport {
    * pipeline, on `samples` labelled inputs; present when the compilation was given a labelled data set.
    */
   readonly accuracy?: AccuracyReport;
+  /** With `sqnrEach` (or `verify` and calibration data): the output SQNR against the original model after each pass. */
+  readonly passSqnr?: readonly PassSqnr[];
+  /** With `verify`: every artifact run in its runtime against the interpreter. */
+  readonly verify?: VerifyReport;
+  /** With `budget`: the settings explored (the frontier of weight bytes against loss) and the one chosen. */
+  readonly budget?: BudgetReport;
 }
 
 /** What {@linkcode buildReport} assembles. */

@@ -1,7 +1,7 @@
 /**
  * An example plugin: a third-party pass, `clip-to-relu`, that rewrites
  * `Clip(x, min=0)` with no upper bound into `Relu(x)`. Load it with
- * `deno run -P compile.ts model.onnx --plugin ./examples/custom_pass.ts --passes clip-to-relu,dce`
+ * `deno run --allow-read --allow-write compile.ts model.onnx --plugin ./examples/custom_pass.ts --passes clip-to-relu,dce`
  * or hand {@linkcode plugin} to `compile()`.
  * @module
  */

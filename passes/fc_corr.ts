@@ -393,6 +393,7 @@ function pruneConnections(
       "csr-bytes": csr.bytes,
       "csr-index-bits": csr.indexBits,
       "csr-pointer-bits": csr.pointerBits,
+      "abs-r-histogram": absHistogram(r),
     };
     ctx.log(
       `op "${l.op.name}": removed ${removed} of ${w.length} connections (|r| < ${cut.toPrecision(3)}), ` +
@@ -575,6 +576,13 @@ function mergeNeurons(
   ctx.stat("params-after", totals.after);
   ctx.stat("layers", perLayer);
   return totals.merged > 0;
+}
+
+/** Counts of |r| in 20 equal bins over [0, 1], for the report's correlation histogram. */
+function absHistogram(r: ArrayLike<number>): number[] {
+  const counts = new Array(20).fill(0);
+  for (let k = 0; k < r.length; k++) if (Number.isFinite(r[k])) counts[Math.min(19, Math.floor(Math.abs(r[k]) * 20))]++;
+  return counts;
 }
 
 /** Weight and bias elements of an FC layer. */

@@ -88,6 +88,8 @@ Deno.test("fc-corr removes weakly correlated and constant-input connections and 
     "csr-bytes": 2 * 4 + 2 + 3,
     "csr-index-bits": 8,
     "csr-pointer-bits": 8,
+    // |r| in 20 bins over [0, 1]: the four weak connections near 0, the two followed ones at 1 (the last bin).
+    "abs-r-histogram": [4, ...new Array(18).fill(0), 2],
   });
 });
 

@@ -19,7 +19,7 @@ import { cholesky } from "./linalg.ts";
 import type { OptionValues } from "./options.ts";
 import { probeCalibration } from "./analysis/calibration.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
-import { type ChannelSelection, foldIntoBias, removeChannels, statCostChange } from "./prune.ts";
+import { type ChannelSelection, foldIntoBias, gammaHistogram, removeChannels, statCostChange } from "./prune.ts";
 
 /** Options of `mask-select`. */
 export const maskSelectOptions = {
@@ -317,6 +317,7 @@ function selectByMasks(module: Module, options: MaskSelectOptionValues, ctx: Pas
   ctx.stat("masks-folded-forward", folded.forward);
   ctx.stat("masks-kept", folded.kept);
   ctx.stat("layers", layers);
+  ctx.stat("mask-histogram", gammaHistogram(all, threshold));
   statCostChange(ctx, before, after);
   ctx.log(
     `threshold ${threshold}: ${removed} of ${all.length} masked channels removed; masks folded ` +

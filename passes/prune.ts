@@ -666,8 +666,8 @@ function recalibrateBn(module: Module, ctx: PassContext): void {
   }
 }
 
-/** |gamma| histogram over log10 bins, with the threshold, for the report to draw. */
-function gammaHistogram(sorted: readonly number[], threshold: number): Record<string, number[] | number | null> {
+/** |gamma| (or |mask|) histogram over log10 bins, two per decade, with the threshold, for the report to draw. */
+export function gammaHistogram(sorted: readonly number[], threshold: number): Record<string, number[] | number | null> {
   const floor = 1e-8;
   const logs = sorted.map((s) => Math.log10(Math.max(floor, s)));
   const lo = Math.floor(logs[0] ?? -8);

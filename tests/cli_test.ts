@@ -7,27 +7,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import onnxProto from "onnx-proto";
+import { type Run, runCli } from "./cli_run.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODELS = join(ROOT, "examples/models");
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(...args: string[]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-P", "--quiet", join(ROOT, "compile.ts"), ...args],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  // Deno warns that permissions in the config file are experimental; that line is Deno's, not ours.
-  const stderr = text(out.stderr).split("\n").filter((l) => l !== "" && !/experimental feature/.test(l)).join("\n");
-  return { code: out.code, stdout: text(out.stdout), stderr };
+function cli(...args: string[]): Promise<Run> {
+  return runCli(["--allow-read", "--allow-write"], args);
 }
 
 function assertError(run: Run, pattern: RegExp, lines = 1): void {

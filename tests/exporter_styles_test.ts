@@ -178,11 +178,21 @@ Deno.test("the CLI: --input-shape gives the real MACs in the summary and the rep
     Deno.writeFileSync(model, MODEL);
     const cli = async (...args: string[]) => {
       const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-P", "--quiet", join(ROOT, "compile.ts"), model, "--out", join(dir, "out"), ...args],
+        args: [
+          "run",
+          "--allow-read",
+          "--allow-write",
+          "--quiet",
+          join(ROOT, "compile.ts"),
+          model,
+          "--out",
+          join(dir, "out"),
+          ...args,
+        ],
         stdout: "piped",
         stderr: "piped",
       }).output();
-      const stderr = new TextDecoder().decode(out.stderr).split("\n").filter((l) => l && !/experimental/.test(l));
+      const stderr = new TextDecoder().decode(out.stderr).split("\n").filter((l) => l);
       return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr };
     };
     const shaped = await cli(

@@ -310,7 +310,8 @@ async function runCliCase(
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        "-P",
+        "--allow-read",
+        "--allow-write",
         "--quiet",
         join(ROOT, "compile.ts"),
         modelPath,
@@ -342,7 +343,7 @@ async function runCliCase(
       sameBytes(Deno.readFileSync(modelPath), model);
     if (!inputsKept || !modelKept) return { outcome: "defect", defect: "an input or an unrelated file was modified" };
     const stderr = new TextDecoder().decode(result.stderr).split("\n")
-      .filter((l) => l !== "" && !/experimental feature/.test(l));
+      .filter((l) => l !== "");
     if (result.code === 0) return { outcome: "compiled", defect: null };
     const unchanged = before.size === after.size && [...before].every(([p, b]) => after.get(p) === b);
     if (!unchanged) return { outcome: "defect", defect: "a failed run changed the output folder" };

@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
 import { float32GemmKernel, gemm } from "./gemm_kernel.ts";
+import {
+  ARENA_MAX_BYTES,
+  releasePool,
+  setArenaLimit,
+  setThreadCount,
+  startWorkers,
+  threadCount,
+  workerPartCount,
+} from "../parallel.ts";
 import { mulberry32 } from "../../tests/tensor_compare.ts";
 
 /** Uniform in [-1, 1), reproducible. */
@@ -141,4 +150,101 @@ Deno.test("gemm() leaves C outside the addressed block untouched", () => {
 
 Deno.test("float32GemmKernel() uses WebAssembly SIMD in Deno", () => {
   assert.equal(float32GemmKernel(), "wasm-simd");
+});
+
+/**
+ * The float32 SIMD kernel's sum for each element, replayed in JavaScript: within each slice of 256 along k
+ * a float32 running sum, one rounding per step (`fused`: `round(a * b + s)`; else `round(round(a * b) + s)`),
+ * then the slice sums added in float32 in order of k.
+ */
+function float32Replay(
+  a: Float32Array,
+  b: Float32Array,
+  m: number,
+  n: number,
+  k: number,
+  fused: boolean,
+): Float32Array {
+  const out = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let total = 0;
+      for (let p0 = 0; p0 < k; p0 += 256) {
+        let s = 0;
+        for (let p = p0; p < Math.min(k, p0 + 256); p++) {
+          const product = a[i * k + p] * b[p * n + j]; // exact in float64: 24 + 24 significant bits
+          s = Math.fround(fused ? product + s : Math.fround(product) + s);
+        }
+        total = p0 === 0 ? s : Math.fround(s + total);
+      }
+      out[i * n + j] = total;
+    }
+  }
+  return out;
+}
+
+Deno.test("float32 gemm() equals its summation order replayed in JavaScript, bit for bit", () => {
+  const rnd = random(4);
+  const [m, n, k] = [13, 19, 600];
+  const a = Float32Array.from({ length: m * k }, rnd);
+  const b = Float32Array.from({ length: k * n }, rnd);
+  const c = new Float32Array(m * n);
+  gemm({ m, n, k, a, b, c });
+  const fused = float32Replay(a, b, m, n, k, true);
+  const unfused = float32Replay(a, b, m, n, k, false);
+  assert.notDeepEqual(fused, unfused); // the shape tells the two roundings apart
+  // Relaxed SIMD lets the runtime fuse or not; on x64 with FMA, V8 fuses.
+  assert.ok(
+    c.every((x, i) => x === fused[i]) || c.every((x, i) => x === unfused[i]),
+    "float32 gemm() is neither the fused nor the unfused float32 sum in order of k",
+  );
+});
+
+Deno.test("gemm() is bit-identical with 1 and 2 threads, split by rows or by columns, float32 and float64", async () => {
+  const before = threadCount();
+  setThreadCount(2);
+  try {
+    assert.equal(await startWorkers(), 1);
+    const rnd = random(5);
+    // [m, n, k, transA, transB, storage, float64Accumulation]: rows split (m >= n) and columns split, with
+    // offsets, strides, alpha and beta; the SIMD kernel and the JavaScript one.
+    const f32 = (length: number) => new Float32Array(length);
+    const f64 = (length: number) => new Float64Array(length);
+    const cases: [number, number, number, boolean, boolean, typeof f32 | typeof f64, boolean][] = [
+      [301, 97, 263, false, true, f32, false],
+      [45, 700, 400, true, false, f32, false],
+      [150, 90, 300, true, true, f64, false],
+      [64, 260, 270, false, false, f32, true],
+      [500, 60, 200, false, false, f32, false], // staged in slabs: 4 * (500 * 260 + 200 * 60) bytes > the limit below
+    ];
+    for (const [m, n, k, transA, transB, make, float64Accumulation] of cases) {
+      const lda = (transA ? m : k) + 3;
+      const ldb = (transB ? k : n) + 1;
+      const ldc = n + 2;
+      const fill = (length: number) => make(length).map(rnd);
+      const a = fill(5 + lda * (transA ? k : m));
+      const b = fill(7 + ldb * (transB ? n : k));
+      const c0 = fill(2 + ldc * m);
+      const run = (threads: number): Float32Array | Float64Array => {
+        setThreadCount(threads);
+        const c = c0.slice();
+        const args = { m, n, k, a, aOffset: 5, lda, transA, b, bOffset: 7, ldb, transB, ldc, alpha: 0.75, beta: -1.5 };
+        gemm({ ...args, c, cOffset: 2, float64Accumulation });
+        return c;
+      };
+      setArenaLimit(m === 500 ? 400_000 : ARENA_MAX_BYTES);
+      const single = run(1);
+      // The calling thread may take every part while the worker sleeps: repeat until the worker has computed some.
+      const workerPartsBefore = workerPartCount();
+      for (let tries = 0; tries < 50 && workerPartCount() === workerPartsBefore; tries++) {
+        assert.deepEqual(run(2), single, `m=${m} n=${n} k=${k}`);
+      }
+      assert.ok(workerPartCount() > workerPartsBefore, `m=${m} n=${n} k=${k}: the worker computed no part`);
+      assert.deepEqual(run(2), single);
+    }
+  } finally {
+    setThreadCount(before);
+    setArenaLimit(ARENA_MAX_BYTES);
+    releasePool();
+  }
 });

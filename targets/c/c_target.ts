@@ -211,6 +211,7 @@ export const cTarget: Target<typeof cTargetOptions> = defineTarget({
     };
     ctx.stat?.("identifier", identifier);
     ctx.stat?.("memory", memory);
+    ctx.stat?.("arena-buffers", c.buffers.map((b) => ({ ...b })));
     ctx.stat?.("weight-bytes", c.weightBytes);
     ctx.stat?.("layers", c.layerCount);
     ctx.stat?.("kernels", [...c.kernels]);

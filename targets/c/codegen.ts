@@ -85,6 +85,8 @@ export interface GeneratedC {
   readonly outputSize: number;
   /** Arena bytes, with the naive sum and the lower bound of the plan (the int8 input buffer excluded). */
   readonly memory: MemoryPlan & { readonly totalBytes: number };
+  /** Every arena tensor as planned: IR value name, steps it lives over, bytes and offset (for the report's timeline). */
+  readonly buffers: readonly { tensor: string; start: number; end: number; bytes: number; offset: number }[];
   /** Bytes of the constant arrays (weights, exponents, biases, tables), and their CRC-32 in emission order. */
   readonly weightBytes: number;
   /** zlib CRC-32 of the constant arrays' bytes in emission order (`<ID>_WEIGHTS_CRC32`). */
@@ -620,6 +622,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
     inputSize,
     outputSize,
     memory: { ...plan, totalBytes },
+    buffers: [...requests].map(([v, r]) => ({ tensor: v.name, ...r, offset: plan.offsets.get(names.get(v)!)! })),
     weightBytes,
     weightsCrc32: crc,
     layerCount: steps.length,

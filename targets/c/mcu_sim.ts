@@ -66,6 +66,8 @@ export interface McuRunResult {
   readonly error: string | null;
   /** True when the run succeeded and nothing differs. */
   readonly ok: boolean;
+  /** The outputs' float32 bits `[samples, outputSize]` (the host run only), or null without outputs. */
+  readonly outputs?: Uint32Array | null;
 }
 
 /** The Cortex-M4 run, compared with the golden outputs and with the host's. */
@@ -500,6 +502,7 @@ export async function mcuSim(dir: string, options: McuSimOptions = {}): Promise<
       wallMs: hostRun.wallMs,
       error: hostOut.error,
       ok: hostCmp !== null && hostCmp.mismatches === 0,
+      outputs: hostOut.words,
     };
     log(
       host.error !== null

@@ -286,6 +286,16 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
       totals,
     };
     ctx.stat?.("estimates", estimateStat);
+    ctx.stat?.("image-bytes", written.bytes.length);
+    ctx.stat?.(
+      "segments",
+      written.segments.map((s) => ({
+        layer: network.layers[s.layer].name,
+        kind: s.kind,
+        offset: s.offset,
+        bytes: s.size,
+      })),
+    );
     ctx.emit(
       "note",
       `estimates (pe=${pe}, simd=${simd}, word-bits=${wordBits}): ${totals.cycles} cycles per sample, ` +
