@@ -1,8 +1,9 @@
 /**
  * The design card's pipeline end to end at the scale users bring: a VGG-16-BN-sized model (138M parameters,
  * 553 MB, 224x224) and a ResNet-50-sized one (25.6M parameters, 102 MB) are built in memory, written as ONNX to a
- * temporary folder, and compiled by the CLI in a child process as a user runs it, timed by `/usr/bin/time -f %M`
- * (wall time and peak resident memory of the child).
+ * temporary folder, and compiled by the CLI in a child process as a user runs it (`deno run --allow-read
+ * --allow-write compile.ts MODEL --passes ... --target ... --out DIR`, as `deno task compile`), under
+ * `/usr/bin/time -f %M`: wall time (with Deno's start) and peak resident memory of the child.
  *
  *   deno run -A bench/scale_bench.ts                          (both models, with and without svd, target onnx)
  *   deno run -A bench/scale_bench.ts --model vgg16 --no-svd --target c
