@@ -28,6 +28,13 @@ export interface InferContext {
 export interface KernelContext {
   /** Opset version of the op's domain in the module. */
   readonly opset: number;
+  /**
+   * Whether the kernel may overwrite operand `index`'s storage with its result:
+   * true when the interpreter drops that value after this op and no other live
+   * value, input, constant or attribute shares the storage. Absent outside the
+   * interpreter (never reuse then).
+   */
+  readonly reusable?: (index: number) => boolean;
 }
 
 /**

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Op } from "../graph.ts";
-import type { InferContext, OpDef } from "../op_def.ts";
+import type { InferContext, KernelContext, OpDef } from "../op_def.ts";
 import {
   allocData,
   bfloat16ToFloat,
@@ -117,6 +117,18 @@ function finish(dtype: DType, shape: readonly number[], data: TensorData): Tenso
     return tensor(dtype, shape, bits);
   }
   return tensor(dtype, shape, data);
+}
+
+/**
+ * Storage for a result of `dtype` with `n` elements: operand `index`'s own
+ * storage when the interpreter lets the kernel overwrite it (same dtype and
+ * size, computed in place), else a new array. In-place is safe for kernels
+ * whose element `i` reads only element `i` of that operand.
+ */
+function resultStorage(ctx: KernelContext, index: number, operand: Tensor, dtype: DType, n: number): TensorData {
+  const inPlace = operand.dtype === dtype && computeDtype(dtype) === dtype && operand.data.length === n &&
+    ctx.reusable?.(index) === true;
+  return inPlace ? operand.data : allocData(computeDtype(dtype), n);
 }
 
 /** Operand `i`, which the op requires. */
@@ -506,7 +518,12 @@ function arithmetic(type: string, kernelsOf: (op: Op) => Kernels, dimFn?: DimFn,
       const d = domainFor(op, a, domainsOf(kernels));
       const bShape = align(op, ctx.opset, a.shape, b.shape) as number[];
       const shape = broadcastShapes(op, [a.shape, bShape]) as number[];
-      const y = allocData(computeDtype(a.dtype), shapeSize(shape)) as Elems;
+      const n = shapeSize(shape);
+      // An operand of the result's size is walked in step with the result, so it can hold it.
+      const y =
+        (b.data.length === n && ctx.reusable?.(1) === true
+          ? resultStorage(ctx, 1, b, a.dtype, n)
+          : resultStorage(ctx, 0, a, a.dtype, n)) as Elems;
       combine(kernels, d, elems(a), a.shape, elems(b), bShape, y, shape);
       return [finish(a.dtype, shape, y)];
     },
@@ -795,7 +812,7 @@ function unary(spec: UnarySpec): OpDef {
       if (t === null) return [null];
       return [{ elem: spec.result ?? t.elem, shape: t.shape }];
     },
-    interpret(op, inputs) {
+    interpret(op, inputs, ctx) {
       const x = required(op, inputs, 0);
       const d = domainFor(op, x, spec.domains);
       const n = shapeSize(x.shape);
@@ -808,7 +825,7 @@ function unary(spec: UnarySpec): OpDef {
         return [tensor(x.dtype, x.shape, ys)];
       }
       const result = spec.result ?? x.dtype;
-      const y = allocData(computeDtype(result), n) as NumArray;
+      const y = resultStorage(ctx, 0, x, result, n) as NumArray;
       spec.loop(op, numbers(x), y, n);
       return [finish(result, x.shape, y)];
     },
@@ -1197,7 +1214,7 @@ const clipOp: OpDef = {
     const low = lo !== null ? toFloat64(lo)[0] : ctx.opset < 11 ? op.float("min", -Infinity) : -Infinity;
     const high = hi !== null ? toFloat64(hi)[0] : ctx.opset < 11 ? op.float("max", Infinity) : Infinity;
     const xs = numbers(x);
-    const ys = allocData(computeDtype(x.dtype), n) as NumArray;
+    const ys = resultStorage(ctx, 0, x, x.dtype, n) as NumArray;
     for (let i = 0; i < n; i++) {
       const v = xs[i];
       const t = v < low ? low : v;
