@@ -49,7 +49,6 @@ const COL_BUDGET = 1 << 18;
 let colF32 = new Float32Array(0);
 let colF64 = new Float64Array(0);
 let rowAcc = new Float64Array(0);
-const taps3x3 = new Float64Array(9);
 
 /** Scratch of at least `n` elements of the same storage type as `like`, reused across calls. */
 function scratchLike(like: FloatArray, n: number): FloatArray {
@@ -282,9 +281,11 @@ function im2colNd(
 
 /**
  * Depthwise 2-D convolution: output channel `oc` reads input channel
- * `floor(oc / multiplier)` only. Each output row accumulates whole input rows
- * per tap in float64; 3x3 kernels instead keep the nine taps in registers for
- * rows and columns whose window lies inside the input.
+ * `floor(oc / multiplier)` only. Each input plane is first copied into a
+ * zero-bordered float64 scratch plane, so every window lies inside it and the
+ * loops need no bounds tests; each output is `bias + sum of w * x` over the
+ * taps in row-major order, accumulated in float64 (padding adds exact zeros).
+ * 3x3 and 5x5 windows have unrolled loops.
  */
 function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
   const { x, w, y, batch, inChannels, outChannels } = args;
@@ -295,58 +296,115 @@ function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
   const [dh, dw] = g.dilations;
   const [ph, pw] = g.padsBegin;
   const multiplier = outChannels / inChannels;
-  if (rowAcc.length < Wo) rowAcc = new Float64Array(Wo);
-  const acc = rowAcc;
-  // Output columns [lo[kx], hi[kx]) have tap kx inside the input.
-  const lo = new Int32Array(KW);
-  const hi = new Int32Array(KW);
-  for (let kx = 0; kx < KW; kx++) {
-    lo[kx] = firstInside(kx * dw - pw, sw, Wo);
-    hi[kx] = endInside(kx * dw - pw, sw, W, Wo, lo[kx]);
-  }
-  const is3x3 = KH === 3 && KW === 3;
-  const colLo = is3x3 ? lo[0] : 0;
-  const colHi = is3x3 ? Math.max(colLo, hi[2]) : 0;
+  // The padded plane covers every tap: input row ih is scratch row ih + ph.
+  const Hp = Math.max(H + ph, (Ho - 1) * sh + (KH - 1) * dh + 1);
+  const Wp = Math.max(W + pw, (Wo - 1) * sw + (KW - 1) * dw + 1);
+  if (paddedPlane.length < Hp * Wp) paddedPlane = new Float64Array(Hp * Wp);
+  const xp = paddedPlane;
+  xp.fill(0, 0, Hp * Wp);
   for (let n = 0; n < batch; n++) {
-    for (let oc = 0; oc < outChannels; oc++) {
-      const xPlane = (n * inChannels + Math.floor(oc / multiplier)) * H * W;
-      const yPlane = (n * outChannels + oc) * Ho * Wo;
-      const wOff = oc * KH * KW;
-      const b = args.bias === null ? 0 : args.bias[oc];
-      if (is3x3) { for (let i = 0; i < 9; i++) taps3x3[i] = w[wOff + i]; }
-      const [w0, w1, w2, w3, w4, w5, w6, w7, w8] = taps3x3;
-      for (let oh = 0; oh < Ho; oh++) {
-        const ih0 = oh * sh - ph;
-        const row = yPlane + oh * Wo;
-        // The generic path covers all columns, or only the border columns of a 3x3 row done below.
-        const fast = is3x3 && ih0 >= 0 && ih0 + 2 * dh < H;
-        acc.fill(0, 0, Wo);
-        for (let ky = 0; ky < KH; ky++) {
-          const ih = ih0 + ky * dh;
-          if (ih < 0 || ih >= H) continue;
-          for (let kx = 0; kx < KW; kx++) {
-            const wv = w[wOff + ky * KW + kx];
-            const src = xPlane + ih * W + kx * dw - pw;
-            const end = fast ? Math.min(hi[kx], colLo) : hi[kx];
-            for (let ow = lo[kx]; ow < end; ow++) acc[ow] += wv * x[src + ow * sw];
-            if (fast) { for (let ow = Math.max(lo[kx], colHi); ow < hi[kx]; ow++) acc[ow] += wv * x[src + ow * sw]; }
-          }
-        }
-        if (!fast) {
-          for (let ow = 0; ow < Wo; ow++) y[row + ow] = acc[ow] + b;
-          continue;
-        }
-        for (let ow = 0; ow < colLo; ow++) y[row + ow] = acc[ow] + b;
-        for (let ow = colHi; ow < Wo; ow++) y[row + ow] = acc[ow] + b;
-        const r0 = xPlane + ih0 * W - pw, r1 = r0 + dh * W, r2 = r1 + dh * W;
-        for (let ow = colLo; ow < colHi; ow++) {
-          const c0 = ow * sw, c1 = c0 + dw, c2 = c1 + dw;
-          y[row + ow] = b + w0 * x[r0 + c0] + w1 * x[r0 + c1] + w2 * x[r0 + c2] +
-            w3 * x[r1 + c0] + w4 * x[r1 + c1] + w5 * x[r1 + c2] +
-            w6 * x[r2 + c0] + w7 * x[r2 + c1] + w8 * x[r2 + c2];
-        }
+    for (let ic = 0; ic < inChannels; ic++) {
+      const xPlane = (n * inChannels + ic) * H * W;
+      for (let ih = 0; ih < H; ih++) {
+        const dst = (ih + ph) * Wp + pw;
+        const src = xPlane + ih * W;
+        for (let iw = 0; iw < W; iw++) xp[dst + iw] = x[src + iw];
+      }
+      for (let m = 0; m < multiplier; m++) {
+        const oc = ic * multiplier + m;
+        const plane: DepthwisePlane = {
+          xp,
+          Wp,
+          w,
+          wOff: oc * KH * KW,
+          bias: args.bias === null ? 0 : args.bias[oc],
+          y,
+          yOff: (n * outChannels + oc) * Ho * Wo,
+          Ho,
+          Wo,
+          sh,
+          sw,
+          dh,
+          dw,
+        };
+        if (KH === 3 && KW === 3) depthwisePlane3x3(plane);
+        else if (KH === 5 && KW === 5) depthwisePlane5x5(plane);
+        else depthwisePlaneAny(plane, KH, KW);
       }
     }
+  }
+}
+
+let paddedPlane = new Float64Array(0);
+
+/** One output plane of a depthwise convolution over a padded float64 input plane. */
+interface DepthwisePlane {
+  xp: Float64Array;
+  Wp: number;
+  w: FloatArray;
+  wOff: number;
+  bias: number;
+  y: FloatArray;
+  yOff: number;
+  Ho: number;
+  Wo: number;
+  sh: number;
+  sw: number;
+  dh: number;
+  dw: number;
+}
+
+function depthwisePlaneAny(p: DepthwisePlane, KH: number, KW: number): void {
+  const { xp, Wp, w, wOff, bias, y, yOff, Ho, Wo, sh, sw, dh, dw } = p;
+  for (let oh = 0; oh < Ho; oh++) {
+    const row = yOff + oh * Wo;
+    for (let ow = 0; ow < Wo; ow++) {
+      let acc = bias;
+      for (let ky = 0; ky < KH; ky++) {
+        const src = (oh * sh + ky * dh) * Wp + ow * sw;
+        const wk = wOff + ky * KW;
+        for (let kx = 0; kx < KW; kx++) acc += w[wk + kx] * xp[src + kx * dw];
+      }
+      y[row + ow] = acc;
+    }
+  }
+}
+
+function depthwisePlane3x3(p: DepthwisePlane): void {
+  const { xp, Wp, w, wOff, bias, y, yOff, Ho, Wo, sh, sw, dh, dw } = p;
+  const w0 = w[wOff], w1 = w[wOff + 1], w2 = w[wOff + 2];
+  const w3 = w[wOff + 3], w4 = w[wOff + 4], w5 = w[wOff + 5];
+  const w6 = w[wOff + 6], w7 = w[wOff + 7], w8 = w[wOff + 8];
+  const d1 = dw, d2 = 2 * dw;
+  for (let oh = 0; oh < Ho; oh++) {
+    const row = yOff + oh * Wo;
+    const r0 = oh * sh * Wp, r1 = r0 + dh * Wp, r2 = r1 + dh * Wp;
+    for (let ow = 0, c = 0; ow < Wo; ow++, c += sw) {
+      y[row + ow] = bias + w0 * xp[r0 + c] + w1 * xp[r0 + c + d1] + w2 * xp[r0 + c + d2] +
+        w3 * xp[r1 + c] + w4 * xp[r1 + c + d1] + w5 * xp[r1 + c + d2] +
+        w6 * xp[r2 + c] + w7 * xp[r2 + c + d1] + w8 * xp[r2 + c + d2];
+    }
+  }
+}
+
+function depthwisePlane5x5(p: DepthwisePlane): void {
+  const { xp, Wp, w, wOff, bias, y, yOff, Ho, Wo, sh, sw, dh, dw } = p;
+  const d1 = dw, d2 = 2 * dw, d3 = 3 * dw, d4 = 4 * dw;
+  if (rowAcc.length < Wo) rowAcc = new Float64Array(Wo);
+  const acc = rowAcc;
+  for (let oh = 0; oh < Ho; oh++) {
+    const row = yOff + oh * Wo;
+    // One kernel row at a time: five taps in registers, accumulated into the output row in float64 order.
+    for (let ky = 0; ky < 5; ky++) {
+      const k = wOff + ky * 5;
+      const w0 = w[k], w1 = w[k + 1], w2 = w[k + 2], w3 = w[k + 3], w4 = w[k + 4];
+      const r = (oh * sh + ky * dh) * Wp;
+      for (let ow = 0, c = r; ow < Wo; ow++, c += sw) {
+        acc[ow] = (ky === 0 ? bias : acc[ow]) + w0 * xp[c] + w1 * xp[c + d1] + w2 * xp[c + d2] + w3 * xp[c + d3] +
+          w4 * xp[c + d4];
+      }
+    }
+    for (let ow = 0; ow < Wo; ow++) y[row + ow] = acc[ow];
   }
 }
 

@@ -8,6 +8,7 @@ import { inferShapes } from "../shape.ts";
 import { float32Tensor, fromFloat64, type Tensor, tensor, toFloat64 } from "../tensor.ts";
 import type { Dim, DType, TensorType } from "../types.ts";
 import { nnOps } from "./nn.ts";
+import { convolve } from "./conv_kernels.ts";
 import * as ort from "onnxruntime-node";
 import { exportOnnx } from "../onnx/export.ts";
 import { mulberry32 } from "../../tests/tensor_compare.ts";
@@ -657,7 +658,7 @@ function randomCase(rnd: () => number): Case {
   }
 }
 
-/** Depthwise 3x3 convolutions: the direct kernel's register path and its border handling. */
+/** Depthwise convolutions: the direct kernel's 3x3, 5x5 and general paths and their padding. */
 function depthwiseCases(rnd: () => number): Case[] {
   const tensorOf = (shape: number[]) =>
     f32(shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() * 2 - 1));
@@ -667,9 +668,14 @@ function depthwiseCases(rnd: () => number): Case[] {
     { x: [1, 3, 10, 10], m: 2, attrs: [ints("pads", [2, 2, 2, 2]), ints("dilations", [2, 2])] },
     { x: [1, 2, 2, 2], m: 1, attrs: [ints("pads", [1, 1, 1, 1])] },
     { x: [1, 2, 7, 3], m: 3, attrs: [ints("strides", [1, 2])] },
-  ].map(({ x, m, attrs }) => ({
+    { x: [1, 3, 9, 8], m: 1, k: [5, 5], attrs: [ints("pads", [2, 2, 2, 2])] },
+    { x: [2, 2, 11, 9], m: 2, k: [5, 5], attrs: [ints("pads", [1, 2, 3, 0]), ints("strides", [2, 2])] },
+    { x: [1, 3, 6, 12], m: 1, k: [5, 5], attrs: [ints("pads", [4, 4, 4, 4]), ints("dilations", [2, 1])] },
+    { x: [1, 2, 8, 8], m: 1, k: [2, 4], attrs: [ints("pads", [1, 0, 0, 3]), ints("strides", [3, 1])] },
+    { x: [1, 4, 5, 7], m: 1, k: [7, 7], attrs: [ints("pads", [3, 3, 3, 3])] },
+  ].map(({ x, m, k, attrs }) => ({
     type: "Conv",
-    inputs: [tensorOf(x), tensorOf([x[1] * m, 1, 3, 3]), tensorOf([x[1] * m])],
+    inputs: [tensorOf(x), tensorOf([x[1] * m, 1, ...(k ?? [3, 3])]), tensorOf([x[1] * m])],
     attrs: [...attrs, int("group", x[1])],
     results: 1,
   }));
@@ -698,5 +704,49 @@ Deno.test("nn ops interpret() agree with onnxruntime on depthwise and 100 random
       const expected = Array.from(ref.data as ArrayLike<number | bigint>, Number);
       assertClose(y, [...ref.dims], expected, 1e-4);
     });
+  }
+});
+
+Deno.test("depthwise convolution matches a float64 sum over the taps inside the input", () => {
+  const rnd = mulberry32(7);
+  const between = (lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
+  for (let c = 0; c < 60; c++) {
+    const kernel = [between(1, 5), between(1, 5)];
+    const strides = [between(1, 3), between(1, 3)];
+    const dilations = [between(1, 2), between(1, 2)];
+    const padsBegin = kernel.map((k) => between(0, k - 1));
+    const inShape = kernel.map((k, d) => (k - 1) * dilations[d] + between(1, 9));
+    const outShape = inShape.map((n, d) =>
+      Math.floor((n + 2 * padsBegin[d] - (kernel[d] - 1) * dilations[d] - 1) / strides[d]) + 1
+    );
+    const [batch, channels, multiplier] = [between(1, 2), between(1, 4), between(1, 2)];
+    const random = (n: number) => Float64Array.from({ length: n }, () => rnd() * 2 - 1);
+    const x = random(batch * channels * inShape[0] * inShape[1]);
+    const w = random(channels * multiplier * kernel[0] * kernel[1]);
+    const bias = rnd() < 0.5 ? null : random(channels * multiplier);
+    const y = new Float64Array(batch * channels * multiplier * outShape[0] * outShape[1]);
+    const geometry = { inShape, outShape, kernel, strides, dilations, padsBegin };
+    const outChannels = channels * multiplier;
+    convolve({ x, w, bias, y, batch, inChannels: channels, outChannels, group: channels, ...geometry });
+    let i = 0;
+    for (let n = 0; n < batch; n++) {
+      for (let oc = 0; oc < outChannels; oc++) {
+        const plane = (n * channels + Math.floor(oc / multiplier)) * inShape[0] * inShape[1];
+        for (let oh = 0; oh < outShape[0]; oh++) {
+          for (let ow = 0; ow < outShape[1]; ow++, i++) {
+            let sum = bias === null ? 0 : bias[oc];
+            for (let ky = 0; ky < kernel[0]; ky++) {
+              for (let kx = 0; kx < kernel[1]; kx++) {
+                const ih = oh * strides[0] - padsBegin[0] + ky * dilations[0];
+                const iw = ow * strides[1] - padsBegin[1] + kx * dilations[1];
+                if (ih < 0 || ih >= inShape[0] || iw < 0 || iw >= inShape[1]) continue;
+                sum += w[(oc * kernel[0] + ky) * kernel[1] + kx] * x[plane + ih * inShape[1] + iw];
+              }
+            }
+            assert.ok(Math.abs(y[i] - sum) <= 1e-12, `case ${c} ${JSON.stringify(geometry)}: ${y[i]} vs ${sum}`);
+          }
+        }
+      }
+    }
   }
 });
