@@ -6,7 +6,7 @@
  * `ch_ppocr_mobile_v2.0_cls_infer.onnx` is given. Both run the same input in
  * the same process; prints the median of each and their ratio per model.
  *
- *   OPENBLAS_NUM_THREADS=1 deno run -A bench/interpreter_vs_ort.ts [--runs=5] [--models=resnet18,mobilenet_v2] [--paddle=/tmp/package/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx]
+ *   OPENBLAS_NUM_THREADS=1 deno run -A bench/interpreter_vs_ort.ts [--runs=5] [--warmup=3] [--models=resnet18,mobilenet_v2] [--paddle=/tmp/package/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx]
  *
  * Exporting needs /usr/bin/python3 with torch 1.13 and torchvision 0.14.
  * @module
@@ -41,9 +41,15 @@ torch.onnx.export(m, torch.randn(1, 3, 224, 224), sys.argv[1], opset_version=13,
 
 const { values: flags } = parseArgs({
   args: Deno.args,
-  options: { runs: { type: "string", default: "5" }, models: { type: "string" }, paddle: { type: "string" } },
+  options: {
+    runs: { type: "string", default: "5" },
+    warmup: { type: "string", default: "3" },
+    models: { type: "string" },
+    paddle: { type: "string" },
+  },
 });
 const runs = Number(flags.runs);
+const warmup = Number(flags.warmup);
 
 async function torchvisionModel(name: string): Promise<string> {
   const path = join(DIR, `${name}.onnx`);
@@ -89,8 +95,13 @@ for (const [name, path, shape] of cases) {
   const interpreter = new Interpreter(module);
   const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   const feeds = { [inputName]: toOrtTensor(ort, x) };
+  // Warm-up runs let V8 optimize the kernels for this model's shapes, as on the second image of a data set.
   let ours: Tensor = interpreter.run({ [inputName]: x })[outputName];
   let theirs: Tensor = fromOrtTensor((await session.run(feeds))[outputName]);
+  for (let r = 1; r < warmup; r++) {
+    interpreter.run({ [inputName]: x });
+    await session.run(feeds);
+  }
   const oursMs: number[] = [];
   const ortMs: number[] = [];
   for (let r = 0; r < runs; r++) {

@@ -121,6 +121,23 @@ export function convolve(args: ConvArgs): void {
         const yOff = (n * outChannels + g * coutG) * spatialOut;
         for (let p0 = 0; p0 < spatialOut; p0 += chunk) {
           const len = Math.min(chunk, spatialOut - p0);
+          if (len === 1 && spatialOut === 1) {
+            // One output position (1x1 feature maps: squeeze-excite, classifier heads): dot products, no packing.
+            const b = pointwise ? x : col;
+            if (!pointwise) im2col(x, xOff, cinG, geom, p0, len, col);
+            dotRows({
+              a: w,
+              aOffset: g * coutG * kg,
+              rows: coutG,
+              k: kg,
+              x: b,
+              xOffset: pointwise ? xOff : 0,
+              y,
+              yOffset: yOff,
+              yStride: 1,
+            });
+            continue;
+          }
           if (pointwise) {
             gemm({
               m: coutG,
@@ -137,8 +154,7 @@ export function convolve(args: ConvArgs): void {
             });
             continue;
           }
-          if (geom.inShape.length === 2) im2col2d(x, xOff, cinG, geom, p0, len, col);
-          else im2colNd(x, xOff, cinG, geom, p0, len, col);
+          im2col(x, xOff, cinG, geom, p0, len, col);
           gemm({
             m: coutG,
             n: len,
@@ -155,6 +171,55 @@ export function convolve(args: ConvArgs): void {
       // Per image, while its output is still in cache.
       if (args.bias !== null) addChannelBias(y, args.bias, n * outChannels * spatialOut, outChannels, spatialOut);
     }
+  }
+}
+
+/** Operands of {@linkcode dotRows}. */
+export interface DotRowsArgs {
+  /** Row-major matrix storage, `rows x k` from `aOffset`. */
+  a: FloatArray;
+  /** Index of the matrix's first element. */
+  aOffset: number;
+  /** Rows of the matrix (results). */
+  rows: number;
+  /** Row length. */
+  k: number;
+  /** Vector of `k` contiguous elements from `xOffset`. */
+  x: FloatArray;
+  /** Index of the vector's first element. */
+  xOffset: number;
+  /** Results: `y[yOffset + r * yStride]` for each row `r`, overwritten. */
+  y: FloatArray;
+  /** Index of the first result. */
+  yOffset: number;
+  /** Distance between results. */
+  yStride: number;
+}
+
+/**
+ * Matrix times vector, `y[r] = sum over i of a[r, i] * x[i]`, accumulated in
+ * float64 in order of `i`: the shape of a convolution with one output position
+ * or a Gemm with one row, where packing for the blocked {@linkcode gemm} costs
+ * as much as the products.
+ *
+ * @param args Operands and layout.
+ *
+ * @example A 2x3 matrix times a vector
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dotRows } from "./conv_kernels.ts";
+ * const y = new Float32Array(2);
+ * dotRows({ a: new Float32Array([1, 2, 3, 4, 5, 6]), aOffset: 0, rows: 2, k: 3, x: new Float32Array([1, 0, -1]), xOffset: 0, y, yOffset: 0, yStride: 1 });
+ * assert.deepEqual([...y], [-2, -2]);
+ * ```
+ */
+export function dotRows(args: DotRowsArgs): void {
+  const { a, aOffset, rows, k, x, xOffset, y, yOffset, yStride } = args;
+  for (let r = 0; r < rows; r++) {
+    const row = aOffset + r * k;
+    let s0 = 0;
+    for (let i = 0; i < k; i++) s0 += a[row + i] * x[xOffset + i];
+    y[yOffset + r * yStride] = s0;
   }
 }
 
@@ -181,9 +246,10 @@ function endInside(offset: number, stride: number, inLen: number, outLen: number
 
 /**
  * Columns `p0..p0+len` of the im2col matrix of one image and group: row
- * `(c * KH + ky) * KW + kx`, column = output position, value = the input tap (0 in padding).
+ * `(c * KH + ky) * KW + kx`, column = output position, value = the input tap
+ * (0 in padding). Other spatial ranks than 2 go through {@linkcode im2colNd}.
  */
-function im2col2d(
+function im2col(
   x: FloatArray,
   xOff: number,
   channels: number,
@@ -192,6 +258,7 @@ function im2col2d(
   len: number,
   col: FloatArray,
 ): void {
+  if (g.inShape.length !== 2) return im2colNd(x, xOff, channels, g, p0, len, col);
   const [H, W] = g.inShape;
   const Wo = g.outShape[1];
   const [KH, KW] = g.kernel;
@@ -251,7 +318,7 @@ function tapOffset(g: WindowGeometry, pos: readonly number[], tap: readonly numb
   return off;
 }
 
-/** {@linkcode im2col2d} for any spatial rank (slower: per-element index arithmetic). */
+/** {@linkcode im2col} for any spatial rank (slower: per-element index arithmetic). */
 function im2colNd(
   x: FloatArray,
   xOff: number,

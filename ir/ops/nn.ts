@@ -19,6 +19,7 @@ import {
   averagePool,
   convolve,
   convolveTranspose,
+  dotRows,
   maxPool,
   type NumberArray,
   type WindowGeometry,
@@ -831,6 +832,16 @@ function interpretGemm(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
       for (let j = 0; j < n; j++) y[i * n + j] = c[row + (cn === 1 ? 0 : j)];
     }
   }
+  const alpha = op.float("alpha", 1);
+  if (m === 1 && op.flag("transB")) {
+    // One row against B stored [N, K] (a Linear layer on one sample): dot products, no packing.
+    const b = floatData(op, bt, "B");
+    const dots = new Float64Array(n);
+    dotRows({ a: b, aOffset: 0, rows: n, k, x: a, xOffset: 0, y: dots, yOffset: 0, yStride: 1 });
+    const keep = ct !== null ? beta : 0;
+    for (let j = 0; j < n; j++) y[j] = alpha * dots[j] + (keep === 0 ? 0 : keep * y[j]);
+    return [floatResult(at.dtype, [m, n], y)];
+  }
   gemm({
     m,
     n,
@@ -840,7 +851,7 @@ function interpretGemm(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
     b: sameStorage(floatData(op, bt, "B"), a),
     transB: op.flag("transB"),
     c: y,
-    alpha: op.float("alpha", 1),
+    alpha,
     beta: ct !== null ? beta : 0,
   });
   return [floatResult(at.dtype, [m, n], y)];

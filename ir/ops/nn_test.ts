@@ -750,3 +750,43 @@ Deno.test("depthwise convolution matches a float64 sum over the taps inside the 
     }
   }
 });
+
+Deno.test("Gemm of one row and Conv to one output position match a float64 reference", () => {
+  const rnd = mulberry32(11);
+  const f64 = (shape: number[]) =>
+    fromFloat64("f64", shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() * 2 - 1));
+  const close = (got: Tensor, want: number[], what: string) =>
+    want.forEach((v, i) => assert.ok(Math.abs((got.data[i] as number) - v) <= 1e-12, `${what}[${i}]`));
+  // Gemm: A [1, 300] x B^T with B [7, 300], C [7], alpha 0.5, beta 2.
+  const [a, b, c] = [f64([1, 300]), f64([7, 300]), f64([7])];
+  const [y] = run("Gemm", [a, b, c], [int("transB", 1), float("alpha", 0.5), float("beta", 2)]);
+  const want = Array.from({ length: 7 }, (_, j) => {
+    let s = 0;
+    for (let i = 0; i < 300; i++) s += (a.data[i] as number) * (b.data[j * 300 + i] as number);
+    return 0.5 * s + 2 * (c.data[j] as number);
+  });
+  close(y, want, "Gemm");
+  // Conv: x [2, 6, 3, 3], w [4, 3, 3, 3], group 2, no padding: one output position per image.
+  const [x, w, bias] = [f64([2, 6, 3, 3]), f64([4, 3, 3, 3]), f64([4])];
+  const [z] = run("Conv", [x, w, bias], [int("group", 2)]);
+  assert.deepEqual(z.shape, [2, 4, 1, 1]);
+  const expected: number[] = [];
+  for (let n = 0; n < 2; n++) {
+    for (let oc = 0; oc < 4; oc++) {
+      let s = bias.data[oc] as number;
+      const g = Math.floor(oc / 2);
+      for (let i = 0; i < 27; i++) s += (w.data[oc * 27 + i] as number) * (x.data[(n * 6 + g * 3) * 9 + i] as number);
+      expected.push(s);
+    }
+  }
+  close(z, expected, "Conv");
+  // Pointwise on a 1x1 map (squeeze-excite): x [1, 8, 1, 1], w [5, 8, 1, 1], no bias.
+  const [p, q] = [f64([1, 8, 1, 1]), f64([5, 8, 1, 1])];
+  const [r] = run("Conv", [p, q]);
+  const pointwise = Array.from({ length: 5 }, (_, oc) => {
+    let s = 0;
+    for (let i = 0; i < 8; i++) s += (q.data[oc * 8 + i] as number) * (p.data[i] as number);
+    return s;
+  });
+  close(r, pointwise, "pointwise Conv");
+});
