@@ -9,8 +9,8 @@ import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import type { KernelContext, OpDef, OpRegistry } from "./op_def.ts";
 import { builtinOps } from "./builtin_ops.ts";
-import type { Tensor } from "./tensor.ts";
-import { type Dim, elementTypeToString, isTensorType } from "./types.ts";
+import { allocData, type Tensor, type TensorData } from "./tensor.ts";
+import { type Dim, type DType, elementTypeToString, isTensorType } from "./types.ts";
 
 /** Options of {@linkcode interpret} and {@linkcode Interpreter}. */
 export interface InterpretOptions {
@@ -101,6 +101,9 @@ export class Interpreter {
     // only when it is the sole holder and the storage is not the caller's or the module's.
     const holders = new Map<ArrayBufferLike, number>();
     const pinned = new Set(this.#pinned);
+    // Storage of dropped values by dtype and length, handed to kernels that overwrite all of it (within this run).
+    const pool = new Map<string, TensorData[]>();
+    const alloc = (dtype: DType, n: number): TensorData => pool.get(`${dtype}:${n}`)?.pop() ?? allocData(dtype, n);
     const symbols = new Map<string, number>();
     for (const v of graph.inputs) {
       const t = inputs[v.name] ?? v.constant;
@@ -119,7 +122,7 @@ export class Interpreter {
         const storage = storageOf(env.get(v));
         return storage !== null && !pinned.has(storage) && holders.get(storage) === 1;
       };
-      const ctx: KernelContext = { opset, reusable };
+      const ctx: KernelContext = { opset, reusable, alloc };
       const args = op.operands.map((v) => {
         if (v === null) return null;
         const t = env.get(v);
@@ -140,9 +143,20 @@ export class Interpreter {
         if (storage !== null) holders.set(storage, (holders.get(storage) ?? 0) + 1);
       });
       for (const v of release) {
-        const storage = storageOf(env.get(v));
-        if (storage !== null && holders.has(storage)) holders.set(storage, holders.get(storage)! - 1);
+        const t = env.get(v);
+        const storage = storageOf(t);
         env.delete(v);
+        if (storage === null || !holders.has(storage)) continue;
+        const left = holders.get(storage)! - 1;
+        holders.set(storage, left);
+        const data = t!.data as ArrayBufferView;
+        if (left > 0 || pinned.has(storage) || data.byteOffset !== 0 || data.byteLength !== storage.byteLength) {
+          continue;
+        }
+        const key = `${t!.dtype}:${t!.data.length}`;
+        const free = pool.get(key);
+        if (free === undefined) pool.set(key, [t!.data]);
+        else free.push(t!.data);
       }
     });
     const result: Record<string, Tensor> = {};

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { Attribute } from "./attributes.ts";
 import { Graph, Op, Value } from "./graph.ts";
 import { interpret, Interpreter } from "./interpreter.ts";
 import { Module } from "./module.ts";
@@ -104,5 +105,27 @@ Deno.test("storage shared with a live value, an attribute or a probe is not over
     const out = run.run({ x: float32Tensor([2, 2], [1, -2, 3, -4]) });
     assert.deepEqual([...out.u.data], [0, 2, 0, 4]);
     assert.deepEqual([...out.s.data], [-2, 0, -6, 0]);
+  }
+});
+
+Deno.test("a kernel that writes every element gets the storage of a value dropped earlier in the run", () => {
+  const g = new Graph();
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [1, 1, 2, 2] }));
+  const t = g.addOp(new Op({ name: "n", type: "Neg", operands: [x], results: [new Value("t")] })).result;
+  const unit: [string, Attribute] = ["kernel_shape", { kind: "ints", value: [1, 1] }];
+  const m = g.addOp(
+    new Op({ name: "m", type: "MaxPool", operands: [t], results: [new Value("m")], attributes: [unit] }),
+  );
+  // t is dropped after MaxPool: AveragePool's result reuses its storage, whose old contents must not show.
+  const y = g.addOp(
+    new Op({ name: "a", type: "AveragePool", operands: [m.result], results: [new Value("y")], attributes: [unit] }),
+  );
+  g.outputs.push(y.result);
+  const made: ArrayBufferLike[] = [];
+  const run = new Interpreter(new Module(g), { registry: recordingNeg(made) });
+  for (let k = 0; k < 2; k++) {
+    const out = run.run({ x: float32Tensor([1, 1, 2, 2], [1 + k, -2, 3, -4]) }).y;
+    assert.deepEqual([...out.data], [-1 - k, 2, -3, 4]);
+    assert.equal((out.data as Float32Array).buffer, made[k]);
   }
 });

@@ -5,8 +5,8 @@
  * @module
  */
 import { isDefaultDomain, type Op, type Value } from "./graph.ts";
-import type { Tensor } from "./tensor.ts";
-import type { Dim, TensorType } from "./types.ts";
+import type { Tensor, TensorData } from "./tensor.ts";
+import type { Dim, DType, TensorType } from "./types.ts";
 
 /** What shape inference knows about an op's operands. */
 export interface InferContext {
@@ -35,6 +35,12 @@ export interface KernelContext {
    * interpreter (never reuse then).
    */
   readonly reusable?: (index: number) => boolean;
+  /**
+   * Storage for `n` elements of `dtype`, possibly recycled from a value the
+   * interpreter has dropped: its contents are unspecified, so only a kernel
+   * that writes every element may ask. Absent outside the interpreter.
+   */
+  readonly alloc?: (dtype: DType, n: number) => TensorData;
 }
 
 /**

@@ -120,15 +120,17 @@ function finish(dtype: DType, shape: readonly number[], data: TensorData): Tenso
 }
 
 /**
- * Storage for a result of `dtype` with `n` elements: operand `index`'s own
- * storage when the interpreter lets the kernel overwrite it (same dtype and
- * size, computed in place), else a new array. In-place is safe for kernels
- * whose element `i` reads only element `i` of that operand.
+ * Storage for a result of `dtype` with `n` elements, all of which the kernel
+ * writes: operand `index`'s own storage when the interpreter lets the kernel
+ * overwrite it (same dtype and size, computed in place), else recycled or new
+ * storage. In-place is safe for kernels whose element `i` reads only element
+ * `i` of that operand.
  */
 function resultStorage(ctx: KernelContext, index: number, operand: Tensor, dtype: DType, n: number): TensorData {
   const inPlace = operand.dtype === dtype && computeDtype(dtype) === dtype && operand.data.length === n &&
     ctx.reusable?.(index) === true;
-  return inPlace ? operand.data : allocData(computeDtype(dtype), n);
+  if (inPlace) return operand.data;
+  return ctx.alloc?.(computeDtype(dtype), n) ?? allocData(computeDtype(dtype), n);
 }
 
 /** Operand `i`, which the op requires. */
