@@ -19,6 +19,7 @@ import {
   roundScaled,
   splitmix32,
 } from "./format.ts";
+import { lazyWasm } from "../ops/common.ts";
 import { shapeSize } from "../tensor.ts";
 import type { Dim } from "../types.ts";
 
@@ -264,25 +265,16 @@ interface SimdRounding {
   maxBits: (n: number) => number;
 }
 
-let simdRoundingInstance: SimdRounding | null | undefined;
-
-/** The SIMD kernel, instantiated on first use; null where WebAssembly SIMD is unavailable. */
-function simdRounding(): SimdRounding | null {
-  if (simdRoundingInstance !== undefined) return simdRoundingInstance;
-  try {
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(simdRoundingBytes()), {});
-    const memory = instance.exports.memory as WebAssembly.Memory;
-    simdRoundingInstance = {
-      values: new Float32Array(memory.buffer, 0, SIMD_CHUNK),
-      mantissas: new Int8Array(memory.buffer, 4 * SIMD_CHUNK, SIMD_CHUNK),
-      round: instance.exports.round as SimdRounding["round"],
-      maxBits: instance.exports.maxBits as SimdRounding["maxBits"],
-    };
-  } catch {
-    simdRoundingInstance = null;
-  }
-  return simdRoundingInstance;
-}
+/** The SIMD kernel, compiled on first use; null where WebAssembly SIMD is unavailable. */
+const simdRounding = lazyWasm(simdRoundingBytes, (exports): SimdRounding => {
+  const memory = exports.memory as WebAssembly.Memory;
+  return {
+    values: new Float32Array(memory.buffer, 0, SIMD_CHUNK),
+    mantissas: new Int8Array(memory.buffer, 4 * SIMD_CHUNK, SIMD_CHUNK),
+    round: exports.round as SimdRounding["round"],
+    maxBits: exports.maxBits as SimdRounding["maxBits"],
+  };
+});
 
 /**
  * {@linkcode roundNearestEven} for float32 values and int8 mantissas, 16 at a

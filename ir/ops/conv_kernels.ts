@@ -457,21 +457,26 @@ function depthwisePlane3x3(p: DepthwisePlane): void {
 function depthwisePlane5x5(p: DepthwisePlane): void {
   const { xp, Wp, w, wOff, bias, y, yOff, Ho, Wo, sh, sw, dh, dw } = p;
   const d1 = dw, d2 = 2 * dw, d3 = 3 * dw, d4 = 4 * dw;
-  if (rowAcc.length < Wo) rowAcc = new Float64Array(Wo);
-  const acc = rowAcc;
+  const k0 = w[wOff], k1 = w[wOff + 1], k2 = w[wOff + 2], k3 = w[wOff + 3], k4 = w[wOff + 4];
+  const k5 = w[wOff + 5], k6 = w[wOff + 6], k7 = w[wOff + 7], k8 = w[wOff + 8], k9 = w[wOff + 9];
+  const k10 = w[wOff + 10], k11 = w[wOff + 11], k12 = w[wOff + 12], k13 = w[wOff + 13], k14 = w[wOff + 14];
+  const k15 = w[wOff + 15], k16 = w[wOff + 16], k17 = w[wOff + 17], k18 = w[wOff + 18], k19 = w[wOff + 19];
+  const k20 = w[wOff + 20], k21 = w[wOff + 21], k22 = w[wOff + 22], k23 = w[wOff + 23], k24 = w[wOff + 24];
   for (let oh = 0; oh < Ho; oh++) {
     const row = yOff + oh * Wo;
-    // One kernel row at a time: five taps in registers, accumulated into the output row in float64 order.
-    for (let ky = 0; ky < 5; ky++) {
-      const k = wOff + ky * 5;
-      const w0 = w[k], w1 = w[k + 1], w2 = w[k + 2], w3 = w[k + 3], w4 = w[k + 4];
-      const r = (oh * sh + ky * dh) * Wp;
-      for (let ow = 0, c = r; ow < Wo; ow++, c += sw) {
-        acc[ow] = (ky === 0 ? bias : acc[ow]) + w0 * xp[c] + w1 * xp[c + d1] + w2 * xp[c + d2] + w3 * xp[c + d3] +
-          w4 * xp[c + d4];
-      }
+    const r0 = oh * sh * Wp, r1 = r0 + dh * Wp, r2 = r1 + dh * Wp, r3 = r2 + dh * Wp, r4 = r3 + dh * Wp;
+    for (let ow = 0, c = 0; ow < Wo; ow++, c += sw) {
+      let acc = bias + k0 * xp[r0 + c] + k1 * xp[r0 + c + d1] + k2 * xp[r0 + c + d2] + k3 * xp[r0 + c + d3] +
+        k4 * xp[r0 + c + d4];
+      acc = acc + k5 * xp[r1 + c] + k6 * xp[r1 + c + d1] + k7 * xp[r1 + c + d2] + k8 * xp[r1 + c + d3] +
+        k9 * xp[r1 + c + d4];
+      acc = acc + k10 * xp[r2 + c] + k11 * xp[r2 + c + d1] + k12 * xp[r2 + c + d2] + k13 * xp[r2 + c + d3] +
+        k14 * xp[r2 + c + d4];
+      acc = acc + k15 * xp[r3 + c] + k16 * xp[r3 + c + d1] + k17 * xp[r3 + c + d2] + k18 * xp[r3 + c + d3] +
+        k19 * xp[r3 + c + d4];
+      y[row + ow] = acc + k20 * xp[r4 + c] + k21 * xp[r4 + c + d1] + k22 * xp[r4 + c + d2] + k23 * xp[r4 + c + d3] +
+        k24 * xp[r4 + c + d4];
     }
-    for (let ow = 0; ow < Wo; ow++) y[row + ow] = acc[ow];
   }
 }
 
