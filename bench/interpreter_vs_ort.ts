@@ -4,7 +4,8 @@
  * opset 13, 1x3x224x224; cached in `$TMPDIR/cnnc_interp_bench/`, never
  * committed), and PaddleOCR's direction classifier (1x3x48x192) when a path to
  * `ch_ppocr_mobile_v2.0_cls_infer.onnx` is given. Both run the same input in
- * the same process; prints the median of each and their ratio per model.
+ * the same process; prints the median of each and their ratio per model, in
+ * wall-clock time and in CPU time (the steadier figure on a loaded machine).
  *
  *   OPENBLAS_NUM_THREADS=1 deno run -A bench/interpreter_vs_ort.ts [--runs=5] [--warmup=3] [--models=resnet18,mobilenet_v2] [--paddle=/tmp/package/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx]
  *
@@ -12,6 +13,7 @@
  * @module
  */
 import { join } from "node:path";
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { fromOrtTensor, loadOnnxruntime, toOrtTensor } from "../driver/onnxruntime.ts";
 import { Interpreter } from "../ir/interpreter.ts";
@@ -63,6 +65,12 @@ async function torchvisionModel(name: string): Promise<string> {
   return path;
 }
 
+/** CPU milliseconds this process has used (all threads: onnxruntime's too). */
+function cpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
@@ -83,8 +91,10 @@ for (const name of flags.models?.split(",") ?? DEFAULT_MODELS) {
 }
 if (flags.paddle !== undefined) cases.push(["paddleocr_cls", flags.paddle, [1, 3, 48, 192]]);
 
-console.log(`| model | interpreter ms (median of ${runs}) | onnxruntime 1 thread ms | ratio | max abs diff |`);
-console.log("|---|---|---|---|---|");
+console.log(
+  `| model | interpreter ms (median of ${runs}) | onnxruntime 1 thread ms | ratio | ratio in CPU time | max abs diff |`,
+);
+console.log("|---|---|---|---|---|---|");
 for (const [name, path, shape] of cases) {
   const bytes = Deno.readFileSync(path);
   const module = importOnnx(bytes);
@@ -102,15 +112,16 @@ for (const [name, path, shape] of cases) {
     interpreter.run({ [inputName]: x });
     await session.run(feeds);
   }
-  const oursMs: number[] = [];
-  const ortMs: number[] = [];
+  const oursMs: number[] = [], ortMs: number[] = [], oursCpu: number[] = [], ortCpu: number[] = [];
   for (let r = 0; r < runs; r++) {
-    let t0 = performance.now();
+    let t0 = performance.now(), c0 = cpuMs();
     ours = interpreter.run({ [inputName]: x })[outputName];
     oursMs.push(performance.now() - t0);
-    t0 = performance.now();
+    oursCpu.push(cpuMs() - c0);
+    t0 = performance.now(), c0 = cpuMs();
     theirs = fromOrtTensor((await session.run(feeds))[outputName]);
     ortMs.push(performance.now() - t0);
+    ortCpu.push(cpuMs() - c0);
   }
   await session.release();
   let diff = 0;
@@ -118,5 +129,10 @@ for (const [name, path, shape] of cases) {
     diff = Math.max(diff, Math.abs((ours.data[i] as number) - (theirs.data[i] as number)));
   }
   const a = median(oursMs), b = median(ortMs);
-  console.log(`| ${name} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(a / b).toFixed(1)}x | ${diff.toExponential(1)} |`);
+  const cpuRatio = median(oursCpu) / median(ortCpu);
+  console.log(
+    `| ${name} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(a / b).toFixed(1)}x | ${cpuRatio.toFixed(1)}x | ${
+      diff.toExponential(1)
+    } |`,
+  );
 }
