@@ -707,50 +707,6 @@ Deno.test("nn ops interpret() agree with onnxruntime on depthwise and 100 random
   }
 });
 
-Deno.test("depthwise convolution matches a float64 sum over the taps inside the input", () => {
-  const rnd = mulberry32(7);
-  const between = (lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
-  for (let c = 0; c < 60; c++) {
-    const kernel = [between(1, 5), between(1, 5)];
-    const strides = [between(1, 3), between(1, 3)];
-    const dilations = [between(1, 2), between(1, 2)];
-    const padsBegin = kernel.map((k) => between(0, k - 1));
-    const inShape = kernel.map((k, d) => (k - 1) * dilations[d] + between(1, 9));
-    const outShape = inShape.map((n, d) =>
-      Math.floor((n + 2 * padsBegin[d] - (kernel[d] - 1) * dilations[d] - 1) / strides[d]) + 1
-    );
-    const [batch, channels, multiplier] = [between(1, 2), between(1, 4), between(1, 2)];
-    const random = (n: number) => Float64Array.from({ length: n }, () => rnd() * 2 - 1);
-    const x = random(batch * channels * inShape[0] * inShape[1]);
-    const w = random(channels * multiplier * kernel[0] * kernel[1]);
-    const bias = rnd() < 0.5 ? null : random(channels * multiplier);
-    const y = new Float64Array(batch * channels * multiplier * outShape[0] * outShape[1]);
-    const geometry = { inShape, outShape, kernel, strides, dilations, padsBegin };
-    const outChannels = channels * multiplier;
-    convolve({ x, w, bias, y, batch, inChannels: channels, outChannels, group: channels, ...geometry });
-    let i = 0;
-    for (let n = 0; n < batch; n++) {
-      for (let oc = 0; oc < outChannels; oc++) {
-        const plane = (n * channels + Math.floor(oc / multiplier)) * inShape[0] * inShape[1];
-        for (let oh = 0; oh < outShape[0]; oh++) {
-          for (let ow = 0; ow < outShape[1]; ow++, i++) {
-            let sum = bias === null ? 0 : bias[oc];
-            for (let ky = 0; ky < kernel[0]; ky++) {
-              for (let kx = 0; kx < kernel[1]; kx++) {
-                const ih = oh * strides[0] - padsBegin[0] + ky * dilations[0];
-                const iw = ow * strides[1] - padsBegin[1] + kx * dilations[1];
-                if (ih < 0 || ih >= inShape[0] || iw < 0 || iw >= inShape[1]) continue;
-                sum += w[(oc * kernel[0] + ky) * kernel[1] + kx] * x[plane + ih * inShape[1] + iw];
-              }
-            }
-            assert.ok(Math.abs(y[i] - sum) <= 1e-12, `case ${c} ${JSON.stringify(geometry)}: ${y[i]} vs ${sum}`);
-          }
-        }
-      }
-    }
-  }
-});
-
 Deno.test("Gemm of one row and Conv to one output position match a float64 reference", () => {
   const rnd = mulberry32(11);
   const f64 = (shape: number[]) =>
@@ -789,4 +745,113 @@ Deno.test("Gemm of one row and Conv to one output position match a float64 refer
     return s;
   });
   close(r, pointwise, "pointwise Conv");
+});
+
+/** A depthwise convolution's operands (`ConvArgs` with `group = inChannels`). */
+type DepthwiseArgs = Parameters<typeof convolve>[0];
+
+/** Per output, the float64 sum `bias + w * x` over the taps inside the input, and the sum of the terms' magnitudes. */
+function depthwiseReference(a: DepthwiseArgs): { sums: number[]; magnitudes: number[] } {
+  const { inShape, outShape, kernel, strides, dilations, padsBegin } = a;
+  const multiplier = a.outChannels / a.inChannels;
+  const sums: number[] = [], magnitudes: number[] = [];
+  for (let n = 0; n < a.batch; n++) {
+    for (let oc = 0; oc < a.outChannels; oc++) {
+      const plane = (n * a.inChannels + Math.floor(oc / multiplier)) * inShape[0] * inShape[1];
+      for (let oh = 0; oh < outShape[0]; oh++) {
+        for (let ow = 0; ow < outShape[1]; ow++) {
+          let sum = a.bias === null ? 0 : a.bias[oc];
+          let magnitude = Math.abs(sum);
+          for (let ky = 0; ky < kernel[0]; ky++) {
+            for (let kx = 0; kx < kernel[1]; kx++) {
+              const ih = oh * strides[0] - padsBegin[0] + ky * dilations[0];
+              const iw = ow * strides[1] - padsBegin[1] + kx * dilations[1];
+              if (ih < 0 || ih >= inShape[0] || iw < 0 || iw >= inShape[1]) continue;
+              const term = a.w[(oc * kernel[0] + ky) * kernel[1] + kx] * a.x[plane + ih * inShape[1] + iw];
+              sum += term;
+              magnitude += Math.abs(term);
+            }
+          }
+          sums.push(sum);
+          magnitudes.push(magnitude);
+        }
+      }
+    }
+  }
+  return { sums, magnitudes };
+}
+
+/** Random depthwise convolutions: `shape` picks the kernel, strides, dilations and spatial sizes of each. */
+function randomDepthwise(
+  seed: number,
+  count: number,
+  storage: "f32" | "f64",
+  shape: (
+    between: (lo: number, hi: number) => number,
+  ) => Pick<DepthwiseArgs, "inShape" | "kernel" | "strides" | "dilations" | "padsBegin">,
+): DepthwiseArgs[] {
+  const rnd = mulberry32(seed);
+  const between = (lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
+  return Array.from({ length: count }, (_, c) => {
+    const g = shape(between);
+    const outShape = g.inShape.map((n, d) =>
+      Math.floor((n + 2 * g.padsBegin[d] - (g.kernel[d] - 1) * g.dilations[d] - 1) / g.strides[d]) + 1
+    );
+    const [batch, channels, multiplier] = [between(1, 2), between(1, 4), between(1, 2)];
+    const random = (n: number) => {
+      const values = Array.from({ length: n }, () => rnd() * 2 - 1);
+      return storage === "f32" ? Float32Array.from(values) : Float64Array.from(values);
+    };
+    const outChannels = channels * multiplier;
+    return {
+      ...g,
+      outShape,
+      x: random(batch * channels * g.inShape[0] * g.inShape[1]),
+      w: random(outChannels * g.kernel[0] * g.kernel[1]),
+      bias: c % 2 === 0 ? null : random(outChannels),
+      y: storage === "f32"
+        ? new Float32Array(batch * outChannels * outShape[0] * outShape[1])
+        : new Float64Array(batch * outChannels * outShape[0] * outShape[1]),
+      batch,
+      inChannels: channels,
+      outChannels,
+      group: channels,
+    };
+  });
+}
+
+Deno.test("depthwise convolution matches a float64 sum over the taps inside the input", () => {
+  const cases = randomDepthwise(7, 60, "f64", (between) => {
+    const kernel = [between(1, 5), between(1, 5)];
+    const dilations = [between(1, 2), between(1, 2)];
+    return {
+      kernel,
+      dilations,
+      strides: [between(1, 3), between(1, 3)],
+      padsBegin: kernel.map((k) => between(0, k - 1)),
+      inShape: kernel.map((k, d) => (k - 1) * dilations[d] + between(1, 9)),
+    };
+  });
+  cases.forEach((a, c) => {
+    convolve(a);
+    depthwiseReference(a).sums.forEach((want, i) => assert.ok(Math.abs(a.y[i] - want) <= 1e-12, `case ${c} at ${i}`));
+  });
+});
+
+Deno.test("float32 depthwise convolution on wide rows (WebAssembly SIMD) is within float32 rounding of a float64 sum", () => {
+  const cases = randomDepthwise(23, 12, "f32", (between) => {
+    const kernel = [between(1, 7), between(1, 7)];
+    return {
+      kernel,
+      dilations: [1, 1],
+      strides: [1, 1],
+      padsBegin: kernel.map((k) => between(0, k - 1)),
+      inShape: [between(kernel[0], 12), between(20, 45)],
+    };
+  });
+  cases.forEach((a, c) => {
+    convolve(a);
+    const { sums, magnitudes } = depthwiseReference(a);
+    sums.forEach((want, i) => assert.ok(Math.abs(a.y[i] - want) <= 1e-6 * magnitudes[i] + 1e-7, `case ${c} at ${i}`));
+  });
 });
