@@ -769,13 +769,34 @@ export function maxPool(args: PoolArgs, options: MaxPoolOptions = {}): void {
     const [sh, sw] = g.strides;
     const [dh, dw] = g.dilations;
     const [ph, pw] = g.padsBegin;
+    // Outputs whose window lies inside the input: rows [rowLo, rowHi), columns [colLo, colHi).
+    const rowLo = firstInside(-ph, sh, Ho), rowHi = Math.max(rowLo, endInside(-ph + (KH - 1) * dh, sh, H, Ho, rowLo));
+    const colLo = firstInside(-pw, sw, Wo), colHi = Math.max(colLo, endInside(-pw + (KW - 1) * dw, sw, W, Wo, colLo));
     for (let c = 0; c < planes; c++) {
       const xPlane = c * spatialIn;
       const yPlane = c * spatialOut;
       for (let oh = 0; oh < Ho; oh++) {
         const h0 = oh * sh - ph;
+        const inside = indices === null && oh >= rowLo && oh < rowHi;
         for (let ow = 0; ow < Wo; ow++) {
           const w0 = ow * sw - pw;
+          if (inside && ow === colLo && colHi > colLo) {
+            // No bounds tests: the first tap starts the maximum, as below.
+            for (; ow < colHi; ow++) {
+              const base = xPlane + h0 * W + ow * sw - pw;
+              let best = x[base];
+              for (let ky = 0; ky < KH; ky++) {
+                const row = base + ky * dh * W;
+                for (let kx = 0; kx < KW; kx++) {
+                  const v = x[row + kx * dw];
+                  if (v > best) best = v;
+                }
+              }
+              y[yPlane + oh * Wo + ow] = best;
+            }
+            ow = colHi - 1;
+            continue;
+          }
           let best = -Infinity;
           let arg = -1;
           for (let ky = 0; ky < KH; ky++) {

@@ -8,7 +8,7 @@ import { inferShapes } from "../shape.ts";
 import { float32Tensor, fromFloat64, type Tensor, tensor, toFloat64 } from "../tensor.ts";
 import type { Dim, DType, TensorType } from "../types.ts";
 import { nnOps } from "./nn.ts";
-import { convolve } from "./conv_kernels.ts";
+import { convolve, maxPool } from "./conv_kernels.ts";
 import * as ort from "onnxruntime-node";
 import { exportOnnx } from "../onnx/export.ts";
 import { mulberry32 } from "../../tests/tensor_compare.ts";
@@ -854,4 +854,27 @@ Deno.test("float32 depthwise convolution on wide rows (WebAssembly SIMD) is with
     const { sums, magnitudes } = depthwiseReference(a);
     sums.forEach((want, i) => assert.ok(Math.abs(a.y[i] - want) <= 1e-6 * magnitudes[i] + 1e-7, `case ${c} at ${i}`));
   });
+});
+
+Deno.test("max pooling gives the same maxima with and without indices (inside windows skip the bounds tests)", () => {
+  const rnd = mulberry32(31);
+  const between = (lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
+  for (let c = 0; c < 40; c++) {
+    const kernel = [between(1, 4), between(1, 4)];
+    const strides = [between(1, 3), between(1, 3)];
+    const dilations = [between(1, 2), between(1, 2)];
+    const padsBegin = kernel.map((k) => between(0, k - 1));
+    const inShape = kernel.map((k, d) => (k - 1) * dilations[d] + between(1, 12));
+    const outShape = inShape.map((n, d) =>
+      Math.floor((n + 2 * padsBegin[d] - (kernel[d] - 1) * dilations[d] - 1) / strides[d]) + 1
+    );
+    const planes = between(1, 3);
+    const x = Float32Array.from({ length: planes * inShape[0] * inShape[1] }, () => (rnd() < 0.05 ? NaN : rnd()));
+    const geometry = { planes, inShape, outShape, kernel, strides, dilations, padsBegin };
+    const fast = new Float32Array(planes * outShape[0] * outShape[1]);
+    const slow = new Float32Array(fast.length);
+    maxPool({ ...geometry, x, y: fast });
+    maxPool({ ...geometry, x, y: slow }, { indices: new BigInt64Array(fast.length) });
+    assert.deepEqual(fast, slow, `case ${c}: ${JSON.stringify(geometry)}`);
+  }
 });
