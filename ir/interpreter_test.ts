@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { Graph, Op, Value } from "./graph.ts";
 import { interpret, Interpreter } from "./interpreter.ts";
 import { Module } from "./module.ts";
+import { builtinOps } from "./builtin_ops.ts";
+import { OpRegistry } from "./op_def.ts";
 import { float32Tensor } from "./tensor.ts";
 
 /** `y = Relu(Neg(x) + w)`, with the intermediate values to probe. */
@@ -41,4 +43,23 @@ Deno.test("a probe outside the main graph is refused by name", () => {
   const { m } = net();
   const stray = new Graph("other").addInput(new Value("z"));
   assert.throws(() => new Interpreter(m, { probes: [stray] }), { message: 'probe "z" is not a value of graph "main"' });
+});
+
+Deno.test("stopAtProbes runs only up to the probes and returns only them", () => {
+  const { m, t } = net();
+  let ran = 0;
+  // Count kernel calls: the ops after the probe must not run.
+  const registry = new OpRegistry(
+    builtinOps.all().map((def) =>
+      def.interpret === undefined
+        ? def
+        : { ...def, interpret: (op, inputs, c) => (ran++, def.interpret!(op, inputs, c)) }
+    ),
+  );
+  const out = new Interpreter(m, { probes: [t], stopAtProbes: true, registry }).run({
+    x: float32Tensor([3], [1, -2, 3]),
+  });
+  assert.deepEqual(Object.keys(out), ["t"]);
+  assert.deepEqual([...out.t.data], [-1, 2, -3]);
+  assert.equal(ran, 1);
 });

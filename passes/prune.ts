@@ -9,9 +9,8 @@ import { attr } from "../ir/attributes.ts";
 import { type Graph, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
 import { costOf, type CostTotals } from "../ir/cost.ts";
-import { interpret } from "../ir/interpreter.ts";
 import { intValues } from "../ir/ops/common.ts";
-import { addConstant, eraseConstantIfUnused, insertBefore, replaceConstant, replaceOp } from "../ir/rewriter.ts";
+import { addConstant, cloneModule, eraseConstantIfUnused, insertBefore, replaceOp } from "../ir/rewriter.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, int64Tensor, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import type { ChannelKeep, OpRegistry } from "../ir/op_def.ts";
@@ -19,6 +18,16 @@ import { type ChannelGroup, channelGroups, type ChannelGroupsResult } from "./an
 import { isTensorType } from "../ir/types.ts";
 import type { OptionValues } from "./options.ts";
 import { definePass, type Pass, type PassContext } from "./pass.ts";
+import {
+  expectedActivation,
+  foldIntoBias,
+  recalibrateBn,
+  reconstruct,
+  refitStats,
+  setConstantOf,
+} from "./analysis/recovery.ts";
+
+export { foldIntoBias };
 
 /** Options of `prune`. */
 export const pruneOptions = {
@@ -61,10 +70,22 @@ export const pruneOptions = {
     default: true,
     doc: "Fold the constant act(beta) a pruned channel still emits into the consumers' bias",
   },
+  compensation: {
+    kind: "enum",
+    values: ["expected", "beta"],
+    default: "expected",
+    doc: "What a pruned channel emits: E[act(BN)] with BN ~ N(beta, gamma^2), or act(beta) (the gamma -> 0 limit)",
+  },
   recalibrateBn: {
     kind: "bool",
-    default: false,
-    doc: "After pruning, re-estimate every BatchNormalization's mean/variance on the calibration data",
+    optional: true,
+    doc: "Re-estimate every BatchNormalization's mean/variance on the calibration data (default: when data is given)",
+  },
+  reconstruct: {
+    kind: "bool",
+    optional: true,
+    doc: "Refit each consumer of pruned channels to the original outputs on the calibration data, sequentially, " +
+      "by ridge least squares (default: when data is given)",
   },
 } as const;
 
@@ -226,14 +247,19 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     pruned += size - count;
   }
 
-  // 3. Rewrite, compensating first (it reads the original weights).
+  // 3. Rewrite, compensating first (it reads the original weights). With data, the module before the pass is the
+  // reference the consumers are refit to.
+  const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
+  const refit = plans.filter((p) => p.kept.length < p.group.size).flatMap((p) => p.group.consumers.map((c) => c.op));
   const layers: Record<string, { before: number; after: number }> = {};
   for (const p of plans) {
     for (const pr of p.group.producers) {
       const at = analysis.groupOf(pr.op.results[0])!;
       layers[pr.op.name] = { before: pr.size, after: keptOf(p.kept, at.channels).length };
     }
-    if (p.kept.length < p.group.size && options.compensate) compensate(p, analysis, ctx.ops, module.opset());
+    if (p.kept.length < p.group.size && options.compensate) {
+      compensate(p, analysis, ctx.ops, module.opset(), options.compensation === "expected");
+    }
   }
   removeChannels(plans, analysis, ctx.ops, module.opset());
   let selectionsKept = 0;
@@ -244,14 +270,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     else selectionsKept++;
   }
   inferShapes(module, { registry: ctx.ops, strict: false });
-  if (options.recalibrateBn) {
-    if (ctx.calibration === null) {
-      ctx.emit(
-        "warning",
-        "recalibrate-bn needs calibration data (--calib): BatchNormalization statistics left as trained",
-      );
-    } else recalibrateBn(module, ctx);
-  }
+  recover(original, module, refit, options, ctx);
   const after = costOf(module, { registry: ctx.ops }).totals;
 
   const barriers = analysis.barriers.filter((b) => analysis.groups[b.group].bns.length > 0)
@@ -265,7 +284,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   statCostChange(ctx, before, after);
   ctx.stat("gamma-histogram", gammaHistogram(all, threshold));
   ctx.stat("barriers", barriers);
-  ctx.stat("bn-recalibrated", options.recalibrateBn && ctx.calibration !== null);
+  ctx.stat("bn-recalibrated", options.recalibrateBn !== false && ctx.calibration !== null);
   ctx.log(`threshold ${threshold}: ${pruned} of ${all.length} channels pruned`);
   if (pruned === 0) ctx.emit("note", nothingPrunedReason(plans.length, all, threshold, barriers));
   return pruned > 0 || selectionsKept > 0;
@@ -382,7 +401,7 @@ export function takeChannels(t: Tensor, axis: number, idx: readonly number[], bl
  * over its name, so reports and IR dumps still say `conv1.weight`. A bias that was absent is named `<op>.bias`.
  */
 function setConstant(op: Op, i: number, t: Tensor): void {
-  replaceConstant(op, i, t, op.operand(i) === null ? { name: `${op.name}.bias` } : {});
+  setConstantOf(op, i, t);
 }
 
 function sliceOperand(op: Op, i: number, axis: number, idx: readonly number[], block = 1): void {
@@ -524,7 +543,13 @@ function evaluate(
  * channels' contribution to each consumer, again from its own kernel, is
  * folded into its bias.
  */
-function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, opset: number): void {
+function compensate(
+  p: Plan,
+  analysis: ChannelGroupsResult,
+  ops: OpRegistry,
+  opset: number,
+  expected: boolean,
+): void {
   const g = p.group;
   const pruned = new Uint8Array(g.size).fill(1);
   for (const c of p.kept) pruned[c] = 0;
@@ -536,6 +561,8 @@ function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, ops
     if (m.kind === "permute") permutes.set(m.to, { from: op.operand(0)!, perm: m.perm });
   }
   const results = new Map<Op, Tensor[] | null>();
+  // Per-channel standard deviation of a pruned BN's output (|gamma|), for `compensation=expected`.
+  const spreads = new Map<Value, Float64Array>();
   for (const { value, channels } of g.values) {
     const n = channels.length;
     let out: Float64Array = new Float64Array(n).fill(NaN);
@@ -572,6 +599,26 @@ function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, ops
       const r = results.get(op);
       const t = r?.[op.results.indexOf(value)];
       if (t && t.shape[1] === n) out = centre(t);
+      const live = op.operands.filter((v) => v !== null && v.constant === null);
+      const spread = live.length === 1 ? spreads.get(live[0]!) : undefined;
+      const mean = live.length === 1 ? vecs.get(live[0]!) : undefined;
+      if (spread !== undefined && mean !== undefined && mean.length === n && op.results.length === 1) {
+        // An activation of a pruned BN output ~ N(beta, gamma^2): its mean, not its value at the mean.
+        out = expectedActivation(op, mean, spread, (x) => {
+          const at = evaluate(
+            op,
+            ops,
+            opset,
+            (cap) =>
+              op.operands.map((v) => (v !== null && v === live[0] ? channelTensor(v, x, cap) : v?.constant ?? null)),
+          );
+          return at?.[0] && at[0].shape[1] === n ? centre(at[0]) : null;
+        });
+      }
+      if (bns.has(op) && expected && value === op.results[0]) {
+        const gamma = toFloat64(op.operand(1)!.constant!);
+        if (gamma.length === n) spreads.set(value, gamma.map(Math.abs));
+      }
     }
     vecs.set(value, out);
   }
@@ -603,67 +650,42 @@ function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, ops
 }
 
 /**
- * Add `delta` (one value per output channel) to what `op` (Conv or Gemm)
- * computes: its bias, or the mean of the BN after a bias-less Conv.
+ * The data-driven recovery after the rewrite: the sequential refit of the consumers of pruned channels
+ * (`reconstruct`), then BN re-estimation (`recalibrate-bn`); each on by default when calibration data is given.
  */
-export function foldIntoBias(op: Op, delta: Float64Array): void {
-  const out = delta.length;
-  const w = op.operand(1)!.constant!;
-  const bias = op.operand(2);
-  const next = op.result.uses.length === 1 ? op.result.uses[0] : null;
-  if (op.type === "Conv" && !bias && next?.op.type === "BatchNormalization" && next.index === 0) {
-    // BN(x + d) with mean m equals BN(x) with mean m - d: no new bias tensor, so the parameter count stays the paper's.
-    const bn = next.op;
-    const mean = toFloat64(bn.operand(3)!.constant!);
-    for (let o = 0; o < out; o++) mean[o] -= delta[o];
-    setConstant(bn, 3, fromFloat64(bn.operand(3)!.constant!.dtype, [out], mean));
-  } else if (op.type !== "Gemm") {
-    const b = bias?.constant ? toFloat64(bias.constant) : new Float64Array(out);
-    for (let o = 0; o < out; o++) b[o] += delta[o];
-    setConstant(op, 2, fromFloat64(w.dtype, [out], b));
+function recover(
+  original: Module | null,
+  module: Module,
+  refit: readonly Op[],
+  options: PruneOptionValues,
+  ctx: PassContext,
+): void {
+  const ran: string[] = [];
+  if (ctx.calibration === null) {
+    for (const name of ["recalibrate-bn", "reconstruct"] as const) {
+      if (options[name === "reconstruct" ? "reconstruct" : "recalibrateBn"] === true) {
+        ctx.emit(
+          "warning",
+          `${name} needs calibration data (--calib): ${
+            name === "reconstruct" ? "layers not refit" : "BatchNormalization statistics left as trained"
+          }`,
+        );
+      }
+    }
   } else {
-    const beta = op.float("beta", 1)!;
-    if (bias?.constant && bias.constant.data.length === out && beta !== 0) {
-      const b = toFloat64(bias.constant);
-      for (let o = 0; o < out; o++) b[o] += delta[o] / beta;
-      setConstant(op, 2, fromFloat64(bias.constant.dtype, bias.constant.shape, b));
-    } else if (!bias) {
-      setConstant(op, 2, fromFloat64(w.dtype, [out], delta));
-      op.attributes.set("beta", attr.float(1));
+    if (original !== null && refit.length > 0) {
+      ctx.stat("refit", refitStats(reconstruct(original, module, refit, ctx)));
+      ran.push("reconstruct");
+    }
+    if (options.recalibrateBn !== false) {
+      recalibrateBn(module, ctx);
+      ran.push("recalibrate-bn");
     }
   }
-}
-
-/** Re-estimate each BN's mean and (unbiased) variance on the calibration batch, in graph order. */
-function recalibrateBn(module: Module, ctx: PassContext): void {
-  const graph = module.graph;
-  for (const bn of graph.ops.filter((op) => op.type === "BatchNormalization")) {
-    const x = bn.operand(0)!;
-    const t = interpret(module, ctx.calibration!, { registry: ctx.ops, probes: [x] })[x.name];
-    const [n, c] = t.shape;
-    const inner = t.shape.slice(2).reduce((a, b) => a * b, 1);
-    const d = toFloat64(t);
-    const mean = new Float64Array(c);
-    const variance = new Float64Array(c);
-    const count = n * inner;
-    for (let b = 0; b < n; b++) {
-      for (let ch = 0; ch < c; ch++) {
-        const base = (b * c + ch) * inner;
-        for (let i = 0; i < inner; i++) mean[ch] += d[base + i];
-      }
-    }
-    for (let ch = 0; ch < c; ch++) mean[ch] /= count;
-    for (let b = 0; b < n; b++) {
-      for (let ch = 0; ch < c; ch++) {
-        const base = (b * c + ch) * inner;
-        for (let i = 0; i < inner; i++) variance[ch] += (d[base + i] - mean[ch]) ** 2;
-      }
-    }
-    for (let ch = 0; ch < c; ch++) variance[ch] /= Math.max(1, count - 1);
-    const dtype = bn.operand(3)!.constant!.dtype;
-    setConstant(bn, 3, fromFloat64(dtype, [c], mean));
-    setConstant(bn, 4, fromFloat64(dtype, [c], variance));
-  }
+  ctx.stat(
+    "recovery",
+    ran.length > 0 ? ran.join(",") : options.compensate ? `compensate=${options.compensation}` : "none",
+  );
 }
 
 /** |gamma| histogram over log10 bins, with the threshold, for the report to draw. */

@@ -9,8 +9,11 @@ import { attr } from "../ir/attributes.ts";
 import { isConstant, isDefaultDomain, Op, Value } from "../ir/graph.ts";
 import { Interpreter } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
+import type { OpRegistry } from "../ir/op_def.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
-import { addConstant, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
+import { addConstant, cloneModule, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
+import { expectedChannels, foldIntoBias, recalibrateBn, reconstruct, refitStats } from "./analysis/recovery.ts";
+import type { OptionValues } from "./options.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/types.ts";
 import { cholesky, exactSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
@@ -59,6 +62,23 @@ export const svdOptions = {
     kind: "bool",
     default: false,
     doc: "Whiten by the calibration input covariance so the factors minimize output error",
+  },
+  biasCorrect: {
+    kind: "bool",
+    default: true,
+    doc: "Without data: add (W - W_k) E[x] to the bias, E[x] from the BatchNormalization statistics before the layer",
+  },
+  reconstruct: {
+    kind: "bool",
+    optional: true,
+    doc: "Refit each second factor to the original layer's outputs on the calibration data, sequentially, by ridge " +
+      "least squares (default: when data is given)",
+  },
+  recalibrateBn: {
+    kind: "bool",
+    optional: true,
+    doc: "After the refit, re-estimate every BatchNormalization's statistics on the calibration data (default: " +
+      "when data is given)",
   },
 } as const;
 
@@ -218,6 +238,8 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
       totals.paramsBefore += l.params;
       totals.macsBefore += l.macs;
     }
+    // With data, the module before the rewrite is the reference the second factors are refit to.
+    const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
     const rewritten = new Set<Op>();
     for (const sp of spectra) {
       const k = ranks.get(sp) ?? 0;
@@ -229,7 +251,11 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
       const { p, q } = factors(sp, k);
       const weightError = relativeWeightError(l, p, q, k, sp);
       const outputError = sp.covariance === null ? null : relativeOutputError(l, p, q, k, sp.covariance);
+      const shift = options.biasCorrect && ctx.calibration === null
+        ? biasShift(l, p, q, k, ctx.ops, module.opset(""))
+        : null;
       rewrite(l, p, q, k, module.opset(""));
+      if (shift !== null) foldIntoBias(l.op, shift);
       rewritten.add(l.op);
       decomposed++;
       perLayer[l.op.name] = {
@@ -243,6 +269,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
         "weight-error": weightError,
         "output-error": outputError,
         "data-aware": sp.whitening !== null,
+        "bias-corrected": shift !== null,
         "energy-total": sp.energy,
         spectrum: [...sp.svd.s.slice(0, 64)],
       };
@@ -263,6 +290,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
             "selection rule (see the log)",
       );
     }
+    ctx.stat("recovery", recoverFactors(original, module, [...rewritten], options, ctx));
     ctx.stat("layers-decomposed", decomposed);
     ctx.stat("params-before", totals.paramsBefore);
     ctx.stat("params-after", totals.paramsAfter);
@@ -383,6 +411,67 @@ function layerOf(
     macsPerRank,
     maxUsefulRank: maxUseful(rows * cols, paramsPerRank, macs, macsPerRank, Math.min(rows, cols)),
   };
+}
+
+/**
+ * Data-free bias correction: the expected output shift `(M - P Q) E[x]` of a factorized layer, with `E[x]` per
+ * input channel from the BatchNormalization statistics before it ({@linkcode expectedChannels}); null where they
+ * do not reach the layer (or for MatMul and transA, which have no bias to take it).
+ */
+function biasShift(
+  l: Layer,
+  p: Float64Array,
+  q: Float64Array,
+  k: number,
+  ops: OpRegistry,
+  opset: number,
+): Float64Array | null {
+  if (l.kind === "matmul" || l.kind === "conv-spatial" || (l.kind === "gemm" && l.op.flag("transA"))) return null;
+  let x = l.op.operand(0)!;
+  if (l.kind === "gemm" && x.producer?.type === "Flatten") x = x.producer.operand(0)!;
+  const mean = expectedChannels(x, ops, opset);
+  if (mean === null || l.cols % mean.length !== 0) return null;
+  const per = l.cols / mean.length;
+  const shift = new Float64Array(l.rows);
+  for (let o = 0; o < l.rows; o++) {
+    for (let j = 0; j < l.cols; j++) {
+      let pq = 0;
+      for (let r = 0; r < k; r++) pq += p[o * k + r] * q[r * l.cols + j];
+      shift[o] += (l.matrix[o * l.cols + j] - pq) * mean[Math.floor(j / per)];
+    }
+  }
+  return shift;
+}
+
+/** The refit of the second factors and BN re-estimation with data (each on by default then); what ran. */
+function recoverFactors(
+  original: Module | null,
+  module: Module,
+  layers: readonly Op[],
+  options: OptionValues<typeof svdOptions>,
+  ctx: PassContext,
+): string {
+  if (ctx.calibration === null) {
+    for (const name of ["reconstruct", "recalibrate-bn"] as const) {
+      if (options[name === "reconstruct" ? "reconstruct" : "recalibrateBn"] === true) {
+        ctx.emit("warning", `${name} needs calibration data (--calib); skipped`);
+      }
+    }
+    return options.biasCorrect ? "bias-correct" : "none";
+  }
+  const ran: string[] = [];
+  if (original !== null && layers.length > 0) {
+    ctx.stat("refit", refitStats(reconstruct(original, module, layers, ctx)));
+    ran.push("reconstruct");
+  }
+  if (
+    options.recalibrateBn !== false && layers.length > 0 &&
+    module.graph.ops.some((op) => op.type === "BatchNormalization")
+  ) {
+    recalibrateBn(module, ctx);
+    ran.push("recalibrate-bn");
+  }
+  return ran.length > 0 ? ran.join(",") : "none";
 }
 
 /** Largest k with `k * perRank < total` for both params and MACs (and k at most the full rank). */
