@@ -252,10 +252,13 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
   const refit = plans.filter((p) => p.kept.length < p.group.size).flatMap((p) => p.group.consumers.map((c) => c.op));
   const layers: Record<string, { before: number; after: number }> = {};
+  const outputs = new Map<Op, number[]>();
   for (const p of plans) {
     for (const pr of p.group.producers) {
       const at = analysis.groupOf(pr.op.results[0])!;
-      layers[pr.op.name] = { before: pr.size, after: keptOf(p.kept, at.channels).length };
+      const kept = keptOf(p.kept, at.channels);
+      layers[pr.op.name] = { before: pr.size, after: kept.length };
+      if (kept.length < pr.size) outputs.set(pr.op, kept);
     }
     if (p.kept.length < p.group.size && options.compensate) {
       compensate(p, analysis, ctx.ops, module.opset(), options.compensation === "expected");
@@ -270,7 +273,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     else selectionsKept++;
   }
   inferShapes(module, { registry: ctx.ops, strict: false });
-  recover(original, module, refit, options, ctx);
+  recover(original, module, refit, outputs, options, ctx);
   const after = costOf(module, { registry: ctx.ops }).totals;
 
   const barriers = analysis.barriers.filter((b) => analysis.groups[b.group].bns.length > 0)
@@ -657,6 +660,7 @@ function recover(
   original: Module | null,
   module: Module,
   refit: readonly Op[],
+  outputs: ReadonlyMap<Op, readonly number[]>,
   options: PruneOptionValues,
   ctx: PassContext,
 ): void {
@@ -674,7 +678,7 @@ function recover(
     }
   } else {
     if (original !== null && refit.length > 0) {
-      ctx.stat("refit", refitStats(reconstruct(original, module, refit, ctx)));
+      ctx.stat("refit", refitStats(reconstruct(original, module, refit, ctx, { outputs })));
       ran.push("reconstruct");
     }
     if (options.recalibrateBn !== false) {

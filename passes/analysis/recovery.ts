@@ -25,10 +25,15 @@ export interface ReconstructOptions {
   positions?: number;
   /** Calibration samples per interpreter run (default 64). */
   batch?: number;
-  /** Ridge `lambda` as a fraction of the mean diagonal of `X^T X` (default 1e-3). */
+  /** Ridge `lambda` as a fraction of the mean diagonal of `X^T X` (default 1e-2), pulling toward the current weights. */
   ridge?: number;
   /** Seed of the position sampling (default 1). */
   seed?: number;
+  /**
+   * For a layer that also lost output channels: the original output channel of each of its channels (the target
+   * is read there). A layer not listed keeps its outputs.
+   */
+  outputs?: ReadonlyMap<Op, readonly number[]>;
 }
 
 /** What the refit of one layer bought, relative output errors `||Y_hat - Y|| / ||Y||` on the sampled rows. */
@@ -83,7 +88,7 @@ interface Linear {
  * const m = parseModule(text("[1.0, 0.0]", 2));
  * const x = { dtype: "f32" as const, shape: [3, 2], data: new Float32Array([1, 1, 2, 2, 3, 3]) };
  * const ctx = testPassContext({ module: m, calibration: { x } });
- * const fit = reconstruct(original, m, [m.graph.ops[0]], ctx);
+ * const fit = reconstruct(original, m, [m.graph.ops[0]], ctx, { ridge: 1e-9 });
  * assert.ok(fit.get("y")!.errorAfter < 1e-3 && fit.get("y")!.errorBefore > 0.5);
  * ```
  */
@@ -99,14 +104,15 @@ export function reconstruct(
   if (calibration === null) return out;
   const positions = options.positions ?? 64;
   const batchSize = options.batch ?? 64;
-  const ridge = options.ridge ?? 1e-3;
+  const ridge = options.ridge ?? 1e-2;
   const names = new Map(original.graph.ops.map((op) => [op.name, op]));
   const order = new Map(module.graph.ops.map((op, i) => [op, i]));
   const sorted = [...new Set(layers)].filter((op) => order.has(op)).sort((a, b) => order.get(a)! - order.get(b)!);
   const samples = Object.values(calibration)[0]?.shape[0] ?? 0;
   for (const [index, op] of sorted.entries()) {
     const target = names.get(op.name)?.results[0];
-    const layer = linearOf(op, original);
+    const keep = options.outputs?.get(op) ?? null;
+    const layer = linearOf(op, original, keep);
     if (target === undefined || layer === null) {
       ctx.log(`op "${op.name}": not refit (${target === undefined ? "no original op of that name" : "layout"})`);
       continue;
@@ -123,7 +129,7 @@ export function reconstruct(
       const feed = sliceSamples(calibration, start, Math.min(samples, start + batchSize));
       const x = probe.run(feed)[op.operand(0)!.name];
       const y = truth.run(feed)[target.name];
-      const r = layer.kind === "conv" ? convRows(layer, x, y, positions, random) : gemmRows(layer, x, y);
+      const r = layer.kind === "conv" ? convRows(layer, x, y, positions, random, keep) : gemmRows(layer, x, y, keep);
       if (r === null) break;
       gemm({ m: k, n: k, k: r.count, a: r.x, transA: true, b: r.x, c: xtx, beta: 1 });
       gemm({ m: k, n: layer.out, k: r.count, a: r.x, transA: true, b: r.y, c: xty, beta: 1 });
@@ -141,7 +147,7 @@ export function reconstruct(
         op,
       );
     }
-    const solution = ridgeSolve(xtx, xty, k, layer.out, ridge);
+    const solution = ridgeSolve(xtx, xty, k, layer.out, ridge, layer.current);
     const errorBefore = residual(layer.current, xtx, xty, yy, k, layer.out);
     const errorAfter = residual(solution, xtx, xty, yy, k, layer.out);
     const adopted = errorAfter < errorBefore;
@@ -187,7 +193,7 @@ function lcg(seed: number): () => number {
  * The effective bias of `op`'s output: its own, or for a bias-less Conv read only by a BN, the shift a pass folded
  * into that BN's mean (original mean minus current), so a refit does not count a compensation twice.
  */
-function effectiveBias(op: Op, out: number, original: Module): Float64Array {
+function effectiveBias(op: Op, out: number, original: Module, keep: readonly number[] | null): Float64Array {
   const bias = op.operand(2);
   if (bias?.constant) {
     const b = toFloat64(bias.constant);
@@ -198,11 +204,12 @@ function effectiveBias(op: Op, out: number, original: Module): Float64Array {
   const before = original.graph.ops.find((o) => o.name === next?.name && o.type === "BatchNormalization");
   if (op.type !== "Conv" || next?.type !== "BatchNormalization" || before === undefined) return new Float64Array(out);
   const now = toFloat64(next.operand(3)!.constant!);
-  const was = toFloat64(before.operand(3)!.constant!);
+  const all = toFloat64(before.operand(3)!.constant!);
+  const was = keep === null ? all : Float64Array.from(keep, (c) => all[c]);
   return was.length === out ? was.map((m, o) => m - now[o]) : new Float64Array(out);
 }
 
-function linearOf(op: Op, original: Module): Linear | null {
+function linearOf(op: Op, original: Module, keep: readonly number[] | null): Linear | null {
   const w = op.operand(1)?.constant;
   if (!w || (op.type !== "Conv" && op.type !== "Gemm")) return null;
   const d = toFloat64(w);
@@ -214,7 +221,7 @@ function linearOf(op: Op, original: Module): Linear | null {
     const n = cin * kh * kw;
     const current = new Float64Array((n + 1) * out);
     for (let o = 0; o < out; o++) for (let i = 0; i < n; i++) current[i * out + o] = d[o * n + i];
-    current.set(effectiveBias(op, out, original), n * out);
+    current.set(effectiveBias(op, out, original, keep), n * out);
     return { op, kind: "conv", out, n, current };
   }
   if (op.flag("transA") || w.shape.length !== 2) return null;
@@ -227,7 +234,7 @@ function linearOf(op: Op, original: Module): Linear | null {
   for (let i = 0; i < n; i++) {
     for (let o = 0; o < out; o++) current[i * out + o] = alpha * (transB ? d[o * n + i] : d[i * out + o]);
   }
-  current.set(effectiveBias(op, out, original), n * out);
+  current.set(effectiveBias(op, out, original, keep), n * out);
   return { op, kind: "gemm", out, n, current };
 }
 
@@ -239,8 +246,9 @@ interface Rows {
   count: number;
 }
 
-function gemmRows(l: Linear, x: Tensor, y: Tensor): Rows | null {
+function gemmRows(l: Linear, x: Tensor, y: Tensor, keep: readonly number[] | null): Rows | null {
   if (x.shape.length !== 2 || x.shape[1] !== l.n || y.shape[0] !== x.shape[0]) return null;
+  if (y.shape.length !== 2 || (keep ?? [...Array(y.shape[1]).keys()]).length !== l.out) return null;
   const count = x.shape[0];
   const k = l.n + 1;
   const xs = toFloat64(x);
@@ -249,14 +257,27 @@ function gemmRows(l: Linear, x: Tensor, y: Tensor): Rows | null {
     rows.set(xs.subarray(r * l.n, (r + 1) * l.n), r * k);
     rows[r * k + l.n] = 1;
   }
-  return { x: rows, y: toFloat64(y), count };
+  const ys = toFloat64(y);
+  if (keep === null) return { x: rows, y: ys, count };
+  const all = y.shape[1];
+  const targets = new Float64Array(count * l.out);
+  for (let r = 0; r < count; r++) for (let o = 0; o < l.out; o++) targets[r * l.out + o] = ys[r * all + keep[o]];
+  return { x: rows, y: targets, count };
 }
 
 /** Patches (`Cin x Kh x Kw`, then 1) at sampled output positions of every image, and the targets there. */
-function convRows(l: Linear, x: Tensor, y: Tensor, positions: number, random: () => number): Rows | null {
+function convRows(
+  l: Linear,
+  x: Tensor,
+  y: Tensor,
+  positions: number,
+  random: () => number,
+  keep: readonly number[] | null,
+): Rows | null {
   const op = l.op;
   const [, , kh, kw] = op.operand(1)!.constant!.shape;
-  if (x.shape.length !== 4 || y.shape.length !== 4 || y.shape[1] !== l.out) return null;
+  if (x.shape.length !== 4 || y.shape.length !== 4 || (keep?.length ?? y.shape[1]) !== l.out) return null;
+  const all = y.shape[1];
   const [batch, cin, h, w] = x.shape;
   const [, , hOut, wOut] = y.shape;
   const [sh, sw] = op.ints("strides", [1, 1])!;
@@ -288,7 +309,7 @@ function convRows(l: Linear, x: Tensor, y: Tensor, positions: number, random: ()
         }
       }
       rows[col] = 1;
-      for (let o = 0; o < l.out; o++) targets[row * l.out + o] = ys[(b * l.out + o) * map + pos];
+      for (let o = 0; o < l.out; o++) targets[row * l.out + o] = ys[(b * all + (keep?.[o] ?? o)) * map + pos];
     }
   }
   return { x: rows, y: targets, count };
@@ -298,7 +319,14 @@ function convRows(l: Linear, x: Tensor, y: Tensor, positions: number, random: ()
  * Solve `(X^T X + lambda I) M = X^T Y` by Cholesky, `lambda` = `ridge` times the mean diagonal (a tiny floor keeps an
  * all-zero input defined).
  */
-export function ridgeSolve(xtx: Float64Array, xty: Float64Array, k: number, out: number, ridge: number): Float64Array {
+export function ridgeSolve(
+  xtx: Float64Array,
+  xty: Float64Array,
+  k: number,
+  out: number,
+  ridge: number,
+  prior: Float64Array | null = null,
+): Float64Array {
   let trace = 0;
   for (let i = 0; i < k; i++) trace += xtx[i * k + i];
   const lambda = Math.max(ridge * trace / k, 1e-12);
@@ -306,6 +334,7 @@ export function ridgeSolve(xtx: Float64Array, xty: Float64Array, k: number, out:
   for (let i = 0; i < k; i++) a[i * k + i] += lambda;
   const l = cholesky(a, k);
   const m = new Float64Array(xty);
+  if (prior !== null) { for (let i = 0; i < k * out; i++) m[i] += lambda * prior[i]; }
   // L Z = B, then L^T M = Z, column by column of the k x out right-hand side.
   for (let o = 0; o < out; o++) {
     for (let i = 0; i < k; i++) {
