@@ -127,8 +127,15 @@ export function reconstruct(
     const truth = new Interpreter(original, { registry: ctx.ops, probes: [target], stopAtProbes: true });
     for (let start = 0; start < samples; start += batchSize) {
       const feed = sliceSamples(calibration, start, Math.min(samples, start + batchSize));
-      const x = probe.run(feed)[op.operand(0)!.name];
-      const y = truth.run(feed)[target.name];
+      let x: Tensor;
+      let y: Tensor;
+      try {
+        x = probe.run(feed)[op.operand(0)!.name];
+        y = truth.run(feed)[target.name];
+      } catch (e) {
+        ctx.emit("error", `refit could not run the calibration data: ${e instanceof Error ? e.message : e}`);
+        return out;
+      }
       const r = layer.kind === "conv" ? convRows(layer, x, y, positions, random, keep) : gemmRows(layer, x, y, keep);
       if (r === null) break;
       gemm({ m: k, n: k, k: r.count, a: r.x, transA: true, b: r.x, c: xtx, beta: 1 });

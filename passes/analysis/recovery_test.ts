@@ -157,3 +157,14 @@ graph @g(%x: f32[N,1,1,2]) -> (%y) {
   assert.ok(Math.abs(Number(bn.operand(3)!.constant!.data[0]) - 3.5) < 1e-6);
   assert.ok(Math.abs(Number(bn.operand(4)!.constant!.data[0]) - 3.5) < 1e-5);
 });
+
+Deno.test("reconstruct with calibration data that does not fit the input: one error line naming the input", () => {
+  const original = mlp(uniform(16, 3), uniform(12, 5));
+  const m = cloneModule(original);
+  const x = float32Tensor([2, 3], uniform(6, 13));
+  const ctx = testPassContext({ module: m, calibration: { x } });
+  assert.equal(reconstruct(original, m, [op(m, "y")], ctx).size, 0);
+  assert.equal(ctx.diagnostics.length, 1);
+  assert.equal(ctx.diagnostics[0].severity, "error");
+  assert.match(ctx.diagnostics[0].message, /input "x" must have shape \[N,4\], found \[2,3\]/);
+});
