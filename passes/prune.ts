@@ -566,6 +566,8 @@ function compensate(
   const results = new Map<Op, Tensor[] | null>();
   // Per-channel standard deviation of a pruned BN's output (|gamma|), for `compensation=expected`.
   const spreads = new Map<Value, Float64Array>();
+  // Per-channel variance of what a pruned channel emits, for the BN after each consumer (`compensation=expected`).
+  const variances = new Map<Value, Float64Array>();
   for (const { value, channels } of g.values) {
     const n = channels.length;
     let out: Float64Array = new Float64Array(n).fill(NaN);
@@ -607,7 +609,7 @@ function compensate(
       const mean = live.length === 1 ? vecs.get(live[0]!) : undefined;
       if (spread !== undefined && mean !== undefined && mean.length === n && op.results.length === 1) {
         // An activation of a pruned BN output ~ N(beta, gamma^2): its mean, not its value at the mean.
-        out = expectedActivation(op, mean, spread, (x) => {
+        const at = (x: Float64Array): Float64Array | null => {
           const at = evaluate(
             op,
             ops,
@@ -616,12 +618,20 @@ function compensate(
               op.operands.map((v) => (v !== null && v === live[0] ? channelTensor(v, x, cap) : v?.constant ?? null)),
           );
           return at?.[0] && at[0].shape[1] === n ? centre(at[0]) : null;
-        });
+        };
+        out = expectedActivation(op, mean, spread, at);
+        const square = expectedActivation(op, mean, spread, (x) => at(x)?.map((y) => y * y) ?? null, false);
+        variances.set(value, square.map((q, c) => Math.max(0, q - out[c] * out[c])));
       }
       if (bns.has(op) && expected && value === op.results[0]) {
         const gamma = toFloat64(op.operand(1)!.constant!);
-        if (gamma.length === n) spreads.set(value, gamma.map(Math.abs));
+        if (gamma.length === n) {
+          spreads.set(value, gamma.map(Math.abs));
+          variances.set(value, gamma.map((g) => g * g));
+        }
       }
+      const carried = live.length === 1 && POOLING.has(op.type) ? variances.get(live[0]!) : undefined;
+      if (carried !== undefined && carried.length === n) variances.set(value, carried);
     }
     vecs.set(value, out);
   }
@@ -648,8 +658,49 @@ function compensate(
     if (r === null) continue;
     const delta = centre(r[0]);
     if (!delta.every(Number.isFinite)) continue;
+    const lost = variances.get(source);
+    if (lost !== undefined) {
+      removeVariance(op, Float64Array.from(lost, (x, j) => (pruned[at.channels[j]] ? x : 0)), c.featuresPerChannel);
+    }
     foldIntoBias(op, delta);
   }
+}
+
+/** Ops over the positions of one channel: a channel's variance is carried through them (an approximation). */
+const POOLING = new Set(["MaxPool", "AveragePool", "Identity", "Dropout"]);
+
+/**
+ * The variance the pruned channels (variance `lost` per input channel) added to each output of the consumer `op`,
+ * `sum_c lost_c sum_k W[o,c,k]^2` (inputs taken as independent), is taken out of the running variance of the BN
+ * that reads `op`'s output, so that BN still normalizes what remains (data-free BN re-estimation).
+ */
+function removeVariance(op: Op, lost: Float64Array, features: number): void {
+  let next = op.result.uses.length === 1 ? op.result.uses[0] : null;
+  const selection = next?.op.type === "Gather" ? next.op : null;
+  if (selection !== null && selection.result.uses.length === 1) {
+    // A channel selection prune put before the BN, still keeping every channel in order.
+    const idx = intValues(selection.operand(1)!.constant!);
+    if (idx.every((v, i) => v === i)) next = selection.result.uses[0];
+  }
+  if (next?.op.type !== "BatchNormalization" || next.index !== 0 || (op.int("group", 1) ?? 1) !== 1) return;
+  const bn = next.op;
+  const w = toFloat64(op.operand(1)!.constant!);
+  const shape = op.operand(1)!.constant!.shape;
+  const transB = op.type === "Gemm" && op.flag("transB");
+  const [out, width] = op.type === "Gemm" && !transB ? [shape[1], shape[0]] : [shape[0], w.length / shape[0]];
+  const per = op.type === "Gemm" ? Math.max(1, features) : width / lost.length;
+  if (!Number.isInteger(per) || per * lost.length !== width) return;
+  const variance = toFloat64(bn.operand(4)!.constant!);
+  if (variance.length !== out) return;
+  for (let o = 0; o < out; o++) {
+    let v = 0;
+    for (let i = 0; i < width; i++) {
+      const wi = op.type === "Gemm" && !transB ? w[i * out + o] : w[o * width + i];
+      v += lost[Math.floor(i / per)] * wi * wi;
+    }
+    variance[o] = Math.max(0.01 * variance[o], variance[o] - v);
+  }
+  setConstant(bn, 4, fromFloat64(bn.operand(4)!.constant!.dtype, [out], variance));
 }
 
 /**

@@ -423,3 +423,30 @@ Deno.test("prune's expected compensation: Monte Carlo agrees for Relu, Sigmoid a
     assert.ok(Math.abs(bias - mc) < 5e-3, `${act}: ${bias} vs Monte Carlo ${mc}`);
   }
 });
+
+Deno.test("prune takes a pruned channel's variance out of the BN after its consumer (data-free)", async () => {
+  const m = parse(
+    "f32[N,1,3,3]",
+    `  %w1 = const f32[2,1,1,1] dense<1.0>
+  %gamma = const f32[2] dense<[0.5, 4.0]>
+  %beta = const f32[2] dense<[0.3, 0.0]>
+  %z = const f32[2] dense<0.0>
+  %one = const f32[2] dense<1.0>
+  %w2 = const f32[1,2,1,1] dense<[2.0, 1.0]>
+  %g2 = const f32[1] dense<1.0>
+  %z2 = const f32[1] dense<0.0>
+  %v2 = const f32[1] dense<10.0>
+  %c1 = Conv(%x, %w1) : f32[N,2,3,3]
+  %bn = BatchNormalization(%c1, %gamma, %beta, %z, %one) : f32[N,2,3,3]
+  %c2 = Conv(%bn, %w2) : f32[N,1,3,3]
+  %y = BatchNormalization(%c2, %g2, %z2, %z2, %v2) : f32[N,1,3,3]`,
+  );
+  await prune(m, "prune{ratio=0.5}");
+  const bn2 = m.graph.ops.find((op) => op.name === "y")!;
+  // Var of 2 * N(0.3, 0.5^2) is 1; its mean 0.6 becomes c2's bias (a selection sits before the output BN here).
+  assert.ok(Math.abs(Number(bn2.operand(4)!.constant!.data[0]) - 9) < 1e-5);
+  const c2 = m.graph.ops.find((op) => op.name === "c2")!;
+  assert.ok(Math.abs(Number(c2.operand(2)!.constant!.data[0]) - 0.6) < 1e-6);
+  const old = parse("f32[N,1,3,3]", "  %y = Relu(%x) : f32[N,1,3,3]");
+  assert.equal((await prune(old, "prune{compensation=beta}")).changed, false);
+});

@@ -516,9 +516,10 @@ export function expectedActivation(
   mean: Float64Array,
   spread: Float64Array,
   at: (x: Float64Array) => Float64Array | null,
+  closedForm = true,
 ): Float64Array {
   const n = mean.length;
-  if (op.type === "Relu" || op.type === "Clip" || op.type === "Identity") {
+  if (closedForm && (op.type === "Relu" || op.type === "Clip" || op.type === "Identity")) {
     let lo = -Infinity;
     let hi = Infinity;
     if (op.type === "Relu") lo = 0;
