@@ -79,7 +79,8 @@ export const pruneOptions = {
   recalibrateBn: {
     kind: "bool",
     optional: true,
-    doc: "Re-estimate every BatchNormalization's mean/variance on the calibration data (default: when data is given)",
+    doc: "Re-estimate every BatchNormalization's mean/variance on the calibration data (default: when data is given " +
+      "and no layer was refit)",
   },
   reconstruct: {
     kind: "bool",
@@ -287,7 +288,6 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   statCostChange(ctx, before, after);
   ctx.stat("gamma-histogram", gammaHistogram(all, threshold));
   ctx.stat("barriers", barriers);
-  ctx.stat("bn-recalibrated", options.recalibrateBn !== false && ctx.calibration !== null);
   ctx.log(`threshold ${threshold}: ${pruned} of ${all.length} channels pruned`);
   if (pruned === 0) ctx.emit("note", nothingPrunedReason(plans.length, all, threshold, barriers));
   return pruned > 0 || selectionsKept > 0;
@@ -732,11 +732,14 @@ function recover(
       ctx.stat("refit", refitStats(reconstruct(original, module, refit, ctx, { outputs })));
       ran.push("reconstruct");
     }
-    if (options.recalibrateBn !== false) {
+    // After a refit the layers reproduce the original outputs, which the trained statistics describe better than
+    // 256 samples do (measured: mobilenet 50% 96.95% as trained, 96.25% re-estimated).
+    if (options.recalibrateBn === true || (options.recalibrateBn === undefined && !ran.includes("reconstruct"))) {
       recalibrateBn(module, ctx);
       ran.push("recalibrate-bn");
     }
   }
+  ctx.stat("bn-recalibrated", ran.includes("recalibrate-bn"));
   ctx.stat(
     "recovery",
     ran.length > 0 ? ran.join(",") : options.compensate ? `compensate=${options.compensation}` : "none",

@@ -77,8 +77,8 @@ export const svdOptions = {
   recalibrateBn: {
     kind: "bool",
     optional: true,
-    doc: "After the refit, re-estimate every BatchNormalization's statistics on the calibration data (default: " +
-      "when data is given)",
+    doc: "Re-estimate every BatchNormalization's statistics on the calibration data (default: when data is given " +
+      "and no layer was refit)",
   },
 } as const;
 
@@ -465,7 +465,8 @@ function recoverFactors(
     ran.push("reconstruct");
   }
   if (
-    options.recalibrateBn !== false && layers.length > 0 &&
+    (options.recalibrateBn === true || (options.recalibrateBn === undefined && !ran.includes("reconstruct"))) &&
+    layers.length > 0 &&
     module.graph.ops.some((op) => op.type === "BatchNormalization")
   ) {
     recalibrateBn(module, ctx);
