@@ -12,7 +12,15 @@ import type { Module } from "../ir/module.ts";
 import type { OpRegistry } from "../ir/op_def.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
 import { addConstant, cloneModule, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
-import { expectedChannels, foldIntoBias, recalibrateBn, reconstruct, refitStats } from "./analysis/recovery.ts";
+import {
+  expectedChannels,
+  foldIntoBias,
+  recalibrateBn,
+  reconstruct,
+  refitStats,
+  type RefitTarget,
+  ridgeSolve,
+} from "./analysis/recovery.ts";
 import type { OptionValues } from "./options.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/types.ts";
@@ -443,6 +451,41 @@ function biasShift(
   return shift;
 }
 
+/**
+ * The first factor's target: the intermediate that the second factor (weights `P`, bias `b`) maps closest to the
+ * original output `y`, `(P^T P)^-1 P^T (y - b)`; null for a second factor of another shape (spatial mode).
+ */
+function projectedTarget(second: Op): RefitTarget | null {
+  const w = second.operand(1)?.constant;
+  if (!w || (second.type === "Gemm" && !second.flag("transB"))) return null;
+  if (second.type === "Conv" && w.shape.slice(2).some((d) => d !== 1)) return null;
+  const [out, k] = w.shape;
+  const p = toFloat64(w);
+  const bias = second.operand(2)?.constant;
+  const scale = second.type === "Gemm" ? second.float("beta", 1)! : 1;
+  const b = bias && bias.data.length === out ? toFloat64(bias).map((v) => v * scale) : new Float64Array(out);
+  const ptp = new Float64Array(k * k);
+  gemm({ m: k, n: k, k: out, a: p, transA: true, b: p, c: ptp });
+  const pt = new Float64Array(k * out);
+  for (let o = 0; o < out; o++) for (let r = 0; r < k; r++) pt[r * out + o] = p[o * k + r];
+  const g = ridgeSolve(ptp, pt, k, out, 1e-9); // k x out
+  return {
+    name: second.name,
+    width: out,
+    map: (y, count) => {
+      const z = new Float64Array(count * k);
+      for (let row = 0; row < count; row++) {
+        for (let r = 0; r < k; r++) {
+          let acc = 0;
+          for (let o = 0; o < out; o++) acc += g[r * out + o] * (y[row * out + o] - b[o]);
+          z[row * k + r] = acc;
+        }
+      }
+      return z;
+    },
+  };
+}
+
 /** The refit of the second factors and BN re-estimation with data (each on by default then); what ran. */
 function recoverFactors(
   original: Module | null,
@@ -461,7 +504,14 @@ function recoverFactors(
   }
   const ran: string[] = [];
   if (original !== null && layers.length > 0) {
-    ctx.stat("refit", refitStats(reconstruct(original, module, layers, ctx)));
+    const targets = new Map<Op, RefitTarget>();
+    for (const op of layers) {
+      const first = op.operand(0)?.producer;
+      const target = first ? projectedTarget(op) : null;
+      if (first && target !== null) targets.set(first, target);
+    }
+    const all = [...targets.keys(), ...layers];
+    ctx.stat("refit", refitStats(reconstruct(original, module, all, ctx, { targets })));
     ran.push("reconstruct");
   }
   if (

@@ -126,7 +126,7 @@ Deno.test("svd recovers with calibration data: svd{speedup=4} on mlp.onnx within
   assert.ok(accuracy >= base - 0.01, `${accuracy} vs ${base}`);
   assert.equal(stats.recovery, "reconstruct");
   const refit = stats.refit as Record<string, { "error-before": number; "error-after": number }>;
-  assert.deepEqual(Object.keys(refit).length, 2);
+  assert.equal(Object.keys(refit).length, 4); // both factors of both layers
   for (const f of Object.values(refit)) assert.ok(f["error-after"] < f["error-before"]);
 });
 

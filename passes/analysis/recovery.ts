@@ -34,6 +34,21 @@ export interface ReconstructOptions {
    * is read there). A layer not listed keeps its outputs.
    */
   outputs?: ReadonlyMap<Op, readonly number[]>;
+  /**
+   * For a layer with no original of its own (the first factor of an SVD pair): the original op whose output
+   * (`width` channels) is the reference, and how rows of it (`count x width`) map to this layer's target rows.
+   */
+  targets?: ReadonlyMap<Op, RefitTarget>;
+}
+
+/** A derived refit target: see {@linkcode ReconstructOptions.targets}. */
+export interface RefitTarget {
+  /** Name of the op in the original module whose output is read. */
+  readonly name: string;
+  /** Its output channels. */
+  readonly width: number;
+  /** Rows of that output (`count x width`) to target rows of the layer (`count x` its outputs). */
+  readonly map: (y: Float64Array, count: number) => Float64Array;
 }
 
 /** What the refit of one layer bought, relative output errors `||Y_hat - Y|| / ||Y||` on the sampled rows. */
@@ -110,7 +125,8 @@ export function reconstruct(
   const sorted = [...new Set(layers)].filter((op) => order.has(op)).sort((a, b) => order.get(a)! - order.get(b)!);
   const samples = Object.values(calibration)[0]?.shape[0] ?? 0;
   for (const [index, op] of sorted.entries()) {
-    const target = names.get(op.name)?.results[0];
+    const derived = options.targets?.get(op);
+    const target = names.get(derived?.name ?? op.name)?.results[0];
     const keep = options.outputs?.get(op) ?? null;
     const layer = linearOf(op, original, keep);
     if (target === undefined || layer === null) {
@@ -136,8 +152,10 @@ export function reconstruct(
         ctx.emit("error", `refit could not run the calibration data: ${e instanceof Error ? e.message : e}`);
         return out;
       }
-      const r = layer.kind === "conv" ? convRows(layer, x, y, positions, random, keep) : gemmRows(layer, x, y, keep);
+      const view = derived === undefined ? layer : { ...layer, out: derived.width };
+      const r = layer.kind === "conv" ? convRows(view, x, y, positions, random, keep) : gemmRows(view, x, y, keep);
       if (r === null) break;
+      if (derived !== undefined) r.y = derived.map(r.y, r.count);
       gemm({ m: k, n: k, k: r.count, a: r.x, transA: true, b: r.x, c: xtx, beta: 1 });
       gemm({ m: k, n: layer.out, k: r.count, a: r.x, transA: true, b: r.y, c: xty, beta: 1 });
       for (const v of r.y) yy += v * v;

@@ -5,7 +5,8 @@ import { parseModule } from "../../ir/parser.ts";
 import { cloneModule } from "../../ir/rewriter.ts";
 import { inferShapes } from "../../ir/shape.ts";
 import { float32Tensor, type Tensor } from "../../ir/tensor.ts";
-import { factorizeOp } from "../svd.ts";
+import { defaultOptions } from "../options.ts";
+import { factorizeOp, svdOptions, svdPass } from "../svd.ts";
 import { testPassContext } from "../testing.ts";
 import { expectedClip, normalCdf, recalibrateBn, reconstruct, ridgeSolve } from "./recovery.ts";
 
@@ -167,4 +168,23 @@ Deno.test("reconstruct with calibration data that does not fit the input: one er
   assert.equal(ctx.diagnostics.length, 1);
   assert.equal(ctx.diagnostics[0].severity, "error");
   assert.match(ctx.diagnostics[0].message, /input "x" must have shape \[N,4\], found \[2,3\]/);
+});
+
+Deno.test("svd with data refits both factors: (nearly) exact on inputs that span as many directions as the rank", () => {
+  const original = mlp(uniform(16, 3).map(Math.abs), uniform(12, 5));
+  const m = cloneModule(original);
+  // Inputs on a 1-D line: after h (rank 1) and the Relu the hidden values lie on a line too, so rank-1 factors of
+  // both layers can reproduce the outputs once each factor is refit (the first to the projected target).
+  const t = uniform(32, 9).map(Math.abs);
+  const x = float32Tensor([32, 4], t.flatMap((v) => [v, 2 * v, v, 0.5 * v]));
+  const ctx = testPassContext({ module: m, calibration: { x }, pass: "svd" });
+  const options = { ...defaultOptions(svdOptions), rank: 1, keepLast: false };
+  assert.equal(svdPass.run(m, options, ctx), true);
+  const refit = ctx.stats.refit as Record<string, { "error-before": number; "error-after": number }>;
+  assert.deepEqual(Object.keys(refit).sort(), ["h", "h.svd", "y", "y.svd"]);
+  assert.equal(ctx.stats.recovery, "reconstruct");
+  const e = relError(interpret(m, { x }).y, interpret(original, { x }).y);
+  // Exact but for the default ridge (1e-2 of the mean input energy, toward the current weights).
+  assert.ok(e < 0.02, `${e} ${JSON.stringify(refit)}`);
+  assert.ok(refit.y["error-after"] < 0.05 * refit.y["error-before"]);
 });
