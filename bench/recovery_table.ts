@@ -36,6 +36,11 @@ export const RECOVERY_CASES: readonly [string, string, string][] = [
     "prune{ratio=0.7},svd{speedup=2},bfp{mantissa=6}",
     "prune{ratio=0.7,compensation=beta},svd{speedup=2,bias-correct=false},bfp{mantissa=6}",
   ],
+  [
+    "vgg_sparse",
+    "prune{ratio=0.7},svd{energy=0.9},bfp{mantissa=6}",
+    "prune{ratio=0.7,compensation=beta},svd{energy=0.9,bias-correct=false},bfp{mantissa=6}",
+  ],
 ];
 
 /** Top-1 of `model` after `pipeline` (with `calibration` when given), its weight bytes and the pipeline time. */
