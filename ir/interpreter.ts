@@ -22,6 +22,11 @@ export interface InterpretOptions {
    * without editing `graph.outputs`.
    */
   probes?: readonly Value[];
+  /**
+   * Stop as soon as every probe is computed and return only the probes: how a pass reads one layer's input
+   * without running (or holding) the rest of the network.
+   */
+  stopAtProbes?: boolean;
 }
 
 /** A reference kernel, as an {@linkcode OpDef} declares it. */
@@ -34,6 +39,9 @@ type Kernel = NonNullable<OpDef["interpret"]>;
 export class Interpreter {
   readonly #module: Module;
   readonly #probes: readonly Value[];
+  /** With `stopAtProbes`: the step after which every probe is computed, else the last step. */
+  readonly #last: number;
+  readonly #stop: boolean;
   readonly #steps: { op: Op; run: Kernel; opset: number }[];
   /** For each step, the values whose last use it is (freed after it runs). */
   readonly #release: Value[][];
@@ -83,6 +91,9 @@ export class Interpreter {
       for (const v of op.operands) if (v !== null && v.producer !== null) lastUse.set(v, i);
     });
     this.#release = graph.ops.map(() => []);
+    const producers = this.#probes.map((v) => (v.producer === null ? -1 : graph.ops.indexOf(v.producer)));
+    this.#stop = options.stopAtProbes ?? false;
+    this.#last = this.#stop ? Math.max(-1, ...producers) : graph.ops.length - 1;
     const kept = new Set([...graph.outputs, ...this.#probes]);
     for (const [v, i] of lastUse) if (!kept.has(v)) this.#release[i].push(v);
     pinGraph(graph, this.#pinned);
@@ -91,7 +102,7 @@ export class Interpreter {
   /**
    * Run the graph on named inputs.
    *
-   * @returns Tensors by name: the graph outputs, then the probes.
+   * @returns Tensors by name: the graph outputs, then the probes (only the probes with `stopAtProbes`).
    * @throws {Error} For a missing or mistyped input (naming it), or an op that fails (naming the op).
    */
   run(inputs: Readonly<Record<string, Tensor>>): Record<string, Tensor> {
@@ -114,7 +125,8 @@ export class Interpreter {
       if (storage !== null) pinned.add(storage);
     }
     for (const v of graph.constants) env.set(v, v.constant!);
-    this.#steps.forEach(({ op, run, opset }, i) => {
+    for (let i = 0; i <= this.#last; i++) {
+      const { op, run, opset } = this.#steps[i];
       const release = this.#release[i];
       const reusable = (index: number): boolean => {
         const v = op.operands[index];
@@ -158,9 +170,9 @@ export class Interpreter {
         if (free === undefined) pool.set(key, [t!.data]);
         else free.push(t!.data);
       }
-    });
+    }
     const result: Record<string, Tensor> = {};
-    for (const v of graph.outputs) {
+    for (const v of this.#stop ? [] : graph.outputs) {
       const t = env.get(v);
       if (t === undefined) throw new Error(`graph output "${v.name}" was not computed`);
       result[v.name] = t;

@@ -129,3 +129,22 @@ Deno.test("a kernel that writes every element gets the storage of a value droppe
     assert.equal((out.data as Float32Array).buffer, made[k]);
   }
 });
+
+Deno.test("stopAtProbes runs only up to the probes and returns only them", () => {
+  const { m, t } = net();
+  let ran = 0;
+  // Count kernel calls: the ops after the probe must not run.
+  const registry = new OpRegistry(
+    builtinOps.all().map((def) =>
+      def.interpret === undefined
+        ? def
+        : { ...def, interpret: (op, inputs, c) => (ran++, def.interpret!(op, inputs, c)) }
+    ),
+  );
+  const out = new Interpreter(m, { probes: [t], stopAtProbes: true, registry }).run({
+    x: float32Tensor([3], [1, -2, 3]),
+  });
+  assert.deepEqual(Object.keys(out), ["t"]);
+  assert.deepEqual([...out.t.data], [-1, 2, -3]);
+  assert.equal(ran, 1);
+});

@@ -9,8 +9,19 @@ import { attr } from "../ir/attributes.ts";
 import { isConstant, isDefaultDomain, Op, Value } from "../ir/graph.ts";
 import { Interpreter } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
+import type { OpRegistry } from "../ir/op_def.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
-import { addConstant, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
+import { addConstant, cloneModule, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
+import {
+  expectedChannels,
+  foldIntoBias,
+  recalibrateBn,
+  reconstruct,
+  refitStats,
+  type RefitTarget,
+  ridgeSolve,
+} from "./analysis/recovery.ts";
+import type { OptionValues } from "./options.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/types.ts";
 import { cholesky, exactSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
@@ -59,6 +70,23 @@ export const svdOptions = {
     kind: "bool",
     default: false,
     doc: "Whiten by the calibration input covariance so the factors minimize output error",
+  },
+  biasCorrect: {
+    kind: "bool",
+    default: true,
+    doc: "Without data: add (W - W_k) E[x] to the bias, E[x] from the BatchNormalization statistics before the layer",
+  },
+  reconstruct: {
+    kind: "bool",
+    optional: true,
+    doc: "Refit each second factor to the original layer's outputs on the calibration data, sequentially, by ridge " +
+      "least squares (default: when data is given)",
+  },
+  recalibrateBn: {
+    kind: "bool",
+    optional: true,
+    doc: "Re-estimate every BatchNormalization's statistics on the calibration data (default: when data is given " +
+      "and no layer was refit)",
   },
 } as const;
 
@@ -218,6 +246,8 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
       totals.paramsBefore += l.params;
       totals.macsBefore += l.macs;
     }
+    // With data, the module before the rewrite is the reference the second factors are refit to.
+    const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
     const rewritten = new Set<Op>();
     for (const sp of spectra) {
       const k = ranks.get(sp) ?? 0;
@@ -229,7 +259,11 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
       const { p, q } = factors(sp, k);
       const weightError = relativeWeightError(l, p, q, k, sp);
       const outputError = sp.covariance === null ? null : relativeOutputError(l, p, q, k, sp.covariance);
+      const shift = options.biasCorrect && ctx.calibration === null
+        ? biasShift(l, p, q, k, ctx.ops, module.opset(""))
+        : null;
       rewrite(l, p, q, k, module.opset(""));
+      if (shift !== null) foldIntoBias(l.op, shift);
       rewritten.add(l.op);
       decomposed++;
       perLayer[l.op.name] = {
@@ -243,6 +277,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
         "weight-error": weightError,
         "output-error": outputError,
         "data-aware": sp.whitening !== null,
+        "bias-corrected": shift !== null,
         "energy-total": sp.energy,
         spectrum: [...sp.svd.s.slice(0, 64)],
       };
@@ -263,6 +298,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
             "selection rule (see the log)",
       );
     }
+    ctx.stat("recovery", recoverFactors(original, module, [...rewritten], options, ctx));
     ctx.stat("layers-decomposed", decomposed);
     ctx.stat("params-before", totals.paramsBefore);
     ctx.stat("params-after", totals.paramsAfter);
@@ -383,6 +419,110 @@ function layerOf(
     macsPerRank,
     maxUsefulRank: maxUseful(rows * cols, paramsPerRank, macs, macsPerRank, Math.min(rows, cols)),
   };
+}
+
+/**
+ * Data-free bias correction: the expected output shift `(M - P Q) E[x]` of a factorized layer, with `E[x]` per
+ * input channel from the BatchNormalization statistics before it ({@linkcode expectedChannels}); null where they
+ * do not reach the layer (or for MatMul and transA, which have no bias to take it).
+ */
+function biasShift(
+  l: Layer,
+  p: Float64Array,
+  q: Float64Array,
+  k: number,
+  ops: OpRegistry,
+  opset: number,
+): Float64Array | null {
+  if (l.kind === "matmul" || l.kind === "conv-spatial" || (l.kind === "gemm" && l.op.flag("transA"))) return null;
+  let x = l.op.operand(0)!;
+  if (l.kind === "gemm" && x.producer?.type === "Flatten") x = x.producer.operand(0)!;
+  const mean = expectedChannels(x, ops, opset);
+  if (mean === null || l.cols % mean.length !== 0) return null;
+  const per = l.cols / mean.length;
+  const shift = new Float64Array(l.rows);
+  for (let o = 0; o < l.rows; o++) {
+    for (let j = 0; j < l.cols; j++) {
+      let pq = 0;
+      for (let r = 0; r < k; r++) pq += p[o * k + r] * q[r * l.cols + j];
+      shift[o] += (l.matrix[o * l.cols + j] - pq) * mean[Math.floor(j / per)];
+    }
+  }
+  return shift;
+}
+
+/**
+ * The first factor's target: the intermediate that the second factor (weights `P`, bias `b`) maps closest to the
+ * original output `y`, `(P^T P)^-1 P^T (y - b)`; null for a second factor of another shape (spatial mode).
+ */
+function projectedTarget(second: Op): RefitTarget | null {
+  const w = second.operand(1)?.constant;
+  if (!w || (second.type === "Gemm" && !second.flag("transB"))) return null;
+  if (second.type === "Conv" && w.shape.slice(2).some((d) => d !== 1)) return null;
+  const [out, k] = w.shape;
+  const p = toFloat64(w);
+  const bias = second.operand(2)?.constant;
+  const scale = second.type === "Gemm" ? second.float("beta", 1)! : 1;
+  const b = bias && bias.data.length === out ? toFloat64(bias).map((v) => v * scale) : new Float64Array(out);
+  const ptp = new Float64Array(k * k);
+  gemm({ m: k, n: k, k: out, a: p, transA: true, b: p, c: ptp });
+  const pt = new Float64Array(k * out);
+  for (let o = 0; o < out; o++) for (let r = 0; r < k; r++) pt[r * out + o] = p[o * k + r];
+  const g = ridgeSolve(ptp, pt, k, out, 1e-9); // k x out
+  return {
+    name: second.name,
+    width: out,
+    map: (y, count) => {
+      const z = new Float64Array(count * k);
+      for (let row = 0; row < count; row++) {
+        for (let r = 0; r < k; r++) {
+          let acc = 0;
+          for (let o = 0; o < out; o++) acc += g[r * out + o] * (y[row * out + o] - b[o]);
+          z[row * k + r] = acc;
+        }
+      }
+      return z;
+    },
+  };
+}
+
+/** The refit of the second factors and BN re-estimation with data (each on by default then); what ran. */
+function recoverFactors(
+  original: Module | null,
+  module: Module,
+  layers: readonly Op[],
+  options: OptionValues<typeof svdOptions>,
+  ctx: PassContext,
+): string {
+  if (ctx.calibration === null) {
+    for (const name of ["reconstruct", "recalibrate-bn"] as const) {
+      if (options[name === "reconstruct" ? "reconstruct" : "recalibrateBn"] === true) {
+        ctx.emit("warning", `${name} needs calibration data (--calib); skipped`);
+      }
+    }
+    return options.biasCorrect ? "bias-correct" : "none";
+  }
+  const ran: string[] = [];
+  if (original !== null && layers.length > 0) {
+    const targets = new Map<Op, RefitTarget>();
+    for (const op of layers) {
+      const first = op.operand(0)?.producer;
+      const target = first ? projectedTarget(op) : null;
+      if (first && target !== null) targets.set(first, target);
+    }
+    const all = [...targets.keys(), ...layers];
+    ctx.stat("refit", refitStats(reconstruct(original, module, all, ctx, { targets })));
+    ran.push("reconstruct");
+  }
+  if (
+    (options.recalibrateBn === true || (options.recalibrateBn === undefined && !ran.includes("reconstruct"))) &&
+    layers.length > 0 &&
+    module.graph.ops.some((op) => op.type === "BatchNormalization")
+  ) {
+    recalibrateBn(module, ctx);
+    ran.push("recalibrate-bn");
+  }
+  return ran.length > 0 ? ran.join(",") : "none";
 }
 
 /** Largest k with `k * perRank < total` for both params and MACs (and k at most the full rank). */

@@ -49,7 +49,6 @@ const COL_BUDGET = 1 << 18;
 
 let colF32 = new Float32Array(0);
 let colF64 = new Float64Array(0);
-let rowAcc = new Float64Array(0);
 
 /** Scratch of at least `n` elements of the same storage type as `like`, reused across calls. */
 function scratchLike(like: FloatArray, n: number): FloatArray {
