@@ -405,6 +405,7 @@ export interface SymmetricEigen {
  * Householder tridiagonalization then implicit QL with Wilkinson shifts
  * (EISPACK tred2/tql2, as in JAMA), with the transforms stored so that every
  * inner loop runs along a contiguous row. Only the lower triangle is read.
+ * Each eigenvector's largest-magnitude component is positive (a fixed sign).
  * Backward stable: each eigenvalue is within a few `n ε ||C||_2` of the exact one.
  * Cost about `4/3 n^3` flops for the values alone, about `9 n^3` with the vectors.
  *
@@ -429,7 +430,14 @@ export function symmetricEigen(c: ArrayLike<number>, n: number, vectors = true):
   const values = Float64Array.from(order, (i) => d[i]);
   if (!vectors) return { values, vectors: new Float64Array(0) };
   const out = new Float64Array(n * n);
-  order.forEach((src, dst) => out.set(w.subarray(src * n, src * n + n), dst * n));
+  order.forEach((src, dst) => {
+    // Sign convention: the largest-magnitude component (first on ties) is positive.
+    const row = w.subarray(src * n, src * n + n);
+    let big = 0;
+    for (let k = 1; k < n; k++) if (Math.abs(row[k]) > Math.abs(row[big])) big = k;
+    const sign = row[big] < 0 ? -1 : 1;
+    for (let k = 0; k < n; k++) out[dst * n + k] = sign * row[k];
+  });
   return { values, vectors: out };
 }
 
