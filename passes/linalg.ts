@@ -611,8 +611,8 @@ export interface Spectrum {
  * so a rank-k factorization from them loses only the tail energy; `v_i` is
  * orthonormal to about `ε (s_1 / s_i)^2`.
  *
- * With `vectors = false` only the eigenvalues are computed (about `4/3 min^3`),
- * and `triplets(k)` falls back to {@linkcode randomizedSvd} for the k asked.
+ * With `vectors = false` only the eigenvalues are computed at once (about
+ * `4/3 min^3`), the eigenvectors on the first call of `triplets`.
  *
  * @example
  * ```ts
@@ -638,11 +638,11 @@ export function gramSpectrum(a: FloatArray, m: number, n: number, vectors = true
     } else gemm({ m: rows, n: cols, k: m, a, aOffset: i0, lda: n, transA: true, b: a, bOffset: i0, ldb: n, ...c });
   }
   for (let i = 0; i < small; i++) for (let j = 0; j < i; j++) g[i * small + j] = g[j * small + i];
-  const eig = symmetricEigen(g, small, vectors);
+  let eig = symmetricEigen(g, small, vectors);
   const s = eig.values.map((v) => Math.sqrt(Math.max(v, 0)));
   const triplets = (k: number): Svd => {
     k = Math.max(1, Math.min(k, small));
-    if (!vectors) return randomizedSvd(a, m, n, k);
+    if (eig.vectors.length === 0) eig = symmetricEigen(g, small);
     const big = wide ? n : m;
     // W (k x small): the eigenvectors; other side O = W op(A) (k x big) in float64, row i divided by s_i.
     const w = eig.vectors.subarray(0, k * small);

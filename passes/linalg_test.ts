@@ -253,6 +253,8 @@ Deno.test("gramSpectrum() gives exactSvd's singular values and optimal truncatio
     const s1 = exact.s[0];
     const label = `${m}x${n} f32=${f32} rank ${rank}`;
     spectrum.s.forEach((v, i) => assert.ok(Math.abs(v * v - exact.s[i] ** 2) < 1e-12 * s1 * s1, `${label} s${i}`));
+    // Eigenvalues alone first, eigenvectors on demand: the same triplets.
+    assert.deepEqual(gramSpectrum(a, m, n, false).triplets(5), spectrum.triplets(5));
     for (const k of [1, 5, Math.min(m, n)]) {
       const svd = spectrum.triplets(k);
       assert.equal(svd.k, k);

@@ -397,12 +397,13 @@ function maxUseful(params: number, paramsPerRank: number, macs: number, macsPerR
 
 /** Smaller side up to which the Gram matrix's eigenvectors give the triplets (about 9 n^3 flops). */
 const GRAM_VECTORS_LIMIT = 512;
-/** Smaller side up to which the Gram matrix's eigenvalues give the whole spectrum (about 4/3 n^3 flops). */
+/** Smaller side up to which the Gram matrix's eigenvalues give the whole spectrum (about 4/3 n^3 flops; 9 n^3 more to factor). */
 const GRAM_VALUES_LIMIT = 1024;
 
 /**
  * Spectrum of the (whitened) layer matrix and its triplets on demand: exact
- * from the Gram matrix when the smaller side is at most 1024, else the leading
+ * from the Gram matrix when the smaller side is at most 1024 (eigenvectors
+ * computed at once up to 512, where nearly every layer is factored), else the leading
  * values of a randomized SVD with as many triplets as the selection rule needs.
  */
 function spectralOf(
@@ -436,12 +437,12 @@ function spectralOf(
     const { s, triplets } = gramSpectrum(matrix, rows, cols);
     return { layer, spectrum: s, triplets: lastOf(triplets), energy, whitening, covariance };
   }
-  const a32 = Float32Array.from(matrix);
   if (full <= GRAM_VALUES_LIMIT) {
-    // Exact spectrum (eigenvalues alone), randomized triplets for the one rank the rule picks.
-    const { s, triplets } = gramSpectrum(a32, rows, cols, false);
+    // Exact spectrum (eigenvalues alone); the eigenvectors only for a layer the rule factors.
+    const { s, triplets } = gramSpectrum(matrix, rows, cols, false);
     return { layer, spectrum: s, triplets: lastOf(triplets), energy, whitening, covariance };
   }
+  const a32 = Float32Array.from(matrix);
   let svd: Svd;
   if (fixed !== null) {
     svd = randomizedSvd(a32, rows, cols, fixed);
