@@ -1,9 +1,12 @@
 /**
- * Dense linear algebra for low-rank decomposition: exact thin SVD (ml-matrix's
- * Golub-Kahan) for small matrices, randomized truncated SVD (Halko, Martinsson
- * and Tropp 2011, Algorithms 4.4 and 5.1) on the GEMM kernel for large ones,
- * QR by twice-iterated classical Gram-Schmidt, and Cholesky. Matrices are
- * row-major typed arrays.
+ * Dense linear algebra for low-rank decomposition, the big products on the
+ * GEMM kernel: exact spectrum and triplets from the small side's Gram matrix
+ * and a float64 symmetric eigensolver (layers up to about 1024 on their small
+ * side), randomized truncated SVD (Halko, Martinsson and Tropp 2011,
+ * Algorithms 4.4 and 5.1) at a given rank and grown by blocks to an energy
+ * target (randQB_EI) for larger ones, QR by Cholesky-QR2 (Gram-Schmidt as the
+ * fallback), Cholesky, and the reference dense SVD (ml-matrix's Golub-Kahan)
+ * the fast paths are tested against. Matrices are row-major typed arrays.
  * @module
  */
 import { Matrix, SingularValueDecomposition } from "ml-matrix";
@@ -270,9 +273,10 @@ function lowerInverse(l: Float64Array, n: number): Float64Array {
  * `powerIterations` rounds of `Y = A (A^T Q)` (orthonormalized after each
  * product, Halko et al. Algorithm 4.4) give a basis `Q` of A's dominant range;
  * then `B^T = A^T Q` is factored as `Q2 R` and the small `l x l` matrix R gets
- * an exact SVD: `A ≈ Q B = (Q V_R) S (Q2 U_R)^T`. The large products run on the
- * float32 GEMM kernel (WASM SIMD) when `a` is a Float32Array; QR and the small
- * SVD are float64.
+ * an SVD from its Gram matrix ({@linkcode gramSpectrum}): `A ≈ Q B = (Q V_R) S (Q2 U_R)^T`.
+ * The large products and the Cholesky-QR run on the GEMM kernel (WASM SIMD
+ * float32 when `a` is a Float32Array, Q then orthonormal to float32 precision);
+ * R and its SVD are float64.
  *
  * @example
  * ```ts
@@ -314,19 +318,28 @@ export function randomizedSvd(
   }
   // B^T = A^T Q (n x l) = Q2 R.
   gemm({ m: n, n: l, k: m, a, transA: true, b: q, c: z });
-  const { q: q2, r } = orthonormalize(z, n, l, 31);
-  // B = R^T Q2^T; R = Ur S Vr^T gives B = Vr S (Q2 Ur)^T, so A ≈ (Q Vr) S (Q2 Ur)^T.
-  const small = exactSvd(r, l, l);
-  // Q Vr: Vr = small.vt^T (l x l); take the first k columns. In a's precision (float32: SIMD kernel).
-  const uOut = make(m * k);
-  gemm({ m, n: k, k: l, a: q, b: f32 ? Float32Array.from(small.vt) : small.vt, ldb: l, transB: true, c: uOut });
+  return svdOfQb(q, l, z, m, n, l, k);
+}
+
+/**
+ * The leading `k` triplets of `A ≈ Q B` from `Q` (`m x l` orthonormal columns,
+ * row stride `ldq`) and `B^T` (`n x l`): `B^T = Q2 R`, and `R = Ur S Vr^T` gives
+ * `B = Vr S (Q2 Ur)^T`, so `A ≈ (Q Vr) S (Q2 Ur)^T`. Products in the operands'
+ * precision (float32: SIMD kernel), R's SVD in float64 from its Gram matrix.
+ */
+function svdOfQb(q: FloatArray, ldq: number, bt: FloatArray, m: number, n: number, l: number, k: number): Svd {
+  const f32 = bt instanceof Float32Array;
+  const { q: q2, r } = orthonormalize(bt, n, l, 31);
+  const small = gramSpectrum(r, l, l).triplets(l);
+  const narrow = (x: Float64Array): FloatArray => (f32 ? Float32Array.from(x) : x);
+  // Q Vr: Vr = small.vt^T (l x l), its first k columns.
+  const u = f32 ? new Float32Array(m * k) : new Float64Array(m * k);
+  gemm({ m, n: k, k: l, a: q, lda: ldq, b: narrow(small.vt), ldb: l, transB: true, c: u });
   // (Q2 Ur)^T = Ur^T Q2^T: k x n.
-  const vtOut = make(k * n);
-  const ur = f32 ? Float32Array.from(small.u) : small.u;
-  gemm({ m: k, n, k: l, a: ur, lda: l, transA: true, b: q2, ldb: l, transB: true, c: vtOut });
-  const u = f32 ? Float64Array.from(uOut) : uOut as Float64Array;
-  const vt = f32 ? Float64Array.from(vtOut) : vtOut as Float64Array;
-  return { m, n, k, u, s: small.s.slice(0, k), vt };
+  const vt = f32 ? new Float32Array(k * n) : new Float64Array(k * n);
+  gemm({ m: k, n, k: l, a: narrow(small.u), lda: l, transA: true, b: q2, ldb: l, transB: true, c: vt });
+  const wide = (x: FloatArray): Float64Array => (x instanceof Float64Array ? x : Float64Array.from(x));
+  return { m, n, k, u: wide(u), s: small.s.slice(0, k), vt: wide(vt) };
 }
 
 /**
@@ -671,4 +684,112 @@ export function gramSpectrum(a: FloatArray, m: number, n: number, vectors = true
       : { m, n, k, u: transpose(other, k, m), s: sk, vt: w.slice() };
   };
   return { s, triplets };
+}
+
+/** Options of {@linkcode growingSvd}. */
+export interface GrowingSvdOptions {
+  /** Columns added to the basis per step (default 64). */
+  block?: number;
+  /** Power (subspace) iterations per block, on the deflated matrix (default 2). */
+  powerIterations?: number;
+  /** PRNG seed of the Gaussian sketches (default 1). */
+  seed?: number;
+}
+
+/**
+ * Leading singular triplets of an `m x n` row-major matrix, grown by blocks
+ * until they hold `target` squared Frobenius norm (energy) or `maxRank` is
+ * reached: a blocked randomized QB factorization with an energy stopping rule
+ * (Yu, Gu and Li 2018, randQB_EI, with power iterations on the deflated
+ * matrix `A - Q B`). Each block is a Gaussian sketch of `A - Q B`, refined by
+ * `powerIterations` and orthonormalized against the basis so far; B grows by
+ * `Q_i^T A`. Since Q is orthonormal, `||A - Q B||_F^2 = ||A||_F^2 - ||B||_F^2`
+ * exactly: the energy held is known at every step without any SVD, and is a
+ * lower bound on what the best rank-K approximation holds. The SVD of the final
+ * `B` (K x n) gives the triplets, whose values never exceed the exact ones, so
+ * a rank chosen from them by an energy rule is never below the exact rule's.
+ *
+ * @returns The K triplets found (K a multiple of the block, or `maxRank`), or
+ * null when `maxRank` columns hold less than `target` (no SVD is computed then).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { growingSvd } from "./linalg.ts";
+ * const a = new Float32Array(60 * 50);
+ * for (let i = 0; i < 60; i++) for (let j = 0; j < 50; j++) a[i * 50 + j] = (i % 7) * (j % 5) + (i === j ? 0.1 : 0);
+ * const svd = growingSvd(a, 60, 50, 40, 0.99 * a.reduce((t, x) => t + x * x, 0), { block: 8 })!;
+ * assert.equal(svd.k, 8); // the rank-one term holds 99% after one block
+ * assert.equal(growingSvd(a, 60, 50, 1, 1e9), null);
+ * ```
+ */
+export function growingSvd(
+  a: FloatArray,
+  m: number,
+  n: number,
+  maxRank: number,
+  target: number,
+  options: GrowingSvdOptions = {},
+): Svd | null {
+  maxRank = Math.max(1, Math.min(maxRank, m, n));
+  const blockSize = Math.max(1, options.block ?? 64);
+  const iterations = options.powerIterations ?? 2;
+  const f32 = a instanceof Float32Array;
+  const make = (len: number): FloatArray => (f32 ? new Float32Array(len) : new Float64Array(len));
+  const random = gaussianSource(options.seed ?? 1);
+  const ld = maxRank;
+  const q = make(m * ld); // basis columns 0..K-1, row stride ld
+  const b = make(maxRank * n); // B's rows 0..K-1
+  let k = 0;
+  let held = 0;
+  // x (rows x w) -= basis (rows x k) times (basisT^T x): `basis` is Q (m side) or B^T (n side, stored as B).
+  const deflate = (x: FloatArray, w: number, side: "m" | "n", coef: FloatArray): void => {
+    if (k === 0) return;
+    if (side === "m") gemm({ m, n: w, k, a: q, lda: ld, b: coef, c: x, alpha: -1, beta: 1 });
+    else gemm({ m: n, n: w, k, a: b, transA: true, b: coef, c: x, alpha: -1, beta: 1 });
+  };
+  // Q_i orthonormal and orthogonal to Q: project out Q twice (with re-orthonormalization).
+  const orthogonalToBasis = (y: FloatArray, w: number, seed: number): FloatArray => {
+    let yi = orthonormalize(y, m, w, seed).q;
+    if (k === 0) return yi;
+    const c = make(k * w);
+    for (let pass = 0; pass < 2; pass++) {
+      gemm({ m: k, n: w, k: m, a: q, lda: ld, transA: true, b: yi, c });
+      gemm({ m, n: w, k, a: q, lda: ld, b: c, c: yi, alpha: -1, beta: 1 });
+      yi = orthonormalize(yi, m, w, seed + pass + 1).q;
+    }
+    return yi;
+  };
+  while (k < maxRank) {
+    const w = Math.min(blockSize, maxRank - k);
+    const omega = make(n * w);
+    for (let i = 0; i < omega.length; i++) omega[i] = random();
+    // Y = (A - Q B) Ω.
+    const y = make(m * w);
+    gemm({ m, n: w, k: n, a, b: omega, c: y });
+    const bo = make(k * w);
+    if (k > 0) gemm({ m: k, n: w, k: n, a: b, b: omega, c: bo });
+    deflate(y, w, "m", bo);
+    let qi = orthogonalToBasis(y, w, 41 + k);
+    for (let it = 0; it < iterations; it++) {
+      // Z = (A - Q B)^T Q_i = A^T Q_i (Q_i is orthogonal to Q); Y = (A - Q B) orth(Z).
+      const z = make(n * w);
+      gemm({ m: n, n: w, k: m, a, transA: true, b: qi, c: z });
+      const qz = orthonormalize(z, n, w, 43 + k + it).q;
+      gemm({ m, n: w, k: n, a, b: qz, c: y });
+      if (k > 0) gemm({ m: k, n: w, k: n, a: b, b: qz, c: bo });
+      deflate(y, w, "m", bo);
+      qi = orthogonalToBasis(y, w, 47 + k + it);
+    }
+    // B_i = Q_i^T A (w x n), appended; Q_i appended as columns.
+    gemm({ m: w, n, k: m, a: qi, transA: true, b: a, c: b, cOffset: k * n });
+    for (let i = k * n; i < (k + w) * n; i++) held += b[i] * b[i];
+    for (let i = 0; i < m; i++) for (let j = 0; j < w; j++) q[i * ld + k + j] = qi[i * w + j];
+    k += w;
+    if (held >= target) break;
+  }
+  if (held < target) return null;
+  const bt = make(n * k);
+  for (let i = 0; i < k; i++) for (let j = 0; j < n; j++) bt[j * k + i] = b[i * n + j];
+  return svdOfQb(q, ld, bt, m, n, k, k);
 }

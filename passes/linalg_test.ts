@@ -5,6 +5,7 @@ import {
   exactSvd,
   gaussianSource,
   gramSpectrum,
+  growingSvd,
   orthonormalize,
   randomizedSvd,
   solveLowerRight,
@@ -275,5 +276,54 @@ Deno.test("gramSpectrum() gives exactSvd's singular values and optimal truncatio
       // V orthogonality degrades like ε (s_1 / s_k)^2: checked on the leading triplets.
       if (k <= 5) assert.ok(check(a, svd).orth < 1e-9, `${label} k ${k}: orthogonality`);
     }
+  }
+});
+
+Deno.test("growingSvd() stops at the energy target with values below the exact ones, and the exact error", () => {
+  const m = 160;
+  const n = 120;
+  // Decaying spectrum: A = X diag(0.93^j) Y.
+  const x = randomMatrix(m, n, 31);
+  const y = randomMatrix(n, n, 32);
+  const a = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let p = 0; p < n; p++) {
+      const xv = x[i * n + p] * 0.93 ** p;
+      for (let j = 0; j < n; j++) a[i * n + j] += xv * y[p * n + j];
+    }
+  }
+  const energy = a.reduce((t, v) => t + v * v, 0);
+  const exact = exactSvd(a, m, n);
+  const rankOf = (s: ArrayLike<number>, target: number): number => {
+    let kept = 0;
+    for (let i = 0; i < s.length; i++) if ((kept += s[i] * s[i]) >= target * energy) return i + 1;
+    return Infinity;
+  };
+  for (const input of [a, Float32Array.from(a)]) {
+    const tol = input instanceof Float32Array ? 1e-5 : 1e-10;
+    const svd = growingSvd(input, m, n, 100, 0.95 * energy, { block: 8 })!;
+    assert.equal(svd.k % 8, 0);
+    const held = svd.s.reduce((t, v) => t + v * v, 0);
+    assert.ok(held >= 0.95 * energy * (1 - tol), `held ${held}`);
+    // Values never above the exact ones (up to rounding), and the leading ones close.
+    svd.s.forEach((v, i) => assert.ok(v <= exact.s[i] * (1 + tol), `s${i}: ${v} > ${exact.s[i]}`));
+    for (let i = 0; i < 10; i++) assert.ok(Math.abs(svd.s[i] - exact.s[i]) < 1e-3 * exact.s[i], `s${i}`);
+    const rank = rankOf(svd.s, 0.95);
+    const exactRank = rankOf(exact.s, 0.95);
+    assert.ok(rank >= exactRank && rank <= exactRank + 2, `rank ${rank} vs exact ${exactRank}`);
+    // ||A - U S Vt||^2 = ||A||^2 - sum s^2 (Q orthonormal), and U, V orthonormal.
+    const { recon, orth } = check(input, svd);
+    assert.ok(orth < 100 * tol, `orthogonality ${orth}`);
+    let err = 0;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let v = 0;
+        for (let p = 0; p < svd.k; p++) v += svd.u[i * svd.k + p] * svd.s[p] * svd.vt[p * n + j];
+        err += (input[i * n + j] - v) ** 2;
+      }
+    }
+    assert.ok(Math.abs(err - (energy - held)) < 100 * tol * energy, `${err} vs ${energy - held} (max ${recon})`);
+    assert.deepEqual(growingSvd(input, m, n, 100, 0.95 * energy, { block: 8 })!.s, svd.s);
+    assert.equal(growingSvd(input, m, n, 10, 0.95 * energy, { block: 8 }), null);
   }
 });

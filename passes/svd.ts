@@ -13,7 +13,7 @@ import { gemm } from "../ir/ops/gemm_kernel.ts";
 import { addConstant, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/types.ts";
-import { cholesky, gramSpectrum, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
+import { cholesky, gramSpectrum, growingSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
 /** Options of `svd`. */
@@ -403,8 +403,10 @@ const GRAM_VALUES_LIMIT = 1024;
 /**
  * Spectrum of the (whitened) layer matrix and its triplets on demand: exact
  * from the Gram matrix when the smaller side is at most 1024 (eigenvectors
- * computed at once up to 512, where nearly every layer is factored), else the leading
- * values of a randomized SVD with as many triplets as the selection rule needs.
+ * computed at once up to 512, where nearly every layer is factored), else the
+ * leading values of a randomized SVD with as many triplets as the selection
+ * rule needs (energy: grown by blocks until they hold the target, so the rank
+ * picked is never below the exact rule's; none when no useful rank holds it).
  */
 function spectralOf(
   layer: Layer,
@@ -449,15 +451,15 @@ function spectralOf(
   } else if (budget !== undefined) {
     svd = randomizedSvd(a32, rows, cols, Math.min(layer.maxUsefulRank, 512));
   } else {
-    // Energy on a large layer: double the sketch rank until the target is captured or the layer is not worth it.
-    let k = 64;
-    for (;;) {
-      svd = randomizedSvd(a32, rows, cols, Math.min(k, layer.maxUsefulRank));
-      let kept = 0;
-      for (const s of svd.s) kept += s * s;
-      if (kept >= energyTarget * energy || k >= layer.maxUsefulRank) break;
-      k *= 2;
+    // Energy on a large layer: grow the basis by blocks until it holds the target (null: no useful rank does).
+    const grown = growingSvd(a32, rows, cols, layer.maxUsefulRank, energyTarget * energy);
+    if (grown === null) {
+      const none = (): Svd => {
+        throw new Error("no triplets: no useful rank holds the energy target");
+      };
+      return { layer, spectrum: new Float64Array(0), triplets: none, energy, whitening, covariance };
     }
+    svd = grown;
   }
   const known = svd;
   return { layer, spectrum: svd.s, triplets: (k) => truncate(known, k), energy, whitening, covariance };
