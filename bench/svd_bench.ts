@@ -5,7 +5,9 @@
  * iterations with QR, float32) on a 4096x4096 matrix at rank 256; our exact
  * spectrum and triplets from the Gram matrix (`gramSpectrum`) next to
  * `numpy.linalg.svd` (float64) and to numpy's Gram + `numpy.linalg.eigh` on
- * layer-sized matrices. Matrices have a decaying spectrum plus noise.
+ * layer-sized matrices; the energy rule on a large layer by `growingSvd`
+ * next to the former restart-at-doubled-rank loop. Matrices have a decaying
+ * spectrum plus noise.
  * Times are medians of `--repeats` runs (default 3). Run, OpenBLAS on one thread:
  *
  * `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 deno run -A bench/svd_bench.ts`
@@ -17,7 +19,7 @@
 import { join } from "node:path";
 import { writeNpy } from "../data/npy.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
-import { exactSvd, gaussianSource, gramSpectrum, randomizedSvd } from "../passes/linalg.ts";
+import { exactSvd, gaussianSource, gramSpectrum, growingSvd, randomizedSvd } from "../passes/linalg.ts";
 
 const PYTHON = "/usr/bin/python3";
 const DIR = join(Deno.env.get("TMPDIR") ?? "/tmp", "cnnc_svd_bench");
@@ -109,6 +111,34 @@ for (const [m, n, k] of [[4096, 4096, 256]]) {
     `| ${m}x${n} | ${k} | ${sec(ours.seconds)} | ${sec(t)} | ${(ours.seconds / t).toFixed(1)}x | ${
       projectionError(ours.result.s, energy).toExponential(4)
     } | ${projectionError(theirs.s, energy).toExponential(4)} |`,
+  );
+}
+
+console.log("\nEnergy rule (keep 0.9 of the squared spectrum) on a large layer, at most 2048 kept:\n");
+console.log("| matrix | growingSvd (s) | rank | former doubling (s) | rank | former / growing |");
+console.log("|---|---|---|---|---|---|");
+for (const [m, n] of [[4096, 4096]]) {
+  const a = decayingMatrix(m, n, m + n + 1);
+  let energy = 0;
+  for (const v of a) energy += v * v;
+  const target = 0.9 * energy;
+  const rankOf = (s: ArrayLike<number>): number => {
+    let kept = 0;
+    for (let i = 0; i < s.length; i++) if ((kept += s[i] * s[i]) >= target) return i + 1;
+    return Infinity;
+  };
+  const grown = timed(() => growingSvd(a, m, n, 2048, target)!);
+  // The rule before growingSvd: randomized SVDs at ranks 64, 128, ... until one holds the target.
+  const doubled = timed(() => {
+    for (let k = 64;; k *= 2) {
+      const svd = randomizedSvd(a, m, n, Math.min(k, 2048));
+      if (svd.s.reduce((t, v) => t + v * v, 0) >= target || k >= 2048) return svd;
+    }
+  });
+  console.log(
+    `| ${m}x${n} | ${sec(grown.seconds)} | ${rankOf(grown.result.s)} | ${sec(doubled.seconds)} | ${
+      rankOf(doubled.result.s)
+    } | ${(doubled.seconds / grown.seconds).toFixed(1)}x |`,
   );
 }
 
