@@ -45,7 +45,8 @@ def gram(a):
     wide = a.shape[0] <= a.shape[1]
     g = a @ a.T if wide else a.T @ a
     values, vectors = np.linalg.eigh(g)
-    values, vectors = values[::-1], vectors[:, ::-1]
+    # Descending, contiguous (a reversed view would send the products below off BLAS).
+    values, vectors = values[::-1], np.ascontiguousarray(vectors[:, ::-1])
     s = np.sqrt(np.maximum(values, 0))
     other = (vectors.T @ a if wide else vectors.T @ a.T) / np.where(s > 0, s, 1)[:, None]
     return vectors, s, other
