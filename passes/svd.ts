@@ -24,7 +24,7 @@ import {
 import type { OptionValues } from "./options.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/types.ts";
-import { cholesky, exactSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
+import { cholesky, gramSpectrum, growingSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
 /** Options of `svd`. */
@@ -117,7 +117,10 @@ interface Layer {
 /** A layer's decomposition input: the matrix to factor (whitened when data-aware) and its SVD. */
 interface Spectral {
   readonly layer: Layer;
-  readonly svd: Svd;
+  /** Singular values known, descending: all of them, or the leading ones (large layers). */
+  readonly spectrum: Float64Array;
+  /** The leading k singular triplets (k at most the spectrum's length). */
+  readonly triplets: (k: number) => Svd;
   /** Total squared spectrum of the (whitened) matrix. */
   readonly energy: number;
   /** Lower Cholesky factor of the input covariance (data-aware), else null. */
@@ -279,7 +282,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
         "data-aware": sp.whitening !== null,
         "bias-corrected": shift !== null,
         "energy-total": sp.energy,
-        spectrum: [...sp.svd.s.slice(0, 64)],
+        spectrum: [...sp.spectrum.slice(0, 64)],
       };
       ctx.log(`op "${l.op.name}": rank ${k} of ${Math.min(l.rows, l.cols)}, weight error ${weightError.toFixed(4)}`);
     }
@@ -532,7 +535,19 @@ function maxUseful(params: number, paramsPerRank: number, macs: number, macsPerR
   return Math.max(0, Math.min(full, byParams, byMacs));
 }
 
-/** SVD of the (whitened) layer matrix, with as many triplets as the selection rule needs. */
+/** Smaller side up to which the Gram matrix's eigenvectors give the triplets (about 9 n^3 flops). */
+const GRAM_VECTORS_LIMIT = 512;
+/** Smaller side up to which the Gram matrix's eigenvalues give the whole spectrum (about 4/3 n^3 flops; 9 n^3 more to factor). */
+const GRAM_VALUES_LIMIT = 1024;
+
+/**
+ * Spectrum of the (whitened) layer matrix and its triplets on demand: exact
+ * from the Gram matrix when the smaller side is at most 1024 (eigenvectors
+ * computed at once up to 512, where nearly every layer is factored), else the
+ * leading values of a randomized SVD with as many triplets as the selection
+ * rule needs (energy: grown by blocks until they hold the target, so the rank
+ * picked is never below the exact rule's; none when no useful rank holds it).
+ */
 function spectralOf(
   layer: Layer,
   fixed: number | null,
@@ -559,34 +574,47 @@ function spectralOf(
   let energy = 0;
   for (let i = 0; i < matrix.length; i++) energy += matrix[i] * matrix[i];
   const full = Math.min(rows, cols);
-  const small = rows * cols <= 1 << 20 || full <= 256;
-  let svd: Svd;
-  if (small) {
-    const exact = exactSvd(matrix, rows, cols);
-    svd = fixed === null ? exact : truncate(exact, fixed);
-  } else if (fixed !== null) {
-    svd = randomizedSvd(Float32Array.from(matrix), rows, cols, fixed);
-  } else if (budget !== undefined) {
-    svd = randomizedSvd(Float32Array.from(matrix), rows, cols, Math.min(layer.maxUsefulRank, 512));
-  } else {
-    // Energy on a large layer: double the sketch rank until the target is captured or the layer is not worth it.
-    const a32 = Float32Array.from(matrix);
-    let k = 64;
-    for (;;) {
-      svd = randomizedSvd(a32, rows, cols, Math.min(k, layer.maxUsefulRank));
-      let kept = 0;
-      for (const s of svd.s) kept += s * s;
-      if (kept >= energyTarget * energy || k >= layer.maxUsefulRank) break;
-      k *= 2;
-    }
+  if (full <= GRAM_VECTORS_LIMIT) {
+    // Exact spectrum and triplets from the small side's Gram matrix (see gramSpectrum for the error bound).
+    const { s, triplets } = gramSpectrum(matrix, rows, cols);
+    return { layer, spectrum: s, triplets: lastOf(triplets), energy, whitening, covariance };
   }
-  return { layer, svd, energy, whitening, covariance };
+  if (full <= GRAM_VALUES_LIMIT) {
+    // Exact spectrum (eigenvalues alone); the eigenvectors only for a layer the rule factors.
+    const { s, triplets } = gramSpectrum(matrix, rows, cols, false);
+    return { layer, spectrum: s, triplets: lastOf(triplets), energy, whitening, covariance };
+  }
+  const a32 = Float32Array.from(matrix);
+  let svd: Svd;
+  if (fixed !== null) {
+    svd = randomizedSvd(a32, rows, cols, fixed);
+  } else if (budget !== undefined) {
+    svd = randomizedSvd(a32, rows, cols, Math.min(layer.maxUsefulRank, 512));
+  } else {
+    // Energy on a large layer: grow the basis by blocks until it holds the target (null: no useful rank does).
+    const grown = growingSvd(a32, rows, cols, layer.maxUsefulRank, energyTarget * energy);
+    if (grown === null) {
+      const none = (): Svd => {
+        throw new Error("no triplets: no useful rank holds the energy target");
+      };
+      return { layer, spectrum: new Float64Array(0), triplets: none, energy, whitening, covariance };
+    }
+    svd = grown;
+  }
+  const known = svd;
+  return { layer, spectrum: svd.s, triplets: (k) => truncate(known, k), energy, whitening, covariance };
+}
+
+/** `triplets` remembering its last answer (the factors and the weight error ask for the same k). */
+function lastOf(triplets: (k: number) => Svd): (k: number) => Svd {
+  let last: Svd | null = null;
+  return (k) => (last !== null && last.k === k ? last : (last = triplets(k)));
 }
 
 /** Fewest singular values whose squares reach `target` of the total energy (full rank + 1 when never). */
 function energyRank(sp: Spectral, target: number): number {
   let kept = 0;
-  const s = sp.svd.s;
+  const s = sp.spectrum;
   for (let k = 0; k < s.length; k++) {
     kept += s[k] * s[k];
     // A tiny tolerance so that energy=1 keeps exactly the numerically non-zero spectrum.
@@ -615,8 +643,9 @@ function budgetRanks(spectra: readonly Spectral[], budget: number, metric: strin
     ranks.set(sp, 0);
     total += cost(sp, 0);
     original += cost(sp, 0);
-    const p = new Float64Array(sp.svd.s.length + 1);
-    for (let i = 0; i < sp.svd.s.length; i++) p[i + 1] = p[i] + sp.svd.s[i] * sp.svd.s[i];
+    const s = sp.spectrum;
+    const p = new Float64Array(s.length + 1);
+    for (let i = 0; i < s.length; i++) p[i + 1] = p[i] + s[i] * s[i];
     prefix.set(sp, p);
   }
   const target = budget * original;
@@ -627,7 +656,7 @@ function budgetRanks(spectra: readonly Spectral[], budget: number, metric: strin
     for (const sp of spectra) {
       const k = ranks.get(sp)!;
       const p = prefix.get(sp)!;
-      const next = k === 0 ? Math.min(sp.layer.maxUsefulRank, sp.svd.s.length) : k - 1;
+      const next = k === 0 ? Math.min(sp.layer.maxUsefulRank, sp.spectrum.length) : k - 1;
       if (next < 1) continue;
       const kept = (r: number): number => (r === 0 ? sp.energy : p[Math.min(r, p.length - 1)]);
       const lost = (kept(k) - kept(next)) / Math.max(sp.energy, 1e-300);
@@ -650,7 +679,7 @@ function budgetRanks(spectra: readonly Spectral[], budget: number, metric: strin
 /** `P = U sqrt(S)` (rows x k) and `Q = sqrt(S) V^T L^{-1}` (k x cols; no `L^{-1}` without whitening). */
 function factors(sp: Spectral, k: number): { p: Float64Array; q: Float64Array } {
   const { rows, cols } = sp.layer;
-  const svd = sp.svd;
+  const svd = sp.triplets(k);
   const p = new Float64Array(rows * k);
   let q: Float64Array = new Float64Array(k * cols);
   for (let j = 0; j < k; j++) {
@@ -669,7 +698,9 @@ function relativeWeightError(l: Layer, p: Float64Array, q: Float64Array, k: numb
   if (norm === 0) return 0;
   if (sp.whitening === null) {
     let kept = 0;
-    for (let i = 0; i < k; i++) kept += sp.svd.s[i] * sp.svd.s[i];
+    // The values of the triplets the factors came from: ||M||^2 - their sum is the exact error of that projection.
+    const s = sp.triplets(k).s;
+    for (let i = 0; i < k; i++) kept += s[i] * s[i];
     return Math.sqrt(Math.max(0, norm - kept) / norm);
   }
   const d = Float64Array.from(l.matrix);
