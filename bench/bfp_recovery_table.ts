@@ -94,6 +94,9 @@ export function textImages(
   return tensor("f32", [n, 3, h, w], data);
 }
 
+/** The configurations of the MNIST table (each compiles 8 models and evaluates them on 2,000 images). */
+const MNIST_CONFIGS = [CONFIGS[0][1], CONFIGS[3][1], CONFIGS[4][1]];
+
 const HALF = [0.5, 0.5, 0.5];
 const IMAGENET_MEAN = [0.485, 0.456, 0.406], IMAGENET_STD = [0.229, 0.224, 0.225];
 
@@ -165,13 +168,14 @@ async function mnistTable(quick: boolean): Promise<string[]> {
   }
   const calibX = readNpyFile(`${dir}mnist_calib_x.npy`);
   const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".onnx")).sort();
-  const rows = [`| model | float | ${CONFIGS.map(([label]) => label).join(" | ")} |`];
-  rows.push(`|---|---|${CONFIGS.map(() => "---").join("|")}|`);
+  const configs = CONFIGS.filter(([, config]) => MNIST_CONFIGS.includes(config));
+  const rows = [`| model | float | ${configs.map(([label]) => label).join(" | ")} |`];
+  rows.push(`|---|---|${configs.map(() => "---").join("|")}|`);
   for (const file of files) {
     const bytes = Deno.readFileSync(`${dir}${file}`);
     const cells: string[] = [];
     let before = 0;
-    for (const [, config] of CONFIGS) {
+    for (const [, config] of configs) {
       const r = await compile(bytes, {
         passes: `fold-bn,canonicalize,dce,${config}`,
         calibration: { input: calibX },

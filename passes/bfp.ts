@@ -27,14 +27,21 @@ import {
   productBits,
 } from "../ir/bfp/format.ts";
 import { BFP_DOMAIN, bfpElementType, bfpLayerPlan } from "../ir/bfp/plan.ts";
-import { quantizeWeights } from "../ir/bfp/quantize.ts";
+import { dequantizeWeights, quantizeWeights } from "../ir/bfp/quantize.ts";
 import { type Graph, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
 import { eraseConstantIfUnused, insertBefore, replaceConstant } from "../ir/rewriter.ts";
 import { shapeSize, type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
 import { isTensorType, type TensorType } from "../ir/types.ts";
 import { db, layerErrorStats, meanChannelError, runSequential, runWithProbes, sqnr } from "./analysis/bfp_error.ts";
-import { blocksPay, chooseWidths, conversionNsr, type PrecisionLayer, withMantissa } from "./analysis/bfp_precision.ts";
+import {
+  blocksPay,
+  chooseWidths,
+  conversionNsr,
+  expectedClipped,
+  type PrecisionLayer,
+  withMantissa,
+} from "./analysis/bfp_precision.ts";
 import { foldBatchNorms } from "./fold_bn.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
@@ -178,10 +185,25 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
     const choice = floatActivations === null
       ? null
       : chooseFormats(layers, floatActivations, format, { ...options, mixed }, ctx);
+    // Without data, the expected input of a layer behind a BatchNormalization (data-free bias correction).
+    const expectedInputs = new Map<Value, Float64Array>();
+    if (options.biasCorrect && ctx.calibration === null) {
+      for (const { x } of layers) {
+        const mean = expectedInput(x);
+        if (mean !== null) expectedInputs.set(x, mean);
+      }
+    }
     const lowered = lowerLayers(
       module,
       layers,
-      { format, block, accumulator: options.accumulator, formats: choice?.formats, biasCorrect: options.biasCorrect },
+      {
+        format,
+        block,
+        accumulator: options.accumulator,
+        formats: choice?.formats,
+        biasCorrect: options.biasCorrect,
+        expectedInputs,
+      },
       floatActivations,
       ctx,
     );
@@ -209,11 +231,81 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
     }
     if (lowered.outputSqnr !== null) ctx.stat("output-sqnr-db", db(lowered.outputSqnr));
     if (lowered.biasCorrected > 0) ctx.stat("bias-corrected", lowered.biasCorrected);
+    if (lowered.dataFree > 0) ctx.stat("bias-corrected-data-free", lowered.dataFree);
     ctx.stat("weight-exponent-bits", lowered.weightExponentBits);
     ctx.stat("layers", lowered.layers);
     return true;
   },
 });
+
+/**
+ * The expected value per channel of `x` when a BatchNormalization with
+ * constant scale and bias produces it, directly or through a ReLU or a Clip
+ * with constant bounds: its output is taken as N(beta, gamma²) per channel
+ * (the input normalized by the running statistics), clipped in closed form
+ * (`analysis/bfp_precision.ts`). Null for any other producer.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "../ir/graph.ts";
+ * import { float32Tensor } from "../ir/tensor.ts";
+ * import { expectedInput } from "./bfp.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 2] }));
+ * const c = (n: string, v: number[]) => g.addConstant(n, float32Tensor([2], v), { elem: "f32", shape: [2] });
+ * const bn = g.addOp(new Op({ name: "bn", type: "BatchNormalization", results: [new Value("b")],
+ *   operands: [x, c("gamma", [0, 0]), c("beta", [-1, 2]), c("mean", [0, 0]), c("var", [1, 1])] }));
+ * const relu = g.addOp(new Op({ name: "r", type: "Relu", operands: [bn.result], results: [new Value("y")] }));
+ * assert.deepEqual([...expectedInput(relu.result)!], [0, 2]);
+ * ```
+ */
+export function expectedInput(x: Value): Float64Array | null {
+  let v: Value | null = x, lo = -Infinity, hi = Infinity;
+  const act = v.producer;
+  if (act !== null && act.domain === "" && (act.type === "Relu" || act.type === "Clip")) {
+    if (act.type === "Relu") lo = 0;
+    else {
+      const bound = (i: number, name: string, fallback: number): number | null => {
+        const operand = act.operand(i);
+        if (operand === null) return act.float(name, fallback) ?? fallback;
+        return operand.constant === null ? null : toFloat64(operand.constant)[0];
+      };
+      const [a, b] = [bound(1, "min", -Infinity), bound(2, "max", Infinity)];
+      if (a === null || b === null) return null;
+      [lo, hi] = [a, b];
+    }
+    v = act.operand(0);
+  }
+  const bn = v?.producer ?? null;
+  if (bn === null || bn.type !== "BatchNormalization" || bn.domain !== "") return null;
+  const gamma = bn.operand(1)?.constant, beta = bn.operand(2)?.constant;
+  if (!gamma || !beta) return null;
+  const g = toFloat64(gamma);
+  return Float64Array.from(toFloat64(beta), (mu, c) => expectedClipped(mu, Math.abs(g[c]), lo, hi));
+}
+
+/**
+ * The bias shift that cancels a layer's expected output error from its weight
+ * conversion, `-Σ (Wq - W)·E[x]` per output channel, for an input whose
+ * expected value per channel is `mean`; null when `mean` does not have one
+ * value per input channel (a Gemm behind a Flatten).
+ */
+function expectedShift(layer: Candidate, wq: Float32Array, mean: Float64Array): Float64Array | null {
+  const o = layer.weightShape[0], cg = layer.weightShape[1];
+  if (mean.length !== cg * layer.group) return null;
+  const per = layer.weight.length / o, taps = per / cg, perGroup = o / layer.group;
+  const shift = new Float64Array(o);
+  for (let i = 0; i < o; i++) {
+    const first = Math.floor(i / perGroup) * cg;
+    let s = 0;
+    for (let j = 0; j < per; j++) {
+      s += (wq[i * per + j] - layer.weight[i * per + j]) * mean[first + Math.floor(j / taps)];
+    }
+    shift[i] = -s;
+  }
+  return shift;
+}
 
 /**
  * `fold-bn` before lowering: a BatchNormalization after a layer becomes part of its weights, so the lowered layers
@@ -290,6 +382,11 @@ export interface LoweringSpec {
   readonly formats?: ReadonlyMap<Op, LayerFormat>;
   /** With calibration data, correct each layer's bias by its mean output error per channel. */
   readonly biasCorrect?: boolean;
+  /**
+   * Without calibration data: the expected value per input channel of the layers whose input has one (from the
+   * BatchNormalization before them); their bias absorbs the expected error of the weight conversion.
+   */
+  readonly expectedInputs?: ReadonlyMap<Value, Float64Array>;
 }
 
 /** One lowered layer's number format and blocking. */
@@ -387,7 +484,13 @@ export function lowerLayers(
   spec: LoweringSpec,
   floatActivations: Map<Value, Tensor> | null,
   ctx: PassContext,
-): { layers: Record<string, StatValue>; weightExponentBits: number; outputSqnr: number | null; biasCorrected: number } {
+): {
+  layers: Record<string, StatValue>;
+  weightExponentBits: number;
+  outputSqnr: number | null;
+  biasCorrected: number;
+  dataFree: number;
+} {
   const graph = module.graph;
   const perLayer: Record<string, LayerStats> = {};
   const quantizers = new Map<string, Op>();
@@ -412,7 +515,8 @@ export function lowerLayers(
       if (analysis !== null) Object.assign(perLayer[layer.op.name], analysis);
     }
   }
-  return { layers: perLayer, weightExponentBits: exponentBits, outputSqnr, biasCorrected };
+  const dataFree = Object.values(perLayer).filter((s) => s["bias-corrected-data-free"] === true).length;
+  return { layers: perLayer, weightExponentBits: exponentBits, outputSqnr, biasCorrected, dataFree };
 }
 
 /**
@@ -575,12 +679,17 @@ function lower(
     shape: q.exponentShape,
   });
   const o = layer.weightShape[0];
-  // A Conv's bias is used as it is; a Gemm's gets beta folded in (candidateOf), so it is a new constant.
-  const bias = layer.bias === null ? null : layer.kind === "conv" ? op.operand(2) : graph.addConstant(
-    graph.freshName(`${name}.bias`),
-    tensor("f32", [o], layer.bias),
-    { elem: "f32", shape: [o] },
-  );
+  const mean = spec.expectedInputs?.get(x);
+  const shift = mean === undefined
+    ? null
+    : expectedShift(layer, dequantizeWeights(q.mantissas, q.exponents, layer.weightShape, format, block), mean);
+  const biasValues = shift === null ? layer.bias : Float32Array.from(shift, (d, i) => (layer.bias?.[i] ?? 0) + d);
+  // A Conv's bias is used as it is; a Gemm's gets beta folded in (candidateOf), a shifted one is new: new constants.
+  const bias = biasValues === null
+    ? null
+    : layer.kind === "conv" && shift === null
+    ? op.operand(2)
+    : graph.addConstant(graph.freshName(`${name}.bias`), tensor("f32", [o], biasValues), { elem: "f32", shape: [o] });
   // One Quantize per (input, blocking): layers reading the same tensor the same way share it. A Gemm on [..., K]
   // blocks the last axis: every row is a sample.
   const group = block === 0 ? 1 : layer.group;
@@ -641,6 +750,7 @@ function lower(
     "weight-mantissa-bits": q.mantissas.length * format.mantissaBits,
     "weight-saturated": q.saturated,
     "exponent-bias": exponentBias,
+    ...(shift === null ? {} : { "bias-corrected-data-free": true }),
     ...(staticExponent === undefined ? {} : {
       "input-exponent": staticExponent,
       "input-frac-bits": format.mantissaBits - 2 - staticExponent,

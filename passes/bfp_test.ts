@@ -427,3 +427,50 @@ Deno.test("scheme=auto blocks only the layers where blocks pay; without calibrat
   bfpPass.run(network(), options({ block: 2 }), ctx);
   assert.match(stats.scheme as string, /^auto: \d+ of 4 layers in blocks of 2, the rest per-channel$/);
 });
+
+Deno.test("without data, a layer behind BatchNormalization and ReLU absorbs its expected weight error in its bias", () => {
+  // BN(gamma 0, beta [2, -1]) -> ReLU: the input is [2, 0] exactly; 4-bit weights [1 + 2^-6, 3 + 2^-5] round to
+  // [1, 3], so the expected output error is -2^-6 * 2 and the bias rises by 2^-5.
+  const g = new Graph("bn");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 2, 1, 1] }));
+  const c = (name: string, t: Tensor): Value => g.addConstant(name, t, { elem: "f32", shape: [...t.shape] });
+  const bn = g.addOp(
+    new Op({
+      name: "bn",
+      type: "BatchNormalization",
+      results: [new Value("b")],
+      operands: [
+        x,
+        c("gamma", float32Tensor([2], [0, 0])),
+        c("beta", float32Tensor([2], [2, -1])),
+        c("mean", float32Tensor([2], [0, 0])),
+        c("var", float32Tensor([2], [1, 1])),
+      ],
+    }),
+  );
+  const relu = g.addOp(new Op({ name: "relu", type: "Relu", operands: [bn.result], results: [new Value("r")] }));
+  g.outputs.push(
+    g.addOp(
+      new Op({
+        name: "conv",
+        type: "Conv",
+        results: [new Value("y")],
+        operands: [
+          relu.result,
+          c("w", float32Tensor([1, 2, 1, 1], [1 + 2 ** -6, 3 + 2 ** -5])),
+          c("bias", float32Tensor([1], [0.5])),
+        ],
+      }),
+    ).result,
+  );
+  const m = new Module(g);
+  inferShapes(m);
+  const { ctx, stats } = context();
+  bfpPass.run(m, options({ mantissa: 4 }), ctx);
+  const conv = m.graph.ops.find((op) => op.name === "conv")!;
+  assert.deepEqual([...conv.operand(4)!.constant!.data], [0.5 + 2 ** -5]);
+  assert.equal(stats["bias-corrected-data-free"], 1);
+  // The lowered layer now gives the float output on the expected input.
+  const feeds = { x: float32Tensor([1, 2, 1, 1], [0, 0]) };
+  assert.deepEqual([...interpret(m, feeds).y.data], [0.5 + 2 * (1 + 2 ** -6)]);
+});

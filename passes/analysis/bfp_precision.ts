@@ -181,3 +181,39 @@ export function chooseWidths(
   }
   return chosen;
 }
+
+/** erf(x) to 1.5e-7 (Abramowitz and Stegun 7.1.26). */
+function erf(x: number): number {
+  const t = 1 / (1 + 0.3275911 * Math.abs(x));
+  const y = 1 - t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) *
+      Math.exp(-x * x);
+  return x < 0 ? -y : y;
+}
+
+/** E[max(0, z)] for z ~ N(mu, sigma²). */
+function expectedRelu(mu: number, sigma: number): number {
+  if (sigma === 0) return Math.max(0, mu);
+  const t = mu / sigma;
+  return mu * 0.5 * (1 + erf(t / Math.SQRT2)) + sigma * Math.exp(-0.5 * t * t) / Math.sqrt(2 * Math.PI);
+}
+
+/**
+ * The expected value of `clip(z, lo, hi)` for z ~ N(mu, sigma²) (`lo`/`hi`
+ * may be infinite: ReLU is `[0, ∞)`, identity `(-∞, ∞)`), in closed form:
+ * how a BatchNormalization's `beta`/`gamma` predict the mean input of the
+ * layer after it when no calibration data is given.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { expectedClipped } from "./bfp_precision.ts";
+ * assert.equal(expectedClipped(0.5, 0, -Infinity, Infinity), 0.5);
+ * assert.ok(Math.abs(expectedClipped(0, 1, 0, Infinity) - 1 / Math.sqrt(2 * Math.PI)) < 1e-7);
+ * assert.equal(expectedClipped(9, 0, 0, 6), 6);
+ * ```
+ */
+export function expectedClipped(mu: number, sigma: number, lo: number, hi: number): number {
+  const above = (t: number): number => t === Infinity ? 0 : expectedRelu(mu - t, sigma); // E[max(0, z - t)]
+  if (lo === -Infinity) return mu - (hi === Infinity ? 0 : above(hi));
+  return lo + above(lo) - above(hi);
+}
