@@ -19,8 +19,11 @@
  * Every configuration runs through {@linkcode compile}; "before" is the
  * previous default (`scheme=per-channel,bias-correct=false`).
  *
- *   deno run -A bench/bfp_recovery_table.ts [--ocr DIR] [--models cls,det,rec] [--calib N] [--det-size S]
- *     [--no-mnist] [--quick]
+ *   deno run -A bench/bfp_recovery_table.ts [--ocr DIR] [--models cls,det,rec] [--configs 0,3,4] [--calib N]
+ *     [--det-size S] [--no-mnist] [--quick]
+ *
+ * `--configs` picks rows of {@linkcode CONFIGS} by index for the PaddleOCR table, `--mnist-configs` (default
+ * 0,3,4) for the MNIST table, `--mnist-models` (names, comma-separated) its models.
  *
  * `--quick` evaluates MNIST on the first 500 test images.
  * @module
@@ -94,9 +97,6 @@ export function textImages(
   return tensor("f32", [n, 3, h, w], data);
 }
 
-/** The configurations of the MNIST table (each compiles 8 models and evaluates them on 2,000 images). */
-const MNIST_CONFIGS = [CONFIGS[0][1], CONFIGS[3][1], CONFIGS[4][1]];
-
 const HALF = [0.5, 0.5, 0.5];
 const IMAGENET_MEAN = [0.485, 0.456, 0.406], IMAGENET_STD = [0.229, 0.224, 0.225];
 
@@ -136,7 +136,9 @@ async function ocrTable(dir: string, calibCount: number, detSize: number): Promi
   const models = all.filter(([name]) => only.includes(name));
   const rows = [`| configuration | ${models.map(([m, , h, w]) => `${m} 3x${h}x${w}`).join(" | ")} |`];
   rows.push(`|---|${models.map(() => "---").join("|")}|`);
-  const cells: string[][] = CONFIGS.map(() => []);
+  const picked = (flag("--configs") ?? CONFIGS.map((_, i) => i).join(",")).split(",").map(Number);
+  const configs = CONFIGS.filter((_, i) => picked.includes(i));
+  const cells: string[][] = configs.map(() => []);
   for (const [name, file, h, w, mean, std] of models) {
     const bytes = Deno.readFileSync(`${dir}/${file}`);
     const calibration = textImages(calibCount, h, w, 1, mean, std);
@@ -144,7 +146,7 @@ async function ocrTable(dir: string, calibCount: number, detSize: number): Promi
     const float = importOnnx(bytes);
     inferShapes(float);
     const reference = new Interpreter(float).run({ [float.graph.inputs[0].name]: test });
-    for (const [i, [, config]] of CONFIGS.entries()) {
+    for (const [i, [, config]] of configs.entries()) {
       const t0 = performance.now();
       const r = await ocrSqnr(bytes, `canonicalize,dce,${config}`, calibration, test, reference);
       const avg = r.stats["mantissa-average"];
@@ -155,7 +157,7 @@ async function ocrTable(dir: string, calibCount: number, detSize: number): Promi
       );
     }
   }
-  CONFIGS.forEach(([label, config], i) => rows.push(`| ${label} \`${config}\` | ${cells[i].join(" | ")} |`));
+  configs.forEach(([label, config], i) => rows.push(`| ${label} \`${config}\` | ${cells[i].join(" | ")} |`));
   return rows;
 }
 
@@ -167,8 +169,11 @@ async function mnistTable(quick: boolean): Promise<string[]> {
     testY = tensor(testY.dtype, [500], testY.data.slice(0, 500));
   }
   const calibX = readNpyFile(`${dir}mnist_calib_x.npy`);
-  const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".onnx")).sort();
-  const configs = CONFIGS.filter(([, config]) => MNIST_CONFIGS.includes(config));
+  const only = flag("--mnist-models")?.split(",");
+  const files = only?.map((n) => `${n}.onnx`) ??
+    [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".onnx")).sort();
+  const picked = (flag("--mnist-configs") ?? "0,3,4").split(",").map(Number);
+  const configs = CONFIGS.filter((_, i) => picked.includes(i));
   const rows = [`| model | float | ${configs.map(([label]) => label).join(" | ")} |`];
   rows.push(`|---|---|${configs.map(() => "---").join("|")}|`);
   for (const file of files) {
