@@ -46,6 +46,7 @@ export const CONFIGS: readonly [string, string][] = [
   ["per-channel + bias correction", "bfp{scheme=per-channel}"],
   ["default now (auto + bias corr.)", "bfp"],
   ["auto + bias corr. + avg-mantissa=8", "bfp{avg-mantissa=8}"],
+  ["mx + bias corr. + avg-mantissa=8", "bfp{scheme=mx,avg-mantissa=8}"],
 ];
 
 /**
