@@ -47,6 +47,7 @@ export const CONFIGS: readonly [string, string][] = [
   ["default now (auto + bias corr.)", "bfp"],
   ["auto + bias corr. + avg-mantissa=8", "bfp{avg-mantissa=8}"],
   ["mx + bias corr. + avg-mantissa=8", "bfp{scheme=mx,avg-mantissa=8}"],
+  ["mx/16 + bias corr. + avg-mantissa=8, widths 4..16", "bfp{scheme=mx,block=16,avg-mantissa=8,mantissa-max=16}"],
 ];
 
 /**
