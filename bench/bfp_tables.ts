@@ -81,7 +81,7 @@ interface BfpConfig {
   mantissa?: number;
   rounding?: string;
   seed?: number;
-  scheme?: "per-channel" | "mx";
+  scheme?: "auto" | "per-channel" | "mx";
   block?: number;
 }
 
@@ -89,7 +89,7 @@ const BFP_DEFAULTS: Required<BfpConfig> = {
   mantissa: 8,
   rounding: "nearest-even",
   seed: 0,
-  scheme: "per-channel",
+  scheme: "auto",
   block: 32,
 };
 

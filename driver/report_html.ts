@@ -9,6 +9,7 @@
 import { escapeControl } from "../ir/quote.ts";
 import type { StatValue } from "../passes/pass.ts";
 import type { CompileReport, LayerRow, LayerSide } from "./report.ts";
+import type { BudgetPoint } from "./budget.ts";
 
 const ENTITIES: Readonly<Record<string, string>> = {
   "&": "&amp;",
@@ -662,6 +663,139 @@ function accuracySection(r: CompileReport): string {
   );
 }
 
+/** Output SQNR against the original model after each pass, as bars (an unchanged model has no bar: infinite). */
+function passSqnrSection(r: CompileReport): string {
+  const rows = r.passSqnr ?? [];
+  if (rows.length === 0) return "";
+  const db = (v: number | "inf" | null): string => (v === null ? "not run" : v === "inf" ? "unchanged" : `${v} dB`);
+  const chart = barTable(rows.map((p) => p.pipeline), [{
+    title: "output SQNR after the pass (dB)",
+    values: rows.map((p) => [null, typeof p.sqnrDb === "number" ? Math.max(0, p.sqnrDb) : null]),
+    format: (n) => `${n} dB`,
+  }], "output SQNR after each pass");
+  return section(
+    "pass-sqnr",
+    "Output SQNR after each pass",
+    figure(
+      chart,
+      `Every graph output against the original model's, on ${num(rows[0].samples)} calibration samples; ` +
+        "each pass's figure includes the passes before it.",
+    ) + table(["pass", "output SQNR"], rows.map((p) => [p.pipeline, db(p.sqnrDb)]), [false, true]),
+  );
+}
+
+/** Every artifact run in its runtime against the interpreter: one row per check. */
+function verifySection(r: CompileReport): string {
+  const v = r.verify;
+  if (v === undefined) return "";
+  const rows = v.checks.map((c) => {
+    const result = c.skipped !== null
+      ? `skipped: ${c.skipped}`
+      : c.bitExact
+      ? "bit-exact"
+      : c.maxAbsError === null
+      ? `${num(c.mismatches)} mismatches`
+      : `max abs ${c.maxAbsError.toExponential(2)}, rel ${(c.maxRelError ?? 0).toExponential(2)}`;
+    return [
+      c.artifact,
+      c.runtime,
+      c.ok ? "pass" : "FAIL",
+      result,
+      c.exact ? "bit-exact" : String(c.tolerance),
+      num(c.compared),
+      Object.entries(c.tools).map(([k, t]) => `${k} ${t}`).join(", "),
+    ];
+  });
+  const first = v.checks.find((c) => c.firstMismatch !== null)?.firstMismatch ?? null;
+  return section(
+    "verify",
+    v.ok ? "Verification: every artifact agrees" : "Verification: FAILED",
+    table(
+      ["artifact", "runtime", "result", "difference", "tolerance", "values", "tools"],
+      rows,
+      [false, false, false, false, true, true, false],
+    ),
+    `Inputs from the ${v.inputs} data, run by each artifact's runtime and by the interpreter.${
+      first === null ? "" : ` First difference: ${first}.`
+    }`,
+  );
+}
+
+/** The budget search: every setting as a point of weight bytes against loss, the chosen one ringed. */
+function budgetSection(r: CompileReport): string {
+  const b = r.budget;
+  if (b === undefined || b.points.length === 0) return "";
+  const lossOf = (p: BudgetPoint): number | null =>
+    b.objective === "accuracy"
+      ? (p.accuracy === null ? null : 100 * p.accuracy)
+      : (typeof p.sqnrDb === "number" ? p.sqnrDb : null);
+  const yLabel = b.objective === "accuracy" ? "top-1 accuracy (%)" : "output SQNR (dB)";
+  const measured = b.points.filter((p) => lossOf(p) !== null);
+  const left = 60, right = 24, top = 16, bottom = 46, plotW = 560, plotH = 220;
+  const xMax = ticks(Math.max(1, ...b.points.map((p) => p.weightBytes)));
+  const xs = (v: number): number => left + (v / xMax[xMax.length - 1]) * plotW;
+  const ys = measured.map((p) => lossOf(p)!);
+  const yLo = ys.length === 0 ? 0 : Math.min(...ys), yHi = ys.length === 0 ? 1 : Math.max(...ys);
+  const pad = Math.max(0.5, (yHi - yLo) * 0.1);
+  const y = (v: number): number => top + plotH - ((v - (yLo - pad)) / (yHi - yLo + 2 * pad)) * plotH;
+  const parts: string[] = [];
+  for (const t of xMax) {
+    parts.push(line(xs(t), top, xs(t), top + plotH, 'stroke="#e3e6eb"'));
+    parts.push(text(xs(t), top + plotH + 16, compact(t), 'text-anchor="middle" class="tick"'));
+  }
+  for (const t of [yLo - pad, (yLo + yHi) / 2, yHi + pad]) {
+    parts.push(text(left - 6, y(t) + 4, sig(t), 'text-anchor="end" class="tick"'));
+  }
+  const limit = b.limits.weightBytes;
+  if (limit !== undefined && limit <= xMax[xMax.length - 1]) {
+    parts.push(line(xs(limit), top, xs(limit), top + plotH, `stroke="${MARK}" stroke-dasharray="5 3"`));
+    parts.push(text(xs(limit) + 4, top + 10, "weight-byte budget", `class="mark" fill="${MARK}"`));
+  }
+  b.points.forEach((p, i) => {
+    const loss = lossOf(p);
+    if (loss === null) return;
+    const tip = `${p.pipeline}: ${num(p.weightBytes)} weight bytes, ${sig(loss)}${p.fits ? "" : " (does not fit)"}`;
+    const fill = p.fits ? AFTER : BEFORE;
+    parts.push(
+      `<circle cx="${px(xs(p.weightBytes))}" cy="${px(y(loss))}" r="${i === b.chosen ? 7 : 4}" fill="${
+        i === b.chosen ? "none" : fill
+      }" stroke="${i === b.chosen ? MARK : fill}" stroke-width="2"><title>${escapeHtml(tip)}</title></circle>`,
+    );
+    if (i === b.chosen || i === b.handWritten) {
+      const label = i === b.chosen ? "chosen" : "as written";
+      parts.push(text(xs(p.weightBytes) + 9, y(loss) - 6, label, 'class="lbl"'));
+    }
+  });
+  parts.push(line(left, top + plotH, left + plotW, top + plotH, 'stroke="#8a93a0"'));
+  parts.push(line(left, top, left, top + plotH, 'stroke="#8a93a0"'));
+  parts.push(text(left + plotW / 2, top + plotH + 36, "weight bytes", 'text-anchor="middle" class="axis"'));
+  parts.push(
+    text(
+      14,
+      top + plotH / 2,
+      yLabel,
+      `text-anchor="middle" class="axis" transform="rotate(-90 14 ${top + plotH / 2})"`,
+    ),
+  );
+  const chart = svg(
+    left + plotW + right,
+    top + plotH + bottom,
+    "budget search: weight bytes against loss",
+    parts.join(""),
+  );
+  const fitting = b.points.filter((p) => p.fits).length;
+  return section(
+    "budget",
+    "Budget search",
+    figure(
+      chart,
+      `${num(b.points.length)} settings costed, ${num(fitting)} fit, ${num(measured.length)} measured on ${
+        num(b.samples)
+      } samples (blue: fits, grey: over budget, ringed: chosen).`,
+    ) + `<p>Chosen pipeline: <code>${escapeHtml(b.pipeline)}</code></p>`,
+  );
+}
+
 function cTargetSection(r: CompileReport): string {
   const stats = r.target.stats ?? {};
   const memory = stats["memory"], raw = stats["arena-buffers"];
@@ -823,6 +957,9 @@ export function renderReportHtml(report: CompileReport): string {
   const sections = [
     summarySection(r),
     accuracySection(r),
+    verifySection(r),
+    budgetSection(r),
+    passSqnrSection(r),
     layerSection(r.layers),
     passesSection(r),
     pruningSection(r),

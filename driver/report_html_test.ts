@@ -38,7 +38,7 @@ async function fullReport(): Promise<CompileReport> {
     macs: params * 10,
     weightBytes: params * 4,
   });
-  return await buildReport({
+  const report = await buildReport({
     model: { name: "net", producer: "pytorch 2.3", opsets: { "ai.onnx": 13 } },
     pipeline: "prune{x=1},mask-select{x=1},fc-corr{x=1},svd{x=1},bfp{x=1}",
     target: {
@@ -97,6 +97,55 @@ async function fullReport(): Promise<CompileReport> {
       after: { accuracy: 0.973, correct: 973, total: 1000 },
     },
   });
+  const check = {
+    runtime: "gcc (host)",
+    artifact: evil,
+    tools: { gcc: "12.2.0" },
+    samples: 32,
+    compared: 320,
+    exact: true,
+    tolerance: 0,
+    bitExact: true,
+    maxAbsError: 0,
+    maxRelError: 0,
+    sqnrDb: "inf" as const,
+    mismatches: 0,
+    firstMismatch: null,
+    skipped: null,
+    ok: true,
+  };
+  const point = (pipeline: string, weightBytes: number, accuracy: number | null, fits: boolean) => ({
+    pipeline,
+    settings: {},
+    weightBytes,
+    macs: 1000,
+    arenaBytes: 512,
+    fits,
+    accuracy,
+    sqnrDb: null,
+    handWritten: false,
+  });
+  return {
+    ...report,
+    passSqnr: [
+      { pass: "prune", pipeline: "prune{x=1}", sqnrDb: 41.5, samples: 32 },
+      { pass: "bfp", pipeline: "bfp{x=1}", sqnrDb: "inf", samples: 32 },
+    ],
+    verify: { target: "c", inputs: "calibration", checks: [check], ok: true },
+    budget: {
+      limits: { weightBytes: 16000 },
+      objective: "accuracy",
+      samples: 500,
+      points: [
+        point("prune{ratio=0.3}", 30000, null, false),
+        point("prune{ratio=0.6}", 15000, 0.98, true),
+        point("prune{ratio=0.7}", 12000, 0.96, true),
+      ],
+      chosen: 1,
+      handWritten: -1,
+      pipeline: "prune{ratio=0.6}",
+    },
+  };
 }
 
 Deno.test("escapeHtml escapes markup and control characters", () => {
@@ -110,6 +159,9 @@ Deno.test("the page draws every section its statistics feed", async () => {
     const [id, expected] of [
       ["summary", "28.40x"],
       ["accuracy", "98.40%"],
+      ["verify", "bit-exact"],
+      ["budget", "Chosen pipeline: <code>prune{ratio=0.6}</code>"],
+      ["pass-sqnr", "41.5 dB"],
       ["layers", "weight bytes"],
       ["passes", "prune{x=1}"],
       ["pruning", "threshold 2e-8"],
@@ -170,6 +222,9 @@ Deno.test("a report without statistics gives a page with the summary, layers and
     ...(await fullReport()),
     passes: [],
     accuracy: undefined,
+    passSqnr: undefined,
+    verify: undefined,
+    budget: undefined,
     target: {
       name: "onnx",
       options: {},

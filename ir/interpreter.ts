@@ -4,12 +4,13 @@
  * computes; passes are checked against it before and after.
  * @module
  */
+import type { Attribute } from "./attributes.ts";
 import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
-import type { OpDef, OpRegistry } from "./op_def.ts";
+import type { KernelContext, OpDef, OpRegistry } from "./op_def.ts";
 import { builtinOps } from "./builtin_ops.ts";
-import type { Tensor } from "./tensor.ts";
-import { type Dim, elementTypeToString, isTensorType } from "./types.ts";
+import { allocData, type Tensor, type TensorData } from "./tensor.ts";
+import { type Dim, type DType, elementTypeToString, isTensorType } from "./types.ts";
 
 /** Options of {@linkcode interpret} and {@linkcode Interpreter}. */
 export interface InterpretOptions {
@@ -21,6 +22,11 @@ export interface InterpretOptions {
    * without editing `graph.outputs`.
    */
   probes?: readonly Value[];
+  /**
+   * Stop as soon as every probe is computed and return only the probes: how a pass reads one layer's input
+   * without running (or holding) the rest of the network.
+   */
+  stopAtProbes?: boolean;
 }
 
 /** A reference kernel, as an {@linkcode OpDef} declares it. */
@@ -33,9 +39,14 @@ type Kernel = NonNullable<OpDef["interpret"]>;
 export class Interpreter {
   readonly #module: Module;
   readonly #probes: readonly Value[];
+  /** With `stopAtProbes`: the step after which every probe is computed, else the last step. */
+  readonly #last: number;
+  readonly #stop: boolean;
   readonly #steps: { op: Op; run: Kernel; opset: number }[];
   /** For each step, the values whose last use it is (freed after it runs). */
   readonly #release: Value[][];
+  /** Storage of constants and tensor attributes (subgraphs included), which kernels never overwrite. */
+  readonly #pinned = new Set<ArrayBufferLike>();
 
   /**
    * Prepare `module` for running.
@@ -80,28 +91,50 @@ export class Interpreter {
       for (const v of op.operands) if (v !== null && v.producer !== null) lastUse.set(v, i);
     });
     this.#release = graph.ops.map(() => []);
+    const producers = this.#probes.map((v) => (v.producer === null ? -1 : graph.ops.indexOf(v.producer)));
+    this.#stop = options.stopAtProbes ?? false;
+    this.#last = this.#stop ? Math.max(-1, ...producers) : graph.ops.length - 1;
     const kept = new Set([...graph.outputs, ...this.#probes]);
     for (const [v, i] of lastUse) if (!kept.has(v)) this.#release[i].push(v);
+    pinGraph(graph, this.#pinned);
   }
 
   /**
    * Run the graph on named inputs.
    *
-   * @returns Tensors by name: the graph outputs, then the probes.
+   * @returns Tensors by name: the graph outputs, then the probes (only the probes with `stopAtProbes`).
    * @throws {Error} For a missing or mistyped input (naming it), or an op that fails (naming the op).
    */
   run(inputs: Readonly<Record<string, Tensor>>): Record<string, Tensor> {
     const graph: Graph = this.#module.graph;
     const env = new Map<Value, Tensor>();
+    // Live values per kernel-made storage: an operand dying at an op may lend its storage to the result
+    // only when it is the sole holder and the storage is not the caller's or the module's.
+    const holders = new Map<ArrayBufferLike, number>();
+    const pinned = new Set(this.#pinned);
+    // Storage of dropped values by dtype and length, handed to kernels that overwrite all of it (within this run).
+    const pool = new Map<string, TensorData[]>();
+    const alloc = (dtype: DType, n: number): TensorData => pool.get(`${dtype}:${n}`)?.pop() ?? allocData(dtype, n);
     const symbols = new Map<string, number>();
     for (const v of graph.inputs) {
       const t = inputs[v.name] ?? v.constant;
       if (t === undefined || t === null) throw new Error(`missing input "${v.name}"`);
       checkInput(v, t, symbols);
       env.set(v, t);
+      const storage = storageOf(t);
+      if (storage !== null) pinned.add(storage);
     }
     for (const v of graph.constants) env.set(v, v.constant!);
-    this.#steps.forEach(({ op, run, opset }, i) => {
+    for (let i = 0; i <= this.#last; i++) {
+      const { op, run, opset } = this.#steps[i];
+      const release = this.#release[i];
+      const reusable = (index: number): boolean => {
+        const v = op.operands[index];
+        if (v === null || v === undefined || !release.includes(v)) return false;
+        const storage = storageOf(env.get(v));
+        return storage !== null && !pinned.has(storage) && holders.get(storage) === 1;
+      };
+      const ctx: KernelContext = { opset, reusable, alloc };
       const args = op.operands.map((v) => {
         if (v === null) return null;
         const t = env.get(v);
@@ -110,18 +143,36 @@ export class Interpreter {
       });
       let out: Tensor[];
       try {
-        out = run(op, args, { opset });
+        out = run(op, args, ctx);
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         throw new Error(msg.startsWith(`op "${op.name}"`) ? msg : `op "${op.name}" (${op.type}): ${msg}`);
       }
       op.results.forEach((r, k) => {
-        if (out[k] !== undefined) env.set(r, out[k]);
+        if (out[k] === undefined) return;
+        env.set(r, out[k]);
+        const storage = storageOf(out[k]);
+        if (storage !== null) holders.set(storage, (holders.get(storage) ?? 0) + 1);
       });
-      for (const v of this.#release[i]) env.delete(v);
-    });
+      for (const v of release) {
+        const t = env.get(v);
+        const storage = storageOf(t);
+        env.delete(v);
+        if (storage === null || !holders.has(storage)) continue;
+        const left = holders.get(storage)! - 1;
+        holders.set(storage, left);
+        const data = t!.data as ArrayBufferView;
+        if (left > 0 || pinned.has(storage) || data.byteOffset !== 0 || data.byteLength !== storage.byteLength) {
+          continue;
+        }
+        const key = `${t!.dtype}:${t!.data.length}`;
+        const free = pool.get(key);
+        if (free === undefined) pool.set(key, [t!.data]);
+        else free.push(t!.data);
+      }
+    }
     const result: Record<string, Tensor> = {};
-    for (const v of graph.outputs) {
+    for (const v of this.#stop ? [] : graph.outputs) {
       const t = env.get(v);
       if (t === undefined) throw new Error(`graph output "${v.name}" was not computed`);
       result[v.name] = t;
@@ -133,6 +184,28 @@ export class Interpreter {
     }
     return result;
   }
+}
+
+/** The storage a tensor's elements live in (null for strings). */
+function storageOf(t: Tensor | undefined): ArrayBufferLike | null {
+  return t === undefined || Array.isArray(t.data) ? null : (t.data as ArrayBufferView).buffer;
+}
+
+/** Add the storage of `graph`'s constants and of every tensor attribute, subgraphs included, to `pinned`. */
+function pinGraph(graph: Graph, pinned: Set<ArrayBufferLike>): void {
+  const pinTensor = (t: Tensor): void => {
+    const storage = storageOf(t);
+    if (storage !== null) pinned.add(storage);
+  };
+  for (const v of graph.constants) if (v.constant !== null && v.constant !== undefined) pinTensor(v.constant);
+  for (const v of graph.inputs) if (v.constant !== null && v.constant !== undefined) pinTensor(v.constant);
+  const pinAttribute = (a: Attribute): void => {
+    if (a.kind === "tensor") pinTensor(a.value);
+    else if (a.kind === "tensors") a.value.forEach(pinTensor);
+    else if (a.kind === "graph") pinGraph(a.value, pinned);
+    else if (a.kind === "graphs") { for (const g of a.value) pinGraph(g, pinned); }
+  };
+  for (const op of graph.ops) for (const a of op.attributes.values()) pinAttribute(a);
 }
 
 function checkInput(v: Value, t: Tensor, symbols: Map<string, number>): void {

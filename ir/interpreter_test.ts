@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
+import type { Attribute } from "./attributes.ts";
 import { Graph, Op, Value } from "./graph.ts";
 import { interpret, Interpreter } from "./interpreter.ts";
 import { Module } from "./module.ts";
+import { builtinOps } from "./builtin_ops.ts";
+import { OpRegistry } from "./op_def.ts";
 import { float32Tensor } from "./tensor.ts";
 
 /** `y = Relu(Neg(x) + w)`, with the intermediate values to probe. */
@@ -41,4 +44,107 @@ Deno.test("a probe outside the main graph is refused by name", () => {
   const { m } = net();
   const stray = new Graph("other").addInput(new Value("z"));
   assert.throws(() => new Interpreter(m, { probes: [stray] }), { message: 'probe "z" is not a value of graph "main"' });
+});
+
+/** Built-in ops, with Neg recording the storage of each result it makes. */
+function recordingNeg(made: ArrayBufferLike[]): OpRegistry {
+  const neg = builtinOps.get({ type: "Neg", domain: "" })!;
+  const registry = new OpRegistry(builtinOps.all().filter((d) => d !== neg));
+  registry.add({
+    ...neg,
+    interpret(op, inputs, ctx) {
+      const out = neg.interpret!(op, inputs, ctx);
+      made.push((out[0].data as Float32Array).buffer);
+      return out;
+    },
+  });
+  return registry;
+}
+
+Deno.test("an elementwise op writes its result into an operand that dies there, never into inputs or constants", () => {
+  const { m } = net();
+  const made: ArrayBufferLike[] = [];
+  const x = float32Tensor([3], [1, 2, -3]);
+  const w = m.graph.constants[0].constant!;
+  const run = new Interpreter(m, { registry: recordingNeg(made) });
+  for (let k = 0; k < 2; k++) {
+    const { y } = run.run({ x });
+    assert.deepEqual([...y.data], [0, 0, 4]);
+    // Neg's result died at Add, whose result died at Relu: one storage for all three.
+    assert.equal((y.data as Float32Array).buffer, made[k]);
+  }
+  assert.deepEqual([...x.data], [1, 2, -3]);
+  assert.deepEqual([...w.data], [1, 1, 1]);
+});
+
+Deno.test("storage shared with a live value, an attribute or a probe is not overwritten", () => {
+  const g = new Graph();
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [2, 2] }));
+  const shape = g.addConstant("shape", { dtype: "i64", shape: [1], data: new BigInt64Array([4n]) }, {
+    elem: "i64",
+    shape: [1],
+  });
+  const t = g.addOp(new Op({ name: "n", type: "Neg", operands: [x], results: [new Value("t")] })).result;
+  // r views t's storage and dies at Relu while t lives on to Add.
+  const r = g.addOp(new Op({ name: "v", type: "Reshape", operands: [t, shape], results: [new Value("r")] })).result;
+  const u = g.addOp(new Op({ name: "u", type: "Relu", operands: [r], results: [new Value("u")] })).result;
+  const c = g.addOp(
+    new Op({
+      name: "c",
+      type: "Constant",
+      operands: [],
+      results: [new Value("c")],
+      attributes: [["value", { kind: "tensor", value: float32Tensor([2, 2], [1, 2, 3, 4]) }]],
+    }),
+  ).result;
+  const e = g.addOp(new Op({ name: "e", type: "Neg", operands: [c], results: [new Value("e")] })).result;
+  const s = g.addOp(new Op({ name: "s", type: "Add", operands: [t, e], results: [new Value("s")] })).result;
+  g.outputs.push(u, s);
+  const run = new Interpreter(new Module(g));
+  for (let k = 0; k < 2; k++) {
+    const out = run.run({ x: float32Tensor([2, 2], [1, -2, 3, -4]) });
+    assert.deepEqual([...out.u.data], [0, 2, 0, 4]);
+    assert.deepEqual([...out.s.data], [-2, 0, -6, 0]);
+  }
+});
+
+Deno.test("a kernel that writes every element gets the storage of a value dropped earlier in the run", () => {
+  const g = new Graph();
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [1, 1, 2, 2] }));
+  const t = g.addOp(new Op({ name: "n", type: "Neg", operands: [x], results: [new Value("t")] })).result;
+  const unit: [string, Attribute] = ["kernel_shape", { kind: "ints", value: [1, 1] }];
+  const m = g.addOp(
+    new Op({ name: "m", type: "MaxPool", operands: [t], results: [new Value("m")], attributes: [unit] }),
+  );
+  // t is dropped after MaxPool: AveragePool's result reuses its storage, whose old contents must not show.
+  const y = g.addOp(
+    new Op({ name: "a", type: "AveragePool", operands: [m.result], results: [new Value("y")], attributes: [unit] }),
+  );
+  g.outputs.push(y.result);
+  const made: ArrayBufferLike[] = [];
+  const run = new Interpreter(new Module(g), { registry: recordingNeg(made) });
+  for (let k = 0; k < 2; k++) {
+    const out = run.run({ x: float32Tensor([1, 1, 2, 2], [1 + k, -2, 3, -4]) }).y;
+    assert.deepEqual([...out.data], [-1 - k, 2, -3, 4]);
+    assert.equal((out.data as Float32Array).buffer, made[k]);
+  }
+});
+
+Deno.test("stopAtProbes runs only up to the probes and returns only them", () => {
+  const { m, t } = net();
+  let ran = 0;
+  // Count kernel calls: the ops after the probe must not run.
+  const registry = new OpRegistry(
+    builtinOps.all().map((def) =>
+      def.interpret === undefined
+        ? def
+        : { ...def, interpret: (op, inputs, c) => (ran++, def.interpret!(op, inputs, c)) }
+    ),
+  );
+  const out = new Interpreter(m, { probes: [t], stopAtProbes: true, registry }).run({
+    x: float32Tensor([3], [1, -2, 3]),
+  });
+  assert.deepEqual(Object.keys(out), ["t"]);
+  assert.deepEqual([...out.t.data], [-1, 2, -3]);
+  assert.equal(ran, 1);
 });

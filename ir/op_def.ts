@@ -5,8 +5,8 @@
  * @module
  */
 import { isDefaultDomain, type Op, type Value } from "./graph.ts";
-import type { Tensor } from "./tensor.ts";
-import type { Dim, TensorType } from "./types.ts";
+import type { Tensor, TensorData } from "./tensor.ts";
+import type { Dim, DType, TensorType } from "./types.ts";
 
 /** What shape inference knows about an op's operands. */
 export interface InferContext {
@@ -28,6 +28,19 @@ export interface InferContext {
 export interface KernelContext {
   /** Opset version of the op's domain in the module. */
   readonly opset: number;
+  /**
+   * Whether the kernel may overwrite operand `index`'s storage with its result:
+   * true when the interpreter drops that value after this op and no other live
+   * value, input, constant or attribute shares the storage. Absent outside the
+   * interpreter (never reuse then).
+   */
+  readonly reusable?: (index: number) => boolean;
+  /**
+   * Storage for `n` elements of `dtype`, possibly recycled from a value the
+   * interpreter has dropped: its contents are unspecified, so only a kernel
+   * that writes every element may ask. Absent outside the interpreter.
+   */
+  readonly alloc?: (dtype: DType, n: number) => TensorData;
 }
 
 /**

@@ -27,13 +27,21 @@ import {
   productBits,
 } from "../ir/bfp/format.ts";
 import { BFP_DOMAIN, bfpElementType, bfpLayerPlan } from "../ir/bfp/plan.ts";
-import { quantizeWeights } from "../ir/bfp/quantize.ts";
+import { dequantizeWeights, quantizeWeights } from "../ir/bfp/quantize.ts";
 import { type Graph, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
-import { eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
+import { eraseConstantIfUnused, insertBefore, replaceConstant } from "../ir/rewriter.ts";
 import { shapeSize, type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
 import { isTensorType, type TensorType } from "../ir/types.ts";
-import { db, layerErrorStats, runWithProbes, sqnr } from "./analysis/bfp_error.ts";
+import { db, layerErrorStats, meanChannelError, runSequential, runWithProbes, sqnr } from "./analysis/bfp_error.ts";
+import {
+  blocksPay,
+  chooseWidths,
+  conversionNsr,
+  expectedClipped,
+  type PrecisionLayer,
+  withMantissa,
+} from "./analysis/bfp_precision.ts";
 import { foldBatchNorms } from "./fold_bn.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
@@ -56,11 +64,33 @@ export const bfpOptions = {
   seed: { kind: "int", default: 0, min: 0, doc: "Seed of stochastic rounding" },
   scheme: {
     kind: "enum",
-    values: ["per-channel", "mx"],
-    default: "per-channel",
-    doc: "per-channel: a block per weight row and per input sample; mx: blocks of `block` input channels",
+    values: ["auto", "per-channel", "mx"],
+    default: "auto",
+    doc: "per-channel: a block per weight row and per input sample; mx: blocks of `block` input channels; " +
+      "auto: mx on the layers where calibration data shows the blocks pay for their exponents, else per-channel",
   },
-  block: { kind: "int", default: 32, min: 1, doc: "Channels per block with scheme=mx" },
+  block: { kind: "int", default: 32, min: 1, doc: "Channels per block with scheme=mx (and where auto picks blocks)" },
+  avgMantissa: {
+    kind: "number",
+    optional: true,
+    min: 2,
+    max: 16,
+    doc: "Mixed precision (needs calibration): per-layer widths whose weight-weighted average is at most this",
+  },
+  targetSqnr: {
+    kind: "number",
+    optional: true,
+    min: 0,
+    doc: "Mixed precision (needs calibration): the narrowest widths whose predicted output SQNR (dB) reaches this",
+  },
+  mantissaMin: { kind: "int", default: 4, min: 2, max: 16, doc: "Narrowest width mixed precision may choose" },
+  mantissaMax: { kind: "int", default: 12, min: 2, max: 16, doc: "Widest width mixed precision may choose" },
+  biasCorrect: {
+    kind: "bool",
+    default: true,
+    doc: "With calibration data, add each layer's mean output error per channel (float model minus lowered " +
+      "model, layer by layer) to its bias before the bias is aligned",
+  },
   accumulator: {
     kind: "int",
     default: 32,
@@ -137,26 +167,145 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
       exponentRule: options.exponentRule as BfpExponentRule,
       seed: options.seed,
     });
+    if (options.mantissaMin > options.mantissaMax) {
+      throw new Error(`mantissa-min=${options.mantissaMin} is above mantissa-max=${options.mantissaMax}`);
+    }
+    const mixed = options.avgMantissa !== undefined || options.targetSqnr !== undefined;
     const block = options.scheme === "mx" ? options.block : 0;
     const folded = options.foldBn && foldBeforeLowering(module, ctx);
     const layers = chooseLayers(module.graph, options, "bfp", ctx);
     if (layers.length === 0) return folded;
+    if (mixed && ctx.calibration === null) {
+      ctx.emit(
+        "warning",
+        `avg-mantissa and target-sqnr need calibration data (--calib); every layer gets mantissa=${format.mantissaBits}`,
+      );
+    }
     const floatActivations = ctx.calibration === null ? null : probe(module, layers, ctx.calibration, ctx);
+    const choice = floatActivations === null
+      ? null
+      : chooseFormats(layers, floatActivations, format, { ...options, mixed }, ctx);
+    // Without data, the expected input of a layer behind a BatchNormalization (data-free bias correction).
+    const expectedInputs = new Map<Value, Float64Array>();
+    if (options.biasCorrect && ctx.calibration === null) {
+      for (const { x } of layers) {
+        const mean = expectedInput(x);
+        if (mean !== null) expectedInputs.set(x, mean);
+      }
+    }
     const lowered = lowerLayers(
       module,
       layers,
-      { format, block, accumulator: options.accumulator },
+      {
+        format,
+        block,
+        accumulator: options.accumulator,
+        formats: choice?.formats,
+        biasCorrect: options.biasCorrect,
+        expectedInputs,
+      },
       floatActivations,
       ctx,
     );
     ctx.stat("layers-lowered", layers.length);
-    ctx.stat("format", `e${format.exponentBits}m${format.mantissaBits} ${format.rounding}`);
-    ctx.stat("scheme", block === 0 ? "per-channel" : `mx, blocks of ${block}`);
+    const widths = [...new Set(layers.map((l) => choice?.formats.get(l.op)?.format.mantissaBits ?? 0))];
+    ctx.stat(
+      "format",
+      `e${format.exponentBits}m${
+        choice !== null && mixed ? widths.sort((a, b) => a - b).join("/") : format.mantissaBits
+      } ` +
+        format.rounding,
+    );
+    const blocked = choice === null ? 0 : layers.filter((l) => choice.formats.get(l.op)!.block !== 0).length;
+    ctx.stat(
+      "scheme",
+      options.scheme === "auto"
+        ? `auto: ${blocked} of ${layers.length} layers in blocks of ${options.block}, the rest per-channel`
+        : block === 0
+        ? "per-channel"
+        : `mx, blocks of ${block}`,
+    );
+    if (choice !== null) {
+      ctx.stat("mantissa-average", Math.round(choice.averageBits * 100) / 100);
+      ctx.stat("predicted-output-sqnr-db", db(-10 * Math.log10(choice.predictedNsr)));
+    }
+    if (lowered.outputSqnr !== null) ctx.stat("output-sqnr-db", db(lowered.outputSqnr));
+    if (lowered.biasCorrected > 0) ctx.stat("bias-corrected", lowered.biasCorrected);
+    if (lowered.dataFree > 0) ctx.stat("bias-corrected-data-free", lowered.dataFree);
     ctx.stat("weight-exponent-bits", lowered.weightExponentBits);
     ctx.stat("layers", lowered.layers);
     return true;
   },
 });
+
+/**
+ * The expected value per channel of `x` when a BatchNormalization with
+ * constant scale and bias produces it, directly or through a ReLU or a Clip
+ * with constant bounds: its output is taken as N(beta, gamma²) per channel
+ * (the input normalized by the running statistics), clipped in closed form
+ * (`analysis/bfp_precision.ts`). Null for any other producer.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "../ir/graph.ts";
+ * import { float32Tensor } from "../ir/tensor.ts";
+ * import { expectedInput } from "./bfp.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 2] }));
+ * const c = (n: string, v: number[]) => g.addConstant(n, float32Tensor([2], v), { elem: "f32", shape: [2] });
+ * const bn = g.addOp(new Op({ name: "bn", type: "BatchNormalization", results: [new Value("b")],
+ *   operands: [x, c("gamma", [0, 0]), c("beta", [-1, 2]), c("mean", [0, 0]), c("var", [1, 1])] }));
+ * const relu = g.addOp(new Op({ name: "r", type: "Relu", operands: [bn.result], results: [new Value("y")] }));
+ * assert.deepEqual([...expectedInput(relu.result)!], [0, 2]);
+ * ```
+ */
+export function expectedInput(x: Value): Float64Array | null {
+  let v: Value | null = x, lo = -Infinity, hi = Infinity;
+  const act = v.producer;
+  if (act !== null && act.domain === "" && (act.type === "Relu" || act.type === "Clip")) {
+    if (act.type === "Relu") lo = 0;
+    else {
+      const bound = (i: number, name: string, fallback: number): number | null => {
+        const operand = act.operand(i);
+        if (operand === null) return act.float(name, fallback) ?? fallback;
+        return operand.constant === null ? null : toFloat64(operand.constant)[0];
+      };
+      const [a, b] = [bound(1, "min", -Infinity), bound(2, "max", Infinity)];
+      if (a === null || b === null) return null;
+      [lo, hi] = [a, b];
+    }
+    v = act.operand(0);
+  }
+  const bn = v?.producer ?? null;
+  if (bn === null || bn.type !== "BatchNormalization" || bn.domain !== "") return null;
+  const gamma = bn.operand(1)?.constant, beta = bn.operand(2)?.constant;
+  if (!gamma || !beta) return null;
+  const g = toFloat64(gamma);
+  return Float64Array.from(toFloat64(beta), (mu, c) => expectedClipped(mu, Math.abs(g[c]), lo, hi));
+}
+
+/**
+ * The bias shift that cancels a layer's expected output error from its weight
+ * conversion, `-Σ (Wq - W)·E[x]` per output channel, for an input whose
+ * expected value per channel is `mean`; null when `mean` does not have one
+ * value per input channel (a Gemm behind a Flatten).
+ */
+function expectedShift(layer: Candidate, wq: Float32Array, mean: Float64Array): Float64Array | null {
+  const o = layer.weightShape[0], cg = layer.weightShape[1];
+  if (mean.length !== cg * layer.group) return null;
+  const per = layer.weight.length / o, taps = per / cg, perGroup = o / layer.group;
+  const shift = new Float64Array(o);
+  for (let i = 0; i < o; i++) {
+    const first = Math.floor(i / perGroup) * cg;
+    let s = 0;
+    for (let j = 0; j < per; j++) {
+      s += (wq[i * per + j] - layer.weight[i * per + j]) * mean[first + Math.floor(j / taps)];
+    }
+    shift[i] = -s;
+  }
+  return shift;
+}
 
 /**
  * `fold-bn` before lowering: a BatchNormalization after a layer becomes part of its weights, so the lowered layers
@@ -229,6 +378,99 @@ export interface LoweringSpec {
   readonly staticExponents?: ReadonlyMap<Value, number>;
   /** Fixed point: one exponent for a whole weight tensor instead of one per output channel. */
   readonly perTensorWeights?: boolean;
+  /** Per layer: a format and blocking other than {@linkcode format} and {@linkcode block} (mixed precision). */
+  readonly formats?: ReadonlyMap<Op, LayerFormat>;
+  /** With calibration data, correct each layer's bias by its mean output error per channel. */
+  readonly biasCorrect?: boolean;
+  /**
+   * Without calibration data: the expected value per input channel of the layers whose input has one (from the
+   * BatchNormalization before them); their bias absorbs the expected error of the weight conversion.
+   */
+  readonly expectedInputs?: ReadonlyMap<Value, Float64Array>;
+}
+
+/** One lowered layer's number format and blocking. */
+export interface LayerFormat {
+  /** Its number format. */
+  readonly format: BfpFormat;
+  /** Input channels per block; 0 = one block per weight row and per input sample. */
+  readonly block: number;
+}
+
+/** What {@linkcode chooseFormats} chose, and the output SQNR its model predicts. */
+export interface FormatChoice {
+  /** Format and blocking per layer. */
+  readonly formats: Map<Op, LayerFormat>;
+  /** Mantissa width averaged over the layers' weights. */
+  readonly averageBits: number;
+  /** The summed NSR of the layers' input and weight conversions (`analysis/bfp_precision.ts`). */
+  readonly predictedNsr: number;
+}
+
+/**
+ * Blocking and mantissa width per layer from the float calibration activations
+ * (`analysis/bfp_precision.ts`): with `scheme` auto, blocks of `block` channels
+ * where they pay for their exponents; with `mixed`, widths in
+ * `[mantissaMin, mantissaMax]` under `avgMantissa` and `targetSqnr`.
+ */
+export function chooseFormats(
+  layers: readonly Candidate[],
+  activations: ReadonlyMap<Value, Tensor>,
+  format: BfpFormat,
+  options: {
+    scheme: string;
+    block: number;
+    mixed: boolean;
+    avgMantissa?: number;
+    targetSqnr?: number;
+    mantissaMin: number;
+    mantissaMax: number;
+  },
+  ctx: PassContext,
+): FormatChoice {
+  const formats = new Map<Op, LayerFormat>();
+  const measured: { layer: Candidate; input: PrecisionLayer | null; block: number }[] = [];
+  for (const layer of layers) {
+    const x = activations.get(layer.x);
+    const input = x === undefined ? null : { ...layer, x, axis: axisOf(layer) };
+    let block = options.scheme === "mx" ? options.block : 0;
+    if (options.scheme === "auto" && input !== null) {
+      const perSample = conversionNsr(input, format, 0), blocked = conversionNsr(input, format, options.block);
+      if (blocksPay(perSample, blocked, format.exponentBits, options.block, layer.weightShape[1])) {
+        block = options.block;
+      }
+    }
+    measured.push({ layer, input, block });
+  }
+  const widths: number[] = [];
+  for (let m = options.mantissaMin; m <= options.mantissaMax; m++) widths.push(m);
+  const nsr = measured.map(({ input, block }) =>
+    (options.mixed ? widths : [format.mantissaBits]).map((m) =>
+      input === null ? 0 : conversionNsr(input, withMantissa(format, m), block)
+    )
+  );
+  const cost = layers.map((l) => l.weight.length);
+  const chosen = options.mixed
+    ? chooseWidths(nsr, cost, widths, {
+      averageBits: options.avgMantissa ?? 0,
+      targetNsr: options.targetSqnr === undefined ? 0 : 10 ** (-options.targetSqnr / 10),
+    })
+    : layers.map(() => 0);
+  let bits = 0, predictedNsr = 0;
+  measured.forEach(({ layer, block }, l) => {
+    const m = options.mixed ? widths[chosen[l]] : format.mantissaBits;
+    formats.set(layer.op, { format: withMantissa(format, m), block });
+    bits += m * cost[l];
+    predictedNsr += nsr[l][chosen[l]];
+    if (options.mixed) ctx.log(`op "${layer.op.name}": ${m}-bit mantissas, blocks of ${block || "a sample"}`);
+  });
+  return { formats, averageBits: bits / cost.reduce((a, b) => a + b, 0), predictedNsr };
+}
+
+/** The channel axis of a layer's input: a Gemm on `[..., K]` rows blocks the last axis. */
+function axisOf(layer: Candidate): number {
+  const rank = (layer.x.type as TensorType).shape!.length;
+  return layer.kind === "gemm" && rank > 2 ? -1 : 1;
 }
 
 /**
@@ -242,23 +484,108 @@ export function lowerLayers(
   spec: LoweringSpec,
   floatActivations: Map<Value, Tensor> | null,
   ctx: PassContext,
-): { layers: Record<string, StatValue>; weightExponentBits: number } {
+): {
+  layers: Record<string, StatValue>;
+  weightExponentBits: number;
+  outputSqnr: number | null;
+  biasCorrected: number;
+  dataFree: number;
+} {
   const graph = module.graph;
-  const perLayer: Record<string, StatValue> = {};
+  const perLayer: Record<string, LayerStats> = {};
   const quantizers = new Map<string, Op>();
   let exponentBits = 0;
   for (const layer of layers) {
     const stats = lower(graph, layer, spec, quantizers, ctx);
     exponentBits += stats["weight-exponent-bits"] as number;
     perLayer[layer.op.name] = stats;
-    if (floatActivations !== null) {
-      const analysis = analyze(layer, floatActivations, ctx);
-      if (analysis !== null) Object.assign(stats, analysis);
-    }
   }
   module.opsets.set(BFP_DOMAIN, 1);
-  if (ctx.calibration !== null) inModelSqnr(module, layers, floatActivations, ctx.calibration, perLayer, ctx);
-  return { layers: perLayer, weightExponentBits: exponentBits };
+  let outputSqnr: number | null = null, biasCorrected = 0;
+  if (ctx.calibration !== null && floatActivations !== null) {
+    const run = correctAndMeasure(module, layers, floatActivations, ctx.calibration, spec.biasCorrect === true, ctx);
+    if (run !== null) {
+      for (const [name, s] of run.layers) Object.assign(perLayer[name], s);
+      outputSqnr = run.outputSqnr;
+      biasCorrected = run.corrected;
+    }
+    // Each layer alone on its float input, with the bias it now has.
+    for (const layer of layers) {
+      const analysis = analyze(layer, floatActivations, ctx);
+      if (analysis !== null) Object.assign(perLayer[layer.op.name], analysis);
+    }
+  }
+  const dataFree = Object.values(perLayer).filter((s) => s["bias-corrected-data-free"] === true).length;
+  return { layers: perLayer, weightExponentBits: exponentBits, outputSqnr, biasCorrected, dataFree };
+}
+
+/**
+ * Run the lowered model on the calibration data once, layer by layer in graph
+ * order: each lowered layer's output is compared with the float model's
+ * (`sqnr-in-model-db`, errors of the layers before it accumulated) and, with
+ * `biasCorrect`, the mean difference per output channel is added to its bias
+ * (`sqnr-before-correction-db` records the figure before) and the layer runs
+ * again, so the layers after it see the corrected output. The bias stays a
+ * float32 constant that the plan aligns like any other, so every target
+ * computes with the corrected bias bit for bit. Null when the run fails
+ * (warned).
+ */
+function correctAndMeasure(
+  module: Module,
+  layers: readonly Candidate[],
+  floatActivations: Map<Value, Tensor>,
+  calibration: Readonly<Record<string, Tensor>>,
+  biasCorrect: boolean,
+  ctx: PassContext,
+): { layers: Map<string, LayerStats>; outputSqnr: number | null; corrected: number } | null {
+  const graph = module.graph;
+  const byOp = new Map(layers.map((l) => [l.op, l]));
+  const stats = new Map<string, LayerStats>();
+  const outputs = new Map<Value, Tensor>();
+  let corrected = 0;
+  try {
+    runSequential(module, calibration, ctx.ops, (op, args, results, rerun) => {
+      const layer = byOp.get(op);
+      const ref = layer === undefined ? undefined : floatActivations.get(op.result);
+      let y = results[0];
+      if (layer !== undefined && ref !== undefined) {
+        const s: LayerStats = {};
+        const before = sqnr(toFloat64(ref), toFloat64(y));
+        if (biasCorrect) {
+          const shift = meanChannelError(ref, y, layer.kind === "gemm");
+          const old = op.operand(4)?.constant;
+          const base = old === null || old === undefined ? null : toFloat64(old);
+          const bias = tensor("f32", [shift.length], Float32Array.from(shift, (d, c) => (base?.[c] ?? 0) + d));
+          replaceConstant(op, 4, bias, old === undefined || old === null ? { name: `${op.name}.bias` } : {});
+          y = rerun([...args.slice(0, 4), bias])[0];
+          s["sqnr-before-correction-db"] = db(before);
+          corrected++;
+        }
+        s["sqnr-in-model-db"] = db(biasCorrect ? sqnr(toFloat64(ref), toFloat64(y)) : before);
+        stats.set(op.name, s);
+      }
+      op.results.forEach((r, k) => {
+        if (graph.outputs.includes(r)) outputs.set(r, k === 0 ? y : results[k]);
+      });
+      return [y, ...results.slice(1)];
+    });
+  } catch (e) {
+    ctx.emit("warning", `lowered calibration run failed (${e instanceof Error ? e.message : e})`);
+    return null;
+  }
+  let signal = 0, noise = 0, measured = false;
+  for (const v of graph.outputs) {
+    const a = floatActivations.get(v), b = outputs.get(v);
+    if (a === undefined || b === undefined || a.dtype !== "f32") continue;
+    measured = true;
+    const r = toFloat64(a), q = toFloat64(b);
+    for (let i = 0; i < r.length; i++) {
+      signal += r[i] * r[i];
+      noise += (r[i] - q[i]) ** 2;
+    }
+  }
+  const outputSqnr = !measured ? null : noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
+  return { layers: stats, outputSqnr, corrected };
 }
 
 /** A Conv/Gemm/MatMul with constant float32 weights and a float32 input of known channels, else null (logged). */
@@ -327,7 +654,8 @@ function lower(
   quantizers: Map<string, Op>,
   ctx: PassContext,
 ): LayerStats {
-  const { format, block, accumulator } = spec;
+  const { format, block } = spec.formats?.get(layer.op) ?? spec;
+  const accumulator = spec.accumulator;
   const { op, x } = layer;
   const name = op.name || op.result.name;
   const reduction = shapeSize(layer.weightShape.slice(1));
@@ -352,18 +680,23 @@ function lower(
     shape: q.exponentShape,
   });
   const o = layer.weightShape[0];
-  // A Conv's bias is used as it is; a Gemm's gets beta folded in (candidateOf), so it is a new constant.
-  const bias = layer.bias === null ? null : layer.kind === "conv" ? op.operand(2) : graph.addConstant(
-    graph.freshName(`${name}.bias`),
-    tensor("f32", [o], layer.bias),
-    { elem: "f32", shape: [o] },
-  );
+  const mean = spec.expectedInputs?.get(x);
+  const shift = mean === undefined
+    ? null
+    : expectedShift(layer, dequantizeWeights(q.mantissas, q.exponents, layer.weightShape, format, block), mean);
+  const biasValues = shift === null ? layer.bias : Float32Array.from(shift, (d, i) => (layer.bias?.[i] ?? 0) + d);
+  // A Conv's bias is used as it is; a Gemm's gets beta folded in (candidateOf), a shifted one is new: new constants.
+  const bias = biasValues === null
+    ? null
+    : layer.kind === "conv" && shift === null
+    ? op.operand(2)
+    : graph.addConstant(graph.freshName(`${name}.bias`), tensor("f32", [o], biasValues), { elem: "f32", shape: [o] });
   // One Quantize per (input, blocking): layers reading the same tensor the same way share it. A Gemm on [..., K]
   // blocks the last axis: every row is a sample.
   const group = block === 0 ? 1 : layer.group;
   const rank = (x.type as TensorType).shape!.length;
   const axis = layer.kind === "gemm" && rank > 2 ? -1 : 1;
-  const key = `${x.name}|${block}|${group}|${axis}`;
+  const key = `${x.name}|${format.mantissaBits}|${block}|${group}|${axis}`;
   const staticExponent = spec.staticExponents?.get(x);
   if (spec.staticExponents !== undefined && staticExponent === undefined) {
     throw new Error(`internal: no static exponent for the input "${x.name}" of op "${op.name}"`);
@@ -411,11 +744,14 @@ function lower(
   const { bias: exponentBias } = exponentRange(format);
   return {
     kind: layer.kind,
+    mantissa: format.mantissaBits,
+    block,
     "weight-blocks": q.exponents.length,
     "weight-exponent-bits": q.exponents.length * format.exponentBits,
     "weight-mantissa-bits": q.mantissas.length * format.mantissaBits,
     "weight-saturated": q.saturated,
     "exponent-bias": exponentBias,
+    ...(shift === null ? {} : { "bias-corrected-data-free": true }),
     ...(staticExponent === undefined ? {} : {
       "input-exponent": staticExponent,
       "input-frac-bits": format.mantissaBits - 2 - staticExponent,
@@ -430,7 +766,7 @@ export function probe(
   calibration: Readonly<Record<string, Tensor>>,
   ctx: PassContext,
 ): Map<Value, Tensor> | null {
-  const values = layers.flatMap((l) => [l.x, l.op.result]);
+  const values = [...new Set([...layers.flatMap((l) => [l.x, l.op.result]), ...module.graph.outputs])];
   try {
     return runWithProbes(module, values, calibration, ctx.ops);
   } catch (e) {
@@ -448,29 +784,5 @@ function analyze(layer: Candidate, activations: Map<Value, Tensor>, ctx: PassCon
   } catch (e) {
     ctx.log(`op "${layer.op.name}": no error analysis (${e instanceof Error ? e.message : e})`);
     return null;
-  }
-}
-
-/** SQNR of every lowered layer's output inside the lowered model, against the float model (errors accumulate). */
-function inModelSqnr(
-  module: Module,
-  layers: readonly Candidate[],
-  floatActivations: Map<Value, Tensor> | null,
-  calibration: Readonly<Record<string, Tensor>>,
-  perLayer: Record<string, StatValue>,
-  ctx: PassContext,
-): void {
-  if (floatActivations === null) return;
-  let lowered: Map<Value, Tensor>;
-  try {
-    lowered = runWithProbes(module, layers.map((l) => l.op.result), calibration, ctx.ops);
-  } catch (e) {
-    ctx.emit("warning", `lowered calibration run failed (${e instanceof Error ? e.message : e})`);
-    return;
-  }
-  for (const l of layers) {
-    const a = floatActivations.get(l.op.result), b = lowered.get(l.op.result);
-    if (a === undefined || b === undefined) continue;
-    (perLayer[l.op.name] as Record<string, StatValue>)["sqnr-in-model-db"] = db(sqnr(toFloat64(a), toFloat64(b)));
   }
 }

@@ -5,6 +5,9 @@ import { interpret } from "../ir/interpreter.ts";
 import { Module } from "../ir/module.ts";
 import { builtinOps } from "../ir/builtin_ops.ts";
 import { inferShapes } from "../ir/shape.ts";
+import { exportOnnx } from "../ir/onnx/export.ts";
+import { compile } from "../driver/compile.ts";
+import { runOnnxruntime } from "../driver/onnxruntime.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import { bfpOptions, bfpPass } from "./bfp.ts";
 import { builtinPasses } from "./builtin.ts";
@@ -295,4 +298,179 @@ Deno.test("fixed needs calibration data and says so", () => {
         "fixed needs calibration data to choose each activation's exponent (--calib, or calibration in compile())",
     },
   );
+});
+
+/** Compile `module` with `passes` (onnx target) and run its output `out`/`y` in the interpreter and onnxruntime. */
+async function interpreterAndOnnxruntime(
+  module: Module,
+  passes: string,
+  calibration: Record<string, Tensor>,
+  feeds: Record<string, Tensor>,
+): Promise<{ ours: Tensor; theirs: Tensor }> {
+  const result = await compile(exportOnnx(module), { passes, calibration, modelName: "m" });
+  const name = result.module.graph.outputs[0].name;
+  const ours = interpret(result.module, feeds)[name];
+  return { ours, theirs: (await runOnnxruntime(result.artifacts.get("m.onnx")!, feeds))[name] };
+}
+
+/** x[N,1] -> Gemm(w = [[1 + 2^-6], [3 + 2^-5]], b = [0.5, -1]): 4-bit mantissas round w to [1, 3] exactly. */
+function knownErrorLayer(): Module {
+  const g = new Graph("known");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 1] }));
+  const w = g.addConstant("w", float32Tensor([2, 1], [1 + 2 ** -6, 3 + 2 ** -5]), { elem: "f32", shape: [2, 1] });
+  const b = g.addConstant("b", float32Tensor([2], [0.5, -1]), { elem: "f32", shape: [2] });
+  g.outputs.push(
+    g.addOp(new Op({ name: "fc", type: "Gemm", operands: [x, w, b], results: [new Value("y")], attributes: [] }))
+      .result,
+  );
+  g.ops[0].attributes.set("transB", { kind: "int", value: 1 });
+  const m = new Module(g);
+  inferShapes(m);
+  return m;
+}
+
+Deno.test("bias correction adds the exact mean error per channel to the bias; interpreter and onnxruntime agree", async () => {
+  // Inputs 1, 2, 4 are exact in BFP; the weight errors are 2^-6 and 2^-5, so the mean errors are 7/3 times them.
+  const calibration = { x: float32Tensor([3, 1], [1, 2, 4]) };
+  const m = knownErrorLayer();
+  const { ctx, stats } = context(calibration);
+  bfpPass.run(m, options({ mantissa: 4 }), ctx);
+  const fc = m.graph.ops.find((op) => op.name === "fc")!;
+  assert.deepEqual(
+    [...fc.operand(4)!.constant!.data],
+    [Math.fround(0.5 + 7 * 2 ** -6 / 3), Math.fround(-1 + 7 * 2 ** -5 / 3)],
+  );
+  assert.equal(stats["bias-corrected"], 1);
+  const layer = (stats.layers as Record<string, Record<string, StatValue>>).fc;
+  assert.ok((layer["sqnr-in-model-db"] as number) > (layer["sqnr-before-correction-db"] as number) + 3);
+  // Without correction the bias stays; the mean error is left.
+  const plain = knownErrorLayer();
+  bfpPass.run(plain, options({ mantissa: 4, biasCorrect: false }), context(calibration).ctx);
+  assert.deepEqual([...plain.graph.ops.find((op) => op.name === "fc")!.operand(4)!.constant!.data], [0.5, -1]);
+  // The corrected bias goes through every target as a plain bias: the ONNX target's model in onnxruntime
+  // computes what the golden model computes, bit for bit.
+  const feeds = { x: float32Tensor([4, 1], [1, 2, 4, -3]) };
+  const { ours, theirs } = await interpreterAndOnnxruntime(knownErrorLayer(), "bfp{mantissa=4}", calibration, feeds);
+  assert.deepEqual([...theirs.data], [...ours.data]);
+  assert.deepEqual(
+    [...ours.data.slice(0, 2)],
+    [...fc.operand(4)!.constant!.data].map((b, o) => Math.fround([1, 3][o] + Number(b))),
+  );
+});
+
+Deno.test("fixed shares the bias correction of bfp", () => {
+  const calibration = { x: randomTensor([8, 4, 6, 6], 21, 4) };
+  const on = context(calibration), off = context(calibration);
+  fixedPass.run(network(), fixedOptionsWith({ bits: 6 }), on.ctx);
+  fixedPass.run(network(), fixedOptionsWith({ bits: 6, biasCorrect: false }), off.ctx);
+  assert.equal(on.stats["bias-corrected"], 4);
+  assert.equal(off.stats["bias-corrected"], undefined);
+  assert.ok((on.stats["output-sqnr-db"] as number) > (off.stats["output-sqnr-db"] as number));
+});
+
+Deno.test("mixed precision: deterministic widths that meet target-sqnr or avg-mantissa on the calibration data", async () => {
+  const calibration = { x: randomTensor([8, 4, 6, 6], 21, 4) };
+  const widths = (stats: Record<string, StatValue>): number[] =>
+    Object.values(stats.layers as Record<string, Record<string, StatValue>>).map((l) => l.mantissa as number);
+  const run = (over: Partial<OptionValues<typeof bfpOptions>>) => {
+    const m = network(), c = context(calibration);
+    bfpPass.run(m, options({ scheme: "per-channel", biasCorrect: false, ...over }), c.ctx);
+    return { m, stats: c.stats };
+  };
+  const a = run({ targetSqnr: 40 }), b = run({ targetSqnr: 40 });
+  assert.deepEqual(widths(a.stats), widths(b.stats));
+  assert.ok((a.stats["predicted-output-sqnr-db"] as number) >= 40);
+  assert.ok((a.stats["output-sqnr-db"] as number) >= 40, `measured ${a.stats["output-sqnr-db"]} dB`);
+  // Narrowest widths that reach it: one bit less everywhere misses it.
+  const lower = run({ avgMantissa: (a.stats["mantissa-average"] as number) - 1 });
+  assert.ok((lower.stats["predicted-output-sqnr-db"] as number) < 40);
+  // The knapsack is exact: under an average of 6 bits, the predicted SQNR is at least that of 6 bits everywhere
+  // (here they are the same choice); half a bit more buys a mix that the model predicts better.
+  const six = run({ avgMantissa: 6 }), uniform = run({ mantissa: 6 });
+  assert.ok((six.stats["predicted-output-sqnr-db"] as number) >= (uniform.stats["predicted-output-sqnr-db"] as number));
+  const mixed = run({ avgMantissa: 6.5 });
+  assert.ok((mixed.stats["mantissa-average"] as number) <= 6.5);
+  assert.ok(new Set(widths(mixed.stats)).size > 1, `widths ${widths(mixed.stats)}`);
+  assert.ok(
+    (mixed.stats["predicted-output-sqnr-db"] as number) > (uniform.stats["predicted-output-sqnr-db"] as number) &&
+      // The summed-NSR model is first order: measured, the mix is within 1 dB of 6 bits everywhere here.
+      (mixed.stats["output-sqnr-db"] as number) > (uniform.stats["output-sqnr-db"] as number) - 1,
+    `mixed ${mixed.stats["output-sqnr-db"]} vs uniform ${uniform.stats["output-sqnr-db"]}`,
+  );
+  // Each Quantize carries its layer's width, and the ONNX target runs the mix as the interpreter does.
+  for (const op of mixed.m.graph.ops.filter((o) => o.type === "Quantize")) {
+    const layer = op.results[0].users[0];
+    assert.equal(
+      op.int("mantissa"),
+      (mixed.stats.layers as Record<string, Record<string, number>>)[layer.name].mantissa,
+    );
+  }
+  const { ours, theirs } = await interpreterAndOnnxruntime(
+    network(),
+    "bfp{avg-mantissa=6.5,scheme=per-channel}",
+    calibration,
+    INPUT,
+  );
+  let maxDiff = 0;
+  for (let i = 0; i < ours.data.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(Number(ours.data[i]) - Number(theirs.data[i])));
+  }
+  assert.ok(maxDiff < 1e-4, `onnxruntime differs by ${maxDiff}`);
+});
+
+Deno.test("scheme=auto blocks only the layers where blocks pay; without calibration data it is per-channel", () => {
+  const calibration = { x: randomTensor([8, 4, 6, 6], 21, 4) };
+  const none = network();
+  bfpPass.run(none, options(), context().ctx);
+  assert.ok(none.graph.ops.filter((op) => op.type === "Quantize").every((op) => op.int("block") === 0));
+  const { ctx, stats } = context(calibration);
+  bfpPass.run(network(), options({ block: 2 }), ctx);
+  assert.match(stats.scheme as string, /^auto: \d+ of 4 layers in blocks of 2, the rest per-channel$/);
+});
+
+Deno.test("without data, a layer behind BatchNormalization and ReLU absorbs its expected weight error in its bias", () => {
+  // BN(gamma 0, beta [2, -1]) -> ReLU: the input is [2, 0] exactly; 4-bit weights [1 + 2^-6, 3 + 2^-5] round to
+  // [1, 3], so the expected output error is -2^-6 * 2 and the bias rises by 2^-5.
+  const g = new Graph("bn");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 2, 1, 1] }));
+  const c = (name: string, t: Tensor): Value => g.addConstant(name, t, { elem: "f32", shape: [...t.shape] });
+  const bn = g.addOp(
+    new Op({
+      name: "bn",
+      type: "BatchNormalization",
+      results: [new Value("b")],
+      operands: [
+        x,
+        c("gamma", float32Tensor([2], [0, 0])),
+        c("beta", float32Tensor([2], [2, -1])),
+        c("mean", float32Tensor([2], [0, 0])),
+        c("var", float32Tensor([2], [1, 1])),
+      ],
+    }),
+  );
+  const relu = g.addOp(new Op({ name: "relu", type: "Relu", operands: [bn.result], results: [new Value("r")] }));
+  g.outputs.push(
+    g.addOp(
+      new Op({
+        name: "conv",
+        type: "Conv",
+        results: [new Value("y")],
+        operands: [
+          relu.result,
+          c("w", float32Tensor([1, 2, 1, 1], [1 + 2 ** -6, 3 + 2 ** -5])),
+          c("bias", float32Tensor([1], [0.5])),
+        ],
+      }),
+    ).result,
+  );
+  const m = new Module(g);
+  inferShapes(m);
+  const { ctx, stats } = context();
+  bfpPass.run(m, options({ mantissa: 4 }), ctx);
+  const conv = m.graph.ops.find((op) => op.name === "conv")!;
+  assert.deepEqual([...conv.operand(4)!.constant!.data], [0.5 + 2 ** -5]);
+  assert.equal(stats["bias-corrected-data-free"], 1);
+  // The lowered layer now gives the float output on the expected input.
+  const feeds = { x: float32Tensor([1, 2, 1, 1], [0, 0]) };
+  assert.deepEqual([...interpret(m, feeds).y.data], [0.5 + 2 * (1 + 2 ** -6)]);
 });

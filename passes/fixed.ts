@@ -17,7 +17,7 @@ import { bfpFormat } from "../ir/bfp/format.ts";
 import { staticExponentFor } from "../ir/bfp/quantize.ts";
 import type { Value } from "../ir/graph.ts";
 import { bfpOptions, chooseLayers, foldBeforeLowering, lowerLayers } from "./bfp.ts";
-import { runWithProbes } from "./analysis/bfp_error.ts";
+import { db, runWithProbes } from "./analysis/bfp_error.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import { definePass, type Pass } from "./pass.ts";
 
@@ -47,6 +47,7 @@ export const fixedOptions = {
   skip: bfpOptions.skip,
   keepLast: bfpOptions.keepLast,
   foldBn: bfpOptions.foldBn,
+  biasCorrect: bfpOptions.biasCorrect,
 } as const;
 
 /**
@@ -94,7 +95,12 @@ export const fixedPass: Pass<typeof fixedOptions> = definePass({
     if (layers.length === 0) return folded;
     let activations: Map<Value, Tensor>;
     try {
-      activations = runWithProbes(module, layers.flatMap((l) => [l.x, l.op.result]), ctx.calibration, ctx.ops);
+      activations = runWithProbes(
+        module,
+        [...new Set([...layers.flatMap((l) => [l.x, l.op.result]), ...module.graph.outputs])],
+        ctx.calibration,
+        ctx.ops,
+      );
     } catch (e) {
       // The exponents come from this run: without it there is nothing to lower with.
       throw new Error(`fixed could not run the calibration data: ${e instanceof Error ? e.message : e}`);
@@ -113,11 +119,14 @@ export const fixedPass: Pass<typeof fixedOptions> = definePass({
       accumulator: options.accumulator,
       staticExponents,
       perTensorWeights: options.weights === "per-tensor",
+      biasCorrect: options.biasCorrect,
     };
     const lowered = lowerLayers(module, layers, spec, activations, ctx);
     ctx.stat("layers-lowered", layers.length);
     ctx.stat("format", `fixed${format.mantissaBits} ${format.rounding}`);
     ctx.stat("weights", options.weights);
+    if (lowered.outputSqnr !== null) ctx.stat("output-sqnr-db", db(lowered.outputSqnr));
+    if (lowered.biasCorrected > 0) ctx.stat("bias-corrected", lowered.biasCorrected);
     ctx.stat("weight-exponent-bits", lowered.weightExponentBits);
     ctx.stat("layers", lowered.layers);
     return true;

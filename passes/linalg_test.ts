@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import {
   cholesky,
+  choleskyQr,
   exactSvd,
   gaussianSource,
+  gramSpectrum,
+  growingSvd,
   orthonormalize,
   randomizedSvd,
   solveLowerRight,
   type Svd,
+  symmetricEigen,
   truncatedSvd,
 } from "./linalg.ts";
 
@@ -114,21 +118,57 @@ Deno.test("orthonormalize() gives Q R = Y and continues the basis past dependent
   const m = 7;
   const y = randomMatrix(m, 3, 3);
   for (let i = 0; i < m; i++) y[i * 3 + 2] = 2 * y[i * 3] - y[i * 3 + 1]; // third column dependent
-  const { q, r } = orthonormalize(y, m, 3);
-  for (let p = 0; p < 3; p++) {
-    for (let s = 0; s < 3; s++) {
-      let d = 0;
-      for (let i = 0; i < m; i++) d += q[i * 3 + p] * q[i * 3 + s];
-      assert.ok(Math.abs(d - (p === s ? 1 : 0)) < 1e-12);
+  const zero = Float64Array.from(y);
+  for (let i = 0; i < m; i++) zero[i * 3 + 2] = 0; // third column zero: Cholesky-QR gives up, Gram-Schmidt continues
+  assert.equal(choleskyQr(zero, m, 3), null);
+  for (const [input, r22] of [[y, 1e-12], [zero, 0]] as const) {
+    const { q, r } = orthonormalize(input, m, 3);
+    for (let p = 0; p < 3; p++) {
+      for (let s = 0; s < 3; s++) {
+        let d = 0;
+        for (let i = 0; i < m; i++) d += q[i * 3 + p] * q[i * 3 + s];
+        assert.ok(Math.abs(d - (p === s ? 1 : 0)) < 1e-12);
+      }
+    }
+    assert.ok(Math.abs(r[2 * 3 + 2]) <= r22, `r22 = ${r[2 * 3 + 2]}`);
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < 3; j++) {
+        let v = 0;
+        for (let p = 0; p <= j; p++) v += q[i * 3 + p] * r[p * 3 + j];
+        assert.ok(Math.abs(v - input[i * 3 + j]) < 1e-12);
+      }
     }
   }
-  assert.equal(r[2 * 3 + 2], 0);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < 3; j++) {
-      let v = 0;
-      for (let p = 0; p <= j; p++) v += q[i * 3 + p] * r[p * 3 + j];
-      assert.ok(Math.abs(v - y[i * 3 + j]) < 1e-12);
+});
+
+Deno.test("choleskyQr() orthonormalizes ill-conditioned columns (shifted first pass) in float64 and float32", () => {
+  const m = 300;
+  const l = 20;
+  for (const [cond, f32] of [[1e3, false], [1e12, false], [1e3, true], [1e6, true]] as const) {
+    // Y = X diag(cond^-j/(l-1)): condition number about cond.
+    const y = randomMatrix(m, l, 12);
+    for (let i = 0; i < m; i++) for (let j = 0; j < l; j++) y[i * l + j] *= cond ** (-j / (l - 1));
+    const input = f32 ? Float32Array.from(y) : y;
+    const { q, r } = choleskyQr(input, m, l)!;
+    const tol = f32 ? 1e-5 : 1e-13;
+    let orth = 0;
+    for (let p = 0; p < l; p++) {
+      for (let s = 0; s < l; s++) {
+        let d = 0;
+        for (let i = 0; i < m; i++) d += q[i * l + p] * q[i * l + s];
+        orth = Math.max(orth, Math.abs(d - (p === s ? 1 : 0)));
+      }
     }
+    assert.ok(orth < tol, `cond ${cond} f32 ${f32}: orthogonality ${orth}`);
+    let recon = 0;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < l; j++) {
+        let v = 0;
+        for (let p = 0; p <= j; p++) v += q[i * l + p] * r[p * l + j];
+        recon = Math.max(recon, Math.abs(v - input[i * l + j]));
+      }
+    }
+    assert.ok(recon < tol, `cond ${cond} f32 ${f32}: |QR - Y| ${recon}`);
   }
 });
 
@@ -159,4 +199,131 @@ Deno.test("cholesky() factors an SPD matrix, solveLowerRight() undoes it, and a 
   assert.throws(() => cholesky(new Float64Array([1, 2, 2, 1]), 2), {
     message: "matrix is not positive definite (pivot 1 is -3)",
   });
+});
+
+Deno.test("symmetricEigen() matches the squared singular values of B when C = B B^T, with orthonormal vectors", () => {
+  for (const n of [1, 2, 7, 40]) {
+    const b = randomMatrix(n, n, 20 + n);
+    const c = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) for (let p = 0; p < n; p++) c[i * n + j] += b[i * n + p] * b[j * n + p];
+    }
+    const { values, vectors } = symmetricEigen(c, n);
+    const s = exactSvd(b, n, n).s;
+    const top = values[0];
+    values.forEach((v, i) =>
+      assert.ok(Math.abs(v - s[i] ** 2) < 1e-13 * top, `n ${n} value ${i}: ${v} vs ${s[i] ** 2}`)
+    );
+    const only = symmetricEigen(c, n, false).values;
+    only.forEach((v, i) => assert.ok(Math.abs(v - values[i]) < 1e-13 * top, `n ${n}: values alone ${i}`));
+    for (let i = 0; i < n; i++) {
+      for (let a = 0; a < n; a++) {
+        let cv = 0;
+        for (let k = 0; k < n; k++) cv += c[a * n + k] * vectors[i * n + k];
+        assert.ok(Math.abs(cv - values[i] * vectors[i * n + a]) < 1e-12 * top, `n ${n}: residual`);
+      }
+      for (let j = 0; j < n; j++) {
+        let d = 0;
+        for (let k = 0; k < n; k++) d += vectors[i * n + k] * vectors[j * n + k];
+        assert.ok(Math.abs(d - (i === j ? 1 : 0)) < 1e-12, `n ${n}: orthogonality`);
+      }
+    }
+  }
+});
+
+Deno.test("gramSpectrum() gives exactSvd's singular values and optimal truncations (wide, tall, float32, rank deficient)", () => {
+  const cases: [number, number, boolean, number][] = [[30, 70, false, 30], [70, 30, false, 30], [30, 70, true, 30], [
+    50,
+    40,
+    false,
+    6,
+  ]];
+  for (const [m, n, f32, rank] of cases) {
+    // A = X diag(0.8^j) Y with `rank` terms.
+    const x = randomMatrix(m, rank, m);
+    const y = randomMatrix(rank, n, n);
+    const a64 = new Float64Array(m * n);
+    for (let i = 0; i < m; i++) {
+      for (let p = 0; p < rank; p++) {
+        for (let j = 0; j < n; j++) a64[i * n + j] += x[i * rank + p] * 0.8 ** p * y[p * n + j];
+      }
+    }
+    const a = f32 ? Float32Array.from(a64) : a64;
+    const exact = exactSvd(a, m, n);
+    const spectrum = gramSpectrum(a, m, n);
+    const s1 = exact.s[0];
+    const label = `${m}x${n} f32=${f32} rank ${rank}`;
+    spectrum.s.forEach((v, i) => assert.ok(Math.abs(v * v - exact.s[i] ** 2) < 1e-12 * s1 * s1, `${label} s${i}`));
+    // Eigenvalues alone first, eigenvectors on demand: the same triplets.
+    assert.deepEqual(gramSpectrum(a, m, n, false).triplets(5), spectrum.triplets(5));
+    for (const k of [1, 5, Math.min(m, n)]) {
+      const svd = spectrum.triplets(k);
+      assert.equal(svd.k, k);
+      // Relative error of the rank-k reconstruction equals the optimal (exact SVD tail) one.
+      let err = 0;
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) {
+          let v = 0;
+          for (let p = 0; p < k; p++) v += svd.u[i * k + p] * svd.s[p] * svd.vt[p * n + j];
+          err += (a[i * n + j] - v) ** 2;
+        }
+      }
+      const tail = exact.s.slice(k).reduce((t, v) => t + v * v, 0);
+      assert.ok(
+        Math.abs(Math.sqrt(err) - Math.sqrt(tail)) < 1e-9 * s1,
+        `${label} k ${k}: ${Math.sqrt(err)} vs ${Math.sqrt(tail)}`,
+      );
+      // V orthogonality degrades like ε (s_1 / s_k)^2: checked on the leading triplets.
+      if (k <= 5) assert.ok(check(a, svd).orth < 1e-9, `${label} k ${k}: orthogonality`);
+    }
+  }
+});
+
+Deno.test("growingSvd() stops at the energy target with values below the exact ones, and the exact error", () => {
+  const m = 160;
+  const n = 120;
+  // Decaying spectrum: A = X diag(0.93^j) Y.
+  const x = randomMatrix(m, n, 31);
+  const y = randomMatrix(n, n, 32);
+  const a = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let p = 0; p < n; p++) {
+      const xv = x[i * n + p] * 0.93 ** p;
+      for (let j = 0; j < n; j++) a[i * n + j] += xv * y[p * n + j];
+    }
+  }
+  const energy = a.reduce((t, v) => t + v * v, 0);
+  const exact = exactSvd(a, m, n);
+  const rankOf = (s: ArrayLike<number>, target: number): number => {
+    let kept = 0;
+    for (let i = 0; i < s.length; i++) if ((kept += s[i] * s[i]) >= target * energy) return i + 1;
+    return Infinity;
+  };
+  for (const input of [a, Float32Array.from(a)]) {
+    const tol = input instanceof Float32Array ? 1e-5 : 1e-10;
+    const svd = growingSvd(input, m, n, 100, 0.95 * energy, { block: 8 })!;
+    assert.equal(svd.k % 8, 0);
+    const held = svd.s.reduce((t, v) => t + v * v, 0);
+    assert.ok(held >= 0.95 * energy * (1 - tol), `held ${held}`);
+    // Values never above the exact ones (up to rounding), and the leading ones close.
+    svd.s.forEach((v, i) => assert.ok(v <= exact.s[i] * (1 + tol), `s${i}: ${v} > ${exact.s[i]}`));
+    for (let i = 0; i < 10; i++) assert.ok(Math.abs(svd.s[i] - exact.s[i]) < 1e-3 * exact.s[i], `s${i}`);
+    const rank = rankOf(svd.s, 0.95);
+    const exactRank = rankOf(exact.s, 0.95);
+    assert.ok(rank >= exactRank && rank <= exactRank + 2, `rank ${rank} vs exact ${exactRank}`);
+    // ||A - U S Vt||^2 = ||A||^2 - sum s^2 (Q orthonormal), and U, V orthonormal.
+    const { recon, orth } = check(input, svd);
+    assert.ok(orth < 100 * tol, `orthogonality ${orth}`);
+    let err = 0;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let v = 0;
+        for (let p = 0; p < svd.k; p++) v += svd.u[i * svd.k + p] * svd.s[p] * svd.vt[p * n + j];
+        err += (input[i * n + j] - v) ** 2;
+      }
+    }
+    assert.ok(Math.abs(err - (energy - held)) < 100 * tol * energy, `${err} vs ${energy - held} (max ${recon})`);
+    assert.deepEqual(growingSvd(input, m, n, 100, 0.95 * energy, { block: 8 })!.s, svd.s);
+    assert.equal(growingSvd(input, m, n, 10, 0.95 * energy, { block: 8 }), null);
+  }
 });

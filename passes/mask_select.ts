@@ -10,7 +10,7 @@ import { costOf } from "../ir/cost.ts";
 import { isConstant, isDefaultDomain, type Op, type Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
-import { eraseConstantIfUnused, replaceConstant, replaceOp } from "../ir/rewriter.ts";
+import { cloneModule, eraseConstantIfUnused, replaceConstant, replaceOp } from "../ir/rewriter.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { FLOAT_DTYPES, isTensorType } from "../ir/types.ts";
@@ -18,6 +18,7 @@ import { type ChannelGroup, channelGroups, type ChannelGroupsResult } from "./an
 import { cholesky } from "./linalg.ts";
 import type { OptionValues } from "./options.ts";
 import { probeCalibration } from "./analysis/calibration.ts";
+import { reconstruct, refitStats } from "./analysis/recovery.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 import { type ChannelSelection, foldIntoBias, gammaHistogram, removeChannels, statCostChange } from "./prune.ts";
 
@@ -61,6 +62,12 @@ export const maskSelectOptions = {
     default: 0.01,
     min: 0,
     doc: "data: ridge strength of the refit toward the original weights, relative to the mean input energy",
+  },
+  reconstruct: {
+    kind: "bool",
+    optional: true,
+    doc: "mask: refit the layers that read removed channels to the original outputs on the calibration data " +
+      "(sequential ridge least squares; default: when data is given)",
   },
   samples: {
     kind: "int",
@@ -253,6 +260,7 @@ function findMasks(module: Module, analysis: ChannelGroupsResult, only?: Readonl
 
 function selectByMasks(module: Module, options: MaskSelectOptionValues, ctx: PassContext): boolean {
   const before = costOf(module, { registry: ctx.ops }).totals;
+  const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
   const analysis = channelGroups(module, ctx.ops);
   const masks = findMasks(module, analysis);
   // Scores: the largest |mask| on each group channel.
@@ -291,8 +299,22 @@ function selectByMasks(module: Module, options: MaskSelectOptionValues, ctx: Pas
       layers[p.op.name] = { before: p.size, after: p.channels.filter((c) => set.has(c)).length };
     }
   }
+  const refit = selections.filter((x) => x.kept.length < x.group.size).flatMap((x) =>
+    x.group.consumers.map((c) => c.op)
+  );
+  const outputs = new Map<Op, number[]>();
+  for (const x of selections) {
+    for (const p of x.group.producers) {
+      const local = p.channels.flatMap((c, j) => (x.kept.includes(c) ? [j] : []));
+      if (local.length < p.size) outputs.set(p.op, local);
+    }
+  }
   removeChannels(selections, analysis, ctx.ops, module.opset());
   inferShapes(module, { registry: ctx.ops, strict: false });
+  // Refit before folding: the masks are still Mul ops, so each layer's output is the original one's, channels kept.
+  if (original !== null && refit.length > 0) {
+    ctx.stat("refit", refitStats(reconstruct(original, module, refit, ctx, { outputs })));
+  }
 
   const folded = { back: 0, forward: 0, kept: 0 };
   if (options.fold) {

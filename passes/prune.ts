@@ -9,9 +9,8 @@ import { attr } from "../ir/attributes.ts";
 import { type Graph, Op, Value } from "../ir/graph.ts";
 import type { Module } from "../ir/module.ts";
 import { costOf, type CostTotals } from "../ir/cost.ts";
-import { interpret } from "../ir/interpreter.ts";
 import { intValues } from "../ir/ops/common.ts";
-import { addConstant, eraseConstantIfUnused, insertBefore, replaceConstant, replaceOp } from "../ir/rewriter.ts";
+import { addConstant, cloneModule, eraseConstantIfUnused, insertBefore, replaceOp } from "../ir/rewriter.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, int64Tensor, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import type { ChannelKeep, OpRegistry } from "../ir/op_def.ts";
@@ -19,6 +18,16 @@ import { type ChannelGroup, channelGroups, type ChannelGroupsResult } from "./an
 import { isTensorType } from "../ir/types.ts";
 import type { OptionValues } from "./options.ts";
 import { definePass, type Pass, type PassContext } from "./pass.ts";
+import {
+  expectedActivation,
+  foldIntoBias,
+  recalibrateBn,
+  reconstruct,
+  refitStats,
+  setConstantOf,
+} from "./analysis/recovery.ts";
+
+export { foldIntoBias };
 
 /** Options of `prune`. */
 export const pruneOptions = {
@@ -61,10 +70,23 @@ export const pruneOptions = {
     default: true,
     doc: "Fold the constant act(beta) a pruned channel still emits into the consumers' bias",
   },
+  compensation: {
+    kind: "enum",
+    values: ["expected", "beta"],
+    default: "expected",
+    doc: "What a pruned channel emits: E[act(BN)] with BN ~ N(beta, gamma^2), or act(beta) (the gamma -> 0 limit)",
+  },
   recalibrateBn: {
     kind: "bool",
-    default: false,
-    doc: "After pruning, re-estimate every BatchNormalization's mean/variance on the calibration data",
+    optional: true,
+    doc: "Re-estimate every BatchNormalization's mean/variance on the calibration data (default: when data is given " +
+      "and no layer was refit)",
+  },
+  reconstruct: {
+    kind: "bool",
+    optional: true,
+    doc: "Refit each consumer of pruned channels to the original outputs on the calibration data, sequentially, " +
+      "by ridge least squares (default: when data is given)",
   },
 } as const;
 
@@ -226,14 +248,22 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     pruned += size - count;
   }
 
-  // 3. Rewrite, compensating first (it reads the original weights).
+  // 3. Rewrite, compensating first (it reads the original weights). With data, the module before the pass is the
+  // reference the consumers are refit to.
+  const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
+  const refit = plans.filter((p) => p.kept.length < p.group.size).flatMap((p) => p.group.consumers.map((c) => c.op));
   const layers: Record<string, { before: number; after: number }> = {};
+  const outputs = new Map<Op, number[]>();
   for (const p of plans) {
     for (const pr of p.group.producers) {
       const at = analysis.groupOf(pr.op.results[0])!;
-      layers[pr.op.name] = { before: pr.size, after: keptOf(p.kept, at.channels).length };
+      const kept = keptOf(p.kept, at.channels);
+      layers[pr.op.name] = { before: pr.size, after: kept.length };
+      if (kept.length < pr.size) outputs.set(pr.op, kept);
     }
-    if (p.kept.length < p.group.size && options.compensate) compensate(p, analysis, ctx.ops, module.opset());
+    if (p.kept.length < p.group.size && options.compensate) {
+      compensate(p, analysis, ctx.ops, module.opset(), options.compensation === "expected");
+    }
   }
   removeChannels(plans, analysis, ctx.ops, module.opset());
   let selectionsKept = 0;
@@ -244,14 +274,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     else selectionsKept++;
   }
   inferShapes(module, { registry: ctx.ops, strict: false });
-  if (options.recalibrateBn) {
-    if (ctx.calibration === null) {
-      ctx.emit(
-        "warning",
-        "recalibrate-bn needs calibration data (--calib): BatchNormalization statistics left as trained",
-      );
-    } else recalibrateBn(module, ctx);
-  }
+  recover(original, module, refit, outputs, options, ctx);
   const after = costOf(module, { registry: ctx.ops }).totals;
 
   const barriers = analysis.barriers.filter((b) => analysis.groups[b.group].bns.length > 0)
@@ -265,7 +288,6 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   statCostChange(ctx, before, after);
   ctx.stat("gamma-histogram", gammaHistogram(all, threshold));
   ctx.stat("barriers", barriers);
-  ctx.stat("bn-recalibrated", options.recalibrateBn && ctx.calibration !== null);
   ctx.log(`threshold ${threshold}: ${pruned} of ${all.length} channels pruned`);
   if (pruned === 0) ctx.emit("note", nothingPrunedReason(plans.length, all, threshold, barriers));
   return pruned > 0 || selectionsKept > 0;
@@ -382,7 +404,7 @@ export function takeChannels(t: Tensor, axis: number, idx: readonly number[], bl
  * over its name, so reports and IR dumps still say `conv1.weight`. A bias that was absent is named `<op>.bias`.
  */
 function setConstant(op: Op, i: number, t: Tensor): void {
-  replaceConstant(op, i, t, op.operand(i) === null ? { name: `${op.name}.bias` } : {});
+  setConstantOf(op, i, t);
 }
 
 function sliceOperand(op: Op, i: number, axis: number, idx: readonly number[], block = 1): void {
@@ -524,7 +546,13 @@ function evaluate(
  * channels' contribution to each consumer, again from its own kernel, is
  * folded into its bias.
  */
-function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, opset: number): void {
+function compensate(
+  p: Plan,
+  analysis: ChannelGroupsResult,
+  ops: OpRegistry,
+  opset: number,
+  expected: boolean,
+): void {
   const g = p.group;
   const pruned = new Uint8Array(g.size).fill(1);
   for (const c of p.kept) pruned[c] = 0;
@@ -536,6 +564,10 @@ function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, ops
     if (m.kind === "permute") permutes.set(m.to, { from: op.operand(0)!, perm: m.perm });
   }
   const results = new Map<Op, Tensor[] | null>();
+  // Per-channel standard deviation of a pruned BN's output (|gamma|), for `compensation=expected`.
+  const spreads = new Map<Value, Float64Array>();
+  // Per-channel variance of what a pruned channel emits, for the BN after each consumer (`compensation=expected`).
+  const variances = new Map<Value, Float64Array>();
   for (const { value, channels } of g.values) {
     const n = channels.length;
     let out: Float64Array = new Float64Array(n).fill(NaN);
@@ -572,6 +604,34 @@ function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, ops
       const r = results.get(op);
       const t = r?.[op.results.indexOf(value)];
       if (t && t.shape[1] === n) out = centre(t);
+      const live = op.operands.filter((v) => v !== null && v.constant === null);
+      const spread = live.length === 1 ? spreads.get(live[0]!) : undefined;
+      const mean = live.length === 1 ? vecs.get(live[0]!) : undefined;
+      if (spread !== undefined && mean !== undefined && mean.length === n && op.results.length === 1) {
+        // An activation of a pruned BN output ~ N(beta, gamma^2): its mean, not its value at the mean.
+        const at = (x: Float64Array): Float64Array | null => {
+          const at = evaluate(
+            op,
+            ops,
+            opset,
+            (cap) =>
+              op.operands.map((v) => (v !== null && v === live[0] ? channelTensor(v, x, cap) : v?.constant ?? null)),
+          );
+          return at?.[0] && at[0].shape[1] === n ? centre(at[0]) : null;
+        };
+        out = expectedActivation(op, mean, spread, at);
+        const square = expectedActivation(op, mean, spread, (x) => at(x)?.map((y) => y * y) ?? null, false);
+        variances.set(value, square.map((q, c) => Math.max(0, q - out[c] * out[c])));
+      }
+      if (bns.has(op) && expected && value === op.results[0]) {
+        const gamma = toFloat64(op.operand(1)!.constant!);
+        if (gamma.length === n) {
+          spreads.set(value, gamma.map(Math.abs));
+          variances.set(value, gamma.map((g) => g * g));
+        }
+      }
+      const carried = live.length === 1 && POOLING.has(op.type) ? variances.get(live[0]!) : undefined;
+      if (carried !== undefined && carried.length === n) variances.set(value, carried);
     }
     vecs.set(value, out);
   }
@@ -598,72 +658,92 @@ function compensate(p: Plan, analysis: ChannelGroupsResult, ops: OpRegistry, ops
     if (r === null) continue;
     const delta = centre(r[0]);
     if (!delta.every(Number.isFinite)) continue;
+    const lost = variances.get(source);
+    if (lost !== undefined) {
+      removeVariance(op, Float64Array.from(lost, (x, j) => (pruned[at.channels[j]] ? x : 0)), c.featuresPerChannel);
+    }
     foldIntoBias(op, delta);
   }
 }
 
+/** Ops over the positions of one channel: a channel's variance is carried through them (an approximation). */
+const POOLING = new Set(["MaxPool", "AveragePool", "Identity", "Dropout"]);
+
 /**
- * Add `delta` (one value per output channel) to what `op` (Conv or Gemm)
- * computes: its bias, or the mean of the BN after a bias-less Conv.
+ * The variance the pruned channels (variance `lost` per input channel) added to each output of the consumer `op`,
+ * `sum_c lost_c sum_k W[o,c,k]^2` (inputs taken as independent), is taken out of the running variance of the BN
+ * that reads `op`'s output, so that BN still normalizes what remains (data-free BN re-estimation).
  */
-export function foldIntoBias(op: Op, delta: Float64Array): void {
-  const out = delta.length;
-  const w = op.operand(1)!.constant!;
-  const bias = op.operand(2);
-  const next = op.result.uses.length === 1 ? op.result.uses[0] : null;
-  if (op.type === "Conv" && !bias && next?.op.type === "BatchNormalization" && next.index === 0) {
-    // BN(x + d) with mean m equals BN(x) with mean m - d: no new bias tensor, so the parameter count stays the paper's.
-    const bn = next.op;
-    const mean = toFloat64(bn.operand(3)!.constant!);
-    for (let o = 0; o < out; o++) mean[o] -= delta[o];
-    setConstant(bn, 3, fromFloat64(bn.operand(3)!.constant!.dtype, [out], mean));
-  } else if (op.type !== "Gemm") {
-    const b = bias?.constant ? toFloat64(bias.constant) : new Float64Array(out);
-    for (let o = 0; o < out; o++) b[o] += delta[o];
-    setConstant(op, 2, fromFloat64(w.dtype, [out], b));
-  } else {
-    const beta = op.float("beta", 1)!;
-    if (bias?.constant && bias.constant.data.length === out && beta !== 0) {
-      const b = toFloat64(bias.constant);
-      for (let o = 0; o < out; o++) b[o] += delta[o] / beta;
-      setConstant(op, 2, fromFloat64(bias.constant.dtype, bias.constant.shape, b));
-    } else if (!bias) {
-      setConstant(op, 2, fromFloat64(w.dtype, [out], delta));
-      op.attributes.set("beta", attr.float(1));
-    }
+function removeVariance(op: Op, lost: Float64Array, features: number): void {
+  let next = op.result.uses.length === 1 ? op.result.uses[0] : null;
+  const selection = next?.op.type === "Gather" ? next.op : null;
+  if (selection !== null && selection.result.uses.length === 1) {
+    // A channel selection prune put before the BN, still keeping every channel in order.
+    const idx = intValues(selection.operand(1)!.constant!);
+    if (idx.every((v, i) => v === i)) next = selection.result.uses[0];
   }
+  if (next?.op.type !== "BatchNormalization" || next.index !== 0 || (op.int("group", 1) ?? 1) !== 1) return;
+  const bn = next.op;
+  const w = toFloat64(op.operand(1)!.constant!);
+  const shape = op.operand(1)!.constant!.shape;
+  const transB = op.type === "Gemm" && op.flag("transB");
+  const [out, width] = op.type === "Gemm" && !transB ? [shape[1], shape[0]] : [shape[0], w.length / shape[0]];
+  const per = op.type === "Gemm" ? Math.max(1, features) : width / lost.length;
+  if (!Number.isInteger(per) || per * lost.length !== width) return;
+  const variance = toFloat64(bn.operand(4)!.constant!);
+  if (variance.length !== out) return;
+  for (let o = 0; o < out; o++) {
+    let v = 0;
+    for (let i = 0; i < width; i++) {
+      const wi = op.type === "Gemm" && !transB ? w[i * out + o] : w[o * width + i];
+      v += lost[Math.floor(i / per)] * wi * wi;
+    }
+    variance[o] = Math.max(0.01 * variance[o], variance[o] - v);
+  }
+  setConstant(bn, 4, fromFloat64(bn.operand(4)!.constant!.dtype, [out], variance));
 }
 
-/** Re-estimate each BN's mean and (unbiased) variance on the calibration batch, in graph order. */
-function recalibrateBn(module: Module, ctx: PassContext): void {
-  const graph = module.graph;
-  for (const bn of graph.ops.filter((op) => op.type === "BatchNormalization")) {
-    const x = bn.operand(0)!;
-    const t = interpret(module, ctx.calibration!, { registry: ctx.ops, probes: [x] })[x.name];
-    const [n, c] = t.shape;
-    const inner = t.shape.slice(2).reduce((a, b) => a * b, 1);
-    const d = toFloat64(t);
-    const mean = new Float64Array(c);
-    const variance = new Float64Array(c);
-    const count = n * inner;
-    for (let b = 0; b < n; b++) {
-      for (let ch = 0; ch < c; ch++) {
-        const base = (b * c + ch) * inner;
-        for (let i = 0; i < inner; i++) mean[ch] += d[base + i];
+/**
+ * The data-driven recovery after the rewrite: the sequential refit of the consumers of pruned channels
+ * (`reconstruct`), then BN re-estimation (`recalibrate-bn`); each on by default when calibration data is given.
+ */
+function recover(
+  original: Module | null,
+  module: Module,
+  refit: readonly Op[],
+  outputs: ReadonlyMap<Op, readonly number[]>,
+  options: PruneOptionValues,
+  ctx: PassContext,
+): void {
+  const ran: string[] = [];
+  if (ctx.calibration === null) {
+    for (const name of ["recalibrate-bn", "reconstruct"] as const) {
+      if (options[name === "reconstruct" ? "reconstruct" : "recalibrateBn"] === true) {
+        ctx.emit(
+          "warning",
+          `${name} needs calibration data (--calib): ${
+            name === "reconstruct" ? "layers not refit" : "BatchNormalization statistics left as trained"
+          }`,
+        );
       }
     }
-    for (let ch = 0; ch < c; ch++) mean[ch] /= count;
-    for (let b = 0; b < n; b++) {
-      for (let ch = 0; ch < c; ch++) {
-        const base = (b * c + ch) * inner;
-        for (let i = 0; i < inner; i++) variance[ch] += (d[base + i] - mean[ch]) ** 2;
-      }
+  } else {
+    if (original !== null && refit.length > 0) {
+      ctx.stat("refit", refitStats(reconstruct(original, module, refit, ctx, { outputs })));
+      ran.push("reconstruct");
     }
-    for (let ch = 0; ch < c; ch++) variance[ch] /= Math.max(1, count - 1);
-    const dtype = bn.operand(3)!.constant!.dtype;
-    setConstant(bn, 3, fromFloat64(dtype, [c], mean));
-    setConstant(bn, 4, fromFloat64(dtype, [c], variance));
+    // After a refit the layers reproduce the original outputs, which the trained statistics describe better than
+    // 256 samples do (measured: mobilenet 50% 96.95% as trained, 96.25% re-estimated).
+    if (options.recalibrateBn === true || (options.recalibrateBn === undefined && !ran.includes("reconstruct"))) {
+      recalibrateBn(module, ctx);
+      ran.push("recalibrate-bn");
+    }
   }
+  ctx.stat("bn-recalibrated", ran.includes("recalibrate-bn"));
+  ctx.stat(
+    "recovery",
+    ran.length > 0 ? ran.join(",") : options.compensate ? `compensate=${options.compensation}` : "none",
+  );
 }
 
 /** |gamma| (or |mask|) histogram over log10 bins, two per decade, with the threshold, for the report to draw. */

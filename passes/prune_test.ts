@@ -304,7 +304,7 @@ Deno.test("prune threshold is optional: unset by default and left out of the can
   assert.equal(step.options.threshold, undefined);
   assert.equal(
     printPipeline([step]),
-    "prune{ratio=0.5,min-channels=1,score=max,scope=conv,compensate=true,recalibrate-bn=false}",
+    "prune{ratio=0.5,min-channels=1,score=max,scope=conv,compensate=true,compensation=expected}",
   );
   assert.equal(printPipeline(parsePipeline("prune{threshold=0.25}", registry)).includes(",threshold=0.25,"), true);
 });
@@ -368,4 +368,85 @@ Deno.test("prune reports a |gamma| histogram with the threshold marked", async (
   assert.equal(h.counts.reduce((a, b) => a + b, 0), 4);
   assert.equal(h.counts[0], 2);
   assert.equal(h.edges[0], 1e-8);
+});
+
+/** x -> c1 (2 channels) -> BN(gamma, beta) -> act -> c2 (sums both channels); channel 0 has the smaller |gamma|. */
+function gaussianChannel(act: string, gamma0: number, beta0: number): Module {
+  return parse(
+    "f32[N,1,3,3]",
+    `  %w1 = const f32[2,1,1,1] dense<1.0>
+  %gamma = const f32[2] dense<[${gamma0}, 4.0]>
+  %beta = const f32[2] dense<[${beta0}, 0.0]>
+  %z = const f32[2] dense<0.0>
+  %one = const f32[2] dense<1.0>
+  %w2 = const f32[1,2,1,1] dense<1.0>
+  %b2 = const f32[1] dense<0.0>
+  %c1 = Conv(%x, %w1) : f32[N,2,3,3]
+  %bn = BatchNormalization(%c1, %gamma, %beta, %z, %one) : f32[N,2,3,3]
+  %a = ${act}(%bn) : f32[N,2,3,3]
+  %y = Conv(%a, %w2, %b2) : f32[N,1,3,3]`,
+  );
+}
+
+Deno.test("prune compensates a pruned channel by E[act(N(beta, gamma^2))]: closed form for Relu", async () => {
+  const [g, b] = [0.5, 0.3];
+  const m = gaussianChannel("Relu", g, b);
+  await prune(m, "prune{ratio=0.5}");
+  const bias = Number(m.graph.ops.find((op) => op.name === "y")!.operand(2)!.constant!.data[0]);
+  // beta Phi(beta/g) + g phi(beta/g), Phi(0.6) = 0.7257469, phi(0.6) = 0.3332246.
+  assert.ok(Math.abs(bias - (b * 0.7257469 + g * 0.3332246)) < 1e-5, `bias ${bias}`);
+  // The old rule, act(beta), is the gamma -> 0 limit.
+  const old = gaussianChannel("Relu", g, b);
+  await prune(old, "prune{ratio=0.5,compensation=beta}");
+  assert.ok(Math.abs(Number(old.graph.ops.find((op) => op.name === "y")!.operand(2)!.constant!.data[0]) - b) < 1e-6);
+});
+
+Deno.test("prune's expected compensation: Monte Carlo agrees for Relu, Sigmoid and LeakyRelu (quadrature)", async () => {
+  const [g, b] = [0.8, -0.2];
+  let s = 12345;
+  const normal = (): number => {
+    const u = ((s = (s * 16807) % 2147483647) + 1) / 2147483648;
+    const v = ((s = (s * 16807) % 2147483647) + 1) / 2147483648;
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+  const draws = Array.from({ length: 200000 }, () => b + g * normal());
+  const fns: Record<string, (x: number) => number> = {
+    Relu: (x) => Math.max(0, x),
+    Sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+    LeakyRelu: (x) => (x < 0 ? 0.01 * x : x),
+  };
+  for (const [act, f] of Object.entries(fns)) {
+    const m = gaussianChannel(act, g, b);
+    await prune(m, "prune{ratio=0.5}");
+    const bias = Number(m.graph.ops.find((op) => op.name === "y")!.operand(2)!.constant!.data[0]);
+    const mc = draws.reduce((acc, x) => acc + f(x), 0) / draws.length;
+    assert.ok(Math.abs(bias - mc) < 5e-3, `${act}: ${bias} vs Monte Carlo ${mc}`);
+  }
+});
+
+Deno.test("prune takes a pruned channel's variance out of the BN after its consumer (data-free)", async () => {
+  const m = parse(
+    "f32[N,1,3,3]",
+    `  %w1 = const f32[2,1,1,1] dense<1.0>
+  %gamma = const f32[2] dense<[0.5, 4.0]>
+  %beta = const f32[2] dense<[0.3, 0.0]>
+  %z = const f32[2] dense<0.0>
+  %one = const f32[2] dense<1.0>
+  %w2 = const f32[1,2,1,1] dense<[2.0, 1.0]>
+  %g2 = const f32[1] dense<1.0>
+  %z2 = const f32[1] dense<0.0>
+  %v2 = const f32[1] dense<10.0>
+  %c1 = Conv(%x, %w1) : f32[N,2,3,3]
+  %bn = BatchNormalization(%c1, %gamma, %beta, %z, %one) : f32[N,2,3,3]
+  %c2 = Conv(%bn, %w2) : f32[N,1,3,3]
+  %y = BatchNormalization(%c2, %g2, %z2, %z2, %v2) : f32[N,1,3,3]`,
+  );
+  await prune(m, "prune{ratio=0.5}");
+  const bn2 = m.graph.ops.find((op) => op.name === "y")!;
+  // Var of 2 * N(0.3, 0.5^2) is 1; its mean 0.6 becomes c2's bias (a selection sits before the output BN here).
+  assert.ok(Math.abs(Number(bn2.operand(4)!.constant!.data[0]) - 9) < 1e-5);
+  const c2 = m.graph.ops.find((op) => op.name === "c2")!;
+  assert.ok(Math.abs(Number(c2.operand(2)!.constant!.data[0]) - 0.6) < 1e-6);
+  const old = parse("f32[N,1,3,3]", "  %y = Relu(%x) : f32[N,1,3,3]");
+  assert.equal((await prune(old, "prune{compensation=beta}")).changed, false);
 });

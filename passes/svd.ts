@@ -9,11 +9,22 @@ import { attr } from "../ir/attributes.ts";
 import { isConstant, isDefaultDomain, Op, Value } from "../ir/graph.ts";
 import { Interpreter } from "../ir/interpreter.ts";
 import type { Module } from "../ir/module.ts";
+import type { OpRegistry } from "../ir/op_def.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
-import { addConstant, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
+import { addConstant, cloneModule, eraseConstantIfUnused, insertBefore } from "../ir/rewriter.ts";
+import {
+  expectedChannels,
+  foldIntoBias,
+  recalibrateBn,
+  reconstruct,
+  refitStats,
+  type RefitTarget,
+  ridgeSolve,
+} from "./analysis/recovery.ts";
+import type { OptionValues } from "./options.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/types.ts";
-import { cholesky, exactSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
+import { cholesky, gramSpectrum, growingSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
 /** Options of `svd`. */
@@ -60,6 +71,23 @@ export const svdOptions = {
     default: false,
     doc: "Whiten by the calibration input covariance so the factors minimize output error",
   },
+  biasCorrect: {
+    kind: "bool",
+    default: true,
+    doc: "Without data: add (W - W_k) E[x] to the bias, E[x] from the BatchNormalization statistics before the layer",
+  },
+  reconstruct: {
+    kind: "bool",
+    optional: true,
+    doc: "Refit each second factor to the original layer's outputs on the calibration data, sequentially, by ridge " +
+      "least squares (default: when data is given)",
+  },
+  recalibrateBn: {
+    kind: "bool",
+    optional: true,
+    doc: "Re-estimate every BatchNormalization's statistics on the calibration data (default: when data is given " +
+      "and no layer was refit)",
+  },
 } as const;
 
 /** Factorization kinds. */
@@ -89,7 +117,10 @@ interface Layer {
 /** A layer's decomposition input: the matrix to factor (whitened when data-aware) and its SVD. */
 interface Spectral {
   readonly layer: Layer;
-  readonly svd: Svd;
+  /** Singular values known, descending: all of them, or the leading ones (large layers). */
+  readonly spectrum: Float64Array;
+  /** The leading k singular triplets (k at most the spectrum's length). */
+  readonly triplets: (k: number) => Svd;
   /** Total squared spectrum of the (whitened) matrix. */
   readonly energy: number;
   /** Lower Cholesky factor of the input covariance (data-aware), else null. */
@@ -218,6 +249,8 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
       totals.paramsBefore += l.params;
       totals.macsBefore += l.macs;
     }
+    // With data, the module before the rewrite is the reference the second factors are refit to.
+    const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
     const rewritten = new Set<Op>();
     for (const sp of spectra) {
       const k = ranks.get(sp) ?? 0;
@@ -229,7 +262,11 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
       const { p, q } = factors(sp, k);
       const weightError = relativeWeightError(l, p, q, k, sp);
       const outputError = sp.covariance === null ? null : relativeOutputError(l, p, q, k, sp.covariance);
+      const shift = options.biasCorrect && ctx.calibration === null
+        ? biasShift(l, p, q, k, ctx.ops, module.opset(""))
+        : null;
       rewrite(l, p, q, k, module.opset(""));
+      if (shift !== null) foldIntoBias(l.op, shift);
       rewritten.add(l.op);
       decomposed++;
       perLayer[l.op.name] = {
@@ -243,8 +280,9 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
         "weight-error": weightError,
         "output-error": outputError,
         "data-aware": sp.whitening !== null,
+        "bias-corrected": shift !== null,
         "energy-total": sp.energy,
-        spectrum: [...sp.svd.s.slice(0, 64)],
+        spectrum: [...sp.spectrum.slice(0, 64)],
       };
       ctx.log(`op "${l.op.name}": rank ${k} of ${Math.min(l.rows, l.cols)}, weight error ${weightError.toFixed(4)}`);
     }
@@ -263,6 +301,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
             "selection rule (see the log)",
       );
     }
+    ctx.stat("recovery", recoverFactors(original, module, [...rewritten], options, ctx));
     ctx.stat("layers-decomposed", decomposed);
     ctx.stat("params-before", totals.paramsBefore);
     ctx.stat("params-after", totals.paramsAfter);
@@ -385,6 +424,110 @@ function layerOf(
   };
 }
 
+/**
+ * Data-free bias correction: the expected output shift `(M - P Q) E[x]` of a factorized layer, with `E[x]` per
+ * input channel from the BatchNormalization statistics before it ({@linkcode expectedChannels}); null where they
+ * do not reach the layer (or for MatMul and transA, which have no bias to take it).
+ */
+function biasShift(
+  l: Layer,
+  p: Float64Array,
+  q: Float64Array,
+  k: number,
+  ops: OpRegistry,
+  opset: number,
+): Float64Array | null {
+  if (l.kind === "matmul" || l.kind === "conv-spatial" || (l.kind === "gemm" && l.op.flag("transA"))) return null;
+  let x = l.op.operand(0)!;
+  if (l.kind === "gemm" && x.producer?.type === "Flatten") x = x.producer.operand(0)!;
+  const mean = expectedChannels(x, ops, opset);
+  if (mean === null || l.cols % mean.length !== 0) return null;
+  const per = l.cols / mean.length;
+  const shift = new Float64Array(l.rows);
+  for (let o = 0; o < l.rows; o++) {
+    for (let j = 0; j < l.cols; j++) {
+      let pq = 0;
+      for (let r = 0; r < k; r++) pq += p[o * k + r] * q[r * l.cols + j];
+      shift[o] += (l.matrix[o * l.cols + j] - pq) * mean[Math.floor(j / per)];
+    }
+  }
+  return shift;
+}
+
+/**
+ * The first factor's target: the intermediate that the second factor (weights `P`, bias `b`) maps closest to the
+ * original output `y`, `(P^T P)^-1 P^T (y - b)`; null for a second factor of another shape (spatial mode).
+ */
+function projectedTarget(second: Op): RefitTarget | null {
+  const w = second.operand(1)?.constant;
+  if (!w || (second.type === "Gemm" && !second.flag("transB"))) return null;
+  if (second.type === "Conv" && w.shape.slice(2).some((d) => d !== 1)) return null;
+  const [out, k] = w.shape;
+  const p = toFloat64(w);
+  const bias = second.operand(2)?.constant;
+  const scale = second.type === "Gemm" ? second.float("beta", 1)! : 1;
+  const b = bias && bias.data.length === out ? toFloat64(bias).map((v) => v * scale) : new Float64Array(out);
+  const ptp = new Float64Array(k * k);
+  gemm({ m: k, n: k, k: out, a: p, transA: true, b: p, c: ptp });
+  const pt = new Float64Array(k * out);
+  for (let o = 0; o < out; o++) for (let r = 0; r < k; r++) pt[r * out + o] = p[o * k + r];
+  const g = ridgeSolve(ptp, pt, k, out, 1e-9); // k x out
+  return {
+    name: second.name,
+    width: out,
+    map: (y, count) => {
+      const z = new Float64Array(count * k);
+      for (let row = 0; row < count; row++) {
+        for (let r = 0; r < k; r++) {
+          let acc = 0;
+          for (let o = 0; o < out; o++) acc += g[r * out + o] * (y[row * out + o] - b[o]);
+          z[row * k + r] = acc;
+        }
+      }
+      return z;
+    },
+  };
+}
+
+/** The refit of the second factors and BN re-estimation with data (each on by default then); what ran. */
+function recoverFactors(
+  original: Module | null,
+  module: Module,
+  layers: readonly Op[],
+  options: OptionValues<typeof svdOptions>,
+  ctx: PassContext,
+): string {
+  if (ctx.calibration === null) {
+    for (const name of ["reconstruct", "recalibrate-bn"] as const) {
+      if (options[name === "reconstruct" ? "reconstruct" : "recalibrateBn"] === true) {
+        ctx.emit("warning", `${name} needs calibration data (--calib); skipped`);
+      }
+    }
+    return options.biasCorrect ? "bias-correct" : "none";
+  }
+  const ran: string[] = [];
+  if (original !== null && layers.length > 0) {
+    const targets = new Map<Op, RefitTarget>();
+    for (const op of layers) {
+      const first = op.operand(0)?.producer;
+      const target = first ? projectedTarget(op) : null;
+      if (first && target !== null) targets.set(first, target);
+    }
+    const all = [...targets.keys(), ...layers];
+    ctx.stat("refit", refitStats(reconstruct(original, module, all, ctx, { targets })));
+    ran.push("reconstruct");
+  }
+  if (
+    (options.recalibrateBn === true || (options.recalibrateBn === undefined && !ran.includes("reconstruct"))) &&
+    layers.length > 0 &&
+    module.graph.ops.some((op) => op.type === "BatchNormalization")
+  ) {
+    recalibrateBn(module, ctx);
+    ran.push("recalibrate-bn");
+  }
+  return ran.length > 0 ? ran.join(",") : "none";
+}
+
 /** Largest k with `k * perRank < total` for both params and MACs (and k at most the full rank). */
 function maxUseful(params: number, paramsPerRank: number, macs: number, macsPerRank: number, full: number): number {
   const byParams = Math.ceil(params / paramsPerRank) - 1;
@@ -392,7 +535,19 @@ function maxUseful(params: number, paramsPerRank: number, macs: number, macsPerR
   return Math.max(0, Math.min(full, byParams, byMacs));
 }
 
-/** SVD of the (whitened) layer matrix, with as many triplets as the selection rule needs. */
+/** Smaller side up to which the Gram matrix's eigenvectors give the triplets (about 9 n^3 flops). */
+const GRAM_VECTORS_LIMIT = 512;
+/** Smaller side up to which the Gram matrix's eigenvalues give the whole spectrum (about 4/3 n^3 flops; 9 n^3 more to factor). */
+const GRAM_VALUES_LIMIT = 1024;
+
+/**
+ * Spectrum of the (whitened) layer matrix and its triplets on demand: exact
+ * from the Gram matrix when the smaller side is at most 1024 (eigenvectors
+ * computed at once up to 512, where nearly every layer is factored), else the
+ * leading values of a randomized SVD with as many triplets as the selection
+ * rule needs (energy: grown by blocks until they hold the target, so the rank
+ * picked is never below the exact rule's; none when no useful rank holds it).
+ */
 function spectralOf(
   layer: Layer,
   fixed: number | null,
@@ -419,34 +574,47 @@ function spectralOf(
   let energy = 0;
   for (let i = 0; i < matrix.length; i++) energy += matrix[i] * matrix[i];
   const full = Math.min(rows, cols);
-  const small = rows * cols <= 1 << 20 || full <= 256;
-  let svd: Svd;
-  if (small) {
-    const exact = exactSvd(matrix, rows, cols);
-    svd = fixed === null ? exact : truncate(exact, fixed);
-  } else if (fixed !== null) {
-    svd = randomizedSvd(Float32Array.from(matrix), rows, cols, fixed);
-  } else if (budget !== undefined) {
-    svd = randomizedSvd(Float32Array.from(matrix), rows, cols, Math.min(layer.maxUsefulRank, 512));
-  } else {
-    // Energy on a large layer: double the sketch rank until the target is captured or the layer is not worth it.
-    const a32 = Float32Array.from(matrix);
-    let k = 64;
-    for (;;) {
-      svd = randomizedSvd(a32, rows, cols, Math.min(k, layer.maxUsefulRank));
-      let kept = 0;
-      for (const s of svd.s) kept += s * s;
-      if (kept >= energyTarget * energy || k >= layer.maxUsefulRank) break;
-      k *= 2;
-    }
+  if (full <= GRAM_VECTORS_LIMIT) {
+    // Exact spectrum and triplets from the small side's Gram matrix (see gramSpectrum for the error bound).
+    const { s, triplets } = gramSpectrum(matrix, rows, cols);
+    return { layer, spectrum: s, triplets: lastOf(triplets), energy, whitening, covariance };
   }
-  return { layer, svd, energy, whitening, covariance };
+  if (full <= GRAM_VALUES_LIMIT) {
+    // Exact spectrum (eigenvalues alone); the eigenvectors only for a layer the rule factors.
+    const { s, triplets } = gramSpectrum(matrix, rows, cols, false);
+    return { layer, spectrum: s, triplets: lastOf(triplets), energy, whitening, covariance };
+  }
+  const a32 = Float32Array.from(matrix);
+  let svd: Svd;
+  if (fixed !== null) {
+    svd = randomizedSvd(a32, rows, cols, fixed);
+  } else if (budget !== undefined) {
+    svd = randomizedSvd(a32, rows, cols, Math.min(layer.maxUsefulRank, 512));
+  } else {
+    // Energy on a large layer: grow the basis by blocks until it holds the target (null: no useful rank does).
+    const grown = growingSvd(a32, rows, cols, layer.maxUsefulRank, energyTarget * energy);
+    if (grown === null) {
+      const none = (): Svd => {
+        throw new Error("no triplets: no useful rank holds the energy target");
+      };
+      return { layer, spectrum: new Float64Array(0), triplets: none, energy, whitening, covariance };
+    }
+    svd = grown;
+  }
+  const known = svd;
+  return { layer, spectrum: svd.s, triplets: (k) => truncate(known, k), energy, whitening, covariance };
+}
+
+/** `triplets` remembering its last answer (the factors and the weight error ask for the same k). */
+function lastOf(triplets: (k: number) => Svd): (k: number) => Svd {
+  let last: Svd | null = null;
+  return (k) => (last !== null && last.k === k ? last : (last = triplets(k)));
 }
 
 /** Fewest singular values whose squares reach `target` of the total energy (full rank + 1 when never). */
 function energyRank(sp: Spectral, target: number): number {
   let kept = 0;
-  const s = sp.svd.s;
+  const s = sp.spectrum;
   for (let k = 0; k < s.length; k++) {
     kept += s[k] * s[k];
     // A tiny tolerance so that energy=1 keeps exactly the numerically non-zero spectrum.
@@ -475,8 +643,9 @@ function budgetRanks(spectra: readonly Spectral[], budget: number, metric: strin
     ranks.set(sp, 0);
     total += cost(sp, 0);
     original += cost(sp, 0);
-    const p = new Float64Array(sp.svd.s.length + 1);
-    for (let i = 0; i < sp.svd.s.length; i++) p[i + 1] = p[i] + sp.svd.s[i] * sp.svd.s[i];
+    const s = sp.spectrum;
+    const p = new Float64Array(s.length + 1);
+    for (let i = 0; i < s.length; i++) p[i + 1] = p[i] + s[i] * s[i];
     prefix.set(sp, p);
   }
   const target = budget * original;
@@ -487,7 +656,7 @@ function budgetRanks(spectra: readonly Spectral[], budget: number, metric: strin
     for (const sp of spectra) {
       const k = ranks.get(sp)!;
       const p = prefix.get(sp)!;
-      const next = k === 0 ? Math.min(sp.layer.maxUsefulRank, sp.svd.s.length) : k - 1;
+      const next = k === 0 ? Math.min(sp.layer.maxUsefulRank, sp.spectrum.length) : k - 1;
       if (next < 1) continue;
       const kept = (r: number): number => (r === 0 ? sp.energy : p[Math.min(r, p.length - 1)]);
       const lost = (kept(k) - kept(next)) / Math.max(sp.energy, 1e-300);
@@ -510,7 +679,7 @@ function budgetRanks(spectra: readonly Spectral[], budget: number, metric: strin
 /** `P = U sqrt(S)` (rows x k) and `Q = sqrt(S) V^T L^{-1}` (k x cols; no `L^{-1}` without whitening). */
 function factors(sp: Spectral, k: number): { p: Float64Array; q: Float64Array } {
   const { rows, cols } = sp.layer;
-  const svd = sp.svd;
+  const svd = sp.triplets(k);
   const p = new Float64Array(rows * k);
   let q: Float64Array = new Float64Array(k * cols);
   for (let j = 0; j < k; j++) {
@@ -529,7 +698,9 @@ function relativeWeightError(l: Layer, p: Float64Array, q: Float64Array, k: numb
   if (norm === 0) return 0;
   if (sp.whitening === null) {
     let kept = 0;
-    for (let i = 0; i < k; i++) kept += sp.svd.s[i] * sp.svd.s[i];
+    // The values of the triplets the factors came from: ||M||^2 - their sum is the exact error of that projection.
+    const s = sp.triplets(k).s;
+    for (let i = 0; i < k; i++) kept += s[i] * s[i];
     return Math.sqrt(Math.max(0, norm - kept) / norm);
   }
   const d = Float64Array.from(l.matrix);

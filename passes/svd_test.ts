@@ -307,11 +307,11 @@ Deno.test("svd rank, speedup and budget are optional: unset by default and left 
   assert.equal(step.options.budget, undefined);
   assert.equal(
     printPipeline([step]),
-    "svd{energy=0.9,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false}",
+    "svd{energy=0.9,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false,bias-correct=true}",
   );
   assert.equal(
     printPipeline(parsePipeline("svd{budget=1}", registry)),
-    "svd{energy=0.9,budget=1,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false}",
+    "svd{energy=0.9,budget=1,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false,bias-correct=true}",
   );
   // speedup=1 and budget=1 are values like any other now, not "off".
   assert.equal(runSvd(gemm16(), { budget: 1 }).changed, false);

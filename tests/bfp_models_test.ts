@@ -100,3 +100,20 @@ Deno.test("bfp and fixed fold BatchNormalization first (as fold-bn), unless fold
   const calibrated = await compile(bytes, { passes: "fixed", modelName: "m", calibration: { input: calibX } });
   assert.ok(!types(calibrated).includes("BatchNormalization"));
 });
+
+Deno.test("bfp mixed precision: the fpga target, which holds one format per image, refuses it in one line", async () => {
+  const calibration = tensor(
+    "f32",
+    [16, ...calibX.shape.slice(1)],
+    (calibX.data as Float32Array).subarray(0, 16 * 784),
+  );
+  await assert.rejects(
+    compile(Deno.readFileSync(`${MODELS}mlp.onnx`), {
+      passes: "fold-bn,canonicalize,dce,bfp{avg-mantissa=7}",
+      target: "fpga",
+      calibration: { input: calibration },
+      modelName: "m",
+    }),
+    /^Error: target "fpga" failed: op "[^"]+" \(ai\.bfp\.Gemm\) has another number format than "[^"]+": one FPGA image holds one format \(lower every layer with the same bfp\/fixed options\)$/,
+  );
+});

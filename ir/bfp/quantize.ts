@@ -19,6 +19,7 @@ import {
   roundScaled,
   splitmix32,
 } from "./format.ts";
+import { lazyWasm } from "../ops/common.ts";
 import { shapeSize } from "../tensor.ts";
 import type { Dim } from "../types.ts";
 
@@ -111,6 +112,7 @@ export function quantizeBfp(
   const bits = values instanceof Float32Array
     ? new Int32Array(values.buffer, values.byteOffset, values.length)
     : undefined;
+  const simd = bits !== undefined && mantissas instanceof Int8Array ? simdRounding() : null;
   let saturated = 0, overflowBlocks = 0, underflowBlocks = 0;
   for (let row = 0, b = 0; row < rows; row++) {
     const rowStart = row * length;
@@ -118,13 +120,15 @@ export function quantizeBfp(
       const start = rowStart + j * block;
       const end = Math.min(start + block, rowStart + length);
       let amax = 0, floorLog2Max = 0;
+      // A block that fits wasm memory is copied there once for both passes.
+      const staged = simd !== null && end - start >= SIMD_MIN_BLOCK && end - start <= SIMD_CHUNK;
+      const wide = (end - start) & ~15;
+      if (staged) simd.values.set(values.subarray(start, end));
       if (bits !== undefined) {
         // float32: the magnitude's bit pattern orders like the magnitude; >= 0x7f800000 is Inf or NaN.
-        let maxBits = 0;
-        for (let i = start; i < end; i++) {
-          const a = bits[i] & 0x7fffffff;
-          if (a > maxBits) maxBits = a;
-        }
+        const maxBits = staged
+          ? Math.max(simd.maxBits(wide), maxMagnitudeBits(bits, start + wide, end))
+          : maxMagnitudeBits(bits, start, end);
         if (maxBits >= 0x7f800000) amax = Infinity;
         else if (maxBits !== 0) {
           // floor(log2) from the exponent field; a subnormal's from its leading one (2^-149 · bits).
@@ -168,11 +172,22 @@ export function quantizeBfp(
       const scale = POW2[POW2_OFFSET + L - 2 - e]; // exact: e - (L-2) in [-141, 127]
       if (fastNearestEven && !overflow) {
         // |x·scale| < 2^(L-1) here (e >= floor(log2 amax)), so the magic-number rounding applies.
-        for (let i = start; i < end; i++) {
-          let m = (values[i] * scale + RNE_MAGIC) - RNE_MAGIC;
-          if (m > maxM) (m = maxM), saturated++;
-          else if (m < -maxM) (m = -maxM), saturated++;
-          mantissas[i] = m;
+        if (simd === null || end - start < SIMD_MIN_BLOCK || scale < 2 ** -126 || scale > 2 ** 127) {
+          saturated += roundNearestEven(values, start, end, scale, maxM, mantissas);
+        } else if (staged) {
+          saturated += simd.round(wide, scale, maxM);
+          mantissas.set(simd.mantissas.subarray(0, wide), start);
+          saturated += roundNearestEven(values, start + wide, end, scale, maxM, mantissas);
+        } else {
+          saturated += roundNearestEvenSimd(
+            simd,
+            values as Float32Array,
+            start,
+            end,
+            scale,
+            maxM,
+            mantissas as Int8Array,
+          );
         }
       } else {
         for (let i = start; i < end; i++) {
@@ -196,6 +211,167 @@ export function quantizeBfp(
     overflowBlocks,
     underflowBlocks,
   };
+}
+
+/** The largest `bits[i] & 0x7fffffff` over `[start, end)`: float32 magnitudes' patterns order like the magnitudes. */
+function maxMagnitudeBits(bits: Int32Array, start: number, end: number): number {
+  let max0 = 0, max1 = 0;
+  let i = start;
+  // Two running maxima halve the dependency chain.
+  for (; i + 1 < end; i += 2) {
+    const a = bits[i] & 0x7fffffff, b = bits[i + 1] & 0x7fffffff;
+    if (a > max0) max0 = a;
+    if (b > max1) max1 = b;
+  }
+  if (i < end && (bits[i] & 0x7fffffff) > max0) max0 = bits[i] & 0x7fffffff;
+  return max0 > max1 ? max0 : max1;
+}
+
+/**
+ * `mantissas[i] = clamp(roundHalfEven(values[i] * scale), ±maxM)` over `[start, end)`
+ * for `|values[i] * scale| < 2^51` (the magic-number rounding); returns how many were clamped.
+ * Its own function so the JIT specializes it to the storage types of the hot caller.
+ */
+function roundNearestEven(
+  values: Float32Array | Float64Array,
+  start: number,
+  end: number,
+  scale: number,
+  maxM: number,
+  mantissas: Int8Array | Int16Array,
+): number {
+  const magic = RNE_MAGIC;
+  let clamped = 0;
+  for (let i = start; i < end; i++) {
+    const m = (values[i] * scale + magic) - magic;
+    if (m > maxM || m < -maxM) {
+      mantissas[i] = m > maxM ? maxM : -maxM;
+      clamped++;
+    } else mantissas[i] = m;
+  }
+  return clamped;
+}
+
+/** Blocks shorter than this round in JavaScript (copying into wasm memory would cost more than it saves). */
+const SIMD_MIN_BLOCK = 64;
+/** Elements per chunk staged in wasm memory: float32 inputs at byte 0, int8 mantissas at byte `4 * SIMD_CHUNK`. */
+const SIMD_CHUNK = 16384;
+
+/** The WebAssembly SIMD rounding kernel over its memory (see {@linkcode simdRoundingBytes}). */
+interface SimdRounding {
+  values: Float32Array;
+  mantissas: Int8Array;
+  round: (n: number, scale: number, maxM: number) => number;
+  maxBits: (n: number) => number;
+}
+
+/** The SIMD kernel, compiled on first use; null where WebAssembly SIMD is unavailable. */
+const simdRounding = lazyWasm(simdRoundingBytes, (exports): SimdRounding => {
+  const memory = exports.memory as WebAssembly.Memory;
+  return {
+    values: new Float32Array(memory.buffer, 0, SIMD_CHUNK),
+    mantissas: new Int8Array(memory.buffer, 4 * SIMD_CHUNK, SIMD_CHUNK),
+    round: exports.round as SimdRounding["round"],
+    maxBits: exports.maxBits as SimdRounding["maxBits"],
+  };
+});
+
+/**
+ * {@linkcode roundNearestEven} for float32 values and int8 mantissas, 16 at a
+ * time in WebAssembly SIMD: the float32 product by a power of two is exact (a
+ * product below 2^-126 rounds to 0 either way) and `f32x4.nearest` rounds half
+ * to even, so the mantissas are those of the float64 path bit for bit.
+ */
+function roundNearestEvenSimd(
+  simd: SimdRounding,
+  values: Float32Array,
+  start: number,
+  end: number,
+  scale: number,
+  maxM: number,
+  mantissas: Int8Array,
+): number {
+  let clamped = 0;
+  for (let at = start; at < end; at += SIMD_CHUNK) {
+    const n = Math.min(SIMD_CHUNK, end - at) & ~15;
+    if (n === 0) break;
+    simd.values.set(values.subarray(at, at + n));
+    clamped += simd.round(n, scale, maxM);
+    mantissas.set(simd.mantissas.subarray(0, n), at);
+  }
+  const tail = start + ((end - start) & ~15);
+  return clamped + roundNearestEven(values, tail, end, scale, maxM, mantissas);
+}
+
+/**
+ * The module: memory of 2 pages (exported as `memory`) and `round(n, scale,
+ * maxM) -> clamped`, which for `n` (a positive multiple of 16) float32 values
+ * at byte 0 writes `clamp(nearest(x * scale), ±maxM)` as int8 at byte
+ * `4 * SIMD_CHUNK` and returns how many were clamped; and `maxBits(n)`, the
+ * largest `bits & 0x7fffffff` of the first `n` (a multiple of 16) values.
+ */
+function simdRoundingBytes(): Uint8Array<ArrayBuffer> {
+  const simd = (op: number): number[] => (op < 0x80 ? [0xfd, op] : [0xfd, (op & 0x7f) | 0x80, op >> 7]);
+  const get = (i: number): number[] => [0x20, i];
+  const set = (i: number): number[] => [0x21, i];
+  const LOAD = [0xfd, 0x00, 4]; // v128.load align 16, then the offset
+  const STORE_AT_DST = [0xfd, 0x0b, 4, 0x80, 0x80, 0x04]; // v128.store align 16, offset 65536 = 4 * SIMD_CHUNK
+  if (4 * SIMD_CHUNK !== 65536) throw new Error("the SIMD rounding kernel's store offset is encoded for 65536");
+  // round(n, scale, maxM): params 0-2; locals i (3), count (4), vScale (5), vMax (6), vMin (7), four lanes (8-11).
+  const [n, scale, maxM, i, count, vScale, vMax, vMin] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const lanes = [8, 9, 10, 11];
+  // deno-fmt-ignore
+  const round = [
+    2, 1, 0x7f, 8, 0x7b, // locals: 1 i32, 8 v128
+    ...get(scale), ...simd(0x13), ...set(vScale), // f32x4.splat
+    ...get(maxM), ...simd(0x11), ...set(vMax), // i32x4.splat
+    0x41, 0, ...get(maxM), 0x6b, ...simd(0x11), ...set(vMin), // splat(0 - maxM)
+    0x03, 0x40, // loop over 16 values
+    ...lanes.flatMap((lane, k) => [
+      ...get(i), 0x41, 2, 0x74, ...LOAD, 16 * k, // v128.load at (i << 2) + 16k
+      ...get(vScale), ...simd(0xe6), ...simd(0x6a), ...simd(0xf8), // f32x4.mul, f32x4.nearest, i32x4.trunc_sat_f32x4_s
+      ...set(lane),
+      ...get(count), ...get(lane), ...get(vMax), ...simd(0x3b), ...simd(0xb1), // count -= (lane > maxM)
+      ...get(lane), ...get(vMin), ...simd(0x39), ...simd(0xb1), ...set(count), // count -= (lane < -maxM)
+      ...get(lane), ...get(vMax), ...simd(0xb6), ...get(vMin), ...simd(0xb8), ...set(lane), // i32x4.min_s, max_s
+    ]),
+    ...get(i), // i8x16 of the four lanes, narrowed with signed saturation, stored at dst + i
+    ...get(lanes[0]), ...get(lanes[1]), ...simd(0x85), ...get(lanes[2]), ...get(lanes[3]), ...simd(0x85), ...simd(0x65),
+    ...STORE_AT_DST,
+    ...get(i), 0x41, 16, 0x6a, 0x22, i, ...get(n), 0x49, 0x0d, 0, // i += 16; br_if i < n (unsigned)
+    0x0b, // end loop
+    ...[0, 1, 2, 3].flatMap((lane) => [...get(count), ...simd(0x1b), lane]), 0x6a, 0x6a, 0x6a, // sum of the lanes
+    0x0b,
+  ];
+  // maxBits(n): param 0; locals i (1), mask (2), max (3), three i32 (4-6) for the lanes.
+  // deno-fmt-ignore
+  const maxBits = [
+    3, 1, 0x7f, 2, 0x7b, 3, 0x7f,
+    0x41, 0xff, 0xff, 0xff, 0xff, 0x07, ...simd(0x11), ...set(2), // splat(0x7fffffff)
+    0x03, 0x40, // loop over 4 values: max = i32x4.max_s(max, load & mask)
+    ...get(3), ...get(1), 0x41, 2, 0x74, ...LOAD, 0, ...get(2), ...simd(0x4e), ...simd(0xb8), ...set(3),
+    ...get(1), 0x41, 4, 0x6a, 0x22, 1, ...get(0), 0x49, 0x0d, 0, // i += 4; br_if i < n
+    0x0b,
+    ...[0, 1, 2, 3].flatMap((lane) => [...get(3), ...simd(0x1b), lane]),
+    ...set(1), ...set(6), ...set(4), ...set(5), // lanes 3, 2, 1, 0
+    ...get(1), ...get(6), ...get(1), ...get(6), 0x4a, 0x1b, // select(l3, l2, l3 > l2)
+    ...get(4), ...get(5), ...get(4), ...get(5), 0x4a, 0x1b, // select(l1, l0, l1 > l0)
+    ...set(4), ...set(1), ...get(1), ...get(4), ...get(1), ...get(4), 0x4a, 0x1b,
+    0x0b,
+  ];
+  // Unsigned LEB128 of the sizes here, all below 2^14.
+  const uleb = (size: number): number[] => (size < 0x80 ? [size] : [(size & 0x7f) | 0x80, size >> 7]);
+  const section = (id: number, bytes: number[]): number[] => [id, ...uleb(bytes.length), ...bytes];
+  const exportName = (s: string): number[] => [s.length, ...[...s].map((c) => c.charCodeAt(0))];
+  // deno-fmt-ignore
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+    ...section(1, [2, 0x60, 3, 0x7f, 0x7d, 0x7f, 1, 0x7f, 0x60, 1, 0x7f, 1, 0x7f]), // (i32, f32, i32) -> i32; (i32) -> i32
+    ...section(3, [2, 0, 1]),
+    ...section(5, [1, 0x00, 2]), // memory: 2 pages
+    ...section(7, [3, ...exportName("memory"), 0x02, 0, ...exportName("round"), 0x00, 0, ...exportName("maxBits"), 0x00, 1]),
+    ...section(10, [2, ...uleb(round.length), ...round, ...uleb(maxBits.length), ...maxBits]),
+  ]);
 }
 
 function checkBlocking(blocking: BfpBlocking, total: number, name: string): void {

@@ -125,3 +125,25 @@ export function intValues(t: Tensor): number[] {
 export function isStatic(shape: readonly Dim[]): shape is readonly number[] {
   return shape.every((d) => typeof d === "number");
 }
+
+/**
+ * A lazily compiled WebAssembly kernel: the first call compiles `bytes()` and
+ * hands the instance's exports to `wrap`; every call returns that, or null
+ * where this runtime cannot compile the module (no SIMD), so callers keep a
+ * JavaScript path.
+ */
+export function lazyWasm<T>(
+  bytes: () => Uint8Array<ArrayBuffer>,
+  wrap: (exports: WebAssembly.Exports) => T,
+): () => T | null {
+  let kernel: T | null | undefined;
+  return () => {
+    if (kernel !== undefined) return kernel;
+    try {
+      kernel = wrap(new WebAssembly.Instance(new WebAssembly.Module(bytes()), {}).exports);
+    } catch {
+      kernel = null;
+    }
+    return kernel;
+  };
+}

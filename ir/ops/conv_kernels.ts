@@ -5,6 +5,7 @@
  * fast paths; other ranks go through a general N-D path.
  * @module
  */
+import { lazyWasm } from "./common.ts";
 import { type FloatArray, gemm } from "./gemm_kernel.ts";
 
 /** Where a sliding window visits along each spatial axis (ONNX Conv/Pool attributes, pads resolved). */
@@ -48,8 +49,6 @@ const COL_BUDGET = 1 << 18;
 
 let colF32 = new Float32Array(0);
 let colF64 = new Float64Array(0);
-let rowAcc = new Float64Array(0);
-const taps3x3 = new Float64Array(9);
 
 /** Scratch of at least `n` elements of the same storage type as `like`, reused across calls. */
 function scratchLike(like: FloatArray, n: number): FloatArray {
@@ -122,6 +121,23 @@ export function convolve(args: ConvArgs): void {
         const yOff = (n * outChannels + g * coutG) * spatialOut;
         for (let p0 = 0; p0 < spatialOut; p0 += chunk) {
           const len = Math.min(chunk, spatialOut - p0);
+          if (len === 1 && spatialOut === 1) {
+            // One output position (1x1 feature maps: squeeze-excite, classifier heads): dot products, no packing.
+            const b = pointwise ? x : col;
+            if (!pointwise) im2col(x, xOff, cinG, geom, p0, len, col);
+            dotRows({
+              a: w,
+              aOffset: g * coutG * kg,
+              rows: coutG,
+              k: kg,
+              x: b,
+              xOffset: pointwise ? xOff : 0,
+              y,
+              yOffset: yOff,
+              yStride: 1,
+            });
+            continue;
+          }
           if (pointwise) {
             gemm({
               m: coutG,
@@ -138,8 +154,7 @@ export function convolve(args: ConvArgs): void {
             });
             continue;
           }
-          if (geom.inShape.length === 2) im2col2d(x, xOff, cinG, geom, p0, len, col);
-          else im2colNd(x, xOff, cinG, geom, p0, len, col);
+          im2col(x, xOff, cinG, geom, p0, len, col);
           gemm({
             m: coutG,
             n: len,
@@ -156,6 +171,55 @@ export function convolve(args: ConvArgs): void {
       // Per image, while its output is still in cache.
       if (args.bias !== null) addChannelBias(y, args.bias, n * outChannels * spatialOut, outChannels, spatialOut);
     }
+  }
+}
+
+/** Operands of {@linkcode dotRows}. */
+export interface DotRowsArgs {
+  /** Row-major matrix storage, `rows x k` from `aOffset`. */
+  a: FloatArray;
+  /** Index of the matrix's first element. */
+  aOffset: number;
+  /** Rows of the matrix (results). */
+  rows: number;
+  /** Row length. */
+  k: number;
+  /** Vector of `k` contiguous elements from `xOffset`. */
+  x: FloatArray;
+  /** Index of the vector's first element. */
+  xOffset: number;
+  /** Results: `y[yOffset + r * yStride]` for each row `r`, overwritten. */
+  y: FloatArray;
+  /** Index of the first result. */
+  yOffset: number;
+  /** Distance between results. */
+  yStride: number;
+}
+
+/**
+ * Matrix times vector, `y[r] = sum over i of a[r, i] * x[i]`, accumulated in
+ * float64 in order of `i`: the shape of a convolution with one output position
+ * or a Gemm with one row, where packing for the blocked {@linkcode gemm} costs
+ * as much as the products.
+ *
+ * @param args Operands and layout.
+ *
+ * @example A 2x3 matrix times a vector
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dotRows } from "./conv_kernels.ts";
+ * const y = new Float32Array(2);
+ * dotRows({ a: new Float32Array([1, 2, 3, 4, 5, 6]), aOffset: 0, rows: 2, k: 3, x: new Float32Array([1, 0, -1]), xOffset: 0, y, yOffset: 0, yStride: 1 });
+ * assert.deepEqual([...y], [-2, -2]);
+ * ```
+ */
+export function dotRows(args: DotRowsArgs): void {
+  const { a, aOffset, rows, k, x, xOffset, y, yOffset, yStride } = args;
+  for (let r = 0; r < rows; r++) {
+    const row = aOffset + r * k;
+    let s0 = 0;
+    for (let i = 0; i < k; i++) s0 += a[row + i] * x[xOffset + i];
+    y[yOffset + r * yStride] = s0;
   }
 }
 
@@ -182,9 +246,10 @@ function endInside(offset: number, stride: number, inLen: number, outLen: number
 
 /**
  * Columns `p0..p0+len` of the im2col matrix of one image and group: row
- * `(c * KH + ky) * KW + kx`, column = output position, value = the input tap (0 in padding).
+ * `(c * KH + ky) * KW + kx`, column = output position, value = the input tap
+ * (0 in padding). Other spatial ranks than 2 go through {@linkcode im2colNd}.
  */
-function im2col2d(
+function im2col(
   x: FloatArray,
   xOff: number,
   channels: number,
@@ -193,6 +258,7 @@ function im2col2d(
   len: number,
   col: FloatArray,
 ): void {
+  if (g.inShape.length !== 2) return im2colNd(x, xOff, channels, g, p0, len, col);
   const [H, W] = g.inShape;
   const Wo = g.outShape[1];
   const [KH, KW] = g.kernel;
@@ -252,7 +318,7 @@ function tapOffset(g: WindowGeometry, pos: readonly number[], tap: readonly numb
   return off;
 }
 
-/** {@linkcode im2col2d} for any spatial rank (slower: per-element index arithmetic). */
+/** {@linkcode im2col} for any spatial rank (slower: per-element index arithmetic). */
 function im2colNd(
   x: FloatArray,
   xOff: number,
@@ -282,9 +348,11 @@ function im2colNd(
 
 /**
  * Depthwise 2-D convolution: output channel `oc` reads input channel
- * `floor(oc / multiplier)` only. Each output row accumulates whole input rows
- * per tap in float64; 3x3 kernels instead keep the nine taps in registers for
- * rows and columns whose window lies inside the input.
+ * `floor(oc / multiplier)` only. Each input plane is first copied into a
+ * zero-bordered float64 scratch plane, so every window lies inside it and the
+ * loops need no bounds tests; each output is `bias + sum of w * x` over the
+ * taps in row-major order, accumulated in float64 (padding adds exact zeros).
+ * 3x3 and 5x5 windows have unrolled loops.
  */
 function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
   const { x, w, y, batch, inChannels, outChannels } = args;
@@ -295,57 +363,248 @@ function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
   const [dh, dw] = g.dilations;
   const [ph, pw] = g.padsBegin;
   const multiplier = outChannels / inChannels;
-  if (rowAcc.length < Wo) rowAcc = new Float64Array(Wo);
-  const acc = rowAcc;
-  // Output columns [lo[kx], hi[kx]) have tap kx inside the input.
-  const lo = new Int32Array(KW);
-  const hi = new Int32Array(KW);
-  for (let kx = 0; kx < KW; kx++) {
-    lo[kx] = firstInside(kx * dw - pw, sw, Wo);
-    hi[kx] = endInside(kx * dw - pw, sw, W, Wo, lo[kx]);
+  // Narrower rows cost more in staging and loop overhead than the lanes save (measured on MobileNet shapes).
+  const wide = Wo >= SIMD_MIN_WIDTH;
+  if (wide && sh === 1 && sw === 1 && dh === 1 && dw === 1 && x instanceof Float32Array && y instanceof Float32Array) {
+    const simd = simdDepthwise();
+    if (simd !== null && KH * KW <= 256) return depthwise2dSimd(args, g, simd);
   }
-  const is3x3 = KH === 3 && KW === 3;
-  const colLo = is3x3 ? lo[0] : 0;
-  const colHi = is3x3 ? Math.max(colLo, hi[2]) : 0;
+  // The padded plane covers every tap: input row ih is scratch row ih + ph.
+  const Hp = Math.max(H + ph, (Ho - 1) * sh + (KH - 1) * dh + 1);
+  const Wp = Math.max(W + pw, (Wo - 1) * sw + (KW - 1) * dw + 1);
+  if (paddedPlane.length < Hp * Wp) paddedPlane = new Float64Array(Hp * Wp);
+  const xp = paddedPlane;
+  xp.fill(0, 0, Hp * Wp);
   for (let n = 0; n < batch; n++) {
-    for (let oc = 0; oc < outChannels; oc++) {
-      const xPlane = (n * inChannels + Math.floor(oc / multiplier)) * H * W;
-      const yPlane = (n * outChannels + oc) * Ho * Wo;
-      const wOff = oc * KH * KW;
-      const b = args.bias === null ? 0 : args.bias[oc];
-      if (is3x3) { for (let i = 0; i < 9; i++) taps3x3[i] = w[wOff + i]; }
-      const [w0, w1, w2, w3, w4, w5, w6, w7, w8] = taps3x3;
-      for (let oh = 0; oh < Ho; oh++) {
-        const ih0 = oh * sh - ph;
-        const row = yPlane + oh * Wo;
-        // The generic path covers all columns, or only the border columns of a 3x3 row done below.
-        const fast = is3x3 && ih0 >= 0 && ih0 + 2 * dh < H;
-        acc.fill(0, 0, Wo);
-        for (let ky = 0; ky < KH; ky++) {
-          const ih = ih0 + ky * dh;
-          if (ih < 0 || ih >= H) continue;
-          for (let kx = 0; kx < KW; kx++) {
-            const wv = w[wOff + ky * KW + kx];
-            const src = xPlane + ih * W + kx * dw - pw;
-            const end = fast ? Math.min(hi[kx], colLo) : hi[kx];
-            for (let ow = lo[kx]; ow < end; ow++) acc[ow] += wv * x[src + ow * sw];
-            if (fast) { for (let ow = Math.max(lo[kx], colHi); ow < hi[kx]; ow++) acc[ow] += wv * x[src + ow * sw]; }
-          }
-        }
-        if (!fast) {
-          for (let ow = 0; ow < Wo; ow++) y[row + ow] = acc[ow] + b;
-          continue;
-        }
-        for (let ow = 0; ow < colLo; ow++) y[row + ow] = acc[ow] + b;
-        for (let ow = colHi; ow < Wo; ow++) y[row + ow] = acc[ow] + b;
-        const r0 = xPlane + ih0 * W - pw, r1 = r0 + dh * W, r2 = r1 + dh * W;
-        for (let ow = colLo; ow < colHi; ow++) {
-          const c0 = ow * sw, c1 = c0 + dw, c2 = c1 + dw;
-          y[row + ow] = b + w0 * x[r0 + c0] + w1 * x[r0 + c1] + w2 * x[r0 + c2] +
-            w3 * x[r1 + c0] + w4 * x[r1 + c1] + w5 * x[r1 + c2] +
-            w6 * x[r2 + c0] + w7 * x[r2 + c1] + w8 * x[r2 + c2];
-        }
+    for (let ic = 0; ic < inChannels; ic++) {
+      const xPlane = (n * inChannels + ic) * H * W;
+      for (let ih = 0; ih < H; ih++) {
+        const dst = (ih + ph) * Wp + pw;
+        const src = xPlane + ih * W;
+        for (let iw = 0; iw < W; iw++) xp[dst + iw] = x[src + iw];
       }
+      for (let m = 0; m < multiplier; m++) {
+        const oc = ic * multiplier + m;
+        const plane: DepthwisePlane = {
+          xp,
+          Wp,
+          w,
+          wOff: oc * KH * KW,
+          bias: args.bias === null ? 0 : args.bias[oc],
+          y,
+          yOff: (n * outChannels + oc) * Ho * Wo,
+          Ho,
+          Wo,
+          sh,
+          sw,
+          dh,
+          dw,
+        };
+        if (KH === 3 && KW === 3) depthwisePlane3x3(plane);
+        else if (KH === 5 && KW === 5) depthwisePlane5x5(plane);
+        else depthwisePlaneAny(plane, KH, KW);
+      }
+    }
+  }
+}
+
+let paddedPlane = new Float64Array(0);
+
+/** The WebAssembly SIMD depthwise kernel over its memory (see {@linkcode depthwiseModuleBytes}). */
+interface SimdDepthwise {
+  memory: WebAssembly.Memory;
+  plane: (Ho: number, Wo4: number, Wp: number, KH: number, KW: number, bias: number, yBase: number) => void;
+}
+
+/** Narrowest output rows the SIMD depthwise kernel takes. */
+const SIMD_MIN_WIDTH = 20;
+
+/** Byte offset of the zero-bordered input plane in the kernel's memory (the taps come first). */
+const SIMD_PLANE_BASE = 1024;
+
+const simdDepthwise = lazyWasm(depthwiseModuleBytes, (exports): SimdDepthwise => ({
+  memory: exports.memory as WebAssembly.Memory,
+  plane: exports.plane as SimdDepthwise["plane"],
+}));
+
+/**
+ * Depthwise float32 convolution with unit strides and dilations in WebAssembly
+ * SIMD: the zero-bordered plane and the taps are staged in wasm memory and four
+ * adjacent outputs accumulate in float32 lanes, `bias + sum of w * x` over the
+ * taps in row-major order (the float64 path's order, in float32 arithmetic).
+ */
+function depthwise2dSimd(args: ConvArgs, g: WindowGeometry, simd: SimdDepthwise): void {
+  const { x, w, y, batch, inChannels, outChannels } = args;
+  const [H, W] = g.inShape;
+  const [Ho, Wo] = g.outShape;
+  const [KH, KW] = g.kernel;
+  const [ph, pw] = g.padsBegin;
+  const multiplier = outChannels / inChannels;
+  const Wo4 = Math.ceil(Wo / 4) * 4; // the last lanes of a row read the border and are dropped
+  const Hp = Math.max(H + ph, Ho + KH - 1);
+  const Wp = Math.max(W + pw, Wo4 + KW - 1);
+  const yBase = Math.ceil((SIMD_PLANE_BASE + 4 * Hp * Wp) / 16) * 16;
+  const need = yBase + 4 * Ho * Wo4;
+  if (simd.memory.buffer.byteLength < need) {
+    simd.memory.grow(Math.ceil((need - simd.memory.buffer.byteLength) / 65536));
+  }
+  const heap = new Float32Array(simd.memory.buffer);
+  const plane = heap.subarray(SIMD_PLANE_BASE / 4, SIMD_PLANE_BASE / 4 + Hp * Wp);
+  const out = heap.subarray(yBase / 4, yBase / 4 + Ho * Wo4);
+  plane.fill(0);
+  for (let n = 0; n < batch; n++) {
+    for (let ic = 0; ic < inChannels; ic++) {
+      const xPlane = (n * inChannels + ic) * H * W;
+      for (let ih = 0; ih < H; ih++) plane.set(x.subarray(xPlane + ih * W, xPlane + (ih + 1) * W), (ih + ph) * Wp + pw);
+      for (let m = 0; m < multiplier; m++) {
+        const oc = ic * multiplier + m;
+        heap.set(w.subarray(oc * KH * KW, (oc + 1) * KH * KW), 0);
+        simd.plane(Ho, Wo4, Wp, KH, KW, args.bias === null ? 0 : args.bias[oc], yBase);
+        const yOff = (n * outChannels + oc) * Ho * Wo;
+        if (Wo4 === Wo) (y as Float32Array).set(out, yOff);
+        else {for (let oh = 0; oh < Ho; oh++) {
+            (y as Float32Array).set(out.subarray(oh * Wo4, oh * Wo4 + Wo), yOff + oh * Wo);
+          }}
+      }
+    }
+  }
+}
+
+/**
+ * The module behind {@linkcode simdDepthwise}: exported `memory` (1 page, grown
+ * by the caller) and `plane(Ho, Wo4, Wp, KH, KW, bias, yBase)`, which writes
+ * `y[oh, ow] = bias + sum over (ky, kx) of w[ky, kx] * xp[oh + ky, ow + kx]`
+ * for `ow` in steps of 4 up to `Wo4`, with the taps `w` (float32, row-major) at
+ * byte 0, the padded plane `xp` (rows of `Wp`) at {@linkcode SIMD_PLANE_BASE}
+ * and `y` (rows of `Wo4`) at byte `yBase`. Every count is positive.
+ */
+function depthwiseModuleBytes(): Uint8Array<ArrayBuffer> {
+  const [Ho, Wo4, Wp, KH, KW, bias, yBase] = [0, 1, 2, 3, 4, 5, 6];
+  const [oh, ow, ky, kx, xPtr, wPtr, yPtr, acc, vBias] = [7, 8, 9, 10, 11, 12, 13, 14, 15];
+  const get = (i: number): number[] => [0x20, i];
+  const set = (i: number): number[] => [0x21, i];
+  const tee = (i: number): number[] => [0x22, i];
+  const step = (i: number, by: number): number[] => [...get(i), 0x41, by, 0x6a, ...set(i)];
+  // `i += 1; continue while i < bound` at the end of a do-while body.
+  const next = (
+    i: number,
+    by: number,
+    bound: number,
+  ): number[] => [...get(i), 0x41, by, 0x6a, ...tee(i), ...get(bound), 0x49, 0x0d, 0];
+  // deno-fmt-ignore
+  const body = [
+    2, 7, 0x7f, 2, 0x7b, // locals: 7 i32, 2 v128
+    ...get(bias), 0xfd, 0x13, ...set(vBias), // f32x4.splat
+    ...get(yBase), ...set(yPtr),
+    0x03, 0x40, // rows oh
+    0x41, 0, ...set(ow),
+    0x03, 0x40, // columns ow, 4 at a time
+    ...get(vBias), ...set(acc),
+    0x41, 0, ...set(wPtr), 0x41, 0, ...set(ky),
+    0x03, 0x40, // kernel rows ky: xPtr = base + ((oh + ky) * Wp + ow) * 4
+    ...get(oh), ...get(ky), 0x6a, ...get(Wp), 0x6c, ...get(ow), 0x6a, 0x41, 2, 0x74, 0x41, 0x80, 0x08, 0x6a, ...set(xPtr),
+    0x41, 0, ...set(kx),
+    0x03, 0x40, // kernel columns kx: acc += xp[4 lanes] * splat(w)
+    ...get(acc), ...get(xPtr), 0xfd, 0x00, 0, 0, ...get(wPtr), 0xfd, 0x09, 2, 0, 0xfd, 0xe6, 0x01, 0xfd, 0xe4, 0x01, ...set(acc),
+    ...step(xPtr, 4), ...step(wPtr, 4),
+    ...next(kx, 1, KW),
+    0x0b,
+    ...next(ky, 1, KH),
+    0x0b,
+    ...get(yPtr), ...get(acc), 0xfd, 0x0b, 0, 0, ...step(yPtr, 16),
+    ...next(ow, 4, Wo4),
+    0x0b,
+    ...next(oh, 1, Ho),
+    0x0b,
+    0x0b,
+  ];
+  if (SIMD_PLANE_BASE !== 1024) throw new Error("the SIMD depthwise kernel encodes the plane base 1024");
+  const size = (n: number): number[] => (n < 0x80 ? [n] : [(n & 0x7f) | 0x80, n >> 7]); // all sizes below 2^14
+  const part = (id: number, bytes: number[]): number[] => [id, ...size(bytes.length), ...bytes];
+  const name = (text: string): number[] => [text.length, ...new TextEncoder().encode(text)];
+  // deno-fmt-ignore
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...part(1, [1, 0x60, 7, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7d, 0x7f, 0]), // (i32 x 5, f32, i32) -> ()
+    ...part(3, [1, 0]),
+    ...part(5, [1, 0x00, 1]),
+    ...part(7, [2, ...name("memory"), 0x02, 0, ...name("plane"), 0x00, 0]),
+    ...part(10, [1, ...size(body.length), ...body]),
+  ]);
+}
+
+/** One output plane of a depthwise convolution over a padded float64 input plane. */
+interface DepthwisePlane {
+  xp: Float64Array;
+  Wp: number;
+  w: FloatArray;
+  wOff: number;
+  bias: number;
+  y: FloatArray;
+  yOff: number;
+  Ho: number;
+  Wo: number;
+  sh: number;
+  sw: number;
+  dh: number;
+  dw: number;
+}
+
+function depthwisePlaneAny(p: DepthwisePlane, KH: number, KW: number): void {
+  const { xp, Wp, w, wOff, bias, y, yOff, Ho, Wo, sh, sw, dh, dw } = p;
+  for (let oh = 0; oh < Ho; oh++) {
+    const row = yOff + oh * Wo;
+    for (let ow = 0; ow < Wo; ow++) {
+      let acc = bias;
+      for (let ky = 0; ky < KH; ky++) {
+        const src = (oh * sh + ky * dh) * Wp + ow * sw;
+        const wk = wOff + ky * KW;
+        for (let kx = 0; kx < KW; kx++) acc += w[wk + kx] * xp[src + kx * dw];
+      }
+      y[row + ow] = acc;
+    }
+  }
+}
+
+function depthwisePlane3x3(p: DepthwisePlane): void {
+  const { xp, Wp, w, wOff, bias, y, yOff, Ho, Wo, sh, sw, dh, dw } = p;
+  const w0 = w[wOff], w1 = w[wOff + 1], w2 = w[wOff + 2];
+  const w3 = w[wOff + 3], w4 = w[wOff + 4], w5 = w[wOff + 5];
+  const w6 = w[wOff + 6], w7 = w[wOff + 7], w8 = w[wOff + 8];
+  const d1 = dw, d2 = 2 * dw;
+  for (let oh = 0; oh < Ho; oh++) {
+    const row = yOff + oh * Wo;
+    const r0 = oh * sh * Wp, r1 = r0 + dh * Wp, r2 = r1 + dh * Wp;
+    for (let ow = 0, c = 0; ow < Wo; ow++, c += sw) {
+      y[row + ow] = bias + w0 * xp[r0 + c] + w1 * xp[r0 + c + d1] + w2 * xp[r0 + c + d2] +
+        w3 * xp[r1 + c] + w4 * xp[r1 + c + d1] + w5 * xp[r1 + c + d2] +
+        w6 * xp[r2 + c] + w7 * xp[r2 + c + d1] + w8 * xp[r2 + c + d2];
+    }
+  }
+}
+
+function depthwisePlane5x5(p: DepthwisePlane): void {
+  const { xp, Wp, w, wOff, bias, y, yOff, Ho, Wo, sh, sw, dh, dw } = p;
+  const d1 = dw, d2 = 2 * dw, d3 = 3 * dw, d4 = 4 * dw;
+  const k0 = w[wOff], k1 = w[wOff + 1], k2 = w[wOff + 2], k3 = w[wOff + 3], k4 = w[wOff + 4];
+  const k5 = w[wOff + 5], k6 = w[wOff + 6], k7 = w[wOff + 7], k8 = w[wOff + 8], k9 = w[wOff + 9];
+  const k10 = w[wOff + 10], k11 = w[wOff + 11], k12 = w[wOff + 12], k13 = w[wOff + 13], k14 = w[wOff + 14];
+  const k15 = w[wOff + 15], k16 = w[wOff + 16], k17 = w[wOff + 17], k18 = w[wOff + 18], k19 = w[wOff + 19];
+  const k20 = w[wOff + 20], k21 = w[wOff + 21], k22 = w[wOff + 22], k23 = w[wOff + 23], k24 = w[wOff + 24];
+  for (let oh = 0; oh < Ho; oh++) {
+    const row = yOff + oh * Wo;
+    const r0 = oh * sh * Wp, r1 = r0 + dh * Wp, r2 = r1 + dh * Wp, r3 = r2 + dh * Wp, r4 = r3 + dh * Wp;
+    for (let ow = 0, c = 0; ow < Wo; ow++, c += sw) {
+      let acc = bias + k0 * xp[r0 + c] + k1 * xp[r0 + c + d1] + k2 * xp[r0 + c + d2] + k3 * xp[r0 + c + d3] +
+        k4 * xp[r0 + c + d4];
+      acc = acc + k5 * xp[r1 + c] + k6 * xp[r1 + c + d1] + k7 * xp[r1 + c + d2] + k8 * xp[r1 + c + d3] +
+        k9 * xp[r1 + c + d4];
+      acc = acc + k10 * xp[r2 + c] + k11 * xp[r2 + c + d1] + k12 * xp[r2 + c + d2] + k13 * xp[r2 + c + d3] +
+        k14 * xp[r2 + c + d4];
+      acc = acc + k15 * xp[r3 + c] + k16 * xp[r3 + c + d1] + k17 * xp[r3 + c + d2] + k18 * xp[r3 + c + d3] +
+        k19 * xp[r3 + c + d4];
+      y[row + ow] = acc + k20 * xp[r4 + c] + k21 * xp[r4 + c + d1] + k22 * xp[r4 + c + d2] + k23 * xp[r4 + c + d3] +
+        k24 * xp[r4 + c + d4];
     }
   }
 }
@@ -509,13 +768,34 @@ export function maxPool(args: PoolArgs, options: MaxPoolOptions = {}): void {
     const [sh, sw] = g.strides;
     const [dh, dw] = g.dilations;
     const [ph, pw] = g.padsBegin;
+    // Outputs whose window lies inside the input: rows [rowLo, rowHi), columns [colLo, colHi).
+    const rowLo = firstInside(-ph, sh, Ho), rowHi = Math.max(rowLo, endInside(-ph + (KH - 1) * dh, sh, H, Ho, rowLo));
+    const colLo = firstInside(-pw, sw, Wo), colHi = Math.max(colLo, endInside(-pw + (KW - 1) * dw, sw, W, Wo, colLo));
     for (let c = 0; c < planes; c++) {
       const xPlane = c * spatialIn;
       const yPlane = c * spatialOut;
       for (let oh = 0; oh < Ho; oh++) {
         const h0 = oh * sh - ph;
+        const inside = indices === null && oh >= rowLo && oh < rowHi;
         for (let ow = 0; ow < Wo; ow++) {
           const w0 = ow * sw - pw;
+          if (inside && ow === colLo && colHi > colLo) {
+            // No bounds tests: the first tap starts the maximum, as below.
+            for (; ow < colHi; ow++) {
+              const base = xPlane + h0 * W + ow * sw - pw;
+              let best = x[base];
+              for (let ky = 0; ky < KH; ky++) {
+                const row = base + ky * dh * W;
+                for (let kx = 0; kx < KW; kx++) {
+                  const v = x[row + kx * dw];
+                  if (v > best) best = v;
+                }
+              }
+              y[yPlane + oh * Wo + ow] = best;
+            }
+            ow = colHi - 1;
+            continue;
+          }
           let best = -Infinity;
           let arg = -1;
           for (let ky = 0; ky < KH; ky++) {

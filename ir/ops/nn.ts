@@ -19,6 +19,7 @@ import {
   averagePool,
   convolve,
   convolveTranspose,
+  dotRows,
   maxPool,
   type NumberArray,
   type WindowGeometry,
@@ -55,6 +56,15 @@ function floatData(op: Op, t: Tensor, what: string): FloatArray {
 /** Zeroed compute storage matching `dtype` (see {@linkcode floatData}). */
 function floatStorage(dtype: DType, n: number): FloatArray {
   return dtype === "f32" || dtype === "f16" || dtype === "bf16" ? new Float32Array(n) : new Float64Array(n);
+}
+
+/**
+ * Compute storage matching `dtype` for a kernel that writes every element:
+ * recycled by the interpreter when it can (contents unspecified), else zeroed.
+ */
+function resultStorage(ctx: KernelContext, dtype: DType, n: number): FloatArray {
+  if (ctx.alloc === undefined) return floatStorage(dtype, n);
+  return ctx.alloc(dtype === "f64" ? "f64" : "f32", n) as FloatArray;
 }
 
 /** A result tensor of `dtype` from compute storage (converting back for f16, bf16 and integers). */
@@ -302,14 +312,14 @@ function inferConvLike(
   };
 }
 
-function interpretConv(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
+function interpretConv(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelContext): Tensor[] {
   const xt = required(op, inputs, 0, "X");
   const wt = required(op, inputs, 1, "W");
   const bt = inputs[2] ?? null;
   const { out, attrs, window } = convShape(op, xt.shape, wt.shape, bt?.shape ?? null);
   const outShape = out as number[];
   const x = floatData(op, xt, "X");
-  const y = floatStorage(xt.dtype, shapeSize(outShape));
+  const y = resultStorage(ctx, xt.dtype, shapeSize(outShape));
   convolve({
     x,
     w: sameStorage(floatData(op, wt, "W"), x),
@@ -515,7 +525,7 @@ function resultUsed(op: Op, i: number): boolean {
   return r.uses.length > 0 || (r.graph?.outputs.includes(r) ?? false);
 }
 
-function interpretMaxPool(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
+function interpretMaxPool(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelContext): Tensor[] {
   const xt = required(op, inputs, 0, "X");
   const { out, attrs, window } = poolShape(op, xt.shape);
   const outShape = out as number[];
@@ -523,7 +533,7 @@ function interpretMaxPool(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] 
   const integer = !(x instanceof Float32Array || x instanceof Float64Array);
   const y = integer
     ? new (x.constructor as new (n: number) => NumberArray)(shapeSize(outShape))
-    : floatStorage(xt.dtype, shapeSize(outShape));
+    : resultStorage(ctx, xt.dtype, shapeSize(outShape));
   const wantIndices = op.results.length > 1;
   const indices = wantIndices ? new BigInt64Array(shapeSize(outShape)) : undefined;
   maxPool(
@@ -536,12 +546,12 @@ function interpretMaxPool(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] 
   return indices === undefined ? [result] : [result, tensor("i64", outShape, indices)];
 }
 
-function interpretAveragePool(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
+function interpretAveragePool(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelContext): Tensor[] {
   const xt = required(op, inputs, 0, "X");
   const { out, attrs, window } = poolShape(op, xt.shape);
   const outShape = out as number[];
   const x = floatData(op, xt, "X");
-  const y = floatStorage(xt.dtype, shapeSize(outShape));
+  const y = resultStorage(ctx, xt.dtype, shapeSize(outShape));
   averagePool(
     { x, y, planes: xt.shape[0] * xt.shape[1], ...geometryOf(xt.shape.slice(2), window, attrs) },
     { countIncludePad: op.flag("count_include_pad"), padsEnd: window.padsEnd },
@@ -557,13 +567,18 @@ function inferGlobalPool(op: Op, ctx: InferContext): (TensorType | null)[] {
   return [{ elem: x.elem, shape: [x.shape[0], x.shape[1], ...x.shape.slice(2).map(() => 1)] }];
 }
 
-function globalPool(op: Op, inputs: readonly (Tensor | null)[], mode: "max" | "average"): Tensor[] {
+function globalPool(
+  op: Op,
+  inputs: readonly (Tensor | null)[],
+  ctx: KernelContext,
+  mode: "max" | "average",
+): Tensor[] {
   const xt = required(op, inputs, 0, "X");
   checkSpatialInput(op, xt.shape);
   const x = floatData(op, xt, "X");
   const planes = xt.shape[0] * xt.shape[1];
   const plane = shapeSize(xt.shape.slice(2));
-  const y = floatStorage(xt.dtype, planes);
+  const y = resultStorage(ctx, xt.dtype, planes);
   for (let p = 0; p < planes; p++) {
     const off = p * plane;
     if (mode === "max") {
@@ -666,7 +681,9 @@ function interpretBatchNorm(op: Op, inputs: readonly (Tensor | null)[], ctx: Ker
     b[i] = params[1][i] - params[2][i] * a[i];
   }
   const x = floatData(op, xt, "X");
-  const y = floatStorage(xt.dtype, x.length);
+  const y = ctx.reusable?.(0) === true && (xt.dtype === "f32" || xt.dtype === "f64")
+    ? x
+    : resultStorage(ctx, xt.dtype, x.length);
   for (let n = 0; n < batch; n++) {
     for (let c = 0; c < channels; c++) {
       const off = (n * channels + c) * plane;
@@ -814,13 +831,13 @@ function inferGemm(op: Op, ctx: InferContext): (TensorType | null)[] {
 }
 
 /** Gemm: `Y = alpha * op(A) * op(B) + beta * C` with C broadcast to `[M, N]`. */
-function interpretGemm(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
+function interpretGemm(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelContext): Tensor[] {
   const at = required(op, inputs, 0, "A");
   const bt = required(op, inputs, 1, "B");
   const ct = inputs[2] ?? null;
   const { m, k, n } = gemmShape(op, at.shape, bt.shape, ct?.shape ?? null) as { m: number; k: number; n: number };
   const a = floatData(op, at, "A");
-  const y = floatStorage(at.dtype, m * n);
+  const y = resultStorage(ctx, at.dtype, m * n);
   const beta = op.float("beta", 1);
   if (ct !== null && beta !== 0) {
     const c = toFloat64(ct);
@@ -831,6 +848,16 @@ function interpretGemm(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
       for (let j = 0; j < n; j++) y[i * n + j] = c[row + (cn === 1 ? 0 : j)];
     }
   }
+  const alpha = op.float("alpha", 1);
+  if (m === 1 && op.flag("transB")) {
+    // One row against B stored [N, K] (a Linear layer on one sample): dot products, no packing.
+    const b = floatData(op, bt, "B");
+    const dots = new Float64Array(n);
+    dotRows({ a: b, aOffset: 0, rows: n, k, x: a, xOffset: 0, y: dots, yOffset: 0, yStride: 1 });
+    const keep = ct !== null ? beta : 0;
+    for (let j = 0; j < n; j++) y[j] = alpha * dots[j] + (keep === 0 ? 0 : keep * y[j]);
+    return [floatResult(at.dtype, [m, n], y)];
+  }
   gemm({
     m,
     n,
@@ -840,7 +867,7 @@ function interpretGemm(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
     b: sameStorage(floatData(op, bt, "B"), a),
     transB: op.flag("transB"),
     c: y,
-    alpha: op.float("alpha", 1),
+    alpha,
     beta: ct !== null ? beta : 0,
   });
   return [floatResult(at.dtype, [m, n], y)];
@@ -982,13 +1009,13 @@ export const nnOps: OpDef[] = [
   {
     type: "GlobalAveragePool",
     infer: inferGlobalPool,
-    interpret: (op, inputs) => globalPool(op, inputs, "average"),
+    interpret: (op, inputs, ctx) => globalPool(op, inputs, ctx, "average"),
     channels: sameChannels,
   },
   {
     type: "GlobalMaxPool",
     infer: inferGlobalPool,
-    interpret: (op, inputs) => globalPool(op, inputs, "max"),
+    interpret: (op, inputs, ctx) => globalPool(op, inputs, ctx, "max"),
     channels: sameChannels,
   },
   {

@@ -8,6 +8,7 @@ import { inferShapes } from "../shape.ts";
 import { float32Tensor, fromFloat64, type Tensor, tensor, toFloat64 } from "../tensor.ts";
 import type { Dim, DType, TensorType } from "../types.ts";
 import { nnOps } from "./nn.ts";
+import { convolve, maxPool } from "./conv_kernels.ts";
 import * as ort from "onnxruntime-node";
 import { exportOnnx } from "../onnx/export.ts";
 import { mulberry32 } from "../../tests/tensor_compare.ts";
@@ -657,7 +658,7 @@ function randomCase(rnd: () => number): Case {
   }
 }
 
-/** Depthwise 3x3 convolutions: the direct kernel's register path and its border handling. */
+/** Depthwise convolutions: the direct kernel's 3x3, 5x5 and general paths and their padding. */
 function depthwiseCases(rnd: () => number): Case[] {
   const tensorOf = (shape: number[]) =>
     f32(shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() * 2 - 1));
@@ -667,9 +668,14 @@ function depthwiseCases(rnd: () => number): Case[] {
     { x: [1, 3, 10, 10], m: 2, attrs: [ints("pads", [2, 2, 2, 2]), ints("dilations", [2, 2])] },
     { x: [1, 2, 2, 2], m: 1, attrs: [ints("pads", [1, 1, 1, 1])] },
     { x: [1, 2, 7, 3], m: 3, attrs: [ints("strides", [1, 2])] },
-  ].map(({ x, m, attrs }) => ({
+    { x: [1, 3, 9, 8], m: 1, k: [5, 5], attrs: [ints("pads", [2, 2, 2, 2])] },
+    { x: [2, 2, 11, 9], m: 2, k: [5, 5], attrs: [ints("pads", [1, 2, 3, 0]), ints("strides", [2, 2])] },
+    { x: [1, 3, 6, 12], m: 1, k: [5, 5], attrs: [ints("pads", [4, 4, 4, 4]), ints("dilations", [2, 1])] },
+    { x: [1, 2, 8, 8], m: 1, k: [2, 4], attrs: [ints("pads", [1, 0, 0, 3]), ints("strides", [3, 1])] },
+    { x: [1, 4, 5, 7], m: 1, k: [7, 7], attrs: [ints("pads", [3, 3, 3, 3])] },
+  ].map(({ x, m, k, attrs }) => ({
     type: "Conv",
-    inputs: [tensorOf(x), tensorOf([x[1] * m, 1, 3, 3]), tensorOf([x[1] * m])],
+    inputs: [tensorOf(x), tensorOf([x[1] * m, 1, ...(k ?? [3, 3])]), tensorOf([x[1] * m])],
     attrs: [...attrs, int("group", x[1])],
     results: 1,
   }));
@@ -698,5 +704,177 @@ Deno.test("nn ops interpret() agree with onnxruntime on depthwise and 100 random
       const expected = Array.from(ref.data as ArrayLike<number | bigint>, Number);
       assertClose(y, [...ref.dims], expected, 1e-4);
     });
+  }
+});
+
+Deno.test("Gemm of one row and Conv to one output position match a float64 reference", () => {
+  const rnd = mulberry32(11);
+  const f64 = (shape: number[]) =>
+    fromFloat64("f64", shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() * 2 - 1));
+  const close = (got: Tensor, want: number[], what: string) =>
+    want.forEach((v, i) => assert.ok(Math.abs((got.data[i] as number) - v) <= 1e-12, `${what}[${i}]`));
+  // Gemm: A [1, 300] x B^T with B [7, 300], C [7], alpha 0.5, beta 2.
+  const [a, b, c] = [f64([1, 300]), f64([7, 300]), f64([7])];
+  const [y] = run("Gemm", [a, b, c], [int("transB", 1), float("alpha", 0.5), float("beta", 2)]);
+  const want = Array.from({ length: 7 }, (_, j) => {
+    let s = 0;
+    for (let i = 0; i < 300; i++) s += (a.data[i] as number) * (b.data[j * 300 + i] as number);
+    return 0.5 * s + 2 * (c.data[j] as number);
+  });
+  close(y, want, "Gemm");
+  // Conv: x [2, 6, 3, 3], w [4, 3, 3, 3], group 2, no padding: one output position per image.
+  const [x, w, bias] = [f64([2, 6, 3, 3]), f64([4, 3, 3, 3]), f64([4])];
+  const [z] = run("Conv", [x, w, bias], [int("group", 2)]);
+  assert.deepEqual(z.shape, [2, 4, 1, 1]);
+  const expected: number[] = [];
+  for (let n = 0; n < 2; n++) {
+    for (let oc = 0; oc < 4; oc++) {
+      let s = bias.data[oc] as number;
+      const g = Math.floor(oc / 2);
+      for (let i = 0; i < 27; i++) s += (w.data[oc * 27 + i] as number) * (x.data[(n * 6 + g * 3) * 9 + i] as number);
+      expected.push(s);
+    }
+  }
+  close(z, expected, "Conv");
+  // Pointwise on a 1x1 map (squeeze-excite): x [1, 8, 1, 1], w [5, 8, 1, 1], no bias.
+  const [p, q] = [f64([1, 8, 1, 1]), f64([5, 8, 1, 1])];
+  const [r] = run("Conv", [p, q]);
+  const pointwise = Array.from({ length: 5 }, (_, oc) => {
+    let s = 0;
+    for (let i = 0; i < 8; i++) s += (q.data[oc * 8 + i] as number) * (p.data[i] as number);
+    return s;
+  });
+  close(r, pointwise, "pointwise Conv");
+});
+
+/** A depthwise convolution's operands (`ConvArgs` with `group = inChannels`). */
+type DepthwiseArgs = Parameters<typeof convolve>[0];
+
+/** Per output, the float64 sum `bias + w * x` over the taps inside the input, and the sum of the terms' magnitudes. */
+function depthwiseReference(a: DepthwiseArgs): { sums: number[]; magnitudes: number[] } {
+  const { inShape, outShape, kernel, strides, dilations, padsBegin } = a;
+  const multiplier = a.outChannels / a.inChannels;
+  const sums: number[] = [], magnitudes: number[] = [];
+  for (let n = 0; n < a.batch; n++) {
+    for (let oc = 0; oc < a.outChannels; oc++) {
+      const plane = (n * a.inChannels + Math.floor(oc / multiplier)) * inShape[0] * inShape[1];
+      for (let oh = 0; oh < outShape[0]; oh++) {
+        for (let ow = 0; ow < outShape[1]; ow++) {
+          let sum = a.bias === null ? 0 : a.bias[oc];
+          let magnitude = Math.abs(sum);
+          for (let ky = 0; ky < kernel[0]; ky++) {
+            for (let kx = 0; kx < kernel[1]; kx++) {
+              const ih = oh * strides[0] - padsBegin[0] + ky * dilations[0];
+              const iw = ow * strides[1] - padsBegin[1] + kx * dilations[1];
+              if (ih < 0 || ih >= inShape[0] || iw < 0 || iw >= inShape[1]) continue;
+              const term = a.w[(oc * kernel[0] + ky) * kernel[1] + kx] * a.x[plane + ih * inShape[1] + iw];
+              sum += term;
+              magnitude += Math.abs(term);
+            }
+          }
+          sums.push(sum);
+          magnitudes.push(magnitude);
+        }
+      }
+    }
+  }
+  return { sums, magnitudes };
+}
+
+/** Random depthwise convolutions: `shape` picks the kernel, strides, dilations and spatial sizes of each. */
+function randomDepthwise(
+  seed: number,
+  count: number,
+  storage: "f32" | "f64",
+  shape: (
+    between: (lo: number, hi: number) => number,
+  ) => Pick<DepthwiseArgs, "inShape" | "kernel" | "strides" | "dilations" | "padsBegin">,
+): DepthwiseArgs[] {
+  const rnd = mulberry32(seed);
+  const between = (lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
+  return Array.from({ length: count }, (_, c) => {
+    const g = shape(between);
+    const outShape = g.inShape.map((n, d) =>
+      Math.floor((n + 2 * g.padsBegin[d] - (g.kernel[d] - 1) * g.dilations[d] - 1) / g.strides[d]) + 1
+    );
+    const [batch, channels, multiplier] = [between(1, 2), between(1, 4), between(1, 2)];
+    const random = (n: number) => {
+      const values = Array.from({ length: n }, () => rnd() * 2 - 1);
+      return storage === "f32" ? Float32Array.from(values) : Float64Array.from(values);
+    };
+    const outChannels = channels * multiplier;
+    return {
+      ...g,
+      outShape,
+      x: random(batch * channels * g.inShape[0] * g.inShape[1]),
+      w: random(outChannels * g.kernel[0] * g.kernel[1]),
+      bias: c % 2 === 0 ? null : random(outChannels),
+      y: storage === "f32"
+        ? new Float32Array(batch * outChannels * outShape[0] * outShape[1])
+        : new Float64Array(batch * outChannels * outShape[0] * outShape[1]),
+      batch,
+      inChannels: channels,
+      outChannels,
+      group: channels,
+    };
+  });
+}
+
+Deno.test("depthwise convolution matches a float64 sum over the taps inside the input", () => {
+  const cases = randomDepthwise(7, 60, "f64", (between) => {
+    const kernel = [between(1, 5), between(1, 5)];
+    const dilations = [between(1, 2), between(1, 2)];
+    return {
+      kernel,
+      dilations,
+      strides: [between(1, 3), between(1, 3)],
+      padsBegin: kernel.map((k) => between(0, k - 1)),
+      inShape: kernel.map((k, d) => (k - 1) * dilations[d] + between(1, 9)),
+    };
+  });
+  cases.forEach((a, c) => {
+    convolve(a);
+    depthwiseReference(a).sums.forEach((want, i) => assert.ok(Math.abs(a.y[i] - want) <= 1e-12, `case ${c} at ${i}`));
+  });
+});
+
+Deno.test("float32 depthwise convolution on wide rows (WebAssembly SIMD) is within float32 rounding of a float64 sum", () => {
+  const cases = randomDepthwise(23, 12, "f32", (between) => {
+    const kernel = [between(1, 7), between(1, 7)];
+    return {
+      kernel,
+      dilations: [1, 1],
+      strides: [1, 1],
+      padsBegin: kernel.map((k) => between(0, k - 1)),
+      inShape: [between(kernel[0], 12), between(20, 45)],
+    };
+  });
+  cases.forEach((a, c) => {
+    convolve(a);
+    const { sums, magnitudes } = depthwiseReference(a);
+    sums.forEach((want, i) => assert.ok(Math.abs(a.y[i] - want) <= 1e-6 * magnitudes[i] + 1e-7, `case ${c} at ${i}`));
+  });
+});
+
+Deno.test("max pooling gives the same maxima with and without indices (inside windows skip the bounds tests)", () => {
+  const rnd = mulberry32(31);
+  const between = (lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
+  for (let c = 0; c < 40; c++) {
+    const kernel = [between(1, 4), between(1, 4)];
+    const strides = [between(1, 3), between(1, 3)];
+    const dilations = [between(1, 2), between(1, 2)];
+    const padsBegin = kernel.map((k) => between(0, k - 1));
+    const inShape = kernel.map((k, d) => (k - 1) * dilations[d] + between(1, 12));
+    const outShape = inShape.map((n, d) =>
+      Math.floor((n + 2 * padsBegin[d] - (kernel[d] - 1) * dilations[d] - 1) / strides[d]) + 1
+    );
+    const planes = between(1, 3);
+    const x = Float32Array.from({ length: planes * inShape[0] * inShape[1] }, () => (rnd() < 0.05 ? NaN : rnd()));
+    const geometry = { planes, inShape, outShape, kernel, strides, dilations, padsBegin };
+    const fast = new Float32Array(planes * outShape[0] * outShape[1]);
+    const slow = new Float32Array(fast.length);
+    maxPool({ ...geometry, x, y: fast });
+    maxPool({ ...geometry, x, y: slow }, { indices: new BigInt64Array(fast.length) });
+    assert.deepEqual(fast, slow, `case ${c}: ${JSON.stringify(geometry)}`);
   }
 });

@@ -8,7 +8,7 @@
 import { bfpLayer } from "../../ir/bfp/kernel.ts";
 import type { BfpLayerPlan } from "../../ir/bfp/plan.ts";
 import { dequantizeActivations, dequantizeWeights, quantizeActivations } from "../../ir/bfp/quantize.ts";
-import type { Value } from "../../ir/graph.ts";
+import type { Op, Value } from "../../ir/graph.ts";
 import { Interpreter } from "../../ir/interpreter.ts";
 import type { Module } from "../../ir/module.ts";
 import type { OpRegistry } from "../../ir/op_def.ts";
@@ -50,6 +50,108 @@ export function runWithProbes(
 ): Map<Value, Tensor> {
   const out = new Interpreter(module, { registry: ops, probes: values }).run(feeds);
   return new Map(values.map((v) => [v, out[v.name]]));
+}
+
+/**
+ * What {@linkcode runSequential} calls after each op: its operand tensors, its
+ * results, and `rerun`, which runs the op again (after a change to it, such as
+ * a corrected bias) on given operand tensors. It returns the results the later
+ * ops read (or nothing to keep `results`).
+ */
+export type AfterOp = (
+  op: Op,
+  args: readonly (Tensor | null)[],
+  results: Tensor[],
+  rerun: (args: readonly (Tensor | null)[]) => Tensor[],
+) => Tensor[] | void;
+
+/**
+ * Run the module on `feeds` op by op in graph order, as the interpreter does
+ * (each value freed after its last use, so only live activations are held),
+ * calling `after` once per op: how a pass adjusts each layer on the
+ * activations that the already-adjusted layers before it produce, in one run.
+ *
+ * @throws {Error} Naming an op without a reference kernel, a missing input, or the op that failed.
+ * @example Double every Neg's result on its way through
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "../../ir/graph.ts";
+ * import { Module } from "../../ir/module.ts";
+ * import { builtinOps } from "../../ir/builtin_ops.ts";
+ * import { float32Tensor } from "../../ir/tensor.ts";
+ * import { runSequential } from "./bfp_error.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: [1] }));
+ * const n = g.addOp(new Op({ name: "n", type: "Neg", operands: [x], results: [new Value("t")] }));
+ * g.outputs.push(g.addOp(new Op({ name: "r", type: "Relu", operands: [n.result], results: [new Value("y")] })).result);
+ * const seen: number[] = [];
+ * runSequential(new Module(g), { x: float32Tensor([1], [-2]) }, builtinOps, (op, _args, results) => {
+ *   seen.push(results[0].data[0] as number);
+ *   if (op.name === "n") return [float32Tensor([1], [4])];
+ * });
+ * assert.deepEqual(seen, [2, 4]);
+ * ```
+ */
+export function runSequential(
+  module: Module,
+  feeds: Readonly<Record<string, Tensor>>,
+  ops: OpRegistry,
+  after: AfterOp,
+): void {
+  const graph = module.graph;
+  const lastUse = new Map<Value, number>();
+  graph.ops.forEach((op, i) => {
+    for (const v of op.operands) if (v !== null && v.producer !== null) lastUse.set(v, i);
+  });
+  const env = new Map<Value, Tensor>();
+  for (const v of graph.inputs) {
+    const t = feeds[v.name] ?? v.constant;
+    if (t === undefined || t === null) throw new Error(`missing input "${v.name}"`);
+    env.set(v, t);
+  }
+  graph.ops.forEach((op, i) => {
+    const kernel = ops.get(op)?.interpret;
+    if (kernel === undefined) throw new Error(`op "${op.name}" (${op.qualifiedType}) has no reference implementation`);
+    const rerun = (args: readonly (Tensor | null)[]): Tensor[] => {
+      try {
+        return kernel(op, args, { opset: module.opset(op.domain) });
+      } catch (e) {
+        const msg = e instanceof Error ? e.message : String(e);
+        throw new Error(msg.startsWith(`op "${op.name}"`) ? msg : `op "${op.name}" (${op.type}): ${msg}`);
+      }
+    };
+    const args = op.operands.map((v) => v === null ? null : env.get(v) ?? v.constant ?? null);
+    const results = after(op, args, rerun(args), rerun) ?? [];
+    op.results.forEach((r, k) => {
+      if (results[k] !== undefined) env.set(r, results[k]);
+    });
+    for (const [v, last] of lastUse) if (last === i) env.delete(v);
+  });
+}
+
+/**
+ * The mean of `reference - approx` per channel over samples and positions:
+ * channels on axis 1 (`[N, C, ...spatial]`, `channelsLast` false) or on the
+ * last axis (`[..., C]`). Bias correction adds it to a layer's bias.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { float32Tensor } from "../../ir/tensor.ts";
+ * import { meanChannelError } from "./bfp_error.ts";
+ * const ref = float32Tensor([2, 2], [1, 2, 3, 4]), approx = float32Tensor([2, 2], [0, 2, 2, 5]);
+ * assert.deepEqual([...meanChannelError(ref, approx, true)], [1, -0.5]);
+ * ```
+ */
+export function meanChannelError(reference: Tensor, approx: Tensor, channelsLast: boolean): Float64Array {
+  const shape = reference.shape;
+  const c = channelsLast ? shape[shape.length - 1] : shape[1];
+  const inner = channelsLast ? 1 : shape.slice(2).reduce((a, b) => a * b, 1);
+  const sum = new Float64Array(c);
+  const a = reference.data, b = approx.data;
+  for (let i = 0; i < a.length; i++) sum[Math.floor(i / inner) % c] += Number(a[i]) - Number(b[i]);
+  const count = a.length / c;
+  return sum.map((s) => s / count);
 }
 
 /**

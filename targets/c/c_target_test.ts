@@ -115,6 +115,7 @@ const VARIANTS: [string, string, string][] = [
   ["bfp{scheme=mx,block=8,rounding=toward-zero}", ",layout=ohwi", "vgg_dense mobilenet densenet"],
   ["bfp{mantissa=12,exponent=6,rounding=toward-positive,exponent-rule=never-clamp}", "", "resnet_preact masknet"],
   ["bfp{mantissa=4,exponent=4,accumulator=16}", ",layout=ohwi", "vgg_sparse"],
+  ["bfp{avg-mantissa=7,mantissa-min=5,mantissa-max=10}", "", "vgg_dense mobilenet"],
 ];
 for (const [passes, options, models] of VARIANTS) {
   Deno.test({

@@ -1,0 +1,219 @@
+/**
+ * Blocking and mantissa width per lowered layer, chosen from calibration
+ * data: the noise-to-signal ratio (NSR, noise power over signal power) of
+ * converting each layer's float input and weights to BFP is measured for
+ * each candidate, and the layer's output NSR is modelled as their sum. Layer
+ * NSRs add up through the network to first order, so the model's output
+ * SQNR is predicted as `-10·log10(Σ NSR)`; that prediction drives
+ * mixed precision, and the report states it beside the measured figure.
+ * @module
+ */
+import { type BfpFormat, bfpFormat } from "../../ir/bfp/format.ts";
+import {
+  type ActivationBlocking,
+  dequantizeActivations,
+  dequantizeWeights,
+  quantizeActivations,
+  quantizeWeights,
+} from "../../ir/bfp/quantize.ts";
+import type { Tensor } from "../../ir/tensor.ts";
+
+/** What the choice needs of one layer: its float input on the calibration data, its weights and geometry. */
+export interface PrecisionLayer {
+  /** The layer's float input `[N, C, ...]` (or `[..., K]` for a Gemm on rows). */
+  readonly x: Tensor;
+  /** Weights `[O, Cg, ...kernel]` or `[O, K]`. */
+  readonly weight: Float32Array;
+  /** The shape of {@linkcode weight}. */
+  readonly weightShape: readonly number[];
+  /** Channel groups. */
+  readonly group: number;
+  /** The activation's channel axis: 1, or -1 for a Gemm whose rows are samples. */
+  readonly axis: number;
+}
+
+/** The blocking of a layer's input for `block` input channels per block (0: one block per sample). */
+export function inputBlocking(layer: { group: number; axis: number }, block: number): Required<ActivationBlocking> {
+  return { block, group: block === 0 ? 1 : layer.group, axis: layer.axis };
+}
+
+function nsr(reference: ArrayLike<number>, approx: ArrayLike<number>): number {
+  let signal = 0, noise = 0;
+  for (let i = 0; i < reference.length; i++) {
+    signal += reference[i] * reference[i];
+    const d = reference[i] - approx[i];
+    noise += d * d;
+  }
+  return signal === 0 ? 0 : noise / signal;
+}
+
+/**
+ * The NSR of a layer's output predicted from the conversion of its input and
+ * weights to `format` with `block` channels per block (0: per channel), as
+ * the sum of the two conversions' NSRs (independent errors).
+ *
+ * @example Wider mantissas convert with less noise
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bfpFormat } from "../../ir/bfp/format.ts";
+ * import { float32Tensor } from "../../ir/tensor.ts";
+ * import { conversionNsr } from "./bfp_precision.ts";
+ * const layer = { x: float32Tensor([1, 4], [0.1, -3, 0.7, 2]), weight: Float32Array.of(1, 0.3, -0.02, 5),
+ *   weightShape: [1, 4], group: 1, axis: 1 };
+ * const at = (m: number) => conversionNsr(layer, bfpFormat({ mantissaBits: m }), 0);
+ * assert.ok(at(4) > at(8) && at(8) > at(12) && at(12) > 0);
+ * ```
+ */
+export function conversionNsr(layer: PrecisionLayer, format: BfpFormat, block: number): number {
+  const blocking = inputBlocking(layer, block);
+  const x = layer.x.data as Float32Array;
+  const xq = quantizeActivations(x, layer.x.shape, format, blocking, "X");
+  const xNsr = nsr(x, dequantizeActivations(xq, layer.x.shape, format, blocking));
+  const wq = quantizeWeights(layer.weight, layer.weightShape, format, block);
+  const wNsr = nsr(layer.weight, dequantizeWeights(wq.mantissas, wq.exponents, layer.weightShape, format, block));
+  return xNsr + wNsr;
+}
+
+/** The format with another mantissa width. */
+export function withMantissa(format: BfpFormat, mantissaBits: number): BfpFormat {
+  return bfpFormat({ ...format, mantissaBits });
+}
+
+/**
+ * `true` when blocks of `block` channels pay for their exponents on this
+ * layer: their SQNR gain over one exponent per sample exceeds what the extra
+ * exponent bits would buy as mantissa bits (6.02 dB per bit, `E / min(block,
+ * Cg)` exponent bits per element).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { blocksPay } from "./bfp_precision.ts";
+ * assert.equal(blocksPay(1e-3, 1e-4, 5, 32, 64), true); // 10 dB for 0.16 bit
+ * assert.equal(blocksPay(1e-3, 1e-4, 5, 32, 1), false); // a depthwise layer: 10 dB for 5 bits
+ * ```
+ */
+export function blocksPay(
+  perSampleNsr: number,
+  blockedNsr: number,
+  exponentBits: number,
+  block: number,
+  channelsPerGroup: number,
+): boolean {
+  if (blockedNsr === 0) return perSampleNsr > 0;
+  const gainDb = 10 * Math.log10(perSampleNsr / blockedNsr);
+  return gainDb > 6.02 * exponentBits / Math.min(block, channelsPerGroup);
+}
+
+/** What {@linkcode chooseWidths} aims for. */
+export interface WidthBudget {
+  /** The largest weighted average width allowed (0: no limit). */
+  readonly averageBits: number;
+  /** Stop once the summed NSR is at most this (0: go on while the average allows). */
+  readonly targetNsr: number;
+}
+
+/** Budget units of {@linkcode chooseWidths}' knapsack: each layer's cost is rounded up to 1/UNITS of the most. */
+const UNITS = 20000;
+
+/**
+ * Mixed precision: one width per layer out of `widths` (ascending), a
+ * knapsack solved exactly by dynamic programming over the cost, counted in
+ * whole units of at least 1/{@linkcode UNITS} of the largest possible cost
+ * (each layer's cost rounded up, so the average never exceeds the budget). With
+ * `budget.averageBits`, the least summed NSR whose cost-weighted average
+ * width is at most it; with `budget.targetNsr`, the least cost whose summed
+ * NSR reaches it (within the average when both are given; the least NSR
+ * there when the target cannot be reached). Deterministic: ties go to the
+ * narrower width of the later layer.
+ *
+ * @param nsr `nsr[l][i]`: layer `l`'s NSR at `widths[i]`.
+ * @param cost Each layer's weight of the average (its weight count).
+ * @returns The index into `widths` chosen per layer.
+ * @example The layer that gains most gets the bits
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { chooseWidths } from "./bfp_precision.ts";
+ * const nsr = [[1e-2, 2.5e-3, 6e-4], [1e-4, 2.5e-5, 6e-6]];
+ * assert.deepEqual(chooseWidths(nsr, [1, 1], [4, 5, 6], { averageBits: 5, targetNsr: 0 }), [2, 0]);
+ * assert.deepEqual(chooseWidths(nsr, [1, 1], [4, 5, 6], { averageBits: 0, targetNsr: 3e-3 }), [1, 0]);
+ * ```
+ */
+export function chooseWidths(
+  nsr: readonly (readonly number[])[],
+  cost: readonly number[],
+  widths: readonly number[],
+  budget: WidthBudget,
+): number[] {
+  const totalCost = cost.reduce((a, b) => a + b, 0);
+  const most = totalCost * widths[widths.length - 1];
+  // Costs are whole numbers (weight counts times widths): exact while the most fits in UNITS.
+  const unit = Math.max(1, Math.ceil(most / UNITS));
+  const units = cost.map((c) => widths.map((w) => Math.ceil((c * w) / unit)));
+  const top = Math.ceil(most / unit);
+  const cap = budget.averageBits > 0 ? Math.min(top, Math.floor((budget.averageBits * totalCost) / unit)) : top;
+  // best[b]: the least NSR of the layers so far within b units; choice[l][b]: layer l's width there.
+  let best = new Float64Array(cap + 1);
+  const choice = nsr.map(() => new Int8Array(cap + 1).fill(-1));
+  nsr.forEach((row, l) => {
+    const next = new Float64Array(cap + 1).fill(Infinity);
+    for (let b = 0; b <= cap; b++) {
+      for (let i = 0; i < widths.length; i++) {
+        const u = units[l][i];
+        if (u > b || best[b - u] === Infinity) continue;
+        const v = best[b - u] + row[i];
+        if (v < next[b]) [next[b], choice[l][b]] = [v, i];
+      }
+    }
+    best = next;
+  });
+  // Within the cap, the least NSR; with a target, the cheapest budget that reaches it.
+  let b = cap;
+  if (budget.targetNsr > 0) {
+    const reach = best.findIndex((v) => v <= budget.targetNsr);
+    if (reach >= 0) b = reach;
+  }
+  if (best[b] === Infinity) return nsr.map(() => 0); // the narrowest widths do not fit: nothing to choose
+  const chosen = nsr.map(() => 0);
+  for (let l = nsr.length - 1; l >= 0; l--) {
+    chosen[l] = choice[l][b];
+    b -= units[l][chosen[l]];
+  }
+  return chosen;
+}
+
+/** erf(x) to 1.5e-7 (Abramowitz and Stegun 7.1.26). */
+function erf(x: number): number {
+  const t = 1 / (1 + 0.3275911 * Math.abs(x));
+  const y = 1 - t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) *
+      Math.exp(-x * x);
+  return x < 0 ? -y : y;
+}
+
+/** E[max(0, z)] for z ~ N(mu, sigma²). */
+function expectedRelu(mu: number, sigma: number): number {
+  if (sigma === 0) return Math.max(0, mu);
+  const t = mu / sigma;
+  return mu * 0.5 * (1 + erf(t / Math.SQRT2)) + sigma * Math.exp(-0.5 * t * t) / Math.sqrt(2 * Math.PI);
+}
+
+/**
+ * The expected value of `clip(z, lo, hi)` for z ~ N(mu, sigma²) (`lo`/`hi`
+ * may be infinite: ReLU is `[0, ∞)`, identity `(-∞, ∞)`), in closed form:
+ * how a BatchNormalization's `beta`/`gamma` predict the mean input of the
+ * layer after it when no calibration data is given.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { expectedClipped } from "./bfp_precision.ts";
+ * assert.equal(expectedClipped(0.5, 0, -Infinity, Infinity), 0.5);
+ * assert.ok(Math.abs(expectedClipped(0, 1, 0, Infinity) - 1 / Math.sqrt(2 * Math.PI)) < 1e-7);
+ * assert.equal(expectedClipped(9, 0, 0, 6), 6);
+ * ```
+ */
+export function expectedClipped(mu: number, sigma: number, lo: number, hi: number): number {
+  const above = (t: number): number => t === Infinity ? 0 : expectedRelu(mu - t, sigma); // E[max(0, z - t)]
+  if (lo === -Infinity) return mu - (hi === Infinity ? 0 : above(hi));
+  return lo + above(lo) - above(hi);
+}
