@@ -88,7 +88,6 @@ const OVERRIDING: Readonly<Record<string, readonly string[]>> = {
   "fc-corr": ["ratio"],
 };
 
-
 /** A budget that cannot be parsed or met; one line. */
 export class BudgetError extends Error {
   /** `"BudgetError"`. */
