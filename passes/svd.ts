@@ -24,7 +24,16 @@ import {
 import type { OptionValues } from "./options.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/types.ts";
-import { cholesky, gramSpectrum, growingSvd, randomizedSvd, solveLowerRight, type Svd, truncate } from "./linalg.ts";
+import {
+  cholesky,
+  estimateEnergyFraction,
+  gramSpectrum,
+  growingSvd,
+  randomizedSvd,
+  solveLowerRight,
+  type Svd,
+  truncate,
+} from "./linalg.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
 /** Options of `svd`. */
@@ -539,6 +548,19 @@ function maxUseful(params: number, paramsPerRank: number, macs: number, macsPerR
 const GRAM_VECTORS_LIMIT = 512;
 /** Smaller side up to which the Gram matrix's eigenvalues give the whole spectrum (about 4/3 n^3 flops; 9 n^3 more to factor). */
 const GRAM_VALUES_LIMIT = 1024;
+/**
+ * Share of the allowed energy loss `1 - energy` by which a grown basis's
+ * energy at the largest useful rank may fall short of the best rank's there on
+ * flat spectra (random or near-random layers: at 1024 x 3136 with energy=0.9
+ * the best useful rank holds 0.912 and the growth still ends short): a layer
+ * whose best useful rank is estimated ({@linkcode estimateEnergyFraction},
+ * error about 0.003 there) to hold less than `1 - (1 - GROWTH_LAG) (1 - energy)`
+ * is left alone without growing. So a layer is factored only where the grown
+ * basis holds the target (its rank never below the exact rule's), and a layer
+ * skipped here is one the exact rule skips or would factor at nearly its
+ * largest useful rank, saving little.
+ */
+const GROWTH_LAG = 0.2;
 
 /**
  * Spectrum of the (whitened) layer matrix and its triplets on demand: exact
@@ -546,7 +568,8 @@ const GRAM_VALUES_LIMIT = 1024;
  * computed at once up to 512, where nearly every layer is factored), else the
  * leading values of a randomized SVD with as many triplets as the selection
  * rule needs (energy: grown by blocks until they hold the target, so the rank
- * picked is never below the exact rule's; none when no useful rank holds it).
+ * picked is never below the exact rule's; none when no useful rank holds it or
+ * the estimate says the growth cannot reach it, see {@linkcode GROWTH_LAG}).
  */
 function spectralOf(
   layer: Layer,
@@ -591,8 +614,12 @@ function spectralOf(
   } else if (budget !== undefined) {
     svd = randomizedSvd(a32, rows, cols, Math.min(layer.maxUsefulRank, 512));
   } else {
-    // Energy on a large layer: grow the basis by blocks until it holds the target (null: no useful rank does).
-    const grown = growingSvd(a32, rows, cols, layer.maxUsefulRank, energyTarget * energy);
+    // Energy on a large layer: first an estimate of what the best useful rank holds (a few passes over A);
+    // only a layer it leaves within reach gets the basis grown by blocks until it holds the target
+    // (null: no useful rank does).
+    const reachable = estimateEnergyFraction(a32, rows, cols, layer.maxUsefulRank) >=
+      1 - (1 - GROWTH_LAG) * (1 - energyTarget);
+    const grown = reachable ? growingSvd(a32, rows, cols, layer.maxUsefulRank, energyTarget * energy) : null;
     if (grown === null) {
       const none = (): Svd => {
         throw new Error("no triplets: no useful rank holds the energy target");
