@@ -452,13 +452,16 @@ function biasShift(
   const mean = expectedChannels(x, ops, opset);
   if (mean === null || l.cols % mean.length !== 0) return null;
   const per = l.cols / mean.length;
+  // (M - P Q) e = M e - P (Q e), e the mean spread over the columns: O((rows + k) cols), not O(rows cols k).
+  const e = Float64Array.from({ length: l.cols }, (_, j) => mean[Math.floor(j / per)]);
+  const qe = new Float64Array(k);
+  for (let r = 0; r < k; r++) for (let j = 0; j < l.cols; j++) qe[r] += q[r * l.cols + j] * e[j];
   const shift = new Float64Array(l.rows);
   for (let o = 0; o < l.rows; o++) {
-    for (let j = 0; j < l.cols; j++) {
-      let pq = 0;
-      for (let r = 0; r < k; r++) pq += p[o * k + r] * q[r * l.cols + j];
-      shift[o] += (l.matrix[o * l.cols + j] - pq) * mean[Math.floor(j / per)];
-    }
+    let t = 0;
+    for (let j = 0; j < l.cols; j++) t += l.matrix[o * l.cols + j] * e[j];
+    for (let r = 0; r < k; r++) t -= p[o * k + r] * qe[r];
+    shift[o] = t;
   }
   return shift;
 }
