@@ -344,8 +344,8 @@ function collectLayers(module: Module, mode: string, log: (message: string) => v
       const transB = op.type === "Gemm" && op.flag("transB");
       const alpha = op.type === "Gemm" ? op.float("alpha", 1)! : 1;
       const [m, n] = transB ? [w.shape[0], w.shape[1]] : [w.shape[1], w.shape[0]];
-      // M = alpha op(B)^T: outputs x inputs.
-      const matrix = new Float64Array(m * n);
+      // M = alpha op(B)^T: outputs x inputs (with transB, the fresh float64 copy scaled in place).
+      const matrix = transB ? values : new Float64Array(m * n);
       for (let i = 0; i < m; i++) {
         for (let j = 0; j < n; j++) matrix[i * n + j] = alpha * (transB ? values[i * n + j] : values[j * m + i]);
       }
