@@ -380,6 +380,9 @@ Deno.test("growingSvd() stops early on a flat spectrum no useful rank can reach,
   const fast = growingSvd(d, m, n, 50, 0.9 * de, { block: 8 })!;
   const slow = growingSvd(d, m, n, 50, 0.9 * de, { block: 8, boundMargin: 1e9 })!;
   assert.deepEqual(fast.s, slow.s);
+  // The stop is live: with no room granted beyond the held energy, growth ends after the first block.
+  assert.ok(fast.k > 8);
+  assert.equal(growingSvd(d, m, n, 50, 0.9 * de, { block: 8, boundMargin: 0 }), null);
   const rankOf = (s: ArrayLike<number>): number => {
     let kept = 0;
     for (let i = 0; i < s.length; i++) if ((kept += s[i] * s[i]) >= 0.9 * de) return i + 1;
