@@ -14,6 +14,7 @@ import { readNpyFile } from "./data/npy.ts";
 import { compile, type CompileOptions, type CompileResult, DataError, defaultRegistry } from "./driver/compile.ts";
 import { fsReason, type ProtectedFile, writeFiles } from "./driver/write_files.ts";
 import { folderReader } from "./ir/onnx/tensor_proto.ts";
+import { type OnnxFile, readOnnxFile } from "./ir/onnx/model_file.ts";
 import { escapeControl, oneLine, quote } from "./ir/quote.ts";
 import type { Plugin, Registry } from "./driver/registry.ts";
 import type { LayerRow } from "./driver/report.ts";
@@ -304,9 +305,9 @@ async function main(argv: string[]): Promise<void> {
 
   const modelName = basename(args.model, extname(args.model));
   checkInputFile(args.model, "model");
-  let modelBytes: Uint8Array;
+  let model: OnnxFile;
   try {
-    modelBytes = await Deno.readFile(args.model);
+    model = readOnnxFile(args.model);
   } catch (e) {
     throw new CliError(`cannot read model ${quote(args.model)}: ${fsReason(e)}`);
   }
@@ -326,6 +327,7 @@ async function main(argv: string[]): Promise<void> {
     onIr: (header, ir) => console.log(`${header}\n${ir}`),
     importOptions: {
       baseDir: resolve(args.model, ".."),
+      overwriteInput: true, // the model is read for this import alone: align small weights in it, do not copy them
       readFile(path) {
         checkInputFile(path, "external data file");
         inputs.push({ path, label: "the external data file" });
@@ -362,7 +364,7 @@ async function main(argv: string[]): Promise<void> {
 
   let result: CompileResult;
   try {
-    result = await compile(modelBytes, options);
+    result = await compile(model, options);
   } catch (e) {
     progress.clear();
     if (!(e instanceof DataError)) throw e;

@@ -108,6 +108,8 @@ export type { ExportOptions, ExternalDataOptions } from "./ir/onnx/export.ts";
 export { exportOnnx, exportOnnxFiles } from "./ir/onnx/export.ts";
 export type { ImportOptions } from "./ir/onnx/import.ts";
 export { importOnnx } from "./ir/onnx/import.ts";
+export type { OnnxFile } from "./ir/onnx/model_file.ts";
+export { readOnnxFile } from "./ir/onnx/model_file.ts";
 export type { ByteSource, TensorProtoOptions } from "./ir/onnx/tensor_proto.ts";
 export { readTensorProto } from "./ir/onnx/tensor_proto.ts";
 

@@ -88,9 +88,6 @@ const OVERRIDING: Readonly<Record<string, readonly string[]>> = {
   "fc-corr": ["ratio"],
 };
 
-/** Passes that read calibration data to transform (bfp reads it only for its error report, not needed here). */
-const NEEDS_CALIBRATION = ["fixed", "fc-corr", "mask-select"];
-
 /** A budget that cannot be parsed or met; one line. */
 export class BudgetError extends Error {
   /** `"BudgetError"`. */
@@ -239,11 +236,10 @@ export async function searchBudget(
       fits,
     };
   };
+  // Every setting runs with the calibration data, as the chosen pipeline will: with data, prune, svd and mask-select
+  // refit, bfp/fixed correct biases and choose blocks, so a point measured without it would not be the one printed.
   const run = async (m: Module, step: PipelineStep): Promise<void> => {
-    const calibration = NEEDS_CALIBRATION.includes(step.pass.name) || step.options.dataAware === true
-      ? options.calibration
-      : null;
-    await runPipeline(m, [step], { registry: options.registry, calibration });
+    await runPipeline(m, [step], { registry: options.registry, calibration: options.calibration });
   };
 
   // Depth first over the steps, each level's module cloned from its parent's, so a shared prefix runs once.

@@ -9,6 +9,7 @@ import { costOf } from "../ir/cost.ts";
 import type { Module } from "../ir/module.ts";
 import type { Value } from "../ir/graph.ts";
 import { importOnnx, type ImportOptions } from "../ir/onnx/import.ts";
+import type { OnnxFile } from "../ir/onnx/model_file.ts";
 import { inferShapes } from "../ir/shape.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import { elementTypeToString, isTensorType, tensorType, typeToString } from "../ir/types.ts";
@@ -23,7 +24,7 @@ import type { Artifacts, Target } from "../targets/target.ts";
 import { evaluate, EvaluationError, type EvaluationResult, type ModelInput, samplesMismatch } from "./evaluate.ts";
 import { oneLine, quote } from "../ir/quote.ts";
 import { type Plugin, Registry } from "./registry.ts";
-import { buildReport, type CompileReport, type TargetDiagnostic } from "./report.ts";
+import { buildReport, type CompileReport, sha256Hex, type TargetDiagnostic } from "./report.ts";
 import { type BudgetLimits, type BudgetReport, parseBudget, searchBudget } from "./budget.ts";
 import { checkVerified, type PassSqnr, passSqnrTracker, verifyArtifacts } from "./verify.ts";
 import { renderReportHtml } from "./report_html.ts";
@@ -151,7 +152,8 @@ export function defaultRegistry(): Registry {
  * report out, byte-identical from run to run. The pipeline and target are
  * checked before the model is decoded, so a typo fails fast.
  *
- * @param model The ONNX model's bytes.
+ * @param model The ONNX model's bytes, or a model file as `readOnnxFile` reads it (large weights in buffers of their
+ *   own, so each is freed once a pass replaces it).
  * @param options Pipeline, target, plugins and debugging hooks.
  * @returns Artifacts, report and the compiled module.
  * @throws {PipelineError} For a bad pipeline or target: bad syntax, an unknown name
@@ -182,7 +184,7 @@ export function defaultRegistry(): Registry {
  * assert.equal(report.totals.after.params, 0);
  * ```
  */
-export async function compile(model: Uint8Array, options: CompileOptions = {}): Promise<CompileResult> {
+export async function compile(model: Uint8Array | OnnxFile, options: CompileOptions = {}): Promise<CompileResult> {
   try {
     return await compileModel(model, options);
   } catch (e) {
@@ -192,7 +194,7 @@ export async function compile(model: Uint8Array, options: CompileOptions = {}): 
   }
 }
 
-async function compileModel(model: Uint8Array, options: CompileOptions): Promise<CompileResult> {
+async function compileModel(model: Uint8Array | OnnxFile, options: CompileOptions): Promise<CompileResult> {
   const started = performance.now();
   const registry = resolveRegistry(options);
   const modelName = options.modelName ?? "model";
@@ -207,7 +209,11 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
   const limits = typeof options.budget === "string" ? parseBudget(options.budget) : options.budget;
   const { item: target, options: targetOptions } = parseElement(options.target ?? "onnx", registry.targets(), "target");
 
-  const module = importOnnx(model, options.importOptions);
+  // Hashed first: with `importOptions.overwriteInput` the importer may move weights within `model`.
+  const inputSha256 = model instanceof Uint8Array ? sha256Hex(model) : model.sha256;
+  const module = model instanceof Uint8Array
+    ? importOnnx(model, options.importOptions)
+    : importOnnx(model.bytes, { ...options.importOptions, initializerData: model.initializerData });
   if (options.inputShapes !== undefined) setInputShapes(module, options.inputShapes);
   inferShapes(module, { registry: registry.ops });
   verifyModule(module, { registry: registry.ops });
@@ -300,7 +306,7 @@ async function compileModel(model: Uint8Array, options: CompileOptions): Promise
 
   const emitStart = performance.now();
   const pipeline = printPipeline(steps);
-  const provenance = { pipeline, inputSha256: await sha256Hex(model) };
+  const provenance = { pipeline, inputSha256 };
   const { artifacts, diagnostics, stats } = await emitArtifacts(target, targetOptions, module, modelName, {
     ...provenance,
     ...(calibration === null ? {} : { calibration }),
@@ -599,9 +605,4 @@ function describeValue(value: unknown): string {
     return proto === null || proto === Object.prototype ? "a plain object" : `a ${proto.constructor?.name ?? "object"}`;
   }
   return typeof value === "undefined" ? "undefined" : `a ${typeof value}`;
-}
-
-async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
 }

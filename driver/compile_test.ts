@@ -177,6 +177,21 @@ Deno.test("compile() output is byte-identical from run to run, and so is the rep
   assert.deepEqual(JSON.parse(JSON.stringify(a.report)), a.report, "the report is plain JSON");
 });
 
+Deno.test("compile() never writes into the model bytes; with overwriteInput it gives the same artifacts", async () => {
+  const options = { passes: "prune{ratio=0.5},fold-bn,canonicalize,dce,svd{energy=0.9},bfp", target: "c" };
+  const bytes = SMALL_CNN.slice();
+  const kept = await compile(bytes, options);
+  assert.deepEqual(bytes, SMALL_CNN, "the passes wrote into weights viewing the input");
+  const work = SMALL_CNN.slice();
+  const moved = await compile(work, { ...options, importOptions: { overwriteInput: true } });
+  assert.notDeepEqual(work, SMALL_CNN, "some weight was misaligned and moved (else this test checks nothing)");
+  assert.deepEqual(moved.artifacts, kept.artifacts);
+  assert.deepEqual(withoutTimings(moved.report), withoutTimings(kept.report));
+  // The provenance hash is of the model as given, taken before the importer moves anything.
+  const header = new TextDecoder().decode(moved.artifacts.get("model.h"));
+  assert.ok(header.includes(`input SHA-256 ${await sha256(SMALL_CNN)}`), header.slice(0, 400));
+});
+
 Deno.test("compile() reports pipeline, passes, totals, layers and artifacts", async () => {
   const { artifacts, report, module } = await compile(SMALL_CNN, {
     passes: "fold-bn, canonicalize,dce",

@@ -5,6 +5,7 @@
  * is deterministic; the CLI's `--report` writes this same object.
  * @module
  */
+import { createHash } from "node:crypto";
 import type { CostReport, CostTotals, LayerCost, SparseCost } from "../ir/cost.ts";
 import type { Diagnostic, Severity, StatValue } from "../passes/pass.ts";
 import type { EvaluationResult } from "./evaluate.ts";
@@ -205,7 +206,7 @@ export interface ReportParts {
 export async function buildReport(parts: ReportParts): Promise<CompileReport> {
   const artifacts: ArtifactInfo[] = [];
   for (const [name, bytes] of parts.artifacts) {
-    artifacts.push({ name, bytes: bytes.byteLength, sha256: await sha256Hex(bytes) });
+    artifacts.push({ name, bytes: bytes.byteLength, sha256: sha256Hex(bytes) });
   }
   const report: CompileReport = {
     version: REPORT_VERSION,
@@ -299,9 +300,13 @@ export function mergeLayers(before: readonly LayerCost[], after: readonly LayerC
   return rows;
 }
 
-async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  let hex = "";
-  for (const b of digest) hex += b.toString(16).padStart(2, "0");
-  return hex;
+/**
+ * SHA-256 of `bytes` in hex, hashed in 16 MiB views: `crypto.subtle.digest` copies its input first, which for a
+ * large model or artifact is the compilation's memory peak.
+ */
+export function sha256Hex(bytes: Uint8Array): string {
+  const hash = createHash("sha256");
+  const chunk = 16 << 20;
+  for (let offset = 0; offset < bytes.byteLength; offset += chunk) hash.update(bytes.subarray(offset, offset + chunk));
+  return hash.digest("hex");
 }

@@ -6,6 +6,7 @@
  */
 import { basename, dirname, join, resolve } from "node:path";
 import { quote } from "../ir/quote.ts";
+import { writeFileBytes } from "../ir/onnx/export.ts";
 
 /** One file to write. */
 export interface OutputFile {
@@ -77,7 +78,7 @@ export function writeFiles(files: readonly OutputFile[], options: WriteFilesOpti
       const backup = plan.exists ? join(dir, `.${Deno.pid}.${n}.bak`) : null;
       if (backup !== null && exists(backup)) throw new Error(`${quote(backup)} is in the way`);
       staged.push({ tmp, backup, placed: false, movedAside: false });
-      Deno.writeFileSync(tmp, plan.file.bytes, { createNew: true });
+      writeFileBytes(tmp, plan.file.bytes, { createNew: true }); // Deno.writeFileSync would copy the bytes first
     });
     plans.forEach((plan, n) => {
       failing = plan.file;

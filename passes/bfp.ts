@@ -601,7 +601,8 @@ function candidateOf(op: Op, ctx: PassContext): Candidate | null {
   }
   if (w.constant === null || w.constant.dtype !== "f32") return skip("weights are not a float32 constant");
   const wt = w.constant;
-  const data = toFloat64(wt);
+  // Read as float32 where it is: a float64 copy of a large FC weight (VGG-16's fc1) is the pipeline's memory peak.
+  const data = wt.data as Float32Array;
   if (!data.every(Number.isFinite)) {
     ctx.emit("warning", `op "${op.name}" (${op.type}): weights hold NaN or Inf; layer left in float`, op);
     return null;
@@ -619,7 +620,7 @@ function candidateOf(op: Op, ctx: PassContext): Candidate | null {
       op,
       kind: "conv",
       x,
-      weight: Float32Array.from(data),
+      weight: data, // read only: candidates of every layer live at once, copies would hold a second model
       weightShape: [...wt.shape],
       bias,
       group: op.int("group", 1),

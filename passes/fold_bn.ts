@@ -199,7 +199,7 @@ function foldIntoConv(conv: Op, affine: ChannelAffine): Op | Reason {
   if (w.shape.length < 3 || outChannels !== affine.scale.length) return "channel-mismatch";
   if (bias !== null && bias.constant!.data.length !== outChannels) return "channel-mismatch";
 
-  const scaled = toFloat64(w);
+  const scaled = workingCopy(w);
   const perChannel = scaled.length / outChannels;
   for (let o = 0; o < outChannels; o++) {
     const s = affine.scale[o];
@@ -210,7 +210,7 @@ function foldIntoConv(conv: Op, affine: ChannelAffine): Op | Reason {
   for (let o = 0; o < outChannels; o++) b[o] = affine.scale[o] * b[o] + affine.shift[o];
 
   const biasName = `${biasBase(weight, bias)}.folded`;
-  replaceConstant(conv, 1, fromFloat64(w.dtype, w.shape, scaled), { name: `${weight.name}.folded` });
+  replaceConstant(conv, 1, fromWorkingCopy(w, scaled), { name: `${weight.name}.folded` });
   replaceConstant(conv, 2, fromFloat64(w.dtype, [outChannels], b), { name: biasName });
   return conv;
 }
@@ -290,7 +290,7 @@ function broadcastsAlongBatch(c: Tensor, features: number): boolean {
 
 /** Copy of a `[K,N]` (or `[N,K]` when transposed) weight with feature `n` scaled by `scale[n]`. */
 function scaleFeatures(w: Tensor, transposed: boolean, scale: Float64Array): Tensor {
-  const values = toFloat64(w);
+  const values = workingCopy(w);
   const [rows, cols] = w.shape;
   for (let r = 0; r < rows; r++) {
     const row = r * cols;
@@ -301,7 +301,23 @@ function scaleFeatures(w: Tensor, transposed: boolean, scale: Float64Array): Ten
       for (let n = 0; n < cols; n++) values[row + n] *= scale[n];
     }
   }
-  return fromFloat64(w.dtype, w.shape, values);
+  return fromWorkingCopy(w, values);
+}
+
+/**
+ * A copy of a float weight to scale in place: float32 stays float32 (`x[i] *= s` then rounds each product once, as
+ * converting a float64 copy back would), so folding a large layer holds no float64 copy; other types go through
+ * float64.
+ */
+function workingCopy(w: Tensor): Float32Array | Float64Array {
+  return w.dtype === "f32" ? (w.data as Float32Array).slice() : toFloat64(w);
+}
+
+/** The tensor of {@linkcode workingCopy}'s scaled values, of `w`'s dtype and shape. */
+function fromWorkingCopy(w: Tensor, values: Float32Array | Float64Array): Tensor {
+  return values instanceof Float32Array
+    ? { dtype: "f32", shape: [...w.shape], data: values }
+    : fromFloat64(w.dtype, w.shape, values);
 }
 
 /** Base name of the folded bias: the old bias's, else the weight's with `weight` read as `bias`. */

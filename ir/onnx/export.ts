@@ -329,10 +329,13 @@ export function exportOnnxFiles(module: Module, options: ExportOptions = {}): Ma
 
 /**
  * Write `bytes` to `path` in 64 MiB chunks: on large models this is 2-3x faster than
- * `Deno.writeFileSync`, which copies the whole buffer first.
+ * `Deno.writeFileSync`, which copies the whole buffer first. With `createNew`, fail if the file exists.
  */
-export function writeFileBytes(path: string, bytes: Uint8Array): void {
-  const file = Deno.openSync(path, { write: true, create: true, truncate: true });
+export function writeFileBytes(path: string, bytes: Uint8Array, options: { createNew?: boolean } = {}): void {
+  const file = Deno.openSync(
+    path,
+    options.createNew === true ? { write: true, createNew: true } : { write: true, create: true, truncate: true },
+  );
   try {
     const chunk = 64 << 20;
     for (let offset = 0; offset < bytes.byteLength;) {

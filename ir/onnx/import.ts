@@ -44,11 +44,11 @@ import {
   unknownFieldsOf,
   utf8,
 } from "./proto.ts";
+import { type OnnxFile, readOnnxFile } from "./model_file.ts";
 import {
   type ByteSource,
   fileByteSource,
   folderReader,
-  readFileBytes,
   tensorFromProto,
   type TensorProtoOptions,
 } from "./tensor_proto.ts";
@@ -68,6 +68,18 @@ export interface ImportOptions {
    * initializers, so passes and the cost model see every weight ({@linkcode inlineWeightOps}).
    */
   keepWeightOps?: boolean;
+  /**
+   * Let the importer overwrite `bytes` so that every weight is a view over them, none a copy: a `raw_data` whose
+   * offset is not a multiple of its element size is moved back over its own (decoded) field header. Afterwards
+   * `bytes` are no longer a valid ONNX model; set this only when nothing else reads them (a file read just for the
+   * import). Default false: `bytes` are never written, and misaligned weights are copied.
+   */
+  overwriteInput?: boolean;
+  /**
+   * `raw_data` of the main graph's initializers by position, for bytes whose own `raw_data` of those initializers
+   * are empty ({@linkcode readOnnxFile}); each entry is taken out of the array (set to `undefined`) as it is used.
+   */
+  initializerData?: (Uint8Array | undefined)[];
 }
 
 const PREFIX = "Cannot import ONNX model: ";
@@ -259,12 +271,14 @@ class Importer {
   /** Every node name in the model. */
   readonly #opNames = new Set<string>();
   readonly #tensorOptions: TensorProtoOptions;
+  readonly #initializerData: (Uint8Array | undefined)[] | undefined;
 
   /** Opset version per imported domain (`ai.onnx` as `""`). */
   readonly #opsets: ReadonlyMap<string, number>;
 
-  constructor(model: ModelProto, opsets: ReadonlyMap<string, number>, options: ImportOptions) {
+  constructor(model: ModelProto, opsets: ReadonlyMap<string, number>, options: ImportOptions, bytes: Uint8Array) {
     this.#opsets = opsets;
+    this.#initializerData = options.initializerData;
     const cache = new Map<string, ByteSource>();
     const read = options.readFile ?? (options.baseDir === undefined ? fileByteSource : folderReader(options.baseDir));
     // Without a folder or a reader there is nothing to read from; tensorFromProto then says so.
@@ -278,6 +292,7 @@ class Importer {
           return file;
         }
         : undefined,
+      alignWithin: options.overwriteInput === true ? bytes : undefined,
     };
     this.#collectNames(model.graph!);
   }
@@ -324,7 +339,13 @@ class Importer {
     };
 
     const initializers = new Map<string, ITensorProto>();
-    for (const t of proto.initializer ?? []) {
+    const split = parentOp === null ? this.#initializerData : undefined;
+    for (const [i, t] of (proto.initializer ?? []).entries()) {
+      const raw = split?.[i];
+      if (raw !== undefined) {
+        t.rawData = raw;
+        split![i] = undefined; // the tensor views it now; the caller's array keeps no weight alive
+      }
       const name = t.name ?? "";
       if (initializers.has(name)) throw new ImportError(`initializer "${name}" is defined twice in ${where}`);
       initializers.set(name, t);
@@ -617,8 +638,8 @@ function opLabel(op: Op): string {
 /**
  * Decode ONNX model bytes into a module.
  *
- * Initializers become typed-array views over `bytes` where alignment allows, so
- * keep `bytes` unmodified while the module lives.
+ * Initializers become typed-array views over `bytes` where alignment allows (everywhere with
+ * `options.overwriteInput`), so keep `bytes` unmodified while the module lives.
  *
  * @param bytes Contents of a `.onnx` file.
  * @param options Folder for external data.
@@ -671,7 +692,7 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
         throw new ImportError(`opset_import gives domain "${domain}" version ${version}, expected 1 or more`);
       }
     }
-    const importer = new Importer(model, new Map(opsets), options);
+    const importer = new Importer(model, new Map(opsets), options, bytes);
     const graph = importer.importGraph(model.graph!, null, null);
     // onnxruntime refuses such a model, and nothing of it could be computed.
     if (graph.outputs.length === 0) throw new ImportError(`graph ${quote(graph.name)} has no outputs`);
@@ -698,12 +719,18 @@ export function importOnnx(bytes: Uint8Array, options: ImportOptions = {}): Modu
  *
  * @throws {Error} `Cannot import ONNX model: cannot read "path": ...` when the file cannot be read.
  */
-export function importOnnxFile(path: string, options: Omit<ImportOptions, "baseDir"> = {}): Module {
-  let bytes: Uint8Array;
+export function importOnnxFile(
+  path: string,
+  options: Omit<ImportOptions, "baseDir" | "initializerData"> = {},
+): Module {
+  let file: OnnxFile;
   try {
-    bytes = readFileBytes(path);
+    file = readOnnxFile(path);
   } catch (e) {
     throw new ImportError(`cannot read ${quote(path)}: ${(e as Error).message}`);
   }
-  return importOnnx(bytes, { ...options, baseDir: dirname(path) });
+  // Large weights come in buffers of their own; the bytes were read for this import alone, so the small ones left in
+  // them may be aligned there instead of copied.
+  const { bytes, initializerData } = file;
+  return importOnnx(bytes, { overwriteInput: true, ...options, initializerData, baseDir: dirname(path) });
 }

@@ -49,6 +49,12 @@ export interface TensorProtoOptions {
    * {@linkcode fileByteSource}, which reads only each tensor's range. Defaults to {@linkcode folderReader}`(baseDir)`.
    */
   readFile?: (path: string) => ByteSource;
+  /**
+   * Model bytes that may be overwritten to align weights: a `raw_data` inside them whose offset is not a multiple of
+   * its element size is moved back over its own field header (tag and length, already decoded) and viewed there,
+   * instead of copied. `proto.rawData` is updated to the moved view; `bytes` are no longer valid protobuf.
+   */
+  alignWithin?: Uint8Array;
 }
 
 /**
@@ -216,6 +222,30 @@ function externalBytes(proto: ITensorProto, dtype: DType, count: number, options
   }
 }
 
+/** Bytes of a protobuf varint of `n` (a length prefix). */
+function varintSize(n: number): number {
+  let size = 1;
+  for (; n >= 0x80; n = Math.floor(n / 0x80)) size++;
+  return size;
+}
+
+/**
+ * `raw` (decoded `raw_data`) moved back within `owner` by its offset modulo `width`, so a typed array can view it:
+ * the bytes it moves over are its own field's header (the one-byte tag of field 9, then the length varint), which the
+ * decoder has read already. Null when `raw` does not lie in `owner` or its header is too short for the move.
+ */
+function alignInPlace(raw: Uint8Array, width: number, owner: Uint8Array): Uint8Array | null {
+  const shift = raw.byteOffset % width;
+  const begin = raw.byteOffset - shift;
+  const end = raw.byteOffset + raw.byteLength;
+  if (
+    raw.buffer !== owner.buffer || shift > 1 + varintSize(raw.byteLength) || begin < owner.byteOffset ||
+    end > owner.byteOffset + owner.byteLength
+  ) return null;
+  new Uint8Array(raw.buffer).copyWithin(begin, raw.byteOffset, end);
+  return new Uint8Array(raw.buffer, begin, raw.byteLength);
+}
+
 /** Typed storage from the `*_data` field ONNX uses for `dtype` (see the comments on `TensorProto` in onnx.proto). */
 function typedFieldData(proto: ITensorProto, dtype: DType): Tensor["data"] {
   switch (dtype) {
@@ -255,7 +285,8 @@ function typedFieldData(proto: ITensorProto, dtype: DType): Tensor["data"] {
  * Decode an ONNX `TensorProto` into a tensor.
  *
  * `raw_data` (and external data) become typed-array views over the given bytes
- * when their offset is aligned for the element size, copies otherwise.
+ * when their offset is aligned for the element size (or can be aligned, with
+ * `options.alignWithin`), copies otherwise.
  *
  * @param proto A decoded `TensorProto` (or plain object with its fields).
  * @param options Folder and file reader for external data.
@@ -290,7 +321,15 @@ export function tensorFromProto(proto: ITensorProto, options: TensorProtoOptions
   const external = proto.dataLocation === EXTERNAL;
   if (external || (proto.rawData !== null && proto.rawData !== undefined && Object.hasOwn(proto, "rawData"))) {
     if (dtype === "string") throw new Error(`${tensorLabel(proto)}: string tensors cannot use raw_data`);
-    const bytes = external ? externalBytes(proto, dtype, count, options) : proto.rawData!;
+    let bytes = external ? externalBytes(proto, dtype, count, options) : proto.rawData!;
+    const width = storageBytes(dtype);
+    if (
+      !external && options.alignWithin !== undefined && width > 1 && bytes.byteOffset % width !== 0 &&
+      bytes.byteLength % width === 0
+    ) {
+      const moved = alignInPlace(bytes, width, options.alignWithin);
+      if (moved !== null) bytes = proto.rawData = moved;
+    }
     try {
       data = dataFromBytes(dtype, bytes);
     } catch (e) {
