@@ -694,6 +694,8 @@ export interface GrowingSvdOptions {
   powerIterations?: number;
   /** PRNG seed of the Gaussian sketches (default 1). */
   seed?: number;
+  /** Safety factor on the estimated σ_1^2 of the residual in the early stop (default 1.5). */
+  boundMargin?: number;
 }
 
 /**
@@ -737,6 +739,7 @@ export function growingSvd(
   const f32 = a instanceof Float32Array;
   const make = (len: number): FloatArray => (f32 ? new Float32Array(len) : new Float64Array(len));
   const random = gaussianSource(options.seed ?? 1);
+  const margin = options.boundMargin ?? 1.5;
   const ld = maxRank;
   const q = make(m * ld); // basis columns 0..K-1, row stride ld
   const b = make(maxRank * n); // B's rows 0..K-1
@@ -787,9 +790,163 @@ export function growingSvd(
     for (let i = 0; i < m; i++) for (let j = 0; j < w; j++) q[i * ld + k + j] = qi[i * w + j];
     k += w;
     if (held >= target) break;
+    if (k < maxRank && unreachable(b, k - w, w, n, held, maxRank - k, target, margin)) return null;
   }
   if (held < target) return null;
   const bt = make(n * k);
   for (let i = 0; i < k; i++) for (let j = 0; j < n; j++) bt[j * k + i] = b[i * n + j];
   return svdOfQb(q, ld, bt, m, n, k, k);
+}
+
+/**
+ * Whether growing the basis by `rest` more columns cannot reach `target`:
+ * any extension of an orthonormal basis Q by `rest` columns orthogonal to it
+ * holds at most `held + rest * σ_1(A - Q Q^T A)^2` (Ky Fan). σ_1 of the
+ * residual before the last block is estimated by the largest singular value of
+ * that block's rows of B (`w x n` from row `row`), a Ritz value of the power
+ * iteration on the residual (never above σ_1, close to it), times `margin` on
+ * the square; the residual after the block has no larger σ_1.
+ */
+function unreachable(
+  b: FloatArray,
+  row: number,
+  w: number,
+  n: number,
+  held: number,
+  rest: number,
+  target: number,
+  margin: number,
+): boolean {
+  const g = new Float64Array(w * w);
+  const rows = { a: b, aOffset: row * n, lda: n, b, bOffset: row * n, ldb: n };
+  gemm({ m: w, n: w, k: n, ...rows, transB: true, c: g, float64Accumulation: true });
+  const top = Math.max(0, symmetricEigen(g, w, false).values[0]);
+  return held + rest * margin * top < target;
+}
+
+/** Options of {@linkcode estimateEnergyFraction}. */
+export interface EnergyEstimateOptions {
+  /** Random probe vectors, run as one block (default 8). */
+  probes?: number;
+  /** Lanczos steps per probe (default 40). */
+  steps?: number;
+  /** PRNG seed of the probes (default 3). */
+  seed?: number;
+}
+
+/**
+ * Estimated fraction of the squared Frobenius norm of an `m x n` row-major
+ * matrix held by its top `r` singular values, by stochastic Lanczos
+ * quadrature (Ubaru, Chen and Saad 2017) on the small side's Gram matrix:
+ * Lanczos from `probes` random unit vectors (full reorthogonalization) gives
+ * Gauss quadrature nodes (Ritz values) and weights (squared first components
+ * of the Ritz vectors) of the spectral measure, and their mixture stands in for
+ * the spectrum: the top `r` eigenvalues' count is taken from the largest nodes
+ * down. Cost `2 probes steps` products of A with a vector (plus
+ * `O(steps^2 min(m, n) probes)`), a few passes over A, against a
+ * full-rank randomized SVD's hundreds. An estimate, not a bound: its error is
+ * about `sqrt(2 / (probes min(m, n)))` from the probes (Hutchinson) plus the
+ * quadrature's resolution of the count at the cut (about `1 / (steps probes)`
+ * of the dimension); deterministic for a given seed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { estimateEnergyFraction } from "./linalg.ts";
+ * // Singular values 100, 1, 1, 1 (diagonal): the top one holds 10000/10003 of the energy.
+ * const a = new Float64Array(16);
+ * [100, 1, 1, 1].forEach((s, i) => (a[i * 4 + i] = s));
+ * assert.ok(estimateEnergyFraction(a, 4, 4, 1) > 0.999);
+ * assert.ok(estimateEnergyFraction(a, 4, 4, 1) <= 1);
+ * ```
+ */
+export function estimateEnergyFraction(
+  a: FloatArray,
+  m: number,
+  n: number,
+  r: number,
+  options: EnergyEstimateOptions = {},
+): number {
+  const dim = Math.min(m, n);
+  if (r >= dim) return 1;
+  if (r <= 0) return 0;
+  const p = Math.max(1, options.probes ?? 8);
+  const steps = Math.max(1, Math.min(dim, options.steps ?? 40));
+  const f32 = a instanceof Float32Array;
+  const random = gaussianSource(options.seed ?? 3);
+  const wide = m <= n;
+  const x = f32 ? new Float32Array(Math.max(m, n) * p) : new Float64Array(Math.max(m, n) * p);
+  const y = f32 ? new Float32Array(dim * p) : new Float64Array(dim * p);
+  // Lanczos vectors (dim x p each, probe c in column c) and the tridiagonals, per probe.
+  const basis: Float64Array[] = [];
+  const alpha: number[][] = Array.from({ length: p }, () => []);
+  const beta: number[][] = Array.from({ length: p }, () => []);
+  const live = new Array<boolean>(p).fill(true);
+  let v = new Float64Array(dim * p);
+  for (let i = 0; i < v.length; i++) v[i] = random();
+  const normalize = (z: Float64Array, c: number): number => {
+    let t = 0;
+    for (let i = 0; i < dim; i++) t += z[i * p + c] ** 2;
+    const norm = Math.sqrt(t);
+    if (norm > 0) { for (let i = 0; i < dim; i++) z[i * p + c] /= norm; }
+    return norm;
+  };
+  for (let c = 0; c < p; c++) normalize(v, c);
+  for (let j = 0; j < steps; j++) {
+    basis.push(v);
+    // w = G v, G = A A^T (m <= n) or A^T A.
+    const vin = f32 ? Float32Array.from(v) : v;
+    if (wide) {
+      gemm({ m: n, n: p, k: m, a, transA: true, b: vin, c: x });
+      gemm({ m, n: p, k: n, a, b: x, c: y });
+    } else {
+      gemm({ m, n: p, k: n, a, b: vin, c: x });
+      gemm({ m: n, n: p, k: m, a, transA: true, b: x, c: y });
+    }
+    const w = Float64Array.from(y);
+    for (let c = 0; c < p; c++) {
+      if (!live[c]) continue;
+      let d = 0;
+      for (let i = 0; i < dim; i++) d += v[i * p + c] * w[i * p + c];
+      alpha[c].push(d);
+      // Full reorthogonalization, twice, against every Lanczos vector so far.
+      for (let pass = 0; pass < 2; pass++) {
+        for (const u of basis) {
+          let t = 0;
+          for (let i = 0; i < dim; i++) t += u[i * p + c] * w[i * p + c];
+          for (let i = 0; i < dim; i++) w[i * p + c] -= t * u[i * p + c];
+        }
+      }
+      const b = normalize(w, c);
+      // An invariant subspace: this probe's quadrature is exact with the steps so far.
+      if (!(b > 1e-12 * Math.max(Math.abs(d), 1e-300)) || j === steps - 1) live[c] = false;
+      else beta[c].push(b);
+    }
+    if (!live.some((l) => l)) break;
+    v = w;
+  }
+  // Quadrature atoms (node, share of the dimension) of all probes; total energy from the same atoms.
+  const atoms: { node: number; share: number }[] = [];
+  for (let c = 0; c < p; c++) {
+    const s = alpha[c].length;
+    const t = new Float64Array(s * s);
+    for (let i = 0; i < s; i++) {
+      t[i * s + i] = alpha[c][i];
+      if (i + 1 < s) t[i * s + i + 1] = t[(i + 1) * s + i] = beta[c][i];
+    }
+    const { values, vectors } = symmetricEigen(t, s);
+    for (let k = 0; k < s; k++) atoms.push({ node: Math.max(0, values[k]), share: vectors[k * s] ** 2 / p });
+  }
+  atoms.sort((u, w) => w.node - u.node);
+  let count = 0;
+  let top = 0;
+  let total = 0;
+  for (const { node, share } of atoms) {
+    const mass = share * dim;
+    total += mass * node;
+    const take = Math.max(0, Math.min(mass, r - count));
+    top += take * node;
+    count += take;
+  }
+  return total > 0 ? Math.min(1, top / total) : 1;
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   cholesky,
   choleskyQr,
+  estimateEnergyFraction,
   exactSvd,
   gaussianSource,
   gramSpectrum,
@@ -326,4 +327,66 @@ Deno.test("growingSvd() stops at the energy target with values below the exact o
     assert.deepEqual(growingSvd(input, m, n, 100, 0.95 * energy, { block: 8 })!.s, svd.s);
     assert.equal(growingSvd(input, m, n, 10, 0.95 * energy, { block: 8 }), null);
   }
+});
+
+/** Exact fraction of the energy in the top r singular values (from the exact SVD). */
+function topFraction(s: ArrayLike<number>, r: number): number {
+  let top = 0;
+  let total = 0;
+  for (let i = 0; i < s.length; i++) {
+    total += s[i] * s[i];
+    if (i < r) top += s[i] * s[i];
+  }
+  return top / total;
+}
+
+Deno.test("estimateEnergyFraction() is close to the exact top-r energy on flat and decaying spectra", () => {
+  const m = 96;
+  const n = 160;
+  const flat = randomMatrix(m, n, 51);
+  const decaying = flat.map((v, i) => v * 0.95 ** Math.floor(i / n));
+  for (const a of [flat, decaying]) {
+    const exact = exactSvd(a, m, n).s;
+    for (const r of [10, 48, 59, 90]) {
+      for (const input of [a, Float32Array.from(a)]) {
+        const est = estimateEnergyFraction(input, m, n, r);
+        assert.ok(Math.abs(est - topFraction(exact, r)) < 0.02, `r=${r}: ${est} vs ${topFraction(exact, r)}`);
+      }
+    }
+    // The transpose has the same spectrum; full rank holds everything; deterministic.
+    const t = new Float64Array(m * n);
+    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) t[j * m + i] = a[i * n + j];
+    assert.ok(Math.abs(estimateEnergyFraction(t, n, m, 48) - topFraction(exact, 48)) < 0.02);
+    assert.equal(estimateEnergyFraction(a, m, n, m), 1);
+    assert.equal(estimateEnergyFraction(a, m, n, 48), estimateEnergyFraction(a, m, n, 48));
+  }
+});
+
+Deno.test("growingSvd() stops early on a flat spectrum no useful rank can reach, agreeing with the exact rule", () => {
+  // Flat spectrum: the best 50 of 120 singular values hold far less than 90% of the energy.
+  const m = 150;
+  const n = 120;
+  const a = randomMatrix(m, n, 61);
+  const energy = a.reduce((t, v) => t + v * v, 0);
+  const exact = exactSvd(a, m, n).s;
+  assert.ok(topFraction(exact, 50) < 0.9);
+  assert.equal(growingSvd(a, m, n, 50, 0.9 * energy, { block: 8 }), null);
+  // The early stop answers like the full growth (margin so large the stop never fires).
+  assert.equal(growingSvd(a, m, n, 50, 0.9 * energy, { block: 8, boundMargin: 1e9 }), null);
+  // Decaying spectrum: same answer (and rank at or above the exact one) with and without the stop.
+  const d = a.map((v, i) => v * 0.9 ** (i % n));
+  const de = d.reduce((t, v) => t + v * v, 0);
+  const dExact = exactSvd(d, m, n).s;
+  const fast = growingSvd(d, m, n, 50, 0.9 * de, { block: 8 })!;
+  const slow = growingSvd(d, m, n, 50, 0.9 * de, { block: 8, boundMargin: 1e9 })!;
+  assert.deepEqual(fast.s, slow.s);
+  // The stop is live: with no room granted beyond the held energy, growth ends after the first block.
+  assert.ok(fast.k > 8);
+  assert.equal(growingSvd(d, m, n, 50, 0.9 * de, { block: 8, boundMargin: 0 }), null);
+  const rankOf = (s: ArrayLike<number>): number => {
+    let kept = 0;
+    for (let i = 0; i < s.length; i++) if ((kept += s[i] * s[i]) >= 0.9 * de) return i + 1;
+    return Infinity;
+  };
+  assert.ok(rankOf(fast.s) >= rankOf(dExact) && rankOf(fast.s) <= rankOf(dExact) + 1);
 });

@@ -386,3 +386,17 @@ Deno.test("svd data-aware conv (channel mode) lowers output error and the pipeli
   const diagnostics: Diagnostic[] = records[0].diagnostics;
   assert.deepEqual(diagnostics, []);
 });
+
+Deno.test("svd energy on a large layer: a flat spectrum is left alone, a decaying one gets the exact rule's rank", () => {
+  // 1040 x 1100: the smaller side is past the exact Gram path, so the estimate and the growth decide.
+  const [rows, cols] = [1040, 1100];
+  const large = (s: number[]): Module =>
+    oneLayer("Gemm", ["N", cols], spectrumWeight(rows, cols, s), null, [["transB", int(1)]]);
+  const flat = runSvd(large(new Array(rows).fill(1)), { energy: 0.9 });
+  assert.equal(rankOf(flat), undefined);
+  const decaying = Array.from({ length: rows }, (_, i) => 0.9 ** i);
+  const total = decaying.reduce((a, v) => a + v * v, 0);
+  let kept = 0;
+  const exact = decaying.findIndex((v) => (kept += v * v) >= 0.9 * total) + 1;
+  assert.equal(rankOf(runSvd(large(decaying), { energy: 0.9 })), exact);
+});
