@@ -668,7 +668,7 @@ function passSqnrSection(r: CompileReport): string {
   const rows = r.passSqnr ?? [];
   if (rows.length === 0) return "";
   const db = (v: number | "inf" | null): string => (v === null ? "not run" : v === "inf" ? "unchanged" : `${v} dB`);
-  const chart = barTable(rows.map((p) => p.pipeline), [{
+  const chart = barTable(rows.map((p, i) => `${i + 1}. ${p.pass}`), [{
     title: "output SQNR after the pass (dB)",
     values: rows.map((p) => [null, typeof p.sqnrDb === "number" ? Math.max(0, p.sqnrDb) : null]),
     format: (n) => `${n} dB`,
@@ -749,7 +749,9 @@ function budgetSection(r: CompileReport): string {
   const limit = b.limits.weightBytes;
   if (limit !== undefined && limit <= xMax[xMax.length - 1]) {
     parts.push(line(xs(limit), top, xs(limit), top + plotH, `stroke="${MARK}" stroke-dasharray="5 3"`));
-    parts.push(text(xs(limit) + 4, top + 10, "weight-byte budget", `class="mark" fill="${MARK}"`));
+    parts.push(
+      text(xs(limit) - 4, top + plotH - 6, "weight-byte budget", `class="mark" fill="${MARK}" text-anchor="end"`),
+    );
   }
   b.points.forEach((p, i) => {
     const loss = lossOf(p);
