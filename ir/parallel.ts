@@ -279,7 +279,9 @@ function startPool(): NonNullable<typeof pool> | null {
         params: pool.params.buffer as SharedArrayBuffer,
         arena: pool.arena,
       };
-      const worker = new Worker(new URL("./parallel_worker.ts", import.meta.url), { workerData: channels });
+      // `env: {}`: by default a worker gets a copy of the whole environment, which needs env access: without it Deno
+      // would stop and ask in a terminal (and the workers read no variable).
+      const worker = new Worker(new URL("./parallel_worker.ts", import.meta.url), { workerData: channels, env: {} });
       pool.started.push(
         new Promise((resolve) => {
           worker.once("message", () => resolve());
