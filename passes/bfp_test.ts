@@ -5,9 +5,6 @@ import { interpret } from "../ir/interpreter.ts";
 import { Module } from "../ir/module.ts";
 import { builtinOps } from "../ir/builtin_ops.ts";
 import { inferShapes } from "../ir/shape.ts";
-import { exportOnnx } from "../ir/onnx/export.ts";
-import { compile } from "../driver/compile.ts";
-import { runOnnxruntime } from "../driver/onnxruntime.ts";
 import { float32Tensor, type Tensor } from "../ir/tensor.ts";
 import { bfpOptions, bfpPass } from "./bfp.ts";
 import { builtinPasses } from "./builtin.ts";
@@ -300,19 +297,6 @@ Deno.test("fixed needs calibration data and says so", () => {
   );
 });
 
-/** Compile `module` with `passes` (onnx target) and run its output `out`/`y` in the interpreter and onnxruntime. */
-async function interpreterAndOnnxruntime(
-  module: Module,
-  passes: string,
-  calibration: Record<string, Tensor>,
-  feeds: Record<string, Tensor>,
-): Promise<{ ours: Tensor; theirs: Tensor }> {
-  const result = await compile(exportOnnx(module), { passes, calibration, modelName: "m" });
-  const name = result.module.graph.outputs[0].name;
-  const ours = interpret(result.module, feeds)[name];
-  return { ours, theirs: (await runOnnxruntime(result.artifacts.get("m.onnx")!, feeds))[name] };
-}
-
 /** x[N,1] -> Gemm(w = [[1 + 2^-6], [3 + 2^-5]], b = [0.5, -1]): 4-bit mantissas round w to [1, 3] exactly. */
 function knownErrorLayer(): Module {
   const g = new Graph("known");
@@ -329,7 +313,7 @@ function knownErrorLayer(): Module {
   return m;
 }
 
-Deno.test("bias correction adds the exact mean error per channel to the bias; interpreter and onnxruntime agree", async () => {
+Deno.test("bias correction adds the exact mean error per channel to the bias", () => {
   // Inputs 1, 2, 4 are exact in BFP; the weight errors are 2^-6 and 2^-5, so the mean errors are 7/3 times them.
   const calibration = { x: float32Tensor([3, 1], [1, 2, 4]) };
   const m = knownErrorLayer();
@@ -347,15 +331,7 @@ Deno.test("bias correction adds the exact mean error per channel to the bias; in
   const plain = knownErrorLayer();
   bfpPass.run(plain, options({ mantissa: 4, biasCorrect: false }), context(calibration).ctx);
   assert.deepEqual([...plain.graph.ops.find((op) => op.name === "fc")!.operand(4)!.constant!.data], [0.5, -1]);
-  // The corrected bias goes through every target as a plain bias: the ONNX target's model in onnxruntime
-  // computes what the golden model computes, bit for bit.
-  const feeds = { x: float32Tensor([4, 1], [1, 2, 4, -3]) };
-  const { ours, theirs } = await interpreterAndOnnxruntime(knownErrorLayer(), "bfp{mantissa=4}", calibration, feeds);
-  assert.deepEqual([...theirs.data], [...ours.data]);
-  assert.deepEqual(
-    [...ours.data.slice(0, 2)],
-    [...fc.operand(4)!.constant!.data].map((b, o) => Math.fround([1, 3][o] + Number(b))),
-  );
+  // (tests/bfp_recovery_onnx_test.ts: the corrected bias in onnxruntime, bit for bit.)
 });
 
 Deno.test("fixed shares the bias correction of bfp", () => {
@@ -368,7 +344,7 @@ Deno.test("fixed shares the bias correction of bfp", () => {
   assert.ok((on.stats["output-sqnr-db"] as number) > (off.stats["output-sqnr-db"] as number));
 });
 
-Deno.test("mixed precision: deterministic widths that meet target-sqnr or avg-mantissa on the calibration data", async () => {
+Deno.test("mixed precision: deterministic widths that meet target-sqnr or avg-mantissa on the calibration data", () => {
   const calibration = { x: randomTensor([8, 4, 6, 6], 21, 4) };
   const widths = (stats: Record<string, StatValue>): number[] =>
     Object.values(stats.layers as Record<string, Record<string, StatValue>>).map((l) => l.mantissa as number);
@@ -405,17 +381,7 @@ Deno.test("mixed precision: deterministic widths that meet target-sqnr or avg-ma
       (mixed.stats.layers as Record<string, Record<string, number>>)[layer.name].mantissa,
     );
   }
-  const { ours, theirs } = await interpreterAndOnnxruntime(
-    network(),
-    "bfp{avg-mantissa=6.5,scheme=per-channel}",
-    calibration,
-    INPUT,
-  );
-  let maxDiff = 0;
-  for (let i = 0; i < ours.data.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(Number(ours.data[i]) - Number(theirs.data[i])));
-  }
-  assert.ok(maxDiff < 1e-4, `onnxruntime differs by ${maxDiff}`);
+  // (tests/bfp_recovery_onnx_test.ts: onnxruntime runs a mix as the interpreter does.)
 });
 
 Deno.test("scheme=auto blocks only the layers where blocks pay; without calibration data it is per-channel", () => {

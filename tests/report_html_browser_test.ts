@@ -169,7 +169,7 @@ Deno.test({
       const shot = await run(chromium!.path, [
         ...chromium!.args,
         ...BROWSER_FLAGS,
-        "--window-size=1280,2400",
+        "--window-size=1280,4000",
         `--screenshot=${png}`,
         url,
       ]);
@@ -177,7 +177,7 @@ Deno.test({
       const bytes = await Deno.readFile(png);
       assert.ok(bytes.length > 50_000, `screenshot of ${bytes.length} bytes is too small to hold the page`);
       const { width, height, rgba } = await decodePng(bytes);
-      assert.deepEqual([width, height], [1280, 2400]);
+      assert.deepEqual([width, height], [1280, 4000]);
       const pixels = width * height;
       const white = countColor(rgba, "#ffffff");
       assert.ok(white < 0.97 * pixels && white > 0.3 * pixels, `${white} of ${pixels} pixels white`);
