@@ -313,7 +313,7 @@ async function compileModel(model: Uint8Array | OnnxFile, options: CompileOption
   });
   const emitMs = performance.now() - emitStart;
 
-  const report = await buildReport({
+  const report = buildReport({
     model: {
       name: modelName,
       producer: `${module.producerName} ${module.producerVersion}`.trim(),

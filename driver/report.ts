@@ -190,7 +190,7 @@ export interface ReportParts {
  *   params: 0, macs: 0, unknownMacLayers: 0, symbolicDims: [], weightBytes: 0, sparseWeightBytes: 0, peakActivationBytes: 0,
  * };
  * const none = { totals, layers: [] };
- * const report = await buildReport({
+ * const report = buildReport({
  *   model: { name: "m", producer: "", opsets: { "ai.onnx": 13 } },
  *   pipeline: "",
  *   target: { name: "onnx", options: {}, diagnostics: [] },
@@ -203,7 +203,7 @@ export interface ReportParts {
  * assert.equal(report.artifacts[0].sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
  * ```
  */
-export async function buildReport(parts: ReportParts): Promise<CompileReport> {
+export function buildReport(parts: ReportParts): CompileReport {
   const artifacts: ArtifactInfo[] = [];
   for (const [name, bytes] of parts.artifacts) {
     artifacts.push({ name, bytes: bytes.byteLength, sha256: sha256Hex(bytes) });

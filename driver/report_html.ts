@@ -929,7 +929,7 @@ nav a:hover{text-decoration:underline}
  * const totals = {
  *   params: 0, macs: 0, unknownMacLayers: 0, symbolicDims: [], weightBytes: 0, sparseWeightBytes: 0, peakActivationBytes: 0,
  * };
- * const report = await buildReport({
+ * const report = buildReport({
  *   model: { name: "m<1>", producer: "", opsets: { "ai.onnx": 13 } },
  *   pipeline: "",
  *   target: { name: "onnx", options: {}, diagnostics: [] },

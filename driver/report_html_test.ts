@@ -29,7 +29,7 @@ function pass(name: string, stats: Record<string, StatValue>): PassReport {
 }
 
 /** A report holding every statistic the page draws, with a hostile layer name. */
-async function fullReport(): Promise<CompileReport> {
+function fullReport(): CompileReport {
   const evil = `conv<script>alert("x")</script>&\u001b[31m`;
   const layer = (name: string, params: number) => ({
     name,
@@ -38,7 +38,7 @@ async function fullReport(): Promise<CompileReport> {
     macs: params * 10,
     weightBytes: params * 4,
   });
-  const report = await buildReport({
+  const report = buildReport({
     model: { name: "net", producer: "pytorch 2.3", opsets: { "ai.onnx": 13 } },
     pipeline: "prune{x=1},mask-select{x=1},fc-corr{x=1},svd{x=1},bfp{x=1}",
     target: {
@@ -153,8 +153,8 @@ Deno.test("escapeHtml escapes markup and control characters", () => {
   assert.equal(escapeHtml("a\u001b[31m\nb\u2028"), "a\\x1b[31m\\nb\\u2028");
 });
 
-Deno.test("the page draws every section its statistics feed", async () => {
-  const page = renderReportHtml(await fullReport());
+Deno.test("the page draws every section its statistics feed", () => {
+  const page = renderReportHtml(fullReport());
   for (
     const [id, expected] of [
       ["summary", "28.40x"],
@@ -186,8 +186,8 @@ Deno.test("the page draws every section its statistics feed", async () => {
   assert.match(page, /<line [^>]*stroke="#d1342f"/);
 });
 
-Deno.test("the page escapes every name and holds no script or outside resource", async () => {
-  const page = renderReportHtml(await fullReport());
+Deno.test("the page escapes every name and holds no script or outside resource", () => {
+  const page = renderReportHtml(fullReport());
   assert.ok(!/<script/i.test(page), "no script element");
   assert.ok(!page.includes("\u001b"), "no control character");
   assert.ok(page.includes("conv&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;\\x1b[31m"));
@@ -206,8 +206,8 @@ Deno.test("the page escapes every name and holds no script or outside resource",
   assert.equal(page.match(/<svg /g)?.length, page.match(/<\/svg>/g)?.length);
 });
 
-Deno.test("the same report gives the same bytes, whatever the timings", async () => {
-  const report = await fullReport();
+Deno.test("the same report gives the same bytes, whatever the timings", () => {
+  const report = fullReport();
   const slower: CompileReport = {
     ...report,
     timings: { ...report.timings, totalMs: 1e6 },
@@ -217,9 +217,9 @@ Deno.test("the same report gives the same bytes, whatever the timings", async ()
   assert.ok(!renderReportHtml(report).includes("1.5 ms"));
 });
 
-Deno.test("a report without statistics gives a page with the summary, layers and artifacts only", async () => {
+Deno.test("a report without statistics gives a page with the summary, layers and artifacts only", () => {
   const page = renderReportHtml({
-    ...(await fullReport()),
+    ...(fullReport()),
     passes: [],
     accuracy: undefined,
     passSqnr: undefined,
