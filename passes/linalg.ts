@@ -366,6 +366,34 @@ export function cholesky(c: ArrayLike<number>, n: number): Float64Array {
 }
 
 /**
+ * Solve `L L^T X = B` in place for `B (n x m)`, row-major, given the Cholesky factor `L (n x n)` from
+ * {@linkcode cholesky}: forward then back substitution, column by column of `B`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { cholesky, solveCholesky } from "./linalg.ts";
+ * const x = solveCholesky(cholesky([4, 2, 2, 3], 2), new Float64Array([6, 5]), 2, 1);
+ * assert.deepEqual([...x].map((v) => Math.round(v * 1e9) / 1e9), [1, 1]);
+ * ```
+ */
+export function solveCholesky(l: Float64Array, b: Float64Array, n: number, m: number): Float64Array {
+  for (let col = 0; col < m; col++) {
+    for (let i = 0; i < n; i++) {
+      let s = b[i * m + col];
+      for (let k = 0; k < i; k++) s -= l[i * n + k] * b[k * m + col];
+      b[i * m + col] = s / l[i * n + i];
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let s = b[i * m + col];
+      for (let k = i + 1; k < n; k++) s -= l[k * n + i] * b[k * m + col];
+      b[i * m + col] = s / l[i * n + i];
+    }
+  }
+  return b;
+}
+
+/**
  * Solve `X L = B` for X, with L lower triangular `n x n` and B `rows x n`
  * (row-major): X = B L^{-1}, used to undo the whitening of a factor.
  */

@@ -15,7 +15,7 @@ import { inferShapes } from "../ir/shape.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../ir/tensor.ts";
 import { FLOAT_DTYPES, isTensorType } from "../ir/types.ts";
 import { type ChannelGroup, channelGroups, type ChannelGroupsResult } from "./analysis/channel_groups.ts";
-import { cholesky } from "./linalg.ts";
+import { cholesky, solveCholesky } from "./linalg.ts";
 import type { OptionValues } from "./options.ts";
 import { probeCalibration } from "./analysis/calibration.ts";
 import { reconstruct, refitStats } from "./analysis/recovery.ts";
@@ -746,21 +746,7 @@ function lassoSelect(g: Float64Array, q: Float64Array, n: number, keep: number):
 
 /** Solve `(A) X = B` for symmetric positive definite `A (n x n)` and `B (n x m)`, by Cholesky. */
 function solveSpd(a: Float64Array, b: Float64Array, n: number, m: number): Float64Array {
-  const l = cholesky(a, n);
-  const x = Float64Array.from(b);
-  for (let col = 0; col < m; col++) {
-    for (let i = 0; i < n; i++) {
-      let s = x[i * m + col];
-      for (let k = 0; k < i; k++) s -= l[i * n + k] * x[k * m + col];
-      x[i * m + col] = s / l[i * n + i];
-    }
-    for (let i = n - 1; i >= 0; i--) {
-      let s = x[i * m + col];
-      for (let k = i + 1; k < n; k++) s -= l[k * n + i] * x[k * m + col];
-      x[i * m + col] = s / l[i * n + i];
-    }
-  }
-  return x;
+  return solveCholesky(cholesky(a, n), Float64Array.from(b), n, m);
 }
 
 /** A group to select from data, found again after each rewrite by its first producer. */

@@ -16,7 +16,7 @@ import { gemm } from "../../ir/ops/gemm_kernel.ts";
 import { attr } from "../../ir/attributes.ts";
 import { replaceConstant } from "../../ir/rewriter.ts";
 import { fromFloat64, type Tensor, toFloat64 } from "../../ir/tensor.ts";
-import { cholesky } from "../linalg.ts";
+import { cholesky, solveCholesky } from "../linalg.ts";
 import type { PassContext, StatValue } from "../pass.ts";
 
 /** Options of {@linkcode reconstruct}. */
@@ -360,20 +360,7 @@ export function ridgeSolve(
   const l = cholesky(a, k);
   const m = new Float64Array(xty);
   if (prior !== null) { for (let i = 0; i < k * out; i++) m[i] += lambda * prior[i]; }
-  // L Z = B, then L^T M = Z, column by column of the k x out right-hand side.
-  for (let o = 0; o < out; o++) {
-    for (let i = 0; i < k; i++) {
-      let s = m[i * out + o];
-      for (let p = 0; p < i; p++) s -= l[i * k + p] * m[p * out + o];
-      m[i * out + o] = s / l[i * k + i];
-    }
-    for (let i = k - 1; i >= 0; i--) {
-      let s = m[i * out + o];
-      for (let p = i + 1; p < k; p++) s -= l[p * k + i] * m[p * out + o];
-      m[i * out + o] = s / l[i * k + i];
-    }
-  }
-  return m;
+  return solveCholesky(l, m, k, out);
 }
 
 /** `||[X 1] M - Y|| / ||Y||` from the normal equations: `tr(M^T A M) - 2 tr(M^T B) + ||Y||^2`. */
