@@ -166,7 +166,7 @@ export const cTarget: Target<typeof cTargetOptions> = defineTarget({
     const encoder = new TextEncoder();
     const artifacts: Artifacts = new Map([
       [`${identifier}.h`, encoder.encode(c.header)],
-      [`${identifier}.c`, encoder.encode(c.source)],
+      [`${identifier}.c`, c.source],
     ]);
 
     let vectors: Record<string, unknown> | null = null;

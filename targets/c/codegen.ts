@@ -22,6 +22,7 @@ import { as2d, type WindowGeometry } from "../../ir/ops/conv_kernels.ts";
 import { csrBytes } from "../../ir/cost.ts";
 import { shapeSize, type Tensor, toFloat64 } from "../../ir/tensor.ts";
 import { isTensorType } from "../../ir/types.ts";
+import { TextBytes } from "../text_bytes.ts";
 import { float32Parts } from "../fpga/image.ts";
 import { type MemoryPlan, planMemory } from "./memory_plan.ts";
 import { runtimeFor } from "./runtime.ts";
@@ -77,8 +78,8 @@ export interface CSparseLayer {
 export interface GeneratedC {
   /** Text of `<id>.h`. */
   readonly header: string;
-  /** Text of `<id>.c` (the kernels it uses included). */
-  readonly source: string;
+  /** `<id>.c` as UTF-8 bytes (the kernels it uses included): a large model's source outgrows a JavaScript string. */
+  readonly source: Uint8Array;
   /** Elements of the input (batch 1). */
   readonly inputSize: number;
   /** Elements of the output (batch 1). */
@@ -248,15 +249,22 @@ function int64Literal(v: number): string {
   return `INT64_C(${v})`;
 }
 
-/** Array initializer lines, `perLine` numbers each. */
-function initializer(values: ArrayLike<number>, format: (v: number) => string, perLine: number): string {
-  const lines: string[] = [];
+/** Array initializer lines, `perLine` numbers each (`    1, 2, 3,`), written into `out`. */
+function writeInitializer(
+  out: TextBytes,
+  values: ArrayLike<number>,
+  format: ((v: number) => string) | null,
+  perLine: number,
+): void {
   for (let i = 0; i < values.length; i += perLine) {
-    const row: string[] = [];
-    for (let j = i; j < Math.min(values.length, i + perLine); j++) row.push(format(values[j]));
-    lines.push(`    ${row.join(", ")},`);
+    out.text(i === 0 ? "    " : "\n    ");
+    const end = Math.min(values.length, i + perLine);
+    for (let j = i; j < end; j++) {
+      if (format === null) out.int(values[j]);
+      else out.text(format(values[j]));
+      out.text(j + 1 < end ? ", " : ",");
+    }
   }
-  return lines.join("\n");
 }
 
 /** Bytes of a constant array as stored (little-endian), for the weight CRC. */
@@ -303,9 +311,9 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
     throw new Error(`the C target needs a float32 input and output ("${input.name}", "${output.name}")`);
   }
 
-  // Constant arrays, emitted once each.
-  const arrays: string[] = [];
-  const crcParts: Uint8Array[] = [];
+  // Constant arrays, emitted once each, as bytes (a large model's arrays are hundreds of MB of text).
+  const arrays = new TextBytes();
+  let crc = 0;
   let weightBytes = 0;
   const arrayNames = new Set<string>();
   const constantArrays = new Map<Value, string>();
@@ -319,15 +327,16 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
   };
   const addArray = (base: string, type: string, values: ArrayLike<number>, comment: string): string => {
     const name = cName(base);
-    const format = type === "float" ? floatLiteral : type === "double" ? doubleLiteral : (v: number) => String(v);
+    const format = type === "float" ? floatLiteral : type === "double" ? doubleLiteral : null;
     const perLine = type === "float" || type === "double" ? 6 : 16;
     const bytes = storedBytes(type, values);
-    crcParts.push(bytes);
+    crc = zlibCrc32(bytes, crc);
     weightBytes += bytes.length;
-    arrays.push(
-      `/* ${comment} */\nstatic const ${type} ${name}[${Math.max(1, values.length)}] ${ID}_ALIGNED = {\n` +
-        `${values.length === 0 ? "    0," : initializer(values, format, perLine)}\n};`,
-    );
+    if (arrays.length > 0) arrays.text("\n\n");
+    arrays.text(`/* ${comment} */\nstatic const ${type} ${name}[${Math.max(1, values.length)}] ${ID}_ALIGNED = {\n`);
+    if (values.length === 0) arrays.text("    0,");
+    else writeInitializer(arrays, values, format, perLine);
+    arrays.text("\n};");
     return name;
   };
   const floatConstant = (v: Value, t: Tensor): string => {
@@ -478,7 +487,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
   if (direct === null) body.push(`    memcpy(output, ${ref(output)}, ${outputSize} * sizeof(float));`);
 
   const runtime = runtimeFor(kernels);
-  const crc = crc32(crcParts);
+  crc >>>= 0;
   const comment = (lines: readonly string[]): string =>
     `/*\n${lines.map((l) => ` * ${l.replace(/\*\//g, "* /")}`.trimEnd()).join("\n")}\n */`;
   const banner = [
@@ -551,7 +560,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
     "",
   ].join("\n");
 
-  const source = [
+  const opening = [
     comment([`${id}.c`, ...banner]),
     `#include "${id}.h"`,
     "",
@@ -572,7 +581,10 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
     "",
     "/* ---- constants ---- */",
     "",
-    arrays.join("\n\n"),
+    "",
+  ].join("\n");
+  const closing = [
+    "",
     "",
     "/* ---- layers ---- */",
     "",
@@ -615,6 +627,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
       : []),
     "",
   ].join("\n");
+  const source = new TextBytes().text(opening).append(arrays).text(closing).bytes();
 
   return {
     header,
@@ -1147,11 +1160,4 @@ function toOhwi<T extends Int8Array | Int16Array | Float32Array>(v: T, o: number
     }
   }
   return out;
-}
-
-/** CRC-32 (zlib/IEEE) over the concatenation of `parts`. */
-function crc32(parts: readonly Uint8Array[]): number {
-  let crc = 0;
-  for (const bytes of parts) crc = zlibCrc32(bytes, crc);
-  return crc >>> 0;
 }

@@ -5,17 +5,33 @@
  * hex, most significant digit first, `ceil(word-bits/4)` digits.
  * @module
  */
+import { TextBytes } from "../text_bytes.ts";
+
+/**
+ * Write each memory word of a word stream into `out` as hex digits, between the text `before(i)` and `after(i)` give
+ * for word `i` (bytes, not strings per word: a large layer has tens of millions of words).
+ */
+function writeWords(
+  out: TextBytes,
+  bytes: Uint8Array,
+  wordBits: number,
+  before: (i: number) => string,
+  after: (i: number, last: boolean) => string,
+): TextBytes {
+  const wordBytes = Math.ceil(wordBits / 8), digits = Math.ceil(wordBits / 4);
+  const count = Math.ceil(bytes.length / wordBytes);
+  for (let i = 0; i < count; i++) {
+    const lead = before(i);
+    if (lead !== "") out.text(lead);
+    out.hexWord(bytes, i * wordBytes, wordBytes, digits).text(after(i, i === count - 1));
+  }
+  return out;
+}
 
 /** The memory words of a word stream as hex strings. */
 export function hexWords(bytes: Uint8Array, wordBits: number): string[] {
-  const wordBytes = Math.ceil(wordBits / 8), digits = Math.ceil(wordBits / 4);
-  const words: string[] = [];
-  for (let at = 0; at < bytes.length; at += wordBytes) {
-    let h = "";
-    for (let b = wordBytes - 1; b >= 0; b--) h += bytes[at + b].toString(16).padStart(2, "0");
-    words.push(h.slice(h.length - digits));
-  }
-  return words;
+  const text = new TextDecoder().decode(writeWords(new TextBytes(), bytes, wordBits, () => "", () => "\n").bytes());
+  return text === "" ? [] : text.slice(0, -1).split("\n");
 }
 
 /**
@@ -26,12 +42,13 @@ export function hexWords(bytes: Uint8Array, wordBits: number): string[] {
  * ```ts
  * import assert from "node:assert/strict";
  * import { coeFile } from "./companions.ts";
- * assert.equal(coeFile(new Uint8Array([1, 0xab]), 8), "memory_initialization_radix=16;\nmemory_initialization_vector=\n01,\nab;\n");
+ * assert.equal(new TextDecoder().decode(coeFile(new Uint8Array([1, 0xab]), 8)), "memory_initialization_radix=16;\nmemory_initialization_vector=\n01,\nab;\n");
  * ```
  */
-export function coeFile(bytes: Uint8Array, wordBits: number): string {
-  const words = hexWords(bytes, wordBits);
-  return `memory_initialization_radix=16;\nmemory_initialization_vector=\n${words.join(",\n")};\n`;
+export function coeFile(bytes: Uint8Array, wordBits: number): Uint8Array {
+  const out = new TextBytes().text("memory_initialization_radix=16;\nmemory_initialization_vector=\n");
+  if (bytes.length === 0) out.text(";\n");
+  return writeWords(out, bytes, wordBits, () => "", (_, last) => last ? ";\n" : ",\n").bytes();
 }
 
 /**
@@ -41,14 +58,15 @@ export function coeFile(bytes: Uint8Array, wordBits: number): string {
  * ```ts
  * import assert from "node:assert/strict";
  * import { mifFile } from "./companions.ts";
- * assert.match(mifFile(new Uint8Array([1, 2]), 16), /WIDTH=16;\nDEPTH=1;\n.*CONTENT BEGIN\n  0 : 0201;\nEND;\n$/s);
+ * assert.match(new TextDecoder().decode(mifFile(new Uint8Array([1, 2]), 16)), /WIDTH=16;\nDEPTH=1;\n.*CONTENT BEGIN\n  0 : 0201;\nEND;\n$/s);
  * ```
  */
-export function mifFile(bytes: Uint8Array, wordBits: number): string {
-  const words = hexWords(bytes, wordBits);
-  const body = words.map((w, i) => `  ${i} : ${w};`).join("\n");
-  return `WIDTH=${wordBits};\nDEPTH=${words.length};\n\nADDRESS_RADIX=UNS;\nDATA_RADIX=HEX;\n\n` +
-    `CONTENT BEGIN\n${body}${words.length > 0 ? "\n" : ""}END;\n`;
+export function mifFile(bytes: Uint8Array, wordBits: number): Uint8Array {
+  const depth = Math.ceil(bytes.length / Math.ceil(wordBits / 8));
+  const out = new TextBytes().text(
+    `WIDTH=${wordBits};\nDEPTH=${depth};\n\nADDRESS_RADIX=UNS;\nDATA_RADIX=HEX;\n\nCONTENT BEGIN\n`,
+  );
+  return writeWords(out, bytes, wordBits, (i) => `  ${i} : `, () => ";\n").text("END;\n").bytes();
 }
 
 /**
@@ -59,15 +77,10 @@ export function mifFile(bytes: Uint8Array, wordBits: number): string {
  * ```ts
  * import assert from "node:assert/strict";
  * import { memFile } from "./companions.ts";
- * assert.equal(memFile(new Uint8Array([1, 2, 3]), 8, 2), "@0\n01\n02\n@2\n03\n");
+ * assert.equal(new TextDecoder().decode(memFile(new Uint8Array([1, 2, 3]), 8, 2)), "@0\n01\n02\n@2\n03\n");
  * ```
  */
-export function memFile(bytes: Uint8Array, wordBits: number, wordsPerBlock: number): string {
-  const words = hexWords(bytes, wordBits);
-  const lines: string[] = [];
-  words.forEach((w, i) => {
-    if (i % wordsPerBlock === 0) lines.push(`@${i.toString(16)}`);
-    lines.push(w);
-  });
-  return lines.map((l) => `${l}\n`).join("");
+export function memFile(bytes: Uint8Array, wordBits: number, wordsPerBlock: number): Uint8Array {
+  const marker = (i: number) => i % wordsPerBlock === 0 ? `@${i.toString(16)}\n` : "";
+  return writeWords(new TextBytes(), bytes, wordBits, marker, () => "\n").bytes();
 }

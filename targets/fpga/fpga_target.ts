@@ -219,15 +219,15 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
             : s.kind === "exponents"
             ? s.columns
             : 3;
-          const files: [string, string][] = [
-            ["coe", coeFile(bytes, s.wordBits)],
-            ["mif", mifFile(bytes, s.wordBits)],
-            ["mem", memFile(bytes, s.wordBits, Math.max(1, block))],
+          const files: [string, () => Uint8Array][] = [
+            ["coe", () => coeFile(bytes, s.wordBits)],
+            ["mif", () => mifFile(bytes, s.wordBits)],
+            ["mem", () => memFile(bytes, s.wordBits, Math.max(1, block))],
           ];
-          for (const [ext, text] of files) {
+          for (const [ext, file] of files) {
             if (!options.companions.includes(ext)) continue;
             const name = `${prefix}.${s.kind}.${ext}`;
-            artifacts.set(name, encoder.encode(text));
+            artifacts.set(name, file());
             companions.push(name);
           }
         }
