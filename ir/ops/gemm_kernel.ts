@@ -9,7 +9,7 @@
  */
 
 import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
-import { A_ROW_STRIDE, gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
+import { gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
 
 /** Element storage the kernel reads and writes. */
 export type FloatArray = Float32Array | Float64Array;
@@ -319,10 +319,20 @@ function microKernel(
 
 /** Columns of the SIMD kernel's register tile (its rows are {@linkcode SimdKernel.rows}). */
 const SC = TILE_COLUMNS;
-/** Reduction slice, rows of A packed at once, and the float32 elements of C kept in wasm memory per column block. */
-const SKC = A_ROW_STRIDE;
+/**
+ * Reduction slice (the float32 sums restart per slice: part of the summation order), rows of A per block (a packed
+ * 120 x 256 block, 120 KiB, stays in the L2 cache), and the float32 elements of C kept in wasm memory per column block.
+ */
+const SKC = 256;
 const SMC = 120;
 const C_BLOCK = 1 << 20;
+/** Columns of B packed at once (256 x 256 floats: 256 KiB, beside the A block within a 512 KiB L2 cache). */
+const SNB = 256;
+/** Most floats of packed A held at once (32 MiB); a taller A is multiplied in blocks of rows. */
+const A_PACK_MAX = 1 << 23;
+
+/** A packing function of the kernel module: `(kc, count, srcPtr, ldsrcBytes, dstPtr)`. */
+type Pack = (kc: number, count: number, src: number, ldsrc: number, dst: number) => void;
 
 /** The instantiated SIMD kernel and a float32 view of its memory (renewed when the memory grows). */
 interface SimdKernel {
@@ -334,10 +344,14 @@ interface SimdKernel {
   heap: Float32Array;
   /** `(mc, nc, kc, aPtr, bPtr, cPtr, ldcBytes, accumulate)`; see {@linkcode gemmModuleBytes}. */
   block: (mc: number, nc: number, kc: number, a: number, b: number, c: number, ldc: number, acc: number) => void;
-  /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: rows of B into 8-column panels. */
-  packB: (kc: number, nc: number, src: number, ldsrc: number, dst: number) => void;
-  /** `(kc, nc, srcPtr, dstPtr)`: rows of B^T (stride {@linkcode A_ROW_STRIDE}) into 8-column panels. */
-  packBT: (kc: number, nc: number, src: number, dst: number) => void;
+  /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: `kc` rows of B into 8-column panels. */
+  packB: Pack;
+  /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: `nc` rows of B^T into 8-column panels. */
+  packBT: Pack;
+  /** `(kc, mc, srcPtr, ldsrcBytes, dstPtr)`: `mc` rows of A into {@linkcode rows}-row panels. */
+  packA: Pack;
+  /** `(kc, mc, srcPtr, ldsrcBytes, dstPtr)`: `kc` rows of A^T into {@linkcode rows}-row panels. */
+  packAT: Pack;
 }
 
 /** Instantiated on first use; null without WebAssembly SIMD (the JavaScript kernel then serves float32 too). */
@@ -375,9 +389,10 @@ function createSimd(): SimdKernel | null {
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
     const memory = instance.exports.memory as WebAssembly.Memory;
     const block = instance.exports.block as SimdKernel["block"];
-    const packB = instance.exports.packB as SimdKernel["packB"];
-    const packBT = instance.exports.packBT as SimdKernel["packBT"];
-    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT };
+    const [packB, packBT, packA, packAT] = ["packB", "packBT", "packA", "packAT"].map((f) =>
+      instance.exports[f] as Pack
+    );
+    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT, packA, packAT };
   }
   return null;
 }
@@ -386,52 +401,91 @@ const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to;
 
 /** Float32 GEMM through the SIMD block kernel: C is accumulated in wasm memory per column block, then scaled out. */
 function gemmSimd(q: Problem, s: SimdKernel): void {
-  const { m, n, k, a, aOff, lda, transA, b, bOff, ldb, transB, c, cOff, ldc, alpha, beta } = q;
+  const { m, n, k, b, bOff, ldb, transB, c, cOff, ldc, alpha, beta } = q;
   const SR = s.rows;
   const mPad = roundUp(m, SR);
+  if (mPad * k > A_PACK_MAX && m > SMC) {
+    // Blocks of whole rows of C: each element's sum is the same.
+    const rows = Math.max(SMC, Math.floor(A_PACK_MAX / k / SMC) * SMC);
+    for (let lo = 0; lo < m; lo += rows) gemmSimd(subProblem(q, true, lo, Math.min(m, lo + rows)), s);
+    return;
+  }
   const ncBlock = Math.max(SC, Math.min(roundUp(n, SC), Math.floor(C_BLOCK / mPad / SC) * SC));
   const kcMax = Math.min(SKC, k);
-  const aBase = 0;
-  const bBase = Math.min(SMC, mPad) * A_ROW_STRIDE;
-  // Rows of B (or of B^T, at stride A_ROW_STRIDE) copied as they are, then packed into panels by the kernel module.
-  const rawBase = bBase + kcMax * ncBlock;
-  const cBase = rawBase + A_ROW_STRIDE * ncBlock;
+  const nbMax = Math.min(SNB, ncBlock);
+  // Wasm memory, in floats: all of op(A) packed (slice pc..pc+kc at mPad * pc), op(A) as stored for packing;
+  // a slice of op(B) as stored, one chunk of it packed; C's column block.
+  const aPacked = 0;
+  const aRaw = aPacked + mPad * k;
+  const bRaw = aRaw + (q.transA ? kcMax * mPad : Math.min(SMC, mPad) * k);
+  const bPacked = bRaw + kcMax * ncBlock;
+  const cBase = bPacked + kcMax * nbMax;
   const bytes = (cBase + mPad * ncBlock) * 4;
   if (s.memory.buffer.byteLength < bytes) {
     s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
     s.heap = new Float32Array(s.memory.buffer);
   }
   const heap = s.heap;
+  packSimdA(q, s, aRaw, aPacked);
   for (let jc = 0; jc < n; jc += ncBlock) {
     const nc = Math.min(ncBlock, n - jc);
     const ncPad = roundUp(nc, SC);
     for (let pc = 0; pc < k; pc += SKC) {
       const kc = Math.min(SKC, k - pc);
+      // The slice of op(B) as stored, zero padded: kc rows of ncPad floats, or ncPad rows of B^T of kc floats.
+      const ld = transB ? kc : ncPad;
       if (transB) {
-        for (let j = 0; j < ncPad; j++) {
-          const src = bOff + (jc + j) * ldb + pc;
-          const dst = rawBase + j * A_ROW_STRIDE;
-          if (j < nc) heap.set(b.subarray(src, src + kc), dst);
-          else heap.fill(0, dst, dst + kc);
-        }
-        s.packBT(kc, ncPad, rawBase * 4, bBase * 4);
+        stageRows(heap, bRaw, b, bOff + jc * ldb + pc, ldb, nc, kc, ld);
+        heap.fill(0, bRaw + nc * ld, bRaw + ncPad * ld);
       } else {
-        for (let p = 0; p < kc; p++) {
-          const src = bOff + (pc + p) * ldb + jc;
-          const dst = rawBase + p * ncPad;
-          heap.set(b.subarray(src, src + nc), dst);
-          for (let j = nc; j < ncPad; j++) heap[dst + j] = 0;
-        }
-        s.packB(kc, ncPad, rawBase * 4, ncPad * 4, bBase * 4);
+        stageRows(heap, bRaw, b, bOff + pc * ldb + jc, ldb, kc, nc, ld);
+        if (nc < ncPad) { for (let p = 0; p < kc; p++) heap.fill(0, bRaw + p * ld + nc, bRaw + (p + 1) * ld); }
       }
-      for (let ic = 0; ic < m; ic += SMC) {
-        const mc = Math.min(SMC, m - ic);
-        const mcPad = roundUp(mc, SR);
-        stageSimdA(heap, aBase, a, aOff, lda, transA, ic, pc, mc, mcPad, kc);
-        s.block(mcPad, ncPad, kc, aBase * 4, bBase * 4, (cBase + ic * ncPad) * 4, ncPad * 4, pc > 0 ? 1 : 0);
+      // In chunks of columns small enough that packing and multiplying stay in the L2 cache.
+      for (let jb = 0; jb < nc; jb += SNB) {
+        const nbPad = roundUp(Math.min(SNB, nc - jb), SC);
+        const src = (bRaw + (transB ? jb * ld : jb)) * 4;
+        (transB ? s.packBT : s.packB)(kc, nbPad, src, ld * 4, bPacked * 4);
+        for (let ic = 0; ic < m; ic += SMC) {
+          const mcPad = roundUp(Math.min(SMC, m - ic), SR);
+          const aPtr = (aPacked + mPad * pc + ic * kc) * 4;
+          const cPtr = (cBase + ic * ncPad + jb) * 4;
+          s.block(mcPad, nbPad, kc, aPtr, bPacked * 4, cPtr, ncPad * 4, pc > 0 ? 1 : 0);
+        }
       }
     }
     for (let i = 0; i < m; i++) storeScaled(c, cOff + i * ldc + jc, heap, cBase + i * ncPad, nc, alpha, beta);
+  }
+}
+
+/**
+ * All of op(A) packed into the kernel's panels at `packed` (floats): reduction slice `pc..pc+kc` at
+ * `packed + mPad * pc`, panels of {@linkcode SimdKernel.rows} rows in it. Staged as stored at `raw` first: A in
+ * blocks of up to SMC whole rows (zero rows up to a multiple of the panel), A^T one slice of rows at a time (zero
+ * columns up to `mPad`).
+ */
+function packSimdA(q: Problem, s: SimdKernel, raw: number, packed: number): void {
+  const { m, k, a, aOff, lda, transA } = q;
+  const heap = s.heap;
+  const mPad = roundUp(m, s.rows);
+  if (transA) {
+    for (let pc = 0; pc < k; pc += SKC) {
+      const kc = Math.min(SKC, k - pc);
+      stageRows(heap, raw, a, aOff + pc * lda, lda, kc, m, mPad);
+      if (m < mPad) { for (let p = 0; p < kc; p++) heap.fill(0, raw + p * mPad + m, raw + (p + 1) * mPad); }
+      s.packAT(kc, mPad, raw * 4, mPad * 4, (packed + mPad * pc) * 4);
+    }
+    return;
+  }
+  for (let ic = 0; ic < m; ic += SMC) {
+    const mc = Math.min(SMC, m - ic);
+    const mcPad = roundUp(mc, s.rows);
+    stageRows(heap, raw, a, aOff + ic * lda, lda, mc, k);
+    heap.fill(0, raw + mc * k, raw + mcPad * k);
+    for (let pc = 0; pc < k; pc += SKC) {
+      const kc = Math.min(SKC, k - pc);
+      s.packA(kc, mcPad, (raw + pc) * 4, k * 4, (packed + mPad * pc + ic * kc) * 4);
+    }
   }
 }
 
@@ -480,7 +534,10 @@ function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Proble
   return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo };
 }
 
-/** Copy `rows x cols` stored with row stride `ld` from `src` at `srcOff` to dense rows in `dst` at `dstOff`. */
+/**
+ * Copy `rows x cols` stored with row stride `ld` from `src` at `srcOff` to rows of stride `dstLd` (default `cols`)
+ * in `dst` at `dstOff`: one copy when both are contiguous.
+ */
 function stageRows(
   dst: FloatArray,
   dstOff: number,
@@ -489,9 +546,12 @@ function stageRows(
   ld: number,
   rows: number,
   cols: number,
+  dstLd = cols,
 ): void {
-  if (ld === cols) dst.set(src.subarray(srcOff, srcOff + rows * cols), dstOff);
-  else for (let r = 0; r < rows; r++) dst.set(src.subarray(srcOff + r * ld, srcOff + r * ld + cols), dstOff + r * cols);
+  if (ld === cols && dstLd === cols) dst.set(src.subarray(srcOff, srcOff + rows * cols), dstOff);
+  else {
+    for (let r = 0; r < rows; r++) dst.set(src.subarray(srcOff + r * ld, srcOff + r * ld + cols), dstOff + r * dstLd);
+  }
 }
 
 /** Byte size of the elements of `x`: 4 for float32, 8 for float64. */
@@ -620,35 +680,4 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
     for (let i = i0; i < i1; i++) q.c.set(t.c.subarray(i * n + j0, i * n + j1), q.cOff + i * q.ldc + j0);
   }
   return true;
-}
-
-/**
- * Rows `ic..ic+mc` x reduction `pc..pc+kc` of op(A) as the kernel's A block: row-major with row stride
- * {@linkcode A_ROW_STRIDE}, zero rows up to `mcPad` (rows of A are copied whole, not interleaved).
- */
-function stageSimdA(
-  heap: Float32Array,
-  base: number,
-  a: FloatArray,
-  aOff: number,
-  lda: number,
-  transA: boolean,
-  ic: number,
-  pc: number,
-  mc: number,
-  mcPad: number,
-  kc: number,
-): void {
-  if (transA) {
-    for (let p = 0; p < kc; p++) {
-      const src = aOff + (pc + p) * lda + ic;
-      for (let i = 0, dst = base + p; i < mc; i++, dst += A_ROW_STRIDE) heap[dst] = a[src + i];
-    }
-  } else {
-    for (let i = 0; i < mc; i++) {
-      const src = aOff + (ic + i) * lda + pc;
-      heap.set(a.subarray(src, src + kc), base + i * A_ROW_STRIDE);
-    }
-  }
-  for (let i = mc; i < mcPad; i++) heap.fill(0, base + i * A_ROW_STRIDE, base + i * A_ROW_STRIDE + kc);
 }

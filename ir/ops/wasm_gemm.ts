@@ -8,8 +8,8 @@
 
 /** Columns of the register tile: two f32x4 vectors. */
 export const TILE_COLUMNS = 8;
-/** Row stride of the A block in floats: the kernel reads row `r` at a constant offset `r * A_ROW_STRIDE * 4`. */
-export const A_ROW_STRIDE = 256;
+/** log2 of the reduction steps per pass of the kernel's inner loop (their offsets are immediates). */
+const UNROLL_SHIFT = 2;
 
 // A few encodings, enough for the one kernel below.
 const uleb = (n: number): number[] => {
@@ -29,9 +29,22 @@ const V128 = 0x7b;
 const get = (i: number): number[] => [0x20, ...uleb(i)];
 const set = (i: number): number[] => [0x21, ...uleb(i)];
 const tee = (i: number): number[] => [0x22, ...uleb(i)];
-/** i32.const for 0 <= n < 64 (one-byte signed LEB128). */
-const i32 = (n: number): number[] => [0x41, n];
-const ADD = 0x6a, SUB = 0x6b, MUL = 0x6c, SHL = 0x74, LT_U = 0x49, BR_IF_0 = [0x0d, 0];
+/** i32.const for 0 <= n < 2^31 (signed LEB128). */
+const i32 = (n: number): number[] => {
+  const out = [0x41];
+  for (; n >= 64; n >>>= 7) out.push((n & 0x7f) | 0x80);
+  return [...out, n];
+};
+const ADD = 0x6a,
+  SUB = 0x6b,
+  MUL = 0x6c,
+  DIV_U = 0x6e,
+  REM_U = 0x70,
+  AND = 0x71,
+  SHL = 0x74,
+  SHR_U = 0x76,
+  LT_U = 0x49,
+  BR_IF_0 = [0x0d, 0];
 const simdOp = (op: number, ...imm: number[]): number[] => [0xfd, ...uleb(op), ...imm];
 const loadV128 = (offset: number): number[] => simdOp(0x00, 4, ...uleb(offset));
 const storeV128 = (offset: number): number[] => simdOp(0x0b, 4, ...uleb(offset));
@@ -45,20 +58,70 @@ const ZERO_V128 = [0xfd, 0x0c, ...new Array<number>(16).fill(0)];
 const doWhile = (...body: number[][]): number[] => [0x03, 0x40, ...body.flat(), 0x0b];
 const ifThen = (...body: number[][]): number[] => [0x04, 0x40, ...body.flat(), 0x0b];
 
+const F32_LOAD = (offset: number): number[] => [0x2a, 2, ...uleb(offset)];
+const F32_STORE = (offset: number): number[] => [0x38, 2, ...uleb(offset)];
+
 /**
- * The kernel module: one exported memory,
- * `packB(kc, nc, src, ldsrc, dst)`, which copies `kc` rows of `nc` floats
- * (row stride `ldsrc` bytes from `src`) into 8-column panels, k-major, at
- * `dst`, `packBT(kc, nc, src, dst)`, the same from `nc` rows of B^T of `kc`
- * floats (row stride {@linkcode A_ROW_STRIDE}), and
+ * A packing function `(kc, count, src, ldsrc, dst)` into panels of `width`
+ * lines, k-major (`dst[panel][p][line]`, `count` a multiple of `width`), from
+ * `count` rows of `kc` floats (`transpose`: row stride `ldsrc` bytes, rows of
+ * A or of B^T) or from `kc` rows of `count` floats (row stride `ldsrc`; rows
+ * of B or of A^T), copied by f32x4 when `width` is a multiple of 4.
+ */
+function packCode(width: number, transpose: boolean): number[] {
+  const [kc, count, src, ldsrc, dst, line, p, from, to] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  // deno-fmt-ignore
+  const body = transpose
+    ? [ // for each line: its kc floats to every width-th float of the panel
+      i32(0), set(line),
+      doWhile(
+        get(src), get(line), get(ldsrc), [MUL], [ADD], set(from),
+        // dst + ((line / width) * width * kc + line % width) * 4
+        get(line), i32(width), [DIV_U], i32(width), [MUL], get(kc), [MUL],
+        get(line), i32(width), [REM_U], [ADD], i32(2), [SHL], get(dst), [ADD], set(to),
+        get(kc), set(p),
+        doWhile(
+          get(to), get(from), F32_LOAD(0), F32_STORE(0),
+          get(to), i32(4 * width), [ADD], set(to),
+          get(from), i32(4), [ADD], set(from),
+          get(p), i32(1), [SUB], tee(p), BR_IF_0,
+        ),
+        get(line), i32(1), [ADD], tee(line), get(count), [LT_U], BR_IF_0,
+      ),
+    ]
+    : [ // for each panel: per step, width contiguous floats of one row
+      i32(0), set(line),
+      doWhile(
+        get(src), get(line), i32(2), [SHL], [ADD], set(from),
+        get(kc), set(p),
+        doWhile(
+          ...(width % 4 === 0
+            ? [...Array(width / 4).keys()].map((v) => [...get(dst), ...get(from), ...loadV128(16 * v), ...storeV128(16 * v)])
+            : [...Array(width).keys()].map((e) => [...get(dst), ...get(from), ...F32_LOAD(4 * e), ...F32_STORE(4 * e)])),
+          get(dst), i32(4 * width), [ADD], set(dst),
+          get(from), get(ldsrc), [ADD], set(from),
+          get(p), i32(1), [SUB], tee(p), BR_IF_0,
+        ),
+        get(line), i32(width), [ADD], tee(line), get(count), [LT_U], BR_IF_0,
+      ),
+    ];
+  return [...vec([[4, I32]]), ...body.flat(), 0x0b];
+}
+
+/**
+ * The kernel module: one exported memory, four packing functions
+ * `(kc, count, src, ldsrc, dst)` (pointers and the row stride `ldsrc` in
+ * bytes; see `packCode`): `packB` (`kc` rows of B into 8-column panels),
+ * `packBT` (`count` rows of B^T), `packA` (`count` rows of A into `rows`-row
+ * panels), `packAT` (`kc` rows of A^T); and
  * `block(mc, nc, kc, a, b, c, ldc, accumulate)`, which for every
- * `rows`-row panel of the A block (`a`, row-major with row stride
- * {@linkcode A_ROW_STRIDE}, `kc <= A_ROW_STRIDE`) and 8-column panel of packed
- * B (`b`) sums the `rows x 8` product over `kc` into f32x4 registers (in
- * order of k, one rounding per step: fused multiply-add when `fused`, else
- * multiply then add) and stores it to C (`c`, row stride `ldc` bytes), added
- * to what C held when `accumulate` is 1. `mc` and `nc` are multiples of `rows`
- * and 8, all counts positive, pointers in bytes.
+ * `rows`-row panel of packed A (`a`, panel `i` at `a + i * kc` floats) and
+ * 8-column panel of packed B (`b`) sums the `rows x 8` product over `kc` into
+ * f32x4 registers (in order of k, one rounding per step: fused multiply-add
+ * when `fused`, else multiply then add; four steps per pass of the loop) and
+ * stores it to C (`c`, row stride `ldc` bytes), added to what C held when
+ * `accumulate` is 1. `mc` and `nc` are multiples of `rows` and 8, all counts
+ * positive.
  *
  * @param rows Rows of the register tile (4 or 6: 2 * rows accumulators, two B
  *   vectors and one splat of A fit the 15 vector registers V8 allocates on x64).
@@ -83,6 +146,22 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
     fused
       ? [...get(av), ...get(bv), ...get(sum), ...F32X4_RELAXED_MADD, ...set(sum)]
       : [...get(sum), ...get(av), ...get(bv), ...F32X4_MUL, ...F32X4_ADD, ...set(sum)];
+  /** Reduction step `u` of an unrolled pass: B at `bp + 32u`, A's column at `ap + 4 rows u` (immediate offsets). */
+  const step = (u: number): number[] => [
+    ...get(bp),
+    ...loadV128(32 * u),
+    ...set(b0),
+    ...get(bp),
+    ...loadV128(32 * u + 16),
+    ...set(b1),
+    ...rowIndex.flatMap((r) => [
+      ...get(ap),
+      ...load32Splat(4 * (rows * u + r)),
+      ...set(av),
+      ...madd(acc[2 * r], b0),
+      ...madd(acc[2 * r + 1], b1),
+    ]),
+  ];
   // Wasm stack code, one source line per expression; loops are do-whiles (every count is positive).
   // deno-fmt-ignore
   const body = [
@@ -90,21 +169,24 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
     doWhile( // for jr over 8-column panels
       i32(0), set(ir),
       doWhile( // for ir over row panels
-        get(a), get(ir), i32(10), [SHL], [ADD], set(ap), // a + ir * A_ROW_STRIDE * 4
+        get(a), get(ir), get(kc), [MUL], i32(2), [SHL], [ADD], set(ap), // a + ir * kc * 4
         get(b), get(jr), get(kc), [MUL], i32(2), [SHL], [ADD], set(bp),
         ...acc.map((r) => [...ZERO_V128, ...set(r)]),
-        get(kc), set(p),
-        doWhile( // for p over the reduction: acc[row] += splat(a[p][row]) * b[p][0..7]
-          get(bp), loadV128(0), set(b0),
-          get(bp), loadV128(16), set(b1),
-          ...rowIndex.map((r) => [
-            ...get(ap), ...load32Splat(4 * A_ROW_STRIDE * r), ...set(av),
-            ...madd(acc[2 * r], b0), ...madd(acc[2 * r + 1], b1),
-          ]),
-          get(ap), i32(4), [ADD], set(ap),
+        // for p over the reduction: acc[row] += splat(a[p][row]) * b[p][0..7], UNROLL steps per pass, then the rest
+        get(kc), i32(UNROLL_SHIFT), [SHR_U], tee(p),
+        ifThen(doWhile(
+          ...[...Array(1 << UNROLL_SHIFT).keys()].map(step),
+          get(ap), i32((4 * rows) << UNROLL_SHIFT), [ADD], set(ap),
+          get(bp), i32(32 << UNROLL_SHIFT), [ADD], set(bp),
+          get(p), i32(1), [SUB], tee(p), BR_IF_0,
+        )),
+        get(kc), i32((1 << UNROLL_SHIFT) - 1), [AND], tee(p),
+        ifThen(doWhile(
+          step(0),
+          get(ap), i32(4 * rows), [ADD], set(ap),
           get(bp), i32(32), [ADD], set(bp),
           get(p), i32(1), [SUB], tee(p), BR_IF_0,
-        ),
+        )),
         get(c), get(ir), get(ldc), [MUL], [ADD], get(jr), i32(2), [SHL], [ADD], set(cp),
         ...rowIndex.map((r) => [ // store row r, added to C's old value when accumulating
           ...get(accumulate),
@@ -122,67 +204,29 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
     ),
   ];
   const code = [...vec([[6, I32], [2 * rows + 3, V128]]), ...body.flat(), 0x0b];
-  // packB(kc, nc, src, ldsrc, dst): for jr over 8-column panels, for p over rows: two f32x4 copied.
-  const [pkc, pnc, psrc, plds, pdst, pjr, pp, prow] = [0, 1, 2, 3, 4, 5, 6, 7];
-  // deno-fmt-ignore
-  const packBody = [
-    i32(0), set(pjr),
-    doWhile(
-      get(psrc), get(pjr), i32(2), [SHL], [ADD], set(prow),
-      get(pkc), set(pp),
-      doWhile(
-        get(pdst), get(prow), loadV128(0), storeV128(0),
-        get(pdst), get(prow), loadV128(16), storeV128(16),
-        get(pdst), i32(32), [ADD], set(pdst),
-        get(prow), get(plds), [ADD], set(prow),
-        get(pp), i32(1), [SUB], tee(pp), BR_IF_0,
-      ),
-      get(pjr), i32(TILE_COLUMNS), [ADD], tee(pjr), get(pnc), [LT_U], BR_IF_0,
-    ),
-  ];
-  const packCode = [...vec([[3, I32]]), ...packBody.flat(), 0x0b];
-  // packBT(kc, nc, src, dst): rows of B^T (one per column of B, stride A_ROW_STRIDE floats) into 8-column panels.
-  const [tkc, tnc, tsrc, tdst, tjr, tp, trow] = [0, 1, 2, 3, 4, 5, 6];
-  const F32_LOAD = (offset: number): number[] => [0x2a, 2, ...uleb(offset)];
-  const F32_STORE = (offset: number): number[] => [0x38, 2, ...uleb(offset)];
-  // deno-fmt-ignore
-  const transposeBody = [
-    i32(0), set(tjr),
-    doWhile(
-      get(tsrc), get(tjr), i32(10), [SHL], [ADD], set(trow), // src + jr * A_ROW_STRIDE * 4
-      get(tkc), set(tp),
-      doWhile(
-        ...[...Array(TILE_COLUMNS).keys()].map((jj) => [
-          ...get(tdst), ...get(trow), ...F32_LOAD(4 * A_ROW_STRIDE * jj), ...F32_STORE(4 * jj),
-        ]),
-        get(tdst), i32(32), [ADD], set(tdst),
-        get(trow), i32(4), [ADD], set(trow),
-        get(tp), i32(1), [SUB], tee(tp), BR_IF_0,
-      ),
-      get(tjr), i32(TILE_COLUMNS), [ADD], tee(tjr), get(tnc), [LT_U], BR_IF_0,
-    ),
-  ];
-  const transposeCode = [...vec([[3, I32]]), ...transposeBody.flat(), 0x0b];
   // deno-fmt-ignore
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
     ...section(1, vec([
       [0x60, ...vec(new Array(8).fill([I32])), 0], // type 0: (i32 x 8) -> ()
       [0x60, ...vec(new Array(5).fill([I32])), 0], // type 1: (i32 x 5) -> ()
-      [0x60, ...vec(new Array(4).fill([I32])), 0], // type 2: (i32 x 4) -> ()
     ])),
-    ...section(3, vec([[0], [1], [2]])), // functions: block, packB, packBT
+    ...section(3, vec([[0], [1], [1], [1], [1]])), // functions: block, packB, packBT, packA, packAT
     ...section(5, vec([[0x00, 1]])), // memory: 1 page, no maximum
     ...section(7, vec([
       [...name("memory"), 0x02, 0],
       [...name("block"), 0x00, 0],
       [...name("packB"), 0x00, 1],
       [...name("packBT"), 0x00, 2],
+      [...name("packA"), 0x00, 3],
+      [...name("packAT"), 0x00, 4],
     ])),
     ...section(10, vec([
       [...uleb(code.length), ...code],
-      [...uleb(packCode.length), ...packCode],
-      [...uleb(transposeCode.length), ...transposeCode],
+      ...[[TILE_COLUMNS, false], [TILE_COLUMNS, true], [rows, true], [rows, false]].map(([width, transpose]) => {
+        const code = packCode(width as number, transpose as boolean);
+        return [...uleb(code.length), ...code];
+      }),
     ])),
   ]); // deno-fmt-ignore
 }
