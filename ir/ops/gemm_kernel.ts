@@ -137,6 +137,57 @@ export function gemm(args: GemmArgs): void {
   else gemmSimd(p, simd);
 }
 
+/**
+ * Float32 matrix times vector, `y[r] = sum over i of a[aOffset + r * k + i] * x[xOffset + i]` for `rows` contiguous
+ * rows, summed in float32 by WebAssembly SIMD (eight partial sums; see `dotsCode` in `wasm_gemm.ts` for the order):
+ * a convolution with one output position, a Gemm of one row. Returns false (nothing written) where WebAssembly SIMD
+ * is unavailable.
+ *
+ * @param a Matrix storage.
+ * @param aOffset Index of its first element.
+ * @param rows Rows (results).
+ * @param k Row length.
+ * @param x Vector storage.
+ * @param xOffset Index of its first element.
+ * @param y Results, `y[0..rows]` overwritten.
+ * @returns Whether the products were computed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { matVecF32 } from "./gemm_kernel.ts";
+ * const y = new Float32Array(2);
+ * assert.ok(matVecF32(new Float32Array([1, 2, 3, 4, 5, 6]), 0, 2, 3, new Float32Array([1, 0, -1]), 0, y));
+ * assert.deepEqual([...y], [-2, -2]);
+ * ```
+ */
+export function matVecF32(
+  a: Float32Array,
+  aOffset: number,
+  rows: number,
+  k: number,
+  x: Float32Array,
+  xOffset: number,
+  y: Float32Array,
+): boolean {
+  const s = simdKernel();
+  if (s === null) return false;
+  if (rows <= 0) return true;
+  // Wasm memory in floats: the vector, the rows, the results.
+  const [xBase, aBase] = [0, roundUp(k, 4)];
+  const yBase = aBase + roundUp(rows * k, 4);
+  const bytes = (yBase + rows) * 4;
+  if (s.memory.buffer.byteLength < bytes) {
+    s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
+    s.heap = new Float32Array(s.memory.buffer);
+  }
+  s.heap.set(x.subarray(xOffset, xOffset + k), xBase);
+  s.heap.set(a.subarray(aOffset, aOffset + rows * k), aBase);
+  s.dots(rows, k, aBase * 4, xBase * 4, yBase * 4);
+  y.set(s.heap.subarray(yBase, yBase + rows));
+  return true;
+}
+
 /** A GEMM call with defaults applied. */
 interface Problem {
   m: number;
@@ -352,6 +403,8 @@ interface SimdKernel {
   packA: Pack;
   /** `(kc, mc, srcPtr, ldsrcBytes, dstPtr)`: `kc` rows of A^T into {@linkcode rows}-row panels. */
   packAT: Pack;
+  /** `(rows, k, aPtr, xPtr, yPtr)`: float32 dot products of contiguous rows with one vector. */
+  dots: (rows: number, k: number, a: number, x: number, y: number) => void;
 }
 
 /** Instantiated on first use; null without WebAssembly SIMD (the JavaScript kernel then serves float32 too). */
@@ -392,7 +445,8 @@ function createSimd(): SimdKernel | null {
     const [packB, packBT, packA, packAT] = ["packB", "packBT", "packA", "packAT"].map((f) =>
       instance.exports[f] as Pack
     );
-    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT, packA, packAT };
+    const dots = instance.exports.dots as SimdKernel["dots"];
+    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT, packA, packAT, dots };
   }
   return null;
 }

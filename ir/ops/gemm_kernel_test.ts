@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { float32GemmKernel, gemm } from "./gemm_kernel.ts";
+import { float32GemmKernel, gemm, matVecF32 } from "./gemm_kernel.ts";
 import {
   ARENA_MAX_BYTES,
   releasePool,
@@ -246,5 +246,41 @@ Deno.test("gemm() is bit-identical with 1 and 2 threads, split by rows or by col
     setThreadCount(before);
     setArenaLimit(ARENA_MAX_BYTES);
     releasePool();
+  }
+});
+
+/**
+ * matVecF32's float32 order replayed in JavaScript: lanes `i mod 8` summed from zero over the first `8 floor(k / 8)`
+ * elements (`fused`: one rounding per step), lanes `l` and `l + 4` added, then `(l0 + l1) + (l2 + l3)`, then the
+ * remaining products (rounded, then added) in order.
+ */
+function matVecReplay(a: Float32Array, x: Float32Array, rows: number, k: number, fused: boolean): Float32Array {
+  const f = Math.fround;
+  return Float32Array.from({ length: rows }, (_, r) => {
+    const lanes = new Array<number>(8).fill(0);
+    const whole = k - (k % 8);
+    for (let i = 0; i < whole; i++) {
+      const product = a[r * k + i] * x[i];
+      lanes[i % 8] = f(fused ? product + lanes[i % 8] : f(product) + lanes[i % 8]);
+    }
+    const l = [0, 1, 2, 3].map((j) => f(lanes[j] + lanes[j + 4]));
+    let t = f(f(l[0] + l[1]) + f(l[2] + l[3]));
+    for (let i = whole; i < k; i++) t = f(t + f(a[r * k + i] * x[i]));
+    return t;
+  });
+}
+
+Deno.test("matVecF32() equals its float32 summation order replayed in JavaScript, bit for bit", () => {
+  const rnd = random(6);
+  for (const [rows, k] of [[1, 3], [5, 8], [7, 100], [3, 1027]]) {
+    const a = Float32Array.from({ length: 4 + rows * k }, rnd);
+    const x = Float32Array.from({ length: 2 + k }, rnd);
+    const y = new Float32Array(rows);
+    assert.ok(matVecF32(a, 4, rows, k, x, 2, y));
+    const [fused, unfused] = [true, false].map((f) => matVecReplay(a.subarray(4), x.subarray(2), rows, k, f));
+    assert.ok(
+      y.every((v, i) => v === fused[i]) || y.every((v, i) => v === unfused[i]),
+      `rows=${rows} k=${k}: neither the fused nor the unfused float32 order`,
+    );
   }
 });

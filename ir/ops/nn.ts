@@ -851,8 +851,8 @@ function interpretGemm(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelCo
   const alpha = op.float("alpha", 1);
   if (m === 1 && op.flag("transB")) {
     // One row against B stored [N, K] (a Linear layer on one sample): dot products, no packing.
-    const b = floatData(op, bt, "B");
-    const dots = new Float64Array(n);
+    const b = sameStorage(floatData(op, bt, "B"), a);
+    const dots = a instanceof Float32Array ? new Float32Array(n) : new Float64Array(n);
     dotRows({ a: b, aOffset: 0, rows: n, k, x: a, xOffset: 0, y: dots, yOffset: 0, yStride: 1 });
     const keep = ct !== null ? beta : 0;
     for (let j = 0; j < n; j++) y[j] = alpha * dots[j] + (keep === 0 ? 0 : keep * y[j]);

@@ -11,55 +11,40 @@ export const TILE_COLUMNS = 8;
 /** log2 of the reduction steps per pass of the kernel's inner loop (their offsets are immediates). */
 const UNROLL_SHIFT = 2;
 
-// A few encodings, enough for the one kernel below.
-const uleb = (n: number): number[] => {
-  const out: number[] = [];
-  do {
-    const byte = n & 0x7f;
-    n >>>= 7;
-    out.push(n === 0 ? byte : byte | 0x80);
-  } while (n !== 0);
-  return out;
-};
-const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
-const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
-const name = (s: string): number[] => vec([...s].map((ch) => [ch.charCodeAt(0)]));
-const I32 = 0x7f;
-const V128 = 0x7b;
-const get = (i: number): number[] => [0x20, ...uleb(i)];
-const set = (i: number): number[] => [0x21, ...uleb(i)];
-const tee = (i: number): number[] => [0x22, ...uleb(i)];
-/** i32.const for 0 <= n < 2^31 (signed LEB128). */
-const i32 = (n: number): number[] => {
-  const out = [0x41];
-  for (; n >= 64; n >>>= 7) out.push((n & 0x7f) | 0x80);
-  return [...out, n];
-};
-const ADD = 0x6a,
-  SUB = 0x6b,
-  MUL = 0x6c,
-  DIV_U = 0x6e,
-  REM_U = 0x70,
-  AND = 0x71,
-  SHL = 0x74,
-  SHR_U = 0x76,
-  LT_U = 0x49,
-  BR_IF_0 = [0x0d, 0];
-const simdOp = (op: number, ...imm: number[]): number[] => [0xfd, ...uleb(op), ...imm];
-const loadV128 = (offset: number): number[] => simdOp(0x00, 4, ...uleb(offset));
-const storeV128 = (offset: number): number[] => simdOp(0x0b, 4, ...uleb(offset));
-const load32Splat = (offset: number): number[] => simdOp(0x09, 2, ...uleb(offset));
-const F32X4_ADD = simdOp(0xe4);
-const F32X4_MUL = simdOp(0xe6);
-/** `f32x4.relaxed_madd(a, b, c) = a * b + c`, fused or not as the hardware does it (relaxed SIMD proposal). */
-const F32X4_RELAXED_MADD = simdOp(0x105);
-const ZERO_V128 = [0xfd, 0x0c, ...new Array<number>(16).fill(0)];
-/** `loop ... end` whose body ends in its own `br_if 0` (a do-while). */
-const doWhile = (...body: number[][]): number[] => [0x03, 0x40, ...body.flat(), 0x0b];
-const ifThen = (...body: number[][]): number[] => [0x04, 0x40, ...body.flat(), 0x0b];
-
-const F32_LOAD = (offset: number): number[] => [0x2a, 2, ...uleb(offset)];
-const F32_STORE = (offset: number): number[] => [0x38, 2, ...uleb(offset)];
+import {
+  ADD,
+  AND,
+  BR_IF_0,
+  DIV_U,
+  doWhile,
+  F32,
+  F32_ADD,
+  F32_MUL,
+  f32Load,
+  f32Store,
+  F32X4_ADD,
+  F32X4_MUL,
+  F32X4_RELAXED_MADD,
+  f32x4ExtractLane,
+  get,
+  I32,
+  i32,
+  ifThen,
+  load32Splat,
+  loadV128,
+  LT_U,
+  MUL,
+  REM_U,
+  set,
+  SHL,
+  SHR_U,
+  storeV128,
+  SUB,
+  tee,
+  V128,
+  wasmModule,
+  ZERO_V128,
+} from "./wasm_encode.ts";
 
 /**
  * A packing function `(kc, count, src, ldsrc, dst)` into panels of `width`
@@ -81,7 +66,7 @@ function packCode(width: number, transpose: boolean): number[] {
         get(line), i32(width), [REM_U], [ADD], i32(2), [SHL], get(dst), [ADD], set(to),
         get(kc), set(p),
         doWhile(
-          get(to), get(from), F32_LOAD(0), F32_STORE(0),
+          get(to), get(from), f32Load(0), f32Store(0),
           get(to), i32(4 * width), [ADD], set(to),
           get(from), i32(4), [ADD], set(from),
           get(p), i32(1), [SUB], tee(p), BR_IF_0,
@@ -97,7 +82,7 @@ function packCode(width: number, transpose: boolean): number[] {
         doWhile(
           ...(width % 4 === 0
             ? [...Array(width / 4).keys()].map((v) => [...get(dst), ...get(from), ...loadV128(16 * v), ...storeV128(16 * v)])
-            : [...Array(width).keys()].map((e) => [...get(dst), ...get(from), ...F32_LOAD(4 * e), ...F32_STORE(4 * e)])),
+            : [...Array(width).keys()].map((e) => [...get(dst), ...get(from), ...f32Load(4 * e), ...f32Store(4 * e)])),
           get(dst), i32(4 * width), [ADD], set(dst),
           get(from), get(ldsrc), [ADD], set(from),
           get(p), i32(1), [SUB], tee(p), BR_IF_0,
@@ -105,11 +90,58 @@ function packCode(width: number, transpose: boolean): number[] {
         get(line), i32(width), [ADD], tee(line), get(count), [LT_U], BR_IF_0,
       ),
     ];
-  return [...vec([[4, I32]]), ...body.flat(), 0x0b];
+  return body.flat();
 }
 
 /**
- * The kernel module: one exported memory, four packing functions
+ * `dots(rows, k, a, x, y)`: `y[r] = sum over i of a[r * k + i] * x[i]` for
+ * `rows` contiguous rows, in float32: lanes `i mod 8` summed in two f32x4
+ * accumulators over the first `8 floor(k / 8)` elements (fused multiply-add
+ * when `fused`), the eight lanes added as `((s0 + s4) + (s1 + s5)) + ((s2 + s6)
+ * + (s3 + s7))`, then the last `k mod 8` products added in order (multiply,
+ * then add). Pointers in bytes, `rows` positive.
+ */
+function dotsCode(fused: boolean): number[] {
+  const [rows, k, a, x, y, r, i, ap, xp] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [s0, s1, t] = [9, 10, 11];
+  const lane = (l: number): number[] => [...get(s0), ...f32x4ExtractLane(l)];
+  const madd = (sum: number, offset: number): number[] =>
+    fused
+      ? [...get(ap), ...loadV128(offset), ...get(xp), ...loadV128(offset), ...get(sum), ...F32X4_RELAXED_MADD]
+      : [...get(ap), ...loadV128(offset), ...get(xp), ...loadV128(offset), ...F32X4_MUL, ...get(sum), ...F32X4_ADD];
+  // deno-fmt-ignore
+  const body = [
+    i32(0), set(r),
+    get(a), set(ap),
+    doWhile(
+      ZERO_V128, set(s0), ZERO_V128, set(s1),
+      get(x), set(xp),
+      get(k), i32(3), [SHR_U], tee(i),
+      ifThen(doWhile(
+        madd(s0, 0), set(s0),
+        madd(s1, 16), set(s1),
+        get(ap), i32(32), [ADD], set(ap),
+        get(xp), i32(32), [ADD], set(xp),
+        get(i), i32(1), [SUB], tee(i), BR_IF_0,
+      )),
+      get(s0), get(s1), F32X4_ADD, set(s0),
+      lane(0), lane(1), F32_ADD, lane(2), lane(3), F32_ADD, F32_ADD, set(t),
+      get(k), i32(7), [AND], tee(i),
+      ifThen(doWhile(
+        get(t), get(ap), f32Load(0), get(xp), f32Load(0), F32_MUL, F32_ADD, set(t),
+        get(ap), i32(4), [ADD], set(ap),
+        get(xp), i32(4), [ADD], set(xp),
+        get(i), i32(1), [SUB], tee(i), BR_IF_0,
+      )),
+      get(y), get(r), i32(2), [SHL], [ADD], get(t), f32Store(0),
+      get(r), i32(1), [ADD], tee(r), get(rows), [LT_U], BR_IF_0,
+    ),
+  ];
+  return body.flat();
+}
+
+/**
+ * The kernel module: one exported memory, `dots` (see `dotsCode`), four packing functions
  * `(kc, count, src, ldsrc, dst)` (pointers and the row stride `ldsrc` in
  * bytes; see `packCode`): `packB` (`kc` rows of B into 8-column panels),
  * `packBT` (`count` rows of B^T), `packA` (`count` rows of A into `rows`-row
@@ -203,30 +235,24 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
       get(jr), i32(TILE_COLUMNS), [ADD], tee(jr), get(nc), [LT_U], BR_IF_0,
     ),
   ];
-  const code = [...vec([[6, I32], [2 * rows + 3, V128]]), ...body.flat(), 0x0b];
-  // deno-fmt-ignore
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
-    ...section(1, vec([
-      [0x60, ...vec(new Array(8).fill([I32])), 0], // type 0: (i32 x 8) -> ()
-      [0x60, ...vec(new Array(5).fill([I32])), 0], // type 1: (i32 x 5) -> ()
-    ])),
-    ...section(3, vec([[0], [1], [1], [1], [1]])), // functions: block, packB, packBT, packA, packAT
-    ...section(5, vec([[0x00, 1]])), // memory: 1 page, no maximum
-    ...section(7, vec([
-      [...name("memory"), 0x02, 0],
-      [...name("block"), 0x00, 0],
-      [...name("packB"), 0x00, 1],
-      [...name("packBT"), 0x00, 2],
-      [...name("packA"), 0x00, 3],
-      [...name("packAT"), 0x00, 4],
-    ])),
-    ...section(10, vec([
-      [...uleb(code.length), ...code],
-      ...[[TILE_COLUMNS, false], [TILE_COLUMNS, true], [rows, true], [rows, false]].map(([width, transpose]) => {
-        const code = packCode(width as number, transpose as boolean);
-        return [...uleb(code.length), ...code];
-      }),
-    ])),
-  ]); // deno-fmt-ignore
+  const fiveI32 = [I32, I32, I32, I32, I32];
+  const pack = (name: string, width: number, transpose: boolean) => ({
+    name,
+    params: fiveI32,
+    locals: [I32, I32, I32, I32],
+    body: packCode(width, transpose),
+  });
+  return wasmModule([
+    {
+      name: "block",
+      params: new Array(8).fill(I32),
+      locals: [...new Array(6).fill(I32), ...new Array(2 * rows + 3).fill(V128)],
+      body: body.flat(),
+    },
+    pack("packB", TILE_COLUMNS, false),
+    pack("packBT", TILE_COLUMNS, true),
+    pack("packA", rows, true),
+    pack("packAT", rows, false),
+    { name: "dots", params: fiveI32, locals: [I32, I32, I32, I32, V128, V128, F32], body: dotsCode(fused) },
+  ]);
 }
