@@ -43,6 +43,11 @@ export interface ConvArgs extends WindowGeometry {
   outChannels: number;
   /** Channel groups (`inChannels` for depthwise convolution). */
   group: number;
+  /**
+   * Bounds `[lo, hi]` each output is clamped to after the bias (`t = v < lo ? lo : v`, then `t > hi ? hi : t`, as Clip; NaN kept): a
+   * following Relu (`[0, Infinity]`) or Clip computed in the same pass. Default: none.
+   */
+  clamp?: readonly [number, number];
 }
 
 /** Elements of the im2col / col2im scratch matrix per GEMM call; larger images are processed in column chunks. */
@@ -110,6 +115,7 @@ export function convolve(args: ConvArgs): void {
   const cinG = inChannels / group;
   const coutG = outChannels / group;
   const kg = cinG * kernelSize;
+  const [lo, hi] = args.clamp ?? [-Infinity, Infinity];
   if (geom.inShape.length === 2 && cinG === 1 && group > 1) {
     depthwise2d(args, geom);
   } else {
@@ -139,6 +145,8 @@ export function convolve(args: ConvArgs): void {
             });
             continue;
           }
+          // Bias and clamp applied as the GEMM writes its result.
+          const epilogue = { bias: args.bias, biasOffset: g * coutG, lo, hi };
           if (pointwise) {
             gemm({
               m: coutG,
@@ -152,6 +160,7 @@ export function convolve(args: ConvArgs): void {
               c: y,
               cOffset: yOff + p0,
               ldc: spatialOut,
+              epilogue,
             });
             continue;
           }
@@ -166,12 +175,27 @@ export function convolve(args: ConvArgs): void {
             c: y,
             cOffset: yOff + p0,
             ldc: spatialOut,
+            epilogue,
           });
         }
       }
-      // Per image, while its output is still in cache.
-      if (args.bias !== null) addChannelBias(y, args.bias, n * outChannels * spatialOut, outChannels, spatialOut);
+      if (spatialOut === 1) {
+        // The dot products' image: bias and clamp now, while it is in cache.
+        const off = n * outChannels;
+        if (args.bias !== null) addChannelBias(y, args.bias, off, outChannels, 1);
+        clampValues(y, off, outChannels, lo, hi);
+      }
     }
+  }
+}
+
+/** `y[off..off+count]` clamped to `[lo, hi]` in place (as Clip: `t = v < lo ? lo : v`, then `t > hi ? hi : t`). */
+function clampValues(y: FloatArray, off: number, count: number, lo: number, hi: number): void {
+  if (lo === -Infinity && hi === Infinity) return;
+  for (let i = off; i < off + count; i++) {
+    const v = y[i];
+    const t = v < lo ? lo : v;
+    y[i] = t > hi ? hi : t;
   }
 }
 
@@ -412,6 +436,7 @@ function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
         if (KH === 3 && KW === 3) depthwisePlane3x3(plane);
         else if (KH === 5 && KW === 5) depthwisePlane5x5(plane);
         else depthwisePlaneAny(plane, KH, KW);
+        clampValues(y, plane.yOff, Ho * Wo, ...(args.clamp ?? [-Infinity, Infinity]));
       }
     }
   }
@@ -491,8 +516,14 @@ function depthwise2dSimd(args: ConvArgs, g: WindowGeometry, simd: SimdDepthwise)
     outBase: 4 * outBase,
     weightBase: 4 * weightBase,
     biasBase: 4 * biasBase,
+    lo: 0,
+    hi: 0,
   };
   DEPTHWISE_HEADER.forEach((field, i) => header[i] = fields[field]);
+  // The clamp bounds are float32 bits in their header fields.
+  const bounds = new Float32Array(simd.memory.buffer, 0, DEPTHWISE_HEADER.length);
+  [bounds[DEPTHWISE_HEADER.indexOf("lo")], bounds[DEPTHWISE_HEADER.indexOf("hi")]] = args.clamp ??
+    [-Infinity, Infinity];
   for (let ky = 0; ky < KH; ky++) {
     for (let kx = 0; kx < KW; kx++) {
       const c = kx * dw;

@@ -53,6 +53,23 @@ export interface GemmArgs {
    * JavaScript kernel instead of WebAssembly SIMD). Float64 operands always do.
    */
   float64Accumulation?: boolean;
+  /**
+   * Applied to each element of C last: `C[i, j] = clamp(alpha * op(A) op(B) + beta * C + bias[i])` (a convolution's
+   * bias and Relu or Clip; float32 C rounds the sum with the bias before clamping).
+   */
+  epilogue?: Epilogue;
+}
+
+/** Per-row bias and clamping of {@linkcode GemmArgs.epilogue}. */
+export interface Epilogue {
+  /** Added to row `i` of C: `bias[biasOffset + i]`; null for none. */
+  bias: FloatArray | null;
+  /** Index of row 0's bias. */
+  biasOffset: number;
+  /** Lower bound (`v < lo ? lo : v`: NaN stays); -Infinity for none. */
+  lo: number;
+  /** Upper bound (`v > hi ? hi : v`); Infinity for none. */
+  hi: number;
 }
 
 /** Register tile: rows of A and columns of B per micro-kernel call. */
@@ -124,10 +141,12 @@ export function gemm(args: GemmArgs): void {
     ldc: args.ldc ?? n,
     alpha: args.alpha ?? 1,
     beta: args.beta ?? 0,
+    epi: args.epilogue ?? null,
   };
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || p.alpha === 0) {
     scaleC(c, p.cOff, p.ldc, m, n, p.beta);
+    applyEpilogue(p, 0, m, 0, n);
     return;
   }
   const allF32 = a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array;
@@ -206,10 +225,63 @@ interface Problem {
   ldc: number;
   alpha: number;
   beta: number;
+  epi: Epilogue | null;
+}
+
+/** Rows `i0..i1` x columns `j0..j1` of C given the epilogue (bias, clamp) in place, when there is one. */
+function applyEpilogue(q: Problem, i0: number, i1: number, j0: number, j1: number): void {
+  if (q.epi === null) return;
+  for (let i = i0; i < i1; i++) {
+    const at = q.cOff + i * q.ldc;
+    finishRow(q.c, at + j0, q.c, at + j0, j1 - j0, q.epi, i);
+  }
+}
+
+/**
+ * `c[dst + j] = clamp(src[from + j] + bias of row)` for `count` elements: the one pass that adds a row's bias and
+ * clamps, where the row is copied or already stands (`c === src`).
+ */
+function finishRow(
+  c: FloatArray,
+  dst: number,
+  src: FloatArray,
+  from: number,
+  count: number,
+  epi: Epilogue,
+  row: number,
+): void {
+  const b = epi.bias === null ? 0 : epi.bias[epi.biasOffset + row];
+  const { lo, hi } = epi;
+  if (b === 0) {
+    // No bias (a zero bias is not added either: -0 stays -0, as without a bias pass).
+    for (let j = 0; j < count; j++) {
+      const v = src[from + j];
+      const t = v < lo ? lo : v;
+      c[dst + j] = t > hi ? hi : t;
+    }
+  } else if (c instanceof Float32Array) {
+    // The biased sum rounded to float32 before clamping, as a bias pass over float32 storage would.
+    for (let j = 0; j < count; j++) {
+      const v = Math.fround(src[from + j] + b);
+      const t = v < lo ? lo : v;
+      c[dst + j] = t > hi ? hi : t;
+    }
+  } else {
+    for (let j = 0; j < count; j++) {
+      const v = src[from + j] + b;
+      const t = v < lo ? lo : v;
+      c[dst + j] = t > hi ? hi : t;
+    }
+  }
 }
 
 /** The JavaScript path: float64 packs and a 4x4 float64 register tile. */
 function gemmScalar(q: Problem): void {
+  gemmScalarProduct(q);
+  applyEpilogue(q, 0, q.m, 0, q.n);
+}
+
+function gemmScalarProduct(q: Problem): void {
   const { m, n, k, a, aOff, lda, transA, b, bOff, ldb, transB, c, cOff, ldc, alpha, beta } = q;
   const kcMax = Math.min(KC, k);
   const ncMax = Math.min(NC, Math.ceil(n / NR) * NR);
@@ -508,7 +580,16 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
         }
       }
     }
-    for (let i = 0; i < m; i++) storeScaled(c, cOff + i * ldc + jc, heap, cBase + i * ncPad, nc, alpha, beta);
+    const plain = alpha === 1 && beta === 0;
+    for (let i = 0; i < m; i++) {
+      const [dst, src] = [cOff + i * ldc + jc, cBase + i * ncPad];
+      // The epilogue on the copy out of wasm memory when nothing else is to be done (a convolution), else after it.
+      if (q.epi !== null && plain) finishRow(c, dst, heap, src, nc, q.epi, i);
+      else {
+        storeScaled(c, dst, heap, src, nc, alpha, beta);
+        if (q.epi !== null) finishRow(c, dst, c, dst, nc, q.epi, i);
+      }
+    }
   }
 }
 
@@ -583,7 +664,8 @@ function partRange(part: number, parts: number, extent: number, unit: number): [
 /** Rows `lo..hi` of C (or columns, unless `byRows`) as a problem of their own over the same storage. */
 function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Problem {
   if (byRows) {
-    return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc };
+    const epi = q.epi === null ? null : { ...q.epi, biasOffset: q.epi.biasOffset + lo };
+    return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc, epi };
   }
   return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo };
 }
@@ -642,6 +724,7 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     ldc: n,
     alpha,
     beta,
+    epi: null,
   };
   return { params: [...params], problem };
 }
@@ -727,11 +810,16 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
     const [lo, hi] = partRange(part, parts, extent, unit);
     runPart(q, simd, byRows, lo, hi);
   });
+  // Workers' parts (computed without the epilogue) copied back, given the epilogue on the way.
   for (let part = 0; part < parts; part++) {
     if (!byWorker[part]) continue;
     const [lo, hi] = partRange(part, parts, extent, unit);
     const [i0, i1, j0, j1] = byRows ? [lo, hi, 0, n] : [0, m, lo, hi];
-    for (let i = i0; i < i1; i++) q.c.set(t.c.subarray(i * n + j0, i * n + j1), q.cOff + i * q.ldc + j0);
+    for (let i = i0; i < i1; i++) {
+      const dst = q.cOff + i * q.ldc + j0;
+      if (q.epi === null) q.c.set(t.c.subarray(i * n + j0, i * n + j1), dst);
+      else finishRow(q.c, dst, t.c, i * n + j0, j1 - j0, q.epi, i);
+    }
   }
   return true;
 }

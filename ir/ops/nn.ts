@@ -313,6 +313,37 @@ function inferConvLike(
 }
 
 function interpretConv(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelContext): Tensor[] {
+  return interpretConvClamped(op, inputs, ctx, null);
+}
+
+/**
+ * A Conv whose result is clamped to `[lo, hi]` as it is written (`t = x < lo ? lo : x`, then `t > hi ? hi : t`):
+ * a Conv followed by Relu (`[0, Infinity]`) or Clip in one pass, the same numbers as the two ops.
+ *
+ * @param op The Conv.
+ * @param inputs Its operands.
+ * @param ctx The interpreter's context.
+ * @param clamp The bounds, or null for a plain Conv.
+ * @returns The clamped result.
+ *
+ * @example Conv then Relu on a 1x1 kernel
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Op, Value } from "../graph.ts";
+ * import { float32Tensor } from "../tensor.ts";
+ * import { interpretConvClamped } from "./nn.ts";
+ * const op = new Op({ name: "c", type: "Conv", operands: [new Value("x"), new Value("w")], results: [new Value("y")] });
+ * const x = float32Tensor([1, 1, 1, 3], [1, -2, 3]);
+ * const [y] = interpretConvClamped(op, [x, float32Tensor([1, 1, 1, 1], [2])], { opset: 13 }, [0, Infinity]);
+ * assert.deepEqual([...y.data], [2, 0, 6]);
+ * ```
+ */
+export function interpretConvClamped(
+  op: Op,
+  inputs: readonly (Tensor | null)[],
+  ctx: KernelContext,
+  clamp: readonly [number, number] | null,
+): Tensor[] {
   const xt = required(op, inputs, 0, "X");
   const wt = required(op, inputs, 1, "W");
   const bt = inputs[2] ?? null;
@@ -330,6 +361,7 @@ function interpretConv(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelCo
     outChannels: wt.shape[0],
     group: op.int("group", 1),
     ...geometryOf(xt.shape.slice(2), window!, attrs!),
+    ...(clamp === null ? {} : { clamp }),
   });
   return [floatResult(xt.dtype, outShape, y)];
 }

@@ -15,6 +15,8 @@ import {
   f32Store,
   F32X4_ADD,
   F32X4_MUL,
+  F32X4_PMAX,
+  F32X4_PMIN,
   F32X4_SPLAT,
   get,
   I32,
@@ -63,6 +65,8 @@ export const DEPTHWISE_HEADER = [
   "outBase", // the result, outChannels x Ho x Wo (and 3 floats of slack)
   "weightBase", // outChannels x taps, row-major taps
   "biasBase", // outChannels
+  "lo", // float32 bits: lower clamp bound (-Infinity for none)
+  "hi", // float32 bits: upper clamp bound (Infinity for none)
 ] as const;
 /** Byte address of the taps' byte offsets within the phase planes (i32, one per tap, after the header). */
 export const DEPTHWISE_TAP_OFFSETS = 4 * DEPTHWISE_HEADER.length;
@@ -72,7 +76,8 @@ export const DEPTHWISE_TAP_OFFSETS = 4 * DEPTHWISE_HEADER.length;
  * header describes writes, per output channel `oc` (of input channel
  * `oc / multiplier`) and position, `bias[oc] + sum over taps t of w[oc, t] *
  * plane[oh * rowBytes + 16 (ow / 4) + offset[t]]` in float32, the taps in
- * order, each product rounded then added (no fused multiply-add). Input column
+ * order, each product rounded then added (no fused multiply-add), then clamped
+ * to the header's `[lo, hi]` as Clip does (`t = v < lo ? lo : v`, then `t > hi ? hi : t`). Input column
  * `iw` is staged at phase `(iw + padBegin) mod sw`, index `(iw + padBegin) /
  * sw` of plane row `ih + padTop`.
  *
@@ -94,7 +99,7 @@ export function depthwiseModuleBytes(): Uint8Array<ArrayBuffer> {
   const [ic, m, ih, iw, src, row, phase, index, bias, oh, ow, t, xRow, xPtr, yPtr, wPtr] = [
     ...Array(16).keys(),
   ].map((i) => work + i);
-  const [acc, vBias] = [work + 16, work + 17];
+  const [acc, vBias, vLo, vHi] = [work + 16, work + 17, work + 18, work + 19];
   const addTo = (
     local: number,
     ...amount: number[][]
@@ -111,6 +116,7 @@ export function depthwiseModuleBytes(): Uint8Array<ArrayBuffer> {
   // deno-fmt-ignore
   const body = [
     ...DEPTHWISE_HEADER.map((_, i) => [...i32(0), ...i32Load(4 * i), ...set(i)]),
+    i32(4 * h.lo), f32Load(0), F32X4_SPLAT, set(vLo), i32(4 * h.hi), f32Load(0), F32X4_SPLAT, set(vHi),
     get(h.inBase), set(src), get(h.weightBase), set(wPtr), get(h.biasBase), set(bias), get(h.outBase), set(yPtr),
     i32(0), set(ic),
     doWhile( // input channels
@@ -156,7 +162,8 @@ export function depthwiseModuleBytes(): Uint8Array<ArrayBuffer> {
               F32X4_MUL, F32X4_ADD, set(acc),
               next(t, i32(4), h.tapBytes),
             ),
-            get(yPtr), get(acc), storeV128(0),
+            // clamp: v < lo ? lo : v, then v > hi ? hi : v (pmax, pmin: NaN kept, as in JavaScript)
+            get(yPtr), get(acc), get(vLo), F32X4_PMAX, get(vHi), F32X4_PMIN, storeV128(0),
             addTo(yPtr, i32(16)), addTo(xPtr, i32(16)),
             next(ow, i32(4), h.Wo4),
           ),
@@ -174,7 +181,7 @@ export function depthwiseModuleBytes(): Uint8Array<ArrayBuffer> {
   return wasmModule([{
     name: "depthwise",
     params: [],
-    locals: [...new Array(work + 16).fill(I32), V128, V128],
+    locals: [...new Array(work + 16).fill(I32), V128, V128, V128, V128],
     body: body.flat(),
   }]);
 }

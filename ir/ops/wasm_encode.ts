@@ -54,6 +54,9 @@ export const load32Splat = (offset: number): number[] => simdOp(0x09, 2, ...uleb
 export const F32X4_SPLAT = simdOp(0x13);
 export const F32X4_ADD = simdOp(0xe4);
 export const F32X4_MUL = simdOp(0xe6);
+/** `f32x4.pmin(a, b) = b < a ? b : a`, `f32x4.pmax(a, b) = a < b ? b : a` (lane-wise; NaN in `a` is kept). */
+export const F32X4_PMIN = simdOp(0xea);
+export const F32X4_PMAX = simdOp(0xeb);
 export const f32x4ExtractLane = (lane: number): number[] => simdOp(0x1f, lane);
 /** `f32x4.relaxed_madd(a, b, c) = a * b + c`, fused or not as the hardware does it (relaxed SIMD proposal). */
 export const F32X4_RELAXED_MADD = simdOp(0x105);
