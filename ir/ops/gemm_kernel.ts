@@ -466,7 +466,17 @@ interface SimdKernel {
   memory: WebAssembly.Memory;
   heap: Float32Array;
   /** `(mc, nc, kc, aPtr, bPtr, cPtr, ldcBytes, accumulate)`; see {@linkcode gemmModuleBytes}. */
-  block: (mc: number, nc: number, kc: number, a: number, b: number, c: number, ldc: number, acc: number) => void;
+  block: (
+    mc: number,
+    nc: number,
+    kc: number,
+    a: number,
+    b: number,
+    c: number,
+    ldc: number,
+    acc: number,
+    epilogue: number,
+  ) => void;
   /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: `kc` rows of B into 8-column panels. */
   packB: Pack;
   /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: `nc` rows of B^T into 8-column panels. */
@@ -546,12 +556,24 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
   const bRaw = aRaw + (q.transA ? kcMax * mPad : Math.min(SMC, mPad) * k);
   const bPacked = bRaw + kcMax * ncBlock;
   const cBase = bPacked + kcMax * nbMax;
-  const bytes = (cBase + mPad * ncBlock) * 4;
+  // Bias and clamp given by the kernel as it stores the last slice: per block of SMC rows, [lo, hi, bias...].
+  const inKernel = q.epi !== null && alpha === 1 && beta === 0;
+  const epiBase = cBase + mPad * ncBlock;
+  const epiStride = SMC + 2;
+  const bytes = (epiBase + (inKernel ? Math.ceil(m / SMC) * epiStride : 0)) * 4;
   if (s.memory.buffer.byteLength < bytes) {
     s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
     s.heap = new Float32Array(s.memory.buffer);
   }
   const heap = s.heap;
+  if (inKernel) {
+    const { bias, biasOffset, lo, hi } = q.epi!;
+    for (let ic = 0; ic < m; ic += SMC) {
+      const at = epiBase + (ic / SMC) * epiStride;
+      heap[at] = lo, heap[at + 1] = hi;
+      for (let i = 0; i < SMC; i++) heap[at + 2 + i] = bias === null || ic + i >= m ? 0 : bias[biasOffset + ic + i];
+    }
+  }
   packSimdA(q, s, aRaw, aPacked);
   for (let jc = 0; jc < n; jc += ncBlock) {
     const nc = Math.min(ncBlock, n - jc);
@@ -576,19 +598,15 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
           const mcPad = roundUp(Math.min(SMC, m - ic), SR);
           const aPtr = (aPacked + mPad * pc + ic * kc) * 4;
           const cPtr = (cBase + ic * ncPad + jb) * 4;
-          s.block(mcPad, nbPad, kc, aPtr, bPacked * 4, cPtr, ncPad * 4, pc > 0 ? 1 : 0);
+          const epi = inKernel && pc + kc === k ? (epiBase + (ic / SMC) * epiStride) * 4 : 0;
+          s.block(mcPad, nbPad, kc, aPtr, bPacked * 4, cPtr, ncPad * 4, pc > 0 ? 1 : 0, epi);
         }
       }
     }
-    const plain = alpha === 1 && beta === 0;
     for (let i = 0; i < m; i++) {
-      const [dst, src] = [cOff + i * ldc + jc, cBase + i * ncPad];
-      // The epilogue on the copy out of wasm memory when nothing else is to be done (a convolution), else after it.
-      if (q.epi !== null && plain) finishRow(c, dst, heap, src, nc, q.epi, i);
-      else {
-        storeScaled(c, dst, heap, src, nc, alpha, beta);
-        if (q.epi !== null) finishRow(c, dst, c, dst, nc, q.epi, i);
-      }
+      const dst = cOff + i * ldc + jc;
+      storeScaled(c, dst, heap, cBase + i * ncPad, nc, alpha, beta);
+      if (q.epi !== null && !inKernel) finishRow(c, dst, c, dst, nc, q.epi, i);
     }
   }
 }
@@ -696,13 +714,13 @@ const roundUp8 = (bytes: number): number => Math.ceil(bytes / 8) * 8;
 
 /** Layout of a problem staged densely in a worker arena: op(A), op(B) as stored, then C (`m x n`), each in its own type. */
 interface Staging {
-  /** `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes]`. */
+  /** `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes, epilogue, lo, hi]`. */
   params: number[];
   problem: Problem;
 }
 
 function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Staging {
-  const [m, n, k, transA, transB, , , , alpha, beta, , aBytes, bBytes, cBytes] = params;
+  const [m, n, k, transA, transB, , , , alpha, beta, , aBytes, bBytes, cBytes, epilogue, lo, hi] = params;
   const view = (bytes: number, offset: number, length: number): FloatArray =>
     bytes === 8 ? new Float64Array(arena, offset, length) : new Float32Array(arena, offset, length);
   const bOffset = roundUp8(m * k * aBytes);
@@ -724,7 +742,8 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     ldc: n,
     alpha,
     beta,
-    epi: null,
+    // The epilogue's bias (one per row of C) is staged after C.
+    epi: epilogue === 1 ? { bias: view(cBytes, cOffset + roundUp8(m * n * cBytes), m), biasOffset: 0, lo, hi } : null,
   };
   return { params: [...params], problem };
 }
@@ -785,12 +804,13 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
   if (parts < 2) return false;
   const [aBytes, bBytes, cBytes] = [elementBytes(q.a), elementBytes(q.b), elementBytes(q.c)];
   const extent = byRows ? m : n;
-  const bytes = roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + m * n * cBytes;
+  const epiBytes = q.epi === null ? 0 : m * cBytes;
+  const bytes = roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + roundUp8(m * n * cBytes) + epiBytes;
   const limit = arenaLimitBytes();
   if (bytes > limit) {
     // Slabs of whole rows (or columns) of C whose staging fits the arena, each shared out in turn.
     const shared = byRows ? k * n * bBytes : m * k * aBytes;
-    const perLine = byRows ? k * aBytes + n * cBytes : k * bBytes + m * cBytes;
+    const perLine = byRows ? k * aBytes + n * cBytes + (q.epi === null ? 0 : cBytes) : k * bBytes + m * cBytes;
     const lines = Math.floor((limit - shared - 16) / perLine / unit) * unit;
     if (lines < 2 * unit) return false;
     for (let lo = 0; lo < extent; lo += lines) {
@@ -799,27 +819,28 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
     }
     return true;
   }
+  const epi = q.epi;
   const params = [m, n, k, +q.transA, +q.transB, +byRows, parts, unit, q.alpha, q.beta, +simd, aBytes, bBytes, cBytes];
+  params.push(epi === null ? 0 : 1, epi?.lo ?? 0, epi?.hi ?? 0);
   const arena = parallelArena(bytes);
   if (arena === null) return false;
   const t = staging(params, arena).problem;
   stageRows(t.a, 0, q.a, q.aOff, q.lda, q.transA ? k : m, q.transA ? m : k);
   stageRows(t.b, 0, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
   if (q.beta !== 0) stageRows(t.c, 0, q.c, q.cOff, q.ldc, m, n);
+  if (epi !== null) {
+    if (epi.bias === null) t.epi!.bias!.fill(0);
+    else t.epi!.bias!.set(epi.bias.subarray(epi.biasOffset, epi.biasOffset + m));
+  }
   const byWorker = runParts(gemmPartTask, params, parts, (part) => {
     const [lo, hi] = partRange(part, parts, extent, unit);
     runPart(q, simd, byRows, lo, hi);
   });
-  // Workers' parts (computed without the epilogue) copied back, given the epilogue on the way.
   for (let part = 0; part < parts; part++) {
     if (!byWorker[part]) continue;
     const [lo, hi] = partRange(part, parts, extent, unit);
     const [i0, i1, j0, j1] = byRows ? [lo, hi, 0, n] : [0, m, lo, hi];
-    for (let i = i0; i < i1; i++) {
-      const dst = q.cOff + i * q.ldc + j0;
-      if (q.epi === null) q.c.set(t.c.subarray(i * n + j0, i * n + j1), dst);
-      else finishRow(q.c, dst, t.c, i * n + j0, j1 - j0, q.epi, i);
-    }
+    for (let i = i0; i < i1; i++) q.c.set(t.c.subarray(i * n + j0, i * n + j1), q.cOff + i * q.ldc + j0);
   }
   return true;
 }

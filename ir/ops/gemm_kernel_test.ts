@@ -284,3 +284,51 @@ Deno.test("matVecF32() equals its float32 summation order replayed in JavaScript
     );
   }
 });
+
+Deno.test("gemm() epilogue (row bias, clamp) equals the product followed by a bias pass and a Clip, bit for bit", async () => {
+  const rnd = random(7);
+  const before = threadCount();
+  try {
+    assert.equal(await startWorkers(), 1);
+    // [m, n, k, alpha, beta, float64]: in the kernel (alpha 1, beta 0, float32), after the store, float64; sizes for
+    // the worker pool too.
+    const cases: [number, number, number, number, number, boolean][] = [
+      [70, 300, 270, 1, 0, false],
+      [300, 70, 270, 1, 0, false],
+      [13, 19, 600, 1, 0, false],
+      [70, 300, 270, 0.5, 2, false],
+      [40, 50, 30, 1, 0, true],
+    ];
+    for (const [m, n, k, alpha, beta, float64] of cases) {
+      const make = (length: number) => (float64 ? new Float64Array(length) : new Float32Array(length)).map(rnd);
+      const [a, b, c0, bias] = [make(m * k), make(k * n), make(m * n), make(m + 3)];
+      bias[5] = 0;
+      const [lo, hi] = [-0.25, 0.5];
+      const want = c0.slice();
+      gemm({ m, n, k, a, b, c: want, alpha, beta });
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) {
+          const v = bias[3 + i] === 0 ? want[i * n + j] : want[i * n + j] + bias[3 + i]; // rounded by the store
+          want[i * n + j] = v;
+          const t = want[i * n + j] < lo ? lo : want[i * n + j];
+          want[i * n + j] = t > hi ? hi : t;
+        }
+      }
+      for (const threads of [1, 2]) {
+        setThreadCount(threads);
+        // With 2 threads and a product large enough to share, repeat until the worker has computed a part.
+        const parts = workerPartCount();
+        for (let tries = 0; tries < 50; tries++) {
+          const c = c0.slice();
+          gemm({ m, n, k, a, b, c, alpha, beta, epilogue: { bias, biasOffset: 3, lo, hi } });
+          assert.deepEqual(c, want, `m=${m} n=${n} k=${k} alpha=${alpha} threads=${threads}`);
+          if (threads === 1 || m * n * k < 1e6 || workerPartCount() > parts) break;
+        }
+        if (threads === 2 && m * n * k > 1e6) assert.ok(workerPartCount() > parts, "the worker computed no part");
+      }
+    }
+  } finally {
+    setThreadCount(before);
+    releasePool();
+  }
+});

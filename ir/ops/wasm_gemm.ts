@@ -24,6 +24,8 @@ import {
   f32Store,
   F32X4_ADD,
   F32X4_MUL,
+  F32X4_PMAX,
+  F32X4_PMIN,
   F32X4_RELAXED_MADD,
   f32x4ExtractLane,
   get,
@@ -146,13 +148,16 @@ function dotsCode(fused: boolean): number[] {
  * bytes; see `packCode`): `packB` (`kc` rows of B into 8-column panels),
  * `packBT` (`count` rows of B^T), `packA` (`count` rows of A into `rows`-row
  * panels), `packAT` (`kc` rows of A^T); and
- * `block(mc, nc, kc, a, b, c, ldc, accumulate)`, which for every
+ * `block(mc, nc, kc, a, b, c, ldc, accumulate, epilogue)`, which for every
  * `rows`-row panel of packed A (`a`, panel `i` at `a + i * kc` floats) and
  * 8-column panel of packed B (`b`) sums the `rows x 8` product over `kc` into
  * f32x4 registers (in order of k, one rounding per step: fused multiply-add
  * when `fused`, else multiply then add; four steps per pass of the loop) and
  * stores it to C (`c`, row stride `ldc` bytes), added to what C held when
- * `accumulate` is 1. `mc` and `nc` are multiples of `rows` and 8, all counts
+ * `accumulate` is 1, then, when `epilogue` (a byte address) is not 0, adds
+ * `bias[i]` to row `i` and clamps as Clip does (`pmin(pmax(v, lo), hi)`) with
+ * `[lo, hi, bias...]` the float32s at `epilogue` (bias indexed by the row in
+ * the block). `mc` and `nc` are multiples of `rows` and 8, all counts
  * positive.
  *
  * @param rows Rows of the register tile (4 or 6: 2 * rows accumulators, two B
@@ -168,12 +173,12 @@ function dotsCode(fused: boolean): number[] {
  * ```
  */
 export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayBuffer> {
-  const [mc, nc, kc, a, b, c, ldc, accumulate] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const [ir, jr, p, ap, bp, cp] = [8, 9, 10, 11, 12, 13];
+  const [mc, nc, kc, a, b, c, ldc, accumulate, epilogue] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const [ir, jr, p, ap, bp, cp] = [9, 10, 11, 12, 13, 14];
   const rowIndex = [...Array(rows).keys()];
   // Row r: acc[2r] holds columns 0-3, acc[2r+1] columns 4-7.
-  const acc = [...Array(2 * rows).keys()].map((i) => 14 + i);
-  const [b0, b1, av] = [14 + 2 * rows, 15 + 2 * rows, 16 + 2 * rows];
+  const acc = [...Array(2 * rows).keys()].map((i) => 15 + i);
+  const [b0, b1, av] = [15 + 2 * rows, 16 + 2 * rows, 17 + 2 * rows];
   const madd = (sum: number, bv: number): number[] =>
     fused
       ? [...get(av), ...get(bv), ...get(sum), ...F32X4_RELAXED_MADD, ...set(sum)]
@@ -220,11 +225,22 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
           get(p), i32(1), [SUB], tee(p), BR_IF_0,
         )),
         get(c), get(ir), get(ldc), [MUL], [ADD], get(jr), i32(2), [SHL], [ADD], set(cp),
+        // The epilogue's bounds, when there is one (b0, b1 are free now).
+        get(epilogue),
+        ifThen(get(epilogue), load32Splat(0), set(b0), get(epilogue), load32Splat(4), set(b1)),
         ...rowIndex.map((r) => [ // store row r, added to C's old value when accumulating
           ...get(accumulate),
           ...ifThen(
             get(acc[2 * r]), get(cp), loadV128(0), F32X4_ADD, set(acc[2 * r]),
             get(acc[2 * r + 1]), get(cp), loadV128(16), F32X4_ADD, set(acc[2 * r + 1]),
+          ),
+          // Epilogue: + bias[ir + r], then clamped as Clip does: pmin(pmax(v, lo), hi).
+          ...get(epilogue),
+          ...ifThen(
+            get(epilogue), get(ir), i32(2), [SHL], [ADD], load32Splat(8 + 4 * r), set(av),
+            ...[acc[2 * r], acc[2 * r + 1]].map((x) => [
+              ...get(x), ...get(av), ...F32X4_ADD, ...get(b0), ...F32X4_PMAX, ...get(b1), ...F32X4_PMIN, ...set(x),
+            ]),
           ),
           ...get(cp), ...get(acc[2 * r]), ...storeV128(0),
           ...get(cp), ...get(acc[2 * r + 1]), ...storeV128(16),
@@ -245,7 +261,7 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
   return wasmModule([
     {
       name: "block",
-      params: new Array(8).fill(I32),
+      params: new Array(9).fill(I32),
       locals: [...new Array(6).fill(I32), ...new Array(2 * rows + 3).fill(V128)],
       body: body.flat(),
     },
