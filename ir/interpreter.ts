@@ -9,6 +9,7 @@ import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import type { KernelContext, OpDef, OpRegistry } from "./op_def.ts";
 import { builtinOps } from "./builtin_ops.ts";
+import { silu } from "./ops/elementwise.ts";
 import { interpretConvClamped } from "./ops/nn.ts";
 import { allocData, type Tensor, type TensorData } from "./tensor.ts";
 import { type Dim, type DType, elementTypeToString, isTensorType } from "./types.ts";
@@ -98,11 +99,11 @@ export class Interpreter {
     this.#last = this.#stop ? Math.max(-1, ...producers) : graph.ops.length - 1;
     const kept = new Set([...graph.outputs, ...this.#probes]);
     for (const [v, i] of lastUse) if (!kept.has(v)) this.#release[i].push(v);
-    fuseConvClamps(this.#steps, this.#release, kept, registry);
+    fuseSteps(this.#steps, this.#release, kept, registry);
     pinGraph(graph, this.#pinned);
   }
 
-  /** How many ops run fused into the op before them (a Relu or Clip after a Conv). */
+  /** How many ops run fused into the op before them (a Relu or Clip after a Conv, a Mul after a Sigmoid). */
   get fusedOps(): number {
     return this.#steps.filter((s) => s.skip).length;
   }
@@ -199,34 +200,45 @@ export class Interpreter {
 type Step = { op: Op; run: Kernel; opset: number; results: readonly Value[]; skip: boolean };
 
 /**
- * Fuse each built-in Conv whose one use is a built-in Relu, or Clip with constant bounds, right after it (its result
- * neither kept nor a probe) into one step that clamps as it writes: the same numbers, one pass and one tensor fewer.
- * The Relu's step is skipped; what it released is released by the Conv's step.
+ * Fuse pairs of adjacent built-in ops into one step that computes the second op's result in one pass, the same
+ * numbers as the two ops and one tensor fewer: a Conv whose one use is a Relu, or a Clip with constant bounds
+ * (clamped as it is written), and a float32 Sigmoid whose one use is a Mul by the Sigmoid's operand (SiLU). The
+ * first op's result must be neither kept nor a probe. The second op's step is skipped; what it released is released
+ * by the first's.
  */
-function fuseConvClamps(steps: Step[], release: Value[][], kept: Set<Value>, registry: OpRegistry): void {
+function fuseSteps(steps: Step[], release: Value[][], kept: Set<Value>, registry: OpRegistry): void {
   const builtin = (op: Op): boolean => registry.get(op) === builtinOps.get(op) && op.domain === "";
   for (let i = 0; i + 1 < steps.length; i++) {
-    const [conv, next] = [steps[i].op, steps[i + 1].op];
-    if (conv.type !== "Conv" || !builtin(conv) || !builtin(next) || conv.results.length !== 1) continue;
-    const r = conv.results[0];
-    if (kept.has(r) || r.uses.length !== 1 || r.uses[0].op !== next || r.uses[0].index !== 0) continue;
-    const clamp = clampOf(next, steps[i + 1].opset);
-    if (clamp === null) continue;
-    steps[i] = {
-      ...steps[i],
-      run: (op, inputs, ctx) => interpretConvClamped(op, inputs, ctx, clamp),
-      results: next.results,
-    };
+    const [first, next] = [steps[i].op, steps[i + 1].op];
+    if (!builtin(first) || !builtin(next) || first.results.length !== 1) continue;
+    const r = first.results[0];
+    if (kept.has(r) || r.uses.length !== 1 || r.uses[0].op !== next) continue;
+    let run: Kernel | null = null;
+    if (first.type === "Conv" && r.uses[0].index === 0) {
+      const clamp = clampOf(next, steps[i + 1].opset);
+      if (clamp !== null) run = (op, inputs, ctx) => interpretConvClamped(op, inputs, ctx, clamp);
+    } else if (first.type === "Sigmoid" && next.type === "Mul" && dtypeOf(r) === "f32") {
+      const x = first.operands[0];
+      const [a, b] = next.operands;
+      if ((a === x && b === r) || (a === r && b === x)) run = (_op, inputs, ctx) => [silu(inputs[0]!, ctx.alloc)];
+    }
+    if (run === null) continue;
+    steps[i] = { ...steps[i], run, results: next.results };
     steps[i + 1] = { ...steps[i + 1], skip: true };
     release[i].push(...release[i + 1]);
     release[i + 1] = [];
   }
 }
 
+/** The element type of a value's tensor type, or null. */
+function dtypeOf(v: Value | null | undefined): string | null {
+  const type = v?.type ?? null;
+  return type !== null && isTensorType(type) ? elementTypeToString(type.elem) : null;
+}
+
 /** The bounds a Relu or Clip (float32 or float64, constant bounds) applies, or null when it is not one. */
 function clampOf(op: Op, opset: number): [number, number] | null {
-  const type = op.results[0]?.type ?? null;
-  const dtype = type !== null && isTensorType(type) ? elementTypeToString(type.elem) : null;
+  const dtype = dtypeOf(op.results[0]);
   if (dtype !== "f32" && dtype !== "f64") return null;
   if (op.type === "Relu" && op.operands.length === 1) return [0, Infinity];
   if (op.type !== "Clip") return null;

@@ -236,3 +236,24 @@ Deno.test("Conv fused with the Relu or Clip after it gives the same bits as the 
   assert.equal(probed.fusedOps, 3);
   assert.deepEqual(probed.run({ x }).head_z, want);
 });
+
+Deno.test("Sigmoid then Mul by its operand (SiLU) fused gives the same bits as the two ops", () => {
+  const rnd = mulberry32(43);
+  const n = 2 * 16384 + 7; // several SIMD chunks and a tail of 3
+  const g = new Graph();
+  let x = g.addInput(new Value("x", { elem: "f32", shape: [n] }));
+  for (const [name, swap] of [["a", false], ["b", true]] as const) {
+    const s = g.addOp(new Op({ name: `${name}_s`, type: "Sigmoid", operands: [x], results: [new Value(`${name}_t`)] }));
+    const operands = swap ? [s.result, x] : [x, s.result];
+    x = g.addOp(new Op({ name: `${name}_m`, type: "Mul", operands, results: [new Value(`${name}_y`)] })).result;
+  }
+  g.outputs.push(x);
+  const m = new Module(g);
+  inferShapes(m);
+  const input = float32Tensor([n], Array.from({ length: n }, () => (rnd() * 2 - 1) * 20));
+  const registry = new OpRegistry(builtinOps.all().map((d) => (d.type === "Mul" ? { ...d } : d)));
+  const plain = new Interpreter(m, { registry });
+  const fused = new Interpreter(m);
+  assert.deepEqual([plain.fusedOps, fused.fusedOps], [0, 2]);
+  assert.deepEqual(fused.run({ x: input }).b_y, plain.run({ x: input }).b_y);
+});

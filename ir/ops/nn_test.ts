@@ -390,6 +390,20 @@ Deno.test("AveragePool interpret() pools 1-D and 3-D inputs", () => {
   assertClose(y3, [1, 1, 1, 1, 1], [4.5]);
 });
 
+Deno.test("GlobalAveragePool (four partial sums) is within float64 rounding of the sequential mean", () => {
+  const rnd = mulberry32(13);
+  for (const [h, w] of [[1, 1], [1, 3], [2, 2], [3, 5], [7, 7], [13, 11]]) {
+    const values = Array.from({ length: 3 * h * w }, () => rnd() * 2 - 1);
+    const [y] = run("GlobalAveragePool", [fromFloat64("f64", [1, 3, h, w], values)]);
+    for (let c = 0; c < 3; c++) {
+      const plane = values.slice(c * h * w, (c + 1) * h * w);
+      const [sum, magnitude] = plane.reduce(([s, m], v) => [s + v, m + Math.abs(v)], [0, 0]);
+      const got = y.data[c] as number;
+      assert.ok(Math.abs(got - sum / (h * w)) <= 1e-15 * magnitude, `${h}x${w} channel ${c}: ${got}`);
+    }
+  }
+});
+
 Deno.test("GlobalAveragePool and GlobalMaxPool interpret() reduce every spatial axis", () => {
   const x = f32([1, 2, 2, 2], [1, 2, 3, 4, -1, -2, -3, -8]);
   assertClose(run("GlobalAveragePool", [x])[0], [1, 2, 1, 1], [2.5, -3.5]);
