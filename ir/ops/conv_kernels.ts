@@ -744,6 +744,79 @@ export interface MaxPoolOptions {
   storageOrder?: number;
 }
 
+/** A max-pooling window's sizes, steps and input row length. */
+interface PoolWindow {
+  W: number;
+  KH: number;
+  KW: number;
+  sw: number;
+  dh: number;
+  dw: number;
+}
+
+/**
+ * Outputs `colLo..colHi` of one output row whose windows lie inside the input (no bounds tests): `y[yRow + ow]` is
+ * the maximum of the taps from `x[base + ow * sw]`, the first tap starting it (`v > best` keeps a NaN only there).
+ */
+function maxRowInterior(
+  x: NumberArray,
+  base: number,
+  y: NumberArray,
+  yRow: number,
+  colLo: number,
+  colHi: number,
+  p: PoolWindow,
+): void {
+  const { W, KH, KW, sw, dh, dw } = p;
+  for (let ow = colLo; ow < colHi; ow++) {
+    const start = base + ow * sw;
+    let best = x[start];
+    for (let ky = 0; ky < KH; ky++) {
+      const row = start + ky * dh * W;
+      for (let kx = 0; kx < KW; kx++) {
+        const v = x[row + kx * dw];
+        if (v > best) best = v;
+      }
+    }
+    y[yRow + ow] = best;
+  }
+}
+
+/** {@linkcode maxRowInterior} for 3x3 windows, the taps unrolled (the same comparisons in the same order). */
+function maxRowInterior3x3(
+  x: NumberArray,
+  base: number,
+  y: NumberArray,
+  yRow: number,
+  colLo: number,
+  colHi: number,
+  p: PoolWindow,
+): void {
+  const { W, sw, dh, dw } = p;
+  const [r1, r2, c1, c2] = [dh * W, 2 * dh * W, dw, 2 * dw];
+  for (let ow = colLo; ow < colHi; ow++) {
+    const s = base + ow * sw;
+    let best = x[s];
+    let v = x[s + c1];
+    best = v > best ? v : best;
+    v = x[s + c2];
+    best = v > best ? v : best;
+    v = x[s + r1];
+    best = v > best ? v : best;
+    v = x[s + r1 + c1];
+    best = v > best ? v : best;
+    v = x[s + r1 + c2];
+    best = v > best ? v : best;
+    v = x[s + r2];
+    best = v > best ? v : best;
+    v = x[s + r2 + c1];
+    best = v > best ? v : best;
+    v = x[s + r2 + c2];
+    best = v > best ? v : best;
+    y[yRow + ow] = best;
+  }
+}
+
 /**
  * ONNX MaxPool: the largest input tap of each window; padding never wins (it
  * is -infinity). With `indices`, also the flat index of the (first) maximum
@@ -790,19 +863,10 @@ export function maxPool(args: PoolArgs, options: MaxPoolOptions = {}): void {
         for (let ow = 0; ow < Wo; ow++) {
           const w0 = ow * sw - pw;
           if (inside && ow === colLo && colHi > colLo) {
-            // No bounds tests: the first tap starts the maximum, as below.
-            for (; ow < colHi; ow++) {
-              const base = xPlane + h0 * W + ow * sw - pw;
-              let best = x[base];
-              for (let ky = 0; ky < KH; ky++) {
-                const row = base + ky * dh * W;
-                for (let kx = 0; kx < KW; kx++) {
-                  const v = x[row + kx * dw];
-                  if (v > best) best = v;
-                }
-              }
-              y[yPlane + oh * Wo + ow] = best;
-            }
+            const base = xPlane + h0 * W - pw;
+            const window = { W, KH, KW, sw, dh, dw };
+            if (KH === 3 && KW === 3) maxRowInterior3x3(x, base, y, yPlane + oh * Wo, colLo, colHi, window);
+            else maxRowInterior(x, base, y, yPlane + oh * Wo, colLo, colHi, window);
             ow = colHi - 1;
             continue;
           }
