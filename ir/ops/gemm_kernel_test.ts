@@ -332,3 +332,24 @@ Deno.test("gemm() epilogue (row bias, clamp) equals the product followed by a bi
     releasePool();
   }
 });
+
+Deno.test("float32 gemm() with A too tall to pack at once (blocks of rows) equals the product in two halves", () => {
+  const before = threadCount();
+  setThreadCount(1);
+  try {
+    const rnd = random(8);
+    // 4104 x 2049 floats of packed A exceed the 2^23 held at once: the kernel multiplies blocks of rows.
+    const [m, n, k] = [4100, 9, 2049];
+    const a = Float32Array.from({ length: m * k }, rnd);
+    const b = Float32Array.from({ length: k * n }, rnd);
+    const whole = new Float32Array(m * n);
+    gemm({ m, n, k, a, b, c: whole, epilogue: { bias: null, biasOffset: 0, lo: -0.5, hi: Infinity } });
+    const halves = new Float32Array(m * n);
+    for (const lo of [0, m / 2]) {
+      gemm({ m: m / 2, n, k, a, aOffset: lo * k, b, c: halves, cOffset: lo * n });
+    }
+    assert.deepEqual(whole, halves.map((v) => (v < -0.5 ? -0.5 : v)));
+  } finally {
+    setThreadCount(before);
+  }
+});
