@@ -63,7 +63,7 @@ export type {
 export { OpRegistry } from "./ir/op_def.ts";
 export { builtinOps } from "./ir/builtin_ops.ts";
 export { intValues, opError } from "./ir/ops/common.ts";
-export type { GemmArgs } from "./ir/ops/gemm_kernel.ts";
+export type { Epilogue, GemmArgs } from "./ir/ops/gemm_kernel.ts";
 export { gemm } from "./ir/ops/gemm_kernel.ts";
 export { releasePool, setArenaLimit, setThreadCount, startWorkers, threadCount } from "./ir/parallel.ts";
 export type { ParseOptions } from "./ir/parser.ts";

@@ -7,12 +7,17 @@
  * the same process; prints the median of each and their ratio per model, in
  * wall-clock time and in CPU time (the steadier figure on a loaded machine).
  *
- *   OPENBLAS_NUM_THREADS=1 deno run -A bench/interpreter_vs_ort.ts [--runs=5] [--warmup=3] [--models=resnet18,mobilenet_v2] [--paddle=/tmp/package/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx]
+ *   OPENBLAS_NUM_THREADS=1 deno run -A bench/interpreter_vs_ort.ts [--runs=5] [--warmup=3] [--models=resnet18,mobilenet_v2] [--paddle=/tmp/package/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx] [--baseline=DIR]
+ *
+ * `--baseline=DIR` also runs the interpreter of another checkout (its
+ * `ir/interpreter.ts`, e.g. `git archive <commit> | tar -x -C DIR`) on the
+ * same module, the three interleaved run by run, and prints its CPU time and
+ * the speedup of this checkout over it.
  *
  * Exporting needs /usr/bin/python3 with torch 1.13 and torchvision 0.14.
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { fromOrtTensor, loadOnnxruntime, toOrtTensor } from "../driver/onnxruntime.ts";
@@ -48,6 +53,7 @@ const { values: flags } = parseArgs({
     warmup: { type: "string", default: "3" },
     models: { type: "string" },
     paddle: { type: "string" },
+    baseline: { type: "string" },
   },
 });
 const runs = Number(flags.runs);
@@ -85,16 +91,21 @@ function input(shape: number[]): Tensor {
 }
 
 const ort = await loadOnnxruntime();
+type InterpreterClass = typeof Interpreter;
+const Baseline: InterpreterClass | null = flags.baseline === undefined
+  ? null
+  : (await import(new URL(`file://${resolve(flags.baseline, "ir/interpreter.ts")}`).href)).Interpreter;
 const cases: [string, string, number[]][] = [];
 for (const name of flags.models?.split(",") ?? DEFAULT_MODELS) {
   cases.push([name, await torchvisionModel(name), [1, 3, 224, 224]]);
 }
 if (flags.paddle !== undefined) cases.push(["paddleocr_cls", flags.paddle, [1, 3, 48, 192]]);
 
+const baselineColumns = Baseline === null ? "" : " baseline CPU ms | speedup over baseline in CPU time |";
 console.log(
-  `| model | interpreter ms (median of ${runs}) | onnxruntime 1 thread ms | ratio | ratio in CPU time | max abs diff |`,
+  `| model | interpreter ms (median of ${runs}) | onnxruntime 1 thread ms | ratio | ratio in CPU time | max abs diff |${baselineColumns}`,
 );
-console.log("|---|---|---|---|---|---|");
+console.log(`|---|---|---|---|---|---|${Baseline === null ? "" : "---|---|"}`);
 for (const [name, path, shape] of cases) {
   const bytes = Deno.readFileSync(path);
   const module = importOnnx(bytes);
@@ -103,6 +114,7 @@ for (const [name, path, shape] of cases) {
   const outputName = module.graph.outputs[0].name;
   const x = input(shape);
   const interpreter = new Interpreter(module);
+  const baseline = Baseline === null ? null : new Baseline(module);
   const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   const feeds = { [inputName]: toOrtTensor(ort, x) };
   // Warm-up runs let V8 optimize the kernels for this model's shapes, as on the second image of a data set.
@@ -110,10 +122,17 @@ for (const [name, path, shape] of cases) {
   let theirs: Tensor = fromOrtTensor((await session.run(feeds))[outputName]);
   for (let r = 1; r < warmup; r++) {
     interpreter.run({ [inputName]: x });
+    baseline?.run({ [inputName]: x });
     await session.run(feeds);
   }
   const oursMs: number[] = [], ortMs: number[] = [], oursCpu: number[] = [], ortCpu: number[] = [];
+  const baselineCpu: number[] = [];
   for (let r = 0; r < runs; r++) {
+    if (baseline !== null) {
+      const c0 = cpuMs();
+      baseline.run({ [inputName]: x });
+      baselineCpu.push(cpuMs() - c0);
+    }
     let t0 = performance.now(), c0 = cpuMs();
     ours = interpreter.run({ [inputName]: x })[outputName];
     oursMs.push(performance.now() - t0);
@@ -133,6 +152,10 @@ for (const [name, path, shape] of cases) {
   console.log(
     `| ${name} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(a / b).toFixed(1)}x | ${cpuRatio.toFixed(1)}x | ${
       diff.toExponential(1)
-    } |`,
+    } |${
+      baseline === null
+        ? ""
+        : ` ${median(baselineCpu).toFixed(1)} | ${(median(baselineCpu) / median(oursCpu)).toFixed(2)}x |`
+    }`,
   );
 }

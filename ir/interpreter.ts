@@ -9,6 +9,8 @@ import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import type { KernelContext, OpDef, OpRegistry } from "./op_def.ts";
 import { builtinOps } from "./builtin_ops.ts";
+import { silu } from "./ops/elementwise.ts";
+import { interpretConvClamped } from "./ops/nn.ts";
 import { allocData, type Tensor, type TensorData } from "./tensor.ts";
 import { type Dim, type DType, elementTypeToString, isTensorType } from "./types.ts";
 
@@ -42,7 +44,8 @@ export class Interpreter {
   /** With `stopAtProbes`: the step after which every probe is computed, else the last step. */
   readonly #last: number;
   readonly #stop: boolean;
-  readonly #steps: { op: Op; run: Kernel; opset: number }[];
+  /** Per op: its kernel, and the results it sets (a Conv fused with the Relu or Clip after it sets the latter's). */
+  readonly #steps: { op: Op; run: Kernel; opset: number; results: readonly Value[]; skip: boolean }[];
   /** For each step, the values whose last use it is (freed after it runs). */
   readonly #release: Value[][];
   /** Storage of constants and tensor attributes (subgraphs included), which kernels never overwrite. */
@@ -84,7 +87,7 @@ export class Interpreter {
       if (run === undefined) {
         throw new Error(`op "${op.name}" (${op.qualifiedType}) has no reference implementation in the interpreter`);
       }
-      return { op, run, opset: module.opset(op.domain) };
+      return { op, run, opset: module.opset(op.domain), results: op.results, skip: false };
     });
     const lastUse = new Map<Value, number>();
     graph.ops.forEach((op, i) => {
@@ -96,7 +99,13 @@ export class Interpreter {
     this.#last = this.#stop ? Math.max(-1, ...producers) : graph.ops.length - 1;
     const kept = new Set([...graph.outputs, ...this.#probes]);
     for (const [v, i] of lastUse) if (!kept.has(v)) this.#release[i].push(v);
+    fuseSteps(this.#steps, this.#release, kept, registry);
     pinGraph(graph, this.#pinned);
+  }
+
+  /** How many ops run fused into the op before them (a Relu or Clip after a Conv, a Mul after a Sigmoid). */
+  get fusedOps(): number {
+    return this.#steps.filter((s) => s.skip).length;
   }
 
   /**
@@ -126,7 +135,8 @@ export class Interpreter {
     }
     for (const v of graph.constants) env.set(v, v.constant!);
     for (let i = 0; i <= this.#last; i++) {
-      const { op, run, opset } = this.#steps[i];
+      const { op, run, opset, results, skip } = this.#steps[i];
+      if (skip) continue;
       const release = this.#release[i];
       const reusable = (index: number): boolean => {
         const v = op.operands[index];
@@ -148,7 +158,7 @@ export class Interpreter {
         const msg = e instanceof Error ? e.message : String(e);
         throw new Error(msg.startsWith(`op "${op.name}"`) ? msg : `op "${op.name}" (${op.type}): ${msg}`);
       }
-      op.results.forEach((r, k) => {
+      results.forEach((r, k) => {
         if (out[k] === undefined) return;
         env.set(r, out[k]);
         const storage = storageOf(out[k]);
@@ -187,6 +197,64 @@ export class Interpreter {
 }
 
 /** The storage a tensor's elements live in (null for strings). */
+type Step = { op: Op; run: Kernel; opset: number; results: readonly Value[]; skip: boolean };
+
+/**
+ * Fuse pairs of adjacent built-in ops into one step that computes the second op's result in one pass, the same
+ * numbers as the two ops and one tensor fewer: a Conv whose one use is a Relu, or a Clip with constant bounds
+ * (clamped as it is written), and a float32 Sigmoid whose one use is a Mul by the Sigmoid's operand (SiLU). The
+ * first op's result must be neither kept nor a probe. The second op's step is skipped; what it released is released
+ * by the first's.
+ */
+function fuseSteps(steps: Step[], release: Value[][], kept: Set<Value>, registry: OpRegistry): void {
+  const builtin = (op: Op): boolean => registry.get(op) === builtinOps.get(op) && op.domain === "";
+  for (let i = 0; i + 1 < steps.length; i++) {
+    const [first, next] = [steps[i].op, steps[i + 1].op];
+    if (!builtin(first) || !builtin(next) || first.results.length !== 1) continue;
+    const r = first.results[0];
+    if (kept.has(r) || r.uses.length !== 1 || r.uses[0].op !== next) continue;
+    let run: Kernel | null = null;
+    if (first.type === "Conv" && r.uses[0].index === 0) {
+      const clamp = clampOf(next, steps[i + 1].opset);
+      if (clamp !== null) run = (op, inputs, ctx) => interpretConvClamped(op, inputs, ctx, clamp);
+    } else if (first.type === "Sigmoid" && next.type === "Mul" && dtypeOf(r) === "f32") {
+      const x = first.operands[0];
+      const [a, b] = next.operands;
+      if ((a === x && b === r) || (a === r && b === x)) run = (_op, inputs, ctx) => [silu(inputs[0]!, ctx.alloc)];
+    }
+    if (run === null) continue;
+    steps[i] = { ...steps[i], run, results: next.results };
+    steps[i + 1] = { ...steps[i + 1], skip: true };
+    release[i].push(...release[i + 1]);
+    release[i + 1] = [];
+  }
+}
+
+/** The element type of a value's tensor type, or null. */
+function dtypeOf(v: Value | null | undefined): string | null {
+  const type = v?.type ?? null;
+  return type !== null && isTensorType(type) ? elementTypeToString(type.elem) : null;
+}
+
+/** The bounds a Relu or Clip (float32 or float64, constant bounds) applies, or null when it is not one. */
+function clampOf(op: Op, opset: number): [number, number] | null {
+  const dtype = dtypeOf(op.results[0]);
+  if (dtype !== "f32" && dtype !== "f64") return null;
+  if (op.type === "Relu" && op.operands.length === 1) return [0, Infinity];
+  if (op.type !== "Clip") return null;
+  if (opset < 11) return [op.float("min", -Infinity), op.float("max", Infinity)];
+  const bound = (index: number, none: number): number | null => {
+    const v = op.operands[index];
+    if (v === null || v === undefined) return none;
+    // A constant of the same type (an input's default could be replaced by the caller).
+    const t = v.constant;
+    if (t === null || v.graph?.inputs.includes(v) || t.data.length !== 1 || t.dtype !== dtype) return null;
+    return Number(t.data[0]);
+  };
+  const [lo, hi] = [bound(1, -Infinity), bound(2, Infinity)];
+  return lo === null || hi === null ? null : [lo, hi];
+}
+
 function storageOf(t: Tensor | undefined): ArrayBufferLike | null {
   return t === undefined || Array.isArray(t.data) ? null : (t.data as ArrayBufferView).buffer;
 }

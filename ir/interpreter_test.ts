@@ -6,6 +6,9 @@ import { Module } from "./module.ts";
 import { builtinOps } from "./builtin_ops.ts";
 import { OpRegistry } from "./op_def.ts";
 import { float32Tensor } from "./tensor.ts";
+import { inferShapes } from "./shape.ts";
+import { releasePool, setThreadCount, startWorkers, threadCount, workerPartCount } from "./parallel.ts";
+import { mulberry32 } from "../tests/tensor_compare.ts";
 
 /** `y = Relu(Neg(x) + w)`, with the intermediate values to probe. */
 function net(): { m: Module; x: Value; w: Value; t: Value; s: Value } {
@@ -147,4 +150,110 @@ Deno.test("stopAtProbes runs only up to the probes and returns only them", () =>
   assert.deepEqual(Object.keys(out), ["t"]);
   assert.deepEqual([...out.t.data], [-1, 2, -3]);
   assert.equal(ran, 1);
+});
+
+/** Conv (+ bias) into Relu or Clip, over a plain, a depthwise strided, a pointwise and a one-position conv. */
+function convChain(): Module {
+  const rnd = mulberry32(41);
+  const g = new Graph();
+  const f32 = (shape: number[]) =>
+    float32Tensor(shape, Array.from({ length: shape.reduce((a, b) => a * b) }, () => rnd() * 2 - 1));
+  const constant = (name: string, shape: number[]) => g.addConstant(name, f32(shape), { elem: "f32", shape });
+  const scalar = (name: string, v: number) => g.addConstant(name, float32Tensor([], [v]), { elem: "f32", shape: [] });
+  let x = g.addInput(new Value("x", { elem: "f32", shape: [2, 32, 30, 30] }));
+  const layer = (
+    name: string,
+    w: number[],
+    attrs: [string, Attribute][],
+    bias: boolean,
+    act: "Relu" | "Clip" | "ClipMax",
+  ) => {
+    const operands = [x, constant(`${name}_w`, w), ...(bias ? [constant(`${name}_b`, [w[0]])] : [])];
+    const c = g.addOp(
+      new Op({ name, type: "Conv", operands, results: [new Value(`${name}_y`)], attributes: new Map(attrs) }),
+    );
+    const bounds = act === "Relu"
+      ? []
+      : act === "Clip"
+      ? [scalar(`${name}_lo`, 0), scalar(`${name}_hi`, 0.5)]
+      : [null, scalar(`${name}_hi`, 0.25)];
+    x = g.addOp(
+      new Op({
+        name: `${name}_a`,
+        type: act === "Relu" ? "Relu" : "Clip",
+        operands: [c.result, ...bounds],
+        results: [new Value(`${name}_z`)],
+      }),
+    ).result;
+  };
+  const ints = (v: number[]): Attribute => ({ kind: "ints", value: v });
+  layer("c1", [64, 32, 3, 3], [["pads", ints([1, 1, 1, 1])]], true, "Relu"); // large enough for the worker pool
+  layer(
+    "dw",
+    [64, 1, 3, 3],
+    [["group", { kind: "int", value: 64 }], ["strides", ints([2, 2])], ["pads", ints([1, 1, 1, 1])]],
+    true,
+    "Clip",
+  );
+  layer("pw", [24, 64, 1, 1], [], false, "ClipMax");
+  layer("head", [10, 24, 15, 15], [], true, "Relu"); // one output position: dot products
+  g.outputs.push(x);
+  const m = new Module(g);
+  inferShapes(m);
+  return m;
+}
+
+Deno.test("Conv fused with the Relu or Clip after it gives the same bits as the two ops, on 1 and 2 threads", async () => {
+  const m = convChain();
+  const rnd = mulberry32(42);
+  const x = float32Tensor([2, 32, 30, 30], Array.from({ length: 2 * 32 * 900 }, () => rnd() * 2 - 1));
+  // A registry whose Relu and Clip are copies of the built-ins: nothing fuses.
+  const registry = new OpRegistry(builtinOps.all().map((d) => (d.type === "Relu" || d.type === "Clip" ? { ...d } : d)));
+  const plain = new Interpreter(m, { registry });
+  assert.equal(plain.fusedOps, 0);
+  const want = plain.run({ x }).head_z;
+  const fused = new Interpreter(m);
+  assert.equal(fused.fusedOps, 4);
+  const before = threadCount();
+  try {
+    for (const threads of [1, 2]) {
+      setThreadCount(threads);
+      if (threads === 2) assert.equal(await startWorkers(), 1);
+      const parts = workerPartCount();
+      // With 2 threads, repeat until the worker has computed part of a product (the caller may take every part).
+      for (let tries = 0; tries < 50; tries++) {
+        assert.deepEqual(fused.run({ x }).head_z, want, `${threads} threads`);
+        if (threads === 1 || workerPartCount() > parts) break;
+      }
+      if (threads === 2) assert.ok(workerPartCount() > parts, "the worker computed no part");
+    }
+  } finally {
+    setThreadCount(before);
+    releasePool();
+  }
+  // A probe on a Conv's result keeps that Conv and its Relu apart.
+  const probed = new Interpreter(m, { probes: [m.graph.ops[0].result] });
+  assert.equal(probed.fusedOps, 3);
+  assert.deepEqual(probed.run({ x }).head_z, want);
+});
+
+Deno.test("Sigmoid then Mul by its operand (SiLU) fused gives the same bits as the two ops", () => {
+  const rnd = mulberry32(43);
+  const n = 2 * 16384 + 7; // several SIMD chunks and a tail of 3
+  const g = new Graph();
+  let x = g.addInput(new Value("x", { elem: "f32", shape: [n] }));
+  for (const [name, swap] of [["a", false], ["b", true]] as const) {
+    const s = g.addOp(new Op({ name: `${name}_s`, type: "Sigmoid", operands: [x], results: [new Value(`${name}_t`)] }));
+    const operands = swap ? [s.result, x] : [x, s.result];
+    x = g.addOp(new Op({ name: `${name}_m`, type: "Mul", operands, results: [new Value(`${name}_y`)] })).result;
+  }
+  g.outputs.push(x);
+  const m = new Module(g);
+  inferShapes(m);
+  const input = float32Tensor([n], Array.from({ length: n }, () => (rnd() * 2 - 1) * 20));
+  const registry = new OpRegistry(builtinOps.all().map((d) => (d.type === "Mul" ? { ...d } : d)));
+  const plain = new Interpreter(m, { registry });
+  const fused = new Interpreter(m);
+  assert.deepEqual([plain.fusedOps, fused.fusedOps], [0, 2]);
+  assert.deepEqual(fused.run({ x: input }).b_y, plain.run({ x: input }).b_y);
 });

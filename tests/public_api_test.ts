@@ -245,6 +245,7 @@ const EXPECTED_TYPES: readonly string[] = [
   "ElementKind",
   "ElementType",
   "EnumOption",
+  "Epilogue",
   "EvaluateOptions",
   "EvaluationData",
   "EvaluationResult",

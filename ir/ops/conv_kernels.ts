@@ -6,7 +6,8 @@
  * @module
  */
 import { lazyWasm } from "./common.ts";
-import { type FloatArray, gemm } from "./gemm_kernel.ts";
+import { type FloatArray, gemm, matVecF32 } from "./gemm_kernel.ts";
+import { DEPTHWISE_HEADER, DEPTHWISE_TAP_OFFSETS, depthwiseModuleBytes } from "./wasm_depthwise.ts";
 
 /** Where a sliding window visits along each spatial axis (ONNX Conv/Pool attributes, pads resolved). */
 export interface WindowGeometry {
@@ -42,6 +43,11 @@ export interface ConvArgs extends WindowGeometry {
   outChannels: number;
   /** Channel groups (`inChannels` for depthwise convolution). */
   group: number;
+  /**
+   * Bounds `[lo, hi]` each output is clamped to after the bias (`t = v < lo ? lo : v`, then `t > hi ? hi : t`, as Clip; NaN kept): a
+   * following Relu (`[0, Infinity]`) or Clip computed in the same pass. Default: none.
+   */
+  clamp?: readonly [number, number];
 }
 
 /** Elements of the im2col / col2im scratch matrix per GEMM call; larger images are processed in column chunks. */
@@ -109,6 +115,7 @@ export function convolve(args: ConvArgs): void {
   const cinG = inChannels / group;
   const coutG = outChannels / group;
   const kg = cinG * kernelSize;
+  const [lo, hi] = args.clamp ?? [-Infinity, Infinity];
   if (geom.inShape.length === 2 && cinG === 1 && group > 1) {
     depthwise2d(args, geom);
   } else {
@@ -138,6 +145,8 @@ export function convolve(args: ConvArgs): void {
             });
             continue;
           }
+          // Bias and clamp applied as the GEMM writes its result.
+          const epilogue = { bias: args.bias, biasOffset: g * coutG, lo, hi };
           if (pointwise) {
             gemm({
               m: coutG,
@@ -151,6 +160,7 @@ export function convolve(args: ConvArgs): void {
               c: y,
               cOffset: yOff + p0,
               ldc: spatialOut,
+              epilogue,
             });
             continue;
           }
@@ -165,12 +175,27 @@ export function convolve(args: ConvArgs): void {
             c: y,
             cOffset: yOff + p0,
             ldc: spatialOut,
+            epilogue,
           });
         }
       }
-      // Per image, while its output is still in cache.
-      if (args.bias !== null) addChannelBias(y, args.bias, n * outChannels * spatialOut, outChannels, spatialOut);
+      if (spatialOut === 1) {
+        // The dot products' image: bias and clamp now, while it is in cache.
+        const off = n * outChannels;
+        if (args.bias !== null) addChannelBias(y, args.bias, off, outChannels, 1);
+        clampValues(y, off, outChannels, lo, hi);
+      }
     }
+  }
+}
+
+/** `y[off..off+count]` clamped to `[lo, hi]` in place (as Clip: `t = v < lo ? lo : v`, then `t > hi ? hi : t`). */
+function clampValues(y: FloatArray, off: number, count: number, lo: number, hi: number): void {
+  if (lo === -Infinity && hi === Infinity) return;
+  for (let i = off; i < off + count; i++) {
+    const v = y[i];
+    const t = v < lo ? lo : v;
+    y[i] = t > hi ? hi : t;
   }
 }
 
@@ -197,10 +222,11 @@ export interface DotRowsArgs {
 }
 
 /**
- * Matrix times vector, `y[r] = sum over i of a[r, i] * x[i]`, accumulated in
- * float64 in order of `i`: the shape of a convolution with one output position
- * or a Gemm with one row, where packing for the blocked {@linkcode gemm} costs
- * as much as the products.
+ * Matrix times vector, `y[r] = sum over i of a[r, i] * x[i]`: the shape of a
+ * convolution with one output position or a Gemm with one row, where packing
+ * for the blocked {@linkcode gemm} costs as much as the products. All float32:
+ * summed in float32 by WebAssembly SIMD ({@linkcode matVecF32}, like the
+ * float32 GEMM); otherwise accumulated in float64 in order of `i`.
  *
  * @param args Operands and layout.
  *
@@ -215,6 +241,13 @@ export interface DotRowsArgs {
  */
 export function dotRows(args: DotRowsArgs): void {
   const { a, aOffset, rows, k, x, xOffset, y, yOffset, yStride } = args;
+  if (a instanceof Float32Array && x instanceof Float32Array && y instanceof Float32Array) {
+    if (dotScratch.length < rows) dotScratch = new Float32Array(rows);
+    if (matVecF32(a, aOffset, rows, k, x, xOffset, dotScratch)) {
+      for (let r = 0; r < rows; r++) y[yOffset + r * yStride] = dotScratch[r];
+      return;
+    }
+  }
   for (let r = 0; r < rows; r++) {
     const row = aOffset + r * k;
     let s0 = 0;
@@ -222,6 +255,8 @@ export function dotRows(args: DotRowsArgs): void {
     y[yOffset + r * yStride] = s0;
   }
 }
+
+let dotScratch = new Float32Array(0);
 
 /** `y[c, i] += bias[c]` over `channels` planes of `plane` elements from `yOff`. */
 function addChannelBias(y: FloatArray, bias: FloatArray, yOff: number, channels: number, plane: number): void {
@@ -363,11 +398,9 @@ function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
   const [dh, dw] = g.dilations;
   const [ph, pw] = g.padsBegin;
   const multiplier = outChannels / inChannels;
-  // Narrower rows cost more in staging and loop overhead than the lanes save (measured on MobileNet shapes).
-  const wide = Wo >= SIMD_MIN_WIDTH;
-  if (wide && sh === 1 && sw === 1 && dh === 1 && dw === 1 && x instanceof Float32Array && y instanceof Float32Array) {
+  if (x instanceof Float32Array && y instanceof Float32Array && KH * KW <= SIMD_MAX_TAPS) {
     const simd = simdDepthwise();
-    if (simd !== null && KH * KW <= 256) return depthwise2dSimd(args, g, simd);
+    if (simd !== null) return depthwise2dSimd(args, g, simd);
   }
   // The padded plane covers every tap: input row ih is scratch row ih + ph.
   const Hp = Math.max(H + ph, (Ho - 1) * sh + (KH - 1) * dh + 1);
@@ -403,6 +436,7 @@ function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
         if (KH === 3 && KW === 3) depthwisePlane3x3(plane);
         else if (KH === 5 && KW === 5) depthwisePlane5x5(plane);
         else depthwisePlaneAny(plane, KH, KW);
+        clampValues(y, plane.yOff, Ho * Wo, ...(args.clamp ?? [-Infinity, Infinity]));
       }
     }
   }
@@ -410,127 +444,103 @@ function depthwise2d(args: ConvArgs, g: WindowGeometry): void {
 
 let paddedPlane = new Float64Array(0);
 
-/** The WebAssembly SIMD depthwise kernel over its memory (see {@linkcode depthwiseModuleBytes}). */
+/** The SIMD depthwise kernel: its memory and the one function (see {@linkcode depthwiseModuleBytes}). */
 interface SimdDepthwise {
   memory: WebAssembly.Memory;
-  plane: (Ho: number, Wo4: number, Wp: number, KH: number, KW: number, bias: number, yBase: number) => void;
+  depthwise: () => void;
 }
 
-/** Narrowest output rows the SIMD depthwise kernel takes. */
-const SIMD_MIN_WIDTH = 20;
-
-/** Byte offset of the zero-bordered input plane in the kernel's memory (the taps come first). */
-const SIMD_PLANE_BASE = 1024;
+/** Most taps of the SIMD depthwise kernel (their byte offsets sit between the header and the data). */
+const SIMD_MAX_TAPS = 256;
 
 const simdDepthwise = lazyWasm(depthwiseModuleBytes, (exports): SimdDepthwise => ({
   memory: exports.memory as WebAssembly.Memory,
-  plane: exports.plane as SimdDepthwise["plane"],
+  depthwise: exports.depthwise as () => void,
 }));
 
 /**
- * Depthwise float32 convolution with unit strides and dilations in WebAssembly
- * SIMD: the zero-bordered plane and the taps are staged in wasm memory and four
- * adjacent outputs accumulate in float32 lanes, `bias + sum of w * x` over the
- * taps in row-major order (the float64 path's order, in float32 arithmetic).
+ * Depthwise float32 convolution in WebAssembly SIMD (one call per image; see
+ * `wasm_depthwise.ts`): four adjacent outputs accumulate in float32 lanes,
+ * `bias + sum of w * x` over the taps in row-major order (the float64 path's
+ * order, in float32 arithmetic). The zero-bordered input plane is staged split
+ * into `sw` column phases (padded column `c` at index `c / sw` of phase
+ * `c mod sw`), so that with any stride and dilation a tap's four lanes are
+ * adjacent floats of one phase.
  */
 function depthwise2dSimd(args: ConvArgs, g: WindowGeometry, simd: SimdDepthwise): void {
   const { x, w, y, batch, inChannels, outChannels } = args;
   const [H, W] = g.inShape;
   const [Ho, Wo] = g.outShape;
   const [KH, KW] = g.kernel;
+  const [sh, sw] = g.strides;
+  const [dh, dw] = g.dilations;
   const [ph, pw] = g.padsBegin;
-  const multiplier = outChannels / inChannels;
+  const taps = KH * KW;
   const Wo4 = Math.ceil(Wo / 4) * 4; // the last lanes of a row read the border and are dropped
-  const Hp = Math.max(H + ph, Ho + KH - 1);
-  const Wp = Math.max(W + pw, Wo4 + KW - 1);
-  const yBase = Math.ceil((SIMD_PLANE_BASE + 4 * Hp * Wp) / 16) * 16;
-  const need = yBase + 4 * Ho * Wo4;
-  if (simd.memory.buffer.byteLength < need) {
-    simd.memory.grow(Math.ceil((need - simd.memory.buffer.byteLength) / 65536));
+  const Hp = Math.max(H + ph, (Ho - 1) * sh + (KH - 1) * dh + 1);
+  // Phase rows hold every index an output reads (ow + kx dw / sw for ow < Wo4); with sw = 1 the whole input row too.
+  const Wq = Math.max(Wo4 + Math.floor(((KW - 1) * dw) / sw), sw === 1 ? W + pw : 0);
+  const phaseFloats = Hp * Wq;
+  // Memory in floats after the header and tap offsets: weights, bias, image, planes, result.
+  const align = (floats: number): number => Math.ceil(floats / 4) * 4;
+  const weightBase = align(DEPTHWISE_TAP_OFFSETS / 4 + SIMD_MAX_TAPS);
+  const biasBase = weightBase + align(outChannels * taps);
+  const inBase = biasBase + align(outChannels);
+  const planeBase = inBase + align(inChannels * H * W);
+  const outBase = planeBase + align(sw * phaseFloats);
+  const bytes = 4 * (outBase + outChannels * Ho * Wo + 4);
+  if (simd.memory.buffer.byteLength < bytes) {
+    simd.memory.grow(Math.ceil((bytes - simd.memory.buffer.byteLength) / 65536));
   }
   const heap = new Float32Array(simd.memory.buffer);
-  const plane = heap.subarray(SIMD_PLANE_BASE / 4, SIMD_PLANE_BASE / 4 + Hp * Wp);
-  const out = heap.subarray(yBase / 4, yBase / 4 + Ho * Wo4);
-  plane.fill(0);
-  for (let n = 0; n < batch; n++) {
-    for (let ic = 0; ic < inChannels; ic++) {
-      const xPlane = (n * inChannels + ic) * H * W;
-      for (let ih = 0; ih < H; ih++) plane.set(x.subarray(xPlane + ih * W, xPlane + (ih + 1) * W), (ih + ph) * Wp + pw);
-      for (let m = 0; m < multiplier; m++) {
-        const oc = ic * multiplier + m;
-        heap.set(w.subarray(oc * KH * KW, (oc + 1) * KH * KW), 0);
-        simd.plane(Ho, Wo4, Wp, KH, KW, args.bias === null ? 0 : args.bias[oc], yBase);
-        const yOff = (n * outChannels + oc) * Ho * Wo;
-        if (Wo4 === Wo) (y as Float32Array).set(out, yOff);
-        else {for (let oh = 0; oh < Ho; oh++) {
-            (y as Float32Array).set(out.subarray(oh * Wo4, oh * Wo4 + Wo), yOff + oh * Wo);
-          }}
-      }
+  const header = new Int32Array(simd.memory.buffer, 0, DEPTHWISE_TAP_OFFSETS / 4 + taps);
+  const fields: Record<(typeof DEPTHWISE_HEADER)[number], number> = {
+    channels: inChannels,
+    multiplier: outChannels / inChannels,
+    H,
+    W,
+    columns: Math.max(0, Math.min(W, Wq * sw - pw)),
+    sw,
+    phase0: pw % sw,
+    index0: Math.floor(pw / sw),
+    padTop: ph,
+    Wq,
+    phaseBytes: 4 * phaseFloats,
+    Ho,
+    Wo,
+    Wo4,
+    rowBytes: 4 * sh * Wq,
+    tapBytes: 4 * taps,
+    inBase: 4 * inBase,
+    planeBase: 4 * planeBase,
+    outBase: 4 * outBase,
+    weightBase: 4 * weightBase,
+    biasBase: 4 * biasBase,
+    lo: 0,
+    hi: 0,
+  };
+  DEPTHWISE_HEADER.forEach((field, i) => header[i] = fields[field]);
+  // The clamp bounds are float32 bits in their header fields.
+  const bounds = new Float32Array(simd.memory.buffer, 0, DEPTHWISE_HEADER.length);
+  [bounds[DEPTHWISE_HEADER.indexOf("lo")], bounds[DEPTHWISE_HEADER.indexOf("hi")]] = args.clamp ??
+    [-Infinity, Infinity];
+  for (let ky = 0; ky < KH; ky++) {
+    for (let kx = 0; kx < KW; kx++) {
+      const c = kx * dw;
+      header[DEPTHWISE_TAP_OFFSETS / 4 + ky * KW + kx] = 4 *
+        ((c % sw) * phaseFloats + ky * dh * Wq + Math.floor(c / sw));
     }
   }
-}
-
-/**
- * The module behind {@linkcode simdDepthwise}: exported `memory` (1 page, grown
- * by the caller) and `plane(Ho, Wo4, Wp, KH, KW, bias, yBase)`, which writes
- * `y[oh, ow] = bias + sum over (ky, kx) of w[ky, kx] * xp[oh + ky, ow + kx]`
- * for `ow` in steps of 4 up to `Wo4`, with the taps `w` (float32, row-major) at
- * byte 0, the padded plane `xp` (rows of `Wp`) at {@linkcode SIMD_PLANE_BASE}
- * and `y` (rows of `Wo4`) at byte `yBase`. Every count is positive.
- */
-function depthwiseModuleBytes(): Uint8Array<ArrayBuffer> {
-  const [Ho, Wo4, Wp, KH, KW, bias, yBase] = [0, 1, 2, 3, 4, 5, 6];
-  const [oh, ow, ky, kx, xPtr, wPtr, yPtr, acc, vBias] = [7, 8, 9, 10, 11, 12, 13, 14, 15];
-  const get = (i: number): number[] => [0x20, i];
-  const set = (i: number): number[] => [0x21, i];
-  const tee = (i: number): number[] => [0x22, i];
-  const step = (i: number, by: number): number[] => [...get(i), 0x41, by, 0x6a, ...set(i)];
-  // `i += 1; continue while i < bound` at the end of a do-while body.
-  const next = (
-    i: number,
-    by: number,
-    bound: number,
-  ): number[] => [...get(i), 0x41, by, 0x6a, ...tee(i), ...get(bound), 0x49, 0x0d, 0];
-  // deno-fmt-ignore
-  const body = [
-    2, 7, 0x7f, 2, 0x7b, // locals: 7 i32, 2 v128
-    ...get(bias), 0xfd, 0x13, ...set(vBias), // f32x4.splat
-    ...get(yBase), ...set(yPtr),
-    0x03, 0x40, // rows oh
-    0x41, 0, ...set(ow),
-    0x03, 0x40, // columns ow, 4 at a time
-    ...get(vBias), ...set(acc),
-    0x41, 0, ...set(wPtr), 0x41, 0, ...set(ky),
-    0x03, 0x40, // kernel rows ky: xPtr = base + ((oh + ky) * Wp + ow) * 4
-    ...get(oh), ...get(ky), 0x6a, ...get(Wp), 0x6c, ...get(ow), 0x6a, 0x41, 2, 0x74, 0x41, 0x80, 0x08, 0x6a, ...set(xPtr),
-    0x41, 0, ...set(kx),
-    0x03, 0x40, // kernel columns kx: acc += xp[4 lanes] * splat(w)
-    ...get(acc), ...get(xPtr), 0xfd, 0x00, 0, 0, ...get(wPtr), 0xfd, 0x09, 2, 0, 0xfd, 0xe6, 0x01, 0xfd, 0xe4, 0x01, ...set(acc),
-    ...step(xPtr, 4), ...step(wPtr, 4),
-    ...next(kx, 1, KW),
-    0x0b,
-    ...next(ky, 1, KH),
-    0x0b,
-    ...get(yPtr), ...get(acc), 0xfd, 0x0b, 0, 0, ...step(yPtr, 16),
-    ...next(ow, 4, Wo4),
-    0x0b,
-    ...next(oh, 1, Ho),
-    0x0b,
-    0x0b,
-  ];
-  if (SIMD_PLANE_BASE !== 1024) throw new Error("the SIMD depthwise kernel encodes the plane base 1024");
-  const size = (n: number): number[] => (n < 0x80 ? [n] : [(n & 0x7f) | 0x80, n >> 7]); // all sizes below 2^14
-  const part = (id: number, bytes: number[]): number[] => [id, ...size(bytes.length), ...bytes];
-  const name = (text: string): number[] => [text.length, ...new TextEncoder().encode(text)];
-  // deno-fmt-ignore
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...part(1, [1, 0x60, 7, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7d, 0x7f, 0]), // (i32 x 5, f32, i32) -> ()
-    ...part(3, [1, 0]),
-    ...part(5, [1, 0x00, 1]),
-    ...part(7, [2, ...name("memory"), 0x02, 0, ...name("plane"), 0x00, 0]),
-    ...part(10, [1, ...size(body.length), ...body]),
-  ]);
+  heap.set(w.subarray(0, outChannels * taps), weightBase);
+  if (args.bias === null) heap.fill(0, biasBase, biasBase + outChannels);
+  else heap.set(args.bias.subarray(0, outChannels), biasBase);
+  heap.fill(0, planeBase, planeBase + sw * phaseFloats);
+  const image = inChannels * H * W, result = outChannels * Ho * Wo;
+  for (let n = 0; n < batch; n++) {
+    heap.set(x.subarray(n * image, (n + 1) * image), inBase);
+    simd.depthwise();
+    (y as Float32Array).set(heap.subarray(outBase, outBase + result), n * result);
+  }
 }
 
 /** One output plane of a depthwise convolution over a padded float64 input plane. */
@@ -734,6 +744,79 @@ export interface MaxPoolOptions {
   storageOrder?: number;
 }
 
+/** A max-pooling window's sizes, steps and input row length. */
+interface PoolWindow {
+  W: number;
+  KH: number;
+  KW: number;
+  sw: number;
+  dh: number;
+  dw: number;
+}
+
+/**
+ * Outputs `colLo..colHi` of one output row whose windows lie inside the input (no bounds tests): `y[yRow + ow]` is
+ * the maximum of the taps from `x[base + ow * sw]`, the first tap starting it (`v > best` keeps a NaN only there).
+ */
+function maxRowInterior(
+  x: NumberArray,
+  base: number,
+  y: NumberArray,
+  yRow: number,
+  colLo: number,
+  colHi: number,
+  p: PoolWindow,
+): void {
+  const { W, KH, KW, sw, dh, dw } = p;
+  for (let ow = colLo; ow < colHi; ow++) {
+    const start = base + ow * sw;
+    let best = x[start];
+    for (let ky = 0; ky < KH; ky++) {
+      const row = start + ky * dh * W;
+      for (let kx = 0; kx < KW; kx++) {
+        const v = x[row + kx * dw];
+        if (v > best) best = v;
+      }
+    }
+    y[yRow + ow] = best;
+  }
+}
+
+/** {@linkcode maxRowInterior} for 3x3 windows, the taps unrolled (the same comparisons in the same order). */
+function maxRowInterior3x3(
+  x: NumberArray,
+  base: number,
+  y: NumberArray,
+  yRow: number,
+  colLo: number,
+  colHi: number,
+  p: PoolWindow,
+): void {
+  const { W, sw, dh, dw } = p;
+  const [r1, r2, c1, c2] = [dh * W, 2 * dh * W, dw, 2 * dw];
+  for (let ow = colLo; ow < colHi; ow++) {
+    const s = base + ow * sw;
+    let best = x[s];
+    let v = x[s + c1];
+    best = v > best ? v : best;
+    v = x[s + c2];
+    best = v > best ? v : best;
+    v = x[s + r1];
+    best = v > best ? v : best;
+    v = x[s + r1 + c1];
+    best = v > best ? v : best;
+    v = x[s + r1 + c2];
+    best = v > best ? v : best;
+    v = x[s + r2];
+    best = v > best ? v : best;
+    v = x[s + r2 + c1];
+    best = v > best ? v : best;
+    v = x[s + r2 + c2];
+    best = v > best ? v : best;
+    y[yRow + ow] = best;
+  }
+}
+
 /**
  * ONNX MaxPool: the largest input tap of each window; padding never wins (it
  * is -infinity). With `indices`, also the flat index of the (first) maximum
@@ -780,19 +863,10 @@ export function maxPool(args: PoolArgs, options: MaxPoolOptions = {}): void {
         for (let ow = 0; ow < Wo; ow++) {
           const w0 = ow * sw - pw;
           if (inside && ow === colLo && colHi > colLo) {
-            // No bounds tests: the first tap starts the maximum, as below.
-            for (; ow < colHi; ow++) {
-              const base = xPlane + h0 * W + ow * sw - pw;
-              let best = x[base];
-              for (let ky = 0; ky < KH; ky++) {
-                const row = base + ky * dh * W;
-                for (let kx = 0; kx < KW; kx++) {
-                  const v = x[row + kx * dw];
-                  if (v > best) best = v;
-                }
-              }
-              y[yPlane + oh * Wo + ow] = best;
-            }
+            const base = xPlane + h0 * W - pw;
+            const window = { W, KH, KW, sw, dh, dw };
+            if (KH === 3 && KW === 3) maxRowInterior3x3(x, base, y, yPlane + oh * Wo, colLo, colHi, window);
+            else maxRowInterior(x, base, y, yPlane + oh * Wo, colLo, colHi, window);
             ow = colHi - 1;
             continue;
           }

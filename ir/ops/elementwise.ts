@@ -29,6 +29,7 @@ import {
   type TensorType,
 } from "../types.ts";
 import { reduceChannels, sameChannels } from "./channels.ts";
+import { I32, V128, wasmModule } from "./wasm_encode.ts";
 import {
   broadcastShapes,
   dimMul,
@@ -304,14 +305,27 @@ function bigRun(f: (a: bigint, b: bigint) => bigint): Run<BigArray> {
 // Hot float ops get their own loops so the JIT compiles each as a tight loop
 // without a call per element. Integer storage truncates and wraps on store,
 // which is ONNX's integer semantics for Add/Sub and truncating Div.
+// Add and Mul, the hottest (residual sums, squeeze-excite scales, hard-swish), also have loops for runs of
+// contiguous operands and of one operand against a scalar: the same products and sums, fewer index multiplies.
 const addRun: Run<NumArray> = (a, ai, as, b, bi, bs, y, yi, n) => {
-  for (let j = 0; j < n; j++) y[yi + j] = a[ai + j * as] + b[bi + j * bs];
+  if (as === 1 && bs === 1) { for (let j = 0; j < n; j++) y[yi + j] = a[ai + j] + b[bi + j]; }
+  else if (as === 1 && bs === 0) {
+    const t = b[bi];
+    for (let j = 0; j < n; j++) y[yi + j] = a[ai + j] + t;
+  } else for (let j = 0; j < n; j++) y[yi + j] = a[ai + j * as] + b[bi + j * bs];
 };
 const subRun: Run<NumArray> = (a, ai, as, b, bi, bs, y, yi, n) => {
   for (let j = 0; j < n; j++) y[yi + j] = a[ai + j * as] - b[bi + j * bs];
 };
 const mulRun: Run<NumArray> = (a, ai, as, b, bi, bs, y, yi, n) => {
-  for (let j = 0; j < n; j++) y[yi + j] = a[ai + j * as] * b[bi + j * bs];
+  if (as === 1 && bs === 1) { for (let j = 0; j < n; j++) y[yi + j] = a[ai + j] * b[bi + j]; }
+  else if (as === 1 && bs === 0) {
+    const t = b[bi];
+    for (let j = 0; j < n; j++) y[yi + j] = a[ai + j] * t;
+  } else if (as === 0 && bs === 1) {
+    const t = a[ai];
+    for (let j = 0; j < n; j++) y[yi + j] = t * b[bi + j];
+  } else for (let j = 0; j < n; j++) y[yi + j] = a[ai + j * as] * b[bi + j * bs];
 };
 // A 32-bit integer product can exceed 2^53; Math.imul wraps exactly.
 const imulRun: Run<NumArray> = (a, ai, as, b, bi, bs, y, yi, n) => {
@@ -949,17 +963,76 @@ function erf(x: number): number {
 /** Float32 values per call of the SIMD sigmoid (one 64 KiB page). */
 const SIGMOID_CHUNK = 16384;
 
-/** The WebAssembly SIMD sigmoid: `sigmoid(n)` maps the first `n` (a multiple of 4) float32 values of its memory in place. */
+/**
+ * The WebAssembly SIMD sigmoid: `sigmoid(n)` maps the first `n` (a multiple of 4) float32 values of its memory in
+ * place; `silu(n)` the same to `x * sigmoid(x)` (the sigmoid rounded to float32, then the product).
+ */
 interface SimdSigmoid {
   values: Float32Array;
   sigmoid: (n: number) => void;
+  silu: (n: number) => void;
 }
 
 /** The SIMD sigmoid, compiled on first use; null where WebAssembly SIMD is unavailable. */
 const simdSigmoid = lazyWasm(sigmoidModuleBytes, (exports): SimdSigmoid => ({
   values: new Float32Array((exports.memory as WebAssembly.Memory).buffer, 0, SIGMOID_CHUNK),
   sigmoid: exports.sigmoid as SimdSigmoid["sigmoid"],
+  silu: exports.silu as SimdSigmoid["silu"],
 }));
+
+/** `y = sigmoid(x)` (`times`: `x * sigmoid(x)`) over `n` float32 values: SIMD where available, JavaScript for the rest. */
+function sigmoidF32(x: Float32Array, y: Float32Array, n: number, times: boolean): void {
+  const simd = simdSigmoid();
+  let i = 0;
+  if (simd !== null) {
+    // Float32 in WebAssembly SIMD, 4 lanes at a time (within 1e-6 relative of the float64 formula below).
+    while (n - i >= 4) {
+      const len = Math.min(SIGMOID_CHUNK, n - i) & ~3;
+      simd.values.set(x.subarray(i, i + len));
+      if (times) simd.silu(len);
+      else simd.sigmoid(len);
+      y.set(simd.values.subarray(0, len), i);
+      i += len;
+    }
+  }
+  for (; i < n; i++) {
+    const v = x[i];
+    const s = sigmoid64(v);
+    y[i] = times ? v * Math.fround(s) : s;
+  }
+}
+
+/** The float64 sigmoid: `1 / (1 + e^-v)`, or `e^v / (1 + e^v)` below 0 (no overflow). */
+function sigmoid64(v: number): number {
+  if (v >= 0) return 1 / (1 + Math.exp(-v));
+  const e = Math.exp(v);
+  return e / (1 + e);
+}
+
+/**
+ * SiLU, `x * sigmoid(x)`, for float32 `x`: the numbers of a Sigmoid followed by a Mul of its operand by its result
+ * (the sigmoid rounded to float32, then the product), in one pass without the sigmoid's tensor.
+ *
+ * @param x The operand.
+ * @param alloc Storage for the result (the interpreter's pool), or a new array.
+ * @returns `x * sigmoid(x)`, of x's shape.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { silu } from "./elementwise.ts";
+ * import { float32Tensor } from "../tensor.ts";
+ * const y = silu(float32Tensor([2], [0, 100]));
+ * assert.deepEqual([...y.data], [0, 100]);
+ * ```
+ */
+export function silu(x: Tensor, alloc?: (dtype: DType, n: number) => TensorData): Tensor {
+  if (x.dtype !== "f32") throw new Error(`silu: expects f32, found ${x.dtype}`);
+  const n = x.data.length;
+  const y = (alloc?.("f32", n) ?? new Float32Array(n)) as Float32Array;
+  sigmoidF32(x.data as Float32Array, y, n, true);
+  return tensor("f32", x.shape, y);
+}
 
 /**
  * The module behind {@linkcode simdSigmoid}. Per lane, with `t = max(-|x|, -87)`:
@@ -970,6 +1043,15 @@ const simdSigmoid = lazyWasm(sigmoidModuleBytes, (exports): SimdSigmoid => ({
  * it would be subnormal). NaN stays NaN.
  */
 function sigmoidModuleBytes(): Uint8Array<ArrayBuffer> {
+  const locals = [I32, ...new Array<number>(6).fill(V128)];
+  return wasmModule([
+    { name: "sigmoid", params: [I32], locals, body: sigmoidBody(false) },
+    { name: "silu", params: [I32], locals, body: sigmoidBody(true) },
+  ]);
+}
+
+/** The body of the sigmoid function (`times`: multiplied by x before the store). */
+function sigmoidBody(times: boolean): number[] {
   const op = (code: number): number[] => (code < 0x80 ? [0xfd, code] : [0xfd, (code & 0x7f) | 0x80, code >> 7]);
   const f32 = (value: number): number[] => [0x43, ...new Uint8Array(Float32Array.of(value).buffer), ...op(0x13)];
   const [ADD, SUB, MUL, DIV, MAX, ABS, NEG, NEAREST, LT] = [0xe4, 0xe5, 0xe6, 0xe7, 0xe9, 0xe0, 0xe1, 0x6a, 0x43]
@@ -982,7 +1064,6 @@ function sigmoidModuleBytes(): Uint8Array<ArrayBuffer> {
     .flatMap((c, i) => (i === 0 ? f32(c) : [...get(t), ...MUL, ...f32(c), ...ADD]));
   // deno-fmt-ignore
   const body = [
-    2, 1, 0x7f, 6, 0x7b, // locals: i32 offset, 6 v128
     0x03, 0x40,
     ...get(1), 0xfd, 0x00, 4, 0, ...set(x), // x = load(offset)
     ...get(x), ...ABS, ...NEG, 0x22, negAbs, ...f32(-87), ...MAX, ...set(t), // t = max(-|x|, -87)
@@ -996,23 +1077,12 @@ function sigmoidModuleBytes(): Uint8Array<ArrayBuffer> {
     ...get(e), ...get(d), ...DIV, // e / d for x < 0
     ...f32(1), ...get(d), ...DIV, // 1 / d for x >= 0
     ...get(x), ...f32(0), ...LT, ...BITSELECT,
+    ...(times ? [...get(x), ...MUL] : []),
     0xfd, 0x0b, 4, 0,
     ...get(1), 0x41, 16, 0x6a, 0x22, 1, ...get(0), 0x41, 2, 0x74, 0x49, 0x0d, 0, // offset += 16; while offset < 4n
     0x0b,
-    0x0b,
   ];
-  const size = (n: number): number[] => (n < 0x80 ? [n] : [(n & 0x7f) | 0x80, n >> 7]); // all sizes below 2^14
-  const part = (id: number, bytes: number[]): number[] => [id, ...size(bytes.length), ...bytes];
-  const name = (text: string): number[] => [text.length, ...new TextEncoder().encode(text)];
-  // deno-fmt-ignore
-  return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...part(1, [1, 0x60, 1, 0x7f, 0]), // (i32 n) -> ()
-    ...part(3, [1, 0]),
-    ...part(5, [1, 0x00, 1]), // memory: 1 page
-    ...part(7, [2, ...name("memory"), 0x02, 0, ...name("sigmoid"), 0x00, 0]),
-    ...part(10, [1, ...size(body.length), ...body]),
-  ]);
+  return body;
 }
 
 const SQRT_HALF = Math.SQRT1_2;
@@ -1080,27 +1150,8 @@ const unarySpecs: UnarySpec[] = [
     type: "Sigmoid",
     domains: FLOAT,
     loop(_op, x, y, n) {
-      const simd = x instanceof Float32Array && y instanceof Float32Array ? simdSigmoid() : null;
-      let i = 0;
-      if (simd !== null) {
-        // Float32 in WebAssembly SIMD, 4 lanes at a time (within 1e-6 relative of the float64 formula below).
-        while (n - i >= 4) {
-          const len = Math.min(SIGMOID_CHUNK, n - i) & ~3;
-          simd.values.set((x as Float32Array).subarray(i, i + len));
-          simd.sigmoid(len);
-          (y as Float32Array).set(simd.values.subarray(0, len), i);
-          i += len;
-        }
-      }
-      for (; i < n; i++) {
-        const v = x[i];
-        if (v >= 0) {
-          y[i] = 1 / (1 + Math.exp(-v));
-        } else {
-          const e = Math.exp(v); // no overflow for very negative v
-          y[i] = e / (1 + e);
-        }
-      }
+      if (x instanceof Float32Array && y instanceof Float32Array) return sigmoidF32(x, y, n, false);
+      for (let i = 0; i < n; i++) y[i] = sigmoid64(x[i]);
     },
   },
   {

@@ -9,7 +9,7 @@
  */
 
 import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
-import { A_ROW_STRIDE, gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
+import { gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
 
 /** Element storage the kernel reads and writes. */
 export type FloatArray = Float32Array | Float64Array;
@@ -53,6 +53,23 @@ export interface GemmArgs {
    * JavaScript kernel instead of WebAssembly SIMD). Float64 operands always do.
    */
   float64Accumulation?: boolean;
+  /**
+   * Applied to each element of C last: `C[i, j] = clamp(alpha * op(A) op(B) + beta * C + bias[i])` (a convolution's
+   * bias and Relu or Clip; float32 C rounds the sum with the bias before clamping).
+   */
+  epilogue?: Epilogue;
+}
+
+/** Per-row bias and clamping of {@linkcode GemmArgs.epilogue}. */
+export interface Epilogue {
+  /** Added to row `i` of C: `bias[biasOffset + i]`; null for none. */
+  bias: FloatArray | null;
+  /** Index of row 0's bias. */
+  biasOffset: number;
+  /** Lower bound (`v < lo ? lo : v`: NaN stays); -Infinity for none. */
+  lo: number;
+  /** Upper bound (`v > hi ? hi : v`); Infinity for none. */
+  hi: number;
 }
 
 /** Register tile: rows of A and columns of B per micro-kernel call. */
@@ -124,10 +141,12 @@ export function gemm(args: GemmArgs): void {
     ldc: args.ldc ?? n,
     alpha: args.alpha ?? 1,
     beta: args.beta ?? 0,
+    epi: args.epilogue ?? null,
   };
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || p.alpha === 0) {
     scaleC(c, p.cOff, p.ldc, m, n, p.beta);
+    applyEpilogue(p, 0, m, 0, n);
     return;
   }
   const allF32 = a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array;
@@ -135,6 +154,57 @@ export function gemm(args: GemmArgs): void {
   if (gemmParallel(p, simd !== null)) return;
   if (simd === null) gemmScalar(p);
   else gemmSimd(p, simd);
+}
+
+/**
+ * Float32 matrix times vector, `y[r] = sum over i of a[aOffset + r * k + i] * x[xOffset + i]` for `rows` contiguous
+ * rows, summed in float32 by WebAssembly SIMD (eight partial sums; see `dotsCode` in `wasm_gemm.ts` for the order):
+ * a convolution with one output position, a Gemm of one row. Returns false (nothing written) where WebAssembly SIMD
+ * is unavailable.
+ *
+ * @param a Matrix storage.
+ * @param aOffset Index of its first element.
+ * @param rows Rows (results).
+ * @param k Row length.
+ * @param x Vector storage.
+ * @param xOffset Index of its first element.
+ * @param y Results, `y[0..rows]` overwritten.
+ * @returns Whether the products were computed.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { matVecF32 } from "./gemm_kernel.ts";
+ * const y = new Float32Array(2);
+ * assert.ok(matVecF32(new Float32Array([1, 2, 3, 4, 5, 6]), 0, 2, 3, new Float32Array([1, 0, -1]), 0, y));
+ * assert.deepEqual([...y], [-2, -2]);
+ * ```
+ */
+export function matVecF32(
+  a: Float32Array,
+  aOffset: number,
+  rows: number,
+  k: number,
+  x: Float32Array,
+  xOffset: number,
+  y: Float32Array,
+): boolean {
+  const s = simdKernel();
+  if (s === null) return false;
+  if (rows <= 0) return true;
+  // Wasm memory in floats: the vector, the rows, the results.
+  const [xBase, aBase] = [0, roundUp(k, 4)];
+  const yBase = aBase + roundUp(rows * k, 4);
+  const bytes = (yBase + rows) * 4;
+  if (s.memory.buffer.byteLength < bytes) {
+    s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
+    s.heap = new Float32Array(s.memory.buffer);
+  }
+  s.heap.set(x.subarray(xOffset, xOffset + k), xBase);
+  s.heap.set(a.subarray(aOffset, aOffset + rows * k), aBase);
+  s.dots(rows, k, aBase * 4, xBase * 4, yBase * 4);
+  y.set(s.heap.subarray(yBase, yBase + rows));
+  return true;
 }
 
 /** A GEMM call with defaults applied. */
@@ -155,10 +225,63 @@ interface Problem {
   ldc: number;
   alpha: number;
   beta: number;
+  epi: Epilogue | null;
+}
+
+/** Rows `i0..i1` x columns `j0..j1` of C given the epilogue (bias, clamp) in place, when there is one. */
+function applyEpilogue(q: Problem, i0: number, i1: number, j0: number, j1: number): void {
+  if (q.epi === null) return;
+  for (let i = i0; i < i1; i++) {
+    const at = q.cOff + i * q.ldc;
+    finishRow(q.c, at + j0, q.c, at + j0, j1 - j0, q.epi, i);
+  }
+}
+
+/**
+ * `c[dst + j] = clamp(src[from + j] + bias of row)` for `count` elements: the one pass that adds a row's bias and
+ * clamps, where the row is copied or already stands (`c === src`).
+ */
+function finishRow(
+  c: FloatArray,
+  dst: number,
+  src: FloatArray,
+  from: number,
+  count: number,
+  epi: Epilogue,
+  row: number,
+): void {
+  const b = epi.bias === null ? 0 : epi.bias[epi.biasOffset + row];
+  const { lo, hi } = epi;
+  if (b === 0) {
+    // No bias (a zero bias is not added either: -0 stays -0, as without a bias pass).
+    for (let j = 0; j < count; j++) {
+      const v = src[from + j];
+      const t = v < lo ? lo : v;
+      c[dst + j] = t > hi ? hi : t;
+    }
+  } else if (c instanceof Float32Array) {
+    // The biased sum rounded to float32 before clamping, as a bias pass over float32 storage would.
+    for (let j = 0; j < count; j++) {
+      const v = Math.fround(src[from + j] + b);
+      const t = v < lo ? lo : v;
+      c[dst + j] = t > hi ? hi : t;
+    }
+  } else {
+    for (let j = 0; j < count; j++) {
+      const v = src[from + j] + b;
+      const t = v < lo ? lo : v;
+      c[dst + j] = t > hi ? hi : t;
+    }
+  }
 }
 
 /** The JavaScript path: float64 packs and a 4x4 float64 register tile. */
 function gemmScalar(q: Problem): void {
+  gemmScalarProduct(q);
+  applyEpilogue(q, 0, q.m, 0, q.n);
+}
+
+function gemmScalarProduct(q: Problem): void {
   const { m, n, k, a, aOff, lda, transA, b, bOff, ldb, transB, c, cOff, ldc, alpha, beta } = q;
   const kcMax = Math.min(KC, k);
   const ncMax = Math.min(NC, Math.ceil(n / NR) * NR);
@@ -319,10 +442,20 @@ function microKernel(
 
 /** Columns of the SIMD kernel's register tile (its rows are {@linkcode SimdKernel.rows}). */
 const SC = TILE_COLUMNS;
-/** Reduction slice, rows of A packed at once, and the float32 elements of C kept in wasm memory per column block. */
-const SKC = A_ROW_STRIDE;
+/**
+ * Reduction slice (the float32 sums restart per slice: part of the summation order), rows of A per block (a packed
+ * 120 x 256 block, 120 KiB, stays in the L2 cache), and the float32 elements of C kept in wasm memory per column block.
+ */
+const SKC = 256;
 const SMC = 120;
 const C_BLOCK = 1 << 20;
+/** Columns of B packed at once (256 x 256 floats: 256 KiB, beside the A block within a 512 KiB L2 cache). */
+const SNB = 256;
+/** Most floats of packed A held at once (32 MiB); a taller A is multiplied in blocks of rows. */
+const A_PACK_MAX = 1 << 23;
+
+/** A packing function of the kernel module: `(kc, count, srcPtr, ldsrcBytes, dstPtr)`. */
+type Pack = (kc: number, count: number, src: number, ldsrc: number, dst: number) => void;
 
 /** The instantiated SIMD kernel and a float32 view of its memory (renewed when the memory grows). */
 interface SimdKernel {
@@ -333,11 +466,27 @@ interface SimdKernel {
   memory: WebAssembly.Memory;
   heap: Float32Array;
   /** `(mc, nc, kc, aPtr, bPtr, cPtr, ldcBytes, accumulate)`; see {@linkcode gemmModuleBytes}. */
-  block: (mc: number, nc: number, kc: number, a: number, b: number, c: number, ldc: number, acc: number) => void;
-  /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: rows of B into 8-column panels. */
-  packB: (kc: number, nc: number, src: number, ldsrc: number, dst: number) => void;
-  /** `(kc, nc, srcPtr, dstPtr)`: rows of B^T (stride {@linkcode A_ROW_STRIDE}) into 8-column panels. */
-  packBT: (kc: number, nc: number, src: number, dst: number) => void;
+  block: (
+    mc: number,
+    nc: number,
+    kc: number,
+    a: number,
+    b: number,
+    c: number,
+    ldc: number,
+    acc: number,
+    epilogue: number,
+  ) => void;
+  /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: `kc` rows of B into 8-column panels. */
+  packB: Pack;
+  /** `(kc, nc, srcPtr, ldsrcBytes, dstPtr)`: `nc` rows of B^T into 8-column panels. */
+  packBT: Pack;
+  /** `(kc, mc, srcPtr, ldsrcBytes, dstPtr)`: `mc` rows of A into {@linkcode rows}-row panels. */
+  packA: Pack;
+  /** `(kc, mc, srcPtr, ldsrcBytes, dstPtr)`: `kc` rows of A^T into {@linkcode rows}-row panels. */
+  packAT: Pack;
+  /** `(rows, k, aPtr, xPtr, yPtr)`: float32 dot products of contiguous rows with one vector. */
+  dots: (rows: number, k: number, a: number, x: number, y: number) => void;
 }
 
 /** Instantiated on first use; null without WebAssembly SIMD (the JavaScript kernel then serves float32 too). */
@@ -375,9 +524,11 @@ function createSimd(): SimdKernel | null {
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
     const memory = instance.exports.memory as WebAssembly.Memory;
     const block = instance.exports.block as SimdKernel["block"];
-    const packB = instance.exports.packB as SimdKernel["packB"];
-    const packBT = instance.exports.packBT as SimdKernel["packBT"];
-    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT };
+    const [packB, packBT, packA, packAT] = ["packB", "packBT", "packA", "packAT"].map((f) =>
+      instance.exports[f] as Pack
+    );
+    const dots = instance.exports.dots as SimdKernel["dots"];
+    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT, packA, packAT, dots };
   }
   return null;
 }
@@ -386,52 +537,108 @@ const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to;
 
 /** Float32 GEMM through the SIMD block kernel: C is accumulated in wasm memory per column block, then scaled out. */
 function gemmSimd(q: Problem, s: SimdKernel): void {
-  const { m, n, k, a, aOff, lda, transA, b, bOff, ldb, transB, c, cOff, ldc, alpha, beta } = q;
+  const { m, n, k, b, bOff, ldb, transB, c, cOff, ldc, alpha, beta } = q;
   const SR = s.rows;
   const mPad = roundUp(m, SR);
+  if (mPad * k > A_PACK_MAX && m > SMC) {
+    // Blocks of whole rows of C: each element's sum is the same.
+    const rows = Math.max(SMC, Math.floor(A_PACK_MAX / k / SMC) * SMC);
+    for (let lo = 0; lo < m; lo += rows) gemmSimd(subProblem(q, true, lo, Math.min(m, lo + rows)), s);
+    return;
+  }
   const ncBlock = Math.max(SC, Math.min(roundUp(n, SC), Math.floor(C_BLOCK / mPad / SC) * SC));
   const kcMax = Math.min(SKC, k);
-  const aBase = 0;
-  const bBase = Math.min(SMC, mPad) * A_ROW_STRIDE;
-  // Rows of B (or of B^T, at stride A_ROW_STRIDE) copied as they are, then packed into panels by the kernel module.
-  const rawBase = bBase + kcMax * ncBlock;
-  const cBase = rawBase + A_ROW_STRIDE * ncBlock;
-  const bytes = (cBase + mPad * ncBlock) * 4;
+  const nbMax = Math.min(SNB, ncBlock);
+  // Wasm memory, in floats: all of op(A) packed (slice pc..pc+kc at mPad * pc), op(A) as stored for packing;
+  // a slice of op(B) as stored, one chunk of it packed; C's column block.
+  const aPacked = 0;
+  const aRaw = aPacked + mPad * k;
+  const bRaw = aRaw + (q.transA ? kcMax * mPad : Math.min(SMC, mPad) * k);
+  const bPacked = bRaw + kcMax * ncBlock;
+  const cBase = bPacked + kcMax * nbMax;
+  // Bias and clamp given by the kernel as it stores the last slice: per block of SMC rows, [lo, hi, bias...].
+  const inKernel = q.epi !== null && alpha === 1 && beta === 0;
+  const epiBase = cBase + mPad * ncBlock;
+  const epiStride = SMC + 2;
+  const bytes = (epiBase + (inKernel ? Math.ceil(m / SMC) * epiStride : 0)) * 4;
   if (s.memory.buffer.byteLength < bytes) {
     s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
     s.heap = new Float32Array(s.memory.buffer);
   }
   const heap = s.heap;
+  if (inKernel) {
+    const { bias, biasOffset, lo, hi } = q.epi!;
+    for (let ic = 0; ic < m; ic += SMC) {
+      const at = epiBase + (ic / SMC) * epiStride;
+      heap[at] = lo, heap[at + 1] = hi;
+      for (let i = 0; i < SMC; i++) heap[at + 2 + i] = bias === null || ic + i >= m ? 0 : bias[biasOffset + ic + i];
+    }
+  }
+  packSimdA(q, s, aRaw, aPacked);
   for (let jc = 0; jc < n; jc += ncBlock) {
     const nc = Math.min(ncBlock, n - jc);
     const ncPad = roundUp(nc, SC);
     for (let pc = 0; pc < k; pc += SKC) {
       const kc = Math.min(SKC, k - pc);
+      // The slice of op(B) as stored, zero padded: kc rows of ncPad floats, or ncPad rows of B^T of kc floats.
+      const ld = transB ? kc : ncPad;
       if (transB) {
-        for (let j = 0; j < ncPad; j++) {
-          const src = bOff + (jc + j) * ldb + pc;
-          const dst = rawBase + j * A_ROW_STRIDE;
-          if (j < nc) heap.set(b.subarray(src, src + kc), dst);
-          else heap.fill(0, dst, dst + kc);
-        }
-        s.packBT(kc, ncPad, rawBase * 4, bBase * 4);
+        stageRows(heap, bRaw, b, bOff + jc * ldb + pc, ldb, nc, kc, ld);
+        heap.fill(0, bRaw + nc * ld, bRaw + ncPad * ld);
       } else {
-        for (let p = 0; p < kc; p++) {
-          const src = bOff + (pc + p) * ldb + jc;
-          const dst = rawBase + p * ncPad;
-          heap.set(b.subarray(src, src + nc), dst);
-          for (let j = nc; j < ncPad; j++) heap[dst + j] = 0;
-        }
-        s.packB(kc, ncPad, rawBase * 4, ncPad * 4, bBase * 4);
+        stageRows(heap, bRaw, b, bOff + pc * ldb + jc, ldb, kc, nc, ld);
+        if (nc < ncPad) { for (let p = 0; p < kc; p++) heap.fill(0, bRaw + p * ld + nc, bRaw + (p + 1) * ld); }
       }
-      for (let ic = 0; ic < m; ic += SMC) {
-        const mc = Math.min(SMC, m - ic);
-        const mcPad = roundUp(mc, SR);
-        stageSimdA(heap, aBase, a, aOff, lda, transA, ic, pc, mc, mcPad, kc);
-        s.block(mcPad, ncPad, kc, aBase * 4, bBase * 4, (cBase + ic * ncPad) * 4, ncPad * 4, pc > 0 ? 1 : 0);
+      // In chunks of columns small enough that packing and multiplying stay in the L2 cache.
+      for (let jb = 0; jb < nc; jb += SNB) {
+        const nbPad = roundUp(Math.min(SNB, nc - jb), SC);
+        const src = (bRaw + (transB ? jb * ld : jb)) * 4;
+        (transB ? s.packBT : s.packB)(kc, nbPad, src, ld * 4, bPacked * 4);
+        for (let ic = 0; ic < m; ic += SMC) {
+          const mcPad = roundUp(Math.min(SMC, m - ic), SR);
+          const aPtr = (aPacked + mPad * pc + ic * kc) * 4;
+          const cPtr = (cBase + ic * ncPad + jb) * 4;
+          const epi = inKernel && pc + kc === k ? (epiBase + (ic / SMC) * epiStride) * 4 : 0;
+          s.block(mcPad, nbPad, kc, aPtr, bPacked * 4, cPtr, ncPad * 4, pc > 0 ? 1 : 0, epi);
+        }
       }
     }
-    for (let i = 0; i < m; i++) storeScaled(c, cOff + i * ldc + jc, heap, cBase + i * ncPad, nc, alpha, beta);
+    for (let i = 0; i < m; i++) {
+      const dst = cOff + i * ldc + jc;
+      storeScaled(c, dst, heap, cBase + i * ncPad, nc, alpha, beta);
+      if (q.epi !== null && !inKernel) finishRow(c, dst, c, dst, nc, q.epi, i);
+    }
+  }
+}
+
+/**
+ * All of op(A) packed into the kernel's panels at `packed` (floats): reduction slice `pc..pc+kc` at
+ * `packed + mPad * pc`, panels of {@linkcode SimdKernel.rows} rows in it. Staged as stored at `raw` first: A in
+ * blocks of up to SMC whole rows (zero rows up to a multiple of the panel), A^T one slice of rows at a time (zero
+ * columns up to `mPad`).
+ */
+function packSimdA(q: Problem, s: SimdKernel, raw: number, packed: number): void {
+  const { m, k, a, aOff, lda, transA } = q;
+  const heap = s.heap;
+  const mPad = roundUp(m, s.rows);
+  if (transA) {
+    for (let pc = 0; pc < k; pc += SKC) {
+      const kc = Math.min(SKC, k - pc);
+      stageRows(heap, raw, a, aOff + pc * lda, lda, kc, m, mPad);
+      if (m < mPad) { for (let p = 0; p < kc; p++) heap.fill(0, raw + p * mPad + m, raw + (p + 1) * mPad); }
+      s.packAT(kc, mPad, raw * 4, mPad * 4, (packed + mPad * pc) * 4);
+    }
+    return;
+  }
+  for (let ic = 0; ic < m; ic += SMC) {
+    const mc = Math.min(SMC, m - ic);
+    const mcPad = roundUp(mc, s.rows);
+    stageRows(heap, raw, a, aOff + ic * lda, lda, mc, k);
+    heap.fill(0, raw + mc * k, raw + mcPad * k);
+    for (let pc = 0; pc < k; pc += SKC) {
+      const kc = Math.min(SKC, k - pc);
+      s.packA(kc, mcPad, (raw + pc) * 4, k * 4, (packed + mPad * pc + ic * kc) * 4);
+    }
   }
 }
 
@@ -475,12 +682,16 @@ function partRange(part: number, parts: number, extent: number, unit: number): [
 /** Rows `lo..hi` of C (or columns, unless `byRows`) as a problem of their own over the same storage. */
 function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Problem {
   if (byRows) {
-    return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc };
+    const epi = q.epi === null ? null : { ...q.epi, biasOffset: q.epi.biasOffset + lo };
+    return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc, epi };
   }
   return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo };
 }
 
-/** Copy `rows x cols` stored with row stride `ld` from `src` at `srcOff` to dense rows in `dst` at `dstOff`. */
+/**
+ * Copy `rows x cols` stored with row stride `ld` from `src` at `srcOff` to rows of stride `dstLd` (default `cols`)
+ * in `dst` at `dstOff`: one copy when both are contiguous.
+ */
 function stageRows(
   dst: FloatArray,
   dstOff: number,
@@ -489,9 +700,12 @@ function stageRows(
   ld: number,
   rows: number,
   cols: number,
+  dstLd = cols,
 ): void {
-  if (ld === cols) dst.set(src.subarray(srcOff, srcOff + rows * cols), dstOff);
-  else for (let r = 0; r < rows; r++) dst.set(src.subarray(srcOff + r * ld, srcOff + r * ld + cols), dstOff + r * cols);
+  if (ld === cols && dstLd === cols) dst.set(src.subarray(srcOff, srcOff + rows * cols), dstOff);
+  else {
+    for (let r = 0; r < rows; r++) dst.set(src.subarray(srcOff + r * ld, srcOff + r * ld + cols), dstOff + r * dstLd);
+  }
 }
 
 /** Byte size of the elements of `x`: 4 for float32, 8 for float64. */
@@ -500,13 +714,13 @@ const roundUp8 = (bytes: number): number => Math.ceil(bytes / 8) * 8;
 
 /** Layout of a problem staged densely in a worker arena: op(A), op(B) as stored, then C (`m x n`), each in its own type. */
 interface Staging {
-  /** `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes]`. */
+  /** `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes, epilogue, lo, hi]`. */
   params: number[];
   problem: Problem;
 }
 
 function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Staging {
-  const [m, n, k, transA, transB, , , , alpha, beta, , aBytes, bBytes, cBytes] = params;
+  const [m, n, k, transA, transB, , , , alpha, beta, , aBytes, bBytes, cBytes, epilogue, lo, hi] = params;
   const view = (bytes: number, offset: number, length: number): FloatArray =>
     bytes === 8 ? new Float64Array(arena, offset, length) : new Float32Array(arena, offset, length);
   const bOffset = roundUp8(m * k * aBytes);
@@ -528,6 +742,8 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     ldc: n,
     alpha,
     beta,
+    // The epilogue's bias (one per row of C) is staged after C.
+    epi: epilogue === 1 ? { bias: view(cBytes, cOffset + roundUp8(m * n * cBytes), m), biasOffset: 0, lo, hi } : null,
   };
   return { params: [...params], problem };
 }
@@ -588,12 +804,13 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
   if (parts < 2) return false;
   const [aBytes, bBytes, cBytes] = [elementBytes(q.a), elementBytes(q.b), elementBytes(q.c)];
   const extent = byRows ? m : n;
-  const bytes = roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + m * n * cBytes;
+  const epiBytes = q.epi === null ? 0 : m * cBytes;
+  const bytes = roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + roundUp8(m * n * cBytes) + epiBytes;
   const limit = arenaLimitBytes();
   if (bytes > limit) {
     // Slabs of whole rows (or columns) of C whose staging fits the arena, each shared out in turn.
     const shared = byRows ? k * n * bBytes : m * k * aBytes;
-    const perLine = byRows ? k * aBytes + n * cBytes : k * bBytes + m * cBytes;
+    const perLine = byRows ? k * aBytes + n * cBytes + (q.epi === null ? 0 : cBytes) : k * bBytes + m * cBytes;
     const lines = Math.floor((limit - shared - 16) / perLine / unit) * unit;
     if (lines < 2 * unit) return false;
     for (let lo = 0; lo < extent; lo += lines) {
@@ -602,13 +819,19 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
     }
     return true;
   }
+  const epi = q.epi;
   const params = [m, n, k, +q.transA, +q.transB, +byRows, parts, unit, q.alpha, q.beta, +simd, aBytes, bBytes, cBytes];
+  params.push(epi === null ? 0 : 1, epi?.lo ?? 0, epi?.hi ?? 0);
   const arena = parallelArena(bytes);
   if (arena === null) return false;
   const t = staging(params, arena).problem;
   stageRows(t.a, 0, q.a, q.aOff, q.lda, q.transA ? k : m, q.transA ? m : k);
   stageRows(t.b, 0, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
   if (q.beta !== 0) stageRows(t.c, 0, q.c, q.cOff, q.ldc, m, n);
+  if (epi !== null) {
+    if (epi.bias === null) t.epi!.bias!.fill(0);
+    else t.epi!.bias!.set(epi.bias.subarray(epi.biasOffset, epi.biasOffset + m));
+  }
   const byWorker = runParts(gemmPartTask, params, parts, (part) => {
     const [lo, hi] = partRange(part, parts, extent, unit);
     runPart(q, simd, byRows, lo, hi);
@@ -620,35 +843,4 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
     for (let i = i0; i < i1; i++) q.c.set(t.c.subarray(i * n + j0, i * n + j1), q.cOff + i * q.ldc + j0);
   }
   return true;
-}
-
-/**
- * Rows `ic..ic+mc` x reduction `pc..pc+kc` of op(A) as the kernel's A block: row-major with row stride
- * {@linkcode A_ROW_STRIDE}, zero rows up to `mcPad` (rows of A are copied whole, not interleaved).
- */
-function stageSimdA(
-  heap: Float32Array,
-  base: number,
-  a: FloatArray,
-  aOff: number,
-  lda: number,
-  transA: boolean,
-  ic: number,
-  pc: number,
-  mc: number,
-  mcPad: number,
-  kc: number,
-): void {
-  if (transA) {
-    for (let p = 0; p < kc; p++) {
-      const src = aOff + (pc + p) * lda + ic;
-      for (let i = 0, dst = base + p; i < mc; i++, dst += A_ROW_STRIDE) heap[dst] = a[src + i];
-    }
-  } else {
-    for (let i = 0; i < mc; i++) {
-      const src = aOff + (ic + i) * lda + pc;
-      heap.set(a.subarray(src, src + kc), base + i * A_ROW_STRIDE);
-    }
-  }
-  for (let i = mc; i < mcPad; i++) heap.fill(0, base + i * A_ROW_STRIDE, base + i * A_ROW_STRIDE + kc);
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { float32GemmKernel, gemm } from "./gemm_kernel.ts";
+import { float32GemmKernel, gemm, matVecF32 } from "./gemm_kernel.ts";
 import {
   ARENA_MAX_BYTES,
   releasePool,
@@ -246,5 +246,110 @@ Deno.test("gemm() is bit-identical with 1 and 2 threads, split by rows or by col
     setThreadCount(before);
     setArenaLimit(ARENA_MAX_BYTES);
     releasePool();
+  }
+});
+
+/**
+ * matVecF32's float32 order replayed in JavaScript: lanes `i mod 8` summed from zero over the first `8 floor(k / 8)`
+ * elements (`fused`: one rounding per step), lanes `l` and `l + 4` added, then `(l0 + l1) + (l2 + l3)`, then the
+ * remaining products (rounded, then added) in order.
+ */
+function matVecReplay(a: Float32Array, x: Float32Array, rows: number, k: number, fused: boolean): Float32Array {
+  const f = Math.fround;
+  return Float32Array.from({ length: rows }, (_, r) => {
+    const lanes = new Array<number>(8).fill(0);
+    const whole = k - (k % 8);
+    for (let i = 0; i < whole; i++) {
+      const product = a[r * k + i] * x[i];
+      lanes[i % 8] = f(fused ? product + lanes[i % 8] : f(product) + lanes[i % 8]);
+    }
+    const l = [0, 1, 2, 3].map((j) => f(lanes[j] + lanes[j + 4]));
+    let t = f(f(l[0] + l[1]) + f(l[2] + l[3]));
+    for (let i = whole; i < k; i++) t = f(t + f(a[r * k + i] * x[i]));
+    return t;
+  });
+}
+
+Deno.test("matVecF32() equals its float32 summation order replayed in JavaScript, bit for bit", () => {
+  const rnd = random(6);
+  for (const [rows, k] of [[1, 3], [5, 8], [7, 100], [3, 1027]]) {
+    const a = Float32Array.from({ length: 4 + rows * k }, rnd);
+    const x = Float32Array.from({ length: 2 + k }, rnd);
+    const y = new Float32Array(rows);
+    assert.ok(matVecF32(a, 4, rows, k, x, 2, y));
+    const [fused, unfused] = [true, false].map((f) => matVecReplay(a.subarray(4), x.subarray(2), rows, k, f));
+    assert.ok(
+      y.every((v, i) => v === fused[i]) || y.every((v, i) => v === unfused[i]),
+      `rows=${rows} k=${k}: neither the fused nor the unfused float32 order`,
+    );
+  }
+});
+
+Deno.test("gemm() epilogue (row bias, clamp) equals the product followed by a bias pass and a Clip, bit for bit", async () => {
+  const rnd = random(7);
+  const before = threadCount();
+  try {
+    assert.equal(await startWorkers(), 1);
+    // [m, n, k, alpha, beta, float64]: in the kernel (alpha 1, beta 0, float32), after the store, float64; sizes for
+    // the worker pool too.
+    const cases: [number, number, number, number, number, boolean][] = [
+      [70, 300, 270, 1, 0, false],
+      [300, 70, 270, 1, 0, false],
+      [13, 19, 600, 1, 0, false],
+      [70, 300, 270, 0.5, 2, false],
+      [40, 50, 30, 1, 0, true],
+    ];
+    for (const [m, n, k, alpha, beta, float64] of cases) {
+      const make = (length: number) => (float64 ? new Float64Array(length) : new Float32Array(length)).map(rnd);
+      const [a, b, c0, bias] = [make(m * k), make(k * n), make(m * n), make(m + 3)];
+      bias[5] = 0;
+      const [lo, hi] = [-0.25, 0.5];
+      const want = c0.slice();
+      gemm({ m, n, k, a, b, c: want, alpha, beta });
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) {
+          const v = bias[3 + i] === 0 ? want[i * n + j] : want[i * n + j] + bias[3 + i]; // rounded by the store
+          want[i * n + j] = v;
+          const t = want[i * n + j] < lo ? lo : want[i * n + j];
+          want[i * n + j] = t > hi ? hi : t;
+        }
+      }
+      for (const threads of [1, 2]) {
+        setThreadCount(threads);
+        // With 2 threads and a product large enough to share, repeat until the worker has computed a part.
+        const parts = workerPartCount();
+        for (let tries = 0; tries < 50; tries++) {
+          const c = c0.slice();
+          gemm({ m, n, k, a, b, c, alpha, beta, epilogue: { bias, biasOffset: 3, lo, hi } });
+          assert.deepEqual(c, want, `m=${m} n=${n} k=${k} alpha=${alpha} threads=${threads}`);
+          if (threads === 1 || m * n * k < 1e6 || workerPartCount() > parts) break;
+        }
+        if (threads === 2 && m * n * k > 1e6) assert.ok(workerPartCount() > parts, "the worker computed no part");
+      }
+    }
+  } finally {
+    setThreadCount(before);
+    releasePool();
+  }
+});
+
+Deno.test("float32 gemm() with A too tall to pack at once (blocks of rows) equals the product in two halves", () => {
+  const before = threadCount();
+  setThreadCount(1);
+  try {
+    const rnd = random(8);
+    // 4104 x 2049 floats of packed A exceed the 2^23 held at once: the kernel multiplies blocks of rows.
+    const [m, n, k] = [4100, 9, 2049];
+    const a = Float32Array.from({ length: m * k }, rnd);
+    const b = Float32Array.from({ length: k * n }, rnd);
+    const whole = new Float32Array(m * n);
+    gemm({ m, n, k, a, b, c: whole, epilogue: { bias: null, biasOffset: 0, lo: -0.5, hi: Infinity } });
+    const halves = new Float32Array(m * n);
+    for (const lo of [0, m / 2]) {
+      gemm({ m: m / 2, n, k, a, aOffset: lo * k, b, c: halves, cOffset: lo * n });
+    }
+    assert.deepEqual(whole, halves.map((v) => (v < -0.5 ? -0.5 : v)));
+  } finally {
+    setThreadCount(before);
   }
 });

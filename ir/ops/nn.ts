@@ -313,6 +313,37 @@ function inferConvLike(
 }
 
 function interpretConv(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelContext): Tensor[] {
+  return interpretConvClamped(op, inputs, ctx, null);
+}
+
+/**
+ * A Conv whose result is clamped to `[lo, hi]` as it is written (`t = x < lo ? lo : x`, then `t > hi ? hi : t`):
+ * a Conv followed by Relu (`[0, Infinity]`) or Clip in one pass, the same numbers as the two ops.
+ *
+ * @param op The Conv.
+ * @param inputs Its operands.
+ * @param ctx The interpreter's context.
+ * @param clamp The bounds, or null for a plain Conv.
+ * @returns The clamped result.
+ *
+ * @example Conv then Relu on a 1x1 kernel
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Op, Value } from "../graph.ts";
+ * import { float32Tensor } from "../tensor.ts";
+ * import { interpretConvClamped } from "./nn.ts";
+ * const op = new Op({ name: "c", type: "Conv", operands: [new Value("x"), new Value("w")], results: [new Value("y")] });
+ * const x = float32Tensor([1, 1, 1, 3], [1, -2, 3]);
+ * const [y] = interpretConvClamped(op, [x, float32Tensor([1, 1, 1, 1], [2])], { opset: 13 }, [0, Infinity]);
+ * assert.deepEqual([...y.data], [2, 0, 6]);
+ * ```
+ */
+export function interpretConvClamped(
+  op: Op,
+  inputs: readonly (Tensor | null)[],
+  ctx: KernelContext,
+  clamp: readonly [number, number] | null,
+): Tensor[] {
   const xt = required(op, inputs, 0, "X");
   const wt = required(op, inputs, 1, "W");
   const bt = inputs[2] ?? null;
@@ -330,6 +361,7 @@ function interpretConv(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelCo
     outChannels: wt.shape[0],
     group: op.int("group", 1),
     ...geometryOf(xt.shape.slice(2), window!, attrs!),
+    ...(clamp === null ? {} : { clamp }),
   });
   return [floatResult(xt.dtype, outShape, y)];
 }
@@ -586,8 +618,12 @@ function globalPool(
       for (let i = 0; i < plane; i++) if (x[off + i] > best || Number.isNaN(x[off + i])) best = x[off + i];
       y[p] = best;
     } else {
-      let sum = 0;
-      for (let i = 0; i < plane; i++) sum += x[off + i];
+      // Four float64 partial sums (elements i mod 4), then the rest: a quarter of the dependent additions.
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      const whole = plane - (plane % 4);
+      for (let i = off; i < off + whole; i += 4) s0 += x[i], s1 += x[i + 1], s2 += x[i + 2], s3 += x[i + 3];
+      let sum = (s0 + s1) + (s2 + s3);
+      for (let i = off + whole; i < off + plane; i++) sum += x[i];
       y[p] = sum / plane;
     }
   }
@@ -851,8 +887,8 @@ function interpretGemm(op: Op, inputs: readonly (Tensor | null)[], ctx: KernelCo
   const alpha = op.float("alpha", 1);
   if (m === 1 && op.flag("transB")) {
     // One row against B stored [N, K] (a Linear layer on one sample): dot products, no packing.
-    const b = floatData(op, bt, "B");
-    const dots = new Float64Array(n);
+    const b = sameStorage(floatData(op, bt, "B"), a);
+    const dots = a instanceof Float32Array ? new Float32Array(n) : new Float64Array(n);
     dotRows({ a: b, aOffset: 0, rows: n, k, x: a, xOffset: 0, y: dots, yOffset: 0, yStride: 1 });
     const keep = ct !== null ? beta : 0;
     for (let j = 0; j < n; j++) y[j] = alpha * dots[j] + (keep === 0 ? 0 : keep * y[j]);

@@ -390,6 +390,20 @@ Deno.test("AveragePool interpret() pools 1-D and 3-D inputs", () => {
   assertClose(y3, [1, 1, 1, 1, 1], [4.5]);
 });
 
+Deno.test("GlobalAveragePool (four partial sums) is within float64 rounding of the sequential mean", () => {
+  const rnd = mulberry32(13);
+  for (const [h, w] of [[1, 1], [1, 3], [2, 2], [3, 5], [7, 7], [13, 11]]) {
+    const values = Array.from({ length: 3 * h * w }, () => rnd() * 2 - 1);
+    const [y] = run("GlobalAveragePool", [fromFloat64("f64", [1, 3, h, w], values)]);
+    for (let c = 0; c < 3; c++) {
+      const plane = values.slice(c * h * w, (c + 1) * h * w);
+      const [sum, magnitude] = plane.reduce(([s, m], v) => [s + v, m + Math.abs(v)], [0, 0]);
+      const got = y.data[c] as number;
+      assert.ok(Math.abs(got - sum / (h * w)) <= 1e-15 * magnitude, `${h}x${w} channel ${c}: ${got}`);
+    }
+  }
+});
+
 Deno.test("GlobalAveragePool and GlobalMaxPool interpret() reduce every spatial axis", () => {
   const x = f32([1, 2, 2, 2], [1, 2, 3, 4, -1, -2, -3, -8]);
   assertClose(run("GlobalAveragePool", [x])[0], [1, 2, 1, 1], [2.5, -3.5]);
@@ -747,6 +761,38 @@ Deno.test("Gemm of one row and Conv to one output position match a float64 refer
   close(r, pointwise, "pointwise Conv");
 });
 
+Deno.test("float32 Gemm of one row and Conv to one output position are within float32 rounding of float64", () => {
+  const rnd = mulberry32(12);
+  const f32 = (shape: number[]) =>
+    fromFloat64("f32", shape, Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() * 2 - 1));
+  /** Each result within 1e-6 of the sum of its terms' magnitudes (float32 sums of up to ~1000 terms). */
+  const close = (got: Tensor, want: number[], scale: number[], what: string) =>
+    want.forEach((v, i) =>
+      assert.ok(Math.abs((got.data[i] as number) - v) <= 1e-6 * scale[i], `${what}[${i}]: ${got.data[i]} vs ${v}`)
+    );
+  // Gemm: A [1, 1001] x B^T with B [9, 1001], C [9], alpha 0.5, beta 2.
+  const [a, b, c] = [f32([1, 1001]), f32([9, 1001]), f32([9])];
+  const [y] = run("Gemm", [a, b, c], [int("transB", 1), float("alpha", 0.5), float("beta", 2)]);
+  const sum = (j: number, abs: boolean) => {
+    let s = 0;
+    for (let i = 0; i < 1001; i++) {
+      const t = (a.data[i] as number) * (b.data[j * 1001 + i] as number);
+      s += abs ? Math.abs(t) : t;
+    }
+    return s;
+  };
+  const want = Array.from({ length: 9 }, (_, j) => 0.5 * sum(j, false) + 2 * (c.data[j] as number));
+  close(y, want, want.map((_, j) => 0.5 * sum(j, true) + 2), "Gemm");
+  // Pointwise on a 1x1 map (squeeze-excite): x [1, 300, 1, 1], w [7, 300, 1, 1], bias [7].
+  const [p, q, bias] = [f32([1, 300, 1, 1]), f32([7, 300, 1, 1]), f32([7])];
+  const [r] = run("Conv", [p, q, bias]);
+  const terms = (oc: number) =>
+    Array.from({ length: 300 }, (_, i) => (q.data[oc * 300 + i] as number) * (p.data[i] as number));
+  const pointwise = Array.from({ length: 7 }, (_, oc) => terms(oc).reduce((s, t) => s + t, bias.data[oc] as number));
+  const magnitude = Array.from({ length: 7 }, (_, oc) => terms(oc).reduce((s, t) => s + Math.abs(t), 1));
+  close(r, pointwise, magnitude, "pointwise Conv");
+});
+
 /** A depthwise convolution's operands (`ConvArgs` with `group = inChannels`). */
 type DepthwiseArgs = Parameters<typeof convolve>[0];
 
@@ -853,6 +899,48 @@ Deno.test("float32 depthwise convolution on wide rows (WebAssembly SIMD) is with
     convolve(a);
     const { sums, magnitudes } = depthwiseReference(a);
     sums.forEach((want, i) => assert.ok(Math.abs(a.y[i] - want) <= 1e-6 * magnitudes[i] + 1e-7, `case ${c} at ${i}`));
+  });
+});
+
+Deno.test("float32 depthwise convolution (any stride, dilation, width) equals its float32 order replayed, bit for bit", () => {
+  const cases = randomDepthwise(29, 40, "f32", (between) => {
+    const kernel = [between(1, 5), between(1, 5)];
+    const dilations = [between(1, 2), between(1, 2)];
+    return {
+      kernel,
+      dilations,
+      strides: [between(1, 3), between(1, 3)],
+      padsBegin: kernel.map((k) => between(0, k - 1)),
+      inShape: kernel.map((k, d) => (k - 1) * dilations[d] + between(1, 30)),
+    };
+  });
+  const f = Math.fround;
+  // One channel is a plain convolution (GEMM, another order): those cases are left out.
+  cases.filter((a) => a.group > 1).forEach((a, c) => {
+    convolve(a);
+    // bias, then each tap's product (0 in the padding) added in row-major order, float32 roundings throughout.
+    const [H, W] = a.inShape, [Ho, Wo] = a.outShape, [KH, KW] = a.kernel;
+    const multiplier = a.outChannels / a.inChannels;
+    let i = 0;
+    for (let n = 0; n < a.batch; n++) {
+      for (let oc = 0; oc < a.outChannels; oc++) {
+        const plane = (n * a.inChannels + Math.floor(oc / multiplier)) * H * W;
+        for (let oh = 0; oh < Ho; oh++) {
+          for (let ow = 0; ow < Wo; ow++, i++) {
+            let acc = a.bias === null ? 0 : a.bias[oc];
+            for (let ky = 0; ky < KH; ky++) {
+              for (let kx = 0; kx < KW; kx++) {
+                const ih = oh * a.strides[0] - a.padsBegin[0] + ky * a.dilations[0];
+                const iw = ow * a.strides[1] - a.padsBegin[1] + kx * a.dilations[1];
+                const v = ih >= 0 && ih < H && iw >= 0 && iw < W ? a.x[plane + ih * W + iw] : 0;
+                acc = f(acc + f(a.w[oc * KH * KW + ky * KW + kx] * v));
+              }
+            }
+            assert.equal(a.y[i], acc, `case ${c} at ${i}`);
+          }
+        }
+      }
+    }
   });
 });
 
