@@ -390,3 +390,33 @@ Deno.test("growingSvd() stops early on a flat spectrum no useful rank can reach,
   };
   assert.ok(rankOf(fast.s) >= rankOf(dExact) && rankOf(fast.s) <= rankOf(dExact) + 1);
 });
+
+Deno.test("gramSpectrum() keeps its stated bound at a size that batches the rotations: |s_i^2 - exact| <= min(m, n) ε s_1^2", () => {
+  // Odd small side (the rotations' scalar column), a decaying spectrum plus noise, vs ml-matrix's Golub-Kahan SVD.
+  const [m, n] = [301, 420];
+  const x = randomMatrix(m, 40, 1);
+  const y = randomMatrix(40, n, 2);
+  const a = randomMatrix(m, n, 3).map((v) => 1e-3 * v);
+  for (let i = 0; i < m; i++) {
+    for (let p = 0; p < 40; p++) for (let j = 0; j < n; j++) a[i * n + j] += x[i * 40 + p] * 0.9 ** p * y[p * n + j];
+  }
+  const exact = exactSvd(a, m, n).s;
+  const spectrum = gramSpectrum(a, m, n);
+  const bound = Math.min(m, n) * 2 ** -53 * exact[0] ** 2;
+  let worst = 0;
+  spectrum.s.forEach((v, i) => (worst = Math.max(worst, Math.abs(v * v - exact[i] ** 2))));
+  assert.ok(worst <= bound, `worst ${worst / exact[0] ** 2} s_1^2, bound ${bound / exact[0] ** 2} s_1^2`);
+  // The vectors: a rank-40 truncation loses only the tail (an exact projection).
+  const svd = spectrum.triplets(40);
+  const tail = exact.slice(40).reduce((t, v) => t + v * v, 0);
+  let err = 0;
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let v = 0;
+      for (let p = 0; p < 40; p++) v += svd.u[i * 40 + p] * svd.s[p] * svd.vt[p * n + j];
+      err += (a[i * n + j] - v) ** 2;
+    }
+  }
+  assert.ok(Math.abs(err - tail) <= 1e-10 * exact[0] ** 2, `${err} vs ${tail}`);
+  assert.ok(check(a, svd).orth < 1e-10);
+});

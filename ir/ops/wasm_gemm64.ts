@@ -8,6 +8,33 @@
  */
 import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
 import type { FloatArray, GemmArgs } from "./gemm_kernel.ts";
+import {
+  ADD,
+  BR_IF_0,
+  doWhile,
+  F64X2_ADD,
+  F64X2_MUL,
+  F64X2_RELAXED_MADD,
+  get,
+  I32,
+  ifThen,
+  i32,
+  load64Splat,
+  loadV128,
+  LT_U,
+  MUL,
+  name,
+  section,
+  set,
+  SHL,
+  storeV128,
+  SUB,
+  tee,
+  uleb,
+  V128,
+  vec,
+  ZERO_V128,
+} from "./wasm_encode.ts";
 
 /** Rows and columns of the register tile: 6 rows x two f64x2 vectors (12 accumulators). */
 export const TILE_ROWS = 6;
@@ -15,40 +42,6 @@ export const TILE_ROWS = 6;
 export const TILE_COLUMNS = 4;
 /** Row stride of the staged A block in doubles; also the longest reduction slice. */
 export const ROW_STRIDE = 256;
-
-// Binary encodings, enough for the one kernel below.
-const uleb = (n: number): number[] => {
-  const out: number[] = [];
-  do {
-    const byte = n & 0x7f;
-    n >>>= 7;
-    out.push(n === 0 ? byte : byte | 0x80);
-  } while (n !== 0);
-  return out;
-};
-const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
-const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
-const name = (s: string): number[] => vec([...s].map((ch) => [ch.charCodeAt(0)]));
-const I32 = 0x7f;
-const V128 = 0x7b;
-const get = (i: number): number[] => [0x20, ...uleb(i)];
-const set = (i: number): number[] => [0x21, ...uleb(i)];
-const tee = (i: number): number[] => [0x22, ...uleb(i)];
-/** i32.const for 0 <= n < 64 (one-byte signed LEB128). */
-const i32 = (n: number): number[] => [0x41, n];
-const ADD = 0x6a, SUB = 0x6b, MUL = 0x6c, SHL = 0x74, LT_U = 0x49, BR_IF_0 = [0x0d, 0];
-const simdOp = (op: number, ...imm: number[]): number[] => [0xfd, ...uleb(op), ...imm];
-const loadV128 = (offset: number): number[] => simdOp(0x00, 4, ...uleb(offset));
-const storeV128 = (offset: number): number[] => simdOp(0x0b, 4, ...uleb(offset));
-const load64Splat = (offset: number): number[] => simdOp(0x0a, 3, ...uleb(offset));
-const F64X2_ADD = simdOp(0xf0);
-const F64X2_MUL = simdOp(0xf2);
-/** `f64x2.relaxed_madd(a, b, c) = a * b + c`, fused or not as the hardware does it (relaxed SIMD proposal). */
-const F64X2_RELAXED_MADD = simdOp(0x107);
-const ZERO_V128 = [0xfd, 0x0c, ...new Array<number>(16).fill(0)];
-/** `loop ... end` whose body ends in its own `br_if 0` (a do-while). */
-const doWhile = (...body: number[][]): number[] => [0x03, 0x40, ...body.flat(), 0x0b];
-const ifThen = (...body: number[][]): number[] => [0x04, 0x40, ...body.flat(), 0x0b];
 
 /**
  * The kernel module: one exported memory and `block(mc, nc, kc, a, b, c, ldc,
