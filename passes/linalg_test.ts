@@ -112,7 +112,42 @@ Deno.test("randomizedSvd() on a full-rank matrix is close to the optimal truncat
   }
   assert.ok(Math.sqrt(err) < 1.01 * optimal, `${Math.sqrt(err)} vs optimal ${optimal}`);
   assert.deepEqual(randomizedSvd(a, m, n, k).s, approx.s);
-  assert.deepEqual(truncatedSvd(Float64Array.from(a), m, n, k).s, exact.s.slice(0, k));
+});
+
+Deno.test("truncatedSvd() takes Gram-matrix triplets as exact as the dense SVD's, and the dense SVD for values near zero", () => {
+  for (const [m, n, k] of [[120, 90, 12], [60, 150, 40]]) {
+    const a = randomMatrix(m, n, m + n);
+    const exact = exactSvd(a, m, n);
+    const svd = truncatedSvd(a, m, n, k);
+    const s1 = exact.s[0];
+    assert.equal(svd.k, k);
+    svd.s.forEach((v, i) =>
+      assert.ok(Math.abs(v - exact.s[i]) <= 1e-10 * s1, `${m}x${n} s${i}: ${v} vs ${exact.s[i]}`)
+    );
+    // The optimal rank-k approximation (its error is the exact tail) with orthonormal factors.
+    const { orth } = check(a, svd);
+    assert.ok(orth < 1e-10, `${m}x${n}: orthogonality ${orth}`);
+    let err = 0;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let v = 0;
+        for (let p = 0; p < k; p++) v += svd.u[i * k + p] * svd.s[p] * svd.vt[p * n + j];
+        err += (a[i * n + j] - v) ** 2;
+      }
+    }
+    const tail = exact.s.slice(k).reduce((t, v) => t + v * v, 0);
+    assert.ok(Math.abs(err - tail) <= 1e-10 * s1 * s1, `${m}x${n}: ${err} vs ${tail}`);
+  }
+  // Rank 3, k = 6: s_4..s_6 are rounding noise, whose vectors only the dense SVD resolves (orthonormal).
+  const x = randomMatrix(40, 3, 1);
+  const y = randomMatrix(3, 30, 2);
+  const low = new Float64Array(40 * 30);
+  for (let i = 0; i < 40; i++) {
+    for (let p = 0; p < 3; p++) for (let j = 0; j < 30; j++) low[i * 30 + j] += x[i * 3 + p] * y[p * 30 + j];
+  }
+  const svd = truncatedSvd(low, 40, 30, 6);
+  assert.deepEqual(svd.s, exactSvd(low, 40, 30).s.slice(0, 6));
+  assert.ok(check(low, svd).orth < 1e-12);
 });
 
 Deno.test("orthonormalize() gives Q R = Y and continues the basis past dependent columns", () => {
