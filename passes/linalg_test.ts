@@ -20,6 +20,20 @@ function randomMatrix(m: number, n: number, seed: number): Float64Array {
   return Float64Array.from({ length: m * n }, r);
 }
 
+/** `||A - U_k S_k V_k^T||_F^2` for the first `k` triplets of `svd` (all by default). */
+function squaredError(a: ArrayLike<number>, svd: Svd, k = svd.k): number {
+  const { m, n } = svd;
+  let err = 0;
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let v = 0;
+      for (let p = 0; p < k; p++) v += svd.u[i * svd.k + p] * svd.s[p] * svd.vt[p * n + j];
+      err += (a[i * n + j] - v) ** 2;
+    }
+  }
+  return err;
+}
+
 /** `max |A - U S Vt|` and the largest deviation of `U^T U` and `V^T V` from the identity. */
 function check(a: ArrayLike<number>, svd: Svd): { recon: number; orth: number } {
   const { m, n, k, u, s, vt } = svd;
@@ -102,14 +116,7 @@ Deno.test("randomizedSvd() on a full-rank matrix is close to the optimal truncat
   const approx = randomizedSvd(a, m, n, k);
   const tail = (s: Float64Array, from: number): number => s.slice(from).reduce((t, v) => t + v * v, 0);
   const optimal = Math.sqrt(tail(exact.s, k));
-  let err = 0;
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let v = 0;
-      for (let p = 0; p < k; p++) v += approx.u[i * k + p] * approx.s[p] * approx.vt[p * n + j];
-      err += (a[i * n + j] - v) ** 2;
-    }
-  }
+  const err = squaredError(a, approx, k);
   assert.ok(Math.sqrt(err) < 1.01 * optimal, `${Math.sqrt(err)} vs optimal ${optimal}`);
   assert.deepEqual(randomizedSvd(a, m, n, k).s, approx.s);
 });
@@ -127,14 +134,7 @@ Deno.test("truncatedSvd() takes Gram-matrix triplets as exact as the dense SVD's
     // The optimal rank-k approximation (its error is the exact tail) with orthonormal factors.
     const { orth } = check(a, svd);
     assert.ok(orth < 1e-10, `${m}x${n}: orthogonality ${orth}`);
-    let err = 0;
-    for (let i = 0; i < m; i++) {
-      for (let j = 0; j < n; j++) {
-        let v = 0;
-        for (let p = 0; p < k; p++) v += svd.u[i * k + p] * svd.s[p] * svd.vt[p * n + j];
-        err += (a[i * n + j] - v) ** 2;
-      }
-    }
+    const err = squaredError(a, svd, k);
     const tail = exact.s.slice(k).reduce((t, v) => t + v * v, 0);
     assert.ok(Math.abs(err - tail) <= 1e-10 * s1 * s1, `${m}x${n}: ${err} vs ${tail}`);
   }
@@ -296,14 +296,7 @@ Deno.test("gramSpectrum() gives exactSvd's singular values and optimal truncatio
       const svd = spectrum.triplets(k);
       assert.equal(svd.k, k);
       // Relative error of the rank-k reconstruction equals the optimal (exact SVD tail) one.
-      let err = 0;
-      for (let i = 0; i < m; i++) {
-        for (let j = 0; j < n; j++) {
-          let v = 0;
-          for (let p = 0; p < k; p++) v += svd.u[i * k + p] * svd.s[p] * svd.vt[p * n + j];
-          err += (a[i * n + j] - v) ** 2;
-        }
-      }
+      const err = squaredError(a, svd, k);
       const tail = exact.s.slice(k).reduce((t, v) => t + v * v, 0);
       assert.ok(
         Math.abs(Math.sqrt(err) - Math.sqrt(tail)) < 1e-9 * s1,
@@ -350,14 +343,7 @@ Deno.test("growingSvd() stops at the energy target with values below the exact o
     // ||A - U S Vt||^2 = ||A||^2 - sum s^2 (Q orthonormal), and U, V orthonormal.
     const { recon, orth } = check(input, svd);
     assert.ok(orth < 100 * tol, `orthogonality ${orth}`);
-    let err = 0;
-    for (let i = 0; i < m; i++) {
-      for (let j = 0; j < n; j++) {
-        let v = 0;
-        for (let p = 0; p < svd.k; p++) v += svd.u[i * svd.k + p] * svd.s[p] * svd.vt[p * n + j];
-        err += (input[i * n + j] - v) ** 2;
-      }
-    }
+    const err = squaredError(input, svd);
     assert.ok(Math.abs(err - (energy - held)) < 100 * tol * energy, `${err} vs ${energy - held} (max ${recon})`);
     assert.deepEqual(growingSvd(input, m, n, 100, 0.95 * energy, { block: 8 })!.s, svd.s);
     assert.equal(growingSvd(input, m, n, 10, 0.95 * energy, { block: 8 }), null);
@@ -444,14 +430,7 @@ Deno.test("gramSpectrum() keeps its stated bound at a size that batches the rota
   // The vectors: a rank-40 truncation loses only the tail (an exact projection).
   const svd = spectrum.triplets(40);
   const tail = exact.slice(40).reduce((t, v) => t + v * v, 0);
-  let err = 0;
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let v = 0;
-      for (let p = 0; p < 40; p++) v += svd.u[i * 40 + p] * svd.s[p] * svd.vt[p * n + j];
-      err += (a[i * n + j] - v) ** 2;
-    }
-  }
+  const err = squaredError(a, svd);
   assert.ok(Math.abs(err - tail) <= 1e-10 * exact[0] ** 2, `${err} vs ${tail}`);
   assert.ok(check(a, svd).orth < 1e-10);
 });
