@@ -12,6 +12,7 @@
  *
  * `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 deno run -A bench/svd_bench.ts`
  *
+ * `--threads=N` sets our threads (default 1; pair it with `OPENBLAS_NUM_THREADS=N`).
  * `--old` adds the former dense JavaScript SVD (`exactSvd`, ml-matrix) on the
  * layer-sized matrices (slow). The matrices go to numpy as .npy files in
  * `$TMPDIR/cnnc_svd_bench/`.
@@ -19,6 +20,7 @@
 import { join } from "node:path";
 import { writeNpy } from "../data/npy.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
+import { setThreadCount } from "../ir/parallel.ts";
 import { exactSvd, gaussianSource, gramSpectrum, growingSvd, randomizedSvd } from "../passes/linalg.ts";
 
 const PYTHON = "/usr/bin/python3";
@@ -26,6 +28,9 @@ const DIR = join(Deno.env.get("TMPDIR") ?? "/tmp", "cnnc_svd_bench");
 const flag = (name: string): string | undefined => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const REPEATS = Number(flag("repeats") ?? 3);
 const OLD = Deno.args.includes("--old");
+/** Our threads (`--threads=N`, default 1, beside OpenBLAS's `OPENBLAS_NUM_THREADS`). */
+const THREADS = Number(flag("threads") ?? 1);
+setThreadCount(THREADS);
 
 /** `A = X diag(d) Y + noise`: X (m x p), Y (p x n) Gaussian, d_j = exp(-j / 64), noise 1e-3 Gaussian. */
 function decayingMatrix(m: number, n: number, seed: number): Float32Array {
@@ -167,4 +172,4 @@ for (const [m, n] of [[512, 4608], [256, 2304], [2048, 512]]) {
     }x | ${(full.seconds / tGram).toFixed(1)}x | ${err.abs.toExponential(2)} | ${err.rel.toExponential(2)} |`,
   );
 }
-console.log(`\nnumpy BLAS: ${blas}; ours: one thread. Medians of ${REPEATS} runs.`);
+console.log(`\nnumpy BLAS: ${blas}; ours: ${THREADS} thread(s). Medians of ${REPEATS} runs.`);

@@ -17,8 +17,8 @@ import {
   F64X2_RELAXED_MADD,
   get,
   I32,
-  ifThen,
   i32,
+  ifThen,
   load64Splat,
   loadV128,
   LT_U,
@@ -50,8 +50,8 @@ export const ROW_STRIDE = 256;
  * panel of packed B (`b`, k-major panels of 4 doubles) sums the `6 x 4`
  * product over `kc` in f64x2 registers (in order of k, one rounding per step:
  * fused multiply-add when `fused`, else multiply then add), starting from
- * what C held when `accumulate` is 1 (else from zero), and stores it to C
- * (`c`, row stride `ldc` bytes).
+ * zero, and stores it to C (`c`, row stride `ldc` bytes), added to what C
+ * held (`C + sum`) when `accumulate` is 1.
  * `mc` and `nc` are positive multiples of 6 and 4; pointers in bytes.
  *
  * @param fused Use relaxed-SIMD `f64x2.relaxed_madd`.
@@ -86,14 +86,7 @@ export function gemm64ModuleBytes(fused: boolean): Uint8Array<ArrayBuffer> {
       doWhile( // for ir over row panels
         get(a), get(ir), i32(11), [SHL], [ADD], set(ap), // a + ir * ROW_STRIDE * 8
         get(b), get(jr), get(kc), [MUL], i32(3), [SHL], [ADD], set(bp),
-        get(c), get(ir), get(ldc), [MUL], [ADD], get(jr), i32(3), [SHL], [ADD], set(cp),
-        // The running sums start from C when accumulating (one sum in order of k across slices), else from zero.
-        ...rowIndex.map((r) => [
-          ...acc.slice(2 * r, 2 * r + 2).map((x) => [...ZERO_V128, ...set(x)]).flat(),
-          ...get(accumulate),
-          ...ifThen(get(cp), loadV128(0), set(acc[2 * r]), get(cp), loadV128(16), set(acc[2 * r + 1])),
-          ...get(cp), ...get(ldc), ADD, ...set(cp),
-        ]),
+        ...acc.map((r) => [...ZERO_V128, ...set(r)]),
         get(kc), set(p),
         doWhile( // for p over the reduction: acc[row] += splat(a[row][p]) * b[p][0..3]
           get(bp), loadV128(0), set(b0),
@@ -107,7 +100,12 @@ export function gemm64ModuleBytes(fused: boolean): Uint8Array<ArrayBuffer> {
           get(p), i32(1), [SUB], tee(p), BR_IF_0,
         ),
         get(c), get(ir), get(ldc), [MUL], [ADD], get(jr), i32(3), [SHL], [ADD], set(cp),
-        ...rowIndex.map((r) => [ // store row r
+        ...rowIndex.map((r) => [ // store row r, the slice's sum added to C's when accumulating
+          ...get(accumulate),
+          ...ifThen(
+            get(cp), loadV128(0), get(acc[2 * r]), F64X2_ADD, set(acc[2 * r]),
+            get(cp), loadV128(16), get(acc[2 * r + 1]), F64X2_ADD, set(acc[2 * r + 1]),
+          ),
           ...get(cp), ...get(acc[2 * r]), ...storeV128(0),
           ...get(cp), ...get(acc[2 * r + 1]), ...storeV128(16),
           ...get(cp), ...get(ldc), ADD, ...set(cp),
@@ -214,8 +212,11 @@ const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to;
  * `C = alpha * op(A) * op(B) + beta * C` computed in float64 whatever the
  * operands' storage (float32 operands are widened exactly), on a WebAssembly
  * SIMD `6 x 4` register tile: per element of C, a float64 running sum in order
- * of k (fused multiply-add where relaxed SIMD is available, as in Deno on
- * x64), then `alpha * sum + beta * C` rounded once into C. The same arguments
+ * of k within each slice of {@linkcode ROW_STRIDE} (fused multiply-add where
+ * relaxed SIMD is available, as in Deno on x64), the slices' sums added in
+ * order (a long reduction, such as a Gram matrix of rows of 4608, then has an
+ * error growing with the slice length, not with k), then
+ * `alpha * sum + beta * C` rounded once into C. The same arguments
  * as the float32 kernel's {@link ./gemm_kernel.ts} `gemm`; C must not overlap
  * A or B. Large products are split into fixed parts of whole rows (or
  * columns) of C shared with the worker pool; each element is summed in the
@@ -272,14 +273,18 @@ export function gemm64(args: GemmArgs, fused?: boolean): void {
   if (!gemmParallel(q, kind)) gemmWasm(q, kernel(kind)!);
 }
 
-/** Without WebAssembly SIMD: the same per-element order (running sum in order of k, then scaled once). */
+/** Without WebAssembly SIMD: the same per-element order (running sums per slice, added in order, scaled once). */
 function gemmJs(q: Problem): void {
   const { m, n, k, a, aOff, lda, transA, b, bOff, ldb, transB, c, cOff, ldc, alpha, beta } = q;
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {
       let s = 0;
-      for (let p = 0; p < k; p++) {
-        s += a[aOff + (transA ? p * lda + i : i * lda + p)] * b[bOff + (transB ? j * ldb + p : p * ldb + j)];
+      for (let p0 = 0; p0 < k; p0 += ROW_STRIDE) {
+        let t = 0;
+        for (let p = p0; p < Math.min(k, p0 + ROW_STRIDE); p++) {
+          t += a[aOff + (transA ? p * lda + i : i * lda + p)] * b[bOff + (transB ? j * ldb + p : p * ldb + j)];
+        }
+        s = p0 === 0 ? t : s + t;
       }
       const o = cOff + i * ldc + j;
       c[o] = beta === 0 ? alpha * s : alpha * s + beta * c[o];

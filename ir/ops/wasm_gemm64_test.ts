@@ -4,7 +4,10 @@ import { setThreadCount, startWorkers, threadCount, workerPartCount } from "../p
 import type { FloatArray, GemmArgs } from "./gemm_kernel.ts";
 import { float64GemmKernel, gemm64 } from "./wasm_gemm64.ts";
 
-/** The order the kernel promises, replayed in JavaScript: per element a running float64 sum in order of k, then `alpha s + beta c`. */
+/**
+ * The order the kernel promises, replayed in JavaScript: per element a running float64 sum in order of k within
+ * each slice of 256, the slices' sums added in order, then `alpha s + beta c`.
+ */
 function replay(g: GemmArgs): void {
   const { m, n, k, a, b, c } = g;
   const [ta, tb] = [g.transA ?? false, g.transB ?? false];
@@ -14,8 +17,12 @@ function replay(g: GemmArgs): void {
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {
       let s = 0;
-      for (let p = 0; p < k; p++) {
-        s += a[ao + (ta ? p * lda + i : i * lda + p)] * b[bo + (tb ? j * ldb + p : p * ldb + j)];
+      for (let p0 = 0; p0 < k; p0 += 256) {
+        let t = 0;
+        for (let p = p0; p < Math.min(k, p0 + 256); p++) {
+          t += a[ao + (ta ? p * lda + i : i * lda + p)] * b[bo + (tb ? j * ldb + p : p * ldb + j)];
+        }
+        s = p0 === 0 ? t : s + t;
       }
       const o = co + i * ldc + j;
       c[o] = beta === 0 ? alpha * s : alpha * s + beta * c[o];
