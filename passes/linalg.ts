@@ -1,6 +1,6 @@
 /**
  * Dense linear algebra for low-rank decomposition, the big products on the
- * GEMM kernel: exact spectrum and triplets from the small side's Gram matrix
+ * GEMM kernels (float32 SIMD, float64 SIMD `ir/ops/wasm_gemm64.ts`): exact spectrum and triplets from the small side's Gram matrix
  * and a float64 symmetric eigensolver (layers up to about 1024 on their small
  * side), randomized truncated SVD (Halko, Martinsson and Tropp 2011,
  * Algorithms 4.4 and 5.1) at a given rank and grown by blocks to an energy
@@ -484,7 +484,11 @@ export interface SymmetricEigen {
  * eigenvectors of a symmetric `n x n` row-major matrix, in float64:
  * Householder tridiagonalization then implicit QL with Wilkinson shifts
  * (EISPACK tred2/tql2, as in JAMA), with the transforms stored so that every
- * inner loop runs along a contiguous row. Only the lower triangle is read.
+ * inner loop runs along a contiguous row, on the f64x2 loops of
+ * `ir/ops/wasm_eigen.ts`; the QL rotations are recorded and applied to the
+ * vectors in batches, a slice of columns at a time (each column sees them in
+ * the same order, so the result is that of applying them one by one). Only
+ * the lower triangle is read.
  * Each eigenvector's largest-magnitude component is positive (a fixed sign).
  * Backward stable: each eigenvalue is within a few `n ε ||C||_2` of the exact one.
  * Cost about `4/3 n^3` flops for the values alone, about `9 n^3` with the vectors.
