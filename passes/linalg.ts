@@ -774,10 +774,15 @@ export function gramSpectrum(a: FloatArray, m: number, n: number, vectors = true
   }
   for (let i = 0; i < small; i++) for (let j = 0; j < i; j++) g[i * small + j] = g[j * small + i];
   let eig = symmetricEigen(g, small, vectors);
+  // The Gram matrix is kept only while its eigenvectors are still to be computed (a pass holds many spectra).
+  let gram: Float64Array | null = vectors ? null : g;
   const s = eig.values.map((v) => Math.sqrt(Math.max(v, 0)));
   const triplets = (k: number): Svd => {
     k = Math.max(1, Math.min(k, small));
-    if (eig.vectors.length === 0) eig = symmetricEigen(g, small);
+    if (gram !== null) {
+      eig = symmetricEigen(gram, small);
+      gram = null;
+    }
     const big = wide ? n : m;
     // W (k x small): the eigenvectors; other side O = W op(A) (k x big) in float64, row i divided by s_i.
     const w = eig.vectors.subarray(0, k * small);

@@ -672,10 +672,20 @@ function spectralOf(
   return { layer, spectrum: svd.s, triplets: (k) => truncate(known, k), energy, whitening, covariance };
 }
 
-/** `triplets` remembering its last answer (the factors and the weight error ask for the same k). */
+/**
+ * The last triplets asked of any layer: the factors and the weight error ask for the same k in turn. One slot
+ * for all layers, so a pass holds one layer's triplets (float64, as large as its factors) rather than every layer's.
+ */
+let lastTriplets: { of: (k: number) => Svd; svd: Svd } | null = null;
+
+/** `triplets` answering a repeated question from {@linkcode lastTriplets}. */
 function lastOf(triplets: (k: number) => Svd): (k: number) => Svd {
-  let last: Svd | null = null;
-  return (k) => (last !== null && last.k === k ? last : (last = triplets(k)));
+  const cached = (k: number): Svd => {
+    if (lastTriplets !== null && lastTriplets.of === cached && lastTriplets.svd.k === k) return lastTriplets.svd;
+    lastTriplets = { of: cached, svd: triplets(k) };
+    return lastTriplets.svd;
+  };
+  return cached;
 }
 
 /** Fewest singular values whose squares reach `target` of the total energy (full rank + 1 when never). */
