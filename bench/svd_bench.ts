@@ -1,5 +1,6 @@
 /**
- * SVD speed and accuracy against numpy in the same run (bench/svd_numpy.py,
+ * The float64 GEMM kernel (`wasm_gemm64.ts`) against the JavaScript float64
+ * kernel it replaced, per CPU second; SVD speed and accuracy against numpy in the same run (bench/svd_numpy.py,
  * numpy on OpenBLAS, timed in its own process): our randomized SVD next to
  * numpy's randomized SVD with the same algorithm (oversampling 10, 2 power
  * iterations with QR, float32) on a 4096x4096 matrix at rank 256; our exact
@@ -12,20 +13,27 @@
  *
  * `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 deno run -A bench/svd_bench.ts`
  *
+ * `--threads=N` sets our threads (default 1; pair it with `OPENBLAS_NUM_THREADS=N`).
  * `--old` adds the former dense JavaScript SVD (`exactSvd`, ml-matrix) on the
- * layer-sized matrices (slow). The matrices go to numpy as .npy files in
+ * layer-sized matrices and times `truncatedSvd` against it on small ones (slow). The matrices go to numpy as .npy files in
  * `$TMPDIR/cnnc_svd_bench/`.
  */
 import { join } from "node:path";
+import process from "node:process";
 import { writeNpy } from "../data/npy.ts";
 import { gemm } from "../ir/ops/gemm_kernel.ts";
-import { exactSvd, gaussianSource, gramSpectrum, growingSvd, randomizedSvd } from "../passes/linalg.ts";
+import { setThreadCount } from "../ir/parallel.ts";
+import { float64GemmKernel, gemm64 } from "../ir/ops/wasm_gemm64.ts";
+import { exactSvd, gaussianSource, gramSpectrum, growingSvd, randomizedSvd, truncatedSvd } from "../passes/linalg.ts";
 
 const PYTHON = "/usr/bin/python3";
 const DIR = join(Deno.env.get("TMPDIR") ?? "/tmp", "cnnc_svd_bench");
 const flag = (name: string): string | undefined => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const REPEATS = Number(flag("repeats") ?? 3);
 const OLD = Deno.args.includes("--old");
+/** Our threads (`--threads=N`, default 1, beside OpenBLAS's `OPENBLAS_NUM_THREADS`). */
+const THREADS = Number(flag("threads") ?? 1);
+setThreadCount(THREADS);
 
 /** `A = X diag(d) Y + noise`: X (m x p), Y (p x n) Gaussian, d_j = exp(-j / 64), noise 1e-3 Gaussian. */
 function decayingMatrix(m: number, n: number, seed: number): Float32Array {
@@ -95,7 +103,32 @@ await Deno.mkdir(DIR, { recursive: true });
 const sec = (x: number): string => x.toFixed(3);
 let blas = "";
 
-console.log("Randomized SVD (oversample 10, 2 power iterations), float32 input:\n");
+console.log(
+  `Float64 GEMM (square), GFLOP per CPU second, best of ${REPEATS}: ${float64GemmKernel()} vs the JavaScript kernel:\n`,
+);
+console.log("| size | wasm_gemm64 | JS float64 (gemm_kernel) | ratio |");
+console.log("|---|---|---|---|");
+for (const size of [256, 512, 1024]) {
+  const random = gaussianSource(size);
+  const [a, b] = [0, 1].map(() => Float64Array.from({ length: size * size }, random));
+  const c = new Float64Array(size * size);
+  const cpuSeconds = (f: () => void): number => {
+    let best = Infinity;
+    for (let r = 0; r < REPEATS; r++) {
+      const t0 = process.cpuUsage();
+      f();
+      const t = process.cpuUsage(t0);
+      best = Math.min(best, (t.user + t.system) / 1e6);
+    }
+    return best;
+  };
+  const flop = 2 * size ** 3 / 1e9;
+  const ours = flop / cpuSeconds(() => gemm64({ m: size, n: size, k: size, a, b, c }));
+  const js = flop / cpuSeconds(() => gemm({ m: size, n: size, k: size, a, b, c }));
+  console.log(`| ${size} | ${ours.toFixed(1)} | ${js.toFixed(1)} | ${(ours / js).toFixed(1)}x |`);
+}
+
+console.log("\nRandomized SVD (oversample 10, 2 power iterations), float32 input:\n");
 console.log("| matrix | rank | ours (s) | numpy same algorithm (s) | ours / numpy | our error | numpy error |");
 console.log("|---|---|---|---|---|---|---|");
 for (const [m, n, k] of [[4096, 4096, 256]]) {
@@ -167,4 +200,18 @@ for (const [m, n] of [[512, 4608], [256, 2304], [2048, 512]]) {
     }x | ${(full.seconds / tGram).toFixed(1)}x | ${err.abs.toExponential(2)} | ${err.rel.toExponential(2)} |`,
   );
 }
-console.log(`\nnumpy BLAS: ${blas}; ours: one thread. Medians of ${REPEATS} runs.`);
+if (OLD) {
+  console.log(
+    "\ntruncatedSvd (k = min / 10) on small matrices, float64: Gram-matrix triplets vs the former dense exactSvd:\n",
+  );
+  console.log("| matrix | k | truncatedSvd (s) | exactSvd (s) | exactSvd / truncatedSvd |");
+  console.log("|---|---|---|---|---|");
+  for (const [m, n] of [[300, 500], [600, 800]]) {
+    const a = Float64Array.from(decayingMatrix(m, n, m + n));
+    const k = Math.min(m, n) / 10;
+    const ours = timed(() => truncatedSvd(a, m, n, k)).seconds;
+    const dense = timed(() => exactSvd(a, m, n)).seconds;
+    console.log(`| ${m}x${n} | ${k} | ${sec(ours)} | ${sec(dense)} | ${(dense / ours).toFixed(1)}x |`);
+  }
+}
+console.log(`\nnumpy BLAS: ${blas}; ours: ${THREADS} thread(s). Medians of ${REPEATS} runs.`);

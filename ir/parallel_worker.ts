@@ -5,10 +5,11 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { gemmPartTask } from "./ops/gemm_kernel.ts";
+import { gemm64PartTask } from "./ops/wasm_gemm64.ts";
 import { claimPart, Control, type ParallelTask, type PoolChannels } from "./parallel.ts";
 
 /** Every task a worker can run, by id. */
-const TASKS: ParallelTask[] = [gemmPartTask];
+const TASKS: ParallelTask[] = [gemmPartTask, gemm64PartTask];
 
 const { control: controlBuffer, params: paramsBuffer, arena } = workerData as PoolChannels;
 const control = new Int32Array(controlBuffer);

@@ -1,6 +1,6 @@
 /**
  * Dense linear algebra for low-rank decomposition, the big products on the
- * GEMM kernel: exact spectrum and triplets from the small side's Gram matrix
+ * GEMM kernels (float32 SIMD, float64 SIMD `ir/ops/wasm_gemm64.ts`): exact spectrum and triplets from the small side's Gram matrix
  * and a float64 symmetric eigensolver (layers up to about 1024 on their small
  * side), randomized truncated SVD (Halko, Martinsson and Tropp 2011,
  * Algorithms 4.4 and 5.1) at a given rank and grown by blocks to an energy
@@ -10,9 +10,22 @@
  * @module
  */
 import { Matrix, SingularValueDecomposition } from "ml-matrix";
-import { type FloatArray, gemm } from "../ir/ops/gemm_kernel.ts";
+import { type FloatArray, gemm as gemm32, type GemmArgs } from "../ir/ops/gemm_kernel.ts";
+import { type EigenKernels, eigenKernels } from "../ir/ops/wasm_eigen.ts";
+import { gemm64 } from "../ir/ops/wasm_gemm64.ts";
 
 export type { FloatArray } from "../ir/ops/gemm_kernel.ts";
+
+/**
+ * Every product here: float32 SIMD (float32 sums) when all operands are float32 and float64 sums are not asked
+ * for, else float64 SIMD ({@link ../ir/ops/wasm_gemm64.ts}), both on the worker pool.
+ */
+function gemm(args: GemmArgs): void {
+  const { a, b, c } = args;
+  const f32 = a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array;
+  if (f32 && !(args.float64Accumulation ?? false)) gemm32(args);
+  else gemm64(args);
+}
 
 /** A thin SVD `A ≈ U diag(s) Vt`, row-major: `u` is `m x k`, `vt` is `k x n`, `s` descending. */
 export interface Svd {
@@ -411,12 +424,38 @@ export function solveLowerRight(b: Float64Array, rows: number, l: Float64Array, 
   return x;
 }
 
+/** Smaller side up to which {@linkcode truncatedSvd} takes exact triplets from the Gram matrix. */
+const GRAM_TRIPLETS_LIMIT = 1024;
+/** Smallest `s_k / s_1` for Gram-matrix triplets in {@linkcode truncatedSvd} (below: the dense SVD). */
+const GRAM_TRIPLETS_RANGE = 1e-3;
+
 /**
  * Truncated SVD with the method chosen by size: exact when the matrix is small
- * (`m * n <= exactLimit` or `min(m, n) <= 256`), randomized otherwise.
+ * (`m * n <= exactLimit` or `min(m, n) <= 256`) or `k >= min(m, n) / 2`,
+ * randomized otherwise. Exact triplets come from the small side's Gram matrix
+ * ({@linkcode gramSpectrum}, many times faster than the dense SVD) when that
+ * side is at most 1024 and `s_k >= 1e-3 s_1`: each value is then within about
+ * `min(m, n) ε s_1^2 / s_i <= 1e-10 s_1` of the dense SVD's, the vectors
+ * orthonormal to about `ε (s_1 / s_k)^2 <= 1e-10`, and `U_k S_k V_k^T` the
+ * optimal rank-k approximation; otherwise (values near zero, whose vectors the
+ * Gram matrix cannot resolve) by {@linkcode exactSvd}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { truncatedSvd } from "./linalg.ts";
+ * const { s } = truncatedSvd(new Float64Array([3, 0, 0, 0, 4, 0]), 2, 3, 1);
+ * assert.ok(Math.abs(s[0] - 4) < 1e-12);
+ * ```
  */
 export function truncatedSvd(a: FloatArray, m: number, n: number, k: number, exactLimit = 1 << 20): Svd {
-  if (m * n <= exactLimit || Math.min(m, n) <= 256 || k >= Math.min(m, n) / 2) {
+  const small = Math.min(m, n);
+  k = Math.max(1, Math.min(k, small));
+  if (m * n <= exactLimit || small <= 256 || k >= small / 2) {
+    if (small <= GRAM_TRIPLETS_LIMIT) {
+      const spectrum = gramSpectrum(a, m, n, false);
+      if (spectrum.s[k - 1] >= GRAM_TRIPLETS_RANGE * spectrum.s[0]) return spectrum.triplets(k);
+    }
     const full = exactSvd(a, m, n);
     return k >= full.k ? full : truncate(full, k);
   }
@@ -445,7 +484,11 @@ export interface SymmetricEigen {
  * eigenvectors of a symmetric `n x n` row-major matrix, in float64:
  * Householder tridiagonalization then implicit QL with Wilkinson shifts
  * (EISPACK tred2/tql2, as in JAMA), with the transforms stored so that every
- * inner loop runs along a contiguous row. Only the lower triangle is read.
+ * inner loop runs along a contiguous row, on the f64x2 loops of
+ * `ir/ops/wasm_eigen.ts`; the QL rotations are recorded and applied to the
+ * vectors in batches, a slice of columns at a time (each column sees them in
+ * the same order, so the result is that of applying them one by one). Only
+ * the lower triangle is read.
  * Each eigenvector's largest-magnitude component is positive (a fixed sign).
  * Backward stable: each eigenvalue is within a few `n ε ||C||_2` of the exact one.
  * Cost about `4/3 n^3` flops for the values alone, about `9 n^3` with the vectors.
@@ -460,13 +503,12 @@ export interface SymmetricEigen {
  * ```
  */
 export function symmetricEigen(c: ArrayLike<number>, n: number, vectors = true): SymmetricEigen {
+  const ws = eigenWorkspace(n);
+  const { w, d } = ws;
   // w[j * n + k] holds V[k][j] of EISPACK's V (initially C, symmetric): V's columns are w's rows.
-  const w = new Float64Array(n * n);
   for (let j = 0; j < n; j++) for (let k = j; k < n; k++) w[j * n + k] = c[k * n + j];
-  const d = new Float64Array(n);
-  const e = new Float64Array(n);
-  tridiagonalize(w, n, d, e, vectors);
-  tridiagonalQl(w, n, d, e, vectors);
+  tridiagonalize(ws, n, vectors);
+  tridiagonalQl(ws, n, vectors);
   const order = [...d.keys()].sort((x, y) => d[y] - d[x]);
   const values = Float64Array.from(order, (i) => d[i]);
   if (!vectors) return { values, vectors: new Float64Array(0) };
@@ -482,8 +524,48 @@ export function symmetricEigen(c: ArrayLike<number>, n: number, vectors = true):
   return { values, vectors: out };
 }
 
-/** EISPACK tred2 on the transposed storage `w` (lower triangle of V in w's upper triangle). */
-function tridiagonalize(w: Float64Array, n: number, d: Float64Array, e: Float64Array, vectors: boolean): void {
+/** Plane rotations of the QL iteration recorded before they are applied to the vectors, per batch. */
+const ROTATION_BATCH = 4096;
+/** Columns of V's rows rotated per pass over a batch (even): 32 doubles of every row stay in cache. */
+const ROTATION_COLUMNS = 32;
+
+/**
+ * The eigensolver's working arrays in the kernels' memory: `w` (`n x n`), `d`, `e` (`n`) and the recorded
+ * rotations (`ROTATION_BATCH` triples), with their byte addresses.
+ */
+interface EigenWorkspace {
+  kernels: EigenKernels;
+  w: Float64Array;
+  d: Float64Array;
+  e: Float64Array;
+  rots: Float64Array;
+  /** Byte addresses of w, d, e and rots. */
+  at: { w: number; d: number; e: number; rots: number };
+  /** Rotations recorded in `rots` and not yet applied, and room for them (at least one sweep's, `n - 1`). */
+  pending: number;
+  capacity: number;
+}
+
+function eigenWorkspace(n: number): EigenWorkspace {
+  const kernels = eigenKernels();
+  const capacity = Math.max(ROTATION_BATCH, n);
+  const at = { w: 0, d: 8 * n * n, e: 8 * (n * n + n), rots: 8 * (n * n + 2 * n) };
+  const bytes = at.rots + 8 * 3 * capacity;
+  const memory = kernels.memory;
+  if (memory.buffer.byteLength < bytes) memory.grow(Math.ceil((bytes - memory.buffer.byteLength) / 65536));
+  const view = (byte: number, length: number): Float64Array => new Float64Array(memory.buffer, byte, length);
+  const ws = { kernels, w: view(at.w, n * n), d: view(at.d, n), e: view(at.e, n), at, pending: 0, capacity };
+  return { ...ws, rots: view(at.rots, 3 * capacity) };
+}
+
+/**
+ * EISPACK tred2 on the transposed storage `w` (lower triangle of V in w's upper triangle), its row
+ * operations (the symmetric matrix-vector product, the rank-2 update, the accumulation of the transforms)
+ * on the SIMD kernels.
+ */
+function tridiagonalize(ws: EigenWorkspace, n: number, vectors: boolean): void {
+  const { w, d, e, kernels: kn, at } = ws;
+  const wAt = (row: number, col: number): number => at.w + 8 * (row * n + col);
   for (let j = 0; j < n; j++) d[j] = w[j * n + n - 1];
   for (let i = n - 1; i > 0; i--) {
     let scale = 0;
@@ -507,17 +589,12 @@ function tridiagonalize(w: Float64Array, n: number, d: Float64Array, e: Float64A
       e[i] = scale * g;
       h -= f * g;
       d[i - 1] = f - g;
-      for (let j = 0; j < i; j++) e[j] = 0;
+      e.fill(0, 0, i);
       for (let j = 0; j < i; j++) {
         f = d[j];
-        const row = j * n;
         w[i * n + j] = f;
-        g = e[j] + w[row + j] * f;
-        for (let k = j + 1; k < i; k++) {
-          g += w[row + k] * d[k];
-          e[k] += w[row + k] * f;
-        }
-        e[j] = g;
+        const rest = kn.symvRow(wAt(j, j + 1), at.d + 8 * (j + 1), at.e + 8 * (j + 1), f, i - j - 1);
+        e[j] += w[j * n + j] * f + rest;
       }
       f = 0;
       for (let j = 0; j < i; j++) {
@@ -527,12 +604,9 @@ function tridiagonalize(w: Float64Array, n: number, d: Float64Array, e: Float64A
       const hh = f / (h + h);
       for (let j = 0; j < i; j++) e[j] -= hh * d[j];
       for (let j = 0; j < i; j++) {
-        f = d[j];
-        g = e[j];
-        const row = j * n;
-        for (let k = j; k < i; k++) w[row + k] -= f * e[k] + g * d[k];
-        d[j] = w[row + i - 1];
-        w[row + i] = 0;
+        kn.rank2Row(wAt(j, j), at.e + 8 * j, at.d + 8 * j, d[j], e[j], i - j);
+        d[j] = w[j * n + i - 1];
+        w[j * n + i] = 0;
       }
     }
     d[i] = h;
@@ -546,14 +620,9 @@ function tridiagonalize(w: Float64Array, n: number, d: Float64Array, e: Float64A
       const next = (i + 1) * n;
       if (h !== 0) {
         for (let k = 0; k <= i; k++) d[k] = w[next + k] / h;
-        for (let j = 0; j <= i; j++) {
-          const row = j * n;
-          let g = 0;
-          for (let k = 0; k <= i; k++) g += w[next + k] * w[row + k];
-          for (let k = 0; k <= i; k++) w[row + k] -= g * d[k];
-        }
+        for (let j = 0; j <= i; j++) kn.axpy(wAt(j, 0), at.d, -kn.dot(wAt(i + 1, 0), wAt(j, 0), i + 1), i + 1);
       }
-      for (let k = 0; k <= i; k++) w[next + k] = 0;
+      w.fill(0, next, next + i + 1);
     }
   }
   for (let j = 0; j < n; j++) {
@@ -565,8 +634,34 @@ function tridiagonalize(w: Float64Array, n: number, d: Float64Array, e: Float64A
   e[0] = 0;
 }
 
-/** EISPACK tql2: eigenvalues of the tridiagonal (d, e) into d, rotations applied to w's rows. */
-function tridiagonalQl(w: Float64Array, n: number, d: Float64Array, e: Float64Array, vectors: boolean): void {
+/**
+ * Apply the recorded rotations to V's rows, a slice of {@linkcode ROTATION_COLUMNS} columns at a time
+ * (the rows' slices stay in cache across the batch); each column sees the rotations in recorded order,
+ * as if they had been applied one by one.
+ */
+function applyRotations(ws: EigenWorkspace, n: number): void {
+  const { w, rots, kernels: kn, at } = ws;
+  const count = ws.pending;
+  if (count === 0) return;
+  const even = n - (n % 2);
+  for (let col = 0; col < even; col += ROTATION_COLUMNS) {
+    kn.rotate(at.w + 8 * col, 8 * n, at.rots, count, Math.min(ROTATION_COLUMNS, even - col) / 2);
+  }
+  if (even < n) {
+    for (let r = 0; r < count; r++) {
+      const a = rots[3 * r] / 8 + even;
+      const [c, s] = [rots[3 * r + 1], rots[3 * r + 2]];
+      const t = w[a + n];
+      w[a + n] = s * w[a] + c * t;
+      w[a] = c * w[a] - s * t;
+    }
+  }
+  ws.pending = 0;
+}
+
+/** EISPACK tql2: eigenvalues of the tridiagonal (d, e) into d, the rotations recorded and applied to w's rows in batches. */
+function tridiagonalQl(ws: EigenWorkspace, n: number, vectors: boolean): void {
+  const { d, e, rots } = ws;
   for (let i = 1; i < n; i++) e[i - 1] = e[i];
   if (n > 0) e[n - 1] = 0;
   let f = 0;
@@ -597,6 +692,7 @@ function tridiagonalQl(w: Float64Array, n: number, d: Float64Array, e: Float64Ar
         const el1 = e[l + 1];
         let s = 0;
         let s2 = 0;
+        if (vectors && ws.pending + (m - l) > ws.capacity) applyRotations(ws, n);
         for (let i = m - 1; i >= l; i--) {
           c3 = c2;
           c2 = c;
@@ -610,13 +706,10 @@ function tridiagonalQl(w: Float64Array, n: number, d: Float64Array, e: Float64Ar
           p = c * d[i] - s * g;
           d[i + 1] = h + s * (c * g + s * d[i]);
           if (vectors) {
-            const a = i * n;
-            const b = a + n;
-            for (let k = 0; k < n; k++) {
-              const t = w[b + k];
-              w[b + k] = s * w[a + k] + c * t;
-              w[a + k] = c * w[a + k] - s * t;
-            }
+            const at = 3 * ws.pending++;
+            rots[at] = 8 * i * n;
+            rots[at + 1] = c;
+            rots[at + 2] = s;
           }
         }
         p = -s * s2 * c3 * el1 * e[l] / dl1;
@@ -627,6 +720,7 @@ function tridiagonalQl(w: Float64Array, n: number, d: Float64Array, e: Float64Ar
     d[l] += f;
     e[l] = 0;
   }
+  if (vectors) applyRotations(ws, n);
 }
 
 /** All singular values of a matrix and its leading singular triplets on demand. */
@@ -680,10 +774,15 @@ export function gramSpectrum(a: FloatArray, m: number, n: number, vectors = true
   }
   for (let i = 0; i < small; i++) for (let j = 0; j < i; j++) g[i * small + j] = g[j * small + i];
   let eig = symmetricEigen(g, small, vectors);
+  // The Gram matrix is kept only while its eigenvectors are still to be computed (a pass holds many spectra).
+  let gram: Float64Array | null = vectors ? null : g;
   const s = eig.values.map((v) => Math.sqrt(Math.max(v, 0)));
   const triplets = (k: number): Svd => {
     k = Math.max(1, Math.min(k, small));
-    if (eig.vectors.length === 0) eig = symmetricEigen(g, small);
+    if (gram !== null) {
+      eig = symmetricEigen(gram, small);
+      gram = null;
+    }
     const big = wide ? n : m;
     // W (k x small): the eigenvectors; other side O = W op(A) (k x big) in float64, row i divided by s_i.
     const w = eig.vectors.subarray(0, k * small);

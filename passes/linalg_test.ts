@@ -20,6 +20,20 @@ function randomMatrix(m: number, n: number, seed: number): Float64Array {
   return Float64Array.from({ length: m * n }, r);
 }
 
+/** `||A - U_k S_k V_k^T||_F^2` for the first `k` triplets of `svd` (all by default). */
+function squaredError(a: ArrayLike<number>, svd: Svd, k = svd.k): number {
+  const { m, n } = svd;
+  let err = 0;
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let v = 0;
+      for (let p = 0; p < k; p++) v += svd.u[i * svd.k + p] * svd.s[p] * svd.vt[p * n + j];
+      err += (a[i * n + j] - v) ** 2;
+    }
+  }
+  return err;
+}
+
 /** `max |A - U S Vt|` and the largest deviation of `U^T U` and `V^T V` from the identity. */
 function check(a: ArrayLike<number>, svd: Svd): { recon: number; orth: number } {
   const { m, n, k, u, s, vt } = svd;
@@ -102,17 +116,38 @@ Deno.test("randomizedSvd() on a full-rank matrix is close to the optimal truncat
   const approx = randomizedSvd(a, m, n, k);
   const tail = (s: Float64Array, from: number): number => s.slice(from).reduce((t, v) => t + v * v, 0);
   const optimal = Math.sqrt(tail(exact.s, k));
-  let err = 0;
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let v = 0;
-      for (let p = 0; p < k; p++) v += approx.u[i * k + p] * approx.s[p] * approx.vt[p * n + j];
-      err += (a[i * n + j] - v) ** 2;
-    }
-  }
+  const err = squaredError(a, approx, k);
   assert.ok(Math.sqrt(err) < 1.01 * optimal, `${Math.sqrt(err)} vs optimal ${optimal}`);
   assert.deepEqual(randomizedSvd(a, m, n, k).s, approx.s);
-  assert.deepEqual(truncatedSvd(Float64Array.from(a), m, n, k).s, exact.s.slice(0, k));
+});
+
+Deno.test("truncatedSvd() takes Gram-matrix triplets as exact as the dense SVD's, and the dense SVD for values near zero", () => {
+  for (const [m, n, k] of [[120, 90, 12], [60, 150, 40]]) {
+    const a = randomMatrix(m, n, m + n);
+    const exact = exactSvd(a, m, n);
+    const svd = truncatedSvd(a, m, n, k);
+    const s1 = exact.s[0];
+    assert.equal(svd.k, k);
+    svd.s.forEach((v, i) =>
+      assert.ok(Math.abs(v - exact.s[i]) <= 1e-10 * s1, `${m}x${n} s${i}: ${v} vs ${exact.s[i]}`)
+    );
+    // The optimal rank-k approximation (its error is the exact tail) with orthonormal factors.
+    const { orth } = check(a, svd);
+    assert.ok(orth < 1e-10, `${m}x${n}: orthogonality ${orth}`);
+    const err = squaredError(a, svd, k);
+    const tail = exact.s.slice(k).reduce((t, v) => t + v * v, 0);
+    assert.ok(Math.abs(err - tail) <= 1e-10 * s1 * s1, `${m}x${n}: ${err} vs ${tail}`);
+  }
+  // Rank 3, k = 6: s_4..s_6 are rounding noise, whose vectors only the dense SVD resolves (orthonormal).
+  const x = randomMatrix(40, 3, 1);
+  const y = randomMatrix(3, 30, 2);
+  const low = new Float64Array(40 * 30);
+  for (let i = 0; i < 40; i++) {
+    for (let p = 0; p < 3; p++) for (let j = 0; j < 30; j++) low[i * 30 + j] += x[i * 3 + p] * y[p * 30 + j];
+  }
+  const svd = truncatedSvd(low, 40, 30, 6);
+  assert.deepEqual(svd.s, exactSvd(low, 40, 30).s.slice(0, 6));
+  assert.ok(check(low, svd).orth < 1e-12);
 });
 
 Deno.test("orthonormalize() gives Q R = Y and continues the basis past dependent columns", () => {
@@ -261,14 +296,7 @@ Deno.test("gramSpectrum() gives exactSvd's singular values and optimal truncatio
       const svd = spectrum.triplets(k);
       assert.equal(svd.k, k);
       // Relative error of the rank-k reconstruction equals the optimal (exact SVD tail) one.
-      let err = 0;
-      for (let i = 0; i < m; i++) {
-        for (let j = 0; j < n; j++) {
-          let v = 0;
-          for (let p = 0; p < k; p++) v += svd.u[i * k + p] * svd.s[p] * svd.vt[p * n + j];
-          err += (a[i * n + j] - v) ** 2;
-        }
-      }
+      const err = squaredError(a, svd, k);
       const tail = exact.s.slice(k).reduce((t, v) => t + v * v, 0);
       assert.ok(
         Math.abs(Math.sqrt(err) - Math.sqrt(tail)) < 1e-9 * s1,
@@ -315,14 +343,7 @@ Deno.test("growingSvd() stops at the energy target with values below the exact o
     // ||A - U S Vt||^2 = ||A||^2 - sum s^2 (Q orthonormal), and U, V orthonormal.
     const { recon, orth } = check(input, svd);
     assert.ok(orth < 100 * tol, `orthogonality ${orth}`);
-    let err = 0;
-    for (let i = 0; i < m; i++) {
-      for (let j = 0; j < n; j++) {
-        let v = 0;
-        for (let p = 0; p < svd.k; p++) v += svd.u[i * svd.k + p] * svd.s[p] * svd.vt[p * n + j];
-        err += (input[i * n + j] - v) ** 2;
-      }
-    }
+    const err = squaredError(input, svd);
     assert.ok(Math.abs(err - (energy - held)) < 100 * tol * energy, `${err} vs ${energy - held} (max ${recon})`);
     assert.deepEqual(growingSvd(input, m, n, 100, 0.95 * energy, { block: 8 })!.s, svd.s);
     assert.equal(growingSvd(input, m, n, 10, 0.95 * energy, { block: 8 }), null);
@@ -389,4 +410,27 @@ Deno.test("growingSvd() stops early on a flat spectrum no useful rank can reach,
     return Infinity;
   };
   assert.ok(rankOf(fast.s) >= rankOf(dExact) && rankOf(fast.s) <= rankOf(dExact) + 1);
+});
+
+Deno.test("gramSpectrum() keeps its stated bound at a size that batches the rotations: |s_i^2 - exact| <= min(m, n) ε s_1^2", () => {
+  // Odd small side (the rotations' scalar column), a decaying spectrum plus noise, vs ml-matrix's Golub-Kahan SVD.
+  const [m, n] = [301, 420];
+  const x = randomMatrix(m, 40, 1);
+  const y = randomMatrix(40, n, 2);
+  const a = randomMatrix(m, n, 3).map((v) => 1e-3 * v);
+  for (let i = 0; i < m; i++) {
+    for (let p = 0; p < 40; p++) for (let j = 0; j < n; j++) a[i * n + j] += x[i * 40 + p] * 0.9 ** p * y[p * n + j];
+  }
+  const exact = exactSvd(a, m, n).s;
+  const spectrum = gramSpectrum(a, m, n);
+  const bound = Math.min(m, n) * 2 ** -53 * exact[0] ** 2;
+  let worst = 0;
+  spectrum.s.forEach((v, i) => (worst = Math.max(worst, Math.abs(v * v - exact[i] ** 2))));
+  assert.ok(worst <= bound, `worst ${worst / exact[0] ** 2} s_1^2, bound ${bound / exact[0] ** 2} s_1^2`);
+  // The vectors: a rank-40 truncation loses only the tail (an exact projection).
+  const svd = spectrum.triplets(40);
+  const tail = exact.slice(40).reduce((t, v) => t + v * v, 0);
+  const err = squaredError(a, svd);
+  assert.ok(Math.abs(err - tail) <= 1e-10 * exact[0] ** 2, `${err} vs ${tail}`);
+  assert.ok(check(a, svd).orth < 1e-10);
 });

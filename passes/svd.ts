@@ -27,6 +27,7 @@ import { type Dim, FLOAT_DTYPES, isTensorType, type TensorType } from "../ir/typ
 import {
   cholesky,
   estimateEnergyFraction,
+  type FloatArray,
   gramSpectrum,
   growingSvd,
   randomizedSvd,
@@ -73,6 +74,16 @@ export const svdOptions = {
     default: "channel",
     doc: "Conv factorization: k basis filters + 1x1 conv, or Kh x 1 then 1 x Kw convs",
   },
+  large: {
+    kind: "enum",
+    values: ["estimate", "exact"],
+    default: "estimate",
+    doc: "Energy rule on a layer whose smaller side is over 1024: `estimate` first estimates (stochastic Lanczos, " +
+      "a few passes over the weight) the energy its largest useful rank holds and leaves the layer whole when that " +
+      "is under 1 - 0.5 (1 - energy) (fast; may leave whole a layer the exact rule factors for a few percent); " +
+      "`exact` grows the basis until it holds the target or provably cannot (the exact rule's decision; minutes " +
+      "on a 4096 x 25088 layer)",
+  },
   skip: { kind: "list", default: [], doc: "Op names left alone" },
   keepLast: { kind: "bool", default: true, doc: "Leave the last FC/Conv layer (the classifier) alone" },
   dataAware: {
@@ -113,7 +124,8 @@ interface Layer {
   readonly kind: LayerKind;
   readonly rows: number;
   readonly cols: number;
-  readonly matrix: Float64Array;
+  /** `M` in the weight's precision: a view of a float32 (or float64) weight where its layout is M's, else a copy. */
+  readonly matrix: FloatArray;
   readonly weight: Value;
   readonly params: number;
   readonly macs: number;
@@ -241,7 +253,8 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
       }
       const covariance = covariances.get(layer.op) ?? null;
       const whiten = options.dataAware && covariance !== null;
-      spectra.push(spectralOf(layer, fixed, whiten ? covariance : null, covariance, options.energy, options.budget));
+      const whitenWith = whiten ? covariance : null;
+      spectra.push(spectralOf(layer, fixed, whitenWith, covariance, options.energy, options.budget, options.large));
     }
 
     const ranks = new Map<Spectral, number>();
@@ -327,7 +340,24 @@ function staticShape(v: Value | null): number[] | null {
   return t.shape.map((d: Dim) => (typeof d === "number" ? d : 1));
 }
 
-/** Every FC and groups=1 Conv with a constant float weight, in graph order. */
+/**
+ * A weight's elements as stored: its own float32 or float64 array (no copy: the layers of a pass are
+ * collected at once, and a float64 copy of each was the pass's main memory cost), else widened to float64.
+ */
+function storedValues(w: Tensor): FloatArray {
+  return w.data instanceof Float32Array || w.data instanceof Float64Array ? w.data : toFloat64(w);
+}
+
+/** A matrix of `length` elements that holds `values`' elements exactly (float32 stays float32). */
+function sameKind(values: FloatArray, length: number): FloatArray {
+  return values instanceof Float32Array ? new Float32Array(length) : new Float64Array(length);
+}
+
+/**
+ * Every FC and groups=1 Conv with a constant float weight, in graph order, each matrix `M` a view of the
+ * weight where the layout allows (Gemm with transB and alpha 1, channel-mode Conv), else a copy in the
+ * weight's precision (float64 when scaled by alpha).
+ */
 function collectLayers(module: Module, mode: string, log: (message: string) => void): Layer[] {
   const graph = module.graph;
   const layers: Layer[] = [];
@@ -338,16 +368,19 @@ function collectLayers(module: Module, mode: string, log: (message: string) => v
     if (!isConstant(weight)) continue;
     const w = weight.constant;
     if (!FLOAT_DTYPES.has(w.dtype)) continue;
-    const values = toFloat64(w);
+    const values = storedValues(w);
     if (op.type === "Gemm" || op.type === "MatMul") {
       if (w.shape.length !== 2) continue;
       const transB = op.type === "Gemm" && op.flag("transB");
       const alpha = op.type === "Gemm" ? op.float("alpha", 1)! : 1;
       const [m, n] = transB ? [w.shape[0], w.shape[1]] : [w.shape[1], w.shape[0]];
-      // M = alpha op(B)^T: outputs x inputs (with transB, the fresh float64 copy scaled in place).
-      const matrix = transB ? values : new Float64Array(m * n);
-      for (let i = 0; i < m; i++) {
-        for (let j = 0; j < n; j++) matrix[i * n + j] = alpha * (transB ? values[i * n + j] : values[j * m + i]);
+      // M = alpha op(B)^T: outputs x inputs (the weight itself with transB and alpha 1).
+      let matrix = values;
+      if (!transB || alpha !== 1) {
+        matrix = alpha === 1 ? sameKind(values, m * n) : new Float64Array(m * n);
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) matrix[i * n + j] = alpha * (transB ? values[i * n + j] : values[j * m + i]);
+        }
       }
       const out = staticShape(op.result);
       const batch = out === null ? 1 : out.slice(0, -1).reduce((a, b) => a * b, 1);
@@ -373,7 +406,7 @@ function collectLayers(module: Module, mode: string, log: (message: string) => v
     const [kh, kw] = kernel;
     const rows = cin * kh;
     const cols = cout * kw;
-    const matrix = new Float64Array(rows * cols);
+    const matrix = sameKind(values, rows * cols);
     for (let o = 0; o < cout; o++) {
       for (let c = 0; c < cin; c++) {
         for (let y = 0; y < kh; y++) {
@@ -411,7 +444,7 @@ function layerOf(
   kind: LayerKind,
   rows: number,
   cols: number,
-  matrix: Float64Array,
+  matrix: FloatArray,
   weight: Value,
   macs: number,
   macsScale: number,
@@ -553,7 +586,8 @@ const GRAM_VECTORS_LIMIT = 512;
 const GRAM_VALUES_LIMIT = 1024;
 /**
  * Share of the allowed energy loss `1 - energy` that a large layer's best
- * useful rank must leave unused for the layer to be grown: one whose best
+ * useful rank must leave unused for the layer to be grown (option
+ * `large=estimate`, the default; `large=exact` always grows): one whose best
  * useful rank is estimated ({@linkcode estimateEnergyFraction}, error about
  * 0.003 on random layers) to hold less than `1 - (1 - GROWTH_LAG) (1 - energy)`
  * is left alone without growing. Such a layer is one the exact rule skips or
@@ -583,6 +617,7 @@ function spectralOf(
   covariance: Float64Array | null,
   energyTarget: number,
   budget: number | undefined,
+  large: "estimate" | "exact" = "estimate",
 ): Spectral {
   const { rows, cols } = layer;
   let matrix = layer.matrix;
@@ -612,18 +647,18 @@ function spectralOf(
     const { s, triplets } = gramSpectrum(matrix, rows, cols, false);
     return { layer, spectrum: s, triplets: lastOf(triplets), energy, whitening, covariance };
   }
-  const a32 = Float32Array.from(matrix);
+  const a32 = matrix instanceof Float32Array ? matrix : Float32Array.from(matrix);
   let svd: Svd;
   if (fixed !== null) {
     svd = randomizedSvd(a32, rows, cols, fixed);
   } else if (budget !== undefined) {
     svd = randomizedSvd(a32, rows, cols, Math.min(layer.maxUsefulRank, 512));
   } else {
-    // Energy on a large layer: first an estimate of what the best useful rank holds (a few passes over A);
-    // only a layer it leaves within reach gets the basis grown by blocks until it holds the target
-    // (null: no useful rank does).
-    const reachable = estimateEnergyFraction(a32, rows, cols, layer.maxUsefulRank) >=
-      1 - (1 - GROWTH_LAG) * (1 - energyTarget);
+    // Energy on a large layer (large=estimate): first an estimate of what the best useful rank holds (a few
+    // passes over A); only a layer it leaves within reach gets the basis grown by blocks until it holds the
+    // target (null: no useful rank does).
+    const reachable = large === "exact" ||
+      estimateEnergyFraction(a32, rows, cols, layer.maxUsefulRank) >= 1 - (1 - GROWTH_LAG) * (1 - energyTarget);
     const grown = reachable ? growingSvd(a32, rows, cols, layer.maxUsefulRank, energyTarget * energy) : null;
     if (grown === null) {
       const none = (): Svd => {
@@ -637,10 +672,20 @@ function spectralOf(
   return { layer, spectrum: svd.s, triplets: (k) => truncate(known, k), energy, whitening, covariance };
 }
 
-/** `triplets` remembering its last answer (the factors and the weight error ask for the same k). */
+/**
+ * The last triplets asked of any layer: the factors and the weight error ask for the same k in turn. One slot
+ * for all layers, so a pass holds one layer's triplets (float64, as large as its factors) rather than every layer's.
+ */
+let lastTriplets: { of: (k: number) => Svd; svd: Svd } | null = null;
+
+/** `triplets` answering a repeated question from {@linkcode lastTriplets}. */
 function lastOf(triplets: (k: number) => Svd): (k: number) => Svd {
-  let last: Svd | null = null;
-  return (k) => (last !== null && last.k === k ? last : (last = triplets(k)));
+  const cached = (k: number): Svd => {
+    if (lastTriplets !== null && lastTriplets.of === cached && lastTriplets.svd.k === k) return lastTriplets.svd;
+    lastTriplets = { of: cached, svd: triplets(k) };
+    return lastTriplets.svd;
+  };
+  return cached;
 }
 
 /** Fewest singular values whose squares reach `target` of the total energy (full rank + 1 when never). */
@@ -747,7 +792,7 @@ function relativeOutputError(l: Layer, p: Float64Array, q: Float64Array, k: numb
   const n = l.cols;
   const d = Float64Array.from(l.matrix);
   gemm({ m: l.rows, n, k, a: p, b: q, c: d, alpha: -1, beta: 1 });
-  const quad = (x: Float64Array): number => {
+  const quad = (x: FloatArray): number => {
     const xc = new Float64Array(l.rows * n);
     gemm({ m: l.rows, n, k: n, a: x, b: c, c: xc });
     let t = 0;

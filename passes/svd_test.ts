@@ -307,11 +307,11 @@ Deno.test("svd rank, speedup and budget are optional: unset by default and left 
   assert.equal(step.options.budget, undefined);
   assert.equal(
     printPipeline([step]),
-    "svd{energy=0.9,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false,bias-correct=true}",
+    "svd{energy=0.9,budget-metric=params,mode=channel,large=estimate,skip=[],keep-last=true,data-aware=false,bias-correct=true}",
   );
   assert.equal(
     printPipeline(parsePipeline("svd{budget=1}", registry)),
-    "svd{energy=0.9,budget=1,budget-metric=params,mode=channel,skip=[],keep-last=true,data-aware=false,bias-correct=true}",
+    "svd{energy=0.9,budget=1,budget-metric=params,mode=channel,large=estimate,skip=[],keep-last=true,data-aware=false,bias-correct=true}",
   );
   // speedup=1 and budget=1 are values like any other now, not "off".
   assert.equal(runSvd(gemm16(), { budget: 1 }).changed, false);
@@ -399,4 +399,21 @@ Deno.test("svd energy on a large layer: a flat spectrum is left alone, a decayin
   let kept = 0;
   const exact = decaying.findIndex((v) => (kept += v * v) >= 0.9 * total) + 1;
   assert.equal(rankOf(runSvd(large(decaying), { energy: 0.9 })), exact);
+});
+
+Deno.test("svd large=estimate leaves whole a layer the estimate puts out of reach; large=exact factors it at the exact rule's rank", () => {
+  // 1040 x 1100 (largest useful rank 534), squared spectrum: 400 ones, then 640 values t = 0.0704, so the
+  // rank-534 truncation holds about 0.92 < 1 - 0.5 (1 - 0.9) = 0.95, and 0.9 is reached at rank 408.
+  const [rows, cols] = [1040, 1100];
+  const s = Array.from({ length: rows }, (_, i) => (i < 400 ? 1 : Math.sqrt(0.0704)));
+  const large = (): Module => oneLayer("Gemm", ["N", cols], spectrumWeight(rows, cols, s), null, [["transB", int(1)]]);
+  const total = s.reduce((a, v) => a + v * v, 0);
+  let kept = 0;
+  const exact = s.findIndex((v) => (kept += v * v) >= 0.9 * total) + 1;
+  assert.equal(exact, 408);
+  assert.equal(rankOf(runSvd(large(), { energy: 0.9 })), undefined);
+  assert.equal(rankOf(runSvd(large(), { energy: 0.9, large: "exact" })), exact);
+  const registry = passLookup(builtinPasses);
+  assert.match(printPipeline(parsePipeline("svd{large=exact}", registry)), /,large=exact,/);
+  assert.throws(() => parsePipeline("svd{large=always}", registry), /must be one of estimate, exact/);
 });

@@ -1,7 +1,8 @@
 /**
  * A few WebAssembly binary encodings (core spec §5, SIMD and relaxed SIMD),
  * enough for the kernels this folder emits as bytes (`wasm_gemm.ts`,
- * `wasm_depthwise.ts`), and {@linkcode wasmModule}, which assembles functions
+ * `wasm_depthwise.ts`, `wasm_gemm64.ts`, `wasm_eigen.ts`), and
+ * {@linkcode wasmModule}, which assembles functions
  * over one exported memory into a module. Instructions are arrays of bytes;
  * a function body is their concatenation.
  * @module
@@ -17,12 +18,15 @@ export const uleb = (n: number): number[] => {
   } while (n !== 0);
   return out;
 };
-const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
-const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
-const name = (s: string): number[] => vec([...s].map((ch) => [ch.charCodeAt(0)]));
+/** A vector: count, then the items. */
+export const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+/** A module section: id, byte length, body. */
+export const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
+/** A name (ASCII). */
+export const name = (s: string): number[] => vec([...s].map((ch) => [ch.charCodeAt(0)]));
 
 /** Value types. */
-export const I32 = 0x7f, F32 = 0x7d, V128 = 0x7b;
+export const I32 = 0x7f, F32 = 0x7d, F64 = 0x7c, V128 = 0x7b;
 /** `local.get`, `local.set`, `local.tee`. */
 export const get = (i: number): number[] => [0x20, ...uleb(i)];
 export const set = (i: number): number[] => [0x21, ...uleb(i)];
@@ -44,6 +48,10 @@ export const f32Load = (offset: number): number[] => [0x2a, 2, ...uleb(offset)];
 export const f32Store = (offset: number): number[] => [0x38, 2, ...uleb(offset)];
 /** f32 arithmetic. */
 export const F32_ADD = [0x92], F32_MUL = [0x94];
+/** Scalar f64: load and store (8-byte aligned memarg), arithmetic opcodes, and i32.trunc_f64_u. */
+export const f64Load = (offset: number): number[] => [0x2b, 3, ...uleb(offset)];
+export const f64Store = (offset: number): number[] => [0x39, 3, ...uleb(offset)];
+export const F64_ADD = 0xa0, F64_SUB = 0xa1, F64_MUL = 0xa2, I32_TRUNC_F64_U = 0xab;
 /** `memory.copy` (bulk memory): `(dst, src, bytes)`. */
 export const MEMORY_COPY = [0xfc, 10, 0, 0];
 /** A SIMD instruction (prefix 0xfd). */
@@ -60,6 +68,14 @@ export const F32X4_PMAX = simdOp(0xeb);
 export const f32x4ExtractLane = (lane: number): number[] => simdOp(0x1f, lane);
 /** `f32x4.relaxed_madd(a, b, c) = a * b + c`, fused or not as the hardware does it (relaxed SIMD proposal). */
 export const F32X4_RELAXED_MADD = simdOp(0x105);
+export const load64Splat = (offset: number): number[] => simdOp(0x0a, 3, ...uleb(offset));
+export const F64X2_SPLAT = simdOp(0x14);
+export const f64x2Lane = (lane: number): number[] => simdOp(0x21, lane);
+export const F64X2_ADD = simdOp(0xf0);
+export const F64X2_SUB = simdOp(0xf1);
+export const F64X2_MUL = simdOp(0xf2);
+/** `f64x2.relaxed_madd(a, b, c) = a * b + c`, fused or not as the hardware does it (relaxed SIMD proposal). */
+export const F64X2_RELAXED_MADD = simdOp(0x107);
 export const ZERO_V128 = [0xfd, 0x0c, ...new Array<number>(16).fill(0)];
 /** `loop ... end` whose body ends in its own `br_if 0` (a do-while). */
 export const doWhile = (...body: number[][]): number[] => [0x03, 0x40, ...body.flat(), 0x0b];
