@@ -21,6 +21,7 @@ import { definePass, type Pass, type PassContext } from "./pass.ts";
 import {
   expectedActivation,
   foldIntoBias,
+  rankInputChannels,
   recalibrateBn,
   reconstruct,
   refitStats,
@@ -75,6 +76,14 @@ export const pruneOptions = {
     values: ["expected", "beta"],
     default: "expected",
     doc: "What a pruned channel emits: E[act(BN)] with BN ~ N(beta, gamma^2), or act(beta) (the gamma -> 0 limit)",
+  },
+  select: {
+    kind: "enum",
+    values: ["auto", "gamma", "data"],
+    default: "auto",
+    doc: "Which channels of a layer go: the lowest |gamma| (network slimming), or with data the ones whose removal " +
+      "its consumer's refit output loses least (greedy least squares; per-layer counts still from the |gamma| " +
+      "threshold); auto: data when calibration data is given",
   },
   recalibrateBn: {
     kind: "bool",
@@ -216,7 +225,6 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     : all.length === 0
     ? Infinity
     : all[Math.min(all.length - 1, Math.floor(options.ratio * all.length))];
-  let pruned = 0;
   for (const p of plans) {
     const { size } = p.group;
     const minKeep = Math.min(
@@ -245,8 +253,17 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
       ctx.log(`group of ${producerNames(p.group)} keeps ${minKeep} channel(s) (min-channels)`);
     }
     p.kept = [...keep.keys()].filter((c) => keep[c]);
-    pruned += size - count;
   }
+
+  const bySelection = options.select === "data" || (options.select === "auto" && ctx.calibration !== null)
+    ? selectByData(module, plans, analysis, ctx)
+    : 0;
+  if (options.select === "data" && ctx.calibration === null) {
+    ctx.emit("warning", "select=data needs calibration data (--calib): channels chosen by |gamma|");
+  }
+  const pruned = plans.reduce((n, p) => n + p.group.size - p.kept.length, 0);
+  ctx.stat("selection", bySelection > 0 ? "data" : "gamma");
+  ctx.stat("layers-selected-by-data", bySelection);
 
   // 3. Rewrite, compensating first (it reads the original weights). With data, the module before the pass is the
   // reference the consumers are refit to.
@@ -291,6 +308,37 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   ctx.log(`threshold ${threshold}: ${pruned} of ${all.length} channels pruned`);
   if (pruned === 0) ctx.emit("note", nothingPrunedReason(plans.length, all, threshold, barriers));
   return pruned > 0 || selectionsKept > 0;
+}
+
+/**
+ * `select=data`: in each group with one consumer a least-squares refit understands (a groups=1 Conv or a Gemm,
+ * directly or after Flatten), the channels {@linkcode rankInputChannels} drops first on the calibration data go,
+ * as many as the |gamma| threshold said. Groups without such a consumer keep the |gamma| choice. Returns how many
+ * groups data chose.
+ */
+function selectByData(
+  module: Module,
+  plans: readonly Plan[],
+  analysis: ChannelGroupsResult,
+  ctx: PassContext,
+): number {
+  let chosen = 0;
+  for (const p of plans) {
+    const g = p.group;
+    if (p.kept.length === g.size || g.units !== null || g.consumers.length !== 1) continue;
+    const op = g.consumers[0].op;
+    const x = op.operand(0);
+    if (x === null || (op.type !== "Conv" && op.type !== "Gemm")) continue;
+    const at = analysis.groupOf(analysis.groupOf(x) === null ? analysis.viewOf(x)?.source ?? x : x);
+    if (at === null || at.group !== g || at.channels.length !== g.size) continue;
+    const ranking = rankInputChannels(module, op, g.size, p.kept.length, ctx);
+    if (ranking === null) continue;
+    const gone = new Set(ranking.order.map((j) => at.channels[j]));
+    p.kept = [...Array(g.size).keys()].filter((c) => !gone.has(c));
+    chosen++;
+    ctx.log(`group of ${producerNames(g)}: the ${p.kept.length} of ${g.size} channels kept chosen by data`);
+  }
+  return chosen;
 }
 
 /** Record `params-before/after` and `macs-before/after` from the cost totals around a channel removal. */

@@ -77,8 +77,9 @@ export const svdOptions = {
   keepLast: { kind: "bool", default: true, doc: "Leave the last FC/Conv layer (the classifier) alone" },
   dataAware: {
     kind: "bool",
-    default: false,
-    doc: "Whiten by the calibration input covariance so the factors minimize output error",
+    optional: true,
+    doc: "Whiten by the calibration input covariance so the factors minimize output error (default: when data is " +
+      "given)",
   },
   biasCorrect: {
     kind: "bool",
@@ -156,10 +157,12 @@ interface Spectral {
  * saved), else `energy=e`. A layer is left alone when rank `k` is not cheaper
  * than the layer (`k (m + n) >= m n` for FC), when named in `skip`, when it is
  * the last FC/Conv and `keep-last`, or when its weights hold NaN or Inf (a
- * warning names it). With `data-aware=true` and calibration inputs, the SVD is
- * of `W L` where `L L^T = X^T X + eps I` (X: the layer's input rows or conv
- * patches), so truncation minimizes `||(W - W') X^T||` (SVD-LLM / Yu et al.);
- * spatial mode stays weight-based.
+ * warning names it). With calibration inputs (`data-aware`, on by default
+ * then), the SVD is of `W L` where `L L^T = X^T X + eps I` (X: the layer's
+ * input rows or conv patches), so truncation minimizes `||(W - W') X^T||`
+ * (SVD-LLM / Yu et al.), and `budget` compares layers by that output error;
+ * spatial mode stays weight-based. The inputs are those of the network before
+ * the pass; the sequential refit afterwards absorbs the compounding.
  *
  * Statistics: `layers-decomposed`, `params-before`/`params-after`,
  * `macs-before`/`macs-after` (decomposable layers), and `layers`: per layer
@@ -218,7 +221,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
     if (ctx.calibration !== null) {
       const wanted = layers.filter((l) => l.kind !== "conv-spatial");
       covariances = inputCovariances(module, wanted, ctx.calibration, ctx);
-    } else if (options.dataAware) {
+    } else if (options.dataAware === true) {
       ctx.emit("warning", "data-aware=true needs calibration inputs; using the weight SVD");
     }
 
@@ -240,7 +243,7 @@ export const svdPass: Pass<typeof svdOptions> = definePass({
         continue;
       }
       const covariance = covariances.get(layer.op) ?? null;
-      const whiten = options.dataAware && covariance !== null;
+      const whiten = options.dataAware !== false && covariance !== null;
       spectra.push(spectralOf(layer, fixed, whiten ? covariance : null, covariance, options.energy, options.budget));
     }
 
