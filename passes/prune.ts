@@ -47,6 +47,15 @@ export const pruneOptions = {
     exclusiveMin: true,
     doc: "Absolute |gamma| cut: prune channels scoring below it; overrides ratio",
   },
+  layerCap: {
+    kind: "number",
+    optional: true,
+    min: 0,
+    max: 1,
+    exclusiveMin: true,
+    doc: "Largest fraction of one group's channels pruned; with ratio, the channels a capped group keeps go from " +
+      "the next-lowest |gamma| elsewhere, so the total stays the ratio's",
+  },
   minChannels: {
     kind: "number",
     default: 1,
@@ -225,6 +234,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     : all.length === 0
     ? Infinity
     : all[Math.min(all.length - 1, Math.floor(options.ratio * all.length))];
+  const capped = cappedRemoval(plans, threshold, options.layerCap, options.threshold === undefined);
   for (const p of plans) {
     const { size } = p.group;
     const minKeep = Math.min(
@@ -233,8 +243,9 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     );
     const keep = new Uint8Array(size);
     let count = 0;
+    const removed = capped?.get(p);
     for (let c = 0; c < size; c++) {
-      if (!(p.scores[c] < threshold)) keep[c] = 1;
+      if (removed ? !removed[c] : !(p.scores[c] < threshold)) keep[c] = 1;
     }
     // A unit (channel j of every group of a grouped conv) goes only as a whole.
     const units = p.group.units;
@@ -323,7 +334,11 @@ function selectByData(
   ctx: PassContext,
 ): number {
   let chosen = 0;
-  for (const p of plans) {
+  const order = new Map(module.graph.ops.map((op, i) => [op, i]));
+  const last = (p: Plan): number => Math.max(...p.group.consumers.map((c) => order.get(c.op) ?? -1));
+  const producing = new Map(plans.flatMap((p) => p.group.producers.map((pr) => [pr.op, p] as const)));
+  // Last layer first: a consumer that also loses output channels needs to reproduce only the ones it keeps.
+  for (const p of [...plans].sort((a, b) => last(b) - last(a))) {
     const g = p.group;
     if (p.kept.length === g.size || g.units !== null || g.consumers.length !== 1) continue;
     const op = g.consumers[0].op;
@@ -331,7 +346,11 @@ function selectByData(
     if (x === null || (op.type !== "Conv" && op.type !== "Gemm")) continue;
     const at = analysis.groupOf(analysis.groupOf(x) === null ? analysis.viewOf(x)?.source ?? x : x);
     if (at === null || at.group !== g || at.channels.length !== g.size) continue;
-    const ranking = rankInputChannels(module, op, g.size, p.kept.length, ctx);
+    const next = producing.get(op);
+    const y = next === undefined ? null : analysis.groupOf(op.results[0]);
+    const kept = new Set(next?.kept);
+    const only = y === null ? undefined : [...y.channels.keys()].filter((j) => kept.has(y.channels[j]));
+    const ranking = rankInputChannels(module, op, g.size, p.kept.length, ctx, { only });
     if (ranking === null) continue;
     const gone = new Set(ranking.order.map((j) => at.channels[j]));
     p.kept = [...Array(g.size).keys()].filter((c) => !gone.has(c));
@@ -339,6 +358,34 @@ function selectByData(
     ctx.log(`group of ${producerNames(g)}: the ${p.kept.length} of ${g.size} channels kept chosen by data`);
   }
   return chosen;
+}
+
+/**
+ * `layer-cap`: which channels each group loses when no group may lose more than `cap` of its channels. The lowest
+ * scores go first, skipping a group at its cap; with `redistribute` (ratio mode) as many channels go as the global
+ * threshold removes, else only those under it. Null without a cap.
+ */
+function cappedRemoval(
+  plans: readonly Plan[],
+  threshold: number,
+  cap: number | undefined,
+  redistribute: boolean,
+): Map<Plan, Uint8Array> | null {
+  if (cap === undefined) return null;
+  const candidates = plans.flatMap((p) => [...p.scores.keys()].map((c) => ({ p, c, score: p.scores[c] })))
+    .filter((x) => Number.isFinite(x.score))
+    .sort((a, b) => a.score - b.score);
+  let budget = candidates.filter((x) => x.score < threshold).length;
+  const removed = new Map(plans.map((p) => [p, new Uint8Array(p.group.size)]));
+  const count = new Map(plans.map((p) => [p, 0]));
+  for (const { p, c, score } of candidates) {
+    if (budget === 0 || (!redistribute && !(score < threshold))) break;
+    if (count.get(p)! + 1 > Math.floor(cap * p.group.size)) continue;
+    removed.get(p)![c] = 1;
+    count.set(p, count.get(p)! + 1);
+    budget--;
+  }
+  return removed;
 }
 
 /** Record `params-before/after` and `macs-before/after` from the cost totals around a channel removal. */

@@ -495,3 +495,40 @@ Deno.test("prune select=data keeps the channels the consumer needs, where |gamma
   const warned = await prune(model(), "prune{ratio=0.5,select=data}");
   assert.match(warned.diagnostics[0].message, /^select=data needs calibration data/);
 });
+
+Deno.test("prune layer-cap: no group loses more than the cap, and with ratio the total removed stays the same", async () => {
+  // Group c1 has all the small |gamma|: ratio 0.5 puts all 4 under the threshold, and min-channels keeps one;
+  // layer-cap=0.5 lets it lose 2, and the next-lowest |gamma| (c2's 1.0 and 2.0) go instead: 4 in all.
+  const model = () =>
+    parse(
+      "f32[N,1,3,3]",
+      `  %w1 = const f32[4,1,1,1] dense<[1.0, 2.0, 3.0, 4.0]>
+  %g1 = const f32[4] dense<[0.1, 0.2, 0.3, 0.4]>
+  %g2 = const f32[4] dense<[1.0, 2.0, 3.0, 4.0]>
+  %z = const f32[4] dense<0.0>
+  %one = const f32[4] dense<1.0>
+  %w2 = const f32[4,4,1,1] dense<1.0>
+  %w3 = const f32[1,4,1,1] dense<1.0>
+  %c1 = Conv(%x, %w1) : f32[N,4,3,3]
+  %b1 = BatchNormalization(%c1, %g1, %z, %z, %one) : f32[N,4,3,3]
+  %r1 = Relu(%b1) : f32[N,4,3,3]
+  %c2 = Conv(%r1, %w2) : f32[N,4,3,3]
+  %b2 = BatchNormalization(%c2, %g2, %z, %z, %one) : f32[N,4,3,3]
+  %r2 = Relu(%b2) : f32[N,4,3,3]
+  %y = Conv(%r2, %w3) : f32[N,1,3,3]`,
+    );
+  const width = (m: Module, name: string) => m.graph.ops.find((op) => op.name === name)!.operand(1)!.constant!.shape[0];
+  const plain = model();
+  const r0 = await prune(plain, "prune{ratio=0.5}");
+  assert.deepEqual([width(plain, "c1"), width(plain, "c2"), r0.stats["channels-pruned"]], [1, 4, 3]);
+  const capped = model();
+  const r1 = await prune(capped, "prune{ratio=0.5,layer-cap=0.5}");
+  assert.deepEqual([width(capped, "c1"), width(capped, "c2"), r1.stats["channels-pruned"]], [2, 2, 4]);
+  // The kept channels of c1 are its two largest |gamma| (0.3, 0.4): the BN after it holds just those.
+  const gamma = capped.graph.ops.find((op) => op.name === "b1")!.operand(1)!.constant!.data;
+  assert.deepEqual([...gamma].map((v) => Math.round(Number(v) * 10) / 10), [0.3, 0.4]);
+  // With threshold, a capped group keeps the rest; nothing is redistributed.
+  const cut = model();
+  await prune(cut, "prune{threshold=0.35,layer-cap=0.5}");
+  assert.deepEqual([width(cut, "c1"), width(cut, "c2")], [2, 4]);
+});

@@ -243,9 +243,9 @@ export interface ChannelRanking {
 /**
  * Data-driven channel selection (as in ThiNet, Luo et al. 2017, and He et al. 2017, by least squares): rank the input
  * channels of `op` (a groups=1 Conv or a Gemm of `module`; input channel `c` owns `n / channels` consecutive weight
- * columns) by how little of the op's own output on the calibration data is lost when the op is refit without them.
- * Greedy backward elimination down to `floor` channels, see {@linkcode eliminateChannels}. Null when there is no
- * data or the op's layout is not understood.
+ * columns) by how little of the op's own output on the calibration data (`only`: just those output channels)
+ * is lost when the op is refit without them. Greedy backward elimination down to `floor` channels, see
+ * {@linkcode eliminateChannels}. Null when there is no data or the op's layout is not understood.
  */
 export function rankInputChannels(
   module: Module,
@@ -253,11 +253,13 @@ export function rankInputChannels(
   channels: number,
   floor: number,
   ctx: PassContext,
-  options: ReconstructOptions = {},
+  options: ReconstructOptions & { only?: readonly number[] } = {},
 ): ChannelRanking | null {
-  const layer = ctx.calibration === null ? null : linearOf(op, module, null);
-  if (layer === null || layer.n % channels !== 0) return null;
-  const eq = normalEquations(module, op, layer, module, op.results[0], ctx, { ...options, keep: null, index: 0 });
+  const full = ctx.calibration === null ? null : linearOf(op, module, null);
+  if (full === null || full.n % channels !== 0) return null;
+  const keep = options.only ?? null;
+  const layer = keep === null ? full : { ...full, out: keep.length };
+  const eq = normalEquations(module, op, layer, module, op.results[0], ctx, { ...options, keep, index: 0 });
   if (eq === "error" || eq.rows === 0) return null;
   return eliminateChannels(eq, layer.n / channels, floor, options.ridge ?? 1e-2);
 }
