@@ -128,6 +128,14 @@ export type PruneOptionValues = OptionValues<typeof pruneOptions>;
  *    One global threshold: the `ratio` percentile of all scores (keep iff
  *    score >= sorted[floor(ratio*N)], the reference implementation's rule), or
  *    `threshold` when given. Every group keeps `min-channels` (its best ones).
+ *    `layer-cap=f`: no group loses more than a fraction f of its channels
+ *    (with `ratio`, the next-lowest scores elsewhere go instead, so the total
+ *    stays the ratio's). With calibration data (`select=auto`, or
+ *    `select=data`) a group whose only consumer is a groups=1 Conv or a Gemm
+ *    keeps as many channels as the scores said, but the ones a greedy
+ *    least-squares elimination on that consumer's output picks (ThiNet /
+ *    He et al. 2017; `rankInputChannels`); the report's `selection` says
+ *    which rule ran.
  * 3. Pruned channels disappear from every op the groups cover, as each
  *    op's channel rule (`OpDef.channels`) says: the constants its
  *    mapping lists are sliced (Conv filters and input channels, Gemm rows and

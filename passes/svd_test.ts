@@ -358,6 +358,9 @@ Deno.test("svd with data is data-aware by default: lower output error on calibra
   );
   assert.ok(stat(aware)["weight-error"] > stat(plain)["weight-error"]);
   assert.equal(stat(aware)["data-aware"] as unknown, true);
+  // The energy rule keeps the weight spectrum's meaning by default (whitened, it would count output energy).
+  const energy = runSvd(oneLayer("Gemm", ["N", n], w, null, [["transB", int(1)]]), { energy: 0.5 }, calibration);
+  assert.equal(stat(energy)["data-aware"] as unknown, false);
 });
 
 Deno.test("svd with data: inputs in a 2-D subspace make the data-aware rank-2 truncation exact on them", () => {
