@@ -2,9 +2,14 @@
  * The accuracy-recovery issue's table: top-1 on the 2,000 MNIST test images (no fine-tuning) per model and
  * pipeline, without calibration data (the old default, `compensation=beta` / no bias correction, and the new
  * data-free default) and with the 256 calibration images of `mnist_calib_x.npy` (the new default: refit and BN
- * re-estimation), with the weight bytes of the data run and its pipeline time.
+ * re-estimation, prune's data-driven channel choice, svd's data-aware truncation), with the weight bytes of the
+ * data run and its pipeline time.
  *
  *   deno run -A bench/recovery_table.ts [--only SUBSTRING]
+ *   deno run -A bench/recovery_table.ts --cv MODEL PIPELINE...
+ *
+ * `--cv` picks settings without the test set: 4-fold cross-validation on the 256 calibration images (recovery on
+ * 192, top-1 on the other 64 with `mnist_calib_y.npy`, summed over the folds).
  * @module
  */
 import { readNpyFile } from "../data/npy.ts";
@@ -14,7 +19,7 @@ import { costOf } from "../ir/cost.ts";
 import type { Module } from "../ir/module.ts";
 import { importOnnxFile } from "../ir/onnx/import.ts";
 import { inferShapes } from "../ir/shape.ts";
-import type { Tensor } from "../ir/tensor.ts";
+import { float32Tensor, int64Tensor, type Tensor } from "../ir/tensor.ts";
 import { runPipeline } from "../passes/manager.ts";
 import { parsePipeline } from "../passes/pipeline.ts";
 
@@ -29,12 +34,23 @@ export const RECOVERY_CASES: readonly [string, string, string][] = [
   ["mobilenet", "prune{ratio=0.5}", "prune{ratio=0.5,compensation=beta}"],
   ["resnet_preact", "prune{ratio=0.5}", "prune{ratio=0.5,compensation=beta}"],
   ["densenet", "prune{ratio=0.5}", "prune{ratio=0.5,compensation=beta}"],
+  ["vgg_dense", "prune{ratio=0.7,layer-cap=0.75}", "prune{ratio=0.7,layer-cap=0.75,compensation=beta}"],
   ["vgg_dense", "svd{speedup=3}", "svd{speedup=3,bias-correct=false}"],
+  [
+    "vgg_dense",
+    "svd{budget=0.3333,budget-metric=macs}",
+    "svd{budget=0.3333,budget-metric=macs,bias-correct=false}",
+  ],
   ["mlp", "svd{speedup=4}", "svd{speedup=4,bias-correct=false}"],
   [
     "vgg_sparse",
     "prune{ratio=0.7},svd{speedup=2},bfp{mantissa=6}",
     "prune{ratio=0.7,compensation=beta},svd{speedup=2,bias-correct=false},bfp{mantissa=6}",
+  ],
+  [
+    "vgg_sparse",
+    "prune{ratio=0.7},svd{budget=0.5},bfp{mantissa=6}",
+    "prune{ratio=0.7,compensation=beta},svd{budget=0.5,bias-correct=false},bfp{mantissa=6}",
   ],
   [
     "vgg_sparse",
@@ -67,7 +83,37 @@ export async function recoveryRow(
   return { top1, weightBytes: costOf(module).totals.weightBytes, ms };
 }
 
-if (import.meta.main) {
+/** Samples `indices` of `t` (first axis). */
+function take(t: Tensor, indices: readonly number[]): Tensor {
+  const inner = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  const data = t.data as Float32Array | BigInt64Array;
+  if (data instanceof BigInt64Array) return int64Tensor(indices.map((i) => Number(data[i])), [indices.length]);
+  const out = new Float32Array(indices.length * inner);
+  indices.forEach((i, j) => out.set(data.subarray(i * inner, (i + 1) * inner), j * inner));
+  return float32Tensor([indices.length, ...t.shape.slice(1)], out);
+}
+
+/** 4-fold cross-validated top-1 of `model` after `pipeline` on the calibration images (see the module doc). */
+export async function crossValidate(model: string, pipeline: string, calibX: Tensor, calibY: Tensor): Promise<number> {
+  const n = calibX.shape[0];
+  let correct = 0;
+  for (let fold = 0; fold < 4; fold++) {
+    const held = [...Array(n).keys()].filter((i) => i % 4 === fold);
+    const fit = [...Array(n).keys()].filter((i) => i % 4 !== fold);
+    const row = await recoveryRow(model, pipeline, take(calibX, fit), take(calibX, held), take(calibY, held));
+    correct += Math.round(row.top1 * held.length);
+  }
+  return correct / n;
+}
+
+if (import.meta.main && Deno.args[0] === "--cv") {
+  const calibX = readNpyFile(`${MODELS}mnist_calib_x.npy`);
+  const calibY = readNpyFile(`${MODELS}mnist_calib_y.npy`);
+  for (const pipeline of Deno.args.slice(2)) {
+    const top1 = await crossValidate(Deno.args[1], pipeline, calibX, calibY);
+    console.log(`${Deno.args[1]} \`${pipeline}\`: ${(100 * top1).toFixed(2)}% (4-fold, calibration images)`);
+  }
+} else if (import.meta.main) {
   const only = Deno.args[0] === "--only" ? Deno.args[1] : "";
   const testX = readNpyFile(`${MODELS}mnist_test_x.npy`);
   const testY = readNpyFile(`${MODELS}mnist_test_y.npy`);

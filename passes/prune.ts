@@ -21,6 +21,7 @@ import { definePass, type Pass, type PassContext } from "./pass.ts";
 import {
   expectedActivation,
   foldIntoBias,
+  rankInputChannels,
   recalibrateBn,
   reconstruct,
   refitStats,
@@ -45,6 +46,15 @@ export const pruneOptions = {
     min: 0,
     exclusiveMin: true,
     doc: "Absolute |gamma| cut: prune channels scoring below it; overrides ratio",
+  },
+  layerCap: {
+    kind: "number",
+    optional: true,
+    min: 0,
+    max: 1,
+    exclusiveMin: true,
+    doc: "Largest fraction of one group's channels pruned; with ratio, the channels a capped group keeps go from " +
+      "the next-lowest |gamma| elsewhere, so the total stays the ratio's",
   },
   minChannels: {
     kind: "number",
@@ -75,6 +85,14 @@ export const pruneOptions = {
     values: ["expected", "beta"],
     default: "expected",
     doc: "What a pruned channel emits: E[act(BN)] with BN ~ N(beta, gamma^2), or act(beta) (the gamma -> 0 limit)",
+  },
+  select: {
+    kind: "enum",
+    values: ["auto", "gamma", "data"],
+    default: "auto",
+    doc: "Which channels of a layer go: the lowest |gamma| (network slimming), or with data the ones whose removal " +
+      "its consumer's refit output loses least (greedy least squares; per-layer counts still from the |gamma| " +
+      "threshold); auto: data when calibration data is given",
   },
   recalibrateBn: {
     kind: "bool",
@@ -110,6 +128,14 @@ export type PruneOptionValues = OptionValues<typeof pruneOptions>;
  *    One global threshold: the `ratio` percentile of all scores (keep iff
  *    score >= sorted[floor(ratio*N)], the reference implementation's rule), or
  *    `threshold` when given. Every group keeps `min-channels` (its best ones).
+ *    `layer-cap=f`: no group loses more than a fraction f of its channels
+ *    (with `ratio`, the next-lowest scores elsewhere go instead, so the total
+ *    stays the ratio's). With calibration data (`select=auto`, or
+ *    `select=data`) a group whose only consumer is a groups=1 Conv or a Gemm
+ *    keeps as many channels as the scores said, but the ones a greedy
+ *    least-squares elimination on that consumer's output picks (ThiNet /
+ *    He et al. 2017; `rankInputChannels`); the report's `selection` says
+ *    which rule ran.
  * 3. Pruned channels disappear from every op the groups cover, as each
  *    op's channel rule (`OpDef.channels`) says: the constants its
  *    mapping lists are sliced (Conv filters and input channels, Gemm rows and
@@ -216,7 +242,7 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     : all.length === 0
     ? Infinity
     : all[Math.min(all.length - 1, Math.floor(options.ratio * all.length))];
-  let pruned = 0;
+  const capped = cappedRemoval(plans, threshold, options.layerCap, options.threshold === undefined);
   for (const p of plans) {
     const { size } = p.group;
     const minKeep = Math.min(
@@ -225,8 +251,9 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     );
     const keep = new Uint8Array(size);
     let count = 0;
+    const removed = capped?.get(p);
     for (let c = 0; c < size; c++) {
-      if (!(p.scores[c] < threshold)) keep[c] = 1;
+      if (removed ? !removed[c] : !(p.scores[c] < threshold)) keep[c] = 1;
     }
     // A unit (channel j of every group of a grouped conv) goes only as a whole.
     const units = p.group.units;
@@ -245,8 +272,17 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
       ctx.log(`group of ${producerNames(p.group)} keeps ${minKeep} channel(s) (min-channels)`);
     }
     p.kept = [...keep.keys()].filter((c) => keep[c]);
-    pruned += size - count;
   }
+
+  const bySelection = options.select === "data" || (options.select === "auto" && ctx.calibration !== null)
+    ? selectByData(module, plans, analysis, ctx)
+    : 0;
+  if (options.select === "data" && ctx.calibration === null) {
+    ctx.emit("warning", "select=data needs calibration data (--calib): channels chosen by |gamma|");
+  }
+  const pruned = plans.reduce((n, p) => n + p.group.size - p.kept.length, 0);
+  ctx.stat("selection", bySelection > 0 ? "data" : "gamma");
+  ctx.stat("layers-selected-by-data", bySelection);
 
   // 3. Rewrite, compensating first (it reads the original weights). With data, the module before the pass is the
   // reference the consumers are refit to.
@@ -291,6 +327,73 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
   ctx.log(`threshold ${threshold}: ${pruned} of ${all.length} channels pruned`);
   if (pruned === 0) ctx.emit("note", nothingPrunedReason(plans.length, all, threshold, barriers));
   return pruned > 0 || selectionsKept > 0;
+}
+
+/**
+ * `select=data`: in each group with one consumer a least-squares refit understands (a groups=1 Conv or a Gemm,
+ * directly or after Flatten), the channels {@linkcode rankInputChannels} drops first on the calibration data go,
+ * as many as the |gamma| threshold said. Groups without such a consumer keep the |gamma| choice. Returns how many
+ * groups data chose.
+ */
+function selectByData(
+  module: Module,
+  plans: readonly Plan[],
+  analysis: ChannelGroupsResult,
+  ctx: PassContext,
+): number {
+  let chosen = 0;
+  const order = new Map(module.graph.ops.map((op, i) => [op, i]));
+  const last = (p: Plan): number => Math.max(...p.group.consumers.map((c) => order.get(c.op) ?? -1));
+  const producing = new Map(plans.flatMap((p) => p.group.producers.map((pr) => [pr.op, p] as const)));
+  // Last layer first: a consumer that also loses output channels needs to reproduce only the ones it keeps.
+  for (const p of [...plans].sort((a, b) => last(b) - last(a))) {
+    const g = p.group;
+    if (p.kept.length === g.size || g.units !== null || g.consumers.length !== 1) continue;
+    const op = g.consumers[0].op;
+    const x = op.operand(0);
+    if (x === null || (op.type !== "Conv" && op.type !== "Gemm")) continue;
+    const at = analysis.groupOf(analysis.groupOf(x) === null ? analysis.viewOf(x)?.source ?? x : x);
+    if (at === null || at.group !== g || at.channels.length !== g.size) continue;
+    const next = producing.get(op);
+    const y = next === undefined ? null : analysis.groupOf(op.results[0]);
+    const kept = new Set(next?.kept);
+    const only = y === null ? undefined : [...y.channels.keys()].filter((j) => kept.has(y.channels[j]));
+    const ranking = rankInputChannels(module, op, g.size, p.kept.length, ctx, { only });
+    if (ranking === null) continue;
+    const gone = new Set(ranking.order.map((j) => at.channels[j]));
+    p.kept = [...Array(g.size).keys()].filter((c) => !gone.has(c));
+    chosen++;
+    ctx.log(`group of ${producerNames(g)}: the ${p.kept.length} of ${g.size} channels kept chosen by data`);
+  }
+  return chosen;
+}
+
+/**
+ * `layer-cap`: which channels each group loses when no group may lose more than `cap` of its channels. The lowest
+ * scores go first, skipping a group at its cap; with `redistribute` (ratio mode) as many channels go as the global
+ * threshold removes, else only those under it. Null without a cap.
+ */
+function cappedRemoval(
+  plans: readonly Plan[],
+  threshold: number,
+  cap: number | undefined,
+  redistribute: boolean,
+): Map<Plan, Uint8Array> | null {
+  if (cap === undefined) return null;
+  const candidates = plans.flatMap((p) => [...p.scores.keys()].map((c) => ({ p, c, score: p.scores[c] })))
+    .filter((x) => Number.isFinite(x.score))
+    .sort((a, b) => a.score - b.score);
+  let budget = candidates.filter((x) => x.score < threshold).length;
+  const removed = new Map(plans.map((p) => [p, new Uint8Array(p.group.size)]));
+  const count = new Map(plans.map((p) => [p, 0]));
+  for (const { p, c, score } of candidates) {
+    if (budget === 0 || (!redistribute && !(score < threshold))) break;
+    if (count.get(p)! + 1 > Math.floor(cap * p.group.size)) continue;
+    removed.get(p)![c] = 1;
+    count.set(p, count.get(p)! + 1);
+    budget--;
+  }
+  return removed;
 }
 
 /** Record `params-before/after` and `macs-before/after` from the cost totals around a channel removal. */

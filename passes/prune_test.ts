@@ -304,7 +304,7 @@ Deno.test("prune threshold is optional: unset by default and left out of the can
   assert.equal(step.options.threshold, undefined);
   assert.equal(
     printPipeline([step]),
-    "prune{ratio=0.5,min-channels=1,score=max,scope=conv,compensate=true,compensation=expected}",
+    "prune{ratio=0.5,min-channels=1,score=max,scope=conv,compensate=true,compensation=expected,select=auto}",
   );
   assert.equal(printPipeline(parsePipeline("prune{threshold=0.25}", registry)).includes(",threshold=0.25,"), true);
 });
@@ -449,4 +449,86 @@ Deno.test("prune takes a pruned channel's variance out of the BN after its consu
   assert.ok(Math.abs(Number(c2.operand(2)!.constant!.data[0]) - 0.6) < 1e-6);
   const old = parse("f32[N,1,3,3]", "  %y = Relu(%x) : f32[N,1,3,3]");
   assert.equal((await prune(old, "prune{compensation=beta}")).changed, false);
+});
+
+Deno.test("prune select=data keeps the channels the consumer needs, where |gamma| would keep the wrong ones", async () => {
+  // c1 copies the four input channels (inputs >= 0, so the Relu passes them). The 3x3 consumer reads only ch2 and
+  // ch3, but those have the smaller |gamma|: ratio 0.5 by |gamma| keeps ch0 and ch1.
+  const w2 = [...input([2, 4, 3, 3], 7).data].map((v, i) => (Math.floor(i / 9) % 4 < 2 ? 0 : Number(v)));
+  const model = () =>
+    parse(
+      "f32[N,4,5,5]",
+      `  %w1 = const f32[4,4,1,1] dense<[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]>
+  %gamma = const f32[4] dense<[1.0, 1.0, 0.5, 0.6]>
+  %z = const f32[4] dense<0.0>
+  %one = const f32[4] dense<1.0>
+  %w2 = const f32[2,4,3,3] dense<[${w2.join(", ")}]>
+  %c1 = Conv(%x, %w1) : f32[N,4,5,5]
+  %bn = BatchNormalization(%c1, %gamma, %z, %z, %one) : f32[N,4,5,5]
+  %r = Relu(%bn) : f32[N,4,5,5]
+  %y = Conv(%r, %w2) {pads = [1, 1, 1, 1]} : f32[N,2,5,5]`,
+    );
+  const x = float32Tensor([8, 4, 5, 5], [...input([8, 4, 5, 5], 3).data].map((v) => Math.abs(Number(v))));
+  const reference = interpret(model(), { x }).y;
+  const kept = async (select: string): Promise<{ channels: number; diff: number; stats: PassRecord["stats"] }> => {
+    const m = model();
+    const r = await prune(
+      m,
+      `prune{ratio=0.5,select=${select},compensate=false,reconstruct=false,recalibrate-bn=false}`,
+      { x },
+    );
+    const w = m.graph.ops.find((op) => op.name === "c1")!.operand(1)!.constant!;
+    return { channels: w.shape[0], diff: maxDiff(interpret(m, { x }).y, reference), stats: r.stats };
+  };
+  const data = await kept("data");
+  assert.equal(data.channels, 2);
+  assert.ok(data.diff < 1e-5, `select=data: max difference ${data.diff}`);
+  assert.equal(data.stats.selection, "data");
+  const gamma = await kept("gamma");
+  assert.equal(gamma.channels, 2);
+  assert.ok(gamma.diff > 0.1, `select=gamma: max difference ${gamma.diff}`);
+  assert.equal(gamma.stats.selection, "gamma");
+  // auto: data with calibration data, |gamma| without.
+  assert.equal((await kept("auto")).stats.selection, "data");
+  const free = model();
+  assert.equal((await prune(free, "prune{ratio=0.5}")).stats.selection, "gamma");
+  const warned = await prune(model(), "prune{ratio=0.5,select=data}");
+  assert.match(warned.diagnostics[0].message, /^select=data needs calibration data/);
+});
+
+Deno.test("prune layer-cap: no group loses more than the cap, and with ratio the total removed stays the same", async () => {
+  // Group c1 has all the small |gamma|: ratio 0.5 puts all 4 under the threshold, and min-channels keeps one;
+  // layer-cap=0.5 lets it lose 2, and the next-lowest |gamma| (c2's 1.0 and 2.0) go instead: 4 in all.
+  const model = () =>
+    parse(
+      "f32[N,1,3,3]",
+      `  %w1 = const f32[4,1,1,1] dense<[1.0, 2.0, 3.0, 4.0]>
+  %g1 = const f32[4] dense<[0.1, 0.2, 0.3, 0.4]>
+  %g2 = const f32[4] dense<[1.0, 2.0, 3.0, 4.0]>
+  %z = const f32[4] dense<0.0>
+  %one = const f32[4] dense<1.0>
+  %w2 = const f32[4,4,1,1] dense<1.0>
+  %w3 = const f32[1,4,1,1] dense<1.0>
+  %c1 = Conv(%x, %w1) : f32[N,4,3,3]
+  %b1 = BatchNormalization(%c1, %g1, %z, %z, %one) : f32[N,4,3,3]
+  %r1 = Relu(%b1) : f32[N,4,3,3]
+  %c2 = Conv(%r1, %w2) : f32[N,4,3,3]
+  %b2 = BatchNormalization(%c2, %g2, %z, %z, %one) : f32[N,4,3,3]
+  %r2 = Relu(%b2) : f32[N,4,3,3]
+  %y = Conv(%r2, %w3) : f32[N,1,3,3]`,
+    );
+  const width = (m: Module, name: string) => m.graph.ops.find((op) => op.name === name)!.operand(1)!.constant!.shape[0];
+  const plain = model();
+  const r0 = await prune(plain, "prune{ratio=0.5}");
+  assert.deepEqual([width(plain, "c1"), width(plain, "c2"), r0.stats["channels-pruned"]], [1, 4, 3]);
+  const capped = model();
+  const r1 = await prune(capped, "prune{ratio=0.5,layer-cap=0.5}");
+  assert.deepEqual([width(capped, "c1"), width(capped, "c2"), r1.stats["channels-pruned"]], [2, 2, 4]);
+  // The kept channels of c1 are its two largest |gamma| (0.3, 0.4): the BN after it holds just those.
+  const gamma = capped.graph.ops.find((op) => op.name === "b1")!.operand(1)!.constant!.data;
+  assert.deepEqual([...gamma].map((v) => Math.round(Number(v) * 10) / 10), [0.3, 0.4]);
+  // With threshold, a capped group keeps the rest; nothing is redistributed.
+  const cut = model();
+  await prune(cut, "prune{threshold=0.35,layer-cap=0.5}");
+  assert.deepEqual([width(cut, "c1"), width(cut, "c2")], [2, 4]);
 });

@@ -307,11 +307,11 @@ Deno.test("svd rank, speedup and budget are optional: unset by default and left 
   assert.equal(step.options.budget, undefined);
   assert.equal(
     printPipeline([step]),
-    "svd{energy=0.9,budget-metric=params,mode=channel,large=estimate,skip=[],keep-last=true,data-aware=false,bias-correct=true}",
+    "svd{energy=0.9,budget-metric=params,mode=channel,large=estimate,skip=[],keep-last=true,bias-correct=true}",
   );
   assert.equal(
     printPipeline(parsePipeline("svd{budget=1}", registry)),
-    "svd{energy=0.9,budget=1,budget-metric=params,mode=channel,large=estimate,skip=[],keep-last=true,data-aware=false,bias-correct=true}",
+    "svd{energy=0.9,budget=1,budget-metric=params,mode=channel,large=estimate,skip=[],keep-last=true,bias-correct=true}",
   );
   // speedup=1 and budget=1 are values like any other now, not "off".
   assert.equal(runSvd(gemm16(), { budget: 1 }).changed, false);
@@ -336,7 +336,7 @@ Deno.test("svd options reject bad energy, rank and mode with the valid range", (
   }
 });
 
-Deno.test("svd data-aware=true lowers the output error on calibration data below the weight SVD's", () => {
+Deno.test("svd with data is data-aware by default: lower output error on calibration data than the weight SVD", () => {
   // Inputs with very unequal feature scales: the weight SVD keeps directions the data never excites.
   const n = 16;
   const w = randomTensor([12, n], 21);
@@ -345,12 +345,12 @@ Deno.test("svd data-aware=true lowers the output error on calibration data below
   const x = new Float32Array(rows * n);
   for (let i = 0; i < rows; i++) for (let j = 0; j < n; j++) x[i * n + j] = r() * (j < 4 ? 10 : 0.1);
   const calibration = { x: float32Tensor([rows, n], x) };
-  const plain = runSvd(oneLayer("Gemm", ["N", n], w, null, [["transB", int(1)]]), { rank: 4 }, calibration);
-  const aware = runSvd(
+  const plain = runSvd(
     oneLayer("Gemm", ["N", n], w, null, [["transB", int(1)]]),
-    { rank: 4, dataAware: true },
+    { rank: 4, dataAware: false },
     calibration,
   );
+  const aware = runSvd(oneLayer("Gemm", ["N", n], w, null, [["transB", int(1)]]), { rank: 4 }, calibration);
   const stat = (run: Run): Record<string, number> => (run.stats.layers as Record<string, Record<string, number>>).fc;
   assert.ok(
     stat(aware)["output-error"] < 0.5 * stat(plain)["output-error"],
@@ -358,6 +358,39 @@ Deno.test("svd data-aware=true lowers the output error on calibration data below
   );
   assert.ok(stat(aware)["weight-error"] > stat(plain)["weight-error"]);
   assert.equal(stat(aware)["data-aware"] as unknown, true);
+  // The energy rule keeps the weight spectrum's meaning by default (whitened, it would count output energy).
+  const energy = runSvd(oneLayer("Gemm", ["N", n], w, null, [["transB", int(1)]]), { energy: 0.5 }, calibration);
+  assert.equal(stat(energy)["data-aware"] as unknown, false);
+});
+
+Deno.test("svd with data: inputs in a 2-D subspace make the data-aware rank-2 truncation exact on them", () => {
+  // A full-rank 8x8 layer; every input is a mix of two fixed directions, so W restricted to the data has rank 2.
+  const n = 8;
+  const w = randomTensor([n, n], 41);
+  const [u, v] = [randomTensor([n], 42).data, randomTensor([n], 43).data];
+  const r = random(44);
+  const rows = 64;
+  const x = new Float32Array(rows * n);
+  for (let i = 0; i < rows; i++) {
+    const [a, b] = [r(), r()];
+    for (let j = 0; j < n; j++) x[i * n + j] = a * Number(u[j]) + b * Number(v[j]);
+  }
+  const calibration = { x: float32Tensor([rows, n], x) };
+  const layer = () => oneLayer("Gemm", ["N", n], w, null, [["transB", int(1)]]);
+  const reference = interpret(layer(), calibration).y;
+  const error = (options: Partial<OptionValues<typeof svdOptions>>): number => {
+    const m = layer();
+    runSvd(m, { rank: 2, reconstruct: false, ...options }, calibration);
+    const y = interpret(m, calibration).y;
+    let [num, den] = [0, 0];
+    for (let i = 0; i < y.data.length; i++) {
+      num += (Number(y.data[i]) - Number(reference.data[i])) ** 2;
+      den += Number(reference.data[i]) ** 2;
+    }
+    return Math.sqrt(num / den);
+  };
+  assert.ok(error({}) < 1e-4, `data-aware ${error({})}`);
+  assert.ok(error({ dataAware: false }) > 0.1, `weight SVD ${error({ dataAware: false })}`);
 });
 
 Deno.test("svd data-aware conv (channel mode) lowers output error and the pipeline result verifies", async () => {
@@ -370,7 +403,7 @@ Deno.test("svd data-aware conv (channel mode) lowers output error and the pipeli
   const x = new Float32Array(16 * 4 * 64);
   for (let i = 0; i < x.length; i++) x[i] = r() * (Math.floor(i / 64) % 4 === 0 ? 10 : 0.1);
   const calibration = { x: float32Tensor([16, 4, 8, 8], x) };
-  const plain = runSvd(m(), { rank: 3 }, calibration);
+  const plain = runSvd(m(), { rank: 3, dataAware: false }, calibration);
   const aware = runSvd(m(), { rank: 3, dataAware: true }, calibration);
   const stat = (run: Run): Record<string, number> => (run.stats.layers as Record<string, Record<string, number>>).fc;
   assert.ok(stat(aware)["output-error"] < stat(plain)["output-error"]);

@@ -81,8 +81,9 @@ Deno.test("data-mode mask-select beats prune{ratio=0.5} on vgg_dense (no BN spar
     return evaluate(module, testX, testY, { batchSize: 500 }).accuracy;
   };
   const lasso = await accuracyAfter("mask-select{mode=data,ratio=0.5}");
-  // The slimming recipe (no refit, no BN re-estimation; with data prune now refits by default).
-  const slim = await accuracyAfter("prune{ratio=0.5,reconstruct=false,recalibrate-bn=false}");
+  // The slimming recipe (|gamma| choice, no refit, no BN re-estimation; with data prune now chooses channels by data
+  // and refits by default).
+  const slim = await accuracyAfter("prune{ratio=0.5,select=gamma,reconstruct=false,recalibrate-bn=false}");
   assert.ok(lasso > slim + 0.5, `mask-select ${lasso}, prune ${slim}`);
 });
 

@@ -117,13 +117,10 @@ export function reconstruct(
   const out = new Map<string, LayerRefit>();
   const calibration = ctx.calibration;
   if (calibration === null) return out;
-  const positions = options.positions ?? 64;
-  const batchSize = options.batch ?? 64;
   const ridge = options.ridge ?? 1e-2;
   const names = new Map(original.graph.ops.map((op) => [op.name, op]));
   const order = new Map(module.graph.ops.map((op, i) => [op, i]));
   const sorted = [...new Set(layers)].filter((op) => order.has(op)).sort((a, b) => order.get(a)! - order.get(b)!);
-  const samples = Object.values(calibration)[0]?.shape[0] ?? 0;
   for (const [index, op] of sorted.entries()) {
     const derived = options.targets?.get(op);
     const target = names.get(derived?.name ?? op.name)?.results[0];
@@ -133,34 +130,9 @@ export function reconstruct(
       ctx.log(`op "${op.name}": not refit (${target === undefined ? "no original op of that name" : "layout"})`);
       continue;
     }
-    const k = layer.n + 1;
-    const xtx = new Float64Array(k * k);
-    const xty = new Float64Array(k * layer.out);
-    let yy = 0;
-    let rows = 0;
-    const random = lcg((options.seed ?? 1) * 7919 + index);
-    const probe = new Interpreter(module, { registry: ctx.ops, probes: [op.operand(0)!], stopAtProbes: true });
-    const truth = new Interpreter(original, { registry: ctx.ops, probes: [target], stopAtProbes: true });
-    for (let start = 0; start < samples; start += batchSize) {
-      const feed = sliceSamples(calibration, start, Math.min(samples, start + batchSize));
-      let x: Tensor;
-      let y: Tensor;
-      try {
-        x = probe.run(feed)[op.operand(0)!.name];
-        y = truth.run(feed)[target.name];
-      } catch (e) {
-        ctx.emit("error", `refit could not run the calibration data: ${e instanceof Error ? e.message : e}`);
-        return out;
-      }
-      const view = derived === undefined ? layer : { ...layer, out: derived.width };
-      const r = layer.kind === "conv" ? convRows(view, x, y, positions, random, keep) : gemmRows(view, x, y, keep);
-      if (r === null) break;
-      if (derived !== undefined) r.y = derived.map(r.y, r.count);
-      gemm({ m: k, n: k, k: r.count, a: r.x, transA: true, b: r.x, c: xtx, beta: 1 });
-      gemm({ m: k, n: layer.out, k: r.count, a: r.x, transA: true, b: r.y, c: xty, beta: 1 });
-      for (const v of r.y) yy += v * v;
-      rows += r.count;
-    }
+    const eq = normalEquations(module, op, layer, original, target, ctx, { ...options, derived, keep, index });
+    if (eq === "error") return out;
+    const { xtx, xty, yy, rows, k } = eq;
     if (rows === 0) {
       ctx.log(`op "${op.name}": not refit (input layout)`);
       continue;
@@ -183,6 +155,191 @@ export function reconstruct(
     );
   }
   return out;
+}
+
+/** The normal equations of one layer's least-squares fit over the sampled calibration rows. */
+export interface NormalEquations {
+  /** `X^T X`, `k x k` (the last unknown is the bias). */
+  readonly xtx: Float64Array;
+  /** `X^T Y`, `k x out`. */
+  readonly xty: Float64Array;
+  /** `||Y||^2`. */
+  readonly yy: number;
+  /** Rows (samples times positions) seen. */
+  readonly rows: number;
+  /** Unknowns per output: the layer's weights per output plus the bias. */
+  readonly k: number;
+  /** Outputs. */
+  readonly out: number;
+}
+
+/**
+ * Accumulate the normal equations of `layer` (an op of `module`) over the calibration data: its inputs as `module`
+ * computes them, its targets from `target` in `truth`, one batch at a time; "error" (reported) when a run fails.
+ */
+function normalEquations(
+  module: Module,
+  op: Op,
+  layer: Linear,
+  truth: Module,
+  target: Value,
+  ctx: PassContext,
+  options: ReconstructOptions & { derived?: RefitTarget; keep: readonly number[] | null; index: number },
+): NormalEquations | "error" {
+  const calibration = ctx.calibration!;
+  const { derived, keep } = options;
+  const positions = options.positions ?? 64;
+  const batchSize = options.batch ?? 64;
+  const samples = Object.values(calibration)[0]?.shape[0] ?? 0;
+  const k = layer.n + 1;
+  const xtx = new Float64Array(k * k);
+  const xty = new Float64Array(k * layer.out);
+  let yy = 0;
+  let rows = 0;
+  const random = lcg((options.seed ?? 1) * 7919 + options.index);
+  // The layer's own output as the target: one run gives both.
+  const same = truth === module;
+  const probe = new Interpreter(module, {
+    registry: ctx.ops,
+    probes: same ? [op.operand(0)!, target] : [op.operand(0)!],
+    stopAtProbes: true,
+  });
+  const reference = same ? null : new Interpreter(truth, { registry: ctx.ops, probes: [target], stopAtProbes: true });
+  for (let start = 0; start < samples; start += batchSize) {
+    const feed = sliceSamples(calibration, start, Math.min(samples, start + batchSize));
+    let x: Tensor;
+    let y: Tensor;
+    try {
+      const r = probe.run(feed);
+      x = r[op.operand(0)!.name];
+      y = reference === null ? r[target.name] : reference.run(feed)[target.name];
+    } catch (e) {
+      ctx.emit("error", `refit could not run the calibration data: ${e instanceof Error ? e.message : e}`);
+      return "error";
+    }
+    const view = derived === undefined ? layer : { ...layer, out: derived.width };
+    const r = layer.kind === "conv" ? convRows(view, x, y, positions, random, keep) : gemmRows(view, x, y, keep);
+    if (r === null) break;
+    if (derived !== undefined) r.y = derived.map(r.y, r.count);
+    gemm({ m: k, n: k, k: r.count, a: r.x, transA: true, b: r.x, c: xtx, beta: 1 });
+    gemm({ m: k, n: layer.out, k: r.count, a: r.x, transA: true, b: r.y, c: xty, beta: 1 });
+    for (const v of r.y) yy += v * v;
+    rows += r.count;
+  }
+  return { xtx, xty, yy, rows, k, out: layer.out };
+}
+
+/** A layer's input channels in the order a data-driven selection drops them. */
+export interface ChannelRanking {
+  /** Channels (local to the op's input), first dropped first. */
+  readonly order: readonly number[];
+  /**
+   * After dropping `order[0..j]`: the output energy lost, relative to `||Y||^2` (the increase of the squared
+   * relative error of the refit layer).
+   */
+  readonly loss: readonly number[];
+}
+
+/**
+ * Data-driven channel selection (as in ThiNet, Luo et al. 2017, and He et al. 2017, by least squares): rank the input
+ * channels of `op` (a groups=1 Conv or a Gemm of `module`; input channel `c` owns `n / channels` consecutive weight
+ * columns) by how little of the op's own output on the calibration data (`only`: just those output channels)
+ * is lost when the op is refit without them. Greedy backward elimination down to `floor` channels, see
+ * {@linkcode eliminateChannels}. Null when there is no data or the op's layout is not understood.
+ */
+export function rankInputChannels(
+  module: Module,
+  op: Op,
+  channels: number,
+  floor: number,
+  ctx: PassContext,
+  options: ReconstructOptions & { only?: readonly number[] } = {},
+): ChannelRanking | null {
+  const full = ctx.calibration === null ? null : linearOf(op, module, null);
+  if (full === null || full.n % channels !== 0) return null;
+  const keep = options.only ?? null;
+  const layer = keep === null ? full : { ...full, out: keep.length };
+  const eq = normalEquations(module, op, layer, module, op.results[0], ctx, { ...options, keep, index: 0 });
+  if (eq === "error" || eq.rows === 0) return null;
+  return eliminateChannels(eq, layer.n / channels, floor, options.ridge ?? 1e-2);
+}
+
+/**
+ * Backward elimination of whole column blocks (`per` columns each; the last unknown, the bias, always stays) down
+ * to `floor` blocks, on the ridge-regularized normal equations (`lambda` = `ridge` times the mean diagonal): each
+ * step drops the block whose removal loses the least explained output, `tr(W_b^T (A^-1)_bb^-1 W_b)` with
+ * `W = A^-1 X^T Y`, and updates `A^-1` and `W` by the block Schur complement.
+ */
+export function eliminateChannels(eq: NormalEquations, per: number, floor: number, ridge: number): ChannelRanking {
+  const { k, out } = eq;
+  const channels = (k - 1) / per;
+  let trace = 0;
+  for (let i = 0; i < k; i++) trace += eq.xtx[i * k + i];
+  const lambda = Math.max(ridge * trace / k, 1e-12);
+  const a = new Float64Array(eq.xtx);
+  for (let i = 0; i < k; i++) a[i * k + i] += lambda;
+  const identity = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) identity[i * k + i] = 1;
+  const inv = solveCholesky(cholesky(a, k), identity, k, k);
+  const w = new Float64Array(k * out);
+  gemm({ m: k, n: out, k, a: inv, b: eq.xty, c: w });
+  const active = new Uint8Array(channels).fill(1);
+  const g = new Float64Array(per * per);
+  const gw = new Float64Array(per * out);
+  const order: number[] = [];
+  const loss: number[] = [];
+  let lost = 0;
+  for (let left = channels; left > Math.max(0, floor); left--) {
+    let best = -1;
+    let bestLoss = Infinity;
+    for (let c = 0; c < channels; c++) {
+      if (!active[c]) continue;
+      const l = blockLoss(inv, w, k, out, c * per, per, g, gw);
+      if (l < bestLoss) [best, bestLoss] = [c, l];
+    }
+    // Schur complement without block `best`: inv -= T inv_b., w -= T w_b, with T^T = (inv_bb)^-1 inv_b.
+    const b0 = best * per;
+    const l = cholesky(blockOf(inv, k, b0, per), per);
+    const invB = inv.slice(b0 * k, (b0 + per) * k);
+    const wB = w.slice(b0 * out, (b0 + per) * out);
+    const tt = solveCholesky(l, invB.slice(), per, k);
+    gemm({ m: k, n: k, k: per, a: tt, transA: true, b: invB, c: inv, alpha: -1, beta: 1 });
+    gemm({ m: k, n: out, k: per, a: tt, transA: true, b: wB, c: w, alpha: -1, beta: 1 });
+    active[best] = 0;
+    // The dropped block is decoupled: zero it so rounding never brings it back.
+    for (let i = 0; i < k; i++) for (let j = b0; j < b0 + per; j++) inv[i * k + j] = inv[j * k + i] = 0;
+    w.fill(0, b0 * out, (b0 + per) * out);
+    lost += Math.max(0, bestLoss);
+    order.push(best);
+    loss.push(eq.yy > 0 ? lost / eq.yy : 0);
+  }
+  return { order, loss };
+}
+
+/** `inv[b0:b0+per, b0:b0+per]`. */
+function blockOf(inv: Float64Array, k: number, b0: number, per: number): Float64Array {
+  const m = new Float64Array(per * per);
+  for (let i = 0; i < per; i++) for (let j = 0; j < per; j++) m[i * per + j] = inv[(b0 + i) * k + b0 + j];
+  return m;
+}
+
+/** The explained output lost by dropping block `b0..b0+per`: `tr(W_b^T (inv_bb)^-1 W_b)`. */
+function blockLoss(
+  inv: Float64Array,
+  w: Float64Array,
+  k: number,
+  out: number,
+  b0: number,
+  per: number,
+  g: Float64Array,
+  gw: Float64Array,
+): number {
+  g.set(blockOf(inv, k, b0, per));
+  const wb = w.subarray(b0 * out, (b0 + per) * out);
+  gw.set(solveCholesky(cholesky(g, per), new Float64Array(wb), per, out));
+  let loss = 0;
+  for (let i = 0; i < per * out; i++) loss += wb[i] * gw[i];
+  return loss;
 }
 
 /** The report's entry for refits: per layer, rows, unknowns and the errors before and after. */

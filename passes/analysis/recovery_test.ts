@@ -8,7 +8,15 @@ import { float32Tensor, type Tensor } from "../../ir/tensor.ts";
 import { defaultOptions } from "../options.ts";
 import { factorizeOp, svdOptions, svdPass } from "../svd.ts";
 import { testPassContext } from "../testing.ts";
-import { expectedClip, normalCdf, recalibrateBn, reconstruct, ridgeSolve } from "./recovery.ts";
+import {
+  eliminateChannels,
+  expectedClip,
+  normalCdf,
+  rankInputChannels,
+  recalibrateBn,
+  reconstruct,
+  ridgeSolve,
+} from "./recovery.ts";
 
 /** Deterministic values in [-1, 1). */
 function uniform(n: number, seed: number): number[] {
@@ -178,7 +186,8 @@ Deno.test("svd with data refits both factors: (nearly) exact on inputs that span
   const t = uniform(32, 9).map(Math.abs);
   const x = float32Tensor([32, 4], t.flatMap((v) => [v, 2 * v, v, 0.5 * v]));
   const ctx = testPassContext({ module: m, calibration: { x }, pass: "svd" });
-  const options = { ...defaultOptions(svdOptions), rank: 1, keepLast: false };
+  // The weight SVD (data-aware, the default with data, would already be nearly exact here): the refit must recover.
+  const options = { ...defaultOptions(svdOptions), rank: 1, keepLast: false, dataAware: false };
   assert.equal(svdPass.run(m, options, ctx), true);
   const refit = ctx.stats.refit as Record<string, { "error-before": number; "error-after": number }>;
   assert.deepEqual(Object.keys(refit).sort(), ["h", "h.svd", "y", "y.svd"]);
@@ -187,4 +196,38 @@ Deno.test("svd with data refits both factors: (nearly) exact on inputs that span
   // Exact but for the default ridge (1e-2 of the mean input energy, toward the current weights).
   assert.ok(e < 0.02, `${e} ${JSON.stringify(refit)}`);
   assert.ok(refit.y["error-after"] < 0.05 * refit.y["error-before"]);
+});
+
+Deno.test("rankInputChannels drops the channels the refit output does not need: a redundant pair goes first", () => {
+  // y = x0 + x1 + x3 (two outputs: the sum and twice it) with x2 = x0 + x1: {x2, x3} reproduce y exactly, while any
+  // 2 channels out of {x0, x1, x3} cannot; the weights on x0 and x1 are the largest, x2's is zero.
+  const m = parseModule(`module opsets {"": 13} ir_version 7 {
+graph @g(%x: f32[N,4]) -> (%y) {
+  %w = const f32[2,4] dense<[1.0, 1.0, 0.0, 1.0, 2.0, 2.0, 0.0, 2.0]>
+  %y = Gemm(%x, %w) {transB = 1} : f32[N,2]
+  return %y
+}
+}`);
+  const t = uniform(3 * 40, 17);
+  const rows = Array.from({ length: 40 }, (_, i) => [t[3 * i], t[3 * i + 1], t[3 * i] + t[3 * i + 1], t[3 * i + 2]]);
+  const ctx = testPassContext({ module: m, calibration: { x: float32Tensor([40, 4], rows.flat()) } });
+  const ranking = rankInputChannels(m, m.graph.ops[0], 4, 2, ctx, { ridge: 1e-10 })!;
+  assert.deepEqual([...ranking.order].sort(), [0, 1]);
+  assert.ok(ranking.loss[1] < 1e-6, `loss ${ranking.loss}`);
+  // Down to one channel: the loss grows, never shrinks; without data there is no ranking.
+  const all = rankInputChannels(m, m.graph.ops[0], 4, 1, ctx, { ridge: 1e-10 })!;
+  assert.equal(all.order.length, 3);
+  assert.ok(all.loss[2] > 0.1 && all.loss[1] <= all.loss[2], `loss ${all.loss}`);
+  assert.equal(rankInputChannels(m, m.graph.ops[0], 4, 2, testPassContext({ module: m })), null);
+});
+
+Deno.test("eliminateChannels drops whole blocks: the exact loss of each step on orthogonal inputs", () => {
+  // X^T X = I (4 unknowns: 3 blocks of 1, then the bias), Y has energy 9, 4, 1 on channels 0, 1, 2: each step drops
+  // the weakest channel and loses exactly its energy (ridge ~ 0).
+  const xtx = new Float64Array(16);
+  for (let i = 0; i < 4; i++) xtx[i * 4 + i] = 1;
+  const xty = new Float64Array([3, 2, 1, 0]);
+  const r = eliminateChannels({ xtx, xty, yy: 14, rows: 4, k: 4, out: 1 }, 1, 0, 1e-12);
+  assert.deepEqual(r.order, [2, 1, 0]);
+  r.loss.forEach((l, i) => assert.ok(Math.abs(l - [1, 5, 14][i] / 14) < 1e-9, `loss ${r.loss}`));
 });
