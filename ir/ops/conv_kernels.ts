@@ -48,6 +48,8 @@ export interface ConvArgs extends WindowGeometry {
    * following Relu (`[0, Infinity]`) or Clip computed in the same pass. Default: none.
    */
   clamp?: readonly [number, number];
+  /** `w` is never written while it is alive (a model's weights): the GEMM may keep it packed between calls. */
+  constantWeights?: boolean;
 }
 
 /** Elements of the im2col / col2im scratch matrix per GEMM call; larger images are processed in column chunks. */
@@ -147,6 +149,7 @@ export function convolve(args: ConvArgs): void {
           }
           // Bias and clamp applied as the GEMM writes its result.
           const epilogue = { bias: args.bias, biasOffset: g * coutG, lo, hi };
+          const constantA = args.constantWeights ?? false;
           if (pointwise) {
             gemm({
               m: coutG,
@@ -161,6 +164,7 @@ export function convolve(args: ConvArgs): void {
               cOffset: yOff + p0,
               ldc: spatialOut,
               epilogue,
+              constantA,
             });
             continue;
           }
@@ -176,6 +180,7 @@ export function convolve(args: ConvArgs): void {
             cOffset: yOff + p0,
             ldc: spatialOut,
             epilogue,
+            constantA,
           });
         }
       }

@@ -58,6 +58,12 @@ export interface GemmArgs {
    * bias and Relu or Clip; float32 C rounds the sum with the bias before clamping).
    */
   epilogue?: Epilogue;
+  /**
+   * A's storage is never written while it is alive (a model's weights): the float32 SIMD kernel then keeps A's
+   * packed panels between calls, keyed by the array, offset and shape (at most {@linkcode PACKED_A_CACHE_FLOATS}
+   * floats; see {@linkcode releasePackedA}). Results are the same as without it.
+   */
+  constantA?: boolean;
 }
 
 /** Per-row bias and clamping of {@linkcode GemmArgs.epilogue}. */
@@ -142,6 +148,7 @@ export function gemm(args: GemmArgs): void {
     alpha: args.alpha ?? 1,
     beta: args.beta ?? 0,
     epi: args.epilogue ?? null,
+    constA: args.constantA ?? false,
   };
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || p.alpha === 0) {
@@ -195,11 +202,7 @@ export function matVecF32(
   // Wasm memory in floats: the vector, the rows, the results.
   const [xBase, aBase] = [0, roundUp(k, 4)];
   const yBase = aBase + roundUp(rows * k, 4);
-  const bytes = (yBase + rows) * 4;
-  if (s.memory.buffer.byteLength < bytes) {
-    s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
-    s.heap = new Float32Array(s.memory.buffer);
-  }
+  reserveScratch(s, (yBase + rows) * 4);
   s.heap.set(x.subarray(xOffset, xOffset + k), xBase);
   s.heap.set(a.subarray(aOffset, aOffset + rows * k), aBase);
   s.dots(rows, k, aBase * 4, xBase * 4, yBase * 4);
@@ -226,6 +229,8 @@ interface Problem {
   alpha: number;
   beta: number;
   epi: Epilogue | null;
+  /** A's storage never changes (see {@linkcode GemmArgs.constantA}). */
+  constA: boolean;
 }
 
 /** Rows `i0..i1` x columns `j0..j1` of C given the epilogue (bias, clamp) in place, when there is one. */
@@ -549,10 +554,11 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
   const ncBlock = Math.max(SC, Math.min(roundUp(n, SC), Math.floor(C_BLOCK / mPad / SC) * SC));
   const kcMax = Math.min(SKC, k);
   const nbMax = Math.min(SNB, ncBlock);
-  // Wasm memory, in floats: all of op(A) packed (slice pc..pc+kc at mPad * pc), op(A) as stored for packing;
-  // a slice of op(B) as stored, one chunk of it packed; C's column block.
+  // Wasm memory, in floats: all of op(A) packed (slice pc..pc+kc at mPad * pc; a cached constant A lies above the
+  // scratch instead), op(A) as stored for packing; a slice of op(B) as stored, one chunk of it packed; C's column
+  // block; the epilogue.
   const aPacked = 0;
-  const aRaw = aPacked + mPad * k;
+  const aRaw = aPacked + (q.constA ? 0 : mPad * k);
   const bRaw = aRaw + (q.transA ? kcMax * mPad : Math.min(SMC, mPad) * k);
   const bPacked = bRaw + kcMax * ncBlock;
   const cBase = bPacked + kcMax * nbMax;
@@ -561,10 +567,8 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
   const epiBase = cBase + mPad * ncBlock;
   const epiStride = SMC + 2;
   const bytes = (epiBase + (inKernel ? Math.ceil(m / SMC) * epiStride : 0)) * 4;
-  if (s.memory.buffer.byteLength < bytes) {
-    s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
-    s.heap = new Float32Array(s.memory.buffer);
-  }
+  reserveScratch(s, bytes);
+  const aAt = q.constA ? cachedPackedA(q, s, aRaw) : aPacked;
   const heap = s.heap;
   if (inKernel) {
     const { bias, biasOffset, lo, hi } = q.epi!;
@@ -574,7 +578,7 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
       for (let i = 0; i < SMC; i++) heap[at + 2 + i] = bias === null || ic + i >= m ? 0 : bias[biasOffset + ic + i];
     }
   }
-  packSimdA(q, s, aRaw, aPacked);
+  if (!q.constA) packSimdA(q, s, aRaw, aPacked);
   for (let jc = 0; jc < n; jc += ncBlock) {
     const nc = Math.min(ncBlock, n - jc);
     const ncPad = roundUp(nc, SC);
@@ -596,7 +600,7 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
         (transB ? s.packBT : s.packB)(kc, nbPad, src, ld * 4, bPacked * 4);
         for (let ic = 0; ic < m; ic += SMC) {
           const mcPad = roundUp(Math.min(SMC, m - ic), SR);
-          const aPtr = (aPacked + mPad * pc + ic * kc) * 4;
+          const aPtr = (aAt + mPad * pc + ic * kc) * 4;
           const cPtr = (cBase + ic * ncPad + jb) * 4;
           const epi = inKernel && pc + kc === k ? (epiBase + (ic / SMC) * epiStride) * 4 : 0;
           s.block(mcPad, nbPad, kc, aPtr, bPacked * 4, cPtr, ncPad * 4, pc > 0 ? 1 : 0, epi);
@@ -609,6 +613,76 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
       if (q.epi !== null && !inKernel) finishRow(c, dst, c, dst, nc, q.epi, i);
     }
   }
+}
+
+/** Wasm memory of at least `bytes`, the view renewed when it grows. */
+function ensureMemory(s: SimdKernel, bytes: number): void {
+  if (s.memory.buffer.byteLength < bytes) {
+    s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
+    s.heap = new Float32Array(s.memory.buffer);
+  }
+}
+
+/** Most floats of packed constant A kept in wasm memory between calls (128 MiB). */
+export const PACKED_A_CACHE_FLOATS: number = 1 << 25;
+
+/**
+ * Packed constant A (see {@linkcode GemmArgs.constantA}) above the scratch of a call: per array, the float offset
+ * of each packing by `aOffset, m, k, lda, transA`. Entries are appended from `base` (floats) to `top`; when the
+ * scratch outgrows `base`, or the cache would exceed its bound, it is emptied and filled again.
+ */
+const packedCache = {
+  base: 0,
+  top: 0,
+  entries: new WeakMap<FloatArray, Map<string, number>>(),
+};
+
+function clearPackedCache(base: number): void {
+  packedCache.base = base;
+  packedCache.top = base;
+  packedCache.entries = new WeakMap();
+}
+
+/** Scratch of `bytes` at the start of wasm memory: packed constants held above it move (the cache is emptied). */
+function reserveScratch(s: SimdKernel, bytes: number): void {
+  if (bytes > packedCache.base * 4) clearPackedCache(Math.ceil(bytes / 65536) * 16384);
+  ensureMemory(s, bytes);
+}
+
+/** Float offset in wasm memory of op(A) packed as `packSimdA` packs it, packed now (staged at `raw`) if not cached. */
+function cachedPackedA(q: Problem, s: SimdKernel, raw: number): number {
+  const floats = roundUp(q.m, s.rows) * q.k;
+  const key = `${q.aOff},${q.m},${q.k},${q.lda},${+q.transA}`;
+  const hit = packedCache.entries.get(q.a)?.get(key);
+  if (hit !== undefined) return hit;
+  if (packedCache.top + floats - packedCache.base > PACKED_A_CACHE_FLOATS) clearPackedCache(packedCache.base);
+  const at = packedCache.top;
+  ensureMemory(s, (at + floats) * 4);
+  packSimdA(q, s, raw, at);
+  packedCache.top = at + floats;
+  let perArray = packedCache.entries.get(q.a);
+  if (perArray === undefined) packedCache.entries.set(q.a, perArray = new Map());
+  perArray.set(key, at);
+  return at;
+}
+
+/**
+ * Forget the packed constant matrices kept between {@linkcode gemm} calls (see {@linkcode GemmArgs.constantA}) and
+ * the WebAssembly memory holding them, which the next float32 call allocates afresh.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gemm, releasePackedA } from "./gemm_kernel.ts";
+ * const c = new Float32Array(1);
+ * gemm({ m: 1, n: 1, k: 1, a: new Float32Array([2]), b: new Float32Array([3]), c, constantA: true });
+ * releasePackedA();
+ * assert.deepEqual([...c], [6]);
+ * ```
+ */
+export function releasePackedA(): void {
+  clearPackedCache(0);
+  if (simdInstance) simdInstance = undefined;
 }
 
 /**
@@ -744,6 +818,8 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     beta,
     // The epilogue's bias (one per row of C) is staged after C.
     epi: epilogue === 1 ? { bias: view(cBytes, cOffset + roundUp8(m * n * cBytes), m), biasOffset: 0, lo, hi } : null,
+    // The arena is staged afresh per call: nothing to keep.
+    constA: false,
   };
   return { params: [...params], problem };
 }

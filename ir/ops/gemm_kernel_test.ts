@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { float32GemmKernel, gemm, matVecF32 } from "./gemm_kernel.ts";
+import { float32GemmKernel, gemm, type GemmArgs, matVecF32, releasePackedA } from "./gemm_kernel.ts";
 import {
   ARENA_MAX_BYTES,
   releasePool,
@@ -352,4 +352,45 @@ Deno.test("float32 gemm() with A too tall to pack at once (blocks of rows) equal
   } finally {
     setThreadCount(before);
   }
+});
+
+Deno.test("gemm() with constantA keeps A packed between calls and equals the uncached product bit for bit", () => {
+  const rnd = random(11);
+  const [m, n, k] = [13, 40, 300];
+  const a = Float32Array.from({ length: 5 + m * k }, rnd);
+  const at = Float32Array.from({ length: k * m }, rnd);
+  const b = Float32Array.from({ length: k * n }, rnd);
+  const cases: Omit<GemmArgs, "c">[] = [
+    { m, n, k, a, aOffset: 5, b },
+    { m: 6, n, k, a, aOffset: 5 + 7 * k, b }, // another block of the same array
+    { m, n, k, a: at, transA: true, b, epilogue: { bias: a, biasOffset: 0, lo: -0.5, hi: 0.5 } },
+  ];
+  const product = (args: Omit<GemmArgs, "c">, constantA: boolean): Float32Array => {
+    const c = new Float32Array(args.m * n);
+    gemm({ ...args, c, constantA });
+    return c;
+  };
+  releasePackedA();
+  const want = cases.map((args) => product(args, false));
+  for (let round = 0; round < 2; round++) {
+    cases.forEach((args, i) => assert.deepEqual(product(args, true), want[i]));
+    // A product with more scratch than before moves the cache (emptied, then filled again).
+    const big = 300 * (round + 2);
+    gemm({
+      m: big,
+      n: big,
+      k: big,
+      a: new Float32Array(big * big),
+      b: new Float32Array(big * big),
+      c: new Float32Array(big * big),
+    });
+  }
+  // The cache is really used: A changed behind its back still gives the packed product, until released.
+  cases.forEach((args) => product(args, true));
+  a[5] += 1;
+  assert.deepEqual(product(cases[0], true), want[0]);
+  releasePackedA();
+  const changed = product(cases[0], false);
+  assert.notDeepEqual(changed, want[0]);
+  assert.deepEqual(product(cases[0], true), changed);
 });
