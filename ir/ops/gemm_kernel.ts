@@ -9,6 +9,7 @@
  */
 
 import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
+import type { WindowGeometry } from "./conv_kernels.ts";
 import { gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
 
 /** Element storage the kernel reads and writes. */
@@ -149,6 +150,7 @@ export function gemm(args: GemmArgs): void {
     beta: args.beta ?? 0,
     epi: args.epilogue ?? null,
     constA: args.constantA ?? false,
+    im2col: null,
   };
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || p.alpha === 0) {
@@ -231,6 +233,8 @@ interface Problem {
   epi: Epilogue | null;
   /** A's storage never changes (see {@linkcode GemmArgs.constantA}). */
   constA: boolean;
+  /** B is this im2col matrix, made slice by slice in wasm memory (`b` unused), or null. */
+  im2col: Im2colSource | null;
 }
 
 /** Rows `i0..i1` x columns `j0..j1` of C given the epilogue (bias, clamp) in place, when there is one. */
@@ -492,6 +496,8 @@ interface SimdKernel {
   packAT: Pack;
   /** `(rows, k, aPtr, xPtr, yPtr)`: float32 dot products of contiguous rows with one vector. */
   dots: (rows: number, k: number, a: number, x: number, y: number) => void;
+  /** `(src, dst, oh, ow, cols, H, W, Wo, sh, sw, ihOff, iwOff)`: one row of an im2col matrix; see `wasm_gemm.ts`. */
+  im2colRow: (...args: number[]) => void;
 }
 
 /** Instantiated on first use; null without WebAssembly SIMD (the JavaScript kernel then serves float32 too). */
@@ -533,7 +539,9 @@ function createSimd(): SimdKernel | null {
       instance.exports[f] as Pack
     );
     const dots = instance.exports.dots as SimdKernel["dots"];
-    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT, packA, packAT, dots };
+    const im2colRow = instance.exports.im2colRow as SimdKernel["im2colRow"];
+    const heap = new Float32Array(memory.buffer);
+    return { rows, fused, memory, heap, block, packB, packBT, packA, packAT, dots, im2colRow };
   }
   return null;
 }
@@ -566,7 +574,9 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
   const inKernel = q.epi !== null && alpha === 1 && beta === 0;
   const epiBase = cBase + mPad * ncBlock;
   const epiStride = SMC + 2;
-  const bytes = (epiBase + (inKernel ? Math.ceil(m / SMC) * epiStride : 0)) * 4;
+  // The im2col source's image, when B is made from it.
+  const xRaw = epiBase + (inKernel ? Math.ceil(m / SMC) * epiStride : 0);
+  const bytes = (xRaw + (q.im2col === null ? 0 : imageFloats(q.im2col))) * 4;
   reserveScratch(s, bytes);
   const aAt = q.constA ? cachedPackedA(q, s, aRaw) : aPacked;
   const heap = s.heap;
@@ -579,6 +589,9 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
     }
   }
   if (!q.constA) packSimdA(q, s, aRaw, aPacked);
+  if (q.im2col !== null) {
+    heap.set(q.im2col.x.subarray(q.im2col.xOffset, q.im2col.xOffset + imageFloats(q.im2col)), xRaw);
+  }
   for (let jc = 0; jc < n; jc += ncBlock) {
     const nc = Math.min(ncBlock, n - jc);
     const ncPad = roundUp(nc, SC);
@@ -590,7 +603,8 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
         stageRows(heap, bRaw, b, bOff + jc * ldb + pc, ldb, nc, kc, ld);
         heap.fill(0, bRaw + nc * ld, bRaw + ncPad * ld);
       } else {
-        stageRows(heap, bRaw, b, bOff + pc * ldb + jc, ldb, kc, nc, ld);
+        if (q.im2col === null) stageRows(heap, bRaw, b, bOff + pc * ldb + jc, ldb, kc, nc, ld);
+        else im2colRows(s, q.im2col, xRaw, pc, kc, jc, nc, bRaw, ld);
         if (nc < ncPad) { for (let p = 0; p < kc; p++) heap.fill(0, bRaw + p * ld + nc, bRaw + (p + 1) * ld); }
       }
       // In chunks of columns small enough that packing and multiplying stay in the L2 cache.
@@ -685,6 +699,154 @@ export function releasePackedA(): void {
   if (simdInstance) simdInstance = undefined;
 }
 
+/** B of {@linkcode gemmIm2colF32}: the im2col matrix of one image's channels (2-D), never stored. */
+export interface Im2colSource extends WindowGeometry {
+  /** Input storage, `[channels, ...inShape]` from `xOffset`. */
+  x: Float32Array;
+  /** Index of the first channel's first element. */
+  xOffset: number;
+  /** Input channels: B has `channels * kernel[0] * kernel[1]` rows, row `(c * KH + ky) * KW + kx`. */
+  channels: number;
+  /** Output position (row-major over `outShape`) of B's column 0. */
+  p0: number;
+}
+
+const imageFloats = (src: Im2colSource): number => src.channels * src.inShape[0] * src.inShape[1];
+
+/**
+ * Rows `r0..r0+rows` of the im2col matrix, columns `j0..j0+cols`, to wasm memory at `dst` (floats, row stride `ld`),
+ * from the image staged at `xAt`: one call of the kernel's `im2colRow` per row.
+ */
+function im2colRows(
+  s: SimdKernel,
+  src: Im2colSource,
+  xAt: number,
+  r0: number,
+  rows: number,
+  j0: number,
+  cols: number,
+  dst: number,
+  ld: number,
+): void {
+  const [H, W] = src.inShape;
+  const Wo = src.outShape[1];
+  const [KH, KW] = src.kernel;
+  const [sh, sw] = src.strides;
+  const [dh, dw] = src.dilations;
+  const [ph, pw] = src.padsBegin;
+  const q0 = src.p0 + j0;
+  const oh = Math.floor(q0 / Wo);
+  const ow = q0 - oh * Wo;
+  for (let r = r0; r < r0 + rows; r++) {
+    const c = Math.floor(r / (KH * KW));
+    const ky = Math.floor((r - c * KH * KW) / KW);
+    const kx = r - (c * KH + ky) * KW;
+    const from = (xAt + c * H * W) * 4;
+    s.im2colRow(from, (dst + (r - r0) * ld) * 4, oh, ow, cols, H, W, Wo, sh, sw, ky * dh - ph, kx * dw - pw);
+  }
+}
+
+/** Operands of {@linkcode gemmIm2colF32}: a float32 {@linkcode GemmArgs} whose B is an im2col matrix. */
+export type Im2colGemmArgs = Omit<GemmArgs, "a" | "b" | "bOffset" | "ldb" | "transB" | "c" | "float64Accumulation"> & {
+  /** Storage of A (`m x k`, or `k x m` when `transA`). */
+  a: Float32Array;
+  /** Storage of C. */
+  c: Float32Array;
+  /** B, `k x n`: columns `p0..p0+n` of this source's im2col matrix (`k` its row count). */
+  im2col: Im2colSource;
+};
+
+/**
+ * {@linkcode gemm} on float32 operands whose B is the im2col matrix of an
+ * image (a convolution), each slice of B made by WebAssembly straight into the
+ * kernel's staging area instead of stored and copied: the same products in
+ * the same order as `gemm` on the stored matrix, so bit-identical to it.
+ * Returns false (nothing done) where WebAssembly SIMD is unavailable or the
+ * product is large enough for `gemm` to share it with the worker pool; the
+ * caller then stores B (see {@linkcode im2colF32}) and calls `gemm`.
+ *
+ * @param args Shapes and operands.
+ * @returns Whether C was computed.
+ *
+ * @example A 1-channel 3x3 image, 2x2 kernel of ones
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gemmIm2colF32 } from "./gemm_kernel.ts";
+ * const c = new Float32Array(4);
+ * const im2col = {
+ *   x: new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, 9]), xOffset: 0, channels: 1, p0: 0,
+ *   inShape: [3, 3], outShape: [2, 2], kernel: [2, 2], strides: [1, 1], dilations: [1, 1], padsBegin: [0, 0],
+ * };
+ * if (gemmIm2colF32({ m: 1, n: 4, k: 4, a: new Float32Array([1, 1, 1, 1]), c, im2col })) {
+ *   assert.deepEqual([...c], [12, 16, 24, 28]);
+ * }
+ * ```
+ */
+export function gemmIm2colF32(args: Im2colGemmArgs): boolean {
+  const { m, n, k } = args;
+  const s = simdKernel();
+  if (s === null || worthSplitting(m, n, k)) return false;
+  const transA = args.transA ?? false;
+  const q: Problem = {
+    m,
+    n,
+    k,
+    a: args.a,
+    aOff: args.aOffset ?? 0,
+    lda: args.lda ?? (transA ? m : k),
+    transA,
+    b: args.c, // unused: B comes from im2col
+    bOff: 0,
+    ldb: n,
+    transB: false,
+    c: args.c,
+    cOff: args.cOffset ?? 0,
+    ldc: args.ldc ?? n,
+    alpha: args.alpha ?? 1,
+    beta: args.beta ?? 0,
+    epi: args.epilogue ?? null,
+    constA: args.constantA ?? false,
+    im2col: args.im2col,
+  };
+  if (m > 0 && n > 0) gemmSimd(q, s);
+  return true;
+}
+
+/**
+ * Columns `p0..p0+len` of the im2col matrix of `src` (float32, 2-D), made by
+ * WebAssembly, to `out` from `outOffset` (row-major, `len` per row). Returns
+ * false (nothing written) where WebAssembly SIMD is unavailable.
+ *
+ * @param src The image and window geometry (`src.p0`: the first column).
+ * @param len Columns.
+ * @param out Destination storage.
+ * @param outOffset Index of the first element written.
+ * @returns Whether the matrix was written.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { im2colF32 } from "./gemm_kernel.ts";
+ * const out = new Float32Array(4);
+ * const src = {
+ *   x: new Float32Array([1, 2, 3]), xOffset: 0, channels: 1, p0: 0,
+ *   inShape: [1, 3], outShape: [1, 4], kernel: [1, 1], strides: [1, 1], dilations: [1, 1], padsBegin: [0, 1],
+ * };
+ * if (im2colF32(src, 4, out, 0)) assert.deepEqual([...out], [0, 1, 2, 3]);
+ * ```
+ */
+export function im2colF32(src: Im2colSource, len: number, out: Float32Array, outOffset: number): boolean {
+  const s = simdKernel();
+  if (s === null) return false;
+  const rows = src.channels * src.kernel[0] * src.kernel[1];
+  const image = imageFloats(src);
+  reserveScratch(s, (image + rows * len) * 4);
+  s.heap.set(src.x.subarray(src.xOffset, src.xOffset + image), 0);
+  im2colRows(s, src, 0, 0, rows, 0, len, image, len);
+  out.set(s.heap.subarray(image, image + rows * len), outOffset);
+  return true;
+}
+
 /**
  * All of op(A) packed into the kernel's panels at `packed` (floats): reduction slice `pc..pc+kc` at
  * `packed + mPad * pc`, panels of {@linkcode SimdKernel.rows} rows in it. Staged as stored at `raw` first: A in
@@ -743,6 +905,12 @@ const PARALLEL_MIN_MACS = 1 << 21;
 const PARALLEL_MIN_MACS_PER_FLOAT = 32;
 /** Parts per thread: more than one lets a thread that finishes early (on a busy machine) take over the rest. */
 const PARTS_PER_THREAD = 2;
+
+/** Whether an `m x k` by `k x n` product is worth sharing with the worker pool (and a pool is configured). */
+function worthSplitting(m: number, n: number, k: number): boolean {
+  const staged = m * k + k * n + m * n;
+  return threadCount() >= 2 && m * n * k >= PARALLEL_MIN_MACS && m * n * k >= PARALLEL_MIN_MACS_PER_FLOAT * staged;
+}
 
 /** Rows (or columns) `lo..hi` of C's extent split into `parts` whole tiles of `unit`. */
 function partRange(part: number, parts: number, extent: number, unit: number): [number, number] {
@@ -820,6 +988,7 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     epi: epilogue === 1 ? { bias: view(cBytes, cOffset + roundUp8(m * n * cBytes), m), biasOffset: 0, lo, hi } : null,
     // The arena is staged afresh per call: nothing to keep.
     constA: false,
+    im2col: null,
   };
   return { params: [...params], problem };
 }
@@ -872,8 +1041,7 @@ export const gemmPartTask: ParallelTask = {
 function gemmParallel(q: Problem, simd: boolean): boolean {
   const { m, n, k } = q;
   const threads = threadCount();
-  const staged = m * k + k * n + m * n;
-  if (threads < 2 || m * n * k < PARALLEL_MIN_MACS || m * n * k < PARALLEL_MIN_MACS_PER_FLOAT * staged) return false;
+  if (!worthSplitting(m, n, k)) return false;
   const byRows = m >= n;
   const unit = byRows ? (simd ? SIMD_ROWS : MR) : (simd ? SC : NR);
   const parts = Math.min(Math.ceil((byRows ? m : n) / unit), threads * PARTS_PER_THREAD, MAX_PARTS);
