@@ -761,9 +761,9 @@ export type Im2colGemmArgs = Omit<GemmArgs, "a" | "b" | "bOffset" | "ldb" | "tra
  * image (a convolution), each slice of B made by WebAssembly straight into the
  * kernel's staging area instead of stored and copied: the same products in
  * the same order as `gemm` on the stored matrix, so bit-identical to it.
- * Returns false (nothing done) where WebAssembly SIMD is unavailable or the
- * product is large enough for `gemm` to share it with the worker pool; the
- * caller then stores B (see {@linkcode im2colF32}) and calls `gemm`.
+ * Shared with the worker pool as `gemm` would share it, the image (not B)
+ * staged for the workers. Returns false (nothing done) where WebAssembly SIMD
+ * is unavailable; the caller then stores B and calls `gemm`.
  *
  * @param args Shapes and operands.
  * @returns Whether C was computed.
@@ -785,7 +785,7 @@ export type Im2colGemmArgs = Omit<GemmArgs, "a" | "b" | "bOffset" | "ldb" | "tra
 export function gemmIm2colF32(args: Im2colGemmArgs): boolean {
   const { m, n, k } = args;
   const s = simdKernel();
-  if (s === null || worthSplitting(m, n, k)) return false;
+  if (s === null) return false;
   const transA = args.transA ?? false;
   const q: Problem = {
     m,
@@ -808,7 +808,7 @@ export function gemmIm2colF32(args: Im2colGemmArgs): boolean {
     constA: args.constantA ?? false,
     im2col: args.im2col,
   };
-  if (m > 0 && n > 0) gemmSimd(q, s);
+  if (m > 0 && n > 0 && !gemmParallel(q, true)) gemmSimd(q, s);
   return true;
 }
 
@@ -927,7 +927,8 @@ function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Proble
     const epi = q.epi === null ? null : { ...q.epi, biasOffset: q.epi.biasOffset + lo };
     return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc, epi };
   }
-  return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo };
+  const im2col = q.im2col === null ? null : { ...q.im2col, p0: q.im2col.p0 + lo };
+  return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo, im2col };
 }
 
 /**
@@ -954,9 +955,22 @@ function stageRows(
 const elementBytes = (x: FloatArray): number => x.BYTES_PER_ELEMENT;
 const roundUp8 = (bytes: number): number => Math.ceil(bytes / 8) * 8;
 
+/** Index in a staged problem's parameters of the im2col flag and geometry (see {@linkcode im2colParams}). */
+const IM2COL_PARAMS = 17;
+
+/** `[1, channels, H, W, Ho, Wo, KH, KW, sh, sw, dh, dw, ph, pw, p0]`, or `[0]` without a source. */
+function im2colParams(src: Im2colSource | null): number[] {
+  if (src === null) return [0];
+  const g = [src.inShape, src.outShape, src.kernel, src.strides, src.dilations, src.padsBegin].flat();
+  return [1, src.channels, ...g, src.p0];
+}
+
 /** Layout of a problem staged densely in a worker arena: op(A), op(B) as stored, then C (`m x n`), each in its own type. */
 interface Staging {
-  /** `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes, epilogue, lo, hi]`. */
+  /**
+   * `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes, epilogue, lo, hi]`,
+   * then {@linkcode im2colParams}.
+   */
   params: number[];
   problem: Problem;
 }
@@ -966,7 +980,10 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
   const view = (bytes: number, offset: number, length: number): FloatArray =>
     bytes === 8 ? new Float64Array(arena, offset, length) : new Float32Array(arena, offset, length);
   const bOffset = roundUp8(m * k * aBytes);
-  const cOffset = bOffset + roundUp8(k * n * bBytes);
+  // B staged as its im2col source's image (float32), when it has one.
+  const [hasIm2col, channels, H, W, Ho, Wo, KH, KW, sh, sw, dh, dw, ph, pw, p0] = params.slice(IM2COL_PARAMS);
+  const bFloats = hasIm2col === 1 ? channels * H * W : k * n;
+  const cOffset = bOffset + roundUp8(bFloats * bBytes);
   const problem: Problem = {
     m,
     n,
@@ -975,7 +992,7 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     aOff: 0,
     lda: transA ? m : k,
     transA: transA === 1,
-    b: view(bBytes, bOffset, k * n),
+    b: view(bBytes, bOffset, bFloats),
     bOff: 0,
     ldb: transB ? k : n,
     transB: transB === 1,
@@ -988,7 +1005,18 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     epi: epilogue === 1 ? { bias: view(cBytes, cOffset + roundUp8(m * n * cBytes), m), biasOffset: 0, lo, hi } : null,
     // The arena is staged afresh per call: nothing to keep.
     constA: false,
-    im2col: null,
+    im2col: hasIm2col !== 1 ? null : {
+      x: new Float32Array(arena, bOffset, bFloats),
+      xOffset: 0,
+      channels,
+      inShape: [H, W],
+      outShape: [Ho, Wo],
+      kernel: [KH, KW],
+      strides: [sh, sw],
+      dilations: [dh, dw],
+      padsBegin: [ph, pw],
+      p0,
+    },
   };
   return { params: [...params], problem };
 }
@@ -1046,12 +1074,15 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
   const unit = byRows ? (simd ? SIMD_ROWS : MR) : (simd ? SC : NR);
   const parts = Math.min(Math.ceil((byRows ? m : n) / unit), threads * PARTS_PER_THREAD, MAX_PARTS);
   if (parts < 2) return false;
-  const [aBytes, bBytes, cBytes] = [elementBytes(q.a), elementBytes(q.b), elementBytes(q.c)];
+  const src = q.im2col;
+  const [aBytes, bBytes, cBytes] = [elementBytes(q.a), src === null ? elementBytes(q.b) : 4, elementBytes(q.c)];
   const extent = byRows ? m : n;
   const epiBytes = q.epi === null ? 0 : m * cBytes;
-  const bytes = roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + roundUp8(m * n * cBytes) + epiBytes;
+  const bFloats = src === null ? k * n : imageFloats(src);
+  const bytes = roundUp8(m * k * aBytes) + roundUp8(bFloats * bBytes) + roundUp8(m * n * cBytes) + epiBytes;
   const limit = arenaLimitBytes();
   if (bytes > limit) {
+    if (src !== null) return false; // the image is not split in slabs: one thread
     // Slabs of whole rows (or columns) of C whose staging fits the arena, each shared out in turn.
     const shared = byRows ? k * n * bBytes : m * k * aBytes;
     const perLine = byRows ? k * aBytes + n * cBytes + (q.epi === null ? 0 : cBytes) : k * bBytes + m * cBytes;
@@ -1065,12 +1096,13 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
   }
   const epi = q.epi;
   const params = [m, n, k, +q.transA, +q.transB, +byRows, parts, unit, q.alpha, q.beta, +simd, aBytes, bBytes, cBytes];
-  params.push(epi === null ? 0 : 1, epi?.lo ?? 0, epi?.hi ?? 0);
+  params.push(epi === null ? 0 : 1, epi?.lo ?? 0, epi?.hi ?? 0, ...im2colParams(src));
   const arena = parallelArena(bytes);
   if (arena === null) return false;
   const t = staging(params, arena).problem;
   stageRows(t.a, 0, q.a, q.aOff, q.lda, q.transA ? k : m, q.transA ? m : k);
-  stageRows(t.b, 0, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
+  if (src !== null) t.b.set(src.x.subarray(src.xOffset, src.xOffset + bFloats));
+  else stageRows(t.b, 0, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
   if (q.beta !== 0) stageRows(t.c, 0, q.c, q.cOff, q.ldc, m, n);
   if (epi !== null) {
     if (epi.bias === null) t.epi!.bias!.fill(0);

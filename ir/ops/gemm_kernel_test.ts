@@ -535,42 +535,45 @@ Deno.test("gemmIm2colF32() equals gemm() on the stored im2col matrix bit for bit
   }
 });
 
-Deno.test("convolve() (float32, 2-D) is bit-identical on 1 thread (im2col in the GEMM) and 2 (im2col stored, GEMM split)", async () => {
+Deno.test("convolve() (float32, 2-D, im2col in the GEMM) is bit-identical on 1 thread and 2 (image staged for the worker)", async () => {
   const before = threadCount();
   setThreadCount(2);
   try {
     assert.equal(await startWorkers(), 1);
     const rnd = random(14);
-    const [cin, cout, H, W] = [32, 64, 32, 32];
-    const x = Float32Array.from({ length: cin * H * W }, rnd);
-    const w = Float32Array.from({ length: cout * cin * 9 }, rnd);
-    const bias = Float32Array.from({ length: cout }, rnd);
-    const geometry = {
-      inShape: [H, W],
-      outShape: [H, W],
-      kernel: [3, 3],
-      strides: [1, 1],
-      dilations: [1, 1],
-      padsBegin: [1, 1],
-    };
-    const run = (threads: number): Float32Array => {
-      setThreadCount(threads);
-      const y = new Float32Array(cout * H * W);
-      convolve({ x, w, bias, y, batch: 1, inChannels: cin, outChannels: cout, group: 1, ...geometry });
-      return y;
-    };
-    const parts = workerPartCount();
-    const single = run(1);
-    assert.equal(workerPartCount(), parts);
-    assert.deepEqual(run(2), single);
-    assert.ok(workerPartCount() > parts, "the 2-thread convolution was not split");
-    // Both equal gemm() on the im2col matrix by definition.
-    const want = new Float32Array(cout * H * W);
-    const b = naiveIm2col({ ...geometry, x, xOffset: 0, channels: cin, p0: 0 }, H * W);
-    setThreadCount(1);
-    const epilogue = { bias, biasOffset: 0, lo: -Infinity, hi: Infinity };
-    gemm({ m: cout, n: H * W, k: cin * 9, a: w, b, c: want, epilogue });
-    assert.deepEqual(single, want);
+    // Split by columns (output positions) and, stride 2, by rows (output channels).
+    for (const [cin, cout, H, stride] of [[32, 64, 32, 1], [64, 128, 16, 2]]) {
+      const Ho = H / stride;
+      const x = Float32Array.from({ length: cin * H * H }, rnd);
+      const w = Float32Array.from({ length: cout * cin * 9 }, rnd);
+      const bias = Float32Array.from({ length: cout }, rnd);
+      const geometry = {
+        inShape: [H, H],
+        outShape: [Ho, Ho],
+        kernel: [3, 3],
+        strides: [stride, stride],
+        dilations: [1, 1],
+        padsBegin: [1, 1],
+      };
+      const run = (threads: number): Float32Array => {
+        setThreadCount(threads);
+        const y = new Float32Array(cout * Ho * Ho);
+        convolve({ x, w, bias, y, batch: 1, inChannels: cin, outChannels: cout, group: 1, ...geometry });
+        return y;
+      };
+      const parts = workerPartCount();
+      const single = run(1);
+      assert.equal(workerPartCount(), parts);
+      assert.deepEqual(run(2), single);
+      assert.ok(workerPartCount() > parts, "the 2-thread convolution was not split");
+      // Both equal gemm() on the im2col matrix by definition.
+      const want = new Float32Array(cout * Ho * Ho);
+      const b = naiveIm2col({ ...geometry, x, xOffset: 0, channels: cin, p0: 0 }, Ho * Ho);
+      setThreadCount(1);
+      const epilogue = { bias, biasOffset: 0, lo: -Infinity, hi: Infinity };
+      gemm({ m: cout, n: Ho * Ho, k: cin * 9, a: w, b, c: want, epilogue });
+      assert.deepEqual(single, want);
+    }
   } finally {
     setThreadCount(before);
     releasePool();
