@@ -6,7 +6,7 @@
  * @module
  */
 import { lazyWasm } from "./common.ts";
-import { type FloatArray, gemm, matVecF32 } from "./gemm_kernel.ts";
+import { type FloatArray, gemm, gemmIm2colF32, im2colF32, matVecF32 } from "./gemm_kernel.ts";
 import { DEPTHWISE_HEADER, DEPTHWISE_TAP_OFFSETS, depthwiseModuleBytes } from "./wasm_depthwise.ts";
 
 /** Where a sliding window visits along each spatial axis (ONNX Conv/Pool attributes, pads resolved). */
@@ -48,6 +48,8 @@ export interface ConvArgs extends WindowGeometry {
    * following Relu (`[0, Infinity]`) or Clip computed in the same pass. Default: none.
    */
   clamp?: readonly [number, number];
+  /** `w` is never written while it is alive (a model's weights): the GEMM may keep it packed between calls. */
+  constantWeights?: boolean;
 }
 
 /** Elements of the im2col / col2im scratch matrix per GEMM call; larger images are processed in column chunks. */
@@ -126,6 +128,7 @@ export function convolve(args: ConvArgs): void {
       for (let g = 0; g < group; g++) {
         const xOff = (n * inChannels + g * cinG) * spatialIn;
         const yOff = (n * outChannels + g * coutG) * spatialOut;
+        if (!pointwise && spatialOut > 1 && im2colGemm(args, geom, xOff, g, yOff, lo, hi)) continue;
         for (let p0 = 0; p0 < spatialOut; p0 += chunk) {
           const len = Math.min(chunk, spatialOut - p0);
           if (len === 1 && spatialOut === 1) {
@@ -147,6 +150,7 @@ export function convolve(args: ConvArgs): void {
           }
           // Bias and clamp applied as the GEMM writes its result.
           const epilogue = { bias: args.bias, biasOffset: g * coutG, lo, hi };
+          const constantA = args.constantWeights ?? false;
           if (pointwise) {
             gemm({
               m: coutG,
@@ -161,6 +165,7 @@ export function convolve(args: ConvArgs): void {
               cOffset: yOff + p0,
               ldc: spatialOut,
               epilogue,
+              constantA,
             });
             continue;
           }
@@ -176,6 +181,7 @@ export function convolve(args: ConvArgs): void {
             cOffset: yOff + p0,
             ldc: spatialOut,
             epilogue,
+            constantA,
           });
         }
       }
@@ -187,6 +193,39 @@ export function convolve(args: ConvArgs): void {
       }
     }
   }
+}
+
+/**
+ * One image and group of a float32 2-D convolution as one GEMM whose B, the im2col matrix, is made in wasm memory
+ * slice by slice ({@linkcode gemmIm2colF32}); false (nothing done) where that does not apply.
+ */
+function im2colGemm(
+  args: ConvArgs,
+  geom: WindowGeometry,
+  xOff: number,
+  g: number,
+  yOff: number,
+  lo: number,
+  hi: number,
+): boolean {
+  const { x, w, y } = args;
+  if (geom.inShape.length !== 2 || !(x instanceof Float32Array && w instanceof Float32Array)) return false;
+  if (!(y instanceof Float32Array)) return false;
+  const cinG = args.inChannels / args.group;
+  const coutG = args.outChannels / args.group;
+  const kg = cinG * geom.kernel[0] * geom.kernel[1];
+  return gemmIm2colF32({
+    m: coutG,
+    n: geom.outShape[0] * geom.outShape[1],
+    k: kg,
+    a: w,
+    aOffset: g * coutG * kg,
+    c: y,
+    cOffset: yOff,
+    epilogue: { bias: args.bias, biasOffset: g * coutG, lo, hi },
+    constantA: args.constantWeights ?? false,
+    im2col: { ...geom, x, xOffset: xOff, channels: cinG, p0: 0 },
+  });
 }
 
 /** `y[off..off+count]` clamped to `[lo, hi]` in place (as Clip: `t = v < lo ? lo : v`, then `t > hi ? hi : t`). */
@@ -294,6 +333,12 @@ function im2col(
   col: FloatArray,
 ): void {
   if (g.inShape.length !== 2) return im2colNd(x, xOff, channels, g, p0, len, col);
+  if (
+    x instanceof Float32Array && col instanceof Float32Array &&
+    im2colF32({ ...g, x, xOffset: xOff, channels, p0 }, len, col, 0)
+  ) {
+    return;
+  }
   const [H, W] = g.inShape;
   const Wo = g.outShape[1];
   const [KH, KW] = g.kernel;

@@ -9,6 +9,7 @@
  */
 
 import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
+import type { WindowGeometry } from "./conv_kernels.ts";
 import { gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
 
 /** Element storage the kernel reads and writes. */
@@ -58,6 +59,12 @@ export interface GemmArgs {
    * bias and Relu or Clip; float32 C rounds the sum with the bias before clamping).
    */
   epilogue?: Epilogue;
+  /**
+   * A's storage is never written while it is alive (a model's weights): the float32 SIMD kernel then keeps A's
+   * packed panels between calls, keyed by the array, offset and shape (at most {@linkcode PACKED_A_CACHE_FLOATS}
+   * floats; see {@linkcode releasePackedA}). Results are the same as without it.
+   */
+  constantA?: boolean;
 }
 
 /** Per-row bias and clamping of {@linkcode GemmArgs.epilogue}. */
@@ -142,6 +149,8 @@ export function gemm(args: GemmArgs): void {
     alpha: args.alpha ?? 1,
     beta: args.beta ?? 0,
     epi: args.epilogue ?? null,
+    constA: args.constantA ?? false,
+    im2col: null,
   };
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || p.alpha === 0) {
@@ -195,11 +204,7 @@ export function matVecF32(
   // Wasm memory in floats: the vector, the rows, the results.
   const [xBase, aBase] = [0, roundUp(k, 4)];
   const yBase = aBase + roundUp(rows * k, 4);
-  const bytes = (yBase + rows) * 4;
-  if (s.memory.buffer.byteLength < bytes) {
-    s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
-    s.heap = new Float32Array(s.memory.buffer);
-  }
+  reserveScratch(s, (yBase + rows) * 4);
   s.heap.set(x.subarray(xOffset, xOffset + k), xBase);
   s.heap.set(a.subarray(aOffset, aOffset + rows * k), aBase);
   s.dots(rows, k, aBase * 4, xBase * 4, yBase * 4);
@@ -226,6 +231,10 @@ interface Problem {
   alpha: number;
   beta: number;
   epi: Epilogue | null;
+  /** A's storage never changes (see {@linkcode GemmArgs.constantA}). */
+  constA: boolean;
+  /** B is this im2col matrix, made slice by slice in wasm memory (`b` unused), or null. */
+  im2col: Im2colSource | null;
 }
 
 /** Rows `i0..i1` x columns `j0..j1` of C given the epilogue (bias, clamp) in place, when there is one. */
@@ -487,6 +496,8 @@ interface SimdKernel {
   packAT: Pack;
   /** `(rows, k, aPtr, xPtr, yPtr)`: float32 dot products of contiguous rows with one vector. */
   dots: (rows: number, k: number, a: number, x: number, y: number) => void;
+  /** `(src, dst, oh, ow, cols, H, W, Wo, sh, sw, ihOff, iwOff)`: one row of an im2col matrix; see `wasm_gemm.ts`. */
+  im2colRow: (...args: number[]) => void;
 }
 
 /** Instantiated on first use; null without WebAssembly SIMD (the JavaScript kernel then serves float32 too). */
@@ -528,7 +539,9 @@ function createSimd(): SimdKernel | null {
       instance.exports[f] as Pack
     );
     const dots = instance.exports.dots as SimdKernel["dots"];
-    return { rows, fused, memory, heap: new Float32Array(memory.buffer), block, packB, packBT, packA, packAT, dots };
+    const im2colRow = instance.exports.im2colRow as SimdKernel["im2colRow"];
+    const heap = new Float32Array(memory.buffer);
+    return { rows, fused, memory, heap, block, packB, packBT, packA, packAT, dots, im2colRow };
   }
   return null;
 }
@@ -549,10 +562,11 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
   const ncBlock = Math.max(SC, Math.min(roundUp(n, SC), Math.floor(C_BLOCK / mPad / SC) * SC));
   const kcMax = Math.min(SKC, k);
   const nbMax = Math.min(SNB, ncBlock);
-  // Wasm memory, in floats: all of op(A) packed (slice pc..pc+kc at mPad * pc), op(A) as stored for packing;
-  // a slice of op(B) as stored, one chunk of it packed; C's column block.
+  // Wasm memory, in floats: all of op(A) packed (slice pc..pc+kc at mPad * pc; a cached constant A lies above the
+  // scratch instead), op(A) as stored for packing; a slice of op(B) as stored, one chunk of it packed; C's column
+  // block; the epilogue.
   const aPacked = 0;
-  const aRaw = aPacked + mPad * k;
+  const aRaw = aPacked + (q.constA ? 0 : mPad * k);
   const bRaw = aRaw + (q.transA ? kcMax * mPad : Math.min(SMC, mPad) * k);
   const bPacked = bRaw + kcMax * ncBlock;
   const cBase = bPacked + kcMax * nbMax;
@@ -560,11 +574,11 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
   const inKernel = q.epi !== null && alpha === 1 && beta === 0;
   const epiBase = cBase + mPad * ncBlock;
   const epiStride = SMC + 2;
-  const bytes = (epiBase + (inKernel ? Math.ceil(m / SMC) * epiStride : 0)) * 4;
-  if (s.memory.buffer.byteLength < bytes) {
-    s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
-    s.heap = new Float32Array(s.memory.buffer);
-  }
+  // The im2col source's image, when B is made from it.
+  const xRaw = epiBase + (inKernel ? Math.ceil(m / SMC) * epiStride : 0);
+  const bytes = (xRaw + (q.im2col === null ? 0 : imageFloats(q.im2col))) * 4;
+  reserveScratch(s, bytes);
+  const aAt = q.constA ? cachedPackedA(q, s, aRaw) : aPacked;
   const heap = s.heap;
   if (inKernel) {
     const { bias, biasOffset, lo, hi } = q.epi!;
@@ -574,7 +588,10 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
       for (let i = 0; i < SMC; i++) heap[at + 2 + i] = bias === null || ic + i >= m ? 0 : bias[biasOffset + ic + i];
     }
   }
-  packSimdA(q, s, aRaw, aPacked);
+  if (!q.constA) packSimdA(q, s, aRaw, aPacked);
+  if (q.im2col !== null) {
+    heap.set(q.im2col.x.subarray(q.im2col.xOffset, q.im2col.xOffset + imageFloats(q.im2col)), xRaw);
+  }
   for (let jc = 0; jc < n; jc += ncBlock) {
     const nc = Math.min(ncBlock, n - jc);
     const ncPad = roundUp(nc, SC);
@@ -586,7 +603,8 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
         stageRows(heap, bRaw, b, bOff + jc * ldb + pc, ldb, nc, kc, ld);
         heap.fill(0, bRaw + nc * ld, bRaw + ncPad * ld);
       } else {
-        stageRows(heap, bRaw, b, bOff + pc * ldb + jc, ldb, kc, nc, ld);
+        if (q.im2col === null) stageRows(heap, bRaw, b, bOff + pc * ldb + jc, ldb, kc, nc, ld);
+        else im2colRows(s, q.im2col, xRaw, pc, kc, jc, nc, bRaw, ld);
         if (nc < ncPad) { for (let p = 0; p < kc; p++) heap.fill(0, bRaw + p * ld + nc, bRaw + (p + 1) * ld); }
       }
       // In chunks of columns small enough that packing and multiplying stay in the L2 cache.
@@ -596,7 +614,7 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
         (transB ? s.packBT : s.packB)(kc, nbPad, src, ld * 4, bPacked * 4);
         for (let ic = 0; ic < m; ic += SMC) {
           const mcPad = roundUp(Math.min(SMC, m - ic), SR);
-          const aPtr = (aPacked + mPad * pc + ic * kc) * 4;
+          const aPtr = (aAt + mPad * pc + ic * kc) * 4;
           const cPtr = (cBase + ic * ncPad + jb) * 4;
           const epi = inKernel && pc + kc === k ? (epiBase + (ic / SMC) * epiStride) * 4 : 0;
           s.block(mcPad, nbPad, kc, aPtr, bPacked * 4, cPtr, ncPad * 4, pc > 0 ? 1 : 0, epi);
@@ -609,6 +627,224 @@ function gemmSimd(q: Problem, s: SimdKernel): void {
       if (q.epi !== null && !inKernel) finishRow(c, dst, c, dst, nc, q.epi, i);
     }
   }
+}
+
+/** Wasm memory of at least `bytes`, the view renewed when it grows. */
+function ensureMemory(s: SimdKernel, bytes: number): void {
+  if (s.memory.buffer.byteLength < bytes) {
+    s.memory.grow(Math.ceil((bytes - s.memory.buffer.byteLength) / 65536));
+    s.heap = new Float32Array(s.memory.buffer);
+  }
+}
+
+/** Most floats of packed constant A kept in wasm memory between calls (128 MiB). */
+export const PACKED_A_CACHE_FLOATS: number = 1 << 25;
+
+/**
+ * Packed constant A (see {@linkcode GemmArgs.constantA}) above the scratch of a call: per array, the float offset
+ * of each packing by `aOffset, m, k, lda, transA`. Entries are appended from `base` (floats) to `top`; when the
+ * scratch outgrows `base`, or the cache would exceed its bound, it is emptied and filled again.
+ */
+const packedCache = {
+  base: 0,
+  top: 0,
+  entries: new WeakMap<FloatArray, Map<string, number>>(),
+};
+
+function clearPackedCache(base: number): void {
+  packedCache.base = base;
+  packedCache.top = base;
+  packedCache.entries = new WeakMap();
+}
+
+/** Scratch of `bytes` at the start of wasm memory: packed constants held above it move (the cache is emptied). */
+function reserveScratch(s: SimdKernel, bytes: number): void {
+  if (bytes > packedCache.base * 4) clearPackedCache(Math.ceil(bytes / 65536) * 16384);
+  ensureMemory(s, bytes);
+}
+
+/** Float offset in wasm memory of op(A) packed as `packSimdA` packs it, packed now (staged at `raw`) if not cached. */
+function cachedPackedA(q: Problem, s: SimdKernel, raw: number): number {
+  const floats = roundUp(q.m, s.rows) * q.k;
+  const key = `${q.aOff},${q.m},${q.k},${q.lda},${+q.transA}`;
+  const hit = packedCache.entries.get(q.a)?.get(key);
+  if (hit !== undefined) return hit;
+  if (packedCache.top + floats - packedCache.base > PACKED_A_CACHE_FLOATS) clearPackedCache(packedCache.base);
+  const at = packedCache.top;
+  ensureMemory(s, (at + floats) * 4);
+  packSimdA(q, s, raw, at);
+  packedCache.top = at + floats;
+  let perArray = packedCache.entries.get(q.a);
+  if (perArray === undefined) packedCache.entries.set(q.a, perArray = new Map());
+  perArray.set(key, at);
+  return at;
+}
+
+/**
+ * Forget the packed constant matrices kept between {@linkcode gemm} calls (see {@linkcode GemmArgs.constantA}) and
+ * the WebAssembly memory holding them, which the next float32 call allocates afresh.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gemm, releasePackedA } from "./gemm_kernel.ts";
+ * const c = new Float32Array(1);
+ * gemm({ m: 1, n: 1, k: 1, a: new Float32Array([2]), b: new Float32Array([3]), c, constantA: true });
+ * releasePackedA();
+ * assert.deepEqual([...c], [6]);
+ * ```
+ */
+export function releasePackedA(): void {
+  clearPackedCache(0);
+  if (simdInstance) simdInstance = undefined;
+}
+
+/** B of {@linkcode gemmIm2colF32}: the im2col matrix of one image's channels (2-D), never stored. */
+export interface Im2colSource extends WindowGeometry {
+  /** Input storage, `[channels, ...inShape]` from `xOffset`. */
+  x: Float32Array;
+  /** Index of the first channel's first element. */
+  xOffset: number;
+  /** Input channels: B has `channels * kernel[0] * kernel[1]` rows, row `(c * KH + ky) * KW + kx`. */
+  channels: number;
+  /** Output position (row-major over `outShape`) of B's column 0. */
+  p0: number;
+}
+
+const imageFloats = (src: Im2colSource): number => src.channels * src.inShape[0] * src.inShape[1];
+
+/**
+ * Rows `r0..r0+rows` of the im2col matrix, columns `j0..j0+cols`, to wasm memory at `dst` (floats, row stride `ld`),
+ * from the image staged at `xAt`: one call of the kernel's `im2colRow` per row.
+ */
+function im2colRows(
+  s: SimdKernel,
+  src: Im2colSource,
+  xAt: number,
+  r0: number,
+  rows: number,
+  j0: number,
+  cols: number,
+  dst: number,
+  ld: number,
+): void {
+  const [H, W] = src.inShape;
+  const Wo = src.outShape[1];
+  const [KH, KW] = src.kernel;
+  const [sh, sw] = src.strides;
+  const [dh, dw] = src.dilations;
+  const [ph, pw] = src.padsBegin;
+  const q0 = src.p0 + j0;
+  const oh = Math.floor(q0 / Wo);
+  const ow = q0 - oh * Wo;
+  for (let r = r0; r < r0 + rows; r++) {
+    const c = Math.floor(r / (KH * KW));
+    const ky = Math.floor((r - c * KH * KW) / KW);
+    const kx = r - (c * KH + ky) * KW;
+    const from = (xAt + c * H * W) * 4;
+    s.im2colRow(from, (dst + (r - r0) * ld) * 4, oh, ow, cols, H, W, Wo, sh, sw, ky * dh - ph, kx * dw - pw);
+  }
+}
+
+/** Operands of {@linkcode gemmIm2colF32}: a float32 {@linkcode GemmArgs} whose B is an im2col matrix. */
+export type Im2colGemmArgs = Omit<GemmArgs, "a" | "b" | "bOffset" | "ldb" | "transB" | "c" | "float64Accumulation"> & {
+  /** Storage of A (`m x k`, or `k x m` when `transA`). */
+  a: Float32Array;
+  /** Storage of C. */
+  c: Float32Array;
+  /** B, `k x n`: columns `p0..p0+n` of this source's im2col matrix (`k` its row count). */
+  im2col: Im2colSource;
+};
+
+/**
+ * {@linkcode gemm} on float32 operands whose B is the im2col matrix of an
+ * image (a convolution), each slice of B made by WebAssembly straight into the
+ * kernel's staging area instead of stored and copied: the same products in
+ * the same order as `gemm` on the stored matrix, so bit-identical to it.
+ * Shared with the worker pool as `gemm` would share it, the image (not B)
+ * staged for the workers. Returns false (nothing done) where WebAssembly SIMD
+ * is unavailable; the caller then stores B and calls `gemm`.
+ *
+ * @param args Shapes and operands.
+ * @returns Whether C was computed.
+ *
+ * @example A 1-channel 3x3 image, 2x2 kernel of ones
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gemmIm2colF32 } from "./gemm_kernel.ts";
+ * const c = new Float32Array(4);
+ * const im2col = {
+ *   x: new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, 9]), xOffset: 0, channels: 1, p0: 0,
+ *   inShape: [3, 3], outShape: [2, 2], kernel: [2, 2], strides: [1, 1], dilations: [1, 1], padsBegin: [0, 0],
+ * };
+ * if (gemmIm2colF32({ m: 1, n: 4, k: 4, a: new Float32Array([1, 1, 1, 1]), c, im2col })) {
+ *   assert.deepEqual([...c], [12, 16, 24, 28]);
+ * }
+ * ```
+ */
+export function gemmIm2colF32(args: Im2colGemmArgs): boolean {
+  const { m, n, k } = args;
+  const s = simdKernel();
+  if (s === null) return false;
+  const transA = args.transA ?? false;
+  const q: Problem = {
+    m,
+    n,
+    k,
+    a: args.a,
+    aOff: args.aOffset ?? 0,
+    lda: args.lda ?? (transA ? m : k),
+    transA,
+    b: args.c, // unused: B comes from im2col
+    bOff: 0,
+    ldb: n,
+    transB: false,
+    c: args.c,
+    cOff: args.cOffset ?? 0,
+    ldc: args.ldc ?? n,
+    alpha: args.alpha ?? 1,
+    beta: args.beta ?? 0,
+    epi: args.epilogue ?? null,
+    constA: args.constantA ?? false,
+    im2col: args.im2col,
+  };
+  if (m > 0 && n > 0 && !gemmParallel(q, true)) gemmSimd(q, s);
+  return true;
+}
+
+/**
+ * Columns `p0..p0+len` of the im2col matrix of `src` (float32, 2-D), made by
+ * WebAssembly, to `out` from `outOffset` (row-major, `len` per row). Returns
+ * false (nothing written) where WebAssembly SIMD is unavailable.
+ *
+ * @param src The image and window geometry (`src.p0`: the first column).
+ * @param len Columns.
+ * @param out Destination storage.
+ * @param outOffset Index of the first element written.
+ * @returns Whether the matrix was written.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { im2colF32 } from "./gemm_kernel.ts";
+ * const out = new Float32Array(4);
+ * const src = {
+ *   x: new Float32Array([1, 2, 3]), xOffset: 0, channels: 1, p0: 0,
+ *   inShape: [1, 3], outShape: [1, 4], kernel: [1, 1], strides: [1, 1], dilations: [1, 1], padsBegin: [0, 1],
+ * };
+ * if (im2colF32(src, 4, out, 0)) assert.deepEqual([...out], [0, 1, 2, 3]);
+ * ```
+ */
+export function im2colF32(src: Im2colSource, len: number, out: Float32Array, outOffset: number): boolean {
+  const s = simdKernel();
+  if (s === null) return false;
+  const rows = src.channels * src.kernel[0] * src.kernel[1];
+  const image = imageFloats(src);
+  reserveScratch(s, (image + rows * len) * 4);
+  s.heap.set(src.x.subarray(src.xOffset, src.xOffset + image), 0);
+  im2colRows(s, src, 0, 0, rows, 0, len, image, len);
+  out.set(s.heap.subarray(image, image + rows * len), outOffset);
+  return true;
 }
 
 /**
@@ -670,6 +906,12 @@ const PARALLEL_MIN_MACS_PER_FLOAT = 32;
 /** Parts per thread: more than one lets a thread that finishes early (on a busy machine) take over the rest. */
 const PARTS_PER_THREAD = 2;
 
+/** Whether an `m x k` by `k x n` product is worth sharing with the worker pool (and a pool is configured). */
+function worthSplitting(m: number, n: number, k: number): boolean {
+  const staged = m * k + k * n + m * n;
+  return threadCount() >= 2 && m * n * k >= PARALLEL_MIN_MACS && m * n * k >= PARALLEL_MIN_MACS_PER_FLOAT * staged;
+}
+
 /** Rows (or columns) `lo..hi` of C's extent split into `parts` whole tiles of `unit`. */
 function partRange(part: number, parts: number, extent: number, unit: number): [number, number] {
   const tiles = Math.ceil(extent / unit);
@@ -685,7 +927,8 @@ function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Proble
     const epi = q.epi === null ? null : { ...q.epi, biasOffset: q.epi.biasOffset + lo };
     return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc, epi };
   }
-  return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo };
+  const im2col = q.im2col === null ? null : { ...q.im2col, p0: q.im2col.p0 + lo };
+  return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo, im2col };
 }
 
 /**
@@ -712,9 +955,22 @@ function stageRows(
 const elementBytes = (x: FloatArray): number => x.BYTES_PER_ELEMENT;
 const roundUp8 = (bytes: number): number => Math.ceil(bytes / 8) * 8;
 
+/** Index in a staged problem's parameters of the im2col flag and geometry (see {@linkcode im2colParams}). */
+const IM2COL_PARAMS = 17;
+
+/** `[1, channels, H, W, Ho, Wo, KH, KW, sh, sw, dh, dw, ph, pw, p0]`, or `[0]` without a source. */
+function im2colParams(src: Im2colSource | null): number[] {
+  if (src === null) return [0];
+  const g = [src.inShape, src.outShape, src.kernel, src.strides, src.dilations, src.padsBegin].flat();
+  return [1, src.channels, ...g, src.p0];
+}
+
 /** Layout of a problem staged densely in a worker arena: op(A), op(B) as stored, then C (`m x n`), each in its own type. */
 interface Staging {
-  /** `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes, epilogue, lo, hi]`. */
+  /**
+   * `[m, n, k, transA, transB, byRows, parts, unit, alpha, beta, simd, aBytes, bBytes, cBytes, epilogue, lo, hi]`,
+   * then {@linkcode im2colParams}.
+   */
   params: number[];
   problem: Problem;
 }
@@ -724,7 +980,10 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
   const view = (bytes: number, offset: number, length: number): FloatArray =>
     bytes === 8 ? new Float64Array(arena, offset, length) : new Float32Array(arena, offset, length);
   const bOffset = roundUp8(m * k * aBytes);
-  const cOffset = bOffset + roundUp8(k * n * bBytes);
+  // B staged as its im2col source's image (float32), when it has one.
+  const [hasIm2col, channels, H, W, Ho, Wo, KH, KW, sh, sw, dh, dw, ph, pw, p0] = params.slice(IM2COL_PARAMS);
+  const bFloats = hasIm2col === 1 ? channels * H * W : k * n;
+  const cOffset = bOffset + roundUp8(bFloats * bBytes);
   const problem: Problem = {
     m,
     n,
@@ -733,7 +992,7 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     aOff: 0,
     lda: transA ? m : k,
     transA: transA === 1,
-    b: view(bBytes, bOffset, k * n),
+    b: view(bBytes, bOffset, bFloats),
     bOff: 0,
     ldb: transB ? k : n,
     transB: transB === 1,
@@ -744,6 +1003,20 @@ function staging(params: number[] | Float64Array, arena: SharedArrayBuffer): Sta
     beta,
     // The epilogue's bias (one per row of C) is staged after C.
     epi: epilogue === 1 ? { bias: view(cBytes, cOffset + roundUp8(m * n * cBytes), m), biasOffset: 0, lo, hi } : null,
+    // The arena is staged afresh per call: nothing to keep.
+    constA: false,
+    im2col: hasIm2col !== 1 ? null : {
+      x: new Float32Array(arena, bOffset, bFloats),
+      xOffset: 0,
+      channels,
+      inShape: [H, W],
+      outShape: [Ho, Wo],
+      kernel: [KH, KW],
+      strides: [sh, sw],
+      dilations: [dh, dw],
+      padsBegin: [ph, pw],
+      p0,
+    },
   };
   return { params: [...params], problem };
 }
@@ -796,18 +1069,20 @@ export const gemmPartTask: ParallelTask = {
 function gemmParallel(q: Problem, simd: boolean): boolean {
   const { m, n, k } = q;
   const threads = threadCount();
-  const staged = m * k + k * n + m * n;
-  if (threads < 2 || m * n * k < PARALLEL_MIN_MACS || m * n * k < PARALLEL_MIN_MACS_PER_FLOAT * staged) return false;
+  if (!worthSplitting(m, n, k)) return false;
   const byRows = m >= n;
   const unit = byRows ? (simd ? SIMD_ROWS : MR) : (simd ? SC : NR);
   const parts = Math.min(Math.ceil((byRows ? m : n) / unit), threads * PARTS_PER_THREAD, MAX_PARTS);
   if (parts < 2) return false;
-  const [aBytes, bBytes, cBytes] = [elementBytes(q.a), elementBytes(q.b), elementBytes(q.c)];
+  const src = q.im2col;
+  const [aBytes, bBytes, cBytes] = [elementBytes(q.a), src === null ? elementBytes(q.b) : 4, elementBytes(q.c)];
   const extent = byRows ? m : n;
   const epiBytes = q.epi === null ? 0 : m * cBytes;
-  const bytes = roundUp8(m * k * aBytes) + roundUp8(k * n * bBytes) + roundUp8(m * n * cBytes) + epiBytes;
+  const bFloats = src === null ? k * n : imageFloats(src);
+  const bytes = roundUp8(m * k * aBytes) + roundUp8(bFloats * bBytes) + roundUp8(m * n * cBytes) + epiBytes;
   const limit = arenaLimitBytes();
   if (bytes > limit) {
+    if (src !== null) return false; // the image is not split in slabs: one thread
     // Slabs of whole rows (or columns) of C whose staging fits the arena, each shared out in turn.
     const shared = byRows ? k * n * bBytes : m * k * aBytes;
     const perLine = byRows ? k * aBytes + n * cBytes + (q.epi === null ? 0 : cBytes) : k * bBytes + m * cBytes;
@@ -821,12 +1096,13 @@ function gemmParallel(q: Problem, simd: boolean): boolean {
   }
   const epi = q.epi;
   const params = [m, n, k, +q.transA, +q.transB, +byRows, parts, unit, q.alpha, q.beta, +simd, aBytes, bBytes, cBytes];
-  params.push(epi === null ? 0 : 1, epi?.lo ?? 0, epi?.hi ?? 0);
+  params.push(epi === null ? 0 : 1, epi?.lo ?? 0, epi?.hi ?? 0, ...im2colParams(src));
   const arena = parallelArena(bytes);
   if (arena === null) return false;
   const t = staging(params, arena).problem;
   stageRows(t.a, 0, q.a, q.aOff, q.lda, q.transA ? k : m, q.transA ? m : k);
-  stageRows(t.b, 0, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
+  if (src !== null) t.b.set(src.x.subarray(src.xOffset, src.xOffset + bFloats));
+  else stageRows(t.b, 0, q.b, q.bOff, q.ldb, q.transB ? n : k, q.transB ? k : n);
   if (q.beta !== 0) stageRows(t.c, 0, q.c, q.cOff, q.ldc, m, n);
   if (epi !== null) {
     if (epi.bias === null) t.epi!.bias!.fill(0);

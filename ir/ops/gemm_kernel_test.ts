@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { float32GemmKernel, gemm, matVecF32 } from "./gemm_kernel.ts";
+import {
+  float32GemmKernel,
+  gemm,
+  type GemmArgs,
+  gemmIm2colF32,
+  im2colF32,
+  type Im2colSource,
+  matVecF32,
+  releasePackedA,
+} from "./gemm_kernel.ts";
 import {
   ARENA_MAX_BYTES,
   releasePool,
@@ -10,6 +19,7 @@ import {
   workerPartCount,
 } from "../parallel.ts";
 import { mulberry32 } from "../../tests/tensor_compare.ts";
+import { convolve } from "./conv_kernels.ts";
 
 /** Uniform in [-1, 1), reproducible. */
 function random(seed: number): () => number {
@@ -351,5 +361,221 @@ Deno.test("float32 gemm() with A too tall to pack at once (blocks of rows) equal
     assert.deepEqual(whole, halves.map((v) => (v < -0.5 ? -0.5 : v)));
   } finally {
     setThreadCount(before);
+  }
+});
+
+Deno.test("gemm() with constantA keeps A packed between calls and equals the uncached product bit for bit", () => {
+  const rnd = random(11);
+  const [m, n, k] = [13, 40, 300];
+  const a = Float32Array.from({ length: 5 + m * k }, rnd);
+  const at = Float32Array.from({ length: k * m }, rnd);
+  const b = Float32Array.from({ length: k * n }, rnd);
+  const cases: Omit<GemmArgs, "c">[] = [
+    { m, n, k, a, aOffset: 5, b },
+    { m: 6, n, k, a, aOffset: 5 + 7 * k, b }, // another block of the same array
+    { m, n, k, a: at, transA: true, b, epilogue: { bias: a, biasOffset: 0, lo: -0.5, hi: 0.5 } },
+  ];
+  const product = (args: Omit<GemmArgs, "c">, constantA: boolean): Float32Array => {
+    const c = new Float32Array(args.m * n);
+    gemm({ ...args, c, constantA });
+    return c;
+  };
+  releasePackedA();
+  const want = cases.map((args) => product(args, false));
+  for (let round = 0; round < 2; round++) {
+    cases.forEach((args, i) => assert.deepEqual(product(args, true), want[i]));
+    // A product with more scratch than before moves the cache (emptied, then filled again).
+    const big = 300 * (round + 2);
+    gemm({
+      m: big,
+      n: big,
+      k: big,
+      a: new Float32Array(big * big),
+      b: new Float32Array(big * big),
+      c: new Float32Array(big * big),
+    });
+  }
+  // The cache is really used: A changed behind its back still gives the packed product, until released.
+  cases.forEach((args) => product(args, true));
+  a[5] += 1;
+  assert.deepEqual(product(cases[0], true), want[0]);
+  releasePackedA();
+  const changed = product(cases[0], false);
+  assert.notDeepEqual(changed, want[0]);
+  assert.deepEqual(product(cases[0], true), changed);
+});
+
+/** Columns `p0..p0+len` of the 2-D im2col matrix of `channels` planes, by definition (0 outside the image). */
+function naiveIm2col(src: Im2colSource, len: number): Float32Array {
+  const [H, W] = src.inShape;
+  const Wo = src.outShape[1];
+  const [KH, KW] = src.kernel;
+  const out = new Float32Array(src.channels * KH * KW * len);
+  for (let c = 0, r = 0; c < src.channels; c++) {
+    for (let ky = 0; ky < KH; ky++) {
+      for (let kx = 0; kx < KW; kx++, r++) {
+        for (let j = 0; j < len; j++) {
+          const [oh, ow] = [Math.floor((src.p0 + j) / Wo), (src.p0 + j) % Wo];
+          const ih = oh * src.strides[0] - src.padsBegin[0] + ky * src.dilations[0];
+          const iw = ow * src.strides[1] - src.padsBegin[1] + kx * src.dilations[1];
+          const inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
+          out[r * len + j] = inside ? src.x[src.xOffset + (c * H + ih) * W + iw] : 0;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** 2-D windows: padding wider than the kernel reach, strides, dilations, 1-row images, K over one 256 slice. */
+const im2colCases: Omit<Im2colSource, "x" | "xOffset">[] = [
+  {
+    channels: 3,
+    inShape: [9, 11],
+    outShape: [9, 11],
+    kernel: [3, 3],
+    strides: [1, 1],
+    dilations: [1, 1],
+    padsBegin: [1, 1],
+    p0: 0,
+  },
+  {
+    channels: 40,
+    inShape: [14, 13],
+    outShape: [7, 7],
+    kernel: [3, 3],
+    strides: [2, 2],
+    dilations: [1, 1],
+    padsBegin: [1, 1],
+    p0: 0,
+  },
+  {
+    channels: 2,
+    inShape: [12, 10],
+    outShape: [6, 3],
+    kernel: [2, 3],
+    strides: [2, 3],
+    dilations: [2, 2],
+    padsBegin: [2, 0],
+    p0: 5,
+  },
+  {
+    channels: 3,
+    inShape: [20, 20],
+    outShape: [10, 10],
+    kernel: [7, 7],
+    strides: [2, 2],
+    dilations: [1, 1],
+    padsBegin: [3, 3],
+    p0: 0,
+  },
+  {
+    channels: 1,
+    inShape: [1, 8],
+    outShape: [1, 12],
+    kernel: [1, 3],
+    strides: [1, 1],
+    dilations: [1, 1],
+    padsBegin: [0, 4],
+    p0: 0,
+  },
+  {
+    channels: 4,
+    inShape: [30, 30],
+    outShape: [30, 30],
+    kernel: [3, 3],
+    strides: [1, 1],
+    dilations: [1, 1],
+    padsBegin: [1, 1],
+    p0: 0,
+  },
+];
+
+Deno.test("im2colF32() equals the im2col matrix by definition", () => {
+  const rnd = random(12);
+  for (const g of im2colCases) {
+    const src = {
+      ...g,
+      x: Float32Array.from({ length: 3 + g.channels * g.inShape[0] * g.inShape[1] }, rnd),
+      xOffset: 3,
+    };
+    const len = g.outShape[0] * g.outShape[1] - g.p0;
+    const want = naiveIm2col(src, len);
+    const out = new Float32Array(want.length + 2).fill(NaN);
+    assert.ok(im2colF32(src, len, out, 1));
+    assert.deepEqual(out.subarray(1, 1 + want.length), want);
+    assert.ok(Number.isNaN(out[0]) && Number.isNaN(out[want.length + 1]));
+  }
+});
+
+Deno.test("gemmIm2colF32() equals gemm() on the stored im2col matrix bit for bit, on 1 thread", () => {
+  const rnd = random(13);
+  const before = threadCount();
+  setThreadCount(1);
+  try {
+    for (const g of im2colCases) {
+      const src = {
+        ...g,
+        x: Float32Array.from({ length: 3 + g.channels * g.inShape[0] * g.inShape[1] }, rnd),
+        xOffset: 3,
+      };
+      const [n, k] = [g.outShape[0] * g.outShape[1] - g.p0, g.channels * g.kernel[0] * g.kernel[1]];
+      const m = 7;
+      const a = Float32Array.from({ length: 2 + m * k }, rnd);
+      const bias = Float32Array.from({ length: m }, rnd);
+      const epilogue = { bias, biasOffset: 0, lo: -1, hi: 1.5 };
+      const want = new Float32Array(m * n);
+      gemm({ m, n, k, a, aOffset: 2, b: naiveIm2col(src, n), c: want, epilogue });
+      const c = new Float32Array(m * n);
+      assert.ok(gemmIm2colF32({ m, n, k, a, aOffset: 2, c, epilogue, im2col: src }));
+      assert.deepEqual(c, want);
+    }
+  } finally {
+    setThreadCount(before);
+  }
+});
+
+Deno.test("convolve() (float32, 2-D, im2col in the GEMM) is bit-identical on 1 thread and 2 (image staged for the worker)", async () => {
+  const before = threadCount();
+  setThreadCount(2);
+  try {
+    assert.equal(await startWorkers(), 1);
+    const rnd = random(14);
+    // Split by columns (output positions) and, stride 2, by rows (output channels).
+    for (const [cin, cout, H, stride] of [[32, 64, 32, 1], [64, 128, 16, 2]]) {
+      const Ho = H / stride;
+      const x = Float32Array.from({ length: cin * H * H }, rnd);
+      const w = Float32Array.from({ length: cout * cin * 9 }, rnd);
+      const bias = Float32Array.from({ length: cout }, rnd);
+      const geometry = {
+        inShape: [H, H],
+        outShape: [Ho, Ho],
+        kernel: [3, 3],
+        strides: [stride, stride],
+        dilations: [1, 1],
+        padsBegin: [1, 1],
+      };
+      const run = (threads: number): Float32Array => {
+        setThreadCount(threads);
+        const y = new Float32Array(cout * Ho * Ho);
+        convolve({ x, w, bias, y, batch: 1, inChannels: cin, outChannels: cout, group: 1, ...geometry });
+        return y;
+      };
+      const parts = workerPartCount();
+      const single = run(1);
+      assert.equal(workerPartCount(), parts);
+      assert.deepEqual(run(2), single);
+      assert.ok(workerPartCount() > parts, "the 2-thread convolution was not split");
+      // Both equal gemm() on the im2col matrix by definition.
+      const want = new Float32Array(cout * Ho * Ho);
+      const b = naiveIm2col({ ...geometry, x, xOffset: 0, channels: cin, p0: 0 }, Ho * Ho);
+      setThreadCount(1);
+      const epilogue = { bias, biasOffset: 0, lo: -Infinity, hi: Infinity };
+      gemm({ m: cout, n: Ho * Ho, k: cin * 9, a: w, b, c: want, epilogue });
+      assert.deepEqual(single, want);
+    }
+  } finally {
+    setThreadCount(before);
+    releasePool();
   }
 });

@@ -351,9 +351,12 @@ export function interpretConvClamped(
   const outShape = out as number[];
   const x = floatData(op, xt, "X");
   const y = resultStorage(ctx, xt.dtype, shapeSize(outShape));
+  const w = sameStorage(floatData(op, wt, "W"), x);
   convolve({
     x,
-    w: sameStorage(floatData(op, wt, "W"), x),
+    w,
+    // A module's weights are never written: their packed form can be kept between runs.
+    constantWeights: wt === op.operands[1]?.constant && w === wt.data,
     bias: bt === null ? null : sameStorage(floatData(op, bt, "B"), x),
     y,
     batch: xt.shape[0],

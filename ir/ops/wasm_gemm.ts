@@ -31,6 +31,7 @@ import {
   get,
   I32,
   i32,
+  ifElse,
   ifThen,
   load32Splat,
   loadV128,
@@ -142,12 +143,58 @@ function dotsCode(fused: boolean): number[] {
   return body.flat();
 }
 
+/** `f32.const 0`. */
+const F32_ZERO = [0x43, 0, 0, 0, 0];
+
+/**
+ * `im2colRow(src, dst, oh, ow, cols, H, W, Wo, sh, sw, ihOff, iwOff)`: one row
+ * of a 2-D im2col matrix (one input channel and kernel tap), `cols` float32s
+ * to `dst` for the output positions from `(oh, ow)` on in row-major order
+ * (`Wo` per output row): the input `src[ih * W + iw]` at `ih = oh * sh + ihOff`,
+ * `iw = ow * sw + iwOff`, or 0 where `(ih, iw)` lies outside `H x W` (zero
+ * padding). Pointers in bytes, `cols` positive, offsets possibly negative.
+ */
+function im2colRowCode(): number[] {
+  const [src, dst, oh, ow, cols, H, W, Wo, sh, sw, ihOff, iwOff] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+  const [seg, ih, rowp, iw, end] = [12, 13, 14, 15, 16];
+  // deno-fmt-ignore
+  const body = [
+    doWhile( // for each output row the columns touch: a segment of min(Wo - ow, cols) positions
+      get(Wo), get(ow), [SUB], set(seg),
+      get(cols), get(seg), [LT_U], ifThen(get(cols), set(seg)),
+      get(dst), get(seg), i32(2), [SHL], [ADD], set(end),
+      get(oh), get(sh), [MUL], get(ihOff), [ADD], tee(ih), get(H), [LT_U], // unsigned: a negative ih is outside too
+      ifElse(
+        [
+          get(src), get(ih), get(W), [MUL], i32(2), [SHL], [ADD], set(rowp),
+          get(ow), get(sw), [MUL], get(iwOff), [ADD], set(iw),
+          doWhile(
+            get(iw), get(W), [LT_U],
+            ifElse(
+              [get(dst), get(rowp), get(iw), i32(2), [SHL], [ADD], f32Load(0), f32Store(0)],
+              [get(dst), F32_ZERO, f32Store(0)],
+            ),
+            get(iw), get(sw), [ADD], set(iw),
+            get(dst), i32(4), [ADD], tee(dst), get(end), [LT_U], BR_IF_0,
+          ),
+        ],
+        [doWhile(get(dst), F32_ZERO, f32Store(0), get(dst), i32(4), [ADD], tee(dst), get(end), [LT_U], BR_IF_0)],
+      ),
+      get(cols), get(seg), [SUB], set(cols),
+      get(oh), i32(1), [ADD], set(oh),
+      i32(0), set(ow),
+      get(cols), BR_IF_0,
+    ),
+  ];
+  return body.flat();
+}
+
 /**
  * The kernel module: one exported memory, `dots` (see `dotsCode`), four packing functions
  * `(kc, count, src, ldsrc, dst)` (pointers and the row stride `ldsrc` in
  * bytes; see `packCode`): `packB` (`kc` rows of B into 8-column panels),
  * `packBT` (`count` rows of B^T), `packA` (`count` rows of A into `rows`-row
- * panels), `packAT` (`kc` rows of A^T); and
+ * panels), `packAT` (`kc` rows of A^T); `im2colRow` (see `im2colRowCode`); and
  * `block(mc, nc, kc, a, b, c, ldc, accumulate, epilogue)`, which for every
  * `rows`-row panel of packed A (`a`, panel `i` at `a + i * kc` floats) and
  * 8-column panel of packed B (`b`) sums the `rows x 8` product over `kc` into
@@ -270,5 +317,6 @@ export function gemmModuleBytes(rows: number, fused: boolean): Uint8Array<ArrayB
     pack("packA", rows, true),
     pack("packAT", rows, false),
     { name: "dots", params: fiveI32, locals: [I32, I32, I32, I32, V128, V128, F32], body: dotsCode(fused) },
+    { name: "im2colRow", params: new Array(12).fill(I32), locals: new Array(5).fill(I32), body: im2colRowCode() },
   ]);
 }
