@@ -127,27 +127,8 @@ const edgeTile = new Float64Array(MR * NR);
  */
 export function gemm(args: GemmArgs): void {
   const { m, n, k, a, b, c } = args;
-  const transA = args.transA ?? false;
-  const transB = args.transB ?? false;
-  const lda = args.lda ?? (transA ? m : k);
-  const ldb = args.ldb ?? (transB ? k : n);
   const p: Problem = {
-    m,
-    n,
-    k,
-    a,
-    aOff: args.aOffset ?? 0,
-    lda,
-    transA,
-    b,
-    bOff: args.bOffset ?? 0,
-    ldb,
-    transB,
-    c,
-    cOff: args.cOffset ?? 0,
-    ldc: args.ldc ?? n,
-    alpha: args.alpha ?? 1,
-    beta: args.beta ?? 0,
+    ...gemmProblem(args),
     epi: args.epilogue ?? null,
     constA: args.constantA ?? false,
     im2col: null,
@@ -212,8 +193,8 @@ export function matVecF32(
   return true;
 }
 
-/** A GEMM call with defaults applied. */
-interface Problem {
+/** A GEMM call with its defaults applied: the float32 and float64 kernels' common description. */
+export interface GemmProblem {
   m: number;
   n: number;
   k: number;
@@ -230,6 +211,34 @@ interface Problem {
   ldc: number;
   alpha: number;
   beta: number;
+}
+
+/** `args` with the defaults of {@linkcode GemmArgs} applied. */
+export function gemmProblem(args: GemmArgs): GemmProblem {
+  const { m, n, k, a, b, c } = args;
+  const transA = args.transA ?? false, transB = args.transB ?? false;
+  return {
+    m,
+    n,
+    k,
+    a,
+    aOff: args.aOffset ?? 0,
+    lda: args.lda ?? (transA ? m : k),
+    transA,
+    b,
+    bOff: args.bOffset ?? 0,
+    ldb: args.ldb ?? (transB ? k : n),
+    transB,
+    c,
+    cOff: args.cOffset ?? 0,
+    ldc: args.ldc ?? n,
+    alpha: args.alpha ?? 1,
+    beta: args.beta ?? 0,
+  };
+}
+
+/** The float32 kernel's problem: the epilogue, whether A is constant, and B made by im2col. */
+interface Problem extends GemmProblem {
   epi: Epilogue | null;
   /** A's storage never changes (see {@linkcode GemmArgs.constantA}). */
   constA: boolean;
@@ -912,8 +921,8 @@ function worthSplitting(m: number, n: number, k: number): boolean {
   return threadCount() >= 2 && m * n * k >= PARALLEL_MIN_MACS && m * n * k >= PARALLEL_MIN_MACS_PER_FLOAT * staged;
 }
 
-/** Rows (or columns) `lo..hi` of C's extent split into `parts` whole tiles of `unit`. */
-function partRange(part: number, parts: number, extent: number, unit: number): [number, number] {
+/** `[lo, hi)` of part `part` of `extent` rows (or columns) of C, cut at whole tiles of `unit`. */
+export function partRange(part: number, parts: number, extent: number, unit: number): [number, number] {
   const tiles = Math.ceil(extent / unit);
   return [
     Math.floor((part * tiles) / parts) * unit,
@@ -922,13 +931,16 @@ function partRange(part: number, parts: number, extent: number, unit: number): [
 }
 
 /** Rows `lo..hi` of C (or columns, unless `byRows`) as a problem of their own over the same storage. */
+export function subGemm<P extends GemmProblem>(q: P, byRows: boolean, lo: number, hi: number): P {
+  if (byRows) return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc };
+  return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo };
+}
+
+/** {@linkcode subGemm} with the epilogue's bias and the im2col source moved along. */
 function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Problem {
-  if (byRows) {
-    const epi = q.epi === null ? null : { ...q.epi, biasOffset: q.epi.biasOffset + lo };
-    return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc, epi };
-  }
-  const im2col = q.im2col === null ? null : { ...q.im2col, p0: q.im2col.p0 + lo };
-  return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo, im2col };
+  const sub = subGemm(q, byRows, lo, hi);
+  if (byRows) return { ...sub, epi: q.epi === null ? null : { ...q.epi, biasOffset: q.epi.biasOffset + lo } };
+  return { ...sub, im2col: q.im2col === null ? null : { ...q.im2col, p0: q.im2col.p0 + lo } };
 }
 
 /**

@@ -564,8 +564,9 @@ Deno.test("convolve() (float32, 2-D, im2col in the GEMM) is bit-identical on 1 t
       const parts = workerPartCount();
       const single = run(1);
       assert.equal(workerPartCount(), parts);
-      assert.deepEqual(run(2), single);
-      assert.ok(workerPartCount() > parts, "the 2-thread convolution was not split");
+      // The calling thread may take every part while the worker sleeps (a busy machine): repeat until it has not.
+      for (let tries = 0; tries < 50 && workerPartCount() === parts; tries++) assert.deepEqual(run(2), single);
+      assert.ok(workerPartCount() > parts, "the worker computed no part of the 2-thread convolution");
       // Both equal gemm() on the im2col matrix by definition.
       const want = new Float32Array(cout * Ho * Ho);
       const b = naiveIm2col({ ...geometry, x, xOffset: 0, channels: cin, p0: 0 }, Ho * Ho);

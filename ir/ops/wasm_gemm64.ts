@@ -7,7 +7,7 @@
  * @module
  */
 import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
-import type { FloatArray, GemmArgs } from "./gemm_kernel.ts";
+import { type FloatArray, type GemmArgs, type GemmProblem, gemmProblem, partRange, subGemm } from "./gemm_kernel.ts";
 import {
   ADD,
   BR_IF_0,
@@ -186,25 +186,7 @@ const MC = 120;
 const C_BLOCK = 1 << 19;
 const NC_MAX = 2048;
 
-/** A GEMM call with defaults applied. */
-interface Problem {
-  m: number;
-  n: number;
-  k: number;
-  a: FloatArray;
-  aOff: number;
-  lda: number;
-  transA: boolean;
-  b: FloatArray;
-  bOff: number;
-  ldb: number;
-  transB: boolean;
-  c: FloatArray;
-  cOff: number;
-  ldc: number;
-  alpha: number;
-  beta: number;
-}
+type Problem = GemmProblem;
 
 const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to;
 
@@ -236,27 +218,8 @@ const roundUp = (x: number, to: number): number => Math.ceil(x / to) * to;
  * ```
  */
 export function gemm64(args: GemmArgs, fused?: boolean): void {
-  const { m, n, k, a, b, c } = args;
-  const transA = args.transA ?? false;
-  const transB = args.transB ?? false;
-  const q: Problem = {
-    m,
-    n,
-    k,
-    a,
-    aOff: args.aOffset ?? 0,
-    lda: args.lda ?? (transA ? m : k),
-    transA,
-    b,
-    bOff: args.bOffset ?? 0,
-    ldb: args.ldb ?? (transB ? k : n),
-    transB,
-    c,
-    cOff: args.cOffset ?? 0,
-    ldc: args.ldc ?? n,
-    alpha: args.alpha ?? 1,
-    beta: args.beta ?? 0,
-  };
+  const q = gemmProblem(args);
+  const { m, n, k, c } = q;
   if (m <= 0 || n <= 0) return;
   const kind = fused === undefined ? (defaultKernel()?.fused ?? null) : (kernel(fused) === null ? null : fused);
   if (kind === null && fused !== undefined) {
@@ -403,21 +366,6 @@ const PARALLEL_MIN_MACS_PER_ELEMENT = 32;
 /** Parts per thread: a thread that finishes early (on a busy machine) takes over the rest. */
 const PARTS_PER_THREAD = 2;
 
-/** `[lo, hi)` of part `part` of `extent` rows (or columns), cut at multiples of `unit`. */
-function partRange(part: number, parts: number, extent: number, unit: number): [number, number] {
-  const tiles = Math.ceil(extent / unit);
-  return [
-    Math.floor((part * tiles) / parts) * unit,
-    Math.min(extent, Math.floor(((part + 1) * tiles) / parts) * unit),
-  ];
-}
-
-/** Rows `lo..hi` of C (or columns, unless `byRows`) as a problem of their own over the same storage. */
-function subProblem(q: Problem, byRows: boolean, lo: number, hi: number): Problem {
-  if (byRows) return { ...q, m: hi - lo, aOff: q.aOff + (q.transA ? lo : lo * q.lda), cOff: q.cOff + lo * q.ldc };
-  return { ...q, n: hi - lo, bOff: q.bOff + (q.transB ? lo * q.ldb : lo), cOff: q.cOff + lo };
-}
-
 const align8 = (bytes: number): number => Math.ceil(bytes / 8) * 8;
 
 /**
@@ -477,7 +425,7 @@ export const gemm64PartTask: ParallelTask = {
     const [lo, hi] = partRange(part, parts, byRows ? q.m : q.n, byRows ? TILE_ROWS : TILE_COLUMNS);
     const s = kernel(fused);
     if (s === null) throw new Error("gemm64 worker: WebAssembly SIMD is unavailable");
-    if (hi > lo) gemmWasm(subProblem(q, byRows, lo, hi), s);
+    if (hi > lo) gemmWasm(subGemm(q, byRows, lo, hi), s);
   },
 };
 
@@ -515,7 +463,7 @@ function gemmParallel(q: Problem, fused: boolean): boolean {
   const s = kernel(fused)!;
   const byWorker = runParts(gemm64PartTask, params, parts, (part) => {
     const [lo, hi] = partRange(part, parts, extent, unit);
-    if (hi > lo) gemmWasm(subProblem(q, byRows, lo, hi), s);
+    if (hi > lo) gemmWasm(subGemm(q, byRows, lo, hi), s);
   });
   for (let part = 0; part < parts; part++) {
     if (!byWorker[part]) continue;
