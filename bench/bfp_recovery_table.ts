@@ -48,6 +48,10 @@ export const CONFIGS: readonly [string, string][] = [
   ["auto + bias corr. + avg-mantissa=8", "bfp{avg-mantissa=8}"],
   ["mx + bias corr. + avg-mantissa=8", "bfp{scheme=mx,avg-mantissa=8}"],
   ["mx/16 + bias corr. + avg-mantissa=8, widths 4..16", "bfp{scheme=mx,block=16,avg-mantissa=8,mantissa-max=16}"],
+  [
+    "as above, widths by measured output sensitivity",
+    "bfp{scheme=mx,block=16,avg-mantissa=8,mantissa-max=16,sensitivity-samples=2}",
+  ],
 ];
 
 /**
@@ -139,7 +143,10 @@ async function ocrTable(dir: string, calibCount: number, detSize: number): Promi
   const rows = [`| configuration | ${models.map(([m, , h, w]) => `${m} 3x${h}x${w}`).join(" | ")} |`];
   rows.push(`|---|${models.map(() => "---").join("|")}|`);
   const picked = (flag("--configs") ?? CONFIGS.map((_, i) => i).join(",")).split(",").map(Number);
-  const configs = CONFIGS.filter((_, i) => picked.includes(i));
+  const extra = flag("--config");
+  const configs = extra !== undefined
+    ? [[extra, extra] as [string, string]]
+    : CONFIGS.filter((_, i) => picked.includes(i));
   const cells: string[][] = configs.map(() => []);
   for (const [name, file, h, w, mean, std] of models) {
     const bytes = Deno.readFileSync(`${dir}/${file}`);
