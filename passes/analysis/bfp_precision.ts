@@ -236,7 +236,8 @@ export interface SensitivityLayer extends Omit<PrecisionLayer, "x"> {
 
 /**
  * The NSR of the model's outputs when only one layer is converted (its input
- * and its weights to its format and blocking, every other layer in float),
+ * and its weights to its format and blocking, or only one of them as `convert`
+ * says; every other layer in float),
  * per layer, measured on `feeds`: how much of the output noise each layer's
  * conversion causes, amplification by the layers after it included. With
  * `biasCorrect` the layer's mean output error per channel is taken out first
@@ -257,6 +258,7 @@ export function measuredOutputNsr(
   feeds: Readonly<Record<string, Tensor>>,
   ops: OpRegistry,
   biasCorrect: boolean,
+  convert: "both" | "input" | "weights" = "both",
 ): number[] {
   const outputs = module.graph.outputs;
   const reference = runWithProbes(module, outputs, feeds, ops);
@@ -267,12 +269,16 @@ export function measuredOutputNsr(
       if (op === layer.op) {
         const converted = [...args];
         const x = args[0]!;
-        const blocking = inputBlocking(layer, layer.block);
-        const xq = quantizeActivations(x.data as Float32Array, x.shape, layer.format, blocking, "X");
-        converted[0] = tensor("f32", x.shape, dequantizeActivations(xq, x.shape, layer.format, blocking));
-        const wq = quantizeWeights(layer.weight, layer.weightShape, layer.format, layer.block);
-        const w = dequantizeWeights(wq.mantissas, wq.exponents, layer.weightShape, layer.format, layer.block);
-        converted[1] = weightOperand(layer, w, args[1]!);
+        if (convert !== "weights") {
+          const blocking = inputBlocking(layer, layer.block);
+          const xq = quantizeActivations(x.data as Float32Array, x.shape, layer.format, blocking, "X");
+          converted[0] = tensor("f32", x.shape, dequantizeActivations(xq, x.shape, layer.format, blocking));
+        }
+        if (convert !== "input") {
+          const wq = quantizeWeights(layer.weight, layer.weightShape, layer.format, layer.block);
+          const w = dequantizeWeights(wq.mantissas, wq.exponents, layer.weightShape, layer.format, layer.block);
+          converted[1] = weightOperand(layer, w, args[1]!);
+        }
         out = rerun(converted);
         const channelsLast = layer.kind === "gemm";
         const shift = biasCorrect ? heldOutChannelShift(results[0], out[0], channelsLast) : null;
