@@ -17,13 +17,16 @@
  *    `fold-bn,canonicalize,dce,bfp{...}` and the reference interpreter.
  *
  * Every configuration runs through {@linkcode compile}; "before" is the
- * previous default (`scheme=per-channel,bias-correct=false`).
+ * previous default (`scheme=per-channel,bias-correct=false`); the default now is `bfp` (`scheme=auto`, bias
+ * correction where it holds out), the best setting measured `scheme=mx,block=16,avg-mantissa=8,mantissa-max=16`.
  *
  *   deno run -A bench/bfp_recovery_table.ts [--ocr DIR] [--models cls,det,rec] [--configs 0,3,4] [--calib N]
  *     [--det-size S] [--no-mnist] [--quick]
+ *   deno run -A bench/bfp_recovery_table.ts --ocr DIR --attribute det|rec|cls [--block B] [--bias-correct] [--rows N]
  *
- * `--configs` picks rows of {@linkcode CONFIGS} by index for the PaddleOCR table, `--mnist-configs` (default
- * 0,3,4) for the MNIST table, `--mnist-models` (names, comma-separated) its models.
+ * `--configs` picks rows of {@linkcode CONFIGS} by index for the PaddleOCR table (`--config PIPELINE` runs one
+ * other), `--mnist-configs` (default 0,3,6: before, the default, the best setting) for the MNIST table,
+ * `--mnist-models` (names, comma-separated) its models.
  *
  * `--quick` evaluates MNIST on the first 500 test images.
  * @module
@@ -37,6 +40,11 @@ import { inferShapes } from "../ir/shape.ts";
 import { type Tensor, tensor } from "../ir/tensor.ts";
 import { sqnr } from "../passes/analysis/bfp_error.ts";
 import { mulberry32 } from "../tests/tensor_compare.ts";
+import { builtinOps } from "../ir/builtin_ops.ts";
+import { bfpFormat } from "../ir/bfp/format.ts";
+import type { TensorType } from "../ir/types.ts";
+import { measuredOutputNsr } from "../passes/analysis/bfp_precision.ts";
+import { chooseLayers } from "../passes/bfp.ts";
 import type { StatValue } from "../passes/pass.ts";
 
 /** The configurations compared, first the previous default. */
@@ -44,10 +52,14 @@ export const CONFIGS: readonly [string, string][] = [
   ["before: per-channel e5m8", "bfp{scheme=per-channel,bias-correct=false}"],
   ["mx e5m8", "bfp{scheme=mx,bias-correct=false}"],
   ["per-channel + bias correction", "bfp{scheme=per-channel}"],
-  ["default now (auto + bias corr.)", "bfp"],
+  ["default (auto + bias corr. if it holds out)", "bfp"],
   ["auto + bias corr. + avg-mantissa=8", "bfp{avg-mantissa=8}"],
   ["mx + bias corr. + avg-mantissa=8", "bfp{scheme=mx,avg-mantissa=8}"],
   ["mx/16 + bias corr. + avg-mantissa=8, widths 4..16", "bfp{scheme=mx,block=16,avg-mantissa=8,mantissa-max=16}"],
+  [
+    "as above, widths by measured output sensitivity",
+    "bfp{scheme=mx,block=16,avg-mantissa=8,mantissa-max=16,sensitivity-samples=2}",
+  ],
 ];
 
 /**
@@ -123,6 +135,15 @@ export async function ocrSqnr(
   return { sqnr: sqnr(join((n) => reference[n]), join((n) => out[n])), stats: result.report.passes.at(-1)!.stats };
 }
 
+/** PaddleOCR's models: name, file, input height and width, normalization mean and std. */
+function ocrModels(detSize = "160"): [string, string, number, number, readonly number[], readonly number[]][] {
+  return [
+    ["cls", "ch_ppocr_mobile_v2.0_cls_infer.onnx", 48, 192, HALF, HALF],
+    ["det", "ch_PP-OCRv4_det_infer.onnx", Number(detSize), Number(detSize), IMAGENET_MEAN, IMAGENET_STD],
+    ["rec", "ch_PP-OCRv4_rec_infer.onnx", 48, 320, HALF, HALF],
+  ];
+}
+
 function flag(name: string): string | undefined {
   const i = Deno.args.indexOf(name);
   return i < 0 ? undefined : Deno.args[i + 1];
@@ -130,16 +151,14 @@ function flag(name: string): string | undefined {
 
 async function ocrTable(dir: string, calibCount: number, detSize: number): Promise<string[]> {
   const only = (flag("--models") ?? "cls,det,rec").split(",");
-  const all: [string, string, number, number, readonly number[], readonly number[]][] = [
-    ["cls", "ch_ppocr_mobile_v2.0_cls_infer.onnx", 48, 192, HALF, HALF],
-    ["det", "ch_PP-OCRv4_det_infer.onnx", detSize, detSize, IMAGENET_MEAN, IMAGENET_STD],
-    ["rec", "ch_PP-OCRv4_rec_infer.onnx", 48, 320, HALF, HALF],
-  ];
-  const models = all.filter(([name]) => only.includes(name));
+  const models = ocrModels(String(detSize)).filter(([name]) => only.includes(name));
   const rows = [`| configuration | ${models.map(([m, , h, w]) => `${m} 3x${h}x${w}`).join(" | ")} |`];
   rows.push(`|---|${models.map(() => "---").join("|")}|`);
   const picked = (flag("--configs") ?? CONFIGS.map((_, i) => i).join(",")).split(",").map(Number);
-  const configs = CONFIGS.filter((_, i) => picked.includes(i));
+  const extra = flag("--config");
+  const configs = extra !== undefined
+    ? [[extra, extra] as [string, string]]
+    : CONFIGS.filter((_, i) => picked.includes(i));
   const cells: string[][] = configs.map(() => []);
   for (const [name, file, h, w, mean, std] of models) {
     const bytes = Deno.readFileSync(`${dir}/${file}`);
@@ -174,7 +193,7 @@ async function mnistTable(quick: boolean): Promise<string[]> {
   const only = flag("--mnist-models")?.split(",");
   const files = only?.map((n) => `${n}.onnx`) ??
     [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".onnx")).sort();
-  const picked = (flag("--mnist-configs") ?? "0,3,4").split(",").map(Number);
+  const picked = (flag("--mnist-configs") ?? "0,3,6").split(",").map(Number);
   const configs = CONFIGS.filter((_, i) => picked.includes(i));
   const rows = [`| model | float | ${configs.map(([label]) => label).join(" | ")} |`];
   rows.push(`|---|---|${configs.map(() => "---").join("|")}|`);
@@ -202,9 +221,54 @@ async function mnistTable(quick: boolean): Promise<string[]> {
   return rows;
 }
 
+/**
+ * Where a PaddleOCR model's BFP output noise comes from: per lowered layer, the output SQNR (dB, on the 4 test
+ * images) when only that layer's input, or only its weights, are converted (every other layer in float), with
+ * `block` channels per block (0: per channel) and the layer's mean output error per channel removed or not.
+ * The `rows` worst layers.
+ */
+async function attributionTable(dir: string, model: string, block: number, biasCorrect: boolean, rows: number) {
+  const [, file, h, w, mean, std] = ocrModels(flag("--det-size")).find(([name]) => name === model)!;
+  const { module } = await compile(Deno.readFileSync(`${dir}/${file}`), { passes: "canonicalize,dce,fold-bn" });
+  const ctx = {
+    ops: builtinOps,
+    calibration: null,
+    stat: () => {},
+    emit: () => {},
+    log: () => {},
+    analysis: () => {
+      throw new Error("no analyses");
+    },
+  };
+  const all = { ops: ["Conv", "Gemm", "MatMul"], skip: [], keepLast: false };
+  const layers = chooseLayers(module.graph, all, "bfp", ctx).map((l) => {
+    const axis = l.kind === "gemm" && (l.x.type as TensorType).shape!.length > 2 ? -1 : 1;
+    return { ...l, axis, format: bfpFormat(), block };
+  });
+  const test = { [module.graph.inputs[0].name]: textImages(4, h, w, 2, mean, std) };
+  const db = (nsr: number) => (-10 * Math.log10(nsr)).toFixed(1);
+  const input = measuredOutputNsr(module, layers, test, builtinOps, biasCorrect, "input");
+  const weights = measuredOutputNsr(module, layers, test, builtinOps, biasCorrect, "weights");
+  const order = layers.map((_, i) => i).sort((a, b) => Math.max(input[b], weights[b]) - Math.max(input[a], weights[a]));
+  const lines = [`| layer | weights | input alone (dB) | weights alone (dB) |`, `|---|---|---|---|`];
+  for (const i of order.slice(0, rows)) {
+    const l = layers[i];
+    lines.push(`| ${l.op.name} | [${l.weightShape}] group ${l.group} | ${db(input[i])} | ${db(weights[i])} |`);
+  }
+  return lines;
+}
+
 if (import.meta.main) {
   const ocr = flag("--ocr") ?? Deno.env.get("OCR_MODELS");
   const out: string[] = [];
+  const attribute = flag("--attribute");
+  if (ocr !== undefined && attribute !== undefined) {
+    const block = Number(flag("--block") ?? 0), corrected = Deno.args.includes("--bias-correct");
+    out.push(`Output SQNR with one layer's input or weights in BFP e5m8 (${attribute}, block ${block})`, "");
+    out.push(...await attributionTable(ocr, attribute, block, corrected, Number(flag("--rows") ?? 12)));
+    console.log(out.join("\n"));
+    Deno.exit(0);
+  }
   if (ocr !== undefined) {
     out.push("Output SQNR against float (PaddleOCR, synthetic text images)", "");
     out.push(...await ocrTable(ocr, Number(flag("--calib") ?? 8), Number(flag("--det-size") ?? 160)), "");

@@ -334,12 +334,42 @@ Deno.test("bias correction adds the exact mean error per channel to the bias", (
   // (tests/bfp_recovery_onnx_test.ts: the corrected bias in onnxruntime, bit for bit.)
 });
 
+Deno.test("bias correction is refused where it lowers the output SQNR on held-out samples, and with one sample", () => {
+  // Errors +2^-6·x on channel 0: fitted on x = 4, the correction doubles the error of x = -4 (the held-out half).
+  const refused = knownErrorLayer();
+  const a = context({ x: float32Tensor([2, 1], [4, -4]) });
+  bfpPass.run(refused, options({ mantissa: 4 }), a.ctx);
+  assert.deepEqual([...refused.graph.ops.find((op) => op.name === "fc")!.operand(4)!.constant!.data], [0.5, -1]);
+  assert.equal(a.stats["bias-corrected"], undefined);
+  assert.match(a.stats["bias-correction-check"] as string, /^refused: output SQNR on held-out calibration samples /);
+  // Fitted on x = 4, checked on x = 8: the same sign, kept, then refitted on both (mean error 6·2^-6, 6·2^-5).
+  const kept = knownErrorLayer();
+  const b = context({ x: float32Tensor([2, 1], [4, 8]) });
+  bfpPass.run(kept, options({ mantissa: 4 }), b.ctx);
+  assert.deepEqual(
+    [...kept.graph.ops.find((op) => op.name === "fc")!.operand(4)!.constant!.data],
+    [Math.fround(0.5 + 6 * 2 ** -6), Math.fround(-1 + 6 * 2 ** -5)],
+  );
+  assert.match(b.stats["bias-correction-check"] as string, /^kept: /);
+  // One sample: nothing to hold out.
+  const one = knownErrorLayer();
+  const c = context({ x: float32Tensor([1, 1], [4]) });
+  bfpPass.run(one, options({ mantissa: 4 }), c.ctx);
+  assert.deepEqual([...one.graph.ops.find((op) => op.name === "fc")!.operand(4)!.constant!.data], [0.5, -1]);
+  assert.deepEqual(c.diagnostics.map((d) => d.message), [
+    "bias correction needs at least 2 calibration samples (one half fits, the other checks); skipped",
+  ]);
+});
+
 Deno.test("fixed shares the bias correction of bfp", () => {
-  const calibration = { x: randomTensor([8, 4, 6, 6], 21, 4) };
+  // The known-error layer: the weight errors shift the output the same way on every sample, so the correction
+  // fitted on the first half holds on the second and is kept.
+  const calibration = { x: float32Tensor([3, 1], [1, 2, 4]) };
   const on = context(calibration), off = context(calibration);
-  fixedPass.run(network(), fixedOptionsWith({ bits: 6 }), on.ctx);
-  fixedPass.run(network(), fixedOptionsWith({ bits: 6, biasCorrect: false }), off.ctx);
-  assert.equal(on.stats["bias-corrected"], 4);
+  fixedPass.run(knownErrorLayer(), fixedOptionsWith({ bits: 4 }), on.ctx);
+  fixedPass.run(knownErrorLayer(), fixedOptionsWith({ bits: 4, biasCorrect: false }), off.ctx);
+  assert.equal(on.stats["bias-corrected"], 1);
+  assert.match(on.stats["bias-correction-check"] as string, /^kept: /);
   assert.equal(off.stats["bias-corrected"], undefined);
   assert.ok((on.stats["output-sqnr-db"] as number) > (off.stats["output-sqnr-db"] as number));
 });
@@ -382,6 +412,41 @@ Deno.test("mixed precision: deterministic widths that meet target-sqnr or avg-ma
     );
   }
   // (tests/bfp_recovery_onnx_test.ts: onnxruntime runs a mix as the interpreter does.)
+});
+
+/** x[N,8] -> a (Gemm) -> ×scale, and x -> b (Gemm); y = Concat: a's noise reaches the output `scale`² times b's. */
+function twoBranches(scale: number): Module {
+  const g = new Graph("two");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 8] }));
+  const c = (name: string, t: Tensor): Value => g.addConstant(name, t, { elem: "f32", shape: [...t.shape] });
+  const add = (name: string, type: string, operands: Value[], attributes: [string, Attribute][] = []): Value =>
+    g.addOp(new Op({ name, type, operands, results: [new Value(name)], attributes })).result;
+  const transB: [string, Attribute] = ["transB", { kind: "int", value: 1 }];
+  const a = add("a", "Gemm", [x, c("wa", randomTensor([8, 8], 3))], [transB]);
+  const scaled = add("scaled", "Mul", [a, c("s", float32Tensor([], [scale]))]);
+  const b = add("b", "Gemm", [x, c("wb", randomTensor([8, 8], 4))], [transB]);
+  g.outputs.push(add("y", "Concat", [scaled, b], [["axis", { kind: "int", value: 1 }]]));
+  const m = new Module(g);
+  inferShapes(m);
+  return m;
+}
+
+Deno.test("mixed precision gives the bits to the layer whose noise reaches the output (measured sensitivity)", () => {
+  const calibration = { x: randomTensor([8, 8], 5, 4) };
+  const run = (samples: number) => {
+    const { ctx, stats } = context(calibration);
+    const over = { avgMantissa: 6, mantissaMin: 4, mantissaMax: 8, sensitivitySamples: samples, biasCorrect: false };
+    bfpPass.run(twoBranches(100), options({ scheme: "per-channel", ...over }), ctx);
+    const layers = stats.layers as Record<string, Record<string, number>>;
+    return { a: layers.a.mantissa, b: layers.b.mantissa, sqnr: stats["output-sqnr-db"] as number };
+  };
+  // Measured: a's noise is 10^4 times b's at the output, so a gets the widest width the average allows.
+  const measured = run(8);
+  assert.deepEqual([measured.a, measured.b], [8, 4]);
+  // The summed conversion noise sees two alike layers and splits the bits evenly; the output is worse.
+  const summed = run(0);
+  assert.ok(Math.abs(summed.a - summed.b) <= 1, `summed: a ${summed.a}, b ${summed.b}`);
+  assert.ok(measured.sqnr > summed.sqnr + 6, `measured ${measured.sqnr} dB vs summed ${summed.sqnr} dB`);
 });
 
 Deno.test("scheme=auto blocks only the layers where blocks pay; without calibration data it is per-channel", () => {

@@ -195,3 +195,66 @@ export function layerErrorStats(
     ...(staticExponent === null ? {} : { "input-saturated": xq.saturated }),
   };
 }
+
+/**
+ * Per-channel bias correction that has to earn its place: the mean error per
+ * channel ({@linkcode meanChannelError}) fitted on one half of the samples
+ * (axis 0) must lower the squared error on the other half, both ways round
+ * (two-fold cross-validation, summed); then it is refitted on all samples and
+ * returned. Null when it does not lower the held-out error, or with fewer than
+ * two samples (nothing to hold out): a small calibration set must not
+ * overfit the bias.
+ *
+ * @example A constant offset is kept, noise around zero is not
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { float32Tensor } from "../../ir/tensor.ts";
+ * import { heldOutChannelShift } from "./bfp_error.ts";
+ * const ref = float32Tensor([4, 1], [1, 2, 3, 4]);
+ * assert.deepEqual([...heldOutChannelShift(ref, float32Tensor([4, 1], [0.5, 1.5, 2.5, 3.5]), true)!], [0.5]);
+ * assert.equal(heldOutChannelShift(ref, float32Tensor([4, 1], [1.5, 1.5, 2.5, 3.5]), true), null);
+ * ```
+ */
+export function heldOutChannelShift(reference: Tensor, approx: Tensor, channelsLast: boolean): Float64Array | null {
+  const n = reference.shape[0];
+  if (n < 2) return null;
+  const half = Math.floor(n / 2);
+  const first = [sampleRange(reference, 0, half), sampleRange(approx, 0, half)] as const;
+  const second = [sampleRange(reference, half, n), sampleRange(approx, half, n)] as const;
+  const fitFirst = meanChannelError(first[0], first[1], channelsLast);
+  const fitSecond = meanChannelError(second[0], second[1], channelsLast);
+  const none = new Float64Array(fitFirst.length);
+  const heldOut = shiftedNoise(second[0], second[1], fitFirst, channelsLast) +
+    shiftedNoise(first[0], first[1], fitSecond, channelsLast);
+  const uncorrected = shiftedNoise(second[0], second[1], none, channelsLast) +
+    shiftedNoise(first[0], first[1], none, channelsLast);
+  return heldOut < uncorrected ? meanChannelError(reference, approx, channelsLast) : null;
+}
+
+/** Samples `[start, end)` (axis 0) of every input, sharing their storage. */
+export function sampleFeeds(
+  inputs: Readonly<Record<string, Tensor>>,
+  start: number,
+  end: number,
+): Record<string, Tensor> {
+  return Object.fromEntries(
+    Object.entries(inputs).map(([k, t]) => [k, sampleRange(t, Math.min(start, t.shape[0]), Math.min(end, t.shape[0]))]),
+  );
+}
+
+/** Samples `[start, end)` of a tensor (axis 0), sharing its storage. */
+export function sampleRange(t: Tensor, start: number, end: number): Tensor {
+  const inner = t.shape[0] === 0 ? 0 : t.data.length / t.shape[0];
+  const data = (t.data as Float32Array).subarray(start * inner, end * inner);
+  return { dtype: t.dtype, shape: [end - start, ...t.shape.slice(1)], data };
+}
+
+/** Σ (reference - approx - shift[c])² over every element, channel c as in {@linkcode meanChannelError}. */
+function shiftedNoise(reference: Tensor, approx: Tensor, shift: Float64Array, channelsLast: boolean): number {
+  const shape = reference.shape, c = shift.length;
+  const inner = channelsLast ? 1 : shape.slice(2).reduce((a, b) => a * b, 1);
+  const a = reference.data, b = approx.data;
+  let noise = 0;
+  for (let i = 0; i < a.length; i++) noise += (Number(a[i]) - Number(b[i]) - shift[Math.floor(i / inner) % c]) ** 2;
+  return noise;
+}
