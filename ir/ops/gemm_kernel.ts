@@ -309,7 +309,7 @@ function gemmScalarProduct(q: Problem): void {
     for (let pc = 0; pc < k; pc += KC) {
       const kc = Math.min(KC, k - pc);
       const betaNow = pc === 0 ? beta : 1;
-      packPanelsB(b, bOff, ldb, transB, pc, jc, kc, nc);
+      packPanelsB(packB, 0, b, bOff, ldb, transB, pc, jc, kc, nc);
       for (let ic = 0; ic < m; ic += MC) {
         const mc = Math.min(MC, m - ic);
         packPanelsA(a, aOff, lda, transA, ic, pc, mc, kc);
@@ -364,8 +364,13 @@ function packPanelsA(
   }
 }
 
-/** Pack reduction `pc..pc+kc` x columns `jc..jc+nc` of op(B) into NR-column panels, k-major, zero-padded. */
-function packPanelsB(
+/**
+ * Pack reduction `pc..pc+kc` x columns `jc..jc+nc` of op(B) into `dst` from `dstBase` as 4-column panels, k-major,
+ * zero-padded to whole panels (the float64 scalar kernel's and `wasm_gemm64.ts`'s layout).
+ */
+export function packPanelsB(
+  dst: Float64Array,
+  dstBase: number,
   b: FloatArray,
   bOff: number,
   ldb: number,
@@ -375,9 +380,9 @@ function packPanelsB(
   kc: number,
   nc: number,
 ): void {
-  const pb = packB;
+  const pb = dst;
   for (let jr = 0; jr < nc; jr += NR) {
-    const base = jr * kc;
+    const base = dstBase + jr * kc;
     const nr = Math.min(NR, nc - jr);
     if (transB) {
       for (let jj = 0; jj < NR; jj++) {

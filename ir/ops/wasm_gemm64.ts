@@ -7,7 +7,15 @@
  * @module
  */
 import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
-import { type FloatArray, type GemmArgs, type GemmProblem, gemmProblem, partRange, subGemm } from "./gemm_kernel.ts";
+import {
+  type FloatArray,
+  type GemmArgs,
+  type GemmProblem,
+  gemmProblem,
+  packPanelsB,
+  partRange,
+  subGemm,
+} from "./gemm_kernel.ts";
 import {
   ADD,
   BR_IF_0,
@@ -39,7 +47,7 @@ import {
 /** Rows and columns of the register tile: 6 rows x two f64x2 vectors (12 accumulators). */
 export const TILE_ROWS = 6;
 /** Columns of the register tile. */
-export const TILE_COLUMNS = 4;
+export const TILE_COLUMNS = 4; // the panel width of packPanelsB
 /** Row stride of the staged A block in doubles; also the longest reduction slice. */
 export const ROW_STRIDE = 256;
 
@@ -278,7 +286,7 @@ function gemmWasm(q: Problem, s: Kernel64): void {
     const ncPad = roundUp(nc, TILE_COLUMNS);
     for (let pc = 0; pc < k; pc += ROW_STRIDE) {
       const kc = Math.min(ROW_STRIDE, k - pc);
-      packB(heap, bBase, b, bOff, ldb, transB, pc, jc, kc, nc, ncPad);
+      packPanelsB(heap, bBase, b, bOff, ldb, transB, pc, jc, kc, nc);
       for (let ic = 0; ic < m; ic += MC) {
         const mc = Math.min(MC, m - ic);
         const mcPad = roundUp(mc, TILE_ROWS);
@@ -292,38 +300,6 @@ function gemmWasm(q: Problem, s: Kernel64): void {
       if (beta === 0 && alpha === 1) c.set(heap.subarray(src, src + nc), dst);
       else if (beta === 0) { for (let j = 0; j < nc; j++) c[dst + j] = alpha * heap[src + j]; }
       else for (let j = 0; j < nc; j++) c[dst + j] = alpha * heap[src + j] + beta * c[dst + j];
-    }
-  }
-}
-
-/** Reduction `pc..pc+kc` x columns `jc..jc+nc` of op(B) into 4-column panels, k-major, zero-padded to `ncPad`. */
-function packB(
-  heap: Float64Array,
-  base: number,
-  b: FloatArray,
-  bOff: number,
-  ldb: number,
-  transB: boolean,
-  pc: number,
-  jc: number,
-  kc: number,
-  nc: number,
-  ncPad: number,
-): void {
-  const T = TILE_COLUMNS;
-  for (let jr = 0; jr < ncPad; jr += T) {
-    const panel = base + jr * kc;
-    for (let jj = 0; jj < T; jj++) {
-      const j = jr + jj;
-      if (j >= nc) {
-        for (let p = 0; p < kc; p++) heap[panel + p * T + jj] = 0;
-      } else if (transB) {
-        const src = bOff + (jc + j) * ldb + pc;
-        for (let p = 0; p < kc; p++) heap[panel + p * T + jj] = b[src + p];
-      } else {
-        let src = bOff + pc * ldb + jc + j;
-        for (let p = 0; p < kc; p++, src += ldb) heap[panel + p * T + jj] = b[src];
-      }
     }
   }
 }
