@@ -326,7 +326,7 @@ function gemmScalarProduct(q: Problem): void {
 }
 
 /** `C = beta * C` (beta 0 writes zeros, so NaN in C does not survive). */
-function scaleC(c: FloatArray, cOff: number, ldc: number, m: number, n: number, beta: number): void {
+export function scaleC(c: FloatArray, cOff: number, ldc: number, m: number, n: number, beta: number): void {
   for (let i = 0; i < m; i++) {
     const row = cOff + i * ldc;
     if (beta === 0) c.fill(0, row, row + n);

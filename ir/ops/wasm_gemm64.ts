@@ -14,6 +14,7 @@ import {
   gemmProblem,
   packPanelsB,
   partRange,
+  scaleC,
   subGemm,
 } from "./gemm_kernel.ts";
 import {
@@ -233,13 +234,7 @@ export function gemm64(args: GemmArgs, fused?: boolean): void {
   if (kind === null && fused !== undefined) {
     throw new Error(`gemm64: the ${fused ? "fused " : ""}kernel is unavailable`);
   }
-  if (k <= 0 || q.alpha === 0) {
-    for (let i = 0; i < m; i++) {
-      const row = q.cOff + i * q.ldc;
-      for (let j = 0; j < n; j++) c[row + j] = q.beta === 0 ? 0 : q.beta * c[row + j];
-    }
-    return;
-  }
+  if (k <= 0 || q.alpha === 0) return scaleC(c, q.cOff, q.ldc, m, n, q.beta);
   if (kind === null) return gemmJs(q);
   if (!gemmParallel(q, kind)) gemmWasm(q, kernel(kind)!);
 }
