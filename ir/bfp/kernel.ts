@@ -8,8 +8,16 @@
  * independent of the order of summation.
  * @module
  */
-import { unflatten, type WindowGeometry } from "../ops/conv_kernels.ts";
-import { type FloatArray, gemm } from "../ops/gemm_kernel.ts";
+import { as2d, unflatten, type WindowGeometry } from "../ops/conv_kernels.ts";
+import {
+  float32GemmKernel,
+  type FloatArray,
+  gemm,
+  gemmIm2colF32,
+  im2colF32,
+  type Im2colSource,
+} from "../ops/gemm_kernel.ts";
+import { gemm64 } from "../ops/wasm_gemm64.ts";
 import { shapeSize } from "../tensor.ts";
 import { alignToExponent, exponentRange, maxMantissa, pow2, RNE_MAGIC, roundScaled, splitmix32 } from "./format.ts";
 import { bfpLayerGeometry, type BfpLayerPlan, NO_BIAS_UNIT } from "./plan.ts";
@@ -41,17 +49,11 @@ export interface BfpLayerResult {
 
 /** Scratch buffers reused across calls (the interpreter is synchronous). */
 let colScratch = new Float32Array(0);
-let col64Scratch = new Float64Array(0);
 let sumScratch = new Float32Array(0);
 
 function f32Scratch(n: number): Float32Array {
   if (colScratch.length < n) colScratch = new Float32Array(n);
   return colScratch;
-}
-
-function f64Scratch(n: number): Float64Array {
-  if (col64Scratch.length < n) col64Scratch = new Float64Array(n);
-  return col64Scratch;
 }
 
 /**
@@ -125,12 +127,18 @@ export function bfpLayer(
   const { mantissas: xm, exponents: xe } = x;
   const { mantissas: wm, exponents: we, block } = plan.weights;
   const bias = plan.bias === null ? null : plan.bias.values;
-  // A Gemm's rows are its samples (`[..., K]` is `[rows, K]`); a Conv's samples are axis 0.
-  const batch = plan.kind === "gemm" ? shapeSize(x.shape.slice(0, -1)) : x.shape[0];
+  // A Gemm's rows are its samples (`[..., K]` is `[rows, K]`): the loops below see them as the output positions of one
+  // sample, so each chunk of the reduction is one GEMM over all rows. A Conv's samples are axis 0.
+  const isGemm = plan.kind === "gemm";
+  const batch = isGemm ? 1 : x.shape[0];
+  const positions = isGemm ? shapeSize(x.shape.slice(0, -1)) : shapeSize(g.outShape);
   const L = format.mantissaBits;
   const { min: eMin } = exponentRange(format);
   const cg = c / group, og = o / group;
-  const taps = shapeSize(g.kernel), positions = shapeSize(g.outShape), inSize = shapeSize(g.inShape);
+  const taps = shapeSize(g.kernel), inSize = shapeSize(g.inShape);
+  // Output (sample n, channel oc, position p) is y[yStart(n, oc) + p * yStride]: `[N, O, positions]`, or `[rows, O]`.
+  const yStride = isGemm ? o : 1;
+  const yStart = (n: number, oc: number): number => isGemm ? oc : (n * o + oc) * positions;
   const { guardBits: guard, max: hi, min: lo, bits: accumulatorBits } = plan.accumulator;
   const maxM = maxMantissa(format);
   const rng = format.rounding === "stochastic" ? splitmix32(format.seed) : undefined;
@@ -150,30 +158,42 @@ export function bfpLayer(
   const maxRows = chunkChannels * chunkTaps;
   // Exact in float32 when every partial sum is an integer below 2^24; else split the rows or use float64.
   const exactRows = Math.floor((2 ** 24 - 1) / (maxM * maxM));
-  const useF32 = exactRows >= 16;
+  const useF32 = exactRows >= 16; // else float64 GEMMs (of float32 operands, exact either way)
   const rowsPerGemm = useF32 ? Math.min(maxRows, exactRows) : maxRows;
   const exUnit = new Int32Array(positions);
+  let columnsOf = -1; // the sample and group whose im2col matrix colScratch holds
   const products = new Float64Array(og * positions);
-  // The weight rows of every (group, chunk) as a GEMM operand, gathered once for the whole batch.
-  const weightChunks: FloatArray[] = [];
-  for (let gi = 0; gi < group; gi++) {
+  // A Conv with one exponent per sample and per weight row: each (sample, group)'s products are one integer GEMM,
+  // made by the WebAssembly im2col/GEMM kernels (null where they do not apply: then the general path below).
+  const dense = block === 0 && !isGemm ? denseProducts(plan, x, g, exactRows) : null;
+  // The weight rows of every (group, chunk) as a GEMM operand, gathered once for the whole batch (one chunk per group
+  // is the group's rows as stored).
+  const weightChunks: Float32Array[] = [];
+  const whole = block === 0 && dense === null ? new Float32Array(wm) : null;
+  for (let gi = 0; gi < (whole !== null ? group : 0); gi++) {
+    weightChunks.push(whole!.subarray(gi * og * cg * taps, (gi + 1) * og * cg * taps));
+  }
+  for (let gi = 0; gi < (block > 0 ? group : 0); gi++) {
     for (let ch = 0; ch < chunks; ch++) {
-      const j = block === 0 ? 0 : Math.floor(ch / taps), t = block === 0 ? 0 : ch % taps;
+      const j = Math.floor(ch / taps), t = ch % taps;
       const c0 = j * chunkChannels, c1 = Math.min(cg, c0 + chunkChannels);
-      const rows = (c1 - c0) * chunkTaps;
-      const chunk = useF32 ? new Float32Array(og * rows) : new Float64Array(og * rows);
-      let r = 0;
+      const rows = c1 - c0;
+      const chunk = new Float32Array(og * rows);
       for (let ci = c0; ci < c1; ci++) {
-        for (let tt = block === 0 ? 0 : t; tt < (block === 0 ? taps : t + 1); tt++, r++) {
-          for (let oi = 0; oi < og; oi++) chunk[oi * rows + r] = wm[((gi * og + oi) * cg + ci) * taps + tt];
-        }
+        for (let oi = 0; oi < og; oi++) chunk[oi * rows + ci - c0] = wm[((gi * og + oi) * cg + ci) * taps + t];
       }
       weightChunks.push(chunk);
     }
   }
   const biasUnit = plan.bias === null ? new Int32Array(o).fill(NO_BIAS_UNIT) : plan.bias.units;
+  const nearest = format.rounding === "nearest-even";
+  const aligned = new Map<number, number>(); // unit -> the channel's bias aligned to it
   for (let n = 0; n < batch; n++) {
     for (let gi = 0; gi < group; gi++) {
+      if (dense !== null && rng === undefined) {
+        denseOutputs(n, gi, dense(n, gi));
+        continue;
+      }
       acc.fill(0);
       // Pass 1: the largest block unit of each output, starting from its bias's unit.
       for (let oi = 0; oi < og; oi++) unitMax.fill(biasUnit[gi * og + oi], oi * positions, (oi + 1) * positions);
@@ -194,19 +214,17 @@ export function bfpLayer(
         const j = block === 0 ? 0 : Math.floor(ch / taps), t = block === 0 ? 0 : ch % taps;
         const c0 = j * chunkChannels, c1 = Math.min(cg, c0 + chunkChannels);
         const rows = (c1 - c0) * chunkTaps;
-        const s = blockProducts(n, gi, c0, c1, t, rows, weightChunks[gi * chunks + ch]);
+        const s = dense !== null ? dense(n, gi) : blockProducts(n, gi, c0, t, rows, weightChunks[gi * chunks + ch]);
         inputUnits(exUnit, n, gi, j, t);
         for (let oi = 0; oi < og; oi++) {
-          const ew = weightExponent(gi * og + oi, j, t);
+          const ew = weightExponent(gi * og + oi, j, t) + guard;
           const row = oi * positions;
           for (let p = 0; p < positions; p++) {
-            const shift = ew + exUnit[p] - unitMax[row + p] + guard;
-            let v = s[row + p] * UNIT[UNIT_OFFSET + shift];
-            if (shift < 0 && v !== 0) {
-              v = format.rounding === "nearest-even"
-                ? (v + RNE_MAGIC) - RNE_MAGIC
-                : roundScaled(v, format.rounding, rng);
-            }
+            const product = s[row + p];
+            if (product === 0) continue; // adds nothing, rounds nothing
+            const shift = ew + exUnit[p] - unitMax[row + p];
+            let v = product * UNIT[UNIT_OFFSET + shift];
+            if (shift < 0) v = nearest ? (v + RNE_MAGIC) - RNE_MAGIC : roundScaled(v, format.rounding, rng);
             acc[row + p] += v;
           }
         }
@@ -215,27 +233,64 @@ export function bfpLayer(
       for (let oi = 0; oi < og; oi++) {
         const b = bias === null ? 0 : bias[gi * og + oi];
         const row = oi * positions;
-        const out = (n * o + gi * og + oi) * positions;
+        const out = yStart(n, gi * og + oi);
         let lastUnit = NaN, biasInt = 0;
+        aligned.clear();
         for (let p = 0; p < positions; p++) {
           const unit = unitMax[row + p] - guard;
           if (b !== 0 && unit !== lastUnit) {
-            biasInt = alignToExponent(b, 0, unit, format, accumulatorBits, rng).value;
+            // Without random draws the aligned bias depends on the unit alone: aligned once per unit and channel.
+            const known = rng === undefined ? aligned.get(unit) : undefined;
+            biasInt = known ?? alignToExponent(b, 0, unit, format, accumulatorBits, rng).value;
+            if (known === undefined && rng === undefined) aligned.set(unit, biasInt);
             lastUnit = unit;
           }
           let a = acc[row + p] + biasInt;
           if (a > hi) (a = hi), saturations++;
           else if (a < lo) (a = lo), saturations++;
-          y[out + p] = a * UNIT[UNIT_OFFSET + unit];
-          if (integers !== undefined) (integers.accumulators[out + p] = a), (integers.units[out + p] = unit);
+          const at = out + p * yStride;
+          y[at] = a * UNIT[UNIT_OFFSET + unit];
+          if (integers !== undefined) (integers.accumulators[at] = a), (integers.units[at] = unit);
         }
       }
     }
   }
   return integers === undefined ? { y, shape: outShape, saturations } : { y, shape: outShape, saturations, integers };
 
+  /**
+   * The rule for one sample and group when every output of a channel has the same units (one input exponent per
+   * sample, one weight exponent per row) and the rounding draws no random numbers: the two passes and the bias step
+   * above in one sweep per output channel, with the same arithmetic.
+   */
+  function denseOutputs(n: number, gi: number, s: Float64Array): void {
+    const xUnit = xe[n] - (L - 2);
+    for (let oi = 0; oi < og; oi++) {
+      const oc = gi * og + oi;
+      const u = we[oc] - (L - 2) + xUnit;
+      const top = Math.max(u, biasUnit[oc]);
+      const shift = u - top + guard, unit = top - guard;
+      const scale = UNIT[UNIT_OFFSET + shift], outScale = UNIT[UNIT_OFFSET + unit];
+      const b = bias === null ? 0 : bias[oc];
+      const biasInt = b === 0 ? 0 : alignToExponent(b, 0, unit, format, accumulatorBits).value;
+      const row = oi * positions, out = (n * o + oc) * positions;
+      for (let p = 0; p < positions; p++) {
+        let v = s[row + p] * scale;
+        if (shift < 0 && v !== 0) v = nearest ? (v + RNE_MAGIC) - RNE_MAGIC : roundScaled(v, format.rounding);
+        let a = (0 + v) + biasInt; // 0 + v: an accumulator starts at +0, as in the general path
+        if (a > hi) (a = hi), saturations++;
+        else if (a < lo) (a = lo), saturations++;
+        y[out + p] = a * outScale;
+        if (integers !== undefined) (integers.accumulators[out + p] = a), (integers.units[out + p] = unit);
+      }
+    }
+  }
+
   /** Units `ex - (L-2)` of the input block read by chunk (j, t) at each output position. */
   function inputUnits(out: Int32Array, n: number, gi: number, j: number, t: number): void {
+    if (isGemm) {
+      for (let p = 0; p < positions; p++) out[p] = xe[p * blocksPerGroup + j] - (L - 2);
+      return;
+    }
     if (block === 0) {
       out.fill(xe[n] - (L - 2));
       return;
@@ -254,34 +309,57 @@ export function bfpLayer(
   }
 
   /**
+   * The im2col matrix of sample `n`, group `gi` as float32 (exact: mantissas are below 2^15), `[cg · taps,
+   * positions]` with row `ci · taps + t`, made once per sample and group (by WebAssembly where it applies).
+   */
+  function columns(n: number, gi: number): Float32Array {
+    if (columnsOf === n * group + gi) return colScratch;
+    columnsOf = n * group + gi;
+    if (isGemm) {
+      const rows = f32Scratch(positions * c);
+      rows.set(xm.subarray(0, positions * c));
+      return rows;
+    }
+    const cols = f32Scratch(cg * taps * positions);
+    const xBase = (n * c + gi * cg) * inSize;
+    const g2 = as2d(g);
+    if (g2.inShape.length === 2 && float32GemmKernel() === "wasm-simd") {
+      const image = new Float32Array(xm.subarray(xBase, xBase + cg * inSize));
+      im2colF32({ ...g2, x: image, xOffset: 0, channels: cg, p0: 0 }, positions, cols, 0);
+      return cols;
+    }
+    for (let r = 0; r < cg * taps; r++) {
+      const src = xBase + Math.floor(r / taps) * inSize, tap = (r % taps) * positions, dst = r * positions;
+      for (let p = 0; p < positions; p++) {
+        const at = table[tap + p];
+        cols[dst + p] = at < 0 ? 0 : xm[src + at];
+      }
+    }
+    return cols;
+  }
+
+  /**
    * `S[oi, p] = Σ_rows wm · xm` over channels c0..c1 of group gi (all taps when
-   * block = 0, tap t otherwise), exact, as `[og, positions]`.
+   * block = 0, tap t otherwise), exact, as `[og, positions]`: the chunk's rows of
+   * the im2col matrix are evenly spaced (every `taps`-th row from `c0 · taps + t`).
    */
   function blockProducts(
     n: number,
     gi: number,
     c0: number,
-    c1: number,
     t: number,
     rows: number,
     wChunk: FloatArray,
   ): FloatArray {
-    const cols = useF32 ? f32Scratch(rows * positions) : f64Scratch(rows * positions);
-    const xBase = (n * c + gi * cg) * inSize;
-    let r = 0;
-    for (let ci = c0; ci < c1; ci++) {
-      for (let tt = block === 0 ? 0 : t; tt < (block === 0 ? taps : t + 1); tt++, r++) {
-        const src = xBase + ci * inSize;
-        const dst = r * positions;
-        for (let p = 0; p < positions; p++) {
-          const at = table[tt * positions + p];
-          cols[dst + p] = at < 0 ? 0 : xm[src + at];
-        }
-      }
-    }
+    const b = columns(n, gi);
+    // A Gemm's B is its rows transposed (`[rows, K]`, the chunk from column c0).
+    const transB = isGemm;
+    const bOffset = isGemm ? c0 : block === 0 ? 0 : (c0 * taps + t) * positions;
+    const ldb = isGemm ? c : block === 0 ? positions : taps * positions;
+    const step = isGemm ? 1 : ldb; // between the chunk's rows of B
     const out = products;
     if (!useF32) {
-      gemm({ m: og, n: positions, k: rows, a: wChunk, b: cols, c: out });
+      gemm({ m: og, n: positions, k: rows, a: wChunk, b, bOffset, ldb, transB, c: out });
       return out;
     }
     out.fill(0);
@@ -295,12 +373,97 @@ export function bfpLayer(
         a: wChunk,
         aOffset: r0,
         lda: rows,
-        b: cols,
-        bOffset: r0 * positions,
+        b,
+        bOffset: bOffset + r0 * step,
+        ldb,
+        transB,
         c: sumScratch,
       });
       for (let i = 0; i < og * positions; i++) out[i] += sumScratch[i];
     }
     return out;
   }
+}
+
+/** Float32 copies of conv weight mantissas (exact), per mantissa array: a stable operand whose packing the GEMM keeps. */
+const floatWeights = new WeakMap<Int8Array | Int16Array, Float32Array>();
+
+function weightsAsFloat32(wm: Int8Array | Int16Array): Float32Array {
+  let f = floatWeights.get(wm);
+  if (f === undefined) floatWeights.set(wm, f = new Float32Array(wm));
+  return f;
+}
+
+/** Shortest run of the reduction worth a float32 GEMM of its own; wider mantissas take one float64 GEMM instead. */
+const MIN_FLOAT32_RUN = 64;
+/** Columns of the im2col matrix made per float64 GEMM call (bounds the scratch). */
+const COLUMN_BUDGET = 1 << 20;
+let imageScratch = new Float32Array(0);
+let columnScratch = new Float32Array(0);
+let productScratch = new Float64Array(0);
+let partialScratch = new Float32Array(0);
+
+/**
+ * The block products of a layer with one exponent per sample and per weight row (`block = 0`): for sample `n` and
+ * group `gi`, `S[oi, p] = Σ wm · xm` over all of the group's channels and taps as `[og, positions]`, exact — float32
+ * GEMMs over runs of whole channels of at most `exactRows` reduction rows (each partial sum an integer below 2^24)
+ * added in float64, or one float64 GEMM when such runs would be short (mantissas of 10 bits and more); B, the im2col
+ * matrix, made by WebAssembly. Null where the kernels do not apply (no WebAssembly SIMD, convolutions of more than
+ * two spatial axes): the caller then takes the general path.
+ */
+function denseProducts(
+  plan: BfpLayerPlan,
+  x: BfpActivation,
+  geometry: WindowGeometry,
+  exactRows: number,
+): ((n: number, gi: number) => Float64Array) | null {
+  const { mantissas: xm } = x;
+  const wm = plan.weights.mantissas;
+  const { group, inChannels: c, outChannels: o } = plan;
+  const cg = c / group, og = o / group;
+  if (float32GemmKernel() !== "wasm-simd") return null;
+  const g = as2d(geometry);
+  if (g.inShape.length !== 2) return null;
+  const taps = g.kernel[0] * g.kernel[1], positions = g.outShape[0] * g.outShape[1];
+  const inSize = g.inShape[0] * g.inShape[1];
+  const rows = cg * taps;
+  const w = weightsAsFloat32(wm);
+  const perRun = Math.floor(exactRows / taps); // whole channels per float32 GEMM
+  if (imageScratch.length < cg * inSize) imageScratch = new Float32Array(cg * inSize);
+  if (productScratch.length < og * positions) productScratch = new Float64Array(og * positions);
+  const image = imageScratch, s = productScratch.subarray(0, og * positions);
+  const source = (channels: number, xOffset: number, p0: number): Im2colSource => ({
+    ...g,
+    x: image,
+    xOffset,
+    channels,
+    p0,
+  });
+  return (n, gi) => {
+    const xBase = (n * c + gi * cg) * inSize;
+    image.set(xm.subarray(xBase, xBase + cg * inSize));
+    const aOffset = gi * og * rows;
+    if (perRun * taps >= MIN_FLOAT32_RUN) {
+      if (partialScratch.length < og * positions) partialScratch = new Float32Array(og * positions);
+      const partial = partialScratch;
+      for (let c0 = 0; c0 < cg; c0 += perRun) {
+        const channels = Math.min(perRun, cg - c0);
+        const im2col = source(channels, c0 * inSize, 0);
+        const args = { m: og, n: positions, k: channels * taps, a: w, aOffset: aOffset + c0 * taps, lda: rows };
+        gemmIm2colF32({ ...args, c: partial, constantA: true, im2col });
+        if (c0 === 0) { for (let i = 0; i < s.length; i++) s[i] = partial[i]; }
+        else for (let i = 0; i < s.length; i++) s[i] += partial[i];
+      }
+      return s;
+    }
+    // Wide mantissas: the im2col matrix in column runs, each multiplied exactly in float64.
+    const chunk = Math.max(1, Math.min(positions, Math.floor(COLUMN_BUDGET / rows)));
+    if (columnScratch.length < rows * chunk) columnScratch = new Float32Array(rows * chunk);
+    for (let p0 = 0; p0 < positions; p0 += chunk) {
+      const len = Math.min(chunk, positions - p0);
+      im2colF32(source(cg, 0, p0), len, columnScratch, 0);
+      gemm64({ m: og, n: len, k: rows, a: w, aOffset, lda: rows, b: columnScratch, c: s, cOffset: p0, ldc: positions });
+    }
+    return s;
+  };
 }

@@ -217,6 +217,8 @@ const CASES: Case[] = [
   { n: 1, c: 6, o: 6, group: 3, h: 7, w: 5, k: 3, stride: 2, pad: 2, dilation: 2 },
   { n: 2, c: 4, o: 4, group: 4, h: 5, w: 5, k: 3, stride: 1, pad: 1, dilation: 1 }, // depthwise
   { n: 1, c: 40, o: 3, group: 1, h: 4, w: 4, k: 1, stride: 1, pad: 0, dilation: 1 },
+  // 1,089 products per output: more than an exact float32 sum of 8-bit products holds (1,040), so summed in runs.
+  { n: 2, c: 121, o: 3, group: 1, h: 4, w: 3, k: 3, stride: 1, pad: 1, dilation: 1 },
 ];
 
 Deno.test("bfpLayer() equals the naive block-by-block rule for per-channel and channel blocks, every rounding", () => {
@@ -528,4 +530,72 @@ Deno.test("a Gemm on [..., K] treats every row as a sample: bit-identical to the
   assert.throws(() => inferShapes(batchedGemm([2, 3], 10, 6, 0, 1, false)), {
     message: 'op "fc" (Gemm): its Quantize "q" blocks axis 1 of the rank-3 input; the layer reduces axis 2 (the last)',
   });
+});
+
+/** The plan of an `ai.bfp.Gemm` `[n, k] -> [n, o]` over the given BFP weights (`[o, k]`, exponents `[o]` or `[o, blocks]`). */
+function gemmPlan(
+  k: number,
+  o: number,
+  w: { mantissas: Int8Array | Int16Array; exponents: Int8Array },
+  bias: Float32Array,
+  format: BfpFormat,
+  block: number,
+  accBits: number,
+): BfpLayerPlan {
+  const g = new Graph("g");
+  const elem = { kind: "bfp", mantissa: format.mantissaBits, exponent: format.exponentBits, block } as const;
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", k] }));
+  const rounding: [string, ReturnType<typeof attr.string>] = ["rounding", attr.string(format.rounding)];
+  const q = g.addOp(
+    new Op({
+      name: "q",
+      type: "Quantize",
+      domain: "ai.bfp",
+      operands: [x],
+      results: [new Value("xm", { elem, shape: ["N", k] }), new Value("xe")],
+      attributes: [["mantissa", attr.int(format.mantissaBits)], ["block", attr.int(block)], rounding],
+    }),
+  );
+  const eShape = block === 0 ? [o] : [o, Math.ceil(k / block)];
+  const wm = g.addConstant("wm", tensor(bfpStorage(format.mantissaBits), [o, k], w.mantissas), { elem, shape: [o, k] });
+  const we = g.addConstant("we", tensor("i8", eShape, w.exponents), { elem: "i8", shape: eShape });
+  const b = g.addConstant("b", tensor("f32", [o], bias), { elem: "f32", shape: [o] });
+  const fc = g.addOp(
+    new Op({
+      name: "fc",
+      type: "Gemm",
+      domain: "ai.bfp",
+      operands: [...q.results, wm, we, b],
+      results: [new Value("y")],
+      attributes: [["accumulator", attr.int(accBits)], rounding],
+    }),
+  );
+  return bfpLayerPlan(fc);
+}
+
+Deno.test("a Gemm's rows, multiplied as one matrix, equal each row as a 1x1 Conv and the naive rule", () => {
+  // K = 1,100: more 8-bit products per output than one exact float32 sum holds (1,040), so summed in runs.
+  const cs: Case = { n: 5, c: 1100, o: 3, group: 1, h: 1, w: 1, k: 1, stride: 1, pad: 0, dilation: 1 };
+  const xv = gaussian(cs.n * cs.c, 41, 2);
+  for (let i = 0; i < 40; i++) xv[3 * cs.c + 100 + i] = 0; // a row with zero blocks
+  const wv = gaussian(cs.o * cs.c, 42, 0.1), bias = gaussian(cs.o, 43, 0.5);
+  let checked = 0;
+  for (const block of [0, 4, 32]) {
+    for (const rounding of ["nearest-even", "toward-zero", "toward-negative"] as const) {
+      for (const [L, accBits] of [[8, 32], [6, 14], [12, 48]]) {
+        const format = bfpFormat({ mantissaBits: L, rounding });
+        const x = quantizeActivations(xv, [cs.n, cs.c, 1, 1], format, { block }, "x");
+        const w = weightsOf(cs, wv, format, block);
+        const asConv = bfpLayer(convPlan(cs, w, bias, format, block, accBits), { ...x, shape: [cs.n, cs.c, 1, 1] });
+        const asGemm = bfpLayer(gemmPlan(cs.c, cs.o, w, bias, format, block, accBits), { ...x, shape: [cs.n, cs.c] });
+        const what = `block ${block} ${rounding} L=${L} A=${accBits}`;
+        assert.deepEqual(asGemm.shape, [cs.n, cs.o]);
+        assert.deepEqual([...asGemm.y], [...asConv.y], what);
+        assert.equal(asGemm.saturations, asConv.saturations, what);
+        assert.deepEqual([...asGemm.y], [...naiveLayer(cs, x, w, bias, format, block, accBits)], what);
+        checked++;
+      }
+    }
+  }
+  assert.equal(checked, 27);
 });

@@ -87,7 +87,7 @@ function interpretLayer(op: Op, inputs: readonly (Tensor | null)[]): Tensor[] {
     exponents: xe.data as Int8Array,
     shape: xm.shape,
   });
-  return [tensor("f32", r.shape, Float32Array.from(r.y))];
+  return [tensor("f32", r.shape, new Float32Array(r.y))];
 }
 
 function macsBfp(_op: Op, operands: readonly (TensorType | null)[], results: readonly (TensorType | null)[]): number {
