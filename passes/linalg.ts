@@ -10,22 +10,10 @@
  * @module
  */
 import { Matrix, SingularValueDecomposition } from "ml-matrix";
-import { type FloatArray, gemm as gemm32, type GemmArgs } from "../ir/ops/gemm_kernel.ts";
+import { type FloatArray, gemm } from "../ir/ops/gemm_kernel.ts";
 import { type EigenKernels, eigenKernels } from "../ir/ops/wasm_eigen.ts";
-import { gemm64 } from "../ir/ops/wasm_gemm64.ts";
 
 export type { FloatArray } from "../ir/ops/gemm_kernel.ts";
-
-/**
- * Every product here: float32 SIMD (float32 sums) when all operands are float32 and float64 sums are not asked
- * for, else float64 SIMD ({@link ../ir/ops/wasm_gemm64.ts}), both on the worker pool.
- */
-function gemm(args: GemmArgs): void {
-  const { a, b, c } = args;
-  const f32 = a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array;
-  if (f32 && !(args.float64Accumulation ?? false)) gemm32(args);
-  else gemm64(args);
-}
 
 /** A thin SVD `A ≈ U diag(s) Vt`, row-major: `u` is `m x k`, `vt` is `k x n`, `s` descending. */
 export interface Svd {

@@ -4,13 +4,15 @@
  * row-major typed arrays with packed panels. Float32 runs a WebAssembly SIMD
  * micro-kernel (6x8 tile, fused multiply-add where relaxed SIMD is available,
  * float32 accumulation as in onnxruntime; see `wasm_gemm.ts`); float64, and
- * float32 on request, a JavaScript 4x4 micro-kernel accumulating in float64.
+ * float32 on request, the float64 WebAssembly SIMD kernel of `wasm_gemm64.ts`,
+ * or without WebAssembly SIMD a JavaScript 4x4 micro-kernel accumulating in float64.
  * @module
  */
 
 import { arenaLimitBytes, MAX_PARTS, parallelArena, type ParallelTask, runParts, threadCount } from "../parallel.ts";
 import type { WindowGeometry } from "./conv_kernels.ts";
 import { gemmModuleBytes, TILE_COLUMNS } from "./wasm_gemm.ts";
+import { float64GemmKernel, gemm64 } from "./wasm_gemm64.ts";
 
 /** Element storage the kernel reads and writes. */
 export type FloatArray = Float32Array | Float64Array;
@@ -105,7 +107,8 @@ const edgeTile = new Float64Array(MR * NR);
  * the JavaScript kernel): per element, a float32 running sum in order of k
  * within each slice of 256 (fused multiply-add where the runtime has relaxed
  * SIMD, as Deno on x64 does), the slices added in order; otherwise, or with `float64Accumulation`, products and
- * sums are float64 within each slice of 256 along `k`. C must not overlap A or B.
+ * sums are float64 within each slice of 256 along `k` (`wasm_gemm64.ts`'s `gemm64`, then the epilogue; the
+ * JavaScript kernel where WebAssembly SIMD is unavailable). C must not overlap A or B.
  *
  * Threads: a large product is split into fixed parts of whole rows
  * (or columns) of C shared with the worker pool of `ir/parallel.ts` (see
@@ -141,6 +144,11 @@ export function gemm(args: GemmArgs): void {
   }
   const allF32 = a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array;
   const simd = allF32 && !(args.float64Accumulation ?? false) ? simdKernel() : null;
+  if (simd === null && float64GemmKernel() !== "js") {
+    gemm64(args);
+    applyEpilogue(p, 0, m, 0, n);
+    return;
+  }
   if (gemmParallel(p, simd !== null)) return;
   if (simd === null) gemmScalar(p);
   else gemmSimd(p, simd);
