@@ -166,25 +166,7 @@ export function bfpLayer(
   // A Conv with one exponent per sample and per weight row: each (sample, group)'s products are one integer GEMM,
   // made by the WebAssembly im2col/GEMM kernels (null where they do not apply: then the general path below).
   const dense = block === 0 && !isGemm ? denseProducts(plan, x, g, exactRows) : null;
-  // The weight rows of every (group, chunk) as a GEMM operand, gathered once for the whole batch (one chunk per group
-  // is the group's rows as stored).
-  const weightChunks: Float32Array[] = [];
-  const whole = block === 0 && dense === null ? new Float32Array(wm) : null;
-  for (let gi = 0; gi < (whole !== null ? group : 0); gi++) {
-    weightChunks.push(whole!.subarray(gi * og * cg * taps, (gi + 1) * og * cg * taps));
-  }
-  for (let gi = 0; gi < (block > 0 ? group : 0); gi++) {
-    for (let ch = 0; ch < chunks; ch++) {
-      const j = Math.floor(ch / taps), t = ch % taps;
-      const c0 = j * chunkChannels, c1 = Math.min(cg, c0 + chunkChannels);
-      const rows = c1 - c0;
-      const chunk = new Float32Array(og * rows);
-      for (let ci = c0; ci < c1; ci++) {
-        for (let oi = 0; oi < og; oi++) chunk[oi * rows + ci - c0] = wm[((gi * og + oi) * cg + ci) * taps + t];
-      }
-      weightChunks.push(chunk);
-    }
-  }
+  const weightChunks = dense === null ? weightChunksOf(plan.weights, group, taps) : [];
   const biasUnit = plan.bias === null ? new Int32Array(o).fill(NO_BIAS_UNIT) : plan.bias.units;
   const nearest = format.rounding === "nearest-even";
   const aligned = new Map<number, number>(); // unit -> the channel's bias aligned to it
@@ -385,13 +367,49 @@ export function bfpLayer(
   }
 }
 
-/** Float32 copies of conv weight mantissas (exact), per mantissa array: a stable operand whose packing the GEMM keeps. */
+/**
+ * Float32 copies of weight mantissas (exact), per mantissa array, made on a layer's first run and kept while its
+ * weights live: a stable GEMM operand (whose packing the GEMM keeps), not converted again for every batch.
+ */
 const floatWeights = new WeakMap<Int8Array | Int16Array, Float32Array>();
+const floatChunks = new WeakMap<Int8Array | Int16Array, Float32Array[]>();
 
 function weightsAsFloat32(wm: Int8Array | Int16Array): Float32Array {
   let f = floatWeights.get(wm);
   if (f === undefined) floatWeights.set(wm, f = new Float32Array(wm));
   return f;
+}
+
+/**
+ * The weight rows of every (group, chunk) as a GEMM operand `[og, rows]`, in the order the layer's loops visit
+ * chunks: for `block = 0` one chunk per group (the group's rows as stored), else chunk `(j, t)` holds the weights of
+ * channel block `j` at tap `t`.
+ */
+function weightChunksOf(weights: BfpLayerPlan["weights"], group: number, taps: number): Float32Array[] {
+  const { mantissas: wm, block } = weights;
+  const known = floatChunks.get(wm);
+  if (known !== undefined) return known;
+  const o = weights.shape[0], og = o / group, cg = wm.length / (o * taps);
+  const chunks: Float32Array[] = [];
+  if (block === 0) {
+    const whole = weightsAsFloat32(wm);
+    for (let gi = 0; gi < group; gi++) chunks.push(whole.subarray(gi * og * cg * taps, (gi + 1) * og * cg * taps));
+  } else {
+    const perGroup = Math.ceil(cg / block) * taps;
+    const rowsOf = (j: number): number => Math.min(cg, (j + 1) * block) - j * block;
+    for (let gi = 0; gi < group; gi++) {
+      for (let ch = 0; ch < perGroup; ch++) chunks.push(new Float32Array(og * rowsOf(Math.floor(ch / taps))));
+      // One pass over the stored weights (OIHW): weight (oi, ci, t) is row ci - c0 of chunk (ci / block, t).
+      for (let oi = 0, at = gi * og * cg * taps; oi < og; oi++) {
+        for (let ci = 0; ci < cg; ci++) {
+          const j = Math.floor(ci / block), r = ci - j * block, first = gi * perGroup + j * taps, rows = rowsOf(j);
+          for (let t = 0; t < taps; t++, at++) chunks[first + t][oi * rows + r] = wm[at];
+        }
+      }
+    }
+  }
+  floatChunks.set(wm, chunks);
+  return chunks;
 }
 
 /** Shortest run of the reduction worth a float32 GEMM of its own; wider mantissas take one float64 GEMM instead. */
