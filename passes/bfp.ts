@@ -468,12 +468,8 @@ function forEachLayer(
       run.step();
       continue;
     }
-    const x: Tensor[] = [], y: Tensor[][] = [];
-    for (let c = 0; c < run.chunks; c++) {
-      const args = run.args(c);
-      x.push(args[0]!);
-      y.push(run.compute(c, args));
-    }
+    const x = [...Array(run.chunks).keys()].map((c) => run.args(c)[0]!);
+    const y = run.computeAll();
     visit(layer, x, y.map((r) => r[0]));
     y.forEach((r, c) => run.store(c, r));
     run.done();
@@ -648,7 +644,7 @@ export function lowerLayers(
   let outputSqnr: number | null = null, biasCorrected = 0;
   if (ctx.calibration !== null && twin !== null) {
     const correct = spec.biasCorrect === true && correctionHoldsOut(module, layers, twin, ctx);
-    const run = correctAndMeasure(module, layers, twin, ctx.calibration, correct, ctx);
+    const run = correctAndMeasure(module, layers, twin, correct, ctx);
     if (run !== null) {
       for (const [name, s] of run.layers) Object.assign(perLayer[name], s);
       outputSqnr = run.outputSqnr;
@@ -674,23 +670,32 @@ export function lowerLayers(
  * again, so the layers after it see the corrected output. The bias stays a
  * float32 constant that the plan aligns like any other, so every target
  * computes with the corrected bias bit for bit. Only the activations of the
- * layer at hand are held, in both models. Null when the run fails (warned).
+ * layer at hand are held, in both models. The lowered model runs on the first
+ * `samples` samples (all by default), the float model on all of them (the
+ * float Gemm's bits depend on its row count: `ChunkedRun`), whose outputs
+ * are returned, chunk by chunk. Null when the run fails (warned).
  */
 function correctAndMeasure(
   module: Module,
   layers: readonly Candidate[],
   twin: FloatTwin,
-  feeds: Readonly<Record<string, Tensor>>,
   biasCorrect: boolean,
   ctx: PassContext,
-): { layers: Map<string, LayerStats>; outputSqnr: number | null; corrected: number } | null {
+  samples = Infinity,
+): {
+  layers: Map<string, LayerStats>;
+  outputSqnr: number | null;
+  corrected: number;
+  floatOutputs: Tensor[][];
+} | null {
   const graph = module.graph;
   const byOp = new Map(layers.map((l) => [l.op, l]));
   const stats = new Map<string, LayerStats>();
-  let corrected = 0, outputSqnr: number | null = null;
+  const calibration = ctx.calibration!;
+  let corrected = 0, outputSqnr: number | null = null, floatOutputs: Tensor[][];
   try {
-    const lowered = new ChunkedRun(module, feeds, twin.chunk, ctx.ops);
-    const float = new ChunkedRun(twin.module, feeds, twin.chunk, ctx.ops);
+    const lowered = new ChunkedRun(module, sampleFeeds(calibration, 0, samples), twin.chunk, ctx.ops);
+    const float = new ChunkedRun(twin.module, calibration, twin.chunk, ctx.ops, samples);
     for (let op = lowered.next(); op !== null; op = lowered.next()) {
       const layer = byOp.get(op);
       if (layer === undefined) {
@@ -731,13 +736,14 @@ function correctAndMeasure(
       stats.set(op.name, s);
     }
     float.finish();
-    const ratio = modelSqnr(graph.outputs.map((v) => [float.values(twin.values.get(v)!), lowered.values(v)]));
+    floatOutputs = graph.outputs.map((v) => float.values(twin.values.get(v)!));
+    const ratio = modelSqnr(floatOutputs.map((f, i) => [f.slice(0, lowered.chunks), lowered.values(graph.outputs[i])]));
     outputSqnr = ratio === null ? null : 10 * Math.log10(ratio);
   } catch (e) {
     ctx.emit("warning", `lowered calibration run failed (${e instanceof Error ? e.message : e})`);
     return null;
   }
-  return { layers: stats, outputSqnr, corrected };
+  return { layers: stats, outputSqnr, corrected, floatOutputs };
 }
 
 /**
@@ -783,20 +789,21 @@ function correctionHoldsOut(
     return false;
   }
   const half = Math.floor(samples / 2);
-  const check = sampleFeeds(calibration, half, samples);
-  const outputs = (m: Module): Tensor[][] => {
-    const run = new ChunkedRun(m, check, twin.chunk, ctx.ops);
+  const checkOutputs = (): Tensor[][] => {
+    const run = new ChunkedRun(module, sampleFeeds(calibration, half, samples), twin.chunk, ctx.ops);
     run.finish();
-    return m.graph.outputs.map((v) => run.values(v));
+    return module.graph.outputs.map((v) => run.values(v));
   };
   const originals = layers.map((l) => l.op.operand(4)?.constant ?? null);
   try {
-    const reference = outputs(twin.module);
-    const outputSqnr = (): number =>
-      modelSqnr(outputs(module).map((lowered, i) => [reference[i], lowered])) ?? Infinity;
-    const without = outputSqnr();
-    if (correctAndMeasure(module, layers, twin, sampleFeeds(calibration, 0, half), true, ctx) === null) return false;
-    const corrected = outputSqnr();
+    const before = checkOutputs();
+    const fit = correctAndMeasure(module, layers, twin, true, ctx, half);
+    if (fit === null) return false;
+    // The float outputs of the held-out samples: the chunks after the fitted ones, from the float run on all.
+    const reference = fit.floatOutputs.map((f) => f.slice(f.length - (before[0]?.length ?? 0)));
+    const outputSqnr = (lowered: Tensor[][]): number => modelSqnr(lowered.map((l, i) => [reference[i], l])) ?? Infinity;
+    const without = outputSqnr(before);
+    const corrected = outputSqnr(checkOutputs());
     const keep = corrected > without;
     ctx.stat(
       "bias-correction-check",

@@ -185,8 +185,11 @@ export const CHUNK_SAMPLES = 8;
  *
  * Every op is assumed to treat its samples (axis 0; a Gemm's rows)
  * independently, as the passes that run halves of the calibration set
- * already assume; the kernels then give the same bits for a chunk as for the
- * whole set.
+ * already assume. The float Gemm and MatMul kernels do, but not bit for bit:
+ * their path depends on the row count (dot products for one row, SIMD blocks
+ * of rows), so {@linkcode step} runs them on all samples at once (their
+ * operands are small in a CNN: after the pooling, one row per sample); every
+ * other kernel gives the same bits for a chunk as for the whole set.
  *
  * @example A Relu then a Neg, in chunks of one sample
  * ```ts
@@ -215,21 +218,25 @@ export class ChunkedRun {
   readonly #kept: Set<Value>;
   #next = 0;
 
-  /** A run of `module` on `feeds` (samples on axis 0), `chunk` samples at a time. */
-  constructor(module: Module, feeds: Readonly<Record<string, Tensor>>, chunk: number, ops: OpRegistry) {
+  /**
+   * A run of `module` on `feeds` (samples on axis 0), `chunk` samples at a time; with `split`, the chunks start
+   * again at that sample, so the chunks of samples `[0, split)` and `[split, N)` are each those of a run on them.
+   */
+  constructor(module: Module, feeds: Readonly<Record<string, Tensor>>, chunk: number, ops: OpRegistry, split = 0) {
     const graph = module.graph;
     [this.#module, this.#ops] = [module, ops];
-    const samples = Math.min(...graph.inputs.map((v) => feeds[v.name]?.shape[0] ?? Infinity));
-    const size = samples === Infinity ? 1 : Math.max(1, Math.min(chunk, samples));
-    this.chunks = samples === Infinity ? 1 : Math.max(1, Math.ceil(samples / size));
+    const given = Math.min(...graph.inputs.map((v) => feeds[v.name]?.shape[0] ?? Infinity));
+    const samples = given === Infinity ? 0 : given;
+    const ranges: [number, number][] = [];
+    for (const [from, to] of [[0, Math.min(split, samples)], [Math.min(split, samples), samples]]) {
+      for (let start = from; start < to; start += Math.max(1, chunk)) ranges.push([start, Math.min(to, start + chunk)]);
+    }
+    if (ranges.length === 0) ranges.push([0, samples]);
+    this.chunks = ranges.length;
     for (const v of graph.inputs) {
       const t = feeds[v.name] ?? v.constant;
       if (t === undefined || t === null) throw new Error(`missing input "${v.name}"`);
-      const parts: Tensor[] = [];
-      for (let c = 0; c < this.chunks; c++) {
-        parts.push(feeds[v.name] === undefined ? t : sampleRange(t, c * size, Math.min((c + 1) * size, t.shape[0])));
-      }
-      this.#env.set(v, parts);
+      this.#env.set(v, ranges.map(([a, b]) => feeds[v.name] === undefined ? t : sampleRange(t, a, b)));
     }
     graph.ops.forEach((op, i) => {
       for (const v of op.operands) if (v !== null && v.producer !== null) this.#lastUse.set(v, i);
@@ -289,9 +296,36 @@ export class ChunkedRun {
     this.#next++;
   }
 
+  /**
+   * The next op's results on every chunk, not yet stored: a float Gemm or MatMul on all samples at once (its rows
+   * split back into chunks), any other op chunk by chunk. Stored as they come when `store` is true.
+   */
+  computeAll(store = false): Tensor[][] {
+    const op = this.next()!;
+    const out: Tensor[][] = [];
+    if (this.chunks > 1 && op.domain === "" && (op.type === "Gemm" || op.type === "MatMul")) {
+      const args = [...Array(this.chunks).keys()].map((c) => this.args(c));
+      const joined = args[0].map((t, i) => t === null || args[1][i] === t ? t : concatSamples(args.map((a) => a[i]!)));
+      const whole = this.compute(0, joined);
+      let start = 0;
+      for (const a of args) {
+        const n = a[0]!.shape[0];
+        out.push(whole.map((t) => sampleRange(t, start, start + n)));
+        start += n;
+      }
+      if (store) out.forEach((r, c) => this.store(c, r));
+      return out;
+    }
+    for (let c = 0; c < this.chunks; c++) {
+      out.push(this.compute(c));
+      if (store) this.store(c, out[c]);
+    }
+    return out;
+  }
+
   /** Run the next op on every chunk, storing as it goes. */
   step(): void {
-    for (let c = 0; c < this.chunks; c++) this.store(c, this.compute(c));
+    this.computeAll(true);
     this.done();
   }
 
@@ -309,6 +343,18 @@ export class ChunkedRun {
     if (parts === undefined || parts.some((t) => t === null)) throw new Error(`internal: "${v.name}" is not held`);
     return parts as Tensor[];
   }
+}
+
+/** Tensors joined along axis 0 (chunks of samples). */
+function concatSamples(parts: readonly Tensor[]): Tensor {
+  const first = parts[0];
+  const data = new (first.data.constructor as Float32ArrayConstructor)(parts.reduce((n, t) => n + t.data.length, 0));
+  let at = 0;
+  for (const t of parts) {
+    data.set(t.data as Float32Array, at);
+    at += t.data.length;
+  }
+  return { dtype: first.dtype, shape: [parts.reduce((n, t) => n + t.shape[0], 0), ...first.shape.slice(1)], data };
 }
 
 /**
