@@ -9,6 +9,8 @@
  *   deno run -A bench/scale_bench.ts --model vgg16 --no-svd --target c
  *   deno run -A bench/scale_bench.ts --model vgg16 --passes fold-bn     (any other pipeline)
  *   deno run -A bench/scale_bench.ts --baseline /work/main   (each run again with another checkout's CLI)
+ *   deno run -A bench/scale_bench.ts --model vgg16 --passes fold-bn,bfp --calib 256   (256 seeded random
+ *                                                 calibration images, uniform in [-2, 2), batch dimension symbolic)
  *   SCALE_BENCH_TIMEOUT_S=600 deno run -A bench/scale_bench.ts   (give up on a run after 10 min; default 1800 s)
  *
  * Goal (issue 17): VGG-16 under 3 min, peak resident memory at most 2.5x the model's bytes.
@@ -23,7 +25,7 @@ import { saveOnnx } from "../ir/onnx/export.ts";
 import { addConstant } from "../ir/rewriter.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { type Tensor, tensor } from "../ir/tensor.ts";
-import { tensorType } from "../ir/types.ts";
+import { writeNpy } from "../data/npy.ts";
 
 /** VGG-16 configuration D: conv widths, `M` = 2x2 max-pool. */
 const VGG16: readonly (number | "M")[] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"];
@@ -46,9 +48,9 @@ class Builder {
   readonly graph: Graph;
   #layer = 0;
 
-  constructor(name: string, input: number[]) {
+  constructor(name: string, input: (number | string)[]) {
     this.graph = new Graph(name);
-    this.x = this.graph.addInput(new Value("input", tensorType("f32", input)));
+    this.x = this.graph.addInput(new Value("input", { elem: "f32", shape: input }));
   }
 
   /** The current activation. */
@@ -118,8 +120,8 @@ class Builder {
  * const m = buildVgg16(); // 553 MB of weights
  * ```
  */
-export function buildVgg16(): Module {
-  const b = new Builder("vgg16", [1, 3, 224, 224]);
+export function buildVgg16(batch: number | string = 1): Module {
+  const b = new Builder("vgg16", [batch, 3, 224, 224]);
   let x = b.x;
   let c = 3;
   for (const v of [...VGG16, ...VGG16_TAIL]) {
@@ -137,8 +139,8 @@ export function buildVgg16(): Module {
 }
 
 /** ResNet-50 (bottleneck blocks 3-4-6-3, 224x224x3 input, 1000 classes): 25.6M parameters. */
-export function buildResnet50(): Module {
-  const b = new Builder("resnet50", [1, 3, 224, 224]);
+export function buildResnet50(batch: number | string = 1): Module {
+  const b = new Builder("resnet50", [batch, 3, 224, 224]);
   let x = b.convBn(b.x, 3, 64, 7, 2, true);
   x = b.add("MaxPool", [x], [["kernel_shape", [3, 3]], ["strides", [2, 2]], ["pads", [1, 1, 1, 1]]]);
   let c = 64;
@@ -176,7 +178,15 @@ interface RunResult {
  * Run the CLI on `model` under `/usr/bin/time -f %M`, stopping it after `timeoutS` seconds (SIGTERM: `timeout -s KILL`
  * would kill `timeout` itself, and with it the record of the child's peak memory).
  */
-async function timeCompile(cli: string, model: string, passes: string, target: string, out: string, timeoutS: number) {
+async function timeCompile(
+  cli: string,
+  model: string,
+  passes: string,
+  target: string,
+  out: string,
+  timeoutS: number,
+  calib: string | null,
+) {
   const args = [
     "-f",
     "%M",
@@ -192,6 +202,7 @@ async function timeCompile(cli: string, model: string, passes: string, target: s
     model,
   ];
   args.push("--passes", passes, "--target", target, "--out", out, "--quiet", "--force");
+  if (calib !== null) args.push("--calib", calib);
   const t0 = performance.now();
   const { code, stderr } = await new Deno.Command("/usr/bin/time", { args, stdout: "null", stderr: "piped" }).output();
   const seconds = (performance.now() - t0) / 1000;
@@ -219,20 +230,35 @@ if (import.meta.main) {
       keep: { type: "boolean", default: false },
       baseline: { type: "string" },
       passes: { type: "string" },
+      calib: { type: "string" },
     },
   });
+  const calibSamples = values.calib === undefined ? 0 : Number(values.calib);
+  if (!Number.isInteger(calibSamples) || calibSamples < 0) {
+    throw new Error(`--calib takes a number of calibration images, got "${values.calib}"`);
+  }
   const timeoutS = Number(Deno.env.get("SCALE_BENCH_TIMEOUT_S") ?? 1800);
   const targets = values.target ?? ["onnx"];
   const pipelines = values.passes !== undefined
     ? [values.passes]
     : [DESIGN_CARD, DESIGN_CARD.replace(",svd{energy=0.9}", "")]
       .filter((p) => !(values["no-svd"] && p.includes("svd")) && !(values["only-svd"] && !p.includes("svd")));
-  const builders: [string, () => Module][] = [["vgg16", buildVgg16], ["resnet50", buildResnet50]];
+  // With calibration images the batch dimension is symbolic, so the calibration batch fits the model's input.
+  const batch = calibSamples > 0 ? "N" : 1;
+  const builders: [string, () => Module][] = [["vgg16", () => buildVgg16(batch)], [
+    "resnet50",
+    () => buildResnet50(batch),
+  ]];
   // --baseline /path/to/other/checkout: run its CLI on the same file right after ours, as the anchor.
   const clis: [string, string][] = [["", join(import.meta.dirname!, "..", "compile.ts")]];
   if (values.baseline !== undefined) clis.push(["baseline ", join(values.baseline, "compile.ts")]);
   const dir = Deno.makeTempDirSync({ prefix: "cnnc_scale_bench_" });
   try {
+    let calib: string | null = null;
+    if (calibSamples > 0) {
+      calib = join(dir, "calib.npy");
+      Deno.writeFileSync(calib, writeNpy(randomTensor([calibSamples, 3, 224, 224], 7, 4)));
+    }
     for (const [name, build] of builders.filter(([n]) => values.model === "all" || values.model === n)) {
       const path = join(dir, `${name}.onnx`);
       let bytes: number;
@@ -242,11 +268,14 @@ if (import.meta.main) {
         saveOnnx(m, path);
       }
       const fileBytes = Deno.statSync(path).size;
-      console.log(`${name}: ${(bytes / 4 / 1e6).toFixed(1)}M params, ${(fileBytes / 1e6).toFixed(0)} MB (${path})`);
+      console.log(
+        `${name}: ${(bytes / 4 / 1e6).toFixed(1)}M params, ${(fileBytes / 1e6).toFixed(0)} MB (${path})` +
+          (calib === null ? "" : `, ${calibSamples} calibration images`),
+      );
       for (const target of targets) {
         for (const passes of pipelines) {
           for (const [label, cli] of clis) {
-            const r = await timeCompile(cli, path, passes, target, join(dir, `out_${name}`), timeoutS);
+            const r = await timeCompile(cli, path, passes, target, join(dir, `out_${name}`), timeoutS, calib);
             const ratio = (r.peakBytes / fileBytes).toFixed(2);
             console.log(
               `  ${label}${passes} -> ${target}: ${r.seconds.toFixed(1)} s, peak RSS ${

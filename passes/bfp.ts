@@ -29,19 +29,18 @@ import {
 import { BFP_DOMAIN, bfpElementType, bfpLayerPlan } from "../ir/bfp/plan.ts";
 import { dequantizeWeights, quantizeWeights } from "../ir/bfp/quantize.ts";
 import { type Graph, Op, Value } from "../ir/graph.ts";
-import type { Module } from "../ir/module.ts";
-import { eraseConstantIfUnused, insertBefore, replaceConstant } from "../ir/rewriter.ts";
+import { Module } from "../ir/module.ts";
+import { cloneGraph, eraseConstantIfUnused, insertBefore, replaceConstant } from "../ir/rewriter.ts";
 import { shapeSize, type Tensor, tensor, toFloat64 } from "../ir/tensor.ts";
 import { isTensorType, type TensorType } from "../ir/types.ts";
 import {
+  ChannelErrorSum,
+  CHUNK_SAMPLES,
+  ChunkedRun,
   db,
   layerErrorStats,
-  meanChannelError,
-  runSequential,
-  runWithProbes,
+  PowerSum,
   sampleFeeds,
-  sampleRange,
-  sqnr,
 } from "./analysis/bfp_error.ts";
 import {
   blocksPay,
@@ -199,10 +198,8 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
         `avg-mantissa and target-sqnr need calibration data (--calib); every layer gets mantissa=${format.mantissaBits}`,
       );
     }
-    const floatActivations = ctx.calibration === null ? null : probe(module, layers, ctx.calibration, ctx);
-    const choice = floatActivations === null
-      ? null
-      : chooseFormats(layers, floatActivations, format, { ...options, mixed }, ctx, module);
+    const twin = ctx.calibration === null ? null : floatTwin(module, format);
+    const choice = twin === null ? null : chooseFormats(layers, twin, format, { ...options, mixed }, ctx, module);
     // Without data, the expected input of a layer behind a BatchNormalization (data-free bias correction).
     const expectedInputs = new Map<Value, Float64Array>();
     if (options.biasCorrect && ctx.calibration === null) {
@@ -222,7 +219,7 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
         biasCorrect: options.biasCorrect,
         expectedInputs,
       },
-      floatActivations,
+      choice === null ? null : twin,
       ctx,
     );
     ctx.stat("layers-lowered", layers.length);
@@ -426,14 +423,71 @@ export interface FormatChoice {
 }
 
 /**
+ * The float model beside the one a pass lowers: a copy made before lowering
+ * (sharing its constants), and each value's copy there. With calibration data
+ * it runs beside the lowered model, chunk by chunk of samples
+ * (`analysis/bfp_error.ts`'s `ChunkedRun`), so that no run holds more than
+ * the activations of the layer it is at.
+ */
+export interface FloatTwin {
+  /** The float model. */
+  readonly module: Module;
+  /** Each value of the model before lowering: its copy in {@linkcode module}. */
+  readonly values: ReadonlyMap<Value, Value>;
+  /**
+   * Calibration samples per chunk: {@linkcode CHUNK_SAMPLES}, or all of them with stochastic rounding, whose
+   * random stream runs through a whole tensor.
+   */
+  readonly chunk: number;
+}
+
+/** A {@linkcode FloatTwin} of `module` as it is now, for layers in `format`. */
+export function floatTwin(module: Module, format: BfpFormat): FloatTwin {
+  const values = new Map<Value, Value>();
+  const copy = new Module(cloneGraph(module.graph, values), module.opsets, module.irVersion);
+  return { module: copy, values, chunk: format.rounding === "stochastic" ? Infinity : CHUNK_SAMPLES };
+}
+
+/**
+ * Run the float model on `feeds` and call `visit` at each of `layers` with
+ * its input and output, chunk by chunk of samples (the only layer whose
+ * activations are held then); returns the run, ended, for its outputs.
+ */
+function forEachLayer(
+  twin: FloatTwin,
+  layers: readonly Candidate[],
+  feeds: Readonly<Record<string, Tensor>>,
+  ctx: PassContext,
+  visit: (layer: Candidate, x: readonly Tensor[], y: readonly Tensor[]) => void,
+): ChunkedRun {
+  const byTwin = new Map(layers.map((l) => [twin.values.get(l.op.result)!.producer!, l]));
+  const run = new ChunkedRun(twin.module, feeds, twin.chunk, ctx.ops);
+  for (let op = run.next(); op !== null; op = run.next()) {
+    const layer = byTwin.get(op);
+    if (layer === undefined) {
+      run.step();
+      continue;
+    }
+    const x = [...Array(run.chunks).keys()].map((c) => run.args(c)[0]!);
+    const y = run.computeAll();
+    visit(layer, x, y.map((r) => r[0]));
+    y.forEach((r, c) => run.store(c, r));
+    run.done();
+  }
+  return run;
+}
+
+/**
  * Blocking and mantissa width per layer from the float calibration activations
- * (`analysis/bfp_precision.ts`): with `scheme` auto, blocks of `block` channels
- * where they pay for their exponents; with `mixed`, widths in
- * `[mantissaMin, mantissaMax]` under `avgMantissa` and `targetSqnr`.
+ * (`analysis/bfp_precision.ts`), measured on one run of the float model, one
+ * layer at a time: with `scheme` auto, blocks of `block` channels where they
+ * pay for their exponents; with `mixed`, widths in `[mantissaMin,
+ * mantissaMax]` under `avgMantissa` and `targetSqnr`. Null when the float
+ * model does not run on the calibration data (warned).
  */
 export function chooseFormats(
   layers: readonly Candidate[],
-  activations: ReadonlyMap<Value, Tensor>,
+  twin: FloatTwin,
   format: BfpFormat,
   options: {
     scheme: string;
@@ -449,28 +503,35 @@ export function chooseFormats(
   },
   ctx: PassContext,
   module?: Module,
-): FormatChoice {
+): FormatChoice | null {
   const formats = new Map<Op, LayerFormat>();
-  const measured: { layer: Candidate; input: PrecisionLayer | null; block: number }[] = [];
-  for (const layer of layers) {
-    const x = activations.get(layer.x);
-    const input = x === undefined ? null : { ...layer, x, axis: axisOf(layer) };
-    let block = options.scheme === "mx" ? options.block : 0;
-    if (options.scheme === "auto" && input !== null) {
-      const perSample = conversionNsr(input, format, 0), blocked = conversionNsr(input, format, options.block);
-      if (blocksPay(perSample, blocked, format.exponentBits, options.block, layer.weightShape[1])) {
-        block = options.block;
-      }
-    }
-    measured.push({ layer, input, block });
-  }
   const widths: number[] = [];
   for (let m = options.mantissaMin; m <= options.mantissaMax; m++) widths.push(m);
-  const nsr = measured.map(({ input, block }) =>
-    (options.mixed ? widths : [format.mantissaBits]).map((m) =>
-      input === null ? 0 : conversionNsr(input, withMantissa(format, m), block)
-    )
-  );
+  // Per layer, as its float input goes by: its blocking and its conversion NSR per candidate width.
+  const byOp = new Map<Op, { layer: Candidate; block: number; nsr: number[] }>();
+  try {
+    forEachLayer(twin, layers, ctx.calibration!, ctx, (layer, x) => {
+      const input: PrecisionLayer = { ...layer, x, axis: axisOf(layer) };
+      let block = options.scheme === "mx" ? options.block : 0;
+      if (options.scheme === "auto") {
+        const perSample = conversionNsr(input, format, 0), blocked = conversionNsr(input, format, options.block);
+        if (blocksPay(perSample, blocked, format.exponentBits, options.block, layer.weightShape[1])) {
+          block = options.block;
+        }
+      }
+      const nsr = (options.mixed ? widths : [format.mantissaBits]).map((m) =>
+        conversionNsr(input, withMantissa(format, m), block)
+      );
+      byOp.set(layer.op, { layer, block, nsr });
+    });
+  } catch (e) {
+    ctx.emit("warning", `calibration run failed (${e instanceof Error ? e.message : e}); no error analysis`);
+    return null;
+  }
+  const measured = layers.map((l) => byOp.get(l.op)!);
+  // The unmasked NSR at each width (the sensitivity measurement's reference), before saturating widths go.
+  const conversion = measured.map(({ nsr }) => [...nsr]);
+  const nsr = measured.map(({ nsr }) => nsr);
   // A width whose products could saturate the accumulator is not offered (the warning `lower` gives at one width).
   if (options.mixed) {
     measured.forEach(({ layer }, l) => {
@@ -485,7 +546,8 @@ export function chooseFormats(
     // Measured two bits below the base width (within the range): where the layers that saturate their noise away at
     // the base width (a HardSigmoid gate) start to pass it on, and still where the noise is small.
     const probeBits = Math.min(options.mantissaMax, Math.max(options.mantissaMin, format.mantissaBits - 2));
-    const gains = outputGains(module, measured, format, probeBits, samples, options.biasCorrect === true, ctx);
+    const local = conversion.map((row) => row[probeBits - options.mantissaMin]);
+    const gains = outputGains(module, measured, local, format, probeBits, samples, options.biasCorrect === true, ctx);
     nsr.forEach((row, l) => row.forEach((v, i) => row[i] = v * gains[l]));
   }
   const cost = layers.map((l) => l.weight.length);
@@ -513,7 +575,8 @@ export function chooseFormats(
  */
 function outputGains(
   module: Module,
-  measured: readonly { layer: Candidate; input: PrecisionLayer | null; block: number }[],
+  measured: readonly { layer: Candidate; block: number }[],
+  local: readonly number[],
   format: BfpFormat,
   probeBits: number,
   samples: number,
@@ -533,9 +596,8 @@ function outputGains(
     );
     return measured.map(() => 1);
   }
-  return measured.map(({ layer, input, block }, l) => {
-    const local = input === null ? 0 : conversionNsr(input, probeFormat, block);
-    const gain = local === 0 ? 1 : outputNsr[l] / local;
+  return measured.map(({ layer }, l) => {
+    const gain = local[l] === 0 ? 1 : outputNsr[l] / local[l];
     ctx.log(
       `op "${layer.op.name}": output NSR ${outputNsr[l].toExponential(2)} alone, ${
         gain.toExponential(2)
@@ -554,13 +616,13 @@ function axisOf(layer: Candidate): number {
 /**
  * Lower `layers` to `ai.bfp` ops as `spec` says; returns the statistics per
  * layer (with the four-stage error analysis and the in-model SQNR when
- * `floatActivations` are given) and the weight exponent bits in total.
+ * `twin`, the float model before lowering, is given with calibration data) and the weight exponent bits in total.
  */
 export function lowerLayers(
   module: Module,
   layers: readonly Candidate[],
   spec: LoweringSpec,
-  floatActivations: Map<Value, Tensor> | null,
+  twin: FloatTwin | null,
   ctx: PassContext,
 ): {
   layers: Record<string, StatValue>;
@@ -580,19 +642,19 @@ export function lowerLayers(
   }
   module.opsets.set(BFP_DOMAIN, 1);
   let outputSqnr: number | null = null, biasCorrected = 0;
-  if (ctx.calibration !== null && floatActivations !== null) {
-    const correct = spec.biasCorrect === true && correctionHoldsOut(module, layers, floatActivations, ctx);
-    const run = correctAndMeasure(module, layers, floatActivations, ctx.calibration, correct, ctx);
+  if (ctx.calibration !== null && twin !== null) {
+    const correct = spec.biasCorrect === true && correctionHoldsOut(module, layers, twin, ctx);
+    const run = correctAndMeasure(module, layers, twin, correct, ctx);
     if (run !== null) {
       for (const [name, s] of run.layers) Object.assign(perLayer[name], s);
       outputSqnr = run.outputSqnr;
       biasCorrected = run.corrected;
     }
     // Each layer alone on its float input, with the bias it now has.
-    for (const layer of layers) {
-      const analysis = analyze(layer, floatActivations, ctx);
+    forEachLayer(twin, layers, ctx.calibration, ctx, (layer, x, y) => {
+      const analysis = analyze(layer, x, y, ctx);
       if (analysis !== null) Object.assign(perLayer[layer.op.name], analysis);
-    }
+    });
   }
   const dataFree = Object.values(perLayer).filter((s) => s["bias-corrected-data-free"] === true).length;
   return { layers: perLayer, weightExponentBits: exponentBits, outputSqnr, biasCorrected, dataFree };
@@ -600,72 +662,109 @@ export function lowerLayers(
 
 /**
  * Run the lowered model on the calibration data once, layer by layer in graph
- * order: each lowered layer's output is compared with the float model's
+ * order, beside the float model (`twin`), chunk by chunk of samples: each
+ * lowered layer's output is compared with the float model's
  * (`sqnr-in-model-db`, errors of the layers before it accumulated) and, with
  * `biasCorrect`, the mean difference per output channel is added to its bias
- * where it passes the held-out check (`heldOutChannelShift`)
  * (`sqnr-before-correction-db` records the figure before) and the layer runs
  * again, so the layers after it see the corrected output. The bias stays a
  * float32 constant that the plan aligns like any other, so every target
- * computes with the corrected bias bit for bit. Null when the run fails
- * (warned).
+ * computes with the corrected bias bit for bit. Only the activations of the
+ * layer at hand are held, in both models. The lowered model runs on the first
+ * `samples` samples (all by default), the float model on all of them (the
+ * float Gemm's bits depend on its row count: `ChunkedRun`), whose outputs
+ * are returned, chunk by chunk. Null when the run fails (warned).
  */
 function correctAndMeasure(
   module: Module,
   layers: readonly Candidate[],
-  floatActivations: Map<Value, Tensor>,
-  calibration: Readonly<Record<string, Tensor>>,
+  twin: FloatTwin,
   biasCorrect: boolean,
   ctx: PassContext,
-): { layers: Map<string, LayerStats>; outputSqnr: number | null; corrected: number } | null {
+  samples = Infinity,
+): {
+  layers: Map<string, LayerStats>;
+  outputSqnr: number | null;
+  corrected: number;
+  floatOutputs: Tensor[][];
+} | null {
   const graph = module.graph;
   const byOp = new Map(layers.map((l) => [l.op, l]));
   const stats = new Map<string, LayerStats>();
-  const outputs = new Map<Value, Tensor>();
-  let corrected = 0;
+  const calibration = ctx.calibration!;
+  let corrected = 0, outputSqnr: number | null = null, floatOutputs: Tensor[][];
   try {
-    runSequential(module, calibration, ctx.ops, (op, args, results, rerun) => {
+    const lowered = new ChunkedRun(module, sampleFeeds(calibration, 0, samples), twin.chunk, ctx.ops);
+    const float = new ChunkedRun(twin.module, calibration, twin.chunk, ctx.ops, samples);
+    for (let op = lowered.next(); op !== null; op = lowered.next()) {
       const layer = byOp.get(op);
-      const ref = layer === undefined ? undefined : floatActivations.get(op.result);
-      let y = results[0];
-      if (layer !== undefined && ref !== undefined) {
-        const s: LayerStats = {};
-        const before = sqnr(toFloat64(ref), toFloat64(y));
-        const shift = biasCorrect ? meanChannelError(ref, y, layer.kind === "gemm") : null;
-        if (shift !== null) {
-          const old = op.operand(4)?.constant;
-          const base = old === null || old === undefined ? null : toFloat64(old);
-          const bias = tensor("f32", [shift.length], Float32Array.from(shift, (d, c) => (base?.[c] ?? 0) + d));
-          replaceConstant(op, 4, bias, old === undefined || old === null ? { name: `${op.name}.bias` } : {});
-          y = rerun([...args.slice(0, 4), bias])[0];
-          s["sqnr-before-correction-db"] = db(before);
-          corrected++;
-        }
-        s["sqnr-in-model-db"] = db(shift !== null ? sqnr(toFloat64(ref), toFloat64(y)) : before);
-        stats.set(op.name, s);
+      if (layer === undefined) {
+        lowered.step();
+        continue;
       }
-      op.results.forEach((r, k) => {
-        if (graph.outputs.includes(r)) outputs.set(r, k === 0 ? y : results[k]);
-      });
-      return [y, ...results.slice(1)];
-    });
+      const floatOp = twin.values.get(op.result)!.producer!;
+      float.finish(floatOp);
+      const ref = float.values(floatOp.results[0]);
+      const s: LayerStats = {};
+      // Without a correction the first run's results are kept; with one, they only feed the statistics.
+      const before = new PowerSum(), error = biasCorrect ? new ChannelErrorSum(layer.kind === "gemm") : null;
+      for (let c = 0; c < lowered.chunks; c++) {
+        const y = lowered.compute(c);
+        before.add(toFloat64(ref[c]), toFloat64(y[0]));
+        if (error !== null) error.add(ref[c], y[0]);
+        else lowered.store(c, y);
+      }
+      if (error !== null) {
+        const shift = error.mean();
+        const old = op.operand(4)?.constant;
+        const base = old === null || old === undefined ? null : toFloat64(old);
+        const bias = tensor("f32", [shift.length], Float32Array.from(shift, (d, c) => (base?.[c] ?? 0) + d));
+        replaceConstant(op, 4, bias, old === undefined || old === null ? { name: `${op.name}.bias` } : {});
+        const after = new PowerSum();
+        for (let c = 0; c < lowered.chunks; c++) {
+          const y = lowered.compute(c);
+          after.add(toFloat64(ref[c]), toFloat64(y[0]));
+          lowered.store(c, y);
+        }
+        s["sqnr-before-correction-db"] = db(before.sqnr());
+        s["sqnr-in-model-db"] = db(after.sqnr());
+        corrected++;
+      } else {
+        s["sqnr-in-model-db"] = db(before.sqnr());
+      }
+      lowered.done();
+      stats.set(op.name, s);
+    }
+    float.finish();
+    floatOutputs = graph.outputs.map((v) => float.values(twin.values.get(v)!));
+    const ratio = modelSqnr(floatOutputs.map((f, i) => [f.slice(0, lowered.chunks), lowered.values(graph.outputs[i])]));
+    outputSqnr = ratio === null ? null : 10 * Math.log10(ratio);
   } catch (e) {
     ctx.emit("warning", `lowered calibration run failed (${e instanceof Error ? e.message : e})`);
     return null;
   }
+  return { layers: stats, outputSqnr, corrected, floatOutputs };
+}
+
+/**
+ * The SQNR of a model's outputs, each given as its float and its lowered
+ * tensors chunk by chunk, over the float32 ones (as a ratio, not in dB); null
+ * when none is float32.
+ */
+function modelSqnr(outputs: readonly (readonly [readonly Tensor[], readonly Tensor[]])[]): number | null {
   let signal = 0, noise = 0, measured = false;
-  for (const v of graph.outputs) {
-    const a = floatActivations.get(v), b = outputs.get(v);
-    if (a === undefined || b === undefined || a.dtype !== "f32") continue;
-    measured = true;
-    const r = toFloat64(a), q = toFloat64(b);
-    for (let i = 0; i < r.length; i++) {
-      signal += r[i] * r[i];
-      noise += (r[i] - q[i]) ** 2;
-    }
+  for (const [float, lowered] of outputs) {
+    float.forEach((a, c) => {
+      if (a.dtype !== "f32") return;
+      measured = true;
+      const r = a.data as Float32Array, q = lowered[c].data as Float32Array;
+      for (let i = 0; i < r.length; i++) {
+        signal += r[i] * r[i];
+        noise += (r[i] - q[i]) ** 2;
+      }
+    });
   }
-  const outputSqnr = !measured ? null : noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
-  return { layers: stats, outputSqnr, corrected };
+  return !measured ? null : noise === 0 ? Infinity : signal / noise;
 }
 
 /**
@@ -680,7 +779,7 @@ function correctAndMeasure(
 function correctionHoldsOut(
   module: Module,
   layers: readonly Candidate[],
-  floatActivations: Map<Value, Tensor>,
+  twin: FloatTwin,
   ctx: PassContext,
 ): boolean {
   const calibration = ctx.calibration!;
@@ -690,29 +789,21 @@ function correctionHoldsOut(
     return false;
   }
   const half = Math.floor(samples / 2);
-  const feeds = (start: number, end: number): Record<string, Tensor> => sampleFeeds(calibration, start, end);
-  const fitActivations = new Map([...floatActivations].map(([v, t]) => [v, sampleRange(t, 0, half)]));
-  const check = feeds(half, samples);
-  const checkOutputs = module.graph.outputs.map((v) => floatActivations.get(v));
-  const outputSqnr = (): number => {
-    const out = runWithProbes(module, module.graph.outputs, check, ctx.ops);
-    let signal = 0, noise = 0;
-    module.graph.outputs.forEach((v, i) => {
-      const ref = checkOutputs[i], got = out.get(v);
-      if (ref === undefined || got === undefined || ref.dtype !== "f32") return;
-      const r = sampleRange(ref, half, samples).data as Float32Array, q = got.data as Float32Array;
-      for (let j = 0; j < r.length; j++) {
-        signal += r[j] * r[j];
-        noise += (r[j] - q[j]) ** 2;
-      }
-    });
-    return noise === 0 ? Infinity : signal / noise;
+  const checkOutputs = (): Tensor[][] => {
+    const run = new ChunkedRun(module, sampleFeeds(calibration, half, samples), twin.chunk, ctx.ops);
+    run.finish();
+    return module.graph.outputs.map((v) => run.values(v));
   };
   const originals = layers.map((l) => l.op.operand(4)?.constant ?? null);
   try {
-    const without = outputSqnr();
-    if (correctAndMeasure(module, layers, fitActivations, feeds(0, half), true, ctx) === null) return false;
-    const corrected = outputSqnr();
+    const before = checkOutputs();
+    const fit = correctAndMeasure(module, layers, twin, true, ctx, half);
+    if (fit === null) return false;
+    // The float outputs of the held-out samples: the chunks after the fitted ones, from the float run on all.
+    const reference = fit.floatOutputs.map((f) => f.slice(f.length - (before[0]?.length ?? 0)));
+    const outputSqnr = (lowered: Tensor[][]): number => modelSqnr(lowered.map((l, i) => [reference[i], l])) ?? Infinity;
+    const without = outputSqnr(before);
+    const corrected = outputSqnr(checkOutputs());
     const keep = corrected > without;
     ctx.stat(
       "bias-correction-check",
@@ -907,28 +998,11 @@ function lower(
   };
 }
 
-/** Float activations at every candidate's input and output on the calibration data (before lowering). */
-export function probe(
-  module: Module,
-  layers: readonly Candidate[],
-  calibration: Readonly<Record<string, Tensor>>,
-  ctx: PassContext,
-): Map<Value, Tensor> | null {
-  const values = [...new Set([...layers.flatMap((l) => [l.x, l.op.result]), ...module.graph.outputs])];
+/** The four-stage error analysis of one lowered layer on its float input and output (`analysis/bfp_error.ts`). */
+function analyze(layer: Candidate, x: readonly Tensor[], y: readonly Tensor[], ctx: PassContext): LayerStats | null {
+  if (x.some((t) => t.dtype !== "f32")) return null;
   try {
-    return runWithProbes(module, values, calibration, ctx.ops);
-  } catch (e) {
-    ctx.emit("warning", `calibration run failed (${e instanceof Error ? e.message : e}); no error analysis`);
-    return null;
-  }
-}
-
-/** The four-stage error analysis of one lowered layer on its float calibration input (`analysis/bfp_error.ts`). */
-function analyze(layer: Candidate, activations: Map<Value, Tensor>, ctx: PassContext): LayerStats | null {
-  const x = activations.get(layer.x), yRef = activations.get(layer.op.result);
-  if (x === undefined || yRef === undefined || x.dtype !== "f32") return null;
-  try {
-    return layerErrorStats(bfpLayerPlan(layer.op), x, yRef, layer.weight);
+    return layerErrorStats(bfpLayerPlan(layer.op), x, y, layer.weight);
   } catch (e) {
     ctx.log(`op "${layer.op.name}": no error analysis (${e instanceof Error ? e.message : e})`);
     return null;

@@ -16,7 +16,7 @@
 import { bfpFormat } from "../ir/bfp/format.ts";
 import { staticExponentFor } from "../ir/bfp/quantize.ts";
 import type { Value } from "../ir/graph.ts";
-import { bfpOptions, chooseLayers, foldBeforeLowering, lowerLayers } from "./bfp.ts";
+import { bfpOptions, chooseLayers, floatTwin, foldBeforeLowering, lowerLayers } from "./bfp.ts";
 import { db, runWithProbes } from "./analysis/bfp_error.ts";
 import type { Tensor } from "../ir/tensor.ts";
 import { definePass, type Pass } from "./pass.ts";
@@ -121,7 +121,7 @@ export const fixedPass: Pass<typeof fixedOptions> = definePass({
       perTensorWeights: options.weights === "per-tensor",
       biasCorrect: options.biasCorrect,
     };
-    const lowered = lowerLayers(module, layers, spec, activations, ctx);
+    const lowered = lowerLayers(module, layers, spec, floatTwin(module, format), ctx);
     ctx.stat("layers-lowered", layers.length);
     ctx.stat("format", `fixed${format.mantissaBits} ${format.rounding}`);
     ctx.stat("weights", options.weights);

@@ -27,13 +27,49 @@ import type { StatValue } from "../pass.ts";
  * ```
  */
 export function sqnr(reference: ArrayLike<number>, approx: ArrayLike<number>): number {
-  let signal = 0, noise = 0;
-  for (let i = 0; i < reference.length; i++) {
-    signal += reference[i] * reference[i];
-    const d = reference[i] - approx[i];
-    noise += d * d;
+  return new PowerSum().add(reference, approx).sqnr();
+}
+
+/**
+ * Signal and noise power summed over parts of two tensors in order (the
+ * samples of a calibration set, chunk after chunk): the same sums, bit for
+ * bit, as one pass over the whole tensors.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { PowerSum, sqnr } from "./bfp_error.ts";
+ * const s = new PowerSum().add([10], [9]).add([0, 3], [0, 3]);
+ * assert.equal(s.sqnr(), sqnr([10, 0, 3], [9, 0, 3]));
+ * ```
+ */
+export class PowerSum {
+  /** Σ reference². */
+  signal = 0;
+  /** Σ (reference - approx)². */
+  noise = 0;
+
+  /** Add one part. */
+  add(reference: ArrayLike<number>, approx: ArrayLike<number>): this {
+    let signal = this.signal, noise = this.noise;
+    for (let i = 0; i < reference.length; i++) {
+      signal += reference[i] * reference[i];
+      const d = reference[i] - approx[i];
+      noise += d * d;
+    }
+    [this.signal, this.noise] = [signal, noise];
+    return this;
   }
-  return noise === 0 ? Infinity : 10 * Math.log10(signal / noise);
+
+  /** 10·log10(signal / noise) in dB (Infinity when exact). */
+  sqnr(): number {
+    return this.noise === 0 ? Infinity : 10 * Math.log10(this.signal / this.noise);
+  }
+
+  /** noise / signal (0 without signal). */
+  nsr(): number {
+    return this.signal === 0 ? 0 : this.noise / this.signal;
+  }
 }
 
 /** A dB figure for a report: two decimals, `"inf"` when exact. */
@@ -130,6 +166,198 @@ export function runSequential(
 }
 
 /**
+ * Calibration samples per chunk of a {@linkcode ChunkedRun}: a layer's
+ * activations for every sample are held (a consumer needs the whole layer
+ * before it can go on), but each op frees its operands chunk by chunk, so a
+ * value and its successor overlap by one chunk, not by the whole set.
+ */
+export const CHUNK_SAMPLES = 8;
+
+/**
+ * A run of a module on calibration samples in chunks of `chunk` samples, op
+ * by op in graph order (as {@linkcode runSequential}), that its caller drives:
+ * {@linkcode next} names the op about to run, {@linkcode compute} runs it on one
+ * chunk, {@linkcode store} keeps a chunk's results and frees that chunk of
+ * every operand used for the last time, {@linkcode done} moves on. Two runs
+ * of two modules (the float model and the lowered one) go side by side, so
+ * neither holds more than the live activations of the op it is at: the
+ * memory of one layer of the network, not of all of them.
+ *
+ * Every op is assumed to treat its samples (axis 0; a Gemm's rows)
+ * independently, as the passes that run halves of the calibration set
+ * already assume. The float Gemm and MatMul kernels do, but not bit for bit:
+ * their path depends on the row count (dot products for one row, SIMD blocks
+ * of rows), so {@linkcode step} runs them on all samples at once (their
+ * operands are small in a CNN: after the pooling, one row per sample); every
+ * other kernel gives the same bits for a chunk as for the whole set.
+ *
+ * @example A Relu then a Neg, in chunks of one sample
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "../../ir/graph.ts";
+ * import { Module } from "../../ir/module.ts";
+ * import { builtinOps } from "../../ir/builtin_ops.ts";
+ * import { float32Tensor } from "../../ir/tensor.ts";
+ * import { ChunkedRun } from "./bfp_error.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 1] }));
+ * const r = g.addOp(new Op({ name: "r", type: "Relu", operands: [x], results: [new Value("t")] }));
+ * g.outputs.push(g.addOp(new Op({ name: "n", type: "Neg", operands: [r.result], results: [new Value("y")] })).result);
+ * const run = new ChunkedRun(new Module(g), { x: float32Tensor([2, 1], [-2, 3]) }, 1, builtinOps);
+ * run.finish();
+ * assert.deepEqual(run.values(g.outputs[0]).map((t) => t.data[0]), [-0, -3]);
+ * ```
+ */
+export class ChunkedRun {
+  /** How many chunks the samples make. */
+  readonly chunks: number;
+  readonly #module: Module;
+  readonly #ops: OpRegistry;
+  readonly #env = new Map<Value, (Tensor | null)[]>();
+  readonly #lastUse = new Map<Value, number>();
+  readonly #kept: Set<Value>;
+  #next = 0;
+
+  /**
+   * A run of `module` on `feeds` (samples on axis 0), `chunk` samples at a time; with `split`, the chunks start
+   * again at that sample, so the chunks of samples `[0, split)` and `[split, N)` are each those of a run on them.
+   */
+  constructor(module: Module, feeds: Readonly<Record<string, Tensor>>, chunk: number, ops: OpRegistry, split = 0) {
+    const graph = module.graph;
+    [this.#module, this.#ops] = [module, ops];
+    const given = Math.min(...graph.inputs.map((v) => feeds[v.name]?.shape[0] ?? Infinity));
+    const samples = given === Infinity ? 0 : given;
+    const ranges: [number, number][] = [];
+    for (const [from, to] of [[0, Math.min(split, samples)], [Math.min(split, samples), samples]]) {
+      for (let start = from; start < to; start += Math.max(1, chunk)) ranges.push([start, Math.min(to, start + chunk)]);
+    }
+    if (ranges.length === 0) ranges.push([0, samples]);
+    this.chunks = ranges.length;
+    for (const v of graph.inputs) {
+      const t = feeds[v.name] ?? v.constant;
+      if (t === undefined || t === null) throw new Error(`missing input "${v.name}"`);
+      this.#env.set(v, ranges.map(([a, b]) => feeds[v.name] === undefined ? t : sampleRange(t, a, b)));
+    }
+    graph.ops.forEach((op, i) => {
+      for (const v of op.operands) if (v !== null && v.producer !== null) this.#lastUse.set(v, i);
+    });
+    this.#kept = new Set(graph.outputs);
+  }
+
+  /** The op about to run, or null at the end. */
+  next(): Op | null {
+    return this.#module.graph.ops[this.#next] ?? null;
+  }
+
+  /** The operand tensors of the next op on chunk `c`. */
+  args(c: number): (Tensor | null)[] {
+    const op = this.next()!;
+    return op.operands.map((v) => {
+      if (v === null) return null;
+      const t = this.#env.get(v)?.[c] ?? v.constant;
+      if (t === null || t === undefined) {
+        throw new Error(`op "${op.name}" (${op.type}): operand "${v.name}" has no value`);
+      }
+      return t;
+    });
+  }
+
+  /** Run the next op on chunk `c` (on `args`, by default its operands): its results, not yet stored. */
+  compute(c: number, args: readonly (Tensor | null)[] = this.args(c)): Tensor[] {
+    const op = this.next()!;
+    const kernel = this.#ops.get(op)?.interpret;
+    if (kernel === undefined) throw new Error(`op "${op.name}" (${op.qualifiedType}) has no reference implementation`);
+    try {
+      return kernel(op, args, { opset: this.#module.opset(op.domain) });
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      throw new Error(msg.startsWith(`op "${op.name}"`) ? msg : `op "${op.name}" (${op.type}): ${msg}`);
+    }
+  }
+
+  /** Keep the next op's results on chunk `c`, and free chunk `c` of the operands it used last. */
+  store(c: number, results: readonly Tensor[]): void {
+    const op = this.next()!;
+    op.results.forEach((r, k) => {
+      if (results[k] === undefined || (!this.#lastUse.has(r) && !this.#kept.has(r))) return;
+      let parts = this.#env.get(r);
+      if (parts === undefined) this.#env.set(r, parts = new Array(this.chunks).fill(null));
+      parts[c] = results[k];
+    });
+    for (const v of op.operands) {
+      if (v === null || this.#kept.has(v) || this.#lastUse.get(v) !== this.#next) continue;
+      const parts = this.#env.get(v);
+      if (parts !== undefined) parts[c] = null;
+    }
+  }
+
+  /** Move on to the op after the next one. */
+  done(): void {
+    this.#next++;
+  }
+
+  /**
+   * The next op's results on every chunk, not yet stored: a float Gemm or MatMul on all samples at once (its rows
+   * split back into chunks), any other op chunk by chunk. Stored as they come when `store` is true.
+   */
+  computeAll(store = false): Tensor[][] {
+    const op = this.next()!;
+    const out: Tensor[][] = [];
+    if (this.chunks > 1 && op.domain === "" && (op.type === "Gemm" || op.type === "MatMul")) {
+      const args = [...Array(this.chunks).keys()].map((c) => this.args(c));
+      const joined = args[0].map((t, i) => t === null || args[1][i] === t ? t : concatSamples(args.map((a) => a[i]!)));
+      const whole = this.compute(0, joined);
+      let start = 0;
+      for (const a of args) {
+        const n = a[0]!.shape[0];
+        out.push(whole.map((t) => sampleRange(t, start, start + n)));
+        start += n;
+      }
+      if (store) out.forEach((r, c) => this.store(c, r));
+      return out;
+    }
+    for (let c = 0; c < this.chunks; c++) {
+      out.push(this.compute(c));
+      if (store) this.store(c, out[c]);
+    }
+    return out;
+  }
+
+  /** Run the next op on every chunk, storing as it goes. */
+  step(): void {
+    this.computeAll(true);
+    this.done();
+  }
+
+  /** Run every op up to and including `op` (to the end when null). */
+  finish(op: Op | null = null): void {
+    const graph = this.#module.graph;
+    const end = op === null ? graph.ops.length : graph.ops.indexOf(op) + 1;
+    if (end === 0) throw new Error(`internal: op "${op!.name}" is not in the run's graph`);
+    while (this.#next < end) this.step();
+  }
+
+  /** The tensors of a value, chunk by chunk (a graph output at the end, or a value not yet freed). */
+  values(v: Value): Tensor[] {
+    const parts = this.#env.get(v);
+    if (parts === undefined || parts.some((t) => t === null)) throw new Error(`internal: "${v.name}" is not held`);
+    return parts as Tensor[];
+  }
+}
+
+/** Tensors joined along axis 0 (chunks of samples). */
+function concatSamples(parts: readonly Tensor[]): Tensor {
+  const first = parts[0];
+  const data = new (first.data.constructor as Float32ArrayConstructor)(parts.reduce((n, t) => n + t.data.length, 0));
+  let at = 0;
+  for (const t of parts) {
+    data.set(t.data as Float32Array, at);
+    at += t.data.length;
+  }
+  return { dtype: first.dtype, shape: [parts.reduce((n, t) => n + t.shape[0], 0), ...first.shape.slice(1)], data };
+}
+
+/**
  * The mean of `reference - approx` per channel over samples and positions:
  * channels on axis 1 (`[N, C, ...spatial]`, `channelsLast` false) or on the
  * last axis (`[..., C]`). Bias correction adds it to a layer's bias.
@@ -144,14 +372,38 @@ export function runSequential(
  * ```
  */
 export function meanChannelError(reference: Tensor, approx: Tensor, channelsLast: boolean): Float64Array {
-  const shape = reference.shape;
-  const c = channelsLast ? shape[shape.length - 1] : shape[1];
-  const inner = channelsLast ? 1 : shape.slice(2).reduce((a, b) => a * b, 1);
-  const sum = new Float64Array(c);
-  const a = reference.data, b = approx.data;
-  for (let i = 0; i < a.length; i++) sum[Math.floor(i / inner) % c] += Number(a[i]) - Number(b[i]);
-  const count = a.length / c;
-  return sum.map((s) => s / count);
+  return new ChannelErrorSum(channelsLast).add(reference, approx).mean();
+}
+
+/**
+ * {@linkcode meanChannelError} over parts of two tensors (chunks of samples, in
+ * order): the same sums, bit for bit, as over the whole tensors.
+ */
+export class ChannelErrorSum {
+  #sum: Float64Array | null = null;
+  #count = 0;
+
+  /** Channels on the last axis (`[..., C]`) rather than axis 1. */
+  constructor(readonly channelsLast: boolean) {}
+
+  /** Add one part. */
+  add(reference: Tensor, approx: Tensor): this {
+    const shape = reference.shape;
+    const c = this.channelsLast ? shape[shape.length - 1] : shape[1];
+    const inner = this.channelsLast ? 1 : shape.slice(2).reduce((a, b) => a * b, 1);
+    const sum = this.#sum ??= new Float64Array(c);
+    const a = reference.data, b = approx.data;
+    for (let i = 0; i < a.length; i++) sum[Math.floor(i / inner) % c] += Number(a[i]) - Number(b[i]);
+    this.#count += a.length;
+    return this;
+  }
+
+  /** The mean per channel of what was added. */
+  mean(): Float64Array {
+    const sum = this.#sum ?? new Float64Array(0);
+    const count = this.#count / sum.length;
+    return sum.map((s) => s / count);
+  }
 }
 
 /**
@@ -169,30 +421,49 @@ export function meanChannelError(reference: Tensor, approx: Tensor, channelsLast
  */
 export function layerErrorStats(
   plan: BfpLayerPlan,
-  x: Tensor,
-  y: Tensor,
+  x: Tensor | readonly Tensor[],
+  y: Tensor | readonly Tensor[],
   weight: Float32Array,
 ): Record<string, StatValue> {
   const { format, blocking, staticExponent } = plan.input;
   const name = plan.input.op.operand(0)?.name ?? "X";
-  const xq = quantizeActivations(x.data as Float32Array, x.shape, format, blocking, name, staticExponent ?? undefined);
-  const xDeq = dequantizeActivations(xq, x.shape, format, blocking);
+  // The same sums over chunks of samples as over the whole tensors (the blocks never span samples).
+  const xs = Array.isArray(x) ? x : [x as Tensor], ys = Array.isArray(y) ? y : [y as Tensor];
+  const input = new PowerSum(), mac = new PowerSum(), output = new PowerSum();
+  let saturations = 0, blocks = 0, samples = 0, saturated = 0;
+  xs.forEach((xc, c) => {
+    const xq = quantizeActivations(
+      xc.data as Float32Array,
+      xc.shape,
+      format,
+      blocking,
+      name,
+      staticExponent ?? undefined,
+    );
+    input.add(xc.data as Float32Array, dequantizeActivations(xq, xc.shape, format, blocking));
+    const r = bfpLayer(plan, { mantissas: xq.mantissas, exponents: xq.exponents, shape: xc.shape });
+    const ref = toFloat64(ys[c]);
+    mac.add(ref, r.y);
+    output.add(ref, Float32Array.from(r.y));
+    saturations += r.saturations;
+    blocks += xq.exponents.length;
+    samples += xc.shape[0];
+    saturated += xq.saturated;
+  });
   const w = plan.weights;
   const wDeq = dequantizeWeights(w.mantissas, w.exponents, w.shape, format, w.block);
-  const r = bfpLayer(plan, { mantissas: xq.mantissas, exponents: xq.exponents, shape: x.shape });
-  const ref = toFloat64(y);
-  const sIn = sqnr(x.data as Float32Array, xDeq), sW = sqnr(weight, wDeq);
+  const sIn = input.sqnr(), sW = sqnr(weight, wDeq);
   const predicted = -10 * Math.log10(10 ** (-sIn / 10) + 10 ** (-sW / 10));
   return {
     "sqnr-input-db": db(sIn),
     "sqnr-weight-db": db(sW),
-    "sqnr-mac-db": db(sqnr(ref, r.y)),
-    "sqnr-output-db": db(sqnr(ref, Float32Array.from(r.y))),
+    "sqnr-mac-db": db(mac.sqnr()),
+    "sqnr-output-db": db(output.sqnr()),
     "sqnr-predicted-db": db(predicted),
-    "saturations": r.saturations,
-    "input-blocks-per-sample": xq.exponents.length / Math.max(1, x.shape[0]),
+    "saturations": saturations,
+    "input-blocks-per-sample": blocks / Math.max(1, samples),
     // Fixed point: calibration elements past the static exponent's range (none unless headroom is cut short).
-    ...(staticExponent === null ? {} : { "input-saturated": xq.saturated }),
+    ...(staticExponent === null ? {} : { "input-saturated": saturated }),
   };
 }
 

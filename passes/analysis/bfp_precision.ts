@@ -20,12 +20,12 @@ import type { Op, Value } from "../../ir/graph.ts";
 import type { Module } from "../../ir/module.ts";
 import type { OpRegistry } from "../../ir/op_def.ts";
 import { shapeSize, type Tensor, tensor } from "../../ir/tensor.ts";
-import { heldOutChannelShift, runSequential, runWithProbes } from "./bfp_error.ts";
+import { heldOutChannelShift, PowerSum, runSequential, runWithProbes } from "./bfp_error.ts";
 
 /** What the choice needs of one layer: its float input on the calibration data, its weights and geometry. */
 export interface PrecisionLayer {
-  /** The layer's float input `[N, C, ...]` (or `[..., K]` for a Gemm on rows). */
-  readonly x: Tensor;
+  /** The layer's float input `[N, C, ...]` (or `[..., K]` for a Gemm on rows), whole or in chunks of samples. */
+  readonly x: Tensor | readonly Tensor[];
   /** Weights `[O, Cg, ...kernel]` or `[O, K]`. */
   readonly weight: Float32Array;
   /** The shape of {@linkcode weight}. */
@@ -39,16 +39,6 @@ export interface PrecisionLayer {
 /** The blocking of a layer's input for `block` input channels per block (0: one block per sample). */
 export function inputBlocking(layer: { group: number; axis: number }, block: number): Required<ActivationBlocking> {
   return { block, group: block === 0 ? 1 : layer.group, axis: layer.axis };
-}
-
-function nsr(reference: ArrayLike<number>, approx: ArrayLike<number>): number {
-  let signal = 0, noise = 0;
-  for (let i = 0; i < reference.length; i++) {
-    signal += reference[i] * reference[i];
-    const d = reference[i] - approx[i];
-    noise += d * d;
-  }
-  return signal === 0 ? 0 : noise / signal;
 }
 
 /**
@@ -70,11 +60,19 @@ function nsr(reference: ArrayLike<number>, approx: ArrayLike<number>): number {
  */
 export function conversionNsr(layer: PrecisionLayer, format: BfpFormat, block: number): number {
   const blocking = inputBlocking(layer, block);
-  const x = layer.x.data as Float32Array;
-  const xq = quantizeActivations(x, layer.x.shape, format, blocking, "X");
-  const xNsr = nsr(x, dequantizeActivations(xq, layer.x.shape, format, blocking));
+  // Chunk by chunk, the same sums as over the whole input (blocks never span samples).
+  const input = new PowerSum();
+  for (const t of Array.isArray(layer.x) ? layer.x : [layer.x as Tensor]) {
+    const x = t.data as Float32Array;
+    input.add(
+      x,
+      dequantizeActivations(quantizeActivations(x, t.shape, format, blocking, "X"), t.shape, format, blocking),
+    );
+  }
+  const xNsr = input.nsr();
   const wq = quantizeWeights(layer.weight, layer.weightShape, format, block);
-  const wNsr = nsr(layer.weight, dequantizeWeights(wq.mantissas, wq.exponents, layer.weightShape, format, block));
+  const wNsr = new PowerSum()
+    .add(layer.weight, dequantizeWeights(wq.mantissas, wq.exponents, layer.weightShape, format, block)).nsr();
   return xNsr + wNsr;
 }
 
