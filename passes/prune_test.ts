@@ -572,7 +572,7 @@ Deno.test("prune chooses channels sequentially, on the already-pruned network: e
   assert.deepEqual(seq.gamma, [1.0, 0.6], "sequential: b0 and b2 kept");
   assert.ok(seq.diff < 1e-3, `sequential: max difference ${seq.diff}`);
   assert.equal(seq.stats.selection, "data-sequential");
-  assert.equal(seq.stats.recovery, "select-and-reconstruct-sequentially");
+  assert.equal(seq.stats.recovery, "reconstruct");
   const independent = await run(false);
   assert.deepEqual(independent.gamma, [1.0, 1.0], "on the original network: b0 and b1 kept");
   // What is lost: 0.6 (x0 - x1), 1.2 at its largest.
