@@ -21,6 +21,7 @@ import { definePass, type Pass, type PassContext } from "./pass.ts";
 import {
   expectedActivation,
   foldIntoBias,
+  type LayerRefit,
   rankInputChannels,
   recalibrateBn,
   reconstruct,
@@ -94,6 +95,13 @@ export const pruneOptions = {
       "its consumer's refit output loses least (greedy least squares; per-layer counts still from the |gamma| " +
       "threshold); auto: data when calibration data is given",
   },
+  sequential: {
+    kind: "bool",
+    default: true,
+    doc: "With data-chosen channels and reconstruct: choose each group's channels and refit its consumer one group " +
+      "at a time, in graph order, on the inputs the already-pruned network produces (false: choose every group on " +
+      "the original network first, then refit)",
+  },
   recalibrateBn: {
     kind: "bool",
     optional: true,
@@ -134,8 +142,15 @@ export type PruneOptionValues = OptionValues<typeof pruneOptions>;
  *    `select=data`) a group whose only consumer is a groups=1 Conv or a Gemm
  *    keeps as many channels as the scores said, but the ones a greedy
  *    least-squares elimination on that consumer's output picks (ThiNet /
- *    He et al. 2017; `rankInputChannels`); the report's `selection` says
- *    which rule ran.
+ *    He et al. 2017; `rankInputChannels`). With `reconstruct` (the default
+ *    with data) and `sequential` (default) the groups go one at a time in
+ *    graph order of their consumers: each group's channels are chosen on the
+ *    inputs the already-pruned and refit network produces, against the
+ *    consumer's output in the original network, removed, and the consumer
+ *    refit at once (`sequential=false`: every group is chosen on the original
+ *    network, last layer first, then all are removed and refit). The report's
+ *    `selection` (`gamma`, `data`, `data-sequential`: chosen and refit one
+ *    group at a time) says which rule ran.
  * 3. Pruned channels disappear from every op the groups cover, as each
  *    op's channel rule (`OpDef.channels`) says: the constants its
  *    mapping lists are sliced (Conv filters and input channels, Gemm rows and
@@ -156,8 +171,12 @@ export type PruneOptionValues = OptionValues<typeof pruneOptions>;
  *    consumer the border positions differ; a value that also depends on the
  *    input (an SE gate times a pruned channel) is not constant and is not
  *    compensated.
- * 5. `recalibrate-bn`: BN running statistics re-estimated on calibration data
- *    (batch mean, unbiased variance), in graph order.
+ * 5. With data, `reconstruct`: each consumer of pruned channels is refit by
+ *    ridge least squares to its original output, in graph order on what the
+ *    already-refit network computes (`reconstruct` in `passes/analysis/recovery.ts`);
+ *    `recalibrate-bn`: BN running statistics re-estimated on calibration data
+ *    (batch mean, unbiased variance), in graph order (default: only when no
+ *    layer was refit). The report's `recovery` says which ran.
  *
  * @example Prune half the channels of a conv chain
  * ```ts
@@ -274,19 +293,25 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     p.kept = [...keep.keys()].filter((c) => keep[c]);
   }
 
-  const bySelection = options.select === "data" || (options.select === "auto" && ctx.calibration !== null)
-    ? selectByData(module, plans, analysis, ctx)
-    : 0;
+  const byData = options.select === "data" || (options.select === "auto" && ctx.calibration !== null);
   if (options.select === "data" && ctx.calibration === null) {
     ctx.emit("warning", "select=data needs calibration data (--calib): channels chosen by |gamma|");
   }
+  // With data, the module before the pass is the reference the consumers are refit to.
+  const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
+  const sequential = byData && original !== null && options.sequential;
+  let bySelection = 0;
+  let fits: Map<string, LayerRefit> | null = null;
+  if (sequential) {
+    ({ chosen: bySelection, fits } = pruneSequentially(module, original, plans, options, ctx));
+  } else if (byData) {
+    bySelection = selectByData(module, plans, analysis, ctx);
+  }
   const pruned = plans.reduce((n, p) => n + p.group.size - p.kept.length, 0);
-  ctx.stat("selection", bySelection > 0 ? "data" : "gamma");
+  ctx.stat("selection", bySelection === 0 ? "gamma" : sequential ? "data-sequential" : "data");
   ctx.stat("layers-selected-by-data", bySelection);
 
-  // 3. Rewrite, compensating first (it reads the original weights). With data, the module before the pass is the
-  // reference the consumers are refit to.
-  const original = ctx.calibration !== null && options.reconstruct !== false ? cloneModule(module) : null;
+  // 3. Rewrite, compensating first (it reads the original weights); the sequential path has done both already.
   const refit = plans.filter((p) => p.kept.length < p.group.size).flatMap((p) => p.group.consumers.map((c) => c.op));
   const layers: Record<string, { before: number; after: number }> = {};
   const outputs = new Map<Op, number[]>();
@@ -297,11 +322,11 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
       layers[pr.op.name] = { before: pr.size, after: kept.length };
       if (kept.length < pr.size) outputs.set(pr.op, kept);
     }
-    if (p.kept.length < p.group.size && options.compensate) {
+    if (!sequential && p.kept.length < p.group.size && options.compensate) {
       compensate(p, analysis, ctx.ops, module.opset(), options.compensation === "expected");
     }
   }
-  removeChannels(plans, analysis, ctx.ops, module.opset());
+  if (!sequential) removeChannels(plans, analysis, ctx.ops, module.opset());
   let selectionsKept = 0;
   for (const s of selections) {
     const idx = intValues(s.operand(1)!.constant!);
@@ -310,7 +335,10 @@ function prune(module: Module, options: PruneOptionValues, ctx: PassContext): bo
     else selectionsKept++;
   }
   inferShapes(module, { registry: ctx.ops, strict: false });
-  recover(original, module, refit, outputs, options, ctx);
+  if (!sequential && original !== null && refit.length > 0) {
+    fits = reconstruct(original, module, refit, ctx, { outputs });
+  }
+  recover(module, fits, options, ctx);
   const after = costOf(module, { registry: ctx.ops }).totals;
 
   const barriers = analysis.barriers.filter((b) => analysis.groups[b.group].bns.length > 0)
@@ -347,25 +375,111 @@ function selectByData(
   const producing = new Map(plans.flatMap((p) => p.group.producers.map((pr) => [pr.op, p] as const)));
   // Last layer first: a consumer that also loses output channels needs to reproduce only the ones it keeps.
   for (const p of [...plans].sort((a, b) => last(b) - last(a))) {
-    const g = p.group;
-    if (p.kept.length === g.size || g.units !== null || g.consumers.length !== 1) continue;
-    const op = g.consumers[0].op;
-    const x = op.operand(0);
-    if (x === null || (op.type !== "Conv" && op.type !== "Gemm")) continue;
-    const at = analysis.groupOf(analysis.groupOf(x) === null ? analysis.viewOf(x)?.source ?? x : x);
-    if (at === null || at.group !== g || at.channels.length !== g.size) continue;
-    const next = producing.get(op);
-    const y = next === undefined ? null : analysis.groupOf(op.results[0]);
-    const kept = new Set(next?.kept);
-    const only = y === null ? undefined : [...y.channels.keys()].filter((j) => kept.has(y.channels[j]));
-    const ranking = rankInputChannels(module, op, g.size, p.kept.length, ctx, { only });
-    if (ranking === null) continue;
-    const gone = new Set(ranking.order.map((j) => at.channels[j]));
-    p.kept = [...Array(g.size).keys()].filter((c) => !gone.has(c));
+    const kept = keptByData(module, p, analysis, (op) => keptOutputs(op, analysis, producing.get(op)), ctx);
+    if (kept === null) continue;
+    p.kept = kept;
     chosen++;
-    ctx.log(`group of ${producerNames(g)}: the ${p.kept.length} of ${g.size} channels kept chosen by data`);
   }
   return chosen;
+}
+
+/**
+ * Local output channels of `op` the group `next` (the plan of the group `op` produces, if any) keeps; undefined for
+ * all of them.
+ */
+function keptOutputs(op: Op, analysis: ChannelGroupsResult, next: Plan | undefined): number[] | undefined {
+  const y = next === undefined ? null : analysis.groupOf(op.results[0]);
+  if (y === null) return undefined;
+  const kept = new Set(next!.kept);
+  return [...y.channels.keys()].filter((j) => kept.has(y.channels[j]));
+}
+
+/**
+ * The channels of `p`'s group to keep, chosen by {@linkcode rankInputChannels} on its one consumer (a groups=1 Conv
+ * or a Gemm, directly or after Flatten), `only` its outputs `outputsOf` lists; with `reference`, against the output
+ * of that consumer there. Null where the group has no such consumer or nothing to prune.
+ */
+function keptByData(
+  module: Module,
+  p: Plan,
+  analysis: ChannelGroupsResult,
+  outputsOf: (op: Op) => readonly number[] | undefined,
+  ctx: PassContext,
+  reference?: Module,
+): number[] | null {
+  const g = p.group;
+  if (p.kept.length === g.size || g.units !== null || g.consumers.length !== 1) return null;
+  const op = g.consumers[0].op;
+  const x = op.operand(0);
+  if (x === null || (op.type !== "Conv" && op.type !== "Gemm")) return null;
+  const at = analysis.groupOf(analysis.groupOf(x) === null ? analysis.viewOf(x)?.source ?? x : x);
+  if (at === null || at.group !== g || at.channels.length !== g.size) return null;
+  const ranking = rankInputChannels(module, op, g.size, p.kept.length, ctx, { only: outputsOf(op), reference });
+  if (ranking === null) return null;
+  const gone = new Set(ranking.order.map((j) => at.channels[j]));
+  ctx.log(`group of ${producerNames(g)}: the ${g.size - gone.size} of ${g.size} channels kept chosen by data`);
+  return [...Array(g.size).keys()].filter((c) => !gone.has(c));
+}
+
+/**
+ * Data-driven pruning one group at a time, in graph order of the groups' consumers: each group's channels are chosen
+ * ({@linkcode keptByData}) on the inputs the already-pruned and refit network produces, against the output of the
+ * consumer in `original`, then removed (with compensation), and the consumer refit at once on those inputs, so
+ * neither the choice nor the refit of a later layer assumes the earlier layers are still whole. Each plan's `kept`
+ * is updated; returns how many groups data chose and the refits.
+ */
+function pruneSequentially(
+  module: Module,
+  original: Module,
+  plans: readonly Plan[],
+  options: PruneOptionValues,
+  ctx: PassContext,
+): { chosen: number; fits: Map<string, LayerRefit> } {
+  const order = new Map(module.graph.ops.map((op, i) => [op, i]));
+  const first = (p: Plan): number => Math.min(...p.group.consumers.map((c) => order.get(c.op) ?? Infinity));
+  const producing = new Map(plans.flatMap((p) => p.group.producers.map((pr) => [pr.op, p] as const)));
+  // Per op whose output channels are already removed, the original channel of each one left.
+  const outputs = new Map<Op, number[]>();
+  const done = new Set<Plan>();
+  const fits = new Map<string, LayerRefit>();
+  let chosen = 0;
+  for (const p of [...plans].sort((a, b) => first(a) - first(b))) {
+    done.add(p);
+    if (p.kept.length === p.group.size) continue;
+    const analysis = channelGroups(module, ctx.ops);
+    const producer = p.group.producers[0].op;
+    const group = analysis.groups.find((g) => g.producers[0]?.op === producer && g.size === p.group.size);
+    if (group === undefined) {
+      ctx.emit("warning", `group of ${producerNames(p.group)} changed while pruning others: kept whole`, producer);
+      p.kept = [...Array(p.group.size).keys()];
+      continue;
+    }
+    const step: Plan = { group, scores: p.scores, kept: p.kept };
+    const outputsOf = (op: Op): readonly number[] | undefined => {
+      const next = producing.get(op);
+      const local = outputs.has(op) || next === undefined || done.has(next)
+        ? undefined
+        : keptOutputs(op, analysis, next);
+      const was = outputs.get(op);
+      return was === undefined ? local : (local ?? [...was.keys()]).map((j) => was[j]);
+    };
+    const kept = keptByData(module, step, analysis, outputsOf, ctx, original);
+    if (kept !== null) {
+      step.kept = p.kept = kept;
+      chosen++;
+    }
+    for (const pr of group.producers) {
+      const local = keptOf(step.kept, analysis.groupOf(pr.op.results[0])!.channels);
+      const was = outputs.get(pr.op);
+      if (local.length < pr.size) outputs.set(pr.op, was === undefined ? local : local.map((j) => was[j]));
+    }
+    if (options.compensate) compensate(step, analysis, ctx.ops, module.opset(), options.compensation === "expected");
+    removeChannels([step], analysis, ctx.ops, module.opset());
+    inferShapes(module, { registry: ctx.ops, strict: false });
+    const consumers = group.consumers.map((c) => c.op);
+    for (const [name, fit] of reconstruct(original, module, consumers, ctx, { outputs })) fits.set(name, fit);
+  }
+  return { chosen, fits };
 }
 
 /**
@@ -807,14 +921,13 @@ function removeVariance(op: Op, lost: Float64Array, features: number): void {
 }
 
 /**
- * The data-driven recovery after the rewrite: the sequential refit of the consumers of pruned channels
- * (`reconstruct`), then BN re-estimation (`recalibrate-bn`); each on by default when calibration data is given.
+ * The data-driven recovery after the rewrite: the report of the refit of the consumers of pruned channels
+ * (`reconstruct`, already run: `fits`), then BN re-estimation (`recalibrate-bn`); each on by default when calibration
+ * data is given.
  */
 function recover(
-  original: Module | null,
   module: Module,
-  refit: readonly Op[],
-  outputs: ReadonlyMap<Op, readonly number[]>,
+  fits: ReadonlyMap<string, LayerRefit> | null,
   options: PruneOptionValues,
   ctx: PassContext,
 ): void {
@@ -831,13 +944,13 @@ function recover(
       }
     }
   } else {
-    if (original !== null && refit.length > 0) {
-      ctx.stat("refit", refitStats(reconstruct(original, module, refit, ctx, { outputs })));
+    if (fits !== null) {
+      ctx.stat("refit", refitStats(fits));
       ran.push("reconstruct");
     }
     // After a refit the layers reproduce the original outputs, which the trained statistics describe better than
     // 256 samples do (measured: mobilenet 50% 96.95% as trained, 96.25% re-estimated).
-    if (options.recalibrateBn === true || (options.recalibrateBn === undefined && !ran.includes("reconstruct"))) {
+    if (options.recalibrateBn === true || (options.recalibrateBn === undefined && fits === null)) {
       recalibrateBn(module, ctx);
       ran.push("recalibrate-bn");
     }

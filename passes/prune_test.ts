@@ -304,7 +304,7 @@ Deno.test("prune threshold is optional: unset by default and left out of the can
   assert.equal(step.options.threshold, undefined);
   assert.equal(
     printPipeline([step]),
-    "prune{ratio=0.5,min-channels=1,score=max,scope=conv,compensate=true,compensation=expected,select=auto}",
+    "prune{ratio=0.5,min-channels=1,score=max,scope=conv,compensate=true,compensation=expected,select=auto,sequential=true}",
   );
   assert.equal(printPipeline(parsePipeline("prune{threshold=0.25}", registry)).includes(",threshold=0.25,"), true);
 });
@@ -531,4 +531,52 @@ Deno.test("prune layer-cap: no group loses more than the cap, and with ratio the
   const cut = model();
   await prune(cut, "prune{threshold=0.35,layer-cap=0.5}");
   assert.deepEqual([width(cut, "c1"), width(cut, "c2")], [2, 4]);
+});
+
+Deno.test("prune chooses channels sequentially, on the already-pruned network: exact where the original's choice is not", async () => {
+  // x: the 8 sign patterns of 3 channels (orthogonal, zero mean), so least squares is exact arithmetic. c1 copies x;
+  // |gamma| makes each group lose one channel (0.5 in the first, 0.6 in the second). The first group loses a2 = x2
+  // either way (c2's outputs lose least without it). On the original network the second group then loses b2
+  // (y = 2 b0 - 2 b1 - 0.6 b2 = 5.2 x0 + 4 x1 loses least without it), but once a2 is gone b1 = -0.5 x2 is zero and
+  // y is exactly 2 b0 - 0.6 b2 on what the pruned network computes: the sequential choice drops b1 and is exact.
+  const model = () =>
+    parse(
+      "f32[N,3,1,1]",
+      `  %w1 = const f32[3,3,1,1] dense<[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]>
+  %ga = const f32[3] dense<[1.0, 1.0, 0.5]>
+  %gb = const f32[3] dense<[1.0, 1.0, 0.6]>
+  %z = const f32[3] dense<0.0>
+  %one = const f32[3] dense<1.0>
+  %w2 = const f32[3,3,1,1] dense<[2.0, 2.0, -1.0, 0.0, 0.0, -1.0, -2.0, 0.0, 0.0]>
+  %w3 = const f32[1,3,1,1] dense<[2.0, -2.0, -1.0]>
+  %a = Conv(%x, %w1) : f32[N,3,1,1] name "c1"
+  %an = BatchNormalization(%a, %ga, %z, %z, %one) : f32[N,3,1,1]
+  %b = Conv(%an, %w2) : f32[N,3,1,1] name "c2"
+  %bn = BatchNormalization(%b, %gb, %z, %z, %one) : f32[N,3,1,1]
+  %y = Conv(%bn, %w3) : f32[N,1,1,1] name "c3"`,
+    );
+  const signs = Array.from({ length: 24 }, (_, i) => ((Math.floor(i / 3) >> (2 - (i % 3))) & 1 ? 1 : -1));
+  const x = float32Tensor([8, 3, 1, 1], signs);
+  const reference = interpret(model(), { x }).y;
+  const run = async (sequential: boolean) => {
+    const m = model();
+    const r = await prune(m, `prune{ratio=0.34,compensate=false,sequential=${sequential}}`, { x });
+    // c2's filters, as rows of its (pruned) weights over the kept inputs: which of b0, b1, b2 are left.
+    const w2 = m.graph.ops.find((op) => op.name === "c2")!.operand(1)!.constant!;
+    const gb = m.graph.ops.find((op) => op.type === "BatchNormalization" && op.operand(0)!.producer?.name === "c2")!;
+    const gamma = [...gb.operand(1)!.constant!.data].map((v) => Math.round(Number(v) * 10) / 10);
+    return { shape: w2.shape, gamma, diff: maxDiff(interpret(m, { x }).y, reference), stats: r.stats };
+  };
+  const seq = await run(true);
+  assert.deepEqual(seq.shape, [2, 2, 1, 1]);
+  assert.deepEqual(seq.gamma, [1.0, 0.6], "sequential: b0 and b2 kept");
+  assert.ok(seq.diff < 1e-3, `sequential: max difference ${seq.diff}`);
+  assert.equal(seq.stats.selection, "data-sequential");
+  assert.equal(seq.stats.recovery, "reconstruct");
+  const independent = await run(false);
+  assert.deepEqual(independent.gamma, [1.0, 1.0], "on the original network: b0 and b1 kept");
+  // What is lost: 0.6 (x0 - x1), 1.2 at its largest.
+  assert.ok(Math.abs(independent.diff - 1.2) < 0.05, `independent: max difference ${independent.diff}`);
+  assert.equal(independent.stats.selection, "data");
+  assert.equal(independent.stats.recovery, "reconstruct");
 });

@@ -245,7 +245,10 @@ export interface ChannelRanking {
  * channels of `op` (a groups=1 Conv or a Gemm of `module`; input channel `c` owns `n / channels` consecutive weight
  * columns) by how little of the op's own output on the calibration data (`only`: just those output channels)
  * is lost when the op is refit without them. Greedy backward elimination down to `floor` channels, see
- * {@linkcode eliminateChannels}. Null when there is no data or the op's layout is not understood.
+ * {@linkcode eliminateChannels}. With `reference` (the module before the pass) the inputs are still the ones `module`
+ * produces but the target is the output of the op of the same name there (`only` then indexes that output): the
+ * selection sees the errors of the layers already compressed. Null when there is no data or the op's layout is not
+ * understood.
  */
 export function rankInputChannels(
   module: Module,
@@ -253,13 +256,16 @@ export function rankInputChannels(
   channels: number,
   floor: number,
   ctx: PassContext,
-  options: ReconstructOptions & { only?: readonly number[] } = {},
+  options: ReconstructOptions & { only?: readonly number[]; reference?: Module } = {},
 ): ChannelRanking | null {
   const full = ctx.calibration === null ? null : linearOf(op, module, null);
   if (full === null || full.n % channels !== 0) return null;
   const keep = options.only ?? null;
   const layer = keep === null ? full : { ...full, out: keep.length };
-  const eq = normalEquations(module, op, layer, module, op.results[0], ctx, { ...options, keep, index: 0 });
+  const truth = options.reference ?? module;
+  const target = truth === module ? op.results[0] : truth.graph.ops.find((o) => o.name === op.name)?.results[0];
+  if (target === undefined) return null;
+  const eq = normalEquations(module, op, layer, truth, target, ctx, { ...options, keep, index: 0 });
   if (eq === "error" || eq.rows === 0) return null;
   return eliminateChannels(eq, layer.n / channels, floor, options.ridge ?? 1e-2);
 }

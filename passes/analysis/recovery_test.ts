@@ -231,3 +231,28 @@ Deno.test("eliminateChannels drops whole blocks: the exact loss of each step on 
   assert.deepEqual(r.order, [2, 1, 0]);
   r.loss.forEach((l, i) => assert.ok(Math.abs(l - [1, 5, 14][i] / 14) < 1e-9, `loss ${r.loss}`));
 });
+
+Deno.test("rankInputChannels with a reference reads the target there and the inputs in the module", () => {
+  // The module's y reads x0 and x1 only (dropping x2 and x3 loses nothing of its own output); the reference's op of
+  // the same name reads x2 and x3 only: against it, x0 and x1 go at no loss (the only exact choice).
+  const gemm = (w: string) =>
+    parseModule(`module opsets {"": 13} ir_version 7 {
+graph @g(%x: f32[N,4]) -> (%y) {
+  %w = const f32[1,4] dense<${w}>
+  %y = Gemm(%x, %w) {transB = 1} : f32[N,1]
+  return %y
+}
+}`);
+  const m = gemm("[1.0, 2.0, 0.0, 0.0]");
+  const reference = gemm("[0.0, 0.0, 3.0, -1.0]");
+  const ctx = testPassContext({ module: m, calibration: { x: float32Tensor([40, 4], uniform(160, 5)) } });
+  const own = rankInputChannels(m, m.graph.ops[0], 4, 2, ctx, { ridge: 1e-10 })!;
+  assert.deepEqual([...own.order].sort(), [2, 3]);
+  const against = rankInputChannels(m, m.graph.ops[0], 4, 2, ctx, { ridge: 1e-10, reference })!;
+  assert.deepEqual([...against.order].sort(), [0, 1]);
+  assert.ok(against.loss[1] < 1e-6, `loss ${against.loss}`);
+  // Keeping x2 only (down to one channel) loses the x3 part: 1 / (9 + 1) of the output energy, up to sampling.
+  const one = rankInputChannels(m, m.graph.ops[0], 4, 1, ctx, { ridge: 1e-10, reference })!;
+  assert.equal(one.order[2], 3);
+  assert.ok(Math.abs(one.loss[2] - 0.1) < 0.05, `loss ${one.loss}`);
+});
