@@ -125,7 +125,7 @@ export function bfpLayer(
   const { geometry: g, outShape } = bfpLayerGeometry(plan, x.shape);
   const { format, group, inChannels: c, outChannels: o } = plan;
   const { mantissas: xm, exponents: xe } = x;
-  const { mantissas: wm, exponents: we, block } = plan.weights;
+  const { exponents: we, block } = plan.weights;
   const bias = plan.bias === null ? null : plan.bias.values;
   // A Gemm's rows are its samples (`[..., K]` is `[rows, K]`): the loops below see them as the output positions of one
   // sample, so each chunk of the reduction is one GEMM over all rows. A Conv's samples are axis 0.
