@@ -39,6 +39,29 @@ export interface ReconstructOptions {
    * (`width` channels) is the reference, and how rows of it (`count x width`) map to this layer's target rows.
    */
   targets?: ReadonlyMap<Op, RefitTarget>;
+  /** Most unknowns per output (weights and bias) of a fit (default {@linkcode MAX_REFIT_UNKNOWNS}). */
+  maxUnknowns?: number;
+}
+
+/**
+ * Most unknowns per output a refit or a data-driven channel choice takes on: the normal equations are `k^2` float64
+ * (512 MiB at 8,192) and the choice keeps three of them, so a VGG-16's first fully connected layer (25,089 unknowns:
+ * 5 GB each) is left as it is, with a note.
+ */
+export const MAX_REFIT_UNKNOWNS = 8192;
+
+/** Whether `layer` is small enough to fit (else a note naming it and what was skipped). */
+function withinUnknowns(layer: Linear, options: ReconstructOptions, ctx: PassContext, what: string): boolean {
+  const limit = options.maxUnknowns ?? MAX_REFIT_UNKNOWNS;
+  if (layer.n + 1 <= limit) return true;
+  ctx.emit(
+    "note",
+    `op "${layer.op.name}": ${
+      layer.n + 1
+    } unknowns per output exceed the ${limit} a least-squares fit takes on; ${what}`,
+    layer.op,
+  );
+  return false;
 }
 
 /** A derived refit target: see {@linkcode ReconstructOptions.targets}. */
@@ -130,6 +153,7 @@ export function reconstruct(
       ctx.log(`op "${op.name}": not refit (${target === undefined ? "no original op of that name" : "layout"})`);
       continue;
     }
+    if (!withinUnknowns(layer, options, ctx, "not refit")) continue;
     const eq = normalEquations(module, op, layer, original, target, ctx, { ...options, derived, keep, index });
     if (eq === "error") return out;
     const { xtx, xty, yy, rows, k } = eq;
@@ -262,6 +286,7 @@ export function rankInputChannels(
   if (full === null || full.n % channels !== 0) return null;
   const keep = options.only ?? null;
   const layer = keep === null ? full : { ...full, out: keep.length };
+  if (!withinUnknowns(layer, options, ctx, "its kept channels are chosen by |gamma|")) return null;
   const truth = options.reference ?? module;
   const target = truth === module ? op.results[0] : truth.graph.ops.find((o) => o.name === op.name)?.results[0];
   if (target === undefined) return null;

@@ -256,3 +256,22 @@ graph @g(%x: f32[N,4]) -> (%y) {
   assert.equal(one.order[2], 3);
   assert.ok(Math.abs(one.loss[2] - 0.1) < 0.05, `loss ${one.loss}`);
 });
+
+Deno.test("a layer with more unknowns than a fit takes on is neither refit nor ranked, with a note naming it", () => {
+  const original = mlp(uniform(16, 3), uniform(12, 5));
+  const m = mlp(uniform(16, 3), uniform(12, 6));
+  const before = [...op(m, "y").operand(1)!.constant!.data];
+  const x = float32Tensor([40, 4], uniform(160, 13));
+  const ctx = testPassContext({ module: m, calibration: { x } });
+  // y has 4 weights and a bias per output: 5 unknowns.
+  assert.equal(reconstruct(original, m, [op(m, "y")], ctx, { maxUnknowns: 4 }).size, 0);
+  assert.deepEqual([...op(m, "y").operand(1)!.constant!.data], before);
+  assert.equal(rankInputChannels(m, op(m, "y"), 4, 2, ctx, { maxUnknowns: 4 }), null);
+  assert.deepEqual(ctx.diagnostics.map((d) => `${d.severity}: ${d.message}`), [
+    'note: op "y": 5 unknowns per output exceed the 4 a least-squares fit takes on; not refit',
+    'note: op "y": 5 unknowns per output exceed the 4 a least-squares fit takes on; its kept channels are chosen by |gamma|',
+  ]);
+  // At the limit both run.
+  assert.equal(reconstruct(original, m, [op(m, "y")], ctx, { maxUnknowns: 5 }).size, 1);
+  assert.notEqual(rankInputChannels(m, op(m, "y"), 4, 2, ctx, { maxUnknowns: 5 }), null);
+});
