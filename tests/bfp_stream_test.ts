@@ -17,11 +17,11 @@ import type { Module } from "../ir/module.ts";
 import { importOnnxFile } from "../ir/onnx/import.ts";
 import { printModule } from "../ir/printer.ts";
 import { type Tensor, tensor } from "../ir/tensor.ts";
-import { runPipeline } from "./manager.ts";
-import { parsePipeline } from "./pipeline.ts";
+import { runPipeline } from "../passes/manager.ts";
+import { parsePipeline } from "../passes/pipeline.ts";
 
 const MODELS = new URL("../examples/models/", import.meta.url).pathname;
-const EXPECTED = new URL("../tests/golden/bfp/calibrated_streaming.json", import.meta.url).pathname;
+const EXPECTED = new URL("./golden/bfp/calibrated_streaming.json", import.meta.url).pathname;
 const UPDATE = Deno.args.includes("--update");
 const CASES: [string, string][] = [
   ["vgg_sparse", "bfp"],
