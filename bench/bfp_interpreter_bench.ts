@@ -13,12 +13,12 @@
  * @module
  */
 import { resolve } from "node:path";
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { readNpyFile } from "../data/npy.ts";
 import { compile } from "../driver/compile.ts";
 import { Interpreter } from "../ir/interpreter.ts";
 import { type Tensor, tensor } from "../ir/tensor.ts";
+import { cpuMs, median } from "./measure.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -41,17 +41,6 @@ for (let i = 0; i < images; i += BATCH) {
   const n = Math.min(BATCH, images - i);
   const data = (testX.data as Float32Array).subarray(i * per, (i + n) * per);
   batches.push(tensor("f32", [n, ...testX.shape.slice(1)], data));
-}
-
-/** CPU milliseconds this process has used (all threads). */
-function cpuMs(): number {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1000;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 type InterpreterClass = typeof Interpreter;

@@ -17,6 +17,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { gemm, type GemmArgs } from "../ir/ops/gemm_kernel.ts";
 import { setThreadCount, startWorkers } from "../ir/parallel.ts";
+import { median } from "./measure.ts";
 
 const PYTHON = "/usr/bin/python3";
 const { values: flags } = parseArgs({
@@ -84,10 +85,6 @@ for (const [m, n, k] of shapes) {
 }
 const numpy2 = await numpySeconds(2);
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((x, y) => x - y);
-  return s[s.length >> 1];
-}
 const gflops = (shape: number[], seconds: number): string =>
   (2 * shape[0] * shape[1] * shape[2] / seconds / 1e9).toFixed(1);
 console.log(`numpy BLAS: ${numpy1.blas}; workers ready: ${workers}; ${reps} reps, GFLOP/s (median)`);

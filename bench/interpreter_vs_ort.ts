@@ -18,7 +18,6 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { fromOrtTensor, loadOnnxruntime, toOrtTensor } from "../driver/onnxruntime.ts";
 import { Interpreter } from "../ir/interpreter.ts";
@@ -45,6 +44,7 @@ m = getattr(torchvision.models, sys.argv[2])().eval()
 torch.onnx.export(m, torch.randn(1, 3, 224, 224), sys.argv[1], opset_version=13,
                   input_names=["input"], output_names=["output"], do_constant_folding=True)
 `;
+import { cpuMs, median } from "./measure.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -69,17 +69,6 @@ async function torchvisionModel(name: string): Promise<string> {
   const out = await new Deno.Command(PYTHON, { args: ["-c", EXPORT, path, name], stderr: "piped" }).output();
   if (!out.success) throw new Error(`exporting ${name} with ${PYTHON} failed: ${new TextDecoder().decode(out.stderr)}`);
   return path;
-}
-
-/** CPU milliseconds this process has used (all threads: onnxruntime's too). */
-function cpuMs(): number {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1000;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 /** Deterministic input in [-1, 1). */
