@@ -162,6 +162,9 @@ export function bfpLayer(
   const rowsPerGemm = useF32 ? Math.min(maxRows, exactRows) : maxRows;
   const exUnit = new Int32Array(positions);
   let columnsOf = -1; // the sample and group whose im2col matrix colScratch holds
+  // A 2-D geometry (1-D as a unit height) whose im2col matrix WebAssembly makes; null: gathered in JavaScript.
+  const g2 = as2d(g);
+  const planar = !isGemm && g2.inShape.length === 2 && float32GemmKernel() === "wasm-simd" ? g2 : null;
   const products = new Float64Array(og * positions);
   // A Conv with one exponent per sample and per weight row: each (sample, group)'s products are one integer GEMM,
   // made by the WebAssembly im2col/GEMM kernels (null where they do not apply: then the general path below).
@@ -304,10 +307,10 @@ export function bfpLayer(
     }
     const cols = f32Scratch(cg * taps * positions);
     const xBase = (n * c + gi * cg) * inSize;
-    const g2 = as2d(g);
-    if (g2.inShape.length === 2 && float32GemmKernel() === "wasm-simd") {
-      const image = new Float32Array(xm.subarray(xBase, xBase + cg * inSize));
-      im2colF32({ ...g2, x: image, xOffset: 0, channels: cg, p0: 0 }, positions, cols, 0);
+    if (planar !== null) {
+      const image = imageOf(cg * inSize);
+      image.set(xm.subarray(xBase, xBase + cg * inSize));
+      im2colF32({ ...planar, x: image, xOffset: 0, channels: cg, p0: 0 }, positions, cols, 0);
       return cols;
     }
     for (let r = 0; r < cg * taps; r++) {
@@ -417,6 +420,12 @@ const MIN_FLOAT32_RUN = 64;
 /** Columns of the im2col matrix made per float64 GEMM call (bounds the scratch). */
 const COLUMN_BUDGET = 1 << 20;
 let imageScratch = new Float32Array(0);
+
+/** The float32 staging of one sample's group of input channels (at least `n` floats), reused across calls. */
+function imageOf(n: number): Float32Array {
+  if (imageScratch.length < n) imageScratch = new Float32Array(n);
+  return imageScratch;
+}
 let columnScratch = new Float32Array(0);
 let productScratch = new Float64Array(0);
 let partialScratch = new Float32Array(0);
@@ -447,9 +456,8 @@ function denseProducts(
   const rows = cg * taps;
   const w = weightsAsFloat32(wm);
   const perRun = Math.floor(exactRows / taps); // whole channels per float32 GEMM
-  if (imageScratch.length < cg * inSize) imageScratch = new Float32Array(cg * inSize);
   if (productScratch.length < og * positions) productScratch = new Float64Array(og * positions);
-  const image = imageScratch, s = productScratch.subarray(0, og * positions);
+  const image = imageOf(cg * inSize), s = productScratch.subarray(0, og * positions);
   const source = (channels: number, xOffset: number, p0: number): Im2colSource => ({
     ...g,
     x: image,
