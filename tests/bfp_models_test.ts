@@ -14,6 +14,8 @@ import { Interpreter } from "../ir/interpreter.ts";
 import { importOnnxFile } from "../ir/onnx/import.ts";
 import { inferShapes } from "../ir/shape.ts";
 import { tensor } from "../ir/tensor.ts";
+import { BFP_DOMAIN, bfpLayerPlan } from "../ir/bfp/plan.ts";
+import { readFpgaImage } from "../targets/fpga/image.ts";
 
 const MODELS = decodeURIComponent(new URL("../examples/models/", import.meta.url).pathname);
 const testX = readNpyFile(`${MODELS}mnist_test_x.npy`);
@@ -101,19 +103,42 @@ Deno.test("bfp and fixed fold BatchNormalization first (as fold-bn), unless fold
   assert.ok(!types(calibrated).includes("BatchNormalization"));
 });
 
-Deno.test("bfp mixed precision: the fpga target, which holds one format per image, refuses it in one line", async () => {
+Deno.test("bfp mixed precision: the fpga image packs each layer at its own width; other format mixes fail in one line", async () => {
   const calibration = tensor(
     "f32",
     [16, ...calibX.shape.slice(1)],
     (calibX.data as Float32Array).subarray(0, 16 * 784),
   );
+  const model = Deno.readFileSync(`${MODELS}mlp.onnx`);
+  const mixed = await compile(model, {
+    passes: "fold-bn,canonicalize,dce,bfp{avg-mantissa=7}",
+    target: "fpga",
+    calibration: { input: calibration },
+    modelName: "m",
+  });
+  const widths = mixed.module.graph.ops.filter((op) => op.domain === BFP_DOMAIN && op.type === "Gemm")
+    .map((op) => bfpLayerPlan(op).format.mantissaBits);
+  assert.ok(new Set(widths).size > 1, `widths ${widths}`);
+  const image = readFpgaImage(mixed.artifacts.get("m.fpga.bin")!);
+  assert.deepEqual(image.layers.filter((l) => l.weights !== null).map((l) => l.descriptor.mantissaBits![0]), widths);
+  assert.deepEqual(image.segments.filter((s) => s.kind === "mantissas").map((s) => s.elementBits), widths);
+  assert.equal(image.format.mantissaBits, Math.max(...widths));
+  assert.equal(new DataView(mixed.artifacts.get("m.fpga.bin")!.buffer).getUint32(12, true) & 64, 64);
+  // Each layer's mantissas come back as lowered (the packing at its own width round-trips).
+  const lowered = mixed.module.graph.ops.filter((op) => op.domain === BFP_DOMAIN && op.type === "Gemm");
+  image.layers.filter((l) => l.weights !== null).forEach((l, i) => {
+    assert.deepEqual([...l.weights!.mantissas], [...bfpLayerPlan(lowered[i]).weights.mantissas], l.name);
+  });
+  const uniform = await compile(model, { passes: "fold-bn,canonicalize,dce,bfp", target: "fpga", modelName: "m" });
+  assert.equal(new DataView(uniform.artifacts.get("m.fpga.bin")!.buffer).getUint32(12, true) & 64, 0);
+  // Rounding still has to agree: the first Gemm toward zero, the rest nearest-even.
+  const first = uniform.module.graph.ops.find((op) => op.type === "Gemm" && op.domain === BFP_DOMAIN)!.name;
   await assert.rejects(
-    compile(Deno.readFileSync(`${MODELS}mlp.onnx`), {
-      passes: "fold-bn,canonicalize,dce,bfp{avg-mantissa=7}",
+    compile(model, {
+      passes: `fold-bn,canonicalize,dce,bfp{skip=[${first}]},bfp{rounding=toward-zero}`,
       target: "fpga",
-      calibration: { input: calibration },
       modelName: "m",
     }),
-    /^Error: target "fpga" failed: op "[^"]+" \(ai\.bfp\.Gemm\) has another number format than "[^"]+": one FPGA image holds one format \(lower every layer with the same bfp\/fixed options\)$/,
+    /^Error: target "fpga" failed: op "[^"]+" \(ai\.bfp\.Gemm\) has another number format than "[^"]+": the layers of one FPGA image share exponent bits, rounding, exponent rule and seed \(mantissa widths may differ\)$/,
   );
 });

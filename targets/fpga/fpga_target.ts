@@ -199,7 +199,7 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
               } (recorded in the descriptor)`,
           );
         }
-        const g = foldGeometry(O, K, format.mantissaBits, { pe, simd, wordBits });
+        const g = foldGeometry(O, K, plan.format.mantissaBits, { pe, simd, wordBits });
         const positions = (plan.geometry?.outShape ?? []).reduce((a, d) => a * d, 1);
         const memory = (kind: string): FpgaSegment | undefined => segments.find(({ s }) => s.kind === kind)?.s;
         const exps = memory("exponents"), bias = memory("bias");
@@ -234,7 +234,7 @@ export const fpgaTarget: Target<typeof fpgaTargetOptions> = defineTarget({
         const v = vectors?.[index] ?? null;
         if (v !== null) {
           layerVectors = emitVectors(artifacts, prefix, layer.name, plan, v, {
-            L: format.mantissaBits,
+            L: plan.format.mantissaBits,
             PE: pe,
             SIMD: simd,
             WB: wordBits,

@@ -12,8 +12,8 @@
  * | 0..7   | magic `CNNCFPGA` (ASCII) |
  * | 8..9   | u16 version (1) |
  * | 10..11 | u16 header size (64) |
- * | 12..15 | u32 flags: bits 0..2 rounding (index in `BFP_ROUNDINGS`: 0 nearest-even, 1 toward-zero, 2 toward-positive, 3 toward-negative, 4 stochastic); bit 3 exponent rule never-clamp; bit 4 some layer is BFP (data-dependent exponents); bit 5 some layer is fixed point (static exponent); bit 8 mantissa layout `oihw` (clear: `ohwi`) |
- * | 16     | u8 mantissa bits L (sign included) |
+ * | 12..15 | u32 flags: bits 0..2 rounding (index in `BFP_ROUNDINGS`: 0 nearest-even, 1 toward-zero, 2 toward-positive, 3 toward-negative, 4 stochastic); bit 3 exponent rule never-clamp; bit 4 some layer is BFP (data-dependent exponents); bit 5 some layer is fixed point (static exponent); bit 6 the layers' mantissa widths differ (mixed precision); bit 8 mantissa layout `oihw` (clear: `ohwi`) |
+ * | 16     | u8 mantissa bits L (sign included): the widest layer's; each Conv/Gemm's own width is its descriptor's `mantissaBits` and its mantissa segment's element bits |
  * | 17     | u8 exponent bits E |
  * | 18..19 | u16 exponent bias `2^(E-1) - 1` (exponents are stored unbiased, as i8) |
  * | 20..21 | u16 segment entry size (48) |
@@ -64,7 +64,7 @@
  *   read; `oihw`: as ONNX) is cut into `NF = ceil(O/PE)` neuron folds and
  *   `SF = ceil(K/SIMD)` synapse folds; fold word `(nf, sf)` (sf inner) holds
  *   element `e = p·SIMD + s`, the weight `W[nf·PE + p, sf·SIMD + s]` as an
- *   L-bit two's complement integer, at bits `[L·e + L-1 : L·e]`; rows past O and
+ *   L-bit two's complement integer (L: the layer's mantissa width), at bits `[L·e + L-1 : L·e]`; rows past O and
  *   columns past K are zero. Each fold word is `ceil(PE·SIMD·L / word-bits)`
  *   memory words, word j holding bits `[word-bits·(j+1) - 1 : word-bits·j]`.
  * - Weight exponents: i8 words, unbiased, one per block: `[O]` (one block per
@@ -558,10 +558,12 @@ export function writeFpgaImage(
   packing: FpgaPacking,
   tensorCount: number,
 ): FpgaImageWritten {
-  const L = format.mantissaBits;
+  const widthOf = (layer: FpgaLayerRecord): number => layer.descriptor.mantissaBits?.[0] ?? format.mantissaBits;
+  const L = Math.max(format.mantissaBits, ...layers.map(widthOf));
   if (!Number.isInteger(packing.wordBits) || packing.wordBits < L) {
     throw new RangeError(`word-bits ${packing.wordBits} is below the mantissa width of ${L} bits`);
   }
+  const mixed = layers.some((layer) => layer.weights !== null && widthOf(layer) !== L);
   if (!(packing.pe >= 1 && packing.simd >= 1)) throw new RangeError("pe and simd must be positive");
   const pending: PendingSegment[] = [];
   const none = { pe: 1, simd: 1, rows: 0, columns: 0, block: 0, padded: false };
@@ -585,7 +587,8 @@ export function writeFpgaImage(
     const ordered = packing.layout === "ohwi" && taps > 1
       ? transposeRows(w.mantissas, rows, cg, taps, false)
       : w.mantissas;
-    const g = foldGeometry(rows, columns, L, packing);
+    const width = widthOf(layer);
+    const g = foldGeometry(rows, columns, width, packing);
     const padded = rows % packing.pe !== 0 || columns % packing.simd !== 0;
     pending.push({
       entry: {
@@ -593,7 +596,7 @@ export function writeFpgaImage(
         kind: "mantissas",
         padded,
         wordBits: packing.wordBits,
-        elementBits: L,
+        elementBits: width,
         pe: packing.pe,
         simd: packing.simd,
         elements: rows * columns,
@@ -602,7 +605,7 @@ export function writeFpgaImage(
         columns,
         block: w.block,
       },
-      bytes: packFolds(ordered, rows, columns, L, packing),
+      bytes: packFolds(ordered, rows, columns, width, packing),
     });
     const perRow = w.exponents.length / rows;
     const eTaps = w.block === 0 ? 1 : taps, nb = perRow / eTaps;
@@ -681,7 +684,7 @@ export function writeFpgaImage(
   view.setUint16(8, FPGA_IMAGE_VERSION, true);
   view.setUint16(10, HEADER_BYTES, true);
   const flags = BFP_ROUNDINGS.indexOf(format.rounding) | (format.neverClamp ? 8 : 0) | (format.hasBfp ? 16 : 0) |
-    (format.hasFixed ? 32 : 0) | (LAYOUT_CODES[packing.layout] << 8);
+    (format.hasFixed ? 32 : 0) | (mixed ? 64 : 0) | (LAYOUT_CODES[packing.layout] << 8);
   view.setUint32(12, flags, true);
   view.setUint8(16, L);
   view.setUint8(17, format.exponentBits);
@@ -825,6 +828,13 @@ export function readFpgaImage(bytes: Uint8Array): FpgaImage {
       const rows = m.s.rows, columns = m.s.columns;
       const kernel = descriptor.kernel ?? [];
       const taps = kernel.reduce((a, k) => a * k, 1), cg = columns / taps;
+      const width = descriptor.mantissaBits?.[0];
+      if (width !== undefined && width !== m.s.elementBits) {
+        throw new Error(
+          `FPGA image: layer ${index} "${name}" states ${width}-bit mantissas but its mantissa segment holds ` +
+            `${m.s.elementBits}-bit elements`,
+        );
+      }
       const packed = unpackFolds(m.data, rows, columns, m.s.elementBits, m.s);
       const mantissas = layout === "ohwi" && taps > 1 ? transposeRows(packed, rows, cg, taps, true) : packed;
       const stored = new Int8Array(e.data.slice().buffer);

@@ -35,7 +35,10 @@ export interface FpgaNetwork {
   readonly plans: (BfpLayerPlan | null)[];
   /** Tensor names by id. */
   readonly tensors: string[];
-  /** The common number format of the lowered layers. */
+  /**
+   * The number format the lowered layers share (exponent bits, rounding, exponent rule, seed), with the widest
+   * layer's mantissa bits: each layer's own width is its plan's.
+   */
   readonly format: BfpFormat;
   /** Some layer is BFP / fixed point. */
   readonly hasBfp: boolean;
@@ -122,14 +125,15 @@ export function legalizeFpga(module: Module, layout: FpgaLayout, pe: number, sim
       const f = plan.format;
       if (format === null) [format, formatOwner] = [f, op.name];
       else if (
-        f.mantissaBits !== format.mantissaBits || f.exponentBits !== format.exponentBits ||
-        f.rounding !== format.rounding || f.exponentRule !== format.exponentRule || f.seed !== format.seed
+        f.exponentBits !== format.exponentBits || f.rounding !== format.rounding ||
+        f.exponentRule !== format.exponentRule || f.seed !== format.seed
       ) {
         throw new Error(
           `op "${op.name}" (${op.qualifiedType}) has another number format than "${formatOwner}": ` +
-            "one FPGA image holds one format (lower every layer with the same bfp/fixed options)",
+            "the layers of one FPGA image share exponent bits, rounding, exponent rule and seed " +
+            "(mantissa widths may differ)",
         );
-      }
+      } else if (f.mantissaBits > format.mantissaBits) format = f;
       if (plan.input.staticExponent === null) hasBfp = true;
       else hasFixed = true;
       const x = plan.input.op.operands[0]!;

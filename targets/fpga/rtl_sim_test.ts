@@ -2,7 +2,7 @@
  * Golden vectors and RTL simulation of the FPGA target: the vectors equal the
  * interpreter's layer outputs, reruns are byte-identical, and Icarus Verilog
  * runs `rtl/bfp_pe.v` on every lowered layer of a bundled conv net bit-exactly
- * (per-channel, MX blocks of 8, fixed point, non-default roundings); a
+ * (per-channel, MX blocks of 8, fixed point, non-default roundings, mixed mantissa widths); a
  * corrupted golden word or weight word fails naming the layer.
  */
 import assert from "node:assert/strict";
@@ -88,6 +88,7 @@ const CASES: [string, string][] = [
   ["bfp per-channel, nearest-even", `${BASE},bfp`],
   ["bfp mx block 8, toward-zero, oihw, pe/simd padding", `${BASE},bfp{scheme=mx,block=8,rounding=toward-zero}`],
   ["fixed, toward-negative", `${BASE},fixed{rounding=toward-negative}`],
+  ["bfp mixed widths 5..10 (mixed precision)", `${BASE},bfp{avg-mantissa=7,mantissa-min=5,mantissa-max=10}`],
 ];
 
 for (const [what, passes] of CASES) {
@@ -102,6 +103,11 @@ for (const [what, passes] of CASES) {
       try {
         const sim = await rtlSim(dir);
         assert.equal(sim.layers.length, 7);
+        if (what.includes("mixed")) {
+          const widths = result.module.graph.ops.filter((op) => op.domain === BFP_DOMAIN && op.type !== "Quantize")
+            .map((op) => bfpLayerPlan(op).format.mantissaBits);
+          assert.ok(new Set(widths).size > 1, `widths ${widths}`);
+        }
         for (const r of sim.layers) {
           assert.ok(r.ok, `${r.name}: ${r.log}`);
           assert.ok(r.outputs > 0 && r.cycles > 0);
