@@ -18,7 +18,8 @@
  *
  * Every configuration runs through {@linkcode compile}; "before" is the
  * previous default (`scheme=per-channel,bias-correct=false`); the default now is `bfp` (`scheme=auto`, bias
- * correction where it holds out), the best setting measured `scheme=mx,block=16,avg-mantissa=8,mantissa-max=16`.
+ * correction where it holds out, and with calibration data mixed widths averaging `mantissa` bits; row 8 is it with
+ * `precision=uniform`), the best setting measured `scheme=mx,block=16,avg-mantissa=8,mantissa-max=16`.
  *
  *   deno run -A bench/bfp_recovery_table.ts [--ocr DIR] [--models cls,det,rec] [--configs 0,3,4] [--calib N]
  *     [--det-size S] [--no-mnist] [--quick]
@@ -52,7 +53,7 @@ export const CONFIGS: readonly [string, string][] = [
   ["before: per-channel e5m8", "bfp{scheme=per-channel,bias-correct=false}"],
   ["mx e5m8", "bfp{scheme=mx,bias-correct=false}"],
   ["per-channel + bias correction", "bfp{scheme=per-channel}"],
-  ["default (auto + bias corr. if it holds out)", "bfp"],
+  ["default (auto + bias corr. if it holds out; with data mixed widths averaging 8 bits)", "bfp"],
   ["auto + bias corr. + avg-mantissa=8", "bfp{avg-mantissa=8}"],
   ["mx + bias corr. + avg-mantissa=8", "bfp{scheme=mx,avg-mantissa=8}"],
   ["mx/16 + bias corr. + avg-mantissa=8, widths 4..16", "bfp{scheme=mx,block=16,avg-mantissa=8,mantissa-max=16}"],
@@ -60,6 +61,7 @@ export const CONFIGS: readonly [string, string][] = [
     "as above, widths by measured output sensitivity",
     "bfp{scheme=mx,block=16,avg-mantissa=8,mantissa-max=16,sensitivity-samples=2}",
   ],
+  ["the default with every layer at 8 bits", "bfp{precision=uniform}"],
 ];
 
 /**

@@ -79,6 +79,13 @@ export const bfpOptions = {
       "auto: mx on the layers where calibration data shows the blocks pay for their exponents, else per-channel",
   },
   block: { kind: "int", default: 32, min: 1, doc: "Channels per block with scheme=mx (and where auto picks blocks)" },
+  precision: {
+    kind: "enum",
+    values: ["auto", "uniform"],
+    default: "auto",
+    doc: "auto: with calibration data, mixed precision averaging `mantissa` bits (widths from its measured noise, " +
+      "as avg-mantissa=mantissa), without data every layer at `mantissa`; uniform: every layer at `mantissa`",
+  },
   avgMantissa: {
     kind: "number",
     optional: true,
@@ -187,19 +194,36 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
     if (options.mantissaMin > options.mantissaMax) {
       throw new Error(`mantissa-min=${options.mantissaMin} is above mantissa-max=${options.mantissaMax}`);
     }
-    const mixed = options.avgMantissa !== undefined || options.targetSqnr !== undefined;
+    const explicit = options.avgMantissa !== undefined || options.targetSqnr !== undefined;
+    if (explicit && options.precision === "uniform") {
+      throw new Error(
+        `precision=uniform conflicts with ${options.avgMantissa !== undefined ? "avg-mantissa" : "target-sqnr"}`,
+      );
+    }
+    // precision=auto with data: mixed widths averaging `mantissa`, offered widths that include it.
+    const byDefault = !explicit && options.precision === "auto" && ctx.calibration !== null;
+    const mixed = explicit || byDefault;
+    const widthRange = byDefault
+      ? {
+        avgMantissa: options.mantissa,
+        mantissaMin: Math.min(options.mantissaMin, options.mantissa),
+        mantissaMax: Math.max(options.mantissaMax, options.mantissa),
+      }
+      : {};
     const block = options.scheme === "mx" ? options.block : 0;
     const folded = options.foldBn && foldBeforeLowering(module, ctx);
     const layers = chooseLayers(module.graph, options, "bfp", ctx);
     if (layers.length === 0) return folded;
-    if (mixed && ctx.calibration === null) {
+    if (explicit && ctx.calibration === null) {
       ctx.emit(
         "warning",
         `avg-mantissa and target-sqnr need calibration data (--calib); every layer gets mantissa=${format.mantissaBits}`,
       );
     }
     const twin = ctx.calibration === null ? null : floatTwin(module, format);
-    const choice = twin === null ? null : chooseFormats(layers, twin, format, { ...options, mixed }, ctx, module);
+    const choice = twin === null
+      ? null
+      : chooseFormats(layers, twin, format, { ...options, ...widthRange, mixed }, ctx, module);
     // Without data, the expected input of a layer behind a BatchNormalization (data-free bias correction).
     const expectedInputs = new Map<Value, Float64Array>();
     if (options.biasCorrect && ctx.calibration === null) {
@@ -230,6 +254,14 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
         choice !== null && mixed ? widths.sort((a, b) => a - b).join("/") : format.mantissaBits
       } ` +
         format.rounding,
+    );
+    ctx.stat(
+      "precision",
+      !mixed || choice === null
+        ? "uniform"
+        : byDefault
+        ? `mixed, averaging ${options.mantissa} bits (the default with calibration data; precision=uniform turns it off)`
+        : "mixed",
     );
     const blocked = choice === null ? 0 : layers.filter((l) => choice.formats.get(l.op)!.block !== 0).length;
     ctx.stat(

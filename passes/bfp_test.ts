@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { printModule } from "../ir/printer.ts";
 import type { Attribute } from "../ir/attributes.ts";
 import { Graph, Op, Value } from "../ir/graph.ts";
 import { interpret } from "../ir/interpreter.ts";
@@ -177,7 +178,7 @@ Deno.test("bfp with calibration data reports the four-stage SQNR per layer, cons
   const result: Record<number, Record<string, Record<string, StatValue>>> = {};
   for (const mantissa of [6, 10]) {
     const { ctx, stats } = context(calibration);
-    bfpPass.run(network(), options({ mantissa }), ctx);
+    bfpPass.run(network(), options({ mantissa, precision: "uniform" }), ctx);
     result[mantissa] = stats.layers as Record<string, Record<string, StatValue>>;
     assert.equal(stats["layers-lowered"], 4);
     assert.equal(stats.format, `e5m${mantissa} nearest-even`);
@@ -392,7 +393,7 @@ Deno.test("mixed precision: deterministic widths that meet target-sqnr or avg-ma
   assert.ok((lower.stats["predicted-output-sqnr-db"] as number) < 40);
   // The knapsack is exact: under an average of 6 bits, the predicted SQNR is at least that of 6 bits everywhere
   // (here they are the same choice); half a bit more buys a mix that the model predicts better.
-  const six = run({ avgMantissa: 6 }), uniform = run({ mantissa: 6 });
+  const six = run({ avgMantissa: 6 }), uniform = run({ mantissa: 6, precision: "uniform" });
   assert.ok((six.stats["predicted-output-sqnr-db"] as number) >= (uniform.stats["predicted-output-sqnr-db"] as number));
   const mixed = run({ avgMantissa: 6.5 });
   assert.ok((mixed.stats["mantissa-average"] as number) <= 6.5);
@@ -412,6 +413,46 @@ Deno.test("mixed precision: deterministic widths that meet target-sqnr or avg-ma
     );
   }
   // (tests/bfp_recovery_onnx_test.ts: onnxruntime runs a mix as the interpreter does.)
+});
+
+Deno.test("precision=auto: with data, mixed widths averaging `mantissa` (as avg-mantissa=mantissa); uniform otherwise", () => {
+  const calibration = { x: randomTensor([8, 4, 6, 6], 21, 4) };
+  const widths = (stats: Record<string, StatValue>): number[] =>
+    Object.values(stats.layers as Record<string, Record<string, StatValue>>).map((l) => l.mantissa as number);
+  const run = (over: Partial<OptionValues<typeof bfpOptions>>, data: Record<string, Tensor> | null = calibration) => {
+    const m = network(), c = context(data);
+    bfpPass.run(m, options({ scheme: "per-channel", ...over }), c.ctx);
+    return { ir: printModule(m), stats: c.stats, diagnostics: c.diagnostics };
+  };
+  // The default with data is the mix avg-mantissa=mantissa chooses, bit for bit, and beats the uniform width.
+  const auto = run({ mantissa: 7 }), explicit = run({ mantissa: 7, avgMantissa: 7 });
+  assert.equal(auto.ir, explicit.ir);
+  assert.match(auto.stats.precision as string, /^mixed, averaging 7 bits \(the default with calibration data;/);
+  assert.equal(explicit.stats.precision, "mixed");
+  assert.ok((auto.stats["mantissa-average"] as number) <= 7);
+  assert.ok(new Set(widths(auto.stats)).size > 1, `widths ${widths(auto.stats)}`);
+  const uniform = run({ mantissa: 7, precision: "uniform" });
+  assert.equal(uniform.stats.precision, "uniform");
+  assert.deepEqual(widths(uniform.stats), [7, 7, 7, 7]);
+  assert.ok(
+    (auto.stats["predicted-output-sqnr-db"] as number) > (uniform.stats["predicted-output-sqnr-db"] as number),
+  );
+  // The offered widths include `mantissa` even outside mantissa-min..mantissa-max: 3 bits average 3 bits.
+  assert.deepEqual(widths(run({ mantissa: 3 }).stats), [3, 3, 3, 3]);
+  // Without data: every layer at `mantissa`, no warning (avg-mantissa given explicitly warns).
+  const none = run({ mantissa: 5 }, null);
+  assert.equal(none.stats.precision, "uniform");
+  assert.deepEqual(none.diagnostics, []);
+  assert.match(run({ avgMantissa: 5 }, null).diagnostics[0].message, /avg-mantissa and target-sqnr need calibration/);
+  // precision=uniform with avg-mantissa or target-sqnr is one error naming both.
+  assert.throws(
+    () => run({ precision: "uniform", avgMantissa: 6 }),
+    /^Error: precision=uniform conflicts with avg-mantissa$/,
+  );
+  assert.throws(
+    () => run({ precision: "uniform", targetSqnr: 30 }),
+    /^Error: precision=uniform conflicts with target-sqnr$/,
+  );
 });
 
 /** x[N,8] -> a (Gemm) -> ×scale, and x -> b (Gemm); y = Concat: a's noise reaches the output `scale`² times b's. */

@@ -24,10 +24,10 @@ const MODELS = new URL("../examples/models/", import.meta.url).pathname;
 const EXPECTED = new URL("./golden/bfp/calibrated_streaming.json", import.meta.url).pathname;
 const UPDATE = Deno.args.includes("--update");
 const CASES: [string, string][] = [
-  ["vgg_sparse", "bfp"],
+  ["vgg_sparse", "bfp{precision=uniform}"],
   ["vgg_sparse", "bfp{avg-mantissa=6,sensitivity-samples=3}"],
-  ["vgg_sparse", "bfp{bias-correct=false}"],
-  ["mobilenet", "bfp"],
+  ["vgg_sparse", "bfp{bias-correct=false,precision=uniform}"],
+  ["mobilenet", "bfp{precision=uniform}"],
   ["resnet_preact", "bfp{scheme=mx,avg-mantissa=7}"],
   ["mlp", "fixed"],
 ];

@@ -140,7 +140,8 @@ Deno.test("fpga mantissas equal the int8/int16 initializers the onnx target emit
 
 Deno.test("fpga image: CRC-32 check value, 4096-byte alignment, zero padding", async () => {
   assert.equal(fpgaCrc32(new TextEncoder().encode("123456789")), 0xcbf43926);
-  const bytes = (await build("vgg_dense", "fold-bn,canonicalize,dce,bfp")).artifacts.get("vgg_dense.fpga.bin")!;
+  const pipeline = "fold-bn,canonicalize,dce,bfp{precision=uniform}";
+  const bytes = (await build("vgg_dense", pipeline)).artifacts.get("vgg_dense.fpga.bin")!;
   const image = readFpgaImage(bytes);
   assert.equal(bytes.length % FPGA_SEGMENT_ALIGNMENT, 0);
   const used = new Uint8Array(bytes.length);
@@ -312,7 +313,7 @@ Deno.test("fpga bad input: float layer, unsupported op, word-bits, companions; o
   await reject("masknet", "fold-bn,canonicalize,dce,bfp", "fpga", /unsupported op Mul "[^"]+" in the FPGA image/);
   await reject(
     "mlp",
-    "fold-bn,canonicalize,dce,bfp",
+    "fold-bn,canonicalize,dce,bfp{precision=uniform}",
     "fpga{word-bits=4}",
     /word-bits=4 is below the mantissa width of 8 bits/,
   );
