@@ -122,7 +122,9 @@ const UNITS = 20000;
  * Mixed precision: one width per layer out of `widths` (ascending), a
  * knapsack solved exactly by dynamic programming over the cost, counted in
  * whole units of at least 1/{@linkcode UNITS} of the largest possible cost
- * (each layer's cost rounded up, so the average never exceeds the budget). With
+ * (each layer's cost rounded up; a choice is taken only where its exact
+ * average is within the budget, so one width everywhere at an integer average
+ * is always on offer and the average never exceeds the budget). With
  * `budget.averageBits`, the least summed NSR whose cost-weighted average
  * width is at most it; with `budget.targetNsr`, the least cost whose summed
  * NSR reaches it (within the average when both are given; the least NSR
@@ -153,7 +155,11 @@ export function chooseWidths(
   const unit = Math.max(1, Math.ceil(most / UNITS));
   const units = cost.map((c) => widths.map((w) => Math.ceil((c * w) / unit)));
   const top = Math.ceil(most / unit);
-  const cap = budget.averageBits > 0 ? Math.min(top, Math.floor((budget.averageBits * totalCost) / unit)) : top;
+  // Rounding each layer up costs less than a unit per layer: a budget of the exact cost plus one unit per layer
+  // holds every assignment that truly fits (one width everywhere at an integer average included); those that do
+  // not truly fit are skipped below.
+  const exact = budget.averageBits > 0 ? budget.averageBits * totalCost : Infinity;
+  const cap = Math.min(top, exact === Infinity ? top : Math.floor(exact / unit) + nsr.length);
   // best[b]: the least NSR of the layers so far within b units; choice[l][b]: layer l's width there.
   let best = new Float64Array(cap + 1);
   const choice = nsr.map(() => new Int8Array(cap + 1).fill(-1));
@@ -169,19 +175,32 @@ export function chooseWidths(
     }
     best = next;
   });
-  // Within the cap, the least NSR; with a target, the cheapest budget that reaches it.
-  let b = cap;
-  if (budget.targetNsr > 0) {
-    const reach = best.findIndex((v) => v <= budget.targetNsr);
-    if (reach >= 0) b = reach;
+  const backtrack = (b: number): number[] => {
+    const chosen = nsr.map(() => 0);
+    for (let l = nsr.length - 1; l >= 0; l--) {
+      chosen[l] = choice[l][b];
+      b -= units[l][chosen[l]];
+    }
+    return chosen;
+  };
+  const fits = (chosen: readonly number[]): boolean =>
+    chosen.reduce((sum, i, l) => sum + cost[l] * widths[i], 0) <= exact;
+  // Budgets tried in order, the first whose choice truly fits wins: with a target, the cheapest that reaches it
+  // and those above; then (no target, or none of those fits) the least NSR within the largest budget, downwards.
+  const order: number[] = [];
+  let below = cap;
+  const reach = budget.targetNsr > 0 ? best.findIndex((v) => v <= budget.targetNsr) : -1;
+  if (reach >= 0) {
+    for (let b = reach; b <= cap; b++) order.push(b);
+    below = reach - 1;
   }
-  if (best[b] === Infinity) return nsr.map(() => 0); // the narrowest widths do not fit: nothing to choose
-  const chosen = nsr.map(() => 0);
-  for (let l = nsr.length - 1; l >= 0; l--) {
-    chosen[l] = choice[l][b];
-    b -= units[l][chosen[l]];
+  for (let b = below; b >= 0; b--) order.push(b);
+  for (const b of order) {
+    if (best[b] === Infinity) break; // the narrowest widths do not fit in less
+    const chosen = backtrack(b);
+    if (fits(chosen)) return chosen;
   }
-  return chosen;
+  return nsr.map(() => 0); // the narrowest widths do not fit: nothing to choose
 }
 
 /** erf(x) to 1.5e-7 (Abramowitz and Stegun 7.1.26). */
