@@ -485,7 +485,7 @@ export function floatTwin(module: Module, format: BfpFormat): FloatTwin {
  * its input and output, chunk by chunk of samples (the only layer whose
  * activations are held then); returns the run, ended, for its outputs.
  */
-function forEachLayer(
+export function forEachLayer(
   twin: FloatTwin,
   layers: readonly Candidate[],
   feeds: Readonly<Record<string, Tensor>>,

@@ -16,9 +16,8 @@
 import { bfpFormat } from "../ir/bfp/format.ts";
 import { staticExponentFor } from "../ir/bfp/quantize.ts";
 import type { Value } from "../ir/graph.ts";
-import { bfpOptions, chooseLayers, floatTwin, foldBeforeLowering, lowerLayers } from "./bfp.ts";
-import { db, runWithProbes } from "./analysis/bfp_error.ts";
-import type { Tensor } from "../ir/tensor.ts";
+import { bfpOptions, chooseLayers, floatTwin, foldBeforeLowering, forEachLayer, lowerLayers } from "./bfp.ts";
+import { db } from "./analysis/bfp_error.ts";
 import { definePass, type Pass } from "./pass.ts";
 
 /** Exponent field of fixed-point formats: it only bounds the static exponents (none is stored at run time). */
@@ -93,26 +92,24 @@ export const fixedPass: Pass<typeof fixedOptions> = definePass({
     const folded = options.foldBn && foldBeforeLowering(module, ctx);
     const layers = chooseLayers(module.graph, options, "fixed", ctx);
     if (layers.length === 0) return folded;
-    let activations: Map<Value, Tensor>;
+    // The static exponents from the largest magnitude of each layer's float input, one layer at a time.
+    const twin = floatTwin(module, format);
+    const amax = new Map<Value, number>();
     try {
-      activations = runWithProbes(
-        module,
-        [...new Set([...layers.flatMap((l) => [l.x, l.op.result]), ...module.graph.outputs])],
-        ctx.calibration,
-        ctx.ops,
-      );
+      forEachLayer(twin, layers, ctx.calibration, ctx, ({ x }, chunks) => {
+        let m = amax.get(x) ?? 0;
+        for (const t of chunks) {
+          const data = t.data as Float32Array;
+          for (let i = 0; i < data.length; i++) m = Math.max(m, Math.abs(data[i]));
+        }
+        amax.set(x, m);
+      });
     } catch (e) {
       // The exponents come from this run: without it there is nothing to lower with.
       throw new Error(`fixed could not run the calibration data: ${e instanceof Error ? e.message : e}`);
     }
     const staticExponents = new Map<Value, number>();
-    for (const { x } of layers) {
-      if (staticExponents.has(x)) continue;
-      const data = activations.get(x)!.data as Float32Array;
-      let amax = 0;
-      for (let i = 0; i < data.length; i++) amax = Math.max(amax, Math.abs(data[i]));
-      staticExponents.set(x, staticExponentFor(amax, format, options.headroom));
-    }
+    for (const [x, m] of amax) staticExponents.set(x, staticExponentFor(m, format, options.headroom));
     const spec = {
       format,
       block: 0,
@@ -121,7 +118,7 @@ export const fixedPass: Pass<typeof fixedOptions> = definePass({
       perTensorWeights: options.weights === "per-tensor",
       biasCorrect: options.biasCorrect,
     };
-    const lowered = lowerLayers(module, layers, spec, floatTwin(module, format), ctx);
+    const lowered = lowerLayers(module, layers, spec, twin, ctx);
     ctx.stat("layers-lowered", layers.length);
     ctx.stat("format", `fixed${format.mantissaBits} ${format.rounding}`);
     ctx.stat("weights", options.weights);
