@@ -221,8 +221,16 @@ export class ChunkedRun {
   /**
    * A run of `module` on `feeds` (samples on axis 0), `chunk` samples at a time; with `split`, the chunks start
    * again at that sample, so the chunks of samples `[0, split)` and `[split, N)` are each those of a run on them.
+   * The graph outputs and the values in `keep` are held to the end ({@linkcode values}, {@linkcode joined}).
    */
-  constructor(module: Module, feeds: Readonly<Record<string, Tensor>>, chunk: number, ops: OpRegistry, split = 0) {
+  constructor(
+    module: Module,
+    feeds: Readonly<Record<string, Tensor>>,
+    chunk: number,
+    ops: OpRegistry,
+    split = 0,
+    keep: readonly Value[] = [],
+  ) {
     const graph = module.graph;
     [this.#module, this.#ops] = [module, ops];
     const given = Math.min(...graph.inputs.map((v) => feeds[v.name]?.shape[0] ?? Infinity));
@@ -241,7 +249,7 @@ export class ChunkedRun {
     graph.ops.forEach((op, i) => {
       for (const v of op.operands) if (v !== null && v.producer !== null) this.#lastUse.set(v, i);
     });
-    this.#kept = new Set(graph.outputs);
+    this.#kept = new Set([...graph.outputs, ...keep]);
   }
 
   /** The op about to run, or null at the end. */
@@ -342,6 +350,12 @@ export class ChunkedRun {
     const parts = this.#env.get(v);
     if (parts === undefined || parts.some((t) => t === null)) throw new Error(`internal: "${v.name}" is not held`);
     return parts as Tensor[];
+  }
+
+  /** The tensor of a value on all samples: its chunks joined along axis 0. */
+  joined(v: Value): Tensor {
+    const parts = this.values(v);
+    return parts.length === 1 ? parts[0] : concatSamples(parts);
   }
 }
 

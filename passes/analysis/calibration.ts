@@ -1,17 +1,19 @@
 /**
- * Intermediate tensors on the calibration data, for the data-aware passes (`fc-corr`, `mask-select`): one
- * interpreter run with the values as probes, and one error diagnostic naming the pass when the run fails.
+ * Intermediate tensors on the calibration data, for the data-aware passes (`fc-corr`, `mask-select`): one run,
+ * a chunk of samples at a time, that holds the values asked for and the live activations of one op (never the
+ * whole network's for every sample), and one error diagnostic naming the pass when the run fails.
  * @module
  */
 import type { Value } from "../../ir/graph.ts";
-import { Interpreter } from "../../ir/interpreter.ts";
 import type { Module } from "../../ir/module.ts";
 import type { Tensor } from "../../ir/tensor.ts";
 import type { PassContext } from "../pass.ts";
+import { CHUNK_SAMPLES, ChunkedRun } from "./bfp_error.ts";
 
 /**
  * Run `ctx.calibration` through `module` and return the tensors of `values`; null, after an error diagnostic
- * saying why, when there is no calibration data or the run fails.
+ * saying why, when there is no calibration data or the run fails. The run goes op by op over chunks of
+ * {@linkcode CHUNK_SAMPLES} samples (`ChunkedRun`: the same bits as one run on all of them).
  *
  * @example
  * ```ts
@@ -43,8 +45,9 @@ export function probeCalibration(
     return null;
   }
   try {
-    const out = new Interpreter(module, { registry: ctx.ops, probes: values }).run(ctx.calibration);
-    return new Map(values.map((v) => [v, out[v.name]]));
+    const run = new ChunkedRun(module, ctx.calibration, CHUNK_SAMPLES, ctx.ops, 0, values);
+    run.finish();
+    return new Map(values.map((v) => [v, run.joined(v)]));
   } catch (e) {
     ctx.emit("error", `${pass} could not run the calibration data: ${e instanceof Error ? e.message : e}`);
     return null;
