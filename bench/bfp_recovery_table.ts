@@ -62,6 +62,7 @@ export const CONFIGS: readonly [string, string][] = [
     "bfp{scheme=mx,block=16,avg-mantissa=8,mantissa-max=16,sensitivity-samples=2}",
   ],
   ["the default with every layer at 8 bits", "bfp{precision=uniform}"],
+  ["the default with blocks of 16 channels where they pay", "bfp{block=16}"],
 ];
 
 /**
