@@ -111,7 +111,7 @@ Deno.test("bfp mixed precision: the fpga image packs each layer at its own width
   );
   const model = Deno.readFileSync(`${MODELS}mlp.onnx`);
   const mixed = await compile(model, {
-    passes: "fold-bn,canonicalize,dce,bfp{avg-mantissa=7}",
+    passes: "fold-bn,canonicalize,dce,bfp{avg-mantissa=7.5}",
     target: "fpga",
     calibration: { input: calibration },
     modelName: "m",
