@@ -134,35 +134,120 @@ export function runSequential(
   ops: OpRegistry,
   after: AfterOp,
 ): void {
-  const graph = module.graph;
-  const lastUse = new Map<Value, number>();
-  graph.ops.forEach((op, i) => {
-    for (const v of op.operands) if (v !== null && v.producer !== null) lastUse.set(v, i);
-  });
-  const env = new Map<Value, Tensor>();
-  for (const v of graph.inputs) {
-    const t = feeds[v.name] ?? v.constant;
-    if (t === undefined || t === null) throw new Error(`missing input "${v.name}"`);
-    env.set(v, t);
+  new SequentialRun(module, feeds, ops).finish(after);
+}
+
+/**
+ * A {@linkcode runSequential} run that its caller steps op by op and can
+ * fork: a fork holds the same live activations (shared, never written) and
+ * goes on independently, so a change to one op can be tried on the rest of
+ * the graph without running the ops before it again.
+ *
+ * @example Try a doubled Neg on the rest of the graph, then go on unchanged
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Graph, Op, Value } from "../../ir/graph.ts";
+ * import { Module } from "../../ir/module.ts";
+ * import { builtinOps } from "../../ir/builtin_ops.ts";
+ * import { float32Tensor } from "../../ir/tensor.ts";
+ * import { SequentialRun } from "./bfp_error.ts";
+ * const g = new Graph();
+ * const x = g.addInput(new Value("x", { elem: "f32", shape: [1] }));
+ * const n = g.addOp(new Op({ name: "n", type: "Neg", operands: [x], results: [new Value("t")] }));
+ * g.outputs.push(g.addOp(new Op({ name: "r", type: "Relu", operands: [n.result], results: [new Value("y")] })).result);
+ * const run = new SequentialRun(new Module(g), { x: float32Tensor([1], [-2]) }, builtinOps);
+ * const seen: number[] = [];
+ * const record = (op: Op, _args: unknown, results: { data: ArrayLike<number> }[]) => {
+ *   if (op.name === "r") seen.push(results[0].data[0]);
+ * };
+ * run.fork().finish((op, args, results, rerun) => {
+ *   if (op.name !== "n") return record(op, args, results);
+ *   return [float32Tensor([1], [2 * (results[0].data[0] as number)])];
+ * });
+ * run.finish(record);
+ * assert.deepEqual(seen, [4, 2]);
+ * ```
+ */
+export class SequentialRun {
+  readonly #module: Module;
+  readonly #ops: OpRegistry;
+  /** Per value, the index of the last op that reads it. */
+  readonly #lastUse: ReadonlyMap<Value, number>;
+  readonly #env: Map<Value, Tensor>;
+  #index = 0;
+
+  /**
+   * A run of `module` on `feeds`, before its first op.
+   *
+   * @throws {Error} Naming a missing input.
+   */
+  constructor(module: Module, feeds: Readonly<Record<string, Tensor>>, ops: OpRegistry);
+  /** A fork (internal). */
+  constructor(module: Module, from: SequentialRun, ops: OpRegistry);
+  constructor(module: Module, feeds: Readonly<Record<string, Tensor>> | SequentialRun, ops: OpRegistry) {
+    this.#module = module;
+    this.#ops = ops;
+    if (feeds instanceof SequentialRun) {
+      this.#lastUse = feeds.#lastUse;
+      this.#env = new Map(feeds.#env);
+      this.#index = feeds.#index;
+      return;
+    }
+    const lastUse = new Map<Value, number>();
+    module.graph.ops.forEach((op, i) => {
+      for (const v of op.operands) if (v !== null && v.producer !== null) lastUse.set(v, i);
+    });
+    this.#lastUse = lastUse;
+    this.#env = new Map();
+    for (const v of module.graph.inputs) {
+      const t = feeds[v.name] ?? v.constant;
+      if (t === undefined || t === null) throw new Error(`missing input "${v.name}"`);
+      this.#env.set(v, t);
+    }
   }
-  graph.ops.forEach((op, i) => {
-    const kernel = ops.get(op)?.interpret;
+
+  /** The op the next {@linkcode step} runs, or null at the end. */
+  get next(): Op | null {
+    return this.#module.graph.ops[this.#index] ?? null;
+  }
+
+  /** Another run from here on, with the same live activations. */
+  fork(): SequentialRun {
+    return new SequentialRun(this.#module, this, this.#ops);
+  }
+
+  /**
+   * Run the next op, calling `after` (if given) with its operands and results; frees the values it reads last.
+   *
+   * @throws {Error} Naming an op without a reference kernel, or the op that failed.
+   */
+  step(after?: AfterOp): void {
+    const op = this.next;
+    if (op === null) return;
+    const kernel = this.#ops.get(op)?.interpret;
     if (kernel === undefined) throw new Error(`op "${op.name}" (${op.qualifiedType}) has no reference implementation`);
     const rerun = (args: readonly (Tensor | null)[]): Tensor[] => {
       try {
-        return kernel(op, args, { opset: module.opset(op.domain) });
+        return kernel(op, args, { opset: this.#module.opset(op.domain) });
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         throw new Error(msg.startsWith(`op "${op.name}"`) ? msg : `op "${op.name}" (${op.type}): ${msg}`);
       }
     };
-    const args = op.operands.map((v) => v === null ? null : env.get(v) ?? v.constant ?? null);
-    const results = after(op, args, rerun(args), rerun) ?? [];
+    const args = op.operands.map((v) => v === null ? null : this.#env.get(v) ?? v.constant ?? null);
+    const computed = rerun(args);
+    const results = after?.(op, args, computed, rerun) ?? computed;
     op.results.forEach((r, k) => {
-      if (results[k] !== undefined) env.set(r, results[k]);
+      if (results[k] !== undefined) this.#env.set(r, results[k]);
     });
-    for (const [v, last] of lastUse) if (last === i) env.delete(v);
-  });
+    for (const v of op.operands) if (v !== null && this.#lastUse.get(v) === this.#index) this.#env.delete(v);
+    this.#index++;
+  }
+
+  /** Run the remaining ops ({@linkcode step}). */
+  finish(after?: AfterOp): void {
+    while (this.next !== null) this.step(after);
+  }
 }
 
 /**

@@ -16,11 +16,11 @@ import {
   quantizeActivations,
   quantizeWeights,
 } from "../../ir/bfp/quantize.ts";
-import type { Op, Value } from "../../ir/graph.ts";
+import type { Op } from "../../ir/graph.ts";
 import type { Module } from "../../ir/module.ts";
 import type { OpRegistry } from "../../ir/op_def.ts";
 import { shapeSize, type Tensor, tensor } from "../../ir/tensor.ts";
-import { heldOutChannelShift, PowerSum, runSequential, runWithProbes } from "./bfp_error.ts";
+import { heldOutChannelShift, PowerSum, runWithProbes, SequentialRun } from "./bfp_error.ts";
 
 /** What the choice needs of one layer: its float input on the calibration data, its weights and geometry. */
 export interface PrecisionLayer {
@@ -258,8 +258,9 @@ export interface SensitivityLayer extends Omit<PrecisionLayer, "x"> {
  * per layer, measured on `feeds`: how much of the output noise each layer's
  * conversion causes, amplification by the layers after it included. With
  * `biasCorrect` the layer's mean output error per channel is taken out first
- * where the held-out check keeps it, as the lowered model's bias correction does. One run of the model per
- * layer; the run stops nowhere early, so callers pass few samples.
+ * where the held-out check keeps it, as the lowered model's bias correction does. One float run of the model,
+ * forked at each layer to run the ops after it (the layer converted): the ops before a layer are not run again,
+ * but the later ones run once per layer, so callers pass few samples.
  *
  * A layer's conversion NSR alone misjudges this by orders of magnitude: a
  * depthwise 3x3 filter whose output is near zero on flat regions turns a
@@ -279,45 +280,61 @@ export function measuredOutputNsr(
 ): number[] {
   const outputs = module.graph.outputs;
   const reference = runWithProbes(module, outputs, feeds, ops);
-  return layers.map((layer) => {
-    const got = new Map<Value, Tensor>();
-    runSequential(module, feeds, ops, (op, args, results, rerun) => {
-      let out = results;
-      if (op === layer.op) {
-        const converted = [...args];
-        const x = args[0]!;
-        if (convert !== "weights") {
-          const blocking = inputBlocking(layer, layer.block);
-          const xq = quantizeActivations(x.data as Float32Array, x.shape, layer.format, blocking, "X");
-          converted[0] = tensor("f32", x.shape, dequantizeActivations(xq, x.shape, layer.format, blocking));
-        }
-        if (convert !== "input") {
-          const wq = quantizeWeights(layer.weight, layer.weightShape, layer.format, layer.block);
-          const w = dequantizeWeights(wq.mantissas, wq.exponents, layer.weightShape, layer.format, layer.block);
-          converted[1] = weightOperand(layer, w, args[1]!);
-        }
-        out = rerun(converted);
-        const channelsLast = layer.kind === "gemm";
-        const shift = biasCorrect ? heldOutChannelShift(results[0], out[0], channelsLast) : null;
-        if (shift !== null) out = [shiftChannels(out[0], shift, channelsLast)];
-      }
-      op.results.forEach((r, k) => {
-        if (outputs.includes(r)) got.set(r, out[k]);
+  let signal = 0;
+  for (const v of outputs) {
+    const a = reference.get(v)!;
+    if (a.dtype === "f32") { for (let i = 0; i < a.data.length; i++) signal += (a.data[i] as number) ** 2; }
+  }
+  const byOp = new Map<Op, number[]>();
+  layers.forEach((layer, l) => byOp.set(layer.op, [...byOp.get(layer.op) ?? [], l]));
+  const result = layers.map(() => 0);
+  // One float run walks the graph; at each layer a fork runs the rest with that layer converted (the ops before it
+  // give what the float run gave). The outputs computed before the layer carry no noise.
+  const run = new SequentialRun(module, feeds, ops);
+  for (let op = run.next; op !== null; op = run.next) {
+    for (const l of byOp.get(op) ?? []) {
+      let noise = 0;
+      run.fork().finish((o, args, results, rerun) => {
+        const out = o === op ? convertedRun(layers[l], args, results, rerun, biasCorrect, convert) : results;
+        o.results.forEach((r, k) => {
+          const a = reference.get(r);
+          if (a === undefined || a.dtype !== "f32" || !outputs.includes(r)) return;
+          for (let i = 0; i < a.data.length; i++) noise += ((a.data[i] as number) - (out[k].data[i] as number)) ** 2;
+        });
+        return out;
       });
-      return out;
-    });
-    let signal = 0, noise = 0;
-    for (const v of outputs) {
-      const a = reference.get(v)!, b = got.get(v);
-      if (a.dtype !== "f32" || b === undefined) continue;
-      for (let i = 0; i < a.data.length; i++) {
-        const r = a.data[i] as number;
-        signal += r * r;
-        noise += (r - (b.data[i] as number)) ** 2;
-      }
+      result[l] = signal === 0 ? 0 : noise / signal;
     }
-    return signal === 0 ? 0 : noise / signal;
-  });
+    run.step();
+  }
+  return result;
+}
+
+/** The layer's results with its input and/or weights converted (and its mean channel shift taken out). */
+function convertedRun(
+  layer: SensitivityLayer,
+  args: readonly (Tensor | null)[],
+  results: Tensor[],
+  rerun: (args: readonly (Tensor | null)[]) => Tensor[],
+  biasCorrect: boolean,
+  convert: "both" | "input" | "weights",
+): Tensor[] {
+  const converted = [...args];
+  const x = args[0]!;
+  if (convert !== "weights") {
+    const blocking = inputBlocking(layer, layer.block);
+    const xq = quantizeActivations(x.data as Float32Array, x.shape, layer.format, blocking, "X");
+    converted[0] = tensor("f32", x.shape, dequantizeActivations(xq, x.shape, layer.format, blocking));
+  }
+  if (convert !== "input") {
+    const wq = quantizeWeights(layer.weight, layer.weightShape, layer.format, layer.block);
+    const w = dequantizeWeights(wq.mantissas, wq.exponents, layer.weightShape, layer.format, layer.block);
+    converted[1] = weightOperand(layer, w, args[1]!);
+  }
+  const out = rerun(converted);
+  const channelsLast = layer.kind === "gemm";
+  const shift = biasCorrect ? heldOutChannelShift(results[0], out[0], channelsLast) : null;
+  return shift === null ? out : [shiftChannels(out[0], shift, channelsLast)];
 }
 
 /** Weights `[O, K]` (or `[O, Cg, ...kernel]`) back in the layout and scale of the op's weight operand. */
