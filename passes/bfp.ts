@@ -51,6 +51,7 @@ import {
   type PrecisionLayer,
   withMantissa,
 } from "./analysis/bfp_precision.ts";
+import { GPTQ_MAX_COLUMNS, GPTQ_MIN_ROWS_PER_COLUMN, gptqRound, gramColumns, inputGram } from "./analysis/gptq.ts";
 import { foldBatchNorms } from "./fold_bn.ts";
 import { definePass, type Pass, type PassContext, type StatValue } from "./pass.ts";
 
@@ -103,11 +104,19 @@ export const bfpOptions = {
     kind: "int",
     default: 0,
     min: 0,
-    doc: "Mixed precision: calibration samples on which each layer's effect on the model output is measured " +
-      "(one model run per layer); 0 models the output noise as the sum of the layers' conversion noise",
+    doc: "Mixed precision: calibration samples (the first ones) on which each layer's effect on the model output " +
+      "is measured (the layers after it run once per layer); 0 models the output noise as the sum of the layers' " +
+      "conversion noise",
   },
   mantissaMin: { kind: "int", default: 4, min: 2, max: 16, doc: "Narrowest width mixed precision may choose" },
   mantissaMax: { kind: "int", default: 12, min: 2, max: 16, doc: "Widest width mixed precision may choose" },
+  gptq: {
+    kind: "bool",
+    default: true,
+    doc: "With calibration data, round each layer's weights by GPTQ: column by column, each rounding error fed into " +
+      "the columns not yet rounded as the calibration inputs correlate, to minimize the layer's output error (same " +
+      "grid as nearest rounding; layers with more than 4,096 weights per output keep nearest rounding)",
+  },
   biasCorrect: {
     kind: "bool",
     default: true,
@@ -232,6 +241,13 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
         if (mean !== null) expectedInputs.set(x, mean);
       }
     }
+    // GPTQ on each layer's Gram matrix, in its chosen format; the Gram matrices go as soon as they are used.
+    const rounded = new Map<Op, Float32Array>();
+    for (const [op, grams] of choice?.grams ?? []) {
+      const layer = layers.find((l) => l.op === op)!, chosen = choice!.formats.get(op)!;
+      rounded.set(op, gptqRound(layer.weight, layer.weightShape, layer.group, grams, chosen.format, chosen.block));
+      choice!.grams.delete(op);
+    }
     const lowered = lowerLayers(
       module,
       layers,
@@ -240,6 +256,7 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
         block,
         accumulator: options.accumulator,
         formats: choice?.formats,
+        rounded,
         biasCorrect: options.biasCorrect,
         expectedInputs,
       },
@@ -277,6 +294,16 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
       ctx.stat("predicted-output-sqnr-db", db(-10 * Math.log10(choice.predictedNsr)));
     }
     if (lowered.outputSqnr !== null) ctx.stat("output-sqnr-db", db(lowered.outputSqnr));
+    if (options.gptq && choice !== null) {
+      const over = layers.length - rounded.size;
+      ctx.stat(
+        "gptq",
+        over === 0
+          ? `${rounded.size} of ${layers.length} layers`
+          : `${rounded.size} of ${layers.length} layers (the rest have more than ${GPTQ_MAX_COLUMNS} weights per ` +
+            `output, or fewer than ${GPTQ_MIN_ROWS_PER_COLUMN} calibration rows per weight)`,
+      );
+    }
     if (lowered.biasCorrected > 0) ctx.stat("bias-corrected", lowered.biasCorrected);
     if (lowered.dataFree > 0) ctx.stat("bias-corrected-data-free", lowered.dataFree);
     ctx.stat("weight-exponent-bits", lowered.weightExponentBits);
@@ -427,6 +454,11 @@ export interface LoweringSpec {
   readonly perTensorWeights?: boolean;
   /** Per layer: a format and blocking other than {@linkcode format} and {@linkcode block} (mixed precision). */
   readonly formats?: ReadonlyMap<Op, LayerFormat>;
+  /**
+   * Per layer: float weights already on the layer's grid (GPTQ, `analysis/gptq.ts`), stored instead of the nearest
+   * rounding of its weights.
+   */
+  readonly rounded?: ReadonlyMap<Op, Float32Array>;
   /** With calibration data, correct each layer's bias by its mean output error per channel. */
   readonly biasCorrect?: boolean;
   /**
@@ -452,6 +484,8 @@ export interface FormatChoice {
   readonly averageBits: number;
   /** The summed NSR of the layers' input and weight conversions (`analysis/bfp_precision.ts`). */
   readonly predictedNsr: number;
+  /** With `gptq`: per layer within {@linkcode GPTQ_MAX_COLUMNS}, the Gram matrices of its calibration inputs. */
+  readonly grams: Map<Op, Float64Array[]>;
 }
 
 /**
@@ -532,11 +566,13 @@ export function chooseFormats(
     sensitivitySamples?: number;
     biasCorrect?: boolean;
     accumulator: number;
+    gptq?: boolean;
   },
   ctx: PassContext,
   module?: Module,
 ): FormatChoice | null {
   const formats = new Map<Op, LayerFormat>();
+  const grams = new Map<Op, Float64Array[]>();
   const widths: number[] = [];
   for (let m = options.mantissaMin; m <= options.mantissaMax; m++) widths.push(m);
   // Per layer, as its float input goes by: its blocking and its conversion NSR per candidate width.
@@ -555,6 +591,8 @@ export function chooseFormats(
         conversionNsr(input, withMantissa(format, m), block)
       );
       byOp.set(layer.op, { layer, block, nsr });
+      const gram = options.gptq === true && gramColumns(layer) <= GPTQ_MAX_COLUMNS ? inputGram(layer, x) : null;
+      if (gram !== null) grams.set(layer.op, gram);
     });
   } catch (e) {
     ctx.emit("warning", `calibration run failed (${e instanceof Error ? e.message : e}); no error analysis`);
@@ -597,7 +635,7 @@ export function chooseFormats(
     predictedNsr += nsr[l][chosen[l]];
     if (options.mixed) ctx.log(`op "${layer.op.name}": ${m}-bit mantissas, blocks of ${block || "a sample"}`);
   });
-  return { formats, averageBits: bits / cost.reduce((a, b) => a + b, 0), predictedNsr };
+  return { formats, averageBits: bits / cost.reduce((a, b) => a + b, 0), predictedNsr, grams };
 }
 
 /**
@@ -939,7 +977,8 @@ function lower(
       op,
     );
   }
-  const q = quantizeWeights(layer.weight, layer.weightShape, format, block, "W", spec.perTensorWeights === true);
+  const weight = spec.rounded?.get(op) ?? layer.weight;
+  const q = quantizeWeights(weight, layer.weightShape, format, block, "W", spec.perTensorWeights === true);
   const elem = bfpElementType(format, block);
   const wm = graph.addConstant(
     graph.freshName(`${name}.wm`),

@@ -381,7 +381,8 @@ Deno.test("mixed precision: deterministic widths that meet target-sqnr or avg-ma
     Object.values(stats.layers as Record<string, Record<string, StatValue>>).map((l) => l.mantissa as number);
   const run = (over: Partial<OptionValues<typeof bfpOptions>>) => {
     const m = network(), c = context(calibration);
-    bfpPass.run(m, options({ scheme: "per-channel", biasCorrect: false, ...over }), c.ctx);
+    // The summed conversion noise as the model (sensitivity-samples=0), which the uniform runs also report.
+    bfpPass.run(m, options({ scheme: "per-channel", biasCorrect: false, sensitivitySamples: 0, ...over }), c.ctx);
     return { m, stats: c.stats };
   };
   const a = run({ targetSqnr: 40 }), b = run({ targetSqnr: 40 });
@@ -545,4 +546,60 @@ Deno.test("without data, a layer behind BatchNormalization and ReLU absorbs its 
   // The lowered layer now gives the float output on the expected input.
   const feeds = { x: float32Tensor([1, 2, 1, 1], [0, 0]) };
   assert.deepEqual([...interpret(m, feeds).y.data], [0.5 + 2 * (1 + 2 ** -6)]);
+});
+
+Deno.test("gptq: with data, the lowered weights follow the calibration inputs' correlation; too few rows keep nearest", () => {
+  const k = 16, o = 6;
+  // Rows of k inputs driven by two shared factors plus a little noise each: strongly correlated.
+  const rows = (count: number, seed: number): Tensor => {
+    const r = random(seed), loads = random(77);
+    const load = Array.from({ length: 2 * k }, () => loads() * 2 - 1);
+    return float32Tensor(
+      [count, k],
+      Float32Array.from({ length: count * k }, (_, i) => {
+        const j = i % k;
+        if (j === 0) [f0, f1] = [r() * 2 - 1, r() * 2 - 1];
+        return f0 * load[j] + f1 * load[k + j] + 0.03 * r();
+      }),
+    );
+  };
+  let f0 = 0, f1 = 0;
+  const layer = (): Module => {
+    const g = new Graph("fc");
+    const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", k] }));
+    const w = g.addConstant("w", randomTensor([o, k], 31), { elem: "f32", shape: [o, k] });
+    g.outputs.push(
+      g.addOp(
+        new Op({
+          name: "fc",
+          type: "Gemm",
+          operands: [x, w],
+          results: [new Value("y")],
+          attributes: [["transB", { kind: "int", value: 1 }]],
+        }),
+      ).result,
+    );
+    const m = new Module(g);
+    inferShapes(m);
+    return m;
+  };
+  const heldOut = { x: rows(300, 2) };
+  const reference = interpret(layer(), heldOut).y;
+  const lowered = (calibration: Record<string, Tensor>, gptq: boolean) => {
+    const { ctx, stats } = context(calibration);
+    const m = layer();
+    bfpPass.run(m, options({ precision: "uniform", mantissa: 5, biasCorrect: false, gptq }), ctx);
+    return { sqnr: sqnr(reference, interpret(m, heldOut).y), stats, text: printModule(m) };
+  };
+  const calibration = { x: rows(300, 1) };
+  // The inputs are converted too (their noise is the same either way): the weights gain more than this.
+  const fitted = lowered(calibration, true), nearest = lowered(calibration, false);
+  assert.equal(fitted.stats.gptq, "1 of 1 layers");
+  assert.equal(nearest.stats.gptq, undefined);
+  assert.ok(fitted.sqnr > nearest.sqnr + 2, `GPTQ ${fitted.sqnr.toFixed(2)} dB, nearest ${nearest.sqnr.toFixed(2)} dB`);
+  // 20 rows for 16 inputs: the fit is not trusted, the weights are rounded to nearest.
+  const few = { x: rows(20, 1) };
+  const sparse = lowered(few, true);
+  assert.match(String(sparse.stats.gptq), /^0 of 1 layers \(.*fewer than 2 calibration rows per weight/);
+  assert.equal(sparse.text, lowered(few, false).text);
 });

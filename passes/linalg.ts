@@ -255,7 +255,7 @@ function wellConditionedCholesky(g: Float64Array, n: number, tol: number): Float
 }
 
 /** Inverse of a lower triangular `n x n` row-major matrix (lower triangular), by forward substitution. */
-function lowerInverse(l: Float64Array, n: number): Float64Array {
+export function lowerInverse(l: Float64Array, n: number): Float64Array {
   const x = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
     x[j * n + j] = 1 / l[j * n + j];
