@@ -102,7 +102,7 @@ export const bfpOptions = {
   },
   sensitivitySamples: {
     kind: "int",
-    default: 0,
+    default: 8,
     min: 0,
     doc: "Mixed precision: calibration samples (the first ones) on which each layer's effect on the model output " +
       "is measured (the layers after it run once per layer); 0 models the output noise as the sum of the layers' " +
