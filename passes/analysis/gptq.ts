@@ -22,7 +22,7 @@ import type { Op } from "../../ir/graph.ts";
 import { convGeometry } from "../../ir/ops/nn.ts";
 import { gemm } from "../../ir/ops/gemm_kernel.ts";
 import type { Tensor } from "../../ir/tensor.ts";
-import { cholesky, lowerInverse } from "../linalg.ts";
+import { cholesky } from "../linalg.ts";
 
 /** Most columns (`Cg·kernel`, or K of a Gemm) a layer may have for the fit: its `K²` Gram matrix and `K³` factorization. */
 export const GPTQ_MAX_COLUMNS = 4096;
@@ -90,14 +90,17 @@ export function inputGram(layer: GramLayer, chunks: readonly Tensor[]): Float64A
     state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
     return state / 2 ** 32;
   };
-  const batch = Math.max(1, Math.min(256, Math.floor((1 << 22) / Math.max(1, k))));
-  const rows = Array.from({ length: layer.group }, () => new Float64Array(batch * k));
+  // Batches of rows multiplied in float32 by the SIMD kernel (each sum over at most 256 rows), added up in float64.
+  const batch = 256;
+  const rows = Array.from({ length: layer.group }, () => new Float32Array(batch * k));
+  const product = k <= 16 ? null : new Float32Array(k * k);
   let filled = 0;
   const flush = (): void => {
     if (filled === 0) return;
     grams.forEach((h, g) => {
-      if (k <= 16) accumulateSmall(h, rows[g], filled, k);
-      else gemm({ m: k, n: k, k: filled, a: rows[g], transA: true, b: rows[g], c: h, beta: 1 });
+      if (product === null) return accumulateSmall(h, rows[g], filled, k);
+      gemm({ m: k, n: k, k: filled, a: rows[g], transA: true, b: rows[g], c: product });
+      for (let i = 0; i < h.length; i++) h[i] += product[i];
     });
     filled = 0;
   };
@@ -111,7 +114,7 @@ export function inputGram(layer: GramLayer, chunks: readonly Tensor[]): Float64A
 }
 
 /** `h += Σ rows rowsᵀ` for a few columns, without the GEMM's packing. */
-function accumulateSmall(h: Float64Array, rows: Float64Array, count: number, k: number): void {
+function accumulateSmall(h: Float64Array, rows: Float32Array, count: number, k: number): void {
   for (let r = 0; r < count; r++) {
     const o = r * k;
     for (let a = 0; a < k; a++) {
@@ -125,7 +128,7 @@ function accumulateSmall(h: Float64Array, rows: Float64Array, count: number, k: 
 /** Rows of a layer's input, one per sample (or output position), readable one group at a time. */
 interface RowSource {
   readonly count: number;
-  row(r: number, group: number, out: Float64Array): void;
+  row(r: number, group: number, out: Float32Array): void;
 }
 
 function gemmRows(chunks: readonly Tensor[], k: number): RowSource {
@@ -231,18 +234,18 @@ export function gptqRound(
   const step = dequantizeWeights(ones, nearest.exponents, weightShape, format, block);
   const limit = maxMantissa(format);
   const out = new Float32Array(weight.length);
-  const w = new Float64Array(k);
+  const error = new Float64Array(k);
   for (let g = 0; g < group; g++) {
-    const u = feedback(grams[g], k);
+    const a = feedback(grams[g], k);
     for (let r = g * og; r < (g + 1) * og; r++) {
-      for (let j = 0; j < k; j++) w[j] = weight[r * k + j];
-      for (let j = 0; j < k; j++) {
-        const s = step[r * k + j];
-        const q = Math.max(-limit, Math.min(limit, roundHalfEven(w[j] / s))) * s;
-        out[r * k + j] = q;
-        const e = (w[j] - q) / u[j * k + j];
-        if (e === 0) continue;
-        for (let t = j + 1; t < k; t++) w[t] -= e * u[j * k + t];
+      for (let t = 0; t < k; t++) {
+        // The weight plus the earlier columns' rounding errors, as much as its input correlates with theirs.
+        let shift = 0;
+        for (let i = 0; i < t; i++) shift += a[t * k + i] * error[i];
+        const v = weight[r * k + t] + shift / a[t * k + t], s = step[r * k + t];
+        const q = Math.max(-limit, Math.min(limit, roundHalfEven(v / s))) * s;
+        out[r * k + t] = q;
+        error[t] = weight[r * k + t] - q;
       }
     }
   }
@@ -250,8 +253,10 @@ export function gptqRound(
 }
 
 /**
- * The upper triangular `U` with `Uᵀ U = (H + λI)⁻¹` (GPTQ's error feedback: row j of U, over its diagonal, spreads
- * column j's rounding error over the later columns). Dead inputs (zero diagonal) get a unit diagonal: no feedback.
+ * GPTQ's error feedback from one Cholesky factorization: with `H + λI = V Vᵀ`, V upper triangular, column t of the
+ * fit takes `w_t + Σ_{i<t} V[i][t]·(w_i − q_i) / V[t][t]` to be rounded, which is GPTQ's sequential update by the
+ * upper Cholesky factor `U = V⁻¹` of `(H + λI)⁻¹`, without forming the inverse. Returns `Vᵀ` (row t: `V[i][t]` for
+ * `i <= t`). Dead inputs (zero diagonal) get a unit diagonal and no coupling: nearest rounding, no feedback.
  */
 function feedback(gram: Float64Array, k: number): Float64Array {
   const h = Float64Array.from(gram);
@@ -264,13 +269,13 @@ function feedback(gram: Float64Array, k: number): Float64Array {
       h[j * k + j] = 1;
     } else h[j * k + j] += DAMPENING * mean;
   }
-  // H = V Vᵀ with V upper (the Cholesky factor of the reversed matrix, reversed); then U = V⁻¹.
+  // V = J M J with M the (lower) Cholesky factor of the reversed matrix J H J; Vᵀ[t][i] = M[k-1-i][k-1-t].
   const reversed = new Float64Array(k * k);
   for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) reversed[a * k + b] = h[(k - 1 - a) * k + (k - 1 - b)];
-  const inverse = lowerInverse(cholesky(reversed, k), k);
-  const u = new Float64Array(k * k);
-  for (let a = 0; a < k; a++) for (let b = a; b < k; b++) u[a * k + b] = inverse[(k - 1 - a) * k + (k - 1 - b)];
-  return u;
+  const m = cholesky(reversed, k);
+  const vt = new Float64Array(k * k);
+  for (let t = 0; t < k; t++) for (let i = 0; i <= t; i++) vt[t * k + i] = m[(k - 1 - i) * k + (k - 1 - t)];
+  return vt;
 }
 
 /** Round half to even. */
