@@ -131,20 +131,35 @@ interface RowSource {
   row(r: number, group: number, out: Float32Array): void;
 }
 
-function gemmRows(chunks: readonly Tensor[], k: number): RowSource {
+/**
+ * Rows numbered across chunks of `rowsPer(t)` rows each: `locate(r)` gives the chunk of row r and its index there
+ * (cheap when rows are asked for in order).
+ */
+function chunkRows(chunks: readonly Tensor[], rowsPer: (t: Tensor) => number) {
   const starts: number[] = [];
   let count = 0;
   for (const t of chunks) {
     starts.push(count);
-    count += t.data.length / k;
+    count += rowsPer(t);
   }
   let chunk = 0;
   return {
     count,
-    row(r, _group, out) {
+    locate(r: number): [number, number] {
       while (chunk + 1 < chunks.length && r >= starts[chunk + 1]) chunk++;
       while (r < starts[chunk]) chunk--;
-      const data = chunks[chunk].data as Float32Array, at = (r - starts[chunk]) * k;
+      return [chunk, r - starts[chunk]];
+    },
+  };
+}
+
+function gemmRows(chunks: readonly Tensor[], k: number): RowSource {
+  const rows = chunkRows(chunks, (t) => t.data.length / k);
+  return {
+    count: rows.count,
+    row(r, _group, out) {
+      const [chunk, local] = rows.locate(r);
+      const data = chunks[chunk].data as Float32Array, at = local * k;
       for (let j = 0; j < k; j++) out[j] = data[at + j];
     },
   };
@@ -158,40 +173,37 @@ function convPatches(layer: GramLayer, chunks: readonly Tensor[]): RowSource {
   const taps = g.kernel.reduce((a, b) => a * b, 1);
   const cg = layer.weightShape[1], channels = shape[1];
   const rank = g.inShape.length;
-  const starts: number[] = [];
-  let count = 0;
-  for (const t of chunks) {
-    starts.push(count);
-    count += t.shape[0] * positions;
-  }
+  const rows = chunkRows(chunks, (t) => t.shape[0] * positions);
   const pos = new Array<number>(rank), tap = new Array<number>(rank);
-  // Per tap, the input offset within a plane for the current position, or -1 in the padding.
+  // For the current row: per tap, the input offset within a plane, or -1 in the padding.
   const offsets = new Int32Array(taps);
-  let chunk = 0;
+  let current = -1, chunk = 0, n = 0;
   return {
-    count,
+    count: rows.count,
     row(r, group, out) {
-      while (chunk + 1 < chunks.length && r >= starts[chunk + 1]) chunk++;
-      while (r < starts[chunk]) chunk--;
-      const local = r - starts[chunk];
-      const n = Math.floor(local / positions);
-      let p = local - n * positions;
-      for (let d = rank - 1; d >= 0; d--) {
-        pos[d] = p % g.outShape[d];
-        p = Math.floor(p / g.outShape[d]);
-      }
-      for (let t = 0; t < taps; t++) {
-        let rest = t;
+      if (r !== current) {
+        current = r;
+        let local;
+        [chunk, local] = rows.locate(r);
+        n = Math.floor(local / positions);
+        let p = local - n * positions;
         for (let d = rank - 1; d >= 0; d--) {
-          tap[d] = rest % g.kernel[d];
-          rest = Math.floor(rest / g.kernel[d]);
+          pos[d] = p % g.outShape[d];
+          p = Math.floor(p / g.outShape[d]);
         }
-        let off = 0;
-        for (let d = 0; d < rank && off >= 0; d++) {
-          const i = pos[d] * g.strides[d] - g.padsBegin[d] + tap[d] * g.dilations[d];
-          off = i < 0 || i >= g.inShape[d] ? -1 : off * g.inShape[d] + i;
+        for (let t = 0; t < taps; t++) {
+          let rest = t;
+          for (let d = rank - 1; d >= 0; d--) {
+            tap[d] = rest % g.kernel[d];
+            rest = Math.floor(rest / g.kernel[d]);
+          }
+          let off = 0;
+          for (let d = 0; d < rank && off >= 0; d++) {
+            const i = pos[d] * g.strides[d] - g.padsBegin[d] + tap[d] * g.dilations[d];
+            off = i < 0 || i >= g.inShape[d] ? -1 : off * g.inShape[d] + i;
+          }
+          offsets[t] = off;
         }
-        offsets[t] = off;
       }
       const data = chunks[chunk].data as Float32Array;
       for (let c = 0; c < cg; c++) {
