@@ -9,8 +9,8 @@
  *    `ch_PP-OCRv4_rec_infer.onnx`. Inputs are seeded synthetic text images
  *    (light paper, dark glyph-like strokes in lines, pixel noise), normalized
  *    as PaddleOCR does (cls/rec `(x - 0.5) / 0.5`, det ImageNet mean/std):
- *    `--calib N` calibration images (default 8, seed 1) and 4 test images
- *    (seed 2), cls 3x48x192, rec 3x48x320 and det 3x`--det-size`x`--det-size`
+ *    `--calib N` calibration images (default 8, seed 1) and `--test N` test
+ *    images (default 16, seed 2; with 4, one image can move a figure by 10 dB), cls 3x48x192, rec 3x48x320 and det 3x`--det-size`x`--det-size`
  *    (default 160; 640 is legal but slow in the interpreter).
  * 2. Top-1 on the 2,000 MNIST test images of every trained model in
  *    `examples/models` (calibration `mnist_calib_x.npy`, 256 images), through
@@ -18,10 +18,11 @@
  *
  * Every configuration runs through {@linkcode compile}; "before" is the
  * previous default (`scheme=per-channel,bias-correct=false`); the default now is `bfp` (`scheme=auto`, bias
- * correction where it holds out, and with calibration data mixed widths averaging `mantissa` bits; row 8 is it with
- * `precision=uniform`), the best setting measured `scheme=mx,block=16,avg-mantissa=8,mantissa-max=16`.
+ * correction where it holds out, and with calibration data GPTQ weight rounding and mixed widths averaging `mantissa`
+ * bits from each layer's measured output sensitivity on 8 samples; row 8 is it with `precision=uniform`, row 10 the
+ * stop-29 default without GPTQ or measured sensitivity, row 11 it without GPTQ).
  *
- *   deno run -A bench/bfp_recovery_table.ts [--ocr DIR] [--models cls,det,rec] [--configs 0,3,4] [--calib N]
+ *   deno run -A bench/bfp_recovery_table.ts [--ocr DIR] [--models cls,det,rec] [--configs 0,3,4] [--calib N] [--test N]
  *     [--det-size S] [--no-mnist] [--quick]
  *   deno run -A bench/bfp_recovery_table.ts --ocr DIR --attribute det|rec|cls [--block B] [--bias-correct] [--rows N]
  *
@@ -63,6 +64,8 @@ export const CONFIGS: readonly [string, string][] = [
   ],
   ["the default with every layer at 8 bits", "bfp{precision=uniform}"],
   ["the default with blocks of 16 channels where they pay", "bfp{block=16}"],
+  ["the stop-29 default: nearest rounding, widths from the summed noise", "bfp{gptq=false,sensitivity-samples=0}"],
+  ["the default without GPTQ", "bfp{gptq=false}"],
 ];
 
 /**
@@ -139,7 +142,7 @@ export async function ocrSqnr(
 }
 
 /** PaddleOCR's models: name, file, input height and width, normalization mean and std. */
-function ocrModels(detSize = "160"): [string, string, number, number, readonly number[], readonly number[]][] {
+export function ocrModels(detSize = "160"): [string, string, number, number, readonly number[], readonly number[]][] {
   return [
     ["cls", "ch_ppocr_mobile_v2.0_cls_infer.onnx", 48, 192, HALF, HALF],
     ["det", "ch_PP-OCRv4_det_infer.onnx", Number(detSize), Number(detSize), IMAGENET_MEAN, IMAGENET_STD],
@@ -152,7 +155,7 @@ function flag(name: string): string | undefined {
   return i < 0 ? undefined : Deno.args[i + 1];
 }
 
-async function ocrTable(dir: string, calibCount: number, detSize: number): Promise<string[]> {
+async function ocrTable(dir: string, calibCount: number, testCount: number, detSize: number): Promise<string[]> {
   const only = (flag("--models") ?? "cls,det,rec").split(",");
   const models = ocrModels(String(detSize)).filter(([name]) => only.includes(name));
   const rows = [`| configuration | ${models.map(([m, , h, w]) => `${m} 3x${h}x${w}`).join(" | ")} |`];
@@ -166,7 +169,7 @@ async function ocrTable(dir: string, calibCount: number, detSize: number): Promi
   for (const [name, file, h, w, mean, std] of models) {
     const bytes = Deno.readFileSync(`${dir}/${file}`);
     const calibration = textImages(calibCount, h, w, 1, mean, std);
-    const test = textImages(4, h, w, 2, mean, std);
+    const test = textImages(testCount, h, w, 2, mean, std);
     const float = importOnnx(bytes);
     inferShapes(float);
     const reference = new Interpreter(float).run({ [float.graph.inputs[0].name]: test });
@@ -274,7 +277,15 @@ if (import.meta.main) {
   }
   if (ocr !== undefined) {
     out.push("Output SQNR against float (PaddleOCR, synthetic text images)", "");
-    out.push(...await ocrTable(ocr, Number(flag("--calib") ?? 8), Number(flag("--det-size") ?? 160)), "");
+    out.push(
+      ...await ocrTable(
+        ocr,
+        Number(flag("--calib") ?? 8),
+        Number(flag("--test") ?? 16),
+        Number(flag("--det-size") ?? 160),
+      ),
+      "",
+    );
   }
   if (!Deno.args.includes("--no-mnist")) {
     out.push("Top-1 (%) on the MNIST test images", "");
