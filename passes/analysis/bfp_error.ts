@@ -149,19 +149,19 @@ export function runSequential(
  * import { Graph, Op, Value } from "../../ir/graph.ts";
  * import { Module } from "../../ir/module.ts";
  * import { builtinOps } from "../../ir/builtin_ops.ts";
- * import { float32Tensor } from "../../ir/tensor.ts";
- * import { SequentialRun } from "./bfp_error.ts";
+ * import { float32Tensor, type Tensor } from "../../ir/tensor.ts";
+ * import { type AfterOp, SequentialRun } from "./bfp_error.ts";
  * const g = new Graph();
  * const x = g.addInput(new Value("x", { elem: "f32", shape: [1] }));
  * const n = g.addOp(new Op({ name: "n", type: "Neg", operands: [x], results: [new Value("t")] }));
  * g.outputs.push(g.addOp(new Op({ name: "r", type: "Relu", operands: [n.result], results: [new Value("y")] })).result);
  * const run = new SequentialRun(new Module(g), { x: float32Tensor([1], [-2]) }, builtinOps);
  * const seen: number[] = [];
- * const record = (op: Op, _args: unknown, results: { data: ArrayLike<number> }[]) => {
- *   if (op.name === "r") seen.push(results[0].data[0]);
+ * const record: AfterOp = (op: Op, _args, results: Tensor[]) => {
+ *   if (op.name === "r") seen.push(results[0].data[0] as number);
  * };
  * run.fork().finish((op, args, results, rerun) => {
- *   if (op.name !== "n") return record(op, args, results);
+ *   if (op.name !== "n") return record(op, args, results, rerun);
  *   return [float32Tensor([1], [2 * (results[0].data[0] as number)])];
  * });
  * run.finish(record);
