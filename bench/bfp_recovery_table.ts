@@ -10,7 +10,8 @@
  *    (light paper, dark glyph-like strokes in lines, pixel noise), normalized
  *    as PaddleOCR does (cls/rec `(x - 0.5) / 0.5`, det ImageNet mean/std):
  *    `--calib N` calibration images (default 8, seed 1) and `--test N` test
- *    images (default 16, seed 2; with 4, one image can move a figure by 10 dB), cls 3x48x192, rec 3x48x320 and det 3x`--det-size`x`--det-size`
+ *    images (default 16, seed 2; with 4, one image can move a figure by 10
+ *    dB), cls 3x48x192, rec 3x48x320 and det 3x`--det-size`x`--det-size`
  *    (default 160; 640 is legal but slow in the interpreter).
  * 2. Top-1 on the 2,000 MNIST test images of every trained model in
  *    `examples/models` (calibration `mnist_calib_x.npy`, 256 images), through

@@ -243,10 +243,14 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
     }
     // GPTQ on each layer's Gram matrix, in its chosen format; the Gram matrices go as soon as they are used.
     const rounded = new Map<Op, Float32Array>();
-    for (const [op, grams] of choice?.grams ?? []) {
-      const layer = layers.find((l) => l.op === op)!, chosen = choice!.formats.get(op)!;
-      rounded.set(op, gptqRound(layer.weight, layer.weightShape, layer.group, grams, chosen.format, chosen.block));
-      choice!.grams.delete(op);
+    for (const layer of choice === null ? [] : layers) {
+      const grams = choice!.grams.get(layer.op), chosen = choice!.formats.get(layer.op)!;
+      if (grams === undefined) continue;
+      rounded.set(
+        layer.op,
+        gptqRound(layer.weight, layer.weightShape, layer.group, grams, chosen.format, chosen.block),
+      );
+      choice!.grams.delete(layer.op);
     }
     const lowered = lowerLayers(
       module,

@@ -254,23 +254,16 @@ function wellConditionedCholesky(g: Float64Array, n: number, tol: number): Float
   return lower;
 }
 
-/**
- * Inverse of a lower triangular `n x n` row-major matrix (lower triangular), by forward substitution, row by row
- * (`X[i] = (e_i − Σ_{p<i} L[i][p]·X[p]) / L[i][i]`: contiguous rows, each element summed in order of p).
- */
+/** Inverse of a lower triangular `n x n` row-major matrix (lower triangular), by forward substitution. */
 function lowerInverse(l: Float64Array, n: number): Float64Array {
   const x = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    const row = i * n;
-    for (let p = 0; p < i; p++) {
-      const f = l[row + p];
-      if (f === 0) continue;
-      const from = p * n;
-      for (let c = 0; c <= p; c++) x[row + c] -= f * x[from + c];
+  for (let j = 0; j < n; j++) {
+    x[j * n + j] = 1 / l[j * n + j];
+    for (let i = j + 1; i < n; i++) {
+      let s = 0;
+      for (let p = j; p < i; p++) s -= l[i * n + p] * x[p * n + j];
+      x[i * n + j] = s / l[i * n + i];
     }
-    const d = l[row + i];
-    for (let c = 0; c < i; c++) x[row + c] /= d;
-    x[row + i] = 1 / d;
   }
   return x;
 }

@@ -17,7 +17,7 @@
  * 45-49 dB SQNR on held-out images.
  * @module
  */
-import { type BfpFormat, maxMantissa } from "../../ir/bfp/format.ts";
+import { type BfpFormat, maxMantissa, roundScaled } from "../../ir/bfp/format.ts";
 import { dequantizeWeights, quantizeWeights } from "../../ir/bfp/quantize.ts";
 import type { Op } from "../../ir/graph.ts";
 import { convGeometry } from "../../ir/ops/nn.ts";
@@ -256,7 +256,7 @@ export function gptqRound(
         let shift = 0;
         for (let i = 0; i < t; i++) shift += a[t * k + i] * error[i];
         const v = weight[r * k + t] + shift / a[t * k + t], s = step[r * k + t];
-        const q = Math.max(-limit, Math.min(limit, roundHalfEven(v / s))) * s;
+        const q = Math.max(-limit, Math.min(limit, roundScaled(v / s, "nearest-even"))) * s;
         out[r * k + t] = q;
         error[t] = weight[r * k + t] - q;
       }
@@ -289,10 +289,4 @@ function feedback(gram: Float64Array, k: number): Float64Array {
   const vt = new Float64Array(k * k);
   for (let t = 0; t < k; t++) for (let i = 0; i <= t; i++) vt[t * k + i] = m[(k - 1 - i) * k + (k - 1 - t)];
   return vt;
-}
-
-/** Round half to even. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
