@@ -47,6 +47,7 @@ import {
   chooseWidths,
   conversionNsr,
   expectedClipped,
+  inputBlocking,
   measuredOutputNsr,
   type PrecisionLayer,
   withMantissa,
@@ -1007,9 +1008,10 @@ function lower(
     : graph.addConstant(graph.freshName(`${name}.bias`), tensor("f32", [o], biasValues), { elem: "f32", shape: [o] });
   // One Quantize per (input, blocking): layers reading the same tensor the same way share it. A Gemm on [..., K]
   // blocks the last axis: every row is a sample.
-  const group = block === 0 ? 1 : layer.group;
+  // Fixed point's one exponent per tensor needs no groups; else as the error analysis blocked it.
   const rank = (x.type as TensorType).shape!.length;
   const axis = layer.kind === "gemm" && rank > 2 ? -1 : 1;
+  const group = spec.staticExponents === undefined ? inputBlocking({ group: layer.group, axis }, block).group : 1;
   const key = `${x.name}|${format.mantissaBits}|${block}|${group}|${axis}`;
   const staticExponent = spec.staticExponents?.get(x);
   if (spec.staticExponents !== undefined && staticExponent === undefined) {

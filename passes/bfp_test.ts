@@ -137,6 +137,44 @@ Deno.test("bfp with scheme=mx blocks channels (groups respected) and gains SQNR 
   assert.ok(b > a + 3, `mx ${b.toFixed(1)} dB vs per-channel ${a.toFixed(1)} dB`);
 });
 
+Deno.test("bfp gives a depthwise layer's input one exponent per channel plane: a quiet channel keeps its precision", () => {
+  const g = new Graph("dw");
+  const x = g.addInput(new Value("x", { elem: "f32", shape: ["N", 4, 6, 6] }));
+  const w = randomTensor([4, 1, 3, 3], 11);
+  const y = g.addOp(
+    new Op({
+      name: "dw",
+      type: "Conv",
+      operands: [x, g.addConstant("w", w, { elem: "f32", shape: [4, 1, 3, 3] })],
+      results: [new Value("y")],
+      attributes: [["group", { kind: "int", value: 4 }], ["pads", ints([1, 1, 1, 1])]],
+    }),
+  ).result;
+  g.outputs.push(y);
+  const m = new Module(g);
+  inferShapes(m);
+  // Channel scales 10, 0.01, 1, 0.1: one exponent per sample would flush channel 1 to zero at 8 bits.
+  const input = randomTensor([2, 4, 6, 6], 12);
+  const data = input.data as Float32Array;
+  for (let i = 0; i < data.length; i++) data[i] *= [10, 0.01, 1, 0.1][Math.floor(i / 36) % 4];
+  const reference = interpret(m, { x: input }).y;
+  bfpPass.run(m, options(), context().ctx);
+  inferShapes(m);
+  const quantize = m.graph.ops.find((op) => op.type === "Quantize")!;
+  assert.equal(quantize.int("group"), 4);
+  assert.deepEqual(quantize.results[1].type, { elem: "i8", shape: ["N", 4] });
+  const lowered = interpret(m, { x: input }).y;
+  const channel = (t: Tensor, c: number) =>
+    float32Tensor(
+      [2, 36],
+      Float32Array.from({ length: 72 }, (_, i) => Number(t.data[(Math.floor(i / 36) * 4 + c) * 36 + i % 36])),
+    );
+  for (let c = 0; c < 4; c++) {
+    const db = sqnr(channel(reference, c), channel(lowered, c));
+    assert.ok(db > 35, `channel ${c}: ${db.toFixed(1)} dB`);
+  }
+});
+
 Deno.test("bfp honours ops, skip and keep-last, and warns about names it cannot use", () => {
   const m = network();
   const { ctx, diagnostics, logs } = context();

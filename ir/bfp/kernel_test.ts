@@ -46,7 +46,8 @@ interface Case {
 
 /**
  * The layer rule of ir/bfp/format.ts written out naively, output by output, block by
- * block (no GEMM, no tap tables, no chunking): the independent reference.
+ * block (no GEMM, no tap tables, no chunking): the independent reference. With `block` 0 the input has one exponent
+ * per sample, or per sample and group where `inputGroups` is the layer's group count.
  */
 function naiveLayer(
   cs: Case,
@@ -56,6 +57,7 @@ function naiveLayer(
   format: BfpFormat,
   block: number,
   accBits: number,
+  inputGroups = 1,
 ): Float64Array {
   const { n, c, o, group, h, w: wd, k, stride, pad, dilation } = cs;
   const L = format.mantissaBits, eMin = exponentRange(format).min;
@@ -75,7 +77,7 @@ function naiveLayer(
           const terms: { s: number; u: number }[] = [];
           for (let j = 0; j < nb; j++) {
             for (let t = 0; t < (block === 0 ? 1 : k * k); t++) {
-              let s = 0, xExp = block === 0 ? x.exponents[ni] : eMin;
+              let s = 0, xExp = block === 0 ? x.exponents[ni * inputGroups + (inputGroups === 1 ? 0 : gi)] : eMin;
               const ty = block === 0 ? 0 : Math.floor(t / k), tx = block === 0 ? 0 : t % k;
               if (block > 0) {
                 const iy = oy * stride + ty * dilation - pad, ix = ox * stride + tx * dilation - pad;
@@ -159,6 +161,7 @@ function convPlan(
   block: number,
   accBits: number,
   staticExponent?: number,
+  inputGroup = block === 0 ? 1 : cs.group,
 ): BfpLayerPlan {
   const g = new Graph("g");
   const elem = { kind: "bfp", mantissa: format.mantissaBits, exponent: format.exponentBits, block } as const;
@@ -183,7 +186,7 @@ function convPlan(
         ["mantissa", attr.int(format.mantissaBits)],
         ["exponent", attr.int(format.exponentBits)],
         ["block", attr.int(block)],
-        ["group", attr.int(block === 0 ? 1 : cs.group)],
+        ["group", attr.int(inputGroup)],
         ...policy,
         ...(staticExponent === undefined
           ? []
@@ -221,29 +224,35 @@ const CASES: Case[] = [
   { n: 2, c: 121, o: 3, group: 1, h: 4, w: 3, k: 3, stride: 1, pad: 1, dilation: 1 },
 ];
 
-Deno.test("bfpLayer() equals the naive block-by-block rule for per-channel and channel blocks, every rounding", () => {
+Deno.test("bfpLayer() equals the naive block-by-block rule for per-sample, per-group and channel blocks, every rounding", () => {
   let checked = 0;
   for (const [ci, cs] of CASES.entries()) {
     const xv = gaussian(cs.n * cs.c * cs.h * cs.w, 10 + ci, 2);
     for (let i = 0; i < xv.length; i += 7) xv[i] = 0; // zeros, and whole zero blocks in narrow layers
+    // Channels of very different scales: a per-group exponent differs from the sample's.
+    for (let i = 0; i < xv.length; i++) xv[i] *= 2 ** (Math.floor(i / (cs.h * cs.w)) % cs.c % 5 - 2);
     const wv = gaussian(cs.o * (cs.c / cs.group) * cs.k * cs.k, 20 + ci, 0.1);
     const bias = gaussian(cs.o, 30 + ci, 0.5);
-    for (const block of [0, 2, 32]) {
+    // [block, the Quantize's groups]: one exponent per sample, per sample and group, blocks of channels in groups.
+    for (const [block, inputGroup] of [[0, 1], [0, cs.group], [2, cs.group], [32, cs.group]]) {
       for (const rounding of ["nearest-even", "toward-zero", "toward-positive", "toward-negative"] as const) {
         for (const [L, accBits] of [[8, 32], [6, 14], [12, 40]]) {
           const format = bfpFormat({ mantissaBits: L, rounding });
-          const x = quantizeActivations(xv, [cs.n, cs.c, cs.h, cs.w], format, { block, group: cs.group }, "x");
+          const blocking = { block, group: inputGroup };
+          const x = quantizeActivations(xv, [cs.n, cs.c, cs.h, cs.w], format, blocking, "x");
+          assert.equal(x.exponents.length, block === 0 ? cs.n * inputGroup : x.exponents.length);
           const w = weightsOf(cs, wv, format, block);
-          const plan = convPlan(cs, w, bias, format, block, accBits);
+          const plan = convPlan(cs, w, bias, format, block, accBits, undefined, inputGroup);
           const r = bfpLayer(plan, { ...x, shape: [cs.n, cs.c, cs.h, cs.w] });
-          const ref = naiveLayer(cs, x, w, bias, format, block, accBits);
-          assert.deepEqual([...r.y], [...ref], `case ${ci} block ${block} ${rounding} L=${L} A=${accBits}`);
+          const ref = naiveLayer(cs, x, w, bias, format, block, accBits, block === 0 ? inputGroup : 1);
+          const what = `case ${ci} block ${block} groups ${inputGroup} ${rounding} L=${L} A=${accBits}`;
+          assert.deepEqual([...r.y], [...ref], what);
           checked++;
         }
       }
     }
   }
-  assert.equal(checked, CASES.length * 3 * 4 * 3);
+  assert.equal(checked, CASES.length * 4 * 4 * 3);
 });
 
 Deno.test("bfpLayer() with one block per row and sample is the exact dot product of the dequantized operands", () => {

@@ -37,7 +37,7 @@ function inferQuantize(op: Op, ctx: InferContext): (TensorType | null)[] {
     throw opError(op, (e as Error).message);
   }
   const c = x.shape[axis];
-  if (blocking.block > 0 && typeof c === "number" && c % blocking.group !== 0) {
+  if (typeof c === "number" && c % blocking.group !== 0) {
     throw opError(op, `${c} channels are not divisible into ${blocking.group} groups`);
   }
   return [mType, { elem: "i8", shape: activationExponentShape(x.shape, blocking) }];

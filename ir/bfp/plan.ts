@@ -67,7 +67,10 @@ export interface BfpQuantizePlan {
   readonly op: Op;
   /** Number format: widths, rounding, exponent rule, seed. */
   readonly format: BfpFormat;
-  /** Blocking of the activation; `group` is 1 when `block` is 0; `axis` as the attribute says (negative from the end). */
+  /**
+   * Blocking of the activation: with `block` 0 and `group` G > 1, one block per sample and group; `axis` as the
+   * attribute says (negative from the end).
+   */
   readonly blocking: Required<ActivationBlocking>;
   /** Fixed point: the compile-time exponent of every sample (then `block` is 0); null for BFP. */
   readonly staticExponent: number | null;
@@ -204,7 +207,7 @@ export function bfpQuantizePlan(op: Op): BfpQuantizePlan {
   }
   const xm = op.results[0];
   if (xm !== undefined) checkElement(op, "its mantissa result", xm, format, block);
-  return { op, format, blocking: { block, group: block === 0 ? 1 : group, axis }, staticExponent };
+  return { op, format, blocking: { block, group, axis }, staticExponent };
 }
 
 /**
@@ -285,7 +288,8 @@ export function bfpLayerPlan(op: Op): BfpLayerPlan {
   if (!Number.isInteger(group) || group < 1 || outChannels % group !== 0) {
     throw opError(op, `group ${group} must be a positive divisor of the ${outChannels} output channels`);
   }
-  if (input.blocking.block > 0 && input.blocking.group !== group) {
+  // Blocks along channels follow the layer's groups; one block per sample may also span them all (group 1).
+  if (input.blocking.group !== group && (input.blocking.block > 0 || input.blocking.group !== 1)) {
     throw opError(
       op,
       `its Quantize "${quantize.name}" blocks channels in ${input.blocking.group} group(s), the layer has ${group}`,

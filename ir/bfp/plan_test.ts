@@ -153,6 +153,16 @@ Deno.test("a malformed ai.bfp layer fails verification with one line naming the 
       'op "fc" (Gemm): its Quantize "q" blocks axis 1 of the rank-3 input; the layer reduces axis 2 (the last)',
     ],
     [
+      "one exponent per sample and group, for a layer of other groups",
+      ({ q }) => q.attributes.set("group", attr.int(3)),
+      'op "fc" (Gemm): its Quantize "q" blocks channels in 3 group(s), the layer has 1',
+    ],
+    [
+      "groups that do not divide the channels (one block per sample and group)",
+      ({ q }) => q.attributes.set("group", attr.int(2)),
+      'op "q" (Quantize): 3 channels are not divisible into 2 groups',
+    ],
+    [
       "Quantize with a bad mantissa width",
       ({ q }) => q.attributes.set("mantissa", attr.int(17)),
       'op "q" (Quantize): BFP mantissaBits must be an integer in [2, 16], found 17',

@@ -429,9 +429,12 @@ export function dequantizeBfp(q: BfpTensor): Float32Array {
 
 /** How an activation tensor `[N, C, ...spatial]` is cut into blocks. */
 export interface ActivationBlocking {
-  /** Channels per block along the channel axis; 0 = one block per sample. */
+  /** Channels per block along the channel axis; 0 = one block per sample (and group). */
   readonly block: number;
-  /** Channel groups (blocks never straddle a group); default 1. */
+  /**
+   * Channel groups (blocks never straddle a group); default 1. With `block` 0, one block per sample and group: the
+   * group's channels at every position (a depthwise layer's input gets one exponent per channel plane).
+   */
   readonly group?: number;
   /**
    * The channel axis (negative counts from the end); default 1, `[N, C, ...spatial]`. The axes before it are the
@@ -474,10 +477,14 @@ export function activationView(shape: readonly number[], blocking: ActivationBlo
   return [shapeSize(shape.slice(0, a)), ...shape.slice(a)];
 }
 
-/** Shape of the exponents of an activation of `shape` under `blocking`: `[...samples]` or `[...samples, G·nb, ...spatial]`. */
+/**
+ * Shape of the exponents of an activation of `shape` under `blocking`: `[...samples]` (one block per sample),
+ * `[...samples, G]` (one per sample and group) or `[...samples, G·nb, ...spatial]`.
+ */
 export function activationExponentShape<D extends Dim>(shape: readonly D[], blocking: ActivationBlocking): Dim[] {
   const a = shape.length < 2 ? 1 : channelAxis(shape.length, blocking);
-  if (blocking.block === 0) return shape.slice(0, a);
+  const groups = blocking.group ?? 1;
+  if (blocking.block === 0) return groups === 1 ? shape.slice(0, a) : [...shape.slice(0, a), groups];
   const group = blocking.group ?? 1;
   const c = shape[a];
   const perGroup = typeof c === "number" ? Math.ceil(c / group / blocking.block) : "?";
@@ -502,6 +509,18 @@ export function activationExponentShape<D extends Dim>(shape: readonly D[], bloc
  * assert.deepEqual([...q.exponents], [1, -1]);
  * assert.deepEqual([...q.mantissas], [32, 96, 64, 32]);
  * ```
+ * @example One block per sample and group: a loud channel leaves the quiet one its own exponent
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { bfpFormat } from "./format.ts";
+ * import { quantizeActivations } from "./quantize.ts";
+ * const x = new Float32Array([100, 90, 0.3, 0.2]); // [1 sample, 2 channels, 2 positions]
+ * const q = quantizeActivations(x, [1, 2, 2], bfpFormat(), { block: 0, group: 2 }, "x");
+ * assert.deepEqual([...q.exponents], [6, -2]);
+ * assert.deepEqual([...q.mantissas], [100, 90, 77, 51]);
+ * const whole = quantizeActivations(x, [1, 2, 2], bfpFormat(), { block: 0 }, "x");
+ * assert.deepEqual([...whole.mantissas], [100, 90, 0, 0]); // one exponent: the quiet channel flushes to zero
+ * ```
  */
 export function quantizeActivations(
   x: Float32Array | Float64Array,
@@ -514,13 +533,15 @@ export function quantizeActivations(
   const view = activationView(shape, blocking);
   const n = view[0], c = view[1] ?? 1;
   const spatial = shapeSize(view.slice(2));
+  const group = blocking.group ?? 1;
+  if (c % group !== 0) throw new Error(`${c} channels of "${name}" are not divisible into ${group} groups`);
   if (blocking.block === 0) {
-    const q = quantizeBfp(x, format, { length: n === 0 ? 0 : x.length / n, block: 0 }, name, staticExponent);
+    // Each (sample, group) is a contiguous run of its channels' planes: one block each.
+    const length = n === 0 ? 0 : x.length / (n * group);
+    const q = quantizeBfp(x, format, { length, block: 0 }, name, staticExponent);
     return { mantissas: q.mantissas, exponents: Int8Array.from(q.exponents), saturated: q.saturated };
   }
   if (staticExponent !== undefined) throw new Error(`a static exponent needs one block per sample ("${name}")`);
-  const group = blocking.group ?? 1;
-  if (c % group !== 0) throw new Error(`${c} channels of "${name}" are not divisible into ${group} groups`);
   const cg = c / group;
   // [N, C, S] -> [N, S, C] so that each group's channels are contiguous rows of Cg.
   const t = x instanceof Float32Array ? new Float32Array(x.length) : new Float64Array(x.length);
@@ -627,12 +648,13 @@ export function dequantizeActivations(
   const n = view[0], c = view[1] ?? 1, spatial = shapeSize(view.slice(2));
   const out = new Float32Array(q.mantissas.length);
   const L = format.mantissaBits;
+  const group = blocking.group ?? 1;
   if (blocking.block === 0) {
-    const per = n === 0 ? 0 : out.length / n;
+    const per = n === 0 ? 0 : out.length / (n * group);
     for (let i = 0; i < out.length; i++) out[i] = q.mantissas[i] * pow2(q.exponents[Math.floor(i / per)] - (L - 2));
     return out;
   }
-  const group = blocking.group ?? 1, cg = c / group, nb = Math.ceil(cg / blocking.block);
+  const cg = c / group, nb = Math.ceil(cg / blocking.block);
   for (let i = 0; i < n; i++) {
     for (let ch = 0; ch < c; ch++) {
       const g = Math.floor(ch / cg), j = Math.floor((ch % cg) / blocking.block);

@@ -36,9 +36,12 @@ export interface PrecisionLayer {
   readonly axis: number;
 }
 
-/** The blocking of a layer's input for `block` input channels per block (0: one block per sample). */
+/**
+ * The blocking of a layer's input for `block` input channels per block (0: one block per sample and channel group of
+ * the layer, so a depthwise layer's input gets one exponent per channel plane).
+ */
 export function inputBlocking(layer: { group: number; axis: number }, block: number): Required<ActivationBlocking> {
-  return { block, group: block === 0 ? 1 : layer.group, axis: layer.axis };
+  return { block, group: layer.group, axis: layer.axis };
 }
 
 /**

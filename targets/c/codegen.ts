@@ -695,7 +695,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
         ].join(", "),
       );
       const [xm, xe] = op.results;
-      const perSample = channels * spatial, exponentsPerSample = block === 0 ? 1 : group * nb * spatial;
+      const perSample = channels * spatial, exponentsPerSample = block === 0 ? group : group * nb * spatial;
       steps.push({
         op,
         reads: [x],
@@ -764,6 +764,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
         plan.group,
         block,
         nb,
+        block === 0 && plan.input.blocking.group > 1 ? 1 : 0,
         format.mantissaBits,
         min,
         plan.accumulator.guardBits,
@@ -778,7 +779,7 @@ export function generateC(module: Module, options: CodegenOptions): GeneratedC {
     const y = op.results[0];
     // A Gemm's rows (a batched MatMul's leading dimensions) are samples: the one-sample kernel once per row.
     const rows = plan.kind === "gemm" ? shapeSize(xShape.slice(0, -1)) : 1;
-    const exponentsPerRow = block === 0 ? 1 : nb;
+    const exponentsPerRow = block === 0 ? plan.input.blocking.group : nb;
     steps.push({
       op,
       reads: [xmV, xeV],

@@ -211,6 +211,7 @@ typedef struct {
     int32_t in_channels, in_h, in_w, out_channels, out_h, out_w;
     int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
     int32_t group, block, blocks_per_group;
+    int32_t x_e_g;                  /* block 0: input exponent stride per group (0: one per sample, 1: one per group) */
     int32_t mantissa_bits, exponent_min, guard, rounding;
     int64_t acc_min, acc_max;
     int32_t w_o, w_c, w_y, w_x;     /* mantissa strides: output channel, input channel, kernel row, kernel column */
@@ -582,21 +583,26 @@ export const RUNTIME_KERNELS: readonly string[] = Object.keys(KERNELS);
 
 function quantizeKernel(suffix: string, type: string): string {
   return `
-/* Quantize float32 [C, spatial] (one sample) to mantissas (same layout) and exponents [G * nb, spatial] or [1]. */
+/* Quantize float32 [C, spatial] (one sample) to mantissas (same layout) and exponents [G * nb, spatial], or [G] with
+   block 0 (one block per group: its channels at every position). */
 static int cnnc_quantize_${suffix}(const float *x, ${type} *xm, int8_t *xe, const cnnc_quantize_t *q)
 {
     int32_t maxm = (1 << (q->mantissa_bits - 1)) - 1, c, s, j, gi, e;
-    int32_t cg = q->channels / q->group, n = q->channels * q->spatial, i;
+    int32_t cg = q->channels / q->group, n = cg * q->spatial, i;
     if (q->block == 0) {
-        uint32_t amax = 0;
-        for (i = 0; i < n; i++) {
-            uint32_t m = cnnc_magnitude_bits(x[i]);
-            if (m > amax) amax = m;
+        for (gi = 0; gi < q->group; gi++) {
+            const float *xg = x + gi * n;
+            ${type} *mg = xm + gi * n;
+            uint32_t amax = 0;
+            for (i = 0; i < n; i++) {
+                uint32_t m = cnnc_magnitude_bits(xg[i]);
+                if (m > amax) amax = m;
+            }
+            if (amax >= 0x7f800000u) return CNNC_ERR_NONFINITE;
+            e = cnnc_block_exponent(amax, q);
+            xe[gi] = (int8_t)e;
+            for (i = 0; i < n; i++) mg[i] = (${type})cnnc_quantize_value(xg[i], q->mantissa_bits - 2 - e, maxm, q->rounding);
         }
-        if (amax >= 0x7f800000u) return CNNC_ERR_NONFINITE;
-        e = cnnc_block_exponent(amax, q);
-        xe[0] = (int8_t)e;
-        for (i = 0; i < n; i++) xm[i] = (${type})cnnc_quantize_value(x[i], q->mantissa_bits - 2 - e, maxm, q->rounding);
         return CNNC_OK;
     }
     for (s = 0; s < q->spatial; s++) {
@@ -640,7 +646,7 @@ static void cnnc_layer_${suffix}(const ${type} *xm, const int8_t *xe, const ${ty
                     int64_t acc = 0, bias = 0;
                     /* Pass 1: the largest block unit (padding taps read blocks with the smallest exponent). */
                     if (p->block == 0) {
-                        int32_t u = we[o * p->e_o] - step + xe[0] - step;
+                        int32_t u = we[o * p->e_o] - step + xe[gi * p->x_e_g] - step;
                         if (u > top) top = u;
                     } else {
                         for (ky = 0; ky < p->kernel_h; ky++) {
@@ -677,7 +683,7 @@ static void cnnc_layer_${suffix}(const ${type} *xm, const int8_t *xe, const ${ty
                                 }
                             }
                         }
-                        acc = cnnc_align(sum, we[o * p->e_o] - step + xe[0] - step - unit, p->rounding,
+                        acc = cnnc_align(sum, we[o * p->e_o] - step + xe[gi * p->x_e_g] - step - unit, p->rounding,
                                          p->acc_min, p->acc_max);
                     } else {
                         for (ky = 0; ky < p->kernel_h; ky++) {

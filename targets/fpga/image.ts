@@ -114,8 +114,8 @@ export const DESCRIPTOR_KEYS = {
   group: 11,
   mantissaBits: 12,
   exponentBits: 13,
-  inputBlock: 14, // input channels per activation block, 0 = one block per sample
-  inputBlockGroup: 15,
+  inputBlock: 14, // input channels per activation block, 0 = one block per sample (and group)
+  inputBlockGroup: 15, // groups the blocks never straddle; with inputBlock 0 and more than 1: one block per group
   staticExponent: 16, // fixed point: the input's compile-time exponent
   accumulatorBits: 17,
   productBits: 18,

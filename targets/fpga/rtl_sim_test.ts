@@ -2,8 +2,9 @@
  * Golden vectors and RTL simulation of the FPGA target: the vectors equal the
  * interpreter's layer outputs, reruns are byte-identical, and Icarus Verilog
  * runs `rtl/bfp_pe.v` on every lowered layer of a bundled conv net bit-exactly
- * (per-channel, MX blocks of 8, fixed point, non-default roundings, mixed mantissa widths); a
- * corrupted golden word or weight word fails naming the layer.
+ * (per-channel, MX blocks of 8, fixed point, non-default roundings, mixed mantissa widths), and on every layer of
+ * a depthwise net (one input exponent per channel plane); a corrupted golden word or weight word fails naming the
+ * layer.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -26,8 +27,8 @@ try {
   console.log("rtl_sim_test: iverilog not found, RTL simulation tests skipped (install the Debian package iverilog)");
 }
 
-function build(passes: string, target: string): Promise<CompileResult> {
-  return compile(MODEL, { passes, target, modelName: "vgg", calibration: CALIB });
+function build(passes: string, target: string, model = MODEL): Promise<CompileResult> {
+  return compile(model, { passes, target, modelName: "vgg", calibration: CALIB });
 }
 
 async function writeOut(result: CompileResult): Promise<string> {
@@ -135,6 +136,27 @@ for (const [what, passes] of CASES) {
     },
   });
 }
+
+Deno.test({
+  name: "rtl-sim: every layer of mobilenet matches (depthwise inputs with one exponent per sample and channel plane)",
+  ignore: !iverilog,
+  async fn() {
+    const mobilenet = Deno.readFileSync(join(MODELS, "mobilenet.onnx"));
+    const result = await build(`${BASE},bfp`, "fpga{vectors=1,vector-positions=4}", mobilenet);
+    const plans = result.module.graph.ops.filter((op) => op.domain === BFP_DOMAIN && op.type !== "Quantize")
+      .map((op) => bfpLayerPlan(op));
+    const planes = plans.filter((p) => p.input.blocking.block === 0 && p.input.blocking.group > 1);
+    assert.ok(planes.length > 0 && planes.every((p) => p.input.blocking.group === p.group), `${planes.length}`);
+    const dir = await writeOut(result);
+    try {
+      const sim = await rtlSim(dir);
+      assert.equal(sim.layers.length, plans.length);
+      for (const r of sim.layers) assert.ok(r.ok && r.outputs > 0, `${r.name}: ${r.log}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
 
 Deno.test({
   name: "deno task rtl-sim: one line for a folder without vectors; exit 0 on a match",

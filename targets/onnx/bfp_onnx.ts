@@ -472,9 +472,10 @@ function quantizeFunction(name: string, plan: BfpQuantizePlan): IFunctionProto {
   }
   let restore: (y: string) => string;
   if (block === 0) {
-    // One block per sample: [N, everything else]; `0` copies N, so a dynamic batch keeps working.
-    xb = b.node("Reshape", [xv, b.i64("rows_shape", [0, -1])], "x_rows");
-    reduceAxis = 1;
+    // One block per sample: [N, everything else] (`0` copies N, so a dynamic batch keeps working); per sample and group:
+    // [N, G, the group's channels and positions].
+    xb = b.node("Reshape", [xv, b.i64("rows_shape", group === 1 ? [0, -1] : [0, group, -1])], "x_rows");
+    reduceAxis = group === 1 ? 1 : 2;
     restore = (y) => b.node("Reshape", [y, shape], "y");
   } else {
     // Blocks of B channels inside each of G groups: [N, G, Cg, S] zero-padded to [N, G, nb·B, S], seen as [N, G, nb, B, S].
@@ -572,7 +573,9 @@ function quantizeFunction(name: string, plan: BfpQuantizePlan): IFunctionProto {
     opsetImport: [{ domain: "", version: BFP_ONNX_OPSET }],
     docString: `BFP fake quantization (ir/bfp.ts): mantissa ${L} bits, exponent ${format.exponentBits} bits ` +
       `(range [${eMin}, ${eMax}]), ${
-        block === 0 ? "one block per sample" : `blocks of ${block} channels in ${group} group(s)`
+        block === 0
+          ? group === 1 ? "one block per sample" : `one block per sample and group (${group} groups)`
+          : `blocks of ${block} channels in ${group} group(s)`
       }, ` +
       `rounding ${format.rounding}, exponent rule ${format.exponentRule}`,
   };

@@ -50,7 +50,8 @@ function bfpElem(f: Fmt): TensorType["elem"] {
 function fakeQuantRef(x: Float32Array, shape: readonly number[], f: Fmt, group = 1): Float32Array {
   const format = formatOf(f);
   const n = shape[0], c = shape[1], s = shapeSize(shape.slice(2));
-  if (f.block === 0) return dequantizeBfp(quantizeBfp(x, format, { length: x.length / n, block: 0 }, "x"));
+  // One block per sample, or per sample and group: a contiguous run of the group's channel planes.
+  if (f.block === 0) return dequantizeBfp(quantizeBfp(x, format, { length: x.length / n / group, block: 0 }, "x"));
   // [N, C, S] -> [N, S, C]: each group's Cg channels become a row blocked along its length.
   const t = new Float32Array(x.length);
   for (let i = 0; i < n; i++) {
@@ -123,7 +124,7 @@ class BfpBuilder {
     const a = axis < 0 ? shape.length + axis : axis;
     const c = shape[a] as number;
     const eShape = f.block === 0
-      ? shape.slice(0, a)
+      ? [...shape.slice(0, a), ...(group === 1 ? [] : [group])]
       : [...shape.slice(0, a), group * Math.ceil(c / group / f.block), ...shape.slice(a + 1)];
     const op = this.graph.addOp(
       new Op({
@@ -451,6 +452,34 @@ Deno.test("legalizeBfp() blocked Conv with groups, dilation and channels not div
   assert.deepEqual(dq.map((op) => [op.int("axis"), op.int("block_size")]), [[1, 4], [1, 4]]);
   assert.deepEqual(dq.map((op) => op.operand(1)!.constant!.shape), [[4, 2, 3, 2], [3, 18]]);
   assert.deepEqual(dq.map((op) => op.operand(0)!.constant!.dtype), ["i8", "i16"]);
+});
+
+Deno.test("legalizeBfp() a depthwise Conv whose input has one exponent per sample and channel plane", async () => {
+  const f: Fmt = { mantissa: 8, exponent: 5, block: 0 };
+  const b = new BfpBuilder();
+  const x = b.input("x", ["N", 4, 5, 5]);
+  const convAttrs: [string, Attribute][] = [["group", attr.int(4)], ["kernel_shape", attr.ints([3, 3])], [
+    "pads",
+    attr.ints([1, 1, 1, 1]),
+  ]];
+  const y = b.layer("dw", b.quantize("xq", x, f, 4), values(4 * 9, 21), [4, 1, 3, 3], values(4, 22), f, [
+    "N",
+    4,
+    5,
+    5,
+  ], convAttrs);
+  const module = b.module([y]);
+  const input = values(2 * 4 * 25, 23, 2);
+  // Channel planes of very different scales: one exponent per sample would flush the quiet ones.
+  for (let i = 0; i < input.length; i++) input[i] *= 2 ** (3 * (Math.floor(i / 25) % 4) - 6);
+  const xt = tensor("f32", [2, 4, 5, 5], input);
+  const out = await runWithFakeQuant(module, { x: xt }, ["xq.xm"]);
+  const xq = fakeQuantRef(input, xt.shape, f, 4);
+  assertSameBits(out["xq.xm"], xq, "depthwise input");
+  assert.notDeepEqual([...xq], [...fakeQuantRef(input, xt.shape, f)], "the planes' exponents differ from the sample's");
+  assertClose(out.dw, b.floatLayer("dw", tensor("f32", xt.shape, xq)), "dw");
+  // The interpreter's bit-exact layer on the same input.
+  assertClose(out.dw, interpret(module, { x: xt }).dw.data as Float32Array, "dw against the interpreter");
 });
 
 Deno.test("legalizeBfp() writes power-of-two scales, opset 21, IR 10 and the format metadata", () => {
