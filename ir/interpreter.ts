@@ -9,7 +9,7 @@ import type { Graph, Op, Value } from "./graph.ts";
 import type { Module } from "./module.ts";
 import type { KernelContext, OpDef, OpRegistry } from "./op_def.ts";
 import { builtinOps } from "./builtin_ops.ts";
-import { silu } from "./ops/elementwise.ts";
+import { hardSwishChain, silu } from "./ops/elementwise.ts";
 import { interpretConvClamped } from "./ops/nn.ts";
 import { allocData, type Tensor, type TensorData } from "./tensor.ts";
 import { type Dim, type DType, elementTypeToString, isTensorType } from "./types.ts";
@@ -200,15 +200,38 @@ export class Interpreter {
 type Step = { op: Op; run: Kernel; opset: number; results: readonly Value[]; skip: boolean };
 
 /**
- * Fuse pairs of adjacent built-in ops into one step that computes the second op's result in one pass, the same
- * numbers as the two ops and one tensor fewer: a Conv whose one use is a Relu, or a Clip with constant bounds
- * (clamped as it is written), and a float32 Sigmoid whose one use is a Mul by the Sigmoid's operand (SiLU). The
- * first op's result must be neither kept nor a probe. The second op's step is skipped; what it released is released
- * by the first's.
+ * Fuse adjacent built-in ops into one step that computes the last op's result in one pass, the same numbers as the
+ * ops and fewer tensors: a Conv whose one use is a Relu, or a Clip with constant bounds (clamped as it is written), a
+ * float32 Sigmoid whose one use is a Mul by the Sigmoid's operand (SiLU), and float32 hard-swish written as four ops
+ * (`Add` of a constant, `Clip`, `Mul` by the Add's operand, `Div` or `Mul` by a constant; {@linkcode hardSwishAt}).
+ * The intermediate results must be neither kept nor probes. The later ops' steps are skipped; what they released is
+ * released by the first's.
  */
 function fuseSteps(steps: Step[], release: Value[][], kept: Set<Value>, registry: OpRegistry): void {
   const builtin = (op: Op): boolean => registry.get(op) === builtinOps.get(op) && op.domain === "";
+  for (let i = 0; i + 3 < steps.length; i++) {
+    const chain = hardSwishAt(steps, i, kept, builtin);
+    if (chain === null) continue;
+    const x = chain.x;
+    steps[i] = {
+      ...steps[i],
+      run: (_op, inputs, ctx) => {
+        const t = inputs[x]!;
+        // In place when x dies here (element i reads only x[i]).
+        const out = ctx.reusable?.(x) === true ? t.data as Float32Array : undefined;
+        return [hardSwishChain(t, chain, ctx.alloc, out)];
+      },
+      results: steps[i + 3].op.results,
+    };
+    for (let k = 1; k <= 3; k++) {
+      steps[i + k] = { ...steps[i + k], skip: true };
+      release[i].push(...release[i + k]);
+      release[i + k] = [];
+    }
+    i += 3;
+  }
   for (let i = 0; i + 1 < steps.length; i++) {
+    if (steps[i].skip || steps[i + 1].skip) continue;
     const [first, next] = [steps[i].op, steps[i + 1].op];
     if (!builtin(first) || !builtin(next) || first.results.length !== 1) continue;
     const r = first.results[0];
@@ -228,6 +251,67 @@ function fuseSteps(steps: Step[], release: Value[][], kept: Set<Value>, registry
     release[i].push(...release[i + 1]);
     release[i + 1] = [];
   }
+}
+
+/** A float32 hard-swish chain starting at step `i`: the Add's operand index of x and the chain's constants. */
+interface HardSwishChain {
+  readonly x: number;
+  readonly add: number;
+  readonly lo: number;
+  readonly hi: number;
+  readonly scale: number;
+  readonly divide: boolean;
+}
+
+/**
+ * Steps `i..i+3` as hard-swish (`x · clip(x + a, lo, hi) / s`, as PaddlePaddle and older PyTorch exporters write it):
+ * `Add(x, a)`, a Relu or Clip with constant bounds of its result, `Mul` of x and that, `Div` by `s` or `Mul` by it,
+ * all float32, `a` and `s` single-element constants of rank at most x's, each intermediate used once by the next op
+ * and neither kept nor a probe. Null otherwise.
+ */
+function hardSwishAt(
+  steps: readonly Step[],
+  i: number,
+  kept: Set<Value>,
+  builtin: (op: Op) => boolean,
+): HardSwishChain | null {
+  const ops = [0, 1, 2, 3].map((k) => steps[i + k].op);
+  const [add, clip, mul, last] = ops;
+  if (add.type !== "Add" || mul.type !== "Mul" || (last.type !== "Div" && last.type !== "Mul")) return null;
+  if (!ops.every(builtin) || steps.slice(i, i + 4).some((s) => s.skip || s.opset < 7)) return null;
+  for (let k = 0; k < 3; k++) {
+    const r = ops[k].results;
+    if (r.length !== 1 || kept.has(r[0]) || r[0].uses.length !== 1 || r[0].uses[0].op !== ops[k + 1]) return null;
+  }
+  const x0 = add.operands[0], x1 = add.operands[1];
+  const rank = (v: Value | null | undefined): number | null => {
+    const type = v?.type ?? null;
+    return type !== null && isTensorType(type) && type.shape !== null ? type.shape.length : null;
+  };
+  // A single float32 constant that broadcasts into x's shape (a graph input's default could be replaced).
+  const scalar = (v: Value | null | undefined, x: Value | null | undefined): number | null => {
+    const t = v?.constant ?? null;
+    if (t === null || v!.graph?.inputs.includes(v!) || t.dtype !== "f32" || t.data.length !== 1) return null;
+    const r = rank(x);
+    return r !== null && t.shape.length <= r ? Number(t.data[0]) : null;
+  };
+  const x = scalar(x1, x0) !== null ? 0 : scalar(x0, x1) !== null ? 1 : -1;
+  if (x < 0) return null;
+  const xv = add.operands[x]!;
+  if (dtypeOf(xv) !== "f32" || dtypeOf(add.results[0]) !== "f32" || clip.operands[0] !== add.results[0]) return null;
+  const clamp = clampOf(clip, steps[i + 1].opset);
+  const [m0, m1] = mul.operands, c = clip.results[0], m = mul.results[0];
+  if (clamp === null || !((m0 === xv && m1 === c) || (m0 === c && m1 === xv))) return null;
+  const [l0, l1] = last.operands;
+  const scale = last.type === "Div"
+    ? l0 === m ? scalar(l1, xv) : null
+    : l0 === m
+    ? scalar(l1, xv)
+    : l1 === m
+    ? scalar(l0, xv)
+    : null;
+  if (scale === null) return null;
+  return { x, add: scalar(add.operands[1 - x], xv)!, lo: clamp[0], hi: clamp[1], scale, divide: last.type === "Div" };
 }
 
 /** The element type of a value's tensor type, or null. */

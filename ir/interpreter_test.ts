@@ -257,3 +257,52 @@ Deno.test("Sigmoid then Mul by its operand (SiLU) fused gives the same bits as t
   assert.deepEqual([plain.fusedOps, fused.fusedOps], [0, 2]);
   assert.deepEqual(fused.run({ x: input }).b_y, plain.run({ x: input }).b_y);
 });
+
+Deno.test("hard-swish written as Add, Clip, Mul, Div (or Mul) fused gives the same bits as the four ops", () => {
+  const rnd = mulberry32(44);
+  const n = 4099;
+  const g = new Graph();
+  const x = g.addInput(new Value("x", { elem: "f32", shape: [1, n] }));
+  const scalar = (name: string, v: number, shape: number[] = []) =>
+    g.addConstant(name, float32Tensor(shape, [v]), { elem: "f32", shape });
+  const op = (name: string, type: string, operands: Value[], attributes: [string, Attribute][] = []) =>
+    g.addOp(new Op({ name, type, operands, results: [new Value(`${name}_y`)], attributes })).result;
+  // Four spellings: constant first or second, Clip bounds as operands (opset 13), Relu, a multiply by 1/6 at the end.
+  let v = x;
+  const chains: Value[] = [];
+  for (
+    const [k, constantFirst, divide] of [[0, false, true], [1, true, false], [2, false, false], [
+      3,
+      true,
+      true,
+    ]] as const
+  ) {
+    const three = scalar(`three${k}`, 3, k === 2 ? [1, 1] : []);
+    const a = op(`add${k}`, "Add", constantFirst ? [three, v] : [v, three]);
+    const c = k === 3
+      ? op(`relu${k}`, "Relu", [a])
+      : op(`clip${k}`, "Clip", [a, scalar(`lo${k}`, 0), scalar(`hi${k}`, 6)]);
+    const m = op(`mul${k}`, "Mul", constantFirst ? [c, v] : [v, c]);
+    const s = scalar(`six${k}`, divide ? 6 : 1 / 6);
+    v = op(`end${k}`, divide ? "Div" : "Mul", divide || !constantFirst ? [m, s] : [s, m]);
+    chains.push(v);
+  }
+  // x is read again at the end: the first chain may not overwrite it.
+  g.outputs.push(op("sum", "Add", [v, x]));
+  const m = new Module(g, [["", 13]]);
+  inferShapes(m);
+  const values = Array.from({ length: n }, () => (rnd() * 2 - 1) * 8);
+  values.splice(0, 9, NaN, Infinity, -Infinity, -0, 0, -3, 3, 2 ** -140, 1e30); // specials, the bounds, a subnormal
+  const input = float32Tensor([1, n], values);
+  const registry = new OpRegistry(builtinOps.all().map((d) => (d.type === "Div" || d.type === "Mul" ? { ...d } : d)));
+  const plain = new Interpreter(m, { registry });
+  const fused = new Interpreter(m);
+  assert.deepEqual([plain.fusedOps, fused.fusedOps], [0, 12]);
+  const want = plain.run({ x: input }).sum_y;
+  assert.deepEqual(fused.run({ x: input }).sum_y, want);
+  assert.deepEqual(input.data, Float32Array.from(values), "the input is left as it was");
+  // A probe inside a chain keeps that chain apart; the others still fuse.
+  const probed = new Interpreter(m, { probes: [chains[0].producer!.operands[0]!] });
+  assert.equal(probed.fusedOps, 9);
+  assert.deepEqual(probed.run({ x: input }).sum_y, want);
+});

@@ -1035,6 +1035,51 @@ export function silu(x: Tensor, alloc?: (dtype: DType, n: number) => TensorData)
 }
 
 /**
+ * Hard-swish as exporters write it, four float32 ops in one pass: `Add(x, add)`, `Clip(lo, hi)`, `Mul` by x, then
+ * `Div` by `scale` (or `Mul` by it), each result rounded to float32 as its op stores it, so the bits are the four
+ * ops'. The Clip compares with its bounds as given (`t = v < lo ? lo : v`, then `t > hi ? hi : t`; NaN kept).
+ *
+ * @example x = 1: 1 · clip(4, 0, 6) / 6
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { float32Tensor } from "../tensor.ts";
+ * import { hardSwishChain } from "./elementwise.ts";
+ * const y = hardSwishChain(float32Tensor([3], [1, -4, 5]), { add: 3, lo: 0, hi: 6, scale: 6, divide: true });
+ * assert.deepEqual([...y.data], [Math.fround(4 / 6), -0, 5]); // -4 · 0 is -0, as the four ops give
+ * ```
+ */
+export function hardSwishChain(
+  x: Tensor,
+  chain: { add: number; lo: number; hi: number; scale: number; divide: boolean },
+  alloc?: (dtype: DType, n: number) => TensorData,
+  out?: Float32Array,
+): Tensor {
+  if (x.dtype !== "f32") throw new Error(`hardSwishChain: expects f32, found ${x.dtype}`);
+  const xs = x.data as Float32Array, n = xs.length;
+  const y = out ?? (alloc?.("f32", n) ?? new Float32Array(n)) as Float32Array;
+  const { add, lo, hi, scale } = chain;
+  const f = Math.fround;
+  if (chain.divide) {
+    for (let i = 0; i < n; i++) {
+      const v = xs[i];
+      let t = f(v + add);
+      t = t < lo ? lo : t;
+      t = t > hi ? hi : t;
+      y[i] = f(v * f(t)) / scale;
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      const v = xs[i];
+      let t = f(v + add);
+      t = t < lo ? lo : t;
+      t = t > hi ? hi : t;
+      y[i] = f(v * f(t)) * scale;
+    }
+  }
+  return tensor("f32", x.shape, y);
+}
+
+/**
  * The module behind {@linkcode simdSigmoid}. Per lane, with `t = max(-|x|, -87)`:
  * `e = 2^k · p(r)` where `k = nearest(t · log2 e)`, `r = t - k ln2` (ln2 split
  * in two, Cody-Waite) and `p` the Taylor polynomial of `e^r` to degree 7
