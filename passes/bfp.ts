@@ -261,7 +261,7 @@ export const bfpPass: Pass<typeof bfpOptions> = definePass({
         block,
         accumulator: options.accumulator,
         formats: choice?.formats,
-        rounded,
+        rounded: options.gptq && choice !== null ? rounded : undefined,
         biasCorrect: options.biasCorrect,
         expectedInputs,
       },
@@ -461,7 +461,7 @@ export interface LoweringSpec {
   readonly formats?: ReadonlyMap<Op, LayerFormat>;
   /**
    * Per layer: float weights already on the layer's grid (GPTQ, `analysis/gptq.ts`), stored instead of the nearest
-   * rounding of its weights.
+   * rounding of its weights. Given (even empty) when GPTQ ran: each layer's statistics then say `weight-rounding`.
    */
   readonly rounded?: ReadonlyMap<Op, Float32Array>;
   /** With calibration data, correct each layer's bias by its mean output error per channel. */
@@ -1067,6 +1067,8 @@ function lower(
     "weight-mantissa-bits": q.mantissas.length * format.mantissaBits,
     "weight-saturated": q.saturated,
     "exponent-bias": exponentBias,
+    // Where GPTQ ran: which layers it fitted (the rest keep nearest rounding).
+    ...(spec.rounded === undefined ? {} : { "weight-rounding": spec.rounded.has(op) ? "gptq" : "nearest" }),
     ...(shift === null ? {} : { "bias-corrected-data-free": true }),
     ...(staticExponent === undefined ? {} : {
       "input-exponent": staticExponent,

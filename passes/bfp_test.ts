@@ -634,10 +634,16 @@ Deno.test("gptq: with data, the lowered weights follow the calibration inputs' c
   const fitted = lowered(calibration, true), nearest = lowered(calibration, false);
   assert.equal(fitted.stats.gptq, "1 of 1 layers");
   assert.equal(nearest.stats.gptq, undefined);
+  // Per layer, the report says how its weights were rounded (only where GPTQ ran).
+  const rounding = (stats: Record<string, StatValue>) =>
+    (stats.layers as Record<string, Record<string, StatValue>>).fc["weight-rounding"];
+  assert.equal(rounding(fitted.stats), "gptq");
+  assert.equal(rounding(nearest.stats), undefined);
   assert.ok(fitted.sqnr > nearest.sqnr + 2, `GPTQ ${fitted.sqnr.toFixed(2)} dB, nearest ${nearest.sqnr.toFixed(2)} dB`);
   // 20 rows for 16 inputs: the fit is not trusted, the weights are rounded to nearest.
   const few = { x: rows(20, 1) };
   const sparse = lowered(few, true);
   assert.match(String(sparse.stats.gptq), /^0 of 1 layers \(.*fewer than 2 calibration rows per weight/);
+  assert.equal(rounding(sparse.stats), "nearest");
   assert.equal(sparse.text, lowered(few, false).text);
 });
