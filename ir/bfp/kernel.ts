@@ -21,6 +21,7 @@ import { gemm64 } from "../ops/wasm_gemm64.ts";
 import { shapeSize } from "../tensor.ts";
 import { alignToExponent, exponentRange, maxMantissa, pow2, RNE_MAGIC, roundScaled, splitmix32 } from "./format.ts";
 import { bfpLayerGeometry, type BfpLayerPlan, NO_BIAS_UNIT } from "./plan.ts";
+import { sampleExponentIndex } from "./quantize.ts";
 
 /** A BFP activation as the kernel reads it (the layout of `quantizeActivations`). */
 export interface BfpActivation {
@@ -126,8 +127,6 @@ export function bfpLayer(
   const { format, group, inChannels: c, outChannels: o } = plan;
   const { mantissas: xm, exponents: xe } = x;
   const { exponents: we, block } = plan.weights;
-  // With one input block per sample: 1, or one per sample and group (exponents `[N, G]`).
-  const inputGroups = plan.input.blocking.group;
   const bias = plan.bias === null ? null : plan.bias.values;
   // A Gemm's rows are its samples (`[..., K]` is `[rows, K]`): the loops below see them as the output positions of one
   // sample, so each chunk of the reduction is one GEMM over all rows. A Conv's samples are axis 0.
@@ -250,7 +249,7 @@ export function bfpLayer(
    * above in one sweep per output channel, with the same arithmetic.
    */
   function denseOutputs(n: number, gi: number, s: Float64Array): void {
-    const xUnit = xe[n * inputGroups + (inputGroups === 1 ? 0 : gi)] - (L - 2);
+    const xUnit = xe[sampleExponentIndex(plan.input.blocking, n, gi)] - (L - 2);
     for (let oi = 0; oi < og; oi++) {
       const oc = gi * og + oi;
       const u = we[oc] - (L - 2) + xUnit;
@@ -279,7 +278,7 @@ export function bfpLayer(
       return;
     }
     if (block === 0) {
-      out.fill(xe[n * inputGroups + (inputGroups === 1 ? 0 : gi)] - (L - 2));
+      out.fill(xe[sampleExponentIndex(plan.input.blocking, n, gi)] - (L - 2));
       return;
     }
     const blocksPerPosition = group * blocksPerGroup;

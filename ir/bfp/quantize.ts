@@ -492,6 +492,23 @@ export function activationExponentShape<D extends Dim>(shape: readonly D[], bloc
 }
 
 /**
+ * With one block per sample (`block` 0): the index of sample `n`'s exponent for channel group `gi` in
+ * {@linkcode quantizeActivations}' exponents (`[N]`, or `[N, G]` with groups).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sampleExponentIndex } from "./quantize.ts";
+ * assert.equal(sampleExponentIndex({ block: 0 }, 3, 5), 3);
+ * assert.equal(sampleExponentIndex({ block: 0, group: 8 }, 3, 5), 29);
+ * ```
+ */
+export function sampleExponentIndex(blocking: ActivationBlocking, n: number, gi: number): number {
+  const groups = blocking.group ?? 1;
+  return groups === 1 ? n : n * groups + gi;
+}
+
+/**
  * Quantize an activation `[N, C, ...spatial]` (or any shape seen that way by
  * {@linkcode activationView}) to BFP (the `Quantize` op's
  * kernel): {@linkcode quantizeBfp} per block. For `block > 0` the blocks

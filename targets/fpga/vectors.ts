@@ -23,6 +23,7 @@
 import { exponentRange } from "../../ir/bfp/format.ts";
 import { bfpLayer } from "../../ir/bfp/kernel.ts";
 import type { BfpLayerPlan } from "../../ir/bfp/plan.ts";
+import { sampleExponentIndex } from "../../ir/bfp/quantize.ts";
 import { Interpreter } from "../../ir/interpreter.ts";
 import type { Module } from "../../ir/module.ts";
 import { unflatten } from "../../ir/ops/conv_kernels.ts";
@@ -141,7 +142,6 @@ function layerVectors(
   const K = plan.reduction, block = plan.weights.block;
   const nb = block === 0 ? 1 : Math.ceil(cg / block);
   const nbe = block === 0 ? 1 : nb * taps;
-  const inputGroups = plan.input.blocking.group; // with block 0: one input exponent per sample, or per sample and group
   const eMin = exponentRange(plan.format).min;
   const positions = selectPositions(total, positionCap);
   const P = positions.length;
@@ -183,7 +183,7 @@ function layerVectors(
           }
         }
         const eBase = ((n * P + i) * G + gi) * nbe;
-        if (block === 0) patchExponents[eBase] = xe[n * inputGroups + (inputGroups === 1 ? 0 : gi)];
+        if (block === 0) patchExponents[eBase] = xe[sampleExponentIndex(plan.input.blocking, n, gi)];
         else {
           for (let j = 0; j < nb; j++) {
             for (let t = 0; t < taps; t++) {
